@@ -1,0 +1,178 @@
+//! The one trait through which the supervision tree learns about a protocol.
+//!
+//! Everything protocol-specific (how bytes become requests, what a request means, what to answer
+//! when a handler fails, what a span should say) lives behind [`Protocol`]. The runtime knows
+//! sockets, supervision, deadlines, back-pressure and shutdown, and nothing else.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::codec::{Decoder, Encoder};
+
+/// A protocol served by the supervision tree.
+///
+/// The runtime drives one codec per connection, calls [`Protocol::meta`] on every decoded request
+/// (in the connection, before the handler task starts), runs [`Protocol::handle`] in its own tokio
+/// task under the handler deadline, and writes the response it returns, in arrival order.
+///
+/// When the handler task fails (it panicked, or passed its deadline and was aborted), the
+/// runtime's `HandlerFailurePolicy` decides what happens; when that policy says "respond", the
+/// runtime asks [`Protocol::on_failure`] for the answer, using only the request's metadata.
+pub trait Protocol: Send + Sync + 'static {
+    /// A decoded request (one frame).
+    type Request: Send + 'static;
+    /// A response, encoded by the codec.
+    type Response: Send + 'static;
+    /// What the runtime keeps about a request while its handler runs: enough to answer a failed
+    /// handler without the request itself, and to describe the request in telemetry.
+    type Meta: Send + Sync + 'static;
+    /// Decoding or encoding failed. Any codec error closes the connection.
+    type Error: std::error::Error + From<std::io::Error> + Send + Sync + 'static;
+    /// The per-connection codec.
+    type Codec: Decoder<Item = Self::Request, Error = Self::Error>
+        + Encoder<Self::Response, Error = Self::Error>
+        + Send
+        + 'static;
+
+    /// A fresh codec for a new connection.
+    fn codec(&self) -> Self::Codec;
+
+    /// Metadata for a request, taken before the request moves into its handler task.
+    fn meta(&self, request: &Self::Request) -> Self::Meta;
+
+    /// Handles one request. The future runs in its own task, inside the span returned by
+    /// [`Protocol::message_span`], and may be aborted at the handler deadline.
+    ///
+    /// `None` means "send nothing for this request" (for example an HL7 accept acknowledgment
+    /// that MSH-15 says is never wanted); the connection goes on.
+    fn handle(
+        &self,
+        request: Self::Request,
+        meta: &Self::Meta,
+        connection: &ConnectionInfo,
+    ) -> impl Future<Output = Option<Self::Response>> + Send + 'static;
+
+    /// The answer to a request whose handler failed, or `None` to send nothing.
+    fn on_failure(&self, meta: &Self::Meta, failure: &Failure) -> Option<Self::Response>;
+
+    /// A short, stable, low-cardinality name for a codec error, used as the close reason
+    /// (for example `"framing"` or `"oversize"`). Default is `"protocol"`.
+    fn error_kind(&self, error: &Self::Error) -> &'static str {
+        let _ = error;
+        "protocol"
+    }
+
+    /// The long-lived span of a connection. The runtime enters it for the connection's I/O and
+    /// records `close_reason` and `messages` on it when the connection ends if the span has
+    /// those fields. Default is an `info` span named `connection` with no fields.
+    fn connection_span(&self, connection: &ConnectionInfo) -> tracing::Span {
+        let _ = connection;
+        tracing::info_span!("connection")
+    }
+
+    /// The span of one request; the handler task runs inside it. `connection_span` is the span
+    /// returned by [`Protocol::connection_span`], so a protocol may parent the message span on it
+    /// or link to it. Default is a `debug` span named `message`, child of the connection span.
+    fn message_span(
+        &self,
+        connection_span: &tracing::Span,
+        connection: &ConnectionInfo,
+        meta: &Self::Meta,
+    ) -> tracing::Span {
+        let _ = (connection, meta);
+        tracing::debug_span!(parent: connection_span, "message")
+    }
+}
+
+/// Why a handler task produced no response of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The handler panicked; the payload's message when it was a string.
+    Panicked(String),
+    /// The handler did not finish within the handler timeout and was aborted.
+    TimedOut(std::time::Duration),
+}
+
+impl Failure {
+    /// The failure kind as used in telemetry: `"panic"` or `"timeout"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Panicked(_) => "panic",
+            Failure::TimedOut(_) => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Panicked(msg) => write!(f, "handler panicked: {msg}"),
+            Failure::TimedOut(limit) => write!(f, "handler exceeded its {limit:?} deadline"),
+        }
+    }
+}
+
+/// What the runtime knows of a connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    inner: Arc<ConnectionInfoInner>,
+}
+
+#[derive(Debug)]
+struct ConnectionInfoInner {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+    peer_identity: Option<String>,
+}
+
+impl ConnectionInfo {
+    /// Describes a connection. `peer_identity` is the verified client identity, if the transport
+    /// established one (for example a client certificate's subject).
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        peer_identity: Option<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ConnectionInfoInner {
+                id,
+                peer,
+                local,
+                tls,
+                peer_identity,
+            }),
+        }
+    }
+
+    /// The connection's id, unique within the process.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// The local address the connection was accepted on.
+    pub fn local(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Whether the transport is TLS.
+    pub fn tls(&self) -> bool {
+        self.inner.tls
+    }
+
+    /// The verified peer identity (a client certificate's subject), if any.
+    pub fn peer_identity(&self) -> Option<&str> {
+        self.inner.peer_identity.as_deref()
+    }
+}

@@ -1,0 +1,57 @@
+//! How an accepted TCP socket becomes the stream a connection speaks over.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// Turns an accepted socket into a connection's stream: plain TCP, TLS, or anything else.
+///
+/// [`Transport::admit`] runs in the acceptor right after `accept()` and must be cheap;
+/// [`Transport::handshake`] runs inside the connection, under `handshake_timeout`, so a slow
+/// peer never blocks the acceptor.
+pub trait Transport: Send + Sync + 'static {
+    /// The stream after the handshake.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Whether this peer may connect at all. Default admits everyone.
+    fn admit(&self, peer: SocketAddr) -> bool {
+        let _ = peer;
+        true
+    }
+
+    /// Performs the handshake. An error closes the connection with `HandshakeFailed`.
+    fn handshake(
+        &self,
+        socket: TcpStream,
+    ) -> impl Future<Output = io::Result<Established<Self::Stream>>> + Send;
+}
+
+/// A stream ready for the protocol, and what the handshake learnt about the peer.
+#[derive(Debug)]
+pub struct Established<S> {
+    /// The stream.
+    pub stream: S,
+    /// Whether the stream is TLS.
+    pub tls: bool,
+    /// The verified peer identity (for example a client certificate's subject), if any.
+    pub peer_identity: Option<String>,
+}
+
+/// Plain TCP: no handshake, everyone admitted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainTcp;
+
+impl Transport for PlainTcp {
+    type Stream = TcpStream;
+
+    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<TcpStream>> {
+        Ok(Established {
+            stream: socket,
+            tls: false,
+            peer_identity: None,
+        })
+    }
+}

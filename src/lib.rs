@@ -1,0 +1,5 @@
+//! `mllp`: an MLLP (HL7 v2 over TCP) server library.
+
+pub mod ack;
+pub mod frame;
+pub mod hl7;
