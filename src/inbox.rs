@@ -1,0 +1,343 @@
+//! The durable inbox of `mllp serve`: one file per accepted message, on disk before the AA.
+//!
+//! [`Inbox::store`] returns only once the message is durable: it writes the payload to a temporary
+//! file in the inbox directory (named `.tmp-…`), flushes it to disk (`fsync`), links it under its
+//! final name, removes the temporary name and flushes the directory. A message whose `store`
+//! returned `Ok` survives a crash or a power loss; only then may it be acknowledged.
+//!
+//! # File names
+//!
+//! `<UTC timestamp>-<control id>-<process id>-<counter>.hl7`, for example
+//! `20261122T031501.123456Z-MSG00001-4242-17.hl7`:
+//!
+//! - the timestamp (microseconds, fixed width) makes a directory listing sort by arrival time;
+//! - the control id is MSH-10 sanitised: only `A-Z a-z 0-9 . _ -` are kept, every other byte
+//!   becomes `_`, it is cut to 64 bytes, and a missing or empty id becomes `none`. The result
+//!   never holds a path separator, so whatever MSH-10 contains the file lands inside the inbox;
+//! - the process id and a process-wide counter make names unique, so two messages with the same
+//!   control id (a resend) are both kept.
+//!
+//! No file is ever overwritten: the final name is created with a hard link, which the operating
+//! system refuses if the name exists (a plain `rename` would silently replace it); on that
+//! refusal the next counter value is tried. The inbox therefore needs a filesystem with hard
+//! links (any local POSIX filesystem, NTFS).
+//!
+//! The payload is written exactly as received: no character set conversion, no line-ending
+//! change, so Latin-1 and UTF-8 messages are kept byte for byte.
+//!
+//! A `.tmp-` file left in the directory is the trace of a crash during `store`; its message was
+//! never acknowledged (or, if the crash hit between the link and the removal, it is also present
+//! under its final name). Such files may be deleted.
+//!
+//! # Cancel safety
+//!
+//! The file system work runs on tokio's blocking pool. Dropping the future returned by
+//! [`Inbox::store`] does not stop it: the message may still be stored, but the caller did not
+//! learn it and must not acknowledge it. That is at-least-once delivery: the sender resends and
+//! the inbox keeps both copies.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// Longest sanitised control id kept in a file name, in bytes.
+const MAX_ID_LEN: usize = 64;
+
+/// How many names `store` tries before giving up when every one is taken.
+const NAME_ATTEMPTS: u32 = 16;
+
+/// Process-wide, so two [`Inbox`] values on the same directory never pick the same name.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Why the inbox could not be opened or a message could not be stored.
+///
+/// Paths appear in the messages (they hold a sanitised MSH-10 at most, never patient data); the
+/// underlying I/O error is the `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The inbox directory could not be created, opened, or written to, when the inbox was opened.
+    #[error("cannot open inbox directory {}", path.display())]
+    Open {
+        /// The inbox directory.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The inbox path exists and is not a directory.
+    #[error("inbox path {} is not a directory", path.display())]
+    NotADirectory {
+        /// The inbox path.
+        path: PathBuf,
+    },
+    /// Creating, writing or flushing the temporary file failed (disk full, permissions, I/O error).
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The temporary file.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Giving the temporary file its final name failed.
+    #[error("cannot link {} to {}", from.display(), to.display())]
+    Commit {
+        /// The temporary file.
+        from: PathBuf,
+        /// The final name.
+        to: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Flushing the directory after the final name was created failed: the message may not
+    /// survive a crash.
+    #[error("cannot sync inbox directory {}", path.display())]
+    SyncDir {
+        /// The inbox directory.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Every name tried for the message already existed.
+    #[error("no free file name in inbox directory {}", path.display())]
+    NameCollision {
+        /// The inbox directory.
+        path: PathBuf,
+    },
+    /// The blocking task doing the file system work panicked or was cancelled by a runtime
+    /// shutdown.
+    #[error("inbox write task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A directory where every accepted message is stored durably, one file per message.
+///
+/// Cheap to clone; clones write to the same directory.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    dir: PathBuf,
+}
+
+impl Inbox {
+    /// Opens the inbox at `dir`, creating the directory (and its parents) if missing.
+    ///
+    /// Checks that the directory can be written to, so that a server fails at start-up rather
+    /// than on its first message.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError::NotADirectory`] if `dir` is a file; [`InboxError::Open`] if the directory
+    /// cannot be created or written to.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Inbox, InboxError> {
+        let dir = dir.into();
+        let open_err = |source| InboxError::Open {
+            path: dir.clone(),
+            source,
+        };
+        match fs::metadata(&dir) {
+            Ok(meta) if !meta.is_dir() => return Err(InboxError::NotADirectory { path: dir }),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(open_err)?;
+                // Make the new directory's own entry durable too.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent).map_err(open_err)?;
+                }
+            }
+            Err(e) => return Err(open_err(e)),
+        }
+        let (probe, file) = create_temp(&dir).map_err(open_err)?;
+        drop(file);
+        fs::remove_file(&probe).map_err(open_err)?;
+        Ok(Inbox { dir })
+    }
+
+    /// The inbox directory, as given to [`Inbox::open`].
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores `payload` durably and returns the path of its file (inside [`Inbox::dir`]).
+    ///
+    /// `control_id` is the message's MSH-10 (message control ID), used in the file name after
+    /// sanitising; `None` when the message has none. When this returns `Ok`, the bytes are on
+    /// disk under their final name and the directory entry is flushed.
+    ///
+    /// Copies `payload` once, to hand it to the blocking pool; [`Inbox::store_bytes`] does not.
+    ///
+    /// # Errors
+    ///
+    /// An [`InboxError`] naming the step and path that failed. Nothing is left under a final
+    /// name when it fails before the link; the temporary file is removed.
+    pub async fn store(
+        &self,
+        payload: &[u8],
+        control_id: Option<&[u8]>,
+    ) -> Result<PathBuf, InboxError> {
+        self.store_bytes(Bytes::copy_from_slice(payload), control_id)
+            .await
+    }
+
+    /// [`Inbox::store`] for a payload already held in [`Bytes`] (as the framer yields it),
+    /// without copying it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Inbox::store`].
+    pub async fn store_bytes(
+        &self,
+        payload: Bytes,
+        control_id: Option<&[u8]>,
+    ) -> Result<PathBuf, InboxError> {
+        let dir = self.dir.clone();
+        let id = sanitize_control_id(control_id);
+        tokio::task::spawn_blocking(move || store_blocking(&dir, &payload, &id))
+            .await
+            .map_err(InboxError::Task)?
+    }
+}
+
+/// The whole durable write, on a blocking thread.
+fn store_blocking(dir: &Path, payload: &[u8], id: &str) -> Result<PathBuf, InboxError> {
+    let (tmp, mut file) = create_temp(dir).map_err(|source| InboxError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let written = file.write_all(payload).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(source) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(InboxError::Write { path: tmp, source });
+    }
+
+    let stamp = utc_timestamp(SystemTime::now());
+    let pid = std::process::id();
+    let mut committed = None;
+    for _ in 0..NAME_ATTEMPTS {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dest = dir.join(format!("{stamp}-{id}-{pid}-{n}.hl7"));
+        match link_no_replace(&tmp, &dest) {
+            Ok(()) => {
+                committed = Some(dest);
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(InboxError::Commit {
+                    from: tmp,
+                    to: dest,
+                    source,
+                });
+            }
+        }
+    }
+    // The message is under its final name now (or nowhere); the temporary name goes either way.
+    let _ = fs::remove_file(&tmp);
+    let Some(dest) = committed else {
+        return Err(InboxError::NameCollision {
+            path: dir.to_path_buf(),
+        });
+    };
+    sync_dir(dir).map_err(|source| InboxError::SyncDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(dest)
+}
+
+/// Creates a fresh `.tmp-` file in `dir`, never reusing an existing one.
+fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
+    let pid = std::process::id();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".tmp-{pid}-{n}"));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            // A leftover from an earlier process with the same pid: take the next number.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Gives `from` the additional name `to`, failing with `AlreadyExists` if `to` exists: unlike
+/// `rename`, this can never replace a stored message.
+fn link_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    fs::hard_link(from, to)
+}
+
+/// Flushes a directory's entries to disk, so that a file created or renamed in it survives a
+/// crash. Only Unix lets a directory be opened and synced; elsewhere this does nothing.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// MSH-10 made safe for a file name: `[A-Za-z0-9._-]` kept, anything else `_`, at most
+/// [`MAX_ID_LEN`] bytes, never empty (`none`) and never only dots.
+fn sanitize_control_id(control_id: Option<&[u8]>) -> String {
+    let id: String = control_id
+        .unwrap_or_default()
+        .iter()
+        .take(MAX_ID_LEN)
+        .map(|&b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => char::from(b),
+            _ => '_',
+        })
+        .collect();
+    if id.is_empty() {
+        "none".to_owned()
+    } else if id.bytes().all(|b| b == b'.') {
+        "_".repeat(id.len())
+    } else {
+        id
+    }
+}
+
+/// `YYYYMMDDTHHMMSS.ffffffZ` in UTC. A clock before 1970 is written as the epoch.
+fn utc_timestamp(now: SystemTime) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests;
