@@ -1,0 +1,75 @@
+//! Routing by trigger event, with a logging middleware, a rejecting validation middleware and a
+//! tower rate limit.
+//!
+//! Run with: `cargo run --example adt_router`
+//! Then send it messages: `cargo run -- send --to 127.0.0.1:2575 tests/fixtures/`
+
+use std::time::Duration;
+
+use mllp::Server;
+use mllp::ack::ErrorCode;
+use mllp::app::{HandlerError, Next, Request, Response, Router, from_fn};
+use tower::ServiceBuilder;
+
+/// A01: admit. The handler knows only the business outcome; the ACK is built for it.
+async fn admit(req: Request) -> Result<(), HandlerError> {
+    let pid = req.message().segment("PID").ok_or_else(|| {
+        HandlerError::reject(ErrorCode::SegmentSequenceError, "PID segment required")
+    })?;
+    let _ = pid; // store the patient here
+    Ok(())
+}
+
+/// A08: update.
+async fn update(_req: Request) {}
+
+/// Other ADT events are accepted and ignored.
+async fn other_adt(_req: Request) {}
+
+/// Logs MSH metadata only: no field outside MSH ever goes into a log.
+async fn log(req: Request, next: Next) -> Response {
+    let kind = format!(
+        "{}^{}",
+        req.message().message_code().unwrap_or("?"),
+        req.message().trigger_event().unwrap_or("?")
+    );
+    let control_id = req.message().control_id().unwrap_or("").to_owned();
+    let response = next.run(req).await;
+    tracing::info!(hl7.message_type = %kind, hl7.control_id = %control_id, status = ?response.status(), "handled");
+    response
+}
+
+/// Rejects messages from an unknown sending facility before they reach a handler.
+async fn only_known_senders(req: Request, next: Next) -> Response {
+    if req.message().sending_facility() != b"SENDFAC" {
+        return Response::reject(ErrorCode::ApplicationRecordLocked, "unknown sending facility");
+    }
+    next.run(req).await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), mllp::Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter("info,ractor=warn")
+        .init();
+    let router = Router::new()
+        .route("ADT^A01", admit)
+        .route("ADT^A08", update)
+        .route("ADT^*", other_adt)
+        .layer(from_fn(log))
+        .layer(from_fn(only_known_senders))
+        // At most 100 messages per second across all connections; the rest wait their turn.
+        .layer(
+            ServiceBuilder::new()
+                .rate_limit(100, Duration::from_secs(1))
+                .into_inner(),
+        );
+    for route in router.routes() {
+        println!("route {route}");
+    }
+    let server = Server::builder().router(router).bind("127.0.0.1:2575").await?;
+    println!("listening on {}", server.local_addr());
+    let report = server.serve_with_shutdown(mllp::shutdown_signal()).await?;
+    println!("drained {}, aborted {}", report.drained, report.aborted);
+    Ok(())
+}

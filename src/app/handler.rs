@@ -1,0 +1,111 @@
+//! Handlers: plain async functions from a message to an outcome.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::app::{IntoResponse, Request, Response};
+use crate::hl7::Message;
+
+/// A boxed, `Send` future, as returned by handler services.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An async function that handles a message.
+///
+/// Implemented for `Fn(Request) -> impl Future<Output = impl IntoResponse>` and, for handlers
+/// that need nothing but the message, `Fn(Message) -> impl Future<Output = impl IntoResponse>`.
+/// The type parameter only tells those two apart; you never name it.
+///
+/// ```
+/// use mllp::app::{HandlerError, Request};
+/// async fn admit(req: Request) -> Result<(), HandlerError> {
+///     let _pid = req.message().segment("PID").ok_or_else(|| {
+///         HandlerError::reject(mllp::ack::ErrorCode::RequiredFieldMissing, "no PID segment")
+///     })?;
+///     Ok(())
+/// }
+/// # let _ = mllp::app::Router::new().route("ADT^A01", admit);
+/// ```
+pub trait Handler<T>: Clone + Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, request: Request) -> BoxFuture<Response>;
+}
+
+impl<F, Fut, R> Handler<(Request,)> for F
+where
+    F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoResponse,
+{
+    fn call(&self, request: Request) -> BoxFuture<Response> {
+        let fut = self(request);
+        Box::pin(async move { fut.await.into_response() })
+    }
+}
+
+impl<F, Fut, R> Handler<(Message,)> for F
+where
+    F: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoResponse,
+{
+    fn call(&self, request: Request) -> BoxFuture<Response> {
+        let fut = self(request.into_message());
+        Box::pin(async move { fut.await.into_response() })
+    }
+}
+
+/// A [`Handler`] as a `tower::Service`, so tower layers can wrap it.
+pub struct HandlerService<H, T> {
+    handler: H,
+    _marker: PhantomData<fn() -> T>,
+}
+
+/// Turns a handler into a `tower::Service<Request>` (for [`Router::route_service`] with layers).
+///
+/// [`Router::route_service`]: crate::app::Router::route_service
+pub fn handler_service<H, T>(handler: H) -> HandlerService<H, T>
+where
+    H: Handler<T>,
+{
+    HandlerService {
+        handler,
+        _marker: PhantomData,
+    }
+}
+
+impl<H: Clone, T> Clone for HandlerService<H, T> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<H, T> fmt::Debug for HandlerService<H, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerService")
+    }
+}
+
+impl<H, T> tower::Service<Request> for HandlerService<H, T>
+where
+    H: Handler<T>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let fut = self.handler.call(request);
+        Box::pin(async move { Ok(fut.await) })
+    }
+}

@@ -1,0 +1,302 @@
+//! What a handler decides, before the ACK stage turns it into an acknowledgment.
+
+use std::fmt;
+
+use crate::ack::{AckCode, Diagnostic, ErrorCode};
+
+/// The business outcome of one message, before it becomes an ACK.
+///
+/// Handlers return anything [`IntoResponse`]; middleware sees and may change a `Response` on the
+/// way out. Only the ACK stage builds the acknowledgment message itself (MSH, MSA, ERR), from the
+/// inbound message's header, so handlers never write an MSH by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    status: Status,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// The acknowledgment family a [`Response`] asks for.
+///
+/// In original mode these become AA/AE/AR; in enhanced mode (MSH-15 present) CA/CE/CR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// The message was accepted (AA / CA).
+    Accepted,
+    /// The message was processed but failed, the sender may fix and resend (AE / CE).
+    Error,
+    /// The message was rejected (AR / CR).
+    Rejected,
+}
+
+impl Status {
+    /// The acknowledgment code for this status: original mode (AA/AE/AR) or enhanced mode
+    /// accept acknowledgments (CA/CE/CR).
+    pub fn ack_code(self, enhanced: bool) -> AckCode {
+        match (self, enhanced) {
+            (Status::Accepted, false) => AckCode::AA,
+            (Status::Error, false) => AckCode::AE,
+            (Status::Rejected, false) => AckCode::AR,
+            (Status::Accepted, true) => AckCode::CA,
+            (Status::Error, true) => AckCode::CE,
+            (Status::Rejected, true) => AckCode::CR,
+        }
+    }
+}
+
+impl Response {
+    /// Accepted (AA), no diagnostics.
+    pub fn accept() -> Self {
+        Self {
+            status: Status::Accepted,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Application error (AE) with one ERR segment carrying `code` and `text`.
+    ///
+    /// The text goes to the sending system in ERR; never put patient data in it.
+    pub fn error(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self {
+            status: Status::Error,
+            diagnostics: vec![Diagnostic::error(code, text)],
+        }
+    }
+
+    /// Application reject (AR) with one ERR segment carrying `code` and `text`.
+    ///
+    /// The text goes to the sending system in ERR; never put patient data in it.
+    pub fn reject(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self {
+            status: Status::Rejected,
+            diagnostics: vec![Diagnostic::error(code, text)],
+        }
+    }
+
+    /// A response with the given status and diagnostics.
+    pub fn new(status: Status, diagnostics: Vec<Diagnostic>) -> Self {
+        Self {
+            status,
+            diagnostics,
+        }
+    }
+
+    /// Adds a diagnostic (an ERR segment); warnings on an accepted message give AA with ERR-4 = W.
+    #[must_use]
+    pub fn with_diagnostic(mut self, diagnostic: Diagnostic) -> Self {
+        self.diagnostics.push(diagnostic);
+        self
+    }
+
+    /// The status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Changes the status (for middleware that rewrites outcomes on the way out).
+    pub fn set_status(&mut self, status: Status) {
+        self.status = status;
+    }
+
+    /// The diagnostics, one ERR segment each.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    /// The diagnostics, for middleware that adds or removes some.
+    pub fn diagnostics_mut(&mut self) -> &mut Vec<Diagnostic> {
+        &mut self.diagnostics
+    }
+
+    /// Whether the message was accepted.
+    pub fn is_accepted(&self) -> bool {
+        self.status == Status::Accepted
+    }
+
+    pub(crate) fn into_parts(self) -> (Status, Vec<Diagnostic>) {
+        (self.status, self.diagnostics)
+    }
+}
+
+impl Default for Response {
+    fn default() -> Self {
+        Self::accept()
+    }
+}
+
+/// A handler's failure: an HL7 error code (table 0357) and a text for the sender.
+///
+/// `HandlerError::internal` and the `?` conversion from any error give AE with ERR-3 = 207;
+/// [`HandlerError::new`] gives AE with another code; [`HandlerError::reject`] gives AR.
+///
+/// Converting an arbitrary error with `?` keeps it as the [`source`](Self::source) for your own
+/// logging, but the text sent to the partner is the generic "application internal error": an
+/// error's `Display` may carry database details or patient data, and ERR text leaves the building.
+pub struct HandlerError {
+    status: Status,
+    code: ErrorCode,
+    text: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl HandlerError {
+    /// AE with ERR-3 = 207 (application internal error) and the given text.
+    pub fn internal(text: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ApplicationInternalError, text)
+    }
+
+    /// AE with the given code and text.
+    pub fn new(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self {
+            status: Status::Error,
+            code,
+            text: text.into(),
+            source: None,
+        }
+    }
+
+    /// AR with the given code and text: the message is refused, not retried as is.
+    pub fn reject(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self {
+            status: Status::Rejected,
+            code,
+            text: text.into(),
+            source: None,
+        }
+    }
+
+    /// The HL7 error code sent in ERR-3.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The text sent to the partner.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether this error rejects the message (AR) rather than reporting an error (AE).
+    pub fn is_reject(&self) -> bool {
+        self.status == Status::Rejected
+    }
+
+    /// The error this one was converted from with `?`, if any. Never sent to the partner.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("status", &self.status)
+            .field("code", &self.code)
+            .field("text", &self.text)
+            .field("has_source", &self.source.is_some())
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.status.ack_code(false), self.code.code(), self.text)
+    }
+}
+
+// HandlerError deliberately does not implement `std::error::Error`, so that any error converts
+// into it with `?` (the anyhow pattern); without that the blanket impl below would overlap
+// `From<T> for T`.
+impl<E> From<E> for HandlerError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Self {
+            status: Status::Error,
+            code: ErrorCode::ApplicationInternalError,
+            text: "application internal error".to_owned(),
+            source: Some(Box::new(error)),
+        }
+    }
+}
+
+impl From<HandlerError> for Response {
+    fn from(error: HandlerError) -> Self {
+        Response::new(
+            error.status,
+            vec![Diagnostic::error(error.code, error.text)],
+        )
+    }
+}
+
+/// Anything a handler or middleware may return.
+///
+/// `()` and `Ok(())` accept (AA); [`Response`] is used as is; `Err(HandlerError)` becomes AE or AR.
+pub trait IntoResponse {
+    /// Converts into a response.
+    fn into_response(self) -> Response;
+}
+
+impl IntoResponse for Response {
+    fn into_response(self) -> Response {
+        self
+    }
+}
+
+impl IntoResponse for () {
+    fn into_response(self) -> Response {
+        Response::accept()
+    }
+}
+
+impl IntoResponse for HandlerError {
+    fn into_response(self) -> Response {
+        self.into()
+    }
+}
+
+impl<T, E> IntoResponse for Result<T, E>
+where
+    T: IntoResponse,
+    E: Into<HandlerError>,
+{
+    fn into_response(self) -> Response {
+        match self {
+            Ok(value) => value.into_response(),
+            Err(error) => error.into().into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `?` on an arbitrary error gives AE 207 with a generic text; the cause is kept, not sent.
+    #[test]
+    fn converted_errors_hide_their_text() {
+        fn fails() -> Result<(), HandlerError> {
+            Err(std::io::Error::other("db said: patient SMITH locked"))?;
+            Ok(())
+        }
+        let err = fails().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ApplicationInternalError);
+        assert_eq!(err.text(), "application internal error");
+        assert!(err.source().unwrap().to_string().contains("SMITH"));
+        let resp = Err::<(), _>(err).into_response();
+        assert_eq!(resp.status(), Status::Error);
+        assert!(!format!("{resp:?}").contains("SMITH"));
+    }
+
+    /// Reject maps to AR, plain errors to AE, unit to AA; enhanced mode gives the C codes.
+    #[test]
+    fn statuses_map_to_ack_codes() {
+        assert_eq!(().into_response().status(), Status::Accepted);
+        let r: Result<(), HandlerError> =
+            Err(HandlerError::reject(ErrorCode::UnsupportedEventCode, "no"));
+        assert_eq!(r.into_response().status(), Status::Rejected);
+        assert_eq!(Status::Rejected.ack_code(false), AckCode::AR);
+        assert_eq!(Status::Error.ack_code(true), AckCode::CE);
+        assert_eq!(Status::Accepted.ack_code(true), AckCode::CA);
+    }
+}

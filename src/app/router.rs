@@ -1,0 +1,342 @@
+//! The dispatcher: routes a message to a handler by its MSH-9 trigger event.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use crate::ack::ErrorCode;
+use crate::app::handler::{BoxFuture, Handler, handler_service};
+use crate::app::service::{Route, into_route};
+use crate::app::{Request, Response};
+
+/// A route pattern over MSH-9: `"ADT^A01"`, `"ADT^*"`, `"*^A01"` or `"*"`.
+///
+/// `"ADT"` alone means `"ADT^*"`. Matching is exact and case-sensitive on MSH-9.1 (message code)
+/// and MSH-9.2 (trigger event), as HL7 codes are upper case by definition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoutePattern {
+    code: Option<String>,
+    event: Option<String>,
+}
+
+/// A route pattern that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid route pattern {pattern:?}: expected CODE^EVENT, CODE^*, *^EVENT, CODE or *")]
+pub struct RoutePatternError {
+    pattern: String,
+}
+
+impl RoutePattern {
+    /// Parses a pattern.
+    ///
+    /// # Errors
+    /// When the pattern is empty, has more than two `^`-separated parts, or a part contains
+    /// characters other than ASCII letters and digits.
+    pub fn parse(pattern: &str) -> Result<Self, RoutePatternError> {
+        let err = || RoutePatternError {
+            pattern: pattern.to_owned(),
+        };
+        let part = |s: &str| -> Result<Option<String>, RoutePatternError> {
+            match s {
+                "*" => Ok(None),
+                s if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                    Ok(Some(s.to_owned()))
+                }
+                _ => Err(err()),
+            }
+        };
+        let mut parts = pattern.split('^');
+        let code = part(parts.next().ok_or_else(err)?)?;
+        let event = match parts.next() {
+            Some(event) => part(event)?,
+            None => None,
+        };
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(Self { code, event })
+    }
+
+    /// Whether a message with this MSH-9.1 code and MSH-9.2 event matches.
+    pub fn matches(&self, code: Option<&str>, event: Option<&str>) -> bool {
+        fn part(want: &Option<String>, got: Option<&str>) -> bool {
+            match want {
+                None => true,
+                Some(want) => got == Some(want.as_str()),
+            }
+        }
+        part(&self.code, code) && part(&self.event, event)
+    }
+
+    /// The message code this pattern names, or `None` for a wildcard.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// The trigger event this pattern names, or `None` for a wildcard.
+    pub fn event(&self) -> Option<&str> {
+        self.event.as_deref()
+    }
+}
+
+impl fmt::Display for RoutePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.code, &self.event) {
+            (None, None) => f.write_str("*"),
+            (code, event) => write!(
+                f,
+                "{}^{}",
+                code.as_deref().unwrap_or("*"),
+                event.as_deref().unwrap_or("*")
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for RoutePattern {
+    type Err = RoutePatternError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+type LayerFn = Box<dyn Fn(Route) -> Route + Send + Sync>;
+
+/// Routes messages to handlers by trigger event, with middleware around them.
+///
+/// Routes are tried in registration order and the first match wins. A message no route matches
+/// goes to the fallback, which by default answers AR with ERR-3 = 200 (unsupported message type)
+/// when no route names its message code, or 201 (unsupported event code) when one does.
+///
+/// ```
+/// use mllp::app::{from_fn, Next, Request, Router};
+/// use mllp::hl7::Message;
+///
+/// let router = Router::new()
+///     .route("ADT^A01", |msg: Message| async move { let _ = msg; })
+///     .route("ADT^*", |_req: Request| async {})
+///     .layer(from_fn(|req: Request, next: Next| next.run(req)));
+/// let routes: Vec<String> = router.routes().map(|p| p.to_string()).collect();
+/// assert_eq!(routes, ["ADT^A01", "ADT^*"]);
+/// ```
+pub struct Router {
+    routes: Vec<(RoutePattern, Route)>,
+    fallback: Option<Route>,
+    layers: Vec<LayerFn>,
+    errors: Vec<RoutePatternError>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field(
+                "routes",
+                &self.routes.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>(),
+            )
+            .field("fallback", &self.fallback.is_some())
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router with no routes: every message gets the default fallback's AR.
+    pub fn new() -> Self {
+        Self {
+            routes: Vec::new(),
+            fallback: None,
+            layers: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Routes messages matching `pattern` to `handler`.
+    ///
+    /// An invalid pattern is reported when the server is built (`ConfigError`), not here.
+    #[must_use]
+    pub fn route<H, T>(self, pattern: &str, handler: H) -> Self
+    where
+        H: Handler<T>,
+        T: 'static,
+    {
+        self.route_service(pattern, handler_service(handler))
+    }
+
+    /// Routes messages matching `pattern` to a `tower::Service`: a handler wrapped in per-route
+    /// middleware (`ServiceBuilder::new().layer(..).service(handler_service(h))`), for example.
+    /// Service errors become AE with ERR-3 = 207.
+    #[must_use]
+    pub fn route_service<S>(mut self, pattern: &str, service: S) -> Self
+    where
+        S: Service<Request, Response = Response> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        match RoutePattern::parse(pattern) {
+            Ok(pattern) => self.routes.push((pattern, into_route(service))),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Replaces the default fallback for messages no route matches.
+    #[must_use]
+    pub fn fallback<H, T>(mut self, handler: H) -> Self
+    where
+        H: Handler<T>,
+        T: 'static,
+    {
+        self.fallback = Some(into_route(handler_service(handler)));
+        self
+    }
+
+    /// Adds middleware around the whole router: any `tower::Layer` (tower's `RateLimit`,
+    /// `ConcurrencyLimit`, `LoadShed` and `Timeout` included) or [`from_fn`] middleware.
+    ///
+    /// Layers run in registration order on the way in and in reverse on the way out: the first
+    /// one added is the outermost. They see every message, routed or not. Errors from a layer
+    /// become AE with ERR-3 = 207.
+    ///
+    /// [`from_fn`]: crate::app::from_fn
+    #[must_use]
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Send + Sync + 'static,
+        L::Service: Service<Request, Response = Response> + Send + 'static,
+        <L::Service as Service<Request>>::Error: Into<BoxError>,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.layers
+            .push(Box::new(move |inner| into_route(layer.layer(inner))));
+        self
+    }
+
+    /// The route patterns in match order (the fallback is not listed).
+    pub fn routes(&self) -> impl Iterator<Item = &RoutePattern> {
+        self.routes.iter().map(|(pattern, _)| pattern)
+    }
+
+    /// Builds the request pipeline: the dispatcher wrapped in the layers.
+    pub(crate) fn into_service(self) -> Result<Route, RoutePatternError> {
+        if let Some(error) = self.errors.into_iter().next() {
+            return Err(error);
+        }
+        let known_codes: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|(p, _)| p.code.clone())
+            .collect();
+        let dispatch = Dispatch {
+            inner: Arc::new(DispatchInner {
+                routes: self.routes,
+                fallback: self.fallback,
+                known_codes,
+            }),
+        };
+        let mut service: Route = Route::new(dispatch);
+        // The first layer registered must end up outermost, so wrap from the last one inwards.
+        for layer in self.layers.iter().rev() {
+            service = layer(service);
+        }
+        Ok(service)
+    }
+}
+
+struct DispatchInner {
+    routes: Vec<(RoutePattern, Route)>,
+    fallback: Option<Route>,
+    known_codes: Vec<String>,
+}
+
+/// The innermost service: picks the route and calls it.
+#[derive(Clone)]
+struct Dispatch {
+    inner: Arc<DispatchInner>,
+}
+
+impl Dispatch {
+    fn unrouted(&self, code: Option<&str>, event: Option<&str>) -> Response {
+        let trigger = format!("{}^{}", code.unwrap_or(""), event.unwrap_or(""));
+        match code {
+            Some(code) if self.inner.known_codes.iter().any(|c| c == code) => Response::reject(
+                ErrorCode::UnsupportedEventCode,
+                format!("unsupported event code: no route for {trigger}"),
+            ),
+            _ => Response::reject(
+                ErrorCode::UnsupportedMessageType,
+                format!("unsupported message type: no route for {trigger}"),
+            ),
+        }
+    }
+}
+
+impl Service<Request> for Dispatch {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let message = request.message();
+        let (code, event) = (message.message_code(), message.trigger_event());
+        let route = self
+            .inner
+            .routes
+            .iter()
+            .find(|(pattern, _)| pattern.matches(code, event))
+            .map(|(_, route)| route)
+            .or(self.inner.fallback.as_ref())
+            .cloned();
+        match route {
+            Some(route) => Box::pin(route.oneshot(request)),
+            None => {
+                let response = self.unrouted(code, event);
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Patterns parse, print back, and match with wildcards on either side.
+    #[test]
+    fn patterns_match_with_wildcards() {
+        let p = |s: &str| RoutePattern::parse(s).unwrap();
+        assert!(p("ADT^A01").matches(Some("ADT"), Some("A01")));
+        assert!(!p("ADT^A01").matches(Some("ADT"), Some("A08")));
+        assert!(p("ADT^*").matches(Some("ADT"), Some("A08")));
+        assert!(p("ADT").matches(Some("ADT"), None));
+        assert!(p("*^A01").matches(Some("ORU"), Some("A01")));
+        assert!(!p("*^A01").matches(Some("ORU"), None));
+        assert!(p("*").matches(None, None));
+        assert_eq!(p("ADT").to_string(), "ADT^*");
+        assert_eq!(p("*^R01").to_string(), "*^R01");
+        assert_eq!(p("*^*").to_string(), "*");
+        for bad in ["", "^", "ADT^", "A^B^C", "AD T", "ADT^A0|"] {
+            assert!(RoutePattern::parse(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+
+    /// A bad pattern does not panic at registration; it is reported when the router is built.
+    #[test]
+    fn invalid_pattern_is_reported_at_build() {
+        let router = Router::new().route("ADT^A01^X", |_r: Request| async {});
+        assert!(router.into_service().is_err());
+    }
+}

@@ -1,0 +1,531 @@
+//! The MLLP sender: one connection, ACK correlation, reply timeouts, reconnect and retry.
+//!
+//! Safety rules this client keeps (each was a real bug in a peer project):
+//! - every reply's MSA-2 is checked against the MSH-10 that was sent; a mismatch is an error,
+//!   never a success;
+//! - a reply timeout closes the connection, so a late ACK can never be paired with the next
+//!   message;
+//! - reconnects back off exponentially up to a cap, and the backoff resets after a success.
+//!
+//! Retries make delivery at-least-once: a message whose ACK was lost is sent again, and the
+//! receiver may see it twice (with the same MSH-10, which is how receivers deduplicate).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::ack::AckCode;
+use crate::frame::{FrameError, MllpCodec};
+use crate::hl7::{Message, ParseError};
+
+/// A stream the client can speak MLLP over: TCP, or TLS over TCP.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
+type Connection = Framed<Pin<Box<dyn ClientStream>>, MllpCodec>;
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The TCP connection (or TLS handshake) to the receiver could not be made.
+    #[error("could not connect to {addr}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// No reply within the reply timeout; the connection was closed.
+    #[error("no acknowledgment within {0:?}")]
+    Timeout(Duration),
+    /// The receiver closed the connection before replying.
+    #[error("connection closed by the receiver before it acknowledged")]
+    Closed,
+    /// Reading or writing the socket failed.
+    #[error("mllp transport failed")]
+    Io(#[source] io::Error),
+    /// The receiver's bytes were not valid MLLP.
+    #[error("invalid mllp framing from the receiver")]
+    Frame(#[source] FrameError),
+    /// The message to send has no MSH-10 (message control ID), so its ACK cannot be correlated.
+    #[error("message has no MSH-10 (message control ID) to correlate its acknowledgment")]
+    MissingControlId,
+    /// The message to send is not HL7.
+    #[error("message to send is not valid HL7")]
+    InvalidMessage(#[source] ParseError),
+    /// The reply is not an HL7 acknowledgment (no MSA segment, or not HL7 at all).
+    #[error("reply is not an hl7 acknowledgment: {0}")]
+    NotAnAck(String),
+    /// The reply acknowledges another message: its MSA-2 is not the MSH-10 that was sent. The
+    /// connection was closed, since the stream of replies can no longer be trusted.
+    #[error("acknowledgment is for control id {received:?}, expected {expected:?}")]
+    Mismatch {
+        /// The MSH-10 that was sent.
+        expected: String,
+        /// The MSA-2 that came back.
+        received: String,
+    },
+    /// The receiver answered with a negative acknowledgment (AE, AR, CE or CR).
+    #[error("receiver answered {code}: {text}")]
+    Negative {
+        /// MSA-1.
+        code: AckCode,
+        /// The first ERR segment's text, or MSA-3, or empty.
+        text: String,
+        /// The whole acknowledgment.
+        ack: Box<Acknowledgment>,
+    },
+}
+
+impl ClientError {
+    /// Whether a retry may help: timeouts and lost connections.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. }
+                | ClientError::Timeout(_)
+                | ClientError::Closed
+                | ClientError::Io(_)
+        )
+    }
+}
+
+/// A parsed acknowledgment received from a receiver.
+#[derive(Clone)]
+pub struct Acknowledgment {
+    message: Message,
+    code: AckCode,
+}
+
+impl Acknowledgment {
+    /// Parses an ACK message.
+    ///
+    /// # Errors
+    /// [`ClientError::NotAnAck`] when it is not HL7 or has no valid MSA-1.
+    pub fn parse(payload: Bytes) -> Result<Self, ClientError> {
+        let message = Message::parse_with(payload, &crate::hl7::ParseOptions::lenient())
+            .map_err(|e| ClientError::NotAnAck(e.to_string()))?;
+        let code = message
+            .get("MSA-1")
+            .ok()
+            .flatten()
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok().map(str::to_owned))
+            .and_then(|s| s.parse::<AckCode>().ok())
+            .ok_or_else(|| ClientError::NotAnAck("no valid MSA-1".to_owned()))?;
+        Ok(Self { message, code })
+    }
+
+    /// MSA-1, the acknowledgment code.
+    pub fn code(&self) -> AckCode {
+        self.code
+    }
+
+    /// MSA-2, the control ID of the acknowledged message.
+    pub fn acknowledged_control_id(&self) -> Option<String> {
+        self.field("MSA-2")
+    }
+
+    /// The error text: ERR-3.2 (v2.5+), else ERR-1.4.2 (before v2.5), else MSA-3; empty if none.
+    pub fn text(&self) -> String {
+        self.field("ERR-3.2")
+            .or_else(|| self.field("ERR-1.4.2"))
+            .or_else(|| self.field("MSA-3"))
+            .unwrap_or_default()
+    }
+
+    /// The ACK message itself.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    fn field(&self, path: &str) -> Option<String> {
+        let value = self.message.get(path).ok().flatten()?;
+        let decoded = value.decoded();
+        let s = String::from_utf8_lossy(&decoded).into_owned();
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+impl fmt::Debug for Acknowledgment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acknowledgment")
+            .field("code", &self.code)
+            .field("acknowledged_control_id", &self.acknowledged_control_id())
+            .finish()
+    }
+}
+
+/// Exponential backoff: `initial`, doubling up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// The first delay. Default is 100 ms.
+    pub initial: Duration,
+    /// The cap. Default is 10 s.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    /// A backoff from `initial` doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self { initial, max }
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// How long to wait for each ACK. Default is 30 s.
+    pub reply_timeout: Duration,
+    /// How long to wait for the TCP connection. Default is 10 s.
+    pub connect_timeout: Duration,
+    /// Largest reply accepted. Default is 10 MiB.
+    pub max_message_size: usize,
+    /// Delay between reconnect attempts; reset after a successful connect. Default is 100 ms
+    /// doubling to 10 s.
+    pub reconnect: Backoff,
+    /// How many times a message is sent again after a transient failure (timeout, lost
+    /// connection). Default is 2.
+    pub max_retries: u32,
+    /// Whether AE/AR (and CE/CR) answers are retried too. Default is `false`: a negative ACK
+    /// is the receiver's decision, and resending the same bytes rarely changes it.
+    pub retry_negative: bool,
+    /// Messages sent before waiting for ACKs in [`Client::send_all`]. Default is 1.
+    pub max_in_flight: usize,
+    /// TCP keepalive on the connection. Default is `true`.
+    pub keepalive: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            reply_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_message_size: 10 * 1024 * 1024,
+            reconnect: Backoff::default(),
+            max_retries: 2,
+            retry_negative: false,
+            max_in_flight: 1,
+            keepalive: true,
+        }
+    }
+}
+
+/// Dials the receiver: plain TCP by default, TLS when configured.
+pub(crate) type Connector = std::sync::Arc<
+    dyn Fn(
+            TcpStream,
+        ) -> Pin<
+            Box<dyn std::future::Future<Output = io::Result<Pin<Box<dyn ClientStream>>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// An MLLP client: sends HL7 messages over one connection and checks each acknowledgment.
+pub struct Client {
+    addr: String,
+    config: ClientConfig,
+    connector: Option<Connector>,
+    connection: Option<Connection>,
+    failed_connects: u32,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("connected", &self.connection.is_some())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for `addr` (`host:port`) with default settings. Connects lazily, on first send.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self::with_config(addr, ClientConfig::default())
+    }
+
+    /// A client with the given settings. Connects lazily, on first send.
+    pub fn with_config(addr: impl Into<String>, config: ClientConfig) -> Self {
+        Self {
+            addr: addr.into(),
+            config,
+            connector: None,
+            connection: None,
+            failed_connects: 0,
+        }
+    }
+
+    pub(crate) fn set_connector(&mut self, connector: Connector) {
+        self.connector = Some(connector);
+    }
+
+    /// Connects now (otherwise the first send connects).
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] when the receiver cannot be reached.
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        self.ensure_connected().await.map(|_| ())
+    }
+
+    /// Whether a connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// Closes the connection, if open.
+    pub async fn close(&mut self) {
+        if let Some(mut conn) = self.connection.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Sends one message and waits for its acknowledgment, retrying per the config.
+    ///
+    /// Returns the ACK when it is AA or CA.
+    ///
+    /// # Errors
+    /// [`ClientError::Negative`] for AE/AR/CE/CR, [`ClientError::Mismatch`] when MSA-2 is not the
+    /// sent MSH-10, and the transport errors when retries are exhausted.
+    pub async fn send(&mut self, message: impl Into<Bytes>) -> Result<Acknowledgment, ClientError> {
+        let message = message.into();
+        let control_id = control_id_of(&message)?;
+        let mut attempt = 0;
+        loop {
+            let result = self.send_once(&message, &control_id).await;
+            match &result {
+                Err(e) if attempt < self.config.max_retries && self.retryable(e) => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "retrying message");
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    /// Sends many messages with up to `max_in_flight` awaiting their ACKs (pipelining); ACKs are
+    /// correlated in order. Results come back in input order. Transient failures are not
+    /// retried here: the caller sees them per message.
+    pub async fn send_all<I>(&mut self, messages: I) -> Vec<Result<Acknowledgment, ClientError>>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let depth = self.config.max_in_flight.max(1);
+        let mut results = Vec::new();
+        let mut pending: VecDeque<(usize, String)> = VecDeque::new();
+        let mut queue = messages.into_iter().enumerate().peekable();
+        loop {
+            // Fill the pipeline.
+            while pending.len() < depth {
+                let Some((index, message)) = queue.next() else {
+                    break;
+                };
+                results.push(None);
+                let control_id = match control_id_of(&message) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        results[index] = Some(Err(e));
+                        continue;
+                    }
+                };
+                match self.write(message).await {
+                    Ok(()) => pending.push_back((index, control_id)),
+                    Err(e) => {
+                        results[index] = Some(Err(e));
+                        self.fail_pending(&mut pending, &mut results);
+                    }
+                }
+            }
+            let Some((index, control_id)) = pending.pop_front() else {
+                if queue.peek().is_none() {
+                    break;
+                }
+                continue;
+            };
+            let reply = self.read_reply(&control_id).await;
+            let broken = matches!(
+                reply,
+                Err(ClientError::Timeout(_)
+                    | ClientError::Closed
+                    | ClientError::Io(_)
+                    | ClientError::Frame(_)
+                    | ClientError::Mismatch { .. })
+            );
+            results[index] = Some(reply);
+            if broken {
+                self.fail_pending(&mut pending, &mut results);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+            .collect()
+    }
+
+    fn fail_pending(
+        &mut self,
+        pending: &mut VecDeque<(usize, String)>,
+        results: &mut [Option<Result<Acknowledgment, ClientError>>],
+    ) {
+        self.connection = None;
+        for (index, _) in pending.drain(..) {
+            results[index] = Some(Err(ClientError::Closed));
+        }
+    }
+
+    fn retryable(&self, error: &ClientError) -> bool {
+        error.is_transient()
+            || (self.config.retry_negative && matches!(error, ClientError::Negative { .. }))
+    }
+
+    async fn send_once(
+        &mut self,
+        message: &Bytes,
+        control_id: &str,
+    ) -> Result<Acknowledgment, ClientError> {
+        self.write(message.clone()).await?;
+        self.read_reply(control_id).await
+    }
+
+    async fn write(&mut self, message: Bytes) -> Result<(), ClientError> {
+        let conn = self.ensure_connected().await?;
+        if let Err(e) = conn.send(message).await {
+            self.connection = None;
+            return Err(match e {
+                FrameError::Io(io) => ClientError::Io(io),
+                other => ClientError::Frame(other),
+            });
+        }
+        Ok(())
+    }
+
+    async fn read_reply(&mut self, control_id: &str) -> Result<Acknowledgment, ClientError> {
+        let timeout = self.config.reply_timeout;
+        let Some(conn) = self.connection.as_mut() else {
+            return Err(ClientError::Closed);
+        };
+        let reply = match tokio::time::timeout(timeout, conn.next()).await {
+            Err(_elapsed) => Err(ClientError::Timeout(timeout)),
+            Ok(None) => Err(ClientError::Closed),
+            Ok(Some(Err(FrameError::Io(e)))) => Err(ClientError::Io(e)),
+            Ok(Some(Err(e))) => Err(ClientError::Frame(e)),
+            Ok(Some(Ok(payload))) => Ok(payload),
+        };
+        let payload = match reply {
+            Ok(payload) => payload,
+            Err(e) => {
+                // Whatever arrives later on this connection can no longer be trusted to belong
+                // to the next message: drop it.
+                self.connection = None;
+                return Err(e);
+            }
+        };
+        let ack = Acknowledgment::parse(payload).inspect_err(|_| self.connection = None)?;
+        let received = ack.acknowledged_control_id().unwrap_or_default();
+        if received != control_id {
+            self.connection = None;
+            return Err(ClientError::Mismatch {
+                expected: control_id.to_owned(),
+                received,
+            });
+        }
+        if ack.code().is_success() {
+            Ok(ack)
+        } else {
+            Err(ClientError::Negative {
+                code: ack.code(),
+                text: ack.text(),
+                ack: Box::new(ack),
+            })
+        }
+    }
+
+    async fn ensure_connected(&mut self) -> Result<&mut Connection, ClientError> {
+        if self.connection.is_none() {
+            if self.failed_connects > 0 {
+                tokio::time::sleep(self.config.reconnect.delay(self.failed_connects - 1)).await;
+            }
+            match self.dial().await {
+                Ok(conn) => {
+                    self.failed_connects = 0;
+                    self.connection = Some(conn);
+                }
+                Err(source) => {
+                    self.failed_connects = self.failed_connects.saturating_add(1);
+                    return Err(ClientError::Connect {
+                        addr: self.addr.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(self.connection.as_mut().expect("connection was just set"))
+    }
+
+    async fn dial(&self) -> io::Result<Connection> {
+        let tcp = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        tcp.set_nodelay(true)?;
+        if self.config.keepalive {
+            socket2::SockRef::from(&tcp).set_keepalive(true)?;
+        }
+        let stream: Pin<Box<dyn ClientStream>> = match &self.connector {
+            Some(connector) => connector(tcp).await?,
+            None => Box::pin(tcp),
+        };
+        let codec = MllpCodec::new().with_max_message_size(self.config.max_message_size);
+        Ok(Framed::new(stream, codec))
+    }
+}
+
+fn control_id_of(message: &Bytes) -> Result<String, ClientError> {
+    let parsed = Message::parse_with(message.clone(), &crate::hl7::ParseOptions::lenient())
+        .map_err(ClientError::InvalidMessage)?;
+    parsed
+        .control_id()
+        .map(str::to_owned)
+        .ok_or(ClientError::MissingControlId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reconnect delay doubles from the initial value and stops at the cap.
+    #[test]
+    fn backoff_doubles_to_cap() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(b.delay(0), Duration::from_millis(100));
+        assert_eq!(b.delay(1), Duration::from_millis(200));
+        assert_eq!(b.delay(3), Duration::from_millis(800));
+        assert_eq!(b.delay(4), Duration::from_secs(1));
+        assert_eq!(b.delay(400), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,457 @@
+//! The public server: a builder for every policy, `bind`, and a handle to run and stop it.
+//!
+//! ```no_run
+//! use mllp::{Server, app::{Request, Router}};
+//!
+//! # async fn run() -> Result<(), mllp::Error> {
+//! let router = Router::new().route("ADT^*", |req: Request| async move {
+//!     tracing::info!(control_id = req.message().control_id(), "admitted");
+//! });
+//! let server = Server::builder().router(router).bind("127.0.0.1:2575").await?;
+//! println!("listening on {}", server.local_addr());
+//! let report = server.serve_with_shutdown(mllp::shutdown_signal()).await?;
+//! println!("drained {} connections, aborted {}", report.drained, report.aborted);
+//! # Ok(()) }
+//! ```
+
+mod protocol;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mllp_actors::{ServerConfig, Transport};
+use tokio::net::{TcpListener, ToSocketAddrs};
+
+use crate::ack::AckOptions;
+use crate::app::plugin::{Plugin, RequireMshFields};
+use crate::app::{RoutePatternError, Router};
+use crate::frame::{FrameConfig, FramingPolicy, MllpCodec};
+use crate::hl7::ParseOptions;
+use crate::telemetry::{Metrics, Observer};
+
+pub use mllp_actors::{
+    ConnectionInfo, ConnectionSnapshot, HandlerFailurePolicy, RestartPolicy, ShutdownReport,
+};
+pub use protocol::{Hl7, Hl7Codec, Inbound};
+
+/// Why a server could not be built or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is out of range, or a route pattern is invalid.
+    #[error("invalid server configuration")]
+    Config(#[from] ConfigError),
+    /// The listening socket could not be bound.
+    #[error("could not bind {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervision tree could not be started.
+    #[error("server failed to start")]
+    Start(#[source] mllp_actors::StartError),
+    /// The server stopped by itself: the acceptor failed more often than its restart policy
+    /// allows (escalation).
+    #[error("server stopped")]
+    Stopped(#[source] mllp_actors::ServerError),
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A runtime setting (timeouts, limits, policies) is out of range.
+    #[error(transparent)]
+    Runtime(#[from] mllp_actors::ConfigError),
+    /// `max_message_size` is zero.
+    #[error("max_message_size must be at least 1 byte")]
+    MaxMessageSize,
+    /// A route pattern could not be parsed.
+    #[error(transparent)]
+    Route(#[from] RoutePatternError),
+}
+
+/// Builds a [`Server`]: every policy of docs/configuration.md, the router, plugins and
+/// telemetry. Setters consume and return the builder; nothing is checked until [`bind`].
+///
+/// [`bind`]: ServerBuilder::bind
+#[must_use]
+pub struct ServerBuilder<T: Transport = mllp_actors::PlainTcp> {
+    runtime: ServerConfig,
+    frame: FrameConfig,
+    router: Option<Router>,
+    plugins: Vec<Arc<dyn Plugin>>,
+    default_plugins: bool,
+    ack: AckOptions,
+    parse: ParseOptions,
+    observers: Vec<Arc<dyn Observer<Hl7>>>,
+    metrics: Option<Metrics>,
+    transport: T,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("runtime", &self.runtime)
+            .field("frame", &self.frame)
+            .field("router", &self.router)
+            .field("plugins", &self.plugins.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            runtime: ServerConfig::default(),
+            frame: FrameConfig::default(),
+            router: None,
+            plugins: Vec::new(),
+            default_plugins: true,
+            ack: AckOptions::default(),
+            parse: ParseOptions::default(),
+            observers: Vec::new(),
+            metrics: None,
+            transport: mllp_actors::PlainTcp,
+        }
+    }
+}
+
+impl<T: Transport> ServerBuilder<T> {
+    /// The router (dispatcher with its middleware). Default is a router with no routes, which
+    /// answers every message AR (unsupported message type).
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// Adds a parser plugin; plugins run in the order added, after the built-in
+    /// [`RequireMshFields`] check (see [`without_default_plugins`](Self::without_default_plugins)).
+    pub fn plugin(mut self, plugin: impl Plugin) -> Self {
+        self.plugins.push(Arc::new(plugin));
+        self
+    }
+
+    /// Drops the built-in [`RequireMshFields`] plugin (AR 101 for a missing MSH-9 or MSH-10).
+    /// Default is to run it.
+    pub fn without_default_plugins(mut self) -> Self {
+        self.default_plugins = false;
+        self
+    }
+
+    /// How acknowledgments are built (ERR-7, sending application override, ...).
+    /// Default is [`AckOptions::default`].
+    pub fn ack_options(mut self, options: AckOptions) -> Self {
+        self.ack = options;
+        self
+    }
+
+    /// How payloads are parsed. Default is the wire rules: segments end in CR only.
+    pub fn parse_options(mut self, options: ParseOptions) -> Self {
+        self.parse = options;
+        self
+    }
+
+    /// Largest frame payload accepted, and the most bytes held before a start block. A larger
+    /// frame closes the connection. Default is 10 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.frame.max_message_size = bytes;
+        self
+    }
+
+    /// What happens to bytes outside a frame. Default is [`FramingPolicy::Strict`]: the
+    /// connection is closed.
+    pub fn framing(mut self, policy: FramingPolicy) -> Self {
+        self.frame.framing = policy;
+        self
+    }
+
+    /// Close a connection on which nothing arrived for this long while no message was in
+    /// flight; `None` never closes idle connections. Default is 60 s.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.runtime = self.runtime.idle_timeout(timeout);
+        self
+    }
+
+    /// Close a connection whose frame was started and not finished within this time (slow
+    /// sender protection). Default is 30 s.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.runtime = self.runtime.frame_timeout(timeout);
+        self
+    }
+
+    /// Abort a handler that runs longer than this, and answer per the handler-failure policy.
+    /// Default is 60 s.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.runtime = self.runtime.handler_timeout(timeout);
+        self
+    }
+
+    /// Close a connection whose ACK could not be written within this time. Default is 30 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.runtime = self.runtime.write_timeout(timeout);
+        self
+    }
+
+    /// Close a connection whose TLS handshake did not finish within this time. Default is 5 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.runtime = self.runtime.handshake_timeout(timeout);
+        self
+    }
+
+    /// Connections served at once; the acceptor waits at the limit and the kernel backlog
+    /// holds the rest. Default is 1024.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.runtime = self.runtime.max_connections(limit);
+        self
+    }
+
+    /// Messages a connection reads ahead while earlier ones are handled (pipelining); ACKs are
+    /// still written in order. Default is 1: MLLP senders wait for each ACK.
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.runtime = self.runtime.max_in_flight(limit);
+        self
+    }
+
+    /// Handlers running at once across all connections; `None` is unlimited. Default is `None`.
+    pub fn max_concurrent_handlers(mut self, limit: Option<usize>) -> Self {
+        self.runtime = self.runtime.max_concurrent_handlers(limit);
+        self
+    }
+
+    /// What happens when a handler panics or times out. Default is
+    /// [`HandlerFailurePolicy::RespondWithFailure`]: AE with ERR-3 = 207.
+    pub fn handler_failure(mut self, policy: HandlerFailurePolicy) -> Self {
+        self.runtime = self.runtime.handler_failure(policy);
+        self
+    }
+
+    /// How often the acceptor is restarted after its listener fails before the server gives
+    /// up. Default is 3 restarts within 5 s, backoff 100 ms doubling to 5 s.
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.runtime = self.runtime.restart(policy);
+        self
+    }
+
+    /// How long shutdown waits for busy connections before aborting them. Default is 10 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.runtime = self.runtime.shutdown_grace(grace);
+        self
+    }
+
+    /// Registers an observer of telemetry events (metrics, audit, tests).
+    pub fn observer(mut self, observer: impl Observer<Hl7>) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Records OpenTelemetry metrics on this meter. Default is the global meter provider
+    /// (instrumentation scope `mllp`), a no-op until the embedding service installs one.
+    pub fn meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        self.metrics = Some(Metrics::new(meter));
+        self
+    }
+
+    /// Serves over another transport (TLS, or a peer allow-list). Default is plain TCP.
+    pub fn transport<U: Transport>(self, transport: U) -> ServerBuilder<U> {
+        ServerBuilder {
+            runtime: self.runtime,
+            frame: self.frame,
+            router: self.router,
+            plugins: self.plugins,
+            default_plugins: self.default_plugins,
+            ack: self.ack,
+            parse: self.parse,
+            observers: self.observers,
+            metrics: self.metrics,
+            transport,
+        }
+    }
+
+    /// Validates the configuration and binds the listening socket, so that
+    /// [`Server::local_addr`] is known before serving (bind port 0 in tests).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad setting or route, [`Error::Bind`] when the address cannot be
+    /// bound.
+    pub async fn bind(self, addr: impl ToSocketAddrs + fmt::Display) -> Result<Server<T>, Error> {
+        let shown = addr.to_string();
+        self.validate()?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+            addr: shown,
+            source,
+        })?;
+        self.listen(listener)
+    }
+
+    /// Like [`bind`](Self::bind), on a listener you bound yourself.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad setting or route.
+    pub fn listen(self, listener: TcpListener) -> Result<Server<T>, Error> {
+        self.validate()?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: "listener".to_owned(),
+            source,
+        })?;
+        let pipeline = self
+            .router
+            .unwrap_or_default()
+            .into_service()
+            .map_err(ConfigError::from)?;
+        let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
+        if self.default_plugins {
+            plugins.push(Arc::new(RequireMshFields));
+        }
+        plugins.extend(self.plugins);
+        let protocol = Hl7::new(protocol::Hl7Inner {
+            pipeline,
+            plugins,
+            ack: self.ack,
+            parse: self.parse,
+            codec: MllpCodec::from_config(self.frame),
+        });
+        let mut observers = self.observers;
+        observers.insert(0, Arc::new(self.metrics.unwrap_or_else(Metrics::global)));
+        Ok(Server {
+            listener,
+            local_addr,
+            protocol,
+            transport: self.transport,
+            config: self.runtime,
+            observers,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.runtime.validate()?;
+        if self.frame.max_message_size == 0 {
+            return Err(ConfigError::MaxMessageSize);
+        }
+        Ok(())
+    }
+}
+
+/// A bound server, not yet serving.
+pub struct Server<T: Transport = mllp_actors::PlainTcp> {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    protocol: Hl7,
+    transport: T,
+    config: ServerConfig,
+    observers: Vec<Arc<dyn Observer<Hl7>>>,
+}
+
+impl<T: Transport> fmt::Debug for Server<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A builder with every default.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+impl<T: Transport> Server<T> {
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts serving in the background and returns a handle to watch and stop it.
+    ///
+    /// # Errors
+    /// [`Error::Start`] when the supervision tree cannot be started.
+    pub async fn spawn(self) -> Result<ServerHandle, Error> {
+        let inner = mllp_actors::Server::start(
+            self.listener,
+            self.protocol,
+            self.transport,
+            self.config,
+            self.observers,
+        )
+        .await
+        .map_err(Error::Start)?;
+        Ok(ServerHandle { inner })
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully and returns the drain report.
+    ///
+    /// # Errors
+    /// [`Error::Start`] when the server cannot start, [`Error::Stopped`] when it stopped by
+    /// itself before the signal (acceptor restart limit exceeded).
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<ShutdownReport, Error> {
+        let handle = self.spawn().await?;
+        tokio::select! {
+            () = signal => Ok(handle.shutdown().await),
+            result = handle.wait() => match result {
+                Ok(()) => Ok(handle.shutdown().await),
+                Err(e) => Err(Error::Stopped(e)),
+            },
+        }
+    }
+}
+
+/// A running server: its address, live connections, shutdown and failure.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: mllp_actors::ServerHandle,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    /// The live connections: id, peer, start time, messages handled, messages in flight.
+    pub async fn connections(&self) -> Vec<ConnectionSnapshot> {
+        self.inner.connections().await
+    }
+
+    /// Stops accepting, lets each connection finish the message in flight and write its ACK,
+    /// closes idle connections at once, aborts what remains after the shutdown grace, and
+    /// returns once every actor and task has ended. Safe to call more than once.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.inner.shutdown().await
+    }
+
+    /// Resolves when the server has stopped: `Ok` after [`shutdown`](Self::shutdown), `Err`
+    /// when it stopped by itself (the acceptor failed more often than the restart policy
+    /// allows).
+    ///
+    /// # Errors
+    /// The escalated failure.
+    pub async fn wait(&self) -> Result<(), mllp_actors::ServerError> {
+        self.inner.wait().await
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C): pass it to
+/// [`Server::serve_with_shutdown`] or select on it next to your own tasks.
+pub async fn shutdown_signal() {
+    mllp_actors::shutdown_signal().await
+}

@@ -1,0 +1,338 @@
+//! The HL7 protocol as the supervision runtime sees it: frames in, ACKs out.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+use tower::ServiceExt;
+use tracing::{Span, field};
+
+use mllp_actors::{ConnectionInfo, Failure, Protocol};
+
+use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, accept_ack_wanted};
+use crate::app::plugin::Plugin;
+use crate::app::service::Route;
+use crate::app::{Request, Response, Status};
+use crate::frame::{FrameError, MllpCodec};
+use crate::hl7::{Message, ParseError, ParseOptions};
+
+/// The HL7 v2 protocol over MLLP, as plugged into the supervision runtime.
+///
+/// You do not build one yourself: [`Server::builder`](crate::Server::builder) does. It is public
+/// because telemetry [`Event`](crate::Event)s name it.
+#[derive(Clone)]
+pub struct Hl7 {
+    inner: Arc<Hl7Inner>,
+}
+
+pub(crate) struct Hl7Inner {
+    pub(crate) pipeline: Route,
+    pub(crate) plugins: Vec<Arc<dyn Plugin>>,
+    pub(crate) ack: AckOptions,
+    pub(crate) parse: ParseOptions,
+    pub(crate) codec: MllpCodec,
+}
+
+impl Hl7 {
+    pub(crate) fn new(inner: Hl7Inner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl fmt::Debug for Hl7 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hl7")
+            .field("plugins", &self.inner.plugins.len())
+            .finish()
+    }
+}
+
+/// What is known of one inbound message while it is handled: its size and parse result (the
+/// parsed message shares the frame's buffer). Telemetry observers receive it.
+///
+/// `Debug` prints MSH metadata only.
+pub struct Inbound {
+    raw: Bytes,
+    parsed: Result<Message, ParseError>,
+    span: OnceLock<Span>,
+}
+
+impl Inbound {
+    /// Size of the frame payload in bytes.
+    pub fn size(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// The parsed message, unless the payload was not HL7.
+    pub fn message(&self) -> Option<&Message> {
+        self.parsed.as_ref().ok()
+    }
+
+    /// Why the payload could not be parsed, if it could not.
+    pub fn parse_error(&self) -> Option<&ParseError> {
+        self.parsed.as_ref().err()
+    }
+
+    /// MSH-9.1, the message code (`ADT`).
+    pub fn message_code(&self) -> Option<&str> {
+        self.message()?.message_code()
+    }
+
+    /// MSH-9.2, the trigger event (`A01`).
+    pub fn trigger_event(&self) -> Option<&str> {
+        self.message()?.trigger_event()
+    }
+
+    /// MSH-10, the message control ID.
+    pub fn control_id(&self) -> Option<&str> {
+        self.message()?.control_id()
+    }
+
+    /// MSH-12, the version ID.
+    pub fn version(&self) -> Option<&str> {
+        self.message()?.version()
+    }
+
+    fn record_ack(&self, ack: Option<&Ack>) {
+        if let Some(span) = self.span.get() {
+            match ack {
+                Some(ack) => {
+                    span.record("hl7.ack_code", ack.code().as_str());
+                    span.record("mllp.response.size", ack.as_bytes().len() as i64);
+                    if !ack.code().is_success() {
+                        span.record("otel.status_code", "ERROR");
+                        span.record("otel.status_description", ack.code().as_str());
+                    }
+                }
+                None => {
+                    span.record("hl7.ack_code", "none");
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbound")
+            .field("size", &self.size())
+            .field("message_code", &self.message_code())
+            .field("trigger_event", &self.trigger_event())
+            .field("control_id", &self.control_id())
+            .field("parsed", &self.parsed.is_ok())
+            .finish()
+    }
+}
+
+/// The per-connection codec: MLLP frames in, encoded ACKs out.
+#[derive(Debug)]
+pub struct Hl7Codec {
+    frame: MllpCodec,
+}
+
+impl Decoder for Hl7Codec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        self.frame.decode(src)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        self.frame.decode_eof(src)
+    }
+}
+
+impl Encoder<Ack> for Hl7Codec {
+    type Error = FrameError;
+
+    fn encode(&mut self, ack: Ack, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.frame.encode(ack.as_bytes().as_ref(), dst)
+    }
+}
+
+impl Protocol for Hl7 {
+    type Request = Bytes;
+    type Response = Ack;
+    type Meta = Inbound;
+    type Error = FrameError;
+    type Codec = Hl7Codec;
+
+    fn codec(&self) -> Hl7Codec {
+        Hl7Codec {
+            frame: self.inner.codec.clone(),
+        }
+    }
+
+    fn meta(&self, request: &Bytes) -> Inbound {
+        Inbound {
+            raw: request.clone(),
+            parsed: Message::parse_with(request.clone(), &self.inner.parse),
+            span: OnceLock::new(),
+        }
+    }
+
+    fn handle(
+        &self,
+        request: Bytes,
+        meta: &Inbound,
+        connection: &ConnectionInfo,
+    ) -> impl Future<Output = Option<Ack>> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        let parsed = meta.parsed.clone();
+        let connection = connection.clone();
+        let span = meta.span.get().cloned();
+        async move {
+            let ack = match parsed {
+                // Not HL7: the best-effort AR, and the handler never sees it.
+                Err(error) => Some(Ack::reject_unparseable(
+                    &request,
+                    &error.diagnostic(),
+                    &inner.ack,
+                )),
+                Ok(message) => respond(&inner, message, connection).await,
+            };
+            if let Some(span) = span {
+                record_ack_on(&span, ack.as_ref());
+            }
+            ack
+        }
+    }
+
+    fn on_failure(&self, meta: &Inbound, failure: &Failure) -> Option<Ack> {
+        // The handler's own text (a panic message) may hold anything: the partner gets a fixed
+        // text naming the kind of failure, never the payload of the panic.
+        let text = match failure {
+            Failure::TimedOut(_) => "application internal error: processing timed out",
+            Failure::Panicked(_) => "application internal error: handler failed",
+            _ => "application internal error",
+        };
+        let response = Response::error(ErrorCode::ApplicationInternalError, text);
+        let ack = match &meta.parsed {
+            Ok(message) => finish(&self.inner, message, response, Vec::new()),
+            Err(error) => Some(Ack::reject_unparseable(
+                &meta.raw,
+                &error.diagnostic(),
+                &self.inner.ack,
+            )),
+        };
+        if let Some(span) = meta.span.get() {
+            span.record("error.type", failure.kind());
+        }
+        meta.record_ack(ack.as_ref());
+        ack
+    }
+
+    fn error_kind(&self, error: &FrameError) -> &'static str {
+        error.kind()
+    }
+
+    fn connection_span(&self, connection: &ConnectionInfo) -> Span {
+        tracing::info_span!(
+            "mllp.connection",
+            mllp.connection.id = connection.id() as i64,
+            network.peer.address = %connection.peer().ip(),
+            network.peer.port = i64::from(connection.peer().port()),
+            server.port = i64::from(connection.local().port()),
+            network.transport = "tcp",
+            tls = connection.tls(),
+            tls.client.subject = connection.peer_identity(),
+            close_reason = field::Empty,
+            messages = field::Empty,
+        )
+    }
+
+    fn message_span(
+        &self,
+        connection_span: &Span,
+        connection: &ConnectionInfo,
+        meta: &Inbound,
+    ) -> Span {
+        // A root span linked to the connection: MLLP links live for days, and a trace per
+        // message keeps traces short in Jaeger/Tempo (docs/telemetry.md explains the choice).
+        let span = tracing::info_span!(
+            parent: None,
+            "mllp.message",
+            otel.kind = "server",
+            otel.status_code = field::Empty,
+            otel.status_description = field::Empty,
+            error.type = field::Empty,
+            mllp.connection.id = connection.id() as i64,
+            network.peer.address = %connection.peer().ip(),
+            network.peer.port = i64::from(connection.peer().port()),
+            server.port = i64::from(connection.local().port()),
+            network.transport = "tcp",
+            mllp.message.size = meta.size() as i64,
+            mllp.response.size = field::Empty,
+            hl7.message_type = meta.message_code(),
+            hl7.trigger_event = meta.trigger_event(),
+            hl7.control_id = meta.control_id(),
+            hl7.version = meta.version(),
+            hl7.ack_code = field::Empty,
+        );
+        span.follows_from(connection_span);
+        let _ = meta.span.set(span.clone());
+        span
+    }
+}
+
+fn record_ack_on(span: &Span, ack: Option<&Ack>) {
+    match ack {
+        Some(ack) => {
+            span.record("hl7.ack_code", ack.code().as_str());
+            span.record("mllp.response.size", ack.as_bytes().len() as i64);
+            if !ack.code().is_success() {
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", ack.code().as_str());
+            }
+        }
+        None => {
+            span.record("hl7.ack_code", "none");
+        }
+    }
+}
+
+/// Plugins, then the pipeline, then the ACK stage.
+async fn respond(inner: &Hl7Inner, message: Message, connection: ConnectionInfo) -> Option<Ack> {
+    let mut request = Request::new(message.clone(), connection);
+    for plugin in &inner.plugins {
+        if let Err(response) = plugin.inspect(&mut request) {
+            return finish(inner, &message, response, request.diagnostics().to_vec());
+        }
+    }
+    let attached = request.diagnostics().to_vec();
+    let response = match inner.pipeline.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    finish(inner, &message, response, attached)
+}
+
+/// The ACK stage: one outcome in, at most one acknowledgment out.
+///
+/// With MSH-15 (accept acknowledgment type) present the message is in enhanced mode: the answer
+/// is an accept ACK (CA/CE/CR), sent or not per the MSH-15 rule. Otherwise original mode
+/// (AA/AE/AR), always sent.
+fn finish(
+    inner: &Hl7Inner,
+    message: &Message,
+    response: Response,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Option<Ack> {
+    let (status, extra) = response.into_parts();
+    diagnostics.extend(extra);
+    let requirement = message.accept_ack_type();
+    let enhanced = requirement.is_some();
+    if enhanced && !accept_ack_wanted(requirement, status == Status::Accepted) {
+        return None;
+    }
+    Some(Ack::build(
+        message,
+        status.ack_code(enhanced),
+        &diagnostics,
+        &inner.ack,
+    ))
+}

@@ -1,0 +1,219 @@
+//! Telemetry: the events the server emits, and OpenTelemetry metrics built from them.
+//!
+//! Spans (`mllp.connection`, `mllp.message`) go out through `tracing`; install
+//! `tracing-opentelemetry` to export them. Metrics go through the `opentelemetry` metrics API:
+//! by default the server records into the global meter provider (a no-op until the embedding
+//! service installs one), so an installed exporter sees them with no further glue.
+//! docs/telemetry.md lists every name: renaming one is a breaking change.
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+
+use crate::server::Hl7;
+
+/// A telemetry event, as delivered to an [`Observer`].
+pub type Event<'a> = mllp_actors::Event<'a, Hl7>;
+
+/// Receives every telemetry [`Event`] synchronously: keep `on_event` cheap and never block.
+///
+/// Register one with [`ServerBuilder::observer`](crate::ServerBuilder::observer).
+pub use mllp_actors::Observer;
+
+pub use mllp_actors::CloseReason;
+
+/// The instrumentation scope name of every metric.
+pub const METER_NAME: &str = "mllp";
+
+/// OpenTelemetry metrics for a server, recorded from its telemetry events.
+///
+/// Attributes are low cardinality only: message type, trigger event, ACK code, close reason,
+/// failure kind. Never the control ID, never the peer address.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    active_connections: UpDownCounter<i64>,
+    connections_opened: Counter<u64>,
+    connections_closed: Counter<u64>,
+    connections_refused: Counter<u64>,
+    messages: Counter<u64>,
+    message_duration: Histogram<f64>,
+    message_size: Histogram<u64>,
+    exceptions: Counter<u64>,
+    framing_faults: Counter<u64>,
+    bytes_received: Counter<u64>,
+    bytes_sent: Counter<u64>,
+    acceptor_restarts: Counter<u64>,
+}
+
+impl Metrics {
+    /// Instruments on the given meter.
+    pub fn new(meter: &Meter) -> Self {
+        Self {
+            active_connections: meter
+                .i64_up_down_counter("mllp.server.active_connections")
+                .with_unit("{connection}")
+                .with_description("Connections currently open")
+                .build(),
+            connections_opened: meter
+                .u64_counter("mllp.server.connections.opened")
+                .with_unit("{connection}")
+                .with_description("Connections accepted")
+                .build(),
+            connections_closed: meter
+                .u64_counter("mllp.server.connections.closed")
+                .with_unit("{connection}")
+                .with_description("Connections closed, by close reason")
+                .build(),
+            connections_refused: meter
+                .u64_counter("mllp.server.connections.refused")
+                .with_unit("{connection}")
+                .with_description("Peers refused by the admission check")
+                .build(),
+            messages: meter
+                .u64_counter("mllp.server.messages")
+                .with_unit("{message}")
+                .with_description("Messages handled, by message type and ACK code")
+                .build(),
+            message_duration: meter
+                .f64_histogram("mllp.server.message.duration")
+                .with_unit("s")
+                .with_description("Time from a message's last byte to its ACK being written")
+                .with_boundaries(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0, 60.0,
+                ])
+                .build(),
+            message_size: meter
+                .u64_histogram("mllp.server.message.size")
+                .with_unit("By")
+                .with_description("Size of inbound message payloads")
+                .with_boundaries(vec![
+                    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0,
+                    4_194_304.0, 10_485_760.0,
+                ])
+                .build(),
+            exceptions: meter
+                .u64_counter("mllp.server.handler.exceptions")
+                .with_unit("{exception}")
+                .with_description("Handler failures, by kind (panic, timeout)")
+                .build(),
+            framing_faults: meter
+                .u64_counter("mllp.server.framing.faults")
+                .with_unit("{fault}")
+                .with_description("Connections closed for invalid framing, by kind")
+                .build(),
+            bytes_received: meter
+                .u64_counter("mllp.server.received")
+                .with_unit("By")
+                .with_description("Message payload bytes received")
+                .build(),
+            bytes_sent: meter
+                .u64_counter("mllp.server.sent")
+                .with_unit("By")
+                .with_description("Acknowledgment payload bytes sent")
+                .build(),
+            acceptor_restarts: meter
+                .u64_counter("mllp.server.acceptor.restarts")
+                .with_unit("{restart}")
+                .with_description("Acceptor restarts after a listener failure")
+                .build(),
+        }
+    }
+
+    /// Instruments on the global meter provider (scope `mllp`).
+    pub fn global() -> Self {
+        let scope = opentelemetry::InstrumentationScope::builder(METER_NAME)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        Self::new(&opentelemetry::global::meter_with_scope(scope))
+    }
+}
+
+fn message_attributes(
+    meta: &crate::server::Inbound,
+    ack_code: &'static str,
+) -> [KeyValue; 3] {
+    [
+        KeyValue::new(
+            "hl7.message_type",
+            meta.message_code().map_or_else(|| "unknown".to_owned(), clamp),
+        ),
+        KeyValue::new(
+            "hl7.trigger_event",
+            meta.trigger_event().map_or_else(|| "unknown".to_owned(), clamp),
+        ),
+        KeyValue::new("hl7.ack_code", ack_code),
+    ]
+}
+
+/// Message codes and trigger events are three characters by the standard; a hostile sender
+/// must not be able to mint unbounded metric series, so anything else is bucketed as `other`.
+fn clamp(code: &str) -> String {
+    if code.len() <= 3 && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        code.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Observer<Hl7> for Metrics {
+    fn on_event(&self, event: &Event<'_>) {
+        match event {
+            Event::ConnectionStart { .. } => {
+                self.active_connections.add(1, &[]);
+                self.connections_opened.add(1, &[]);
+            }
+            Event::ConnectionStop { reason, .. } => {
+                self.active_connections.add(-1, &[]);
+                let reason_kv = KeyValue::new("mllp.close_reason", reason.as_str());
+                self.connections_closed.add(1, std::slice::from_ref(&reason_kv));
+                if let CloseReason::Protocol { kind, .. } = reason {
+                    self.framing_faults
+                        .add(1, &[KeyValue::new("mllp.fault", *kind)]);
+                }
+            }
+            Event::MessageStart { meta, .. } => {
+                self.message_size.record(meta.size() as u64, &[]);
+                self.bytes_received.add(meta.size() as u64, &[]);
+            }
+            Event::MessageStop {
+                meta,
+                duration,
+                response,
+                response_size,
+                ..
+            } => {
+                let code = response.map_or("none", |ack| ack.code().as_str());
+                let attrs = message_attributes(meta, code);
+                self.messages.add(1, &attrs);
+                self.message_duration.record(seconds(*duration), &attrs);
+                self.bytes_sent.add(*response_size as u64, &[]);
+            }
+            Event::MessageException {
+                meta,
+                duration,
+                failure,
+                response,
+                ..
+            } => {
+                let code = response.map_or("none", |ack| ack.code().as_str());
+                let attrs = message_attributes(meta, code);
+                self.messages.add(1, &attrs);
+                self.message_duration.record(seconds(*duration), &attrs);
+                self.exceptions
+                    .add(1, &[KeyValue::new("error.type", failure.kind())]);
+                if let Some(ack) = response {
+                    self.bytes_sent.add(ack.as_bytes().len() as u64, &[]);
+                }
+            }
+            Event::ConnectionRefused { .. } => self.connections_refused.add(1, &[]),
+            Event::AcceptorRestart { .. } => self.acceptor_restarts.add(1, &[]),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! End to end over loopback: one test per row of DESIGN.md's error-to-ACK table, routing,
+//! middleware, enhanced mode and pipelining.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mllp::ack::{AckCode, Diagnostic, ErrorCode};
+use mllp::app::{HandlerError, Next, Request, Response, Router, from_fn, handler_service};
+use mllp::hl7::Message;
+use mllp::{HandlerFailurePolicy, Server, ServerBuilder, ServerHandle};
+use support::{Peer, field, hl7, hl7_with, within};
+
+async fn start(builder: ServerBuilder) -> ServerHandle {
+    builder
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .spawn()
+        .await
+        .expect("start")
+}
+
+async fn serve(router: Router) -> ServerHandle {
+    start(Server::builder().router(router)).await
+}
+
+fn accept_all() -> Router {
+    Router::new().route("*", |_req: Request| async {})
+}
+
+fn code(reply: &Message) -> String {
+    field(reply, "MSA-1")
+}
+
+/// A routed message whose handler returns `Ok(())` is answered AA, MSA-2 echoing MSH-10.
+#[tokio::test]
+async fn handled_message_is_answered_aa() {
+    let server = serve(accept_all()).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let reply = peer.call(hl7("ADT^A01^ADT_A01", "CTRL-1", "2.5.1")).await;
+    assert_eq!(code(&reply), "AA");
+    assert_eq!(field(&reply, "MSA-2"), "CTRL-1");
+    assert_eq!(field(&reply, "MSH-9"), "ACK^A01^ACK");
+    assert_eq!(field(&reply, "MSH-3"), "RECVAPP");
+    assert_eq!(field(&reply, "MSH-5"), "SENDAPP");
+    assert_eq!(field(&reply, "MSH-12"), "2.5.1");
+    within(server.shutdown()).await;
+}
+
+/// A payload that is not HL7 gets AR with ERR-3 100/102, and the connection stays open.
+#[tokio::test]
+async fn non_hl7_payload_gets_ar_and_connection_stays_open() {
+    let server = serve(accept_all()).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let reply = peer.call(Bytes::from_static(b"hello, not hl7")).await;
+    assert_eq!(code(&reply), "AR");
+    let err = field(&reply, "ERR-3.1");
+    assert!(err == "100" || err == "102", "ERR-3.1 was {err:?}");
+    assert_eq!(field(&reply, "MSA-2"), "");
+    let again = peer.call(hl7("ADT^A01", "C2", "2.5")).await;
+    assert_eq!(code(&again), "AA");
+    within(server.shutdown()).await;
+}
+
+/// A message without MSH-10 is refused with AR 101 by the default plugin; it never reaches the
+/// handler.
+#[tokio::test]
+async fn missing_control_id_gets_ar_101() {
+    let calls = Arc::new(Mutex::new(0));
+    let seen = calls.clone();
+    let router = Router::new().route("*", move |_r: Request| {
+        let seen = seen.clone();
+        async move { *seen.lock().unwrap() += 1 }
+    });
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let reply = peer.call(hl7("ADT^A01", "", "2.5")).await;
+    assert_eq!(code(&reply), "AR");
+    assert_eq!(field(&reply, "ERR-3.1"), "101");
+    assert!(field(&reply, "ERR-3.2").contains("MSH-10"));
+    assert_eq!(*calls.lock().unwrap(), 0);
+    within(server.shutdown()).await;
+}
+
+/// Configured version and processing-id checks answer AR 203 and AR 202.
+#[tokio::test]
+async fn unsupported_version_and_processing_id_get_ar() {
+    let server = start(
+        Server::builder()
+            .router(accept_all())
+            .plugin(mllp::app::plugin::AllowedVersions::new(["2.5.1"]))
+            .plugin(mllp::app::plugin::AllowedProcessingIds::new(["T"])),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let reply = peer.call(hl7("ADT^A01", "V1", "2.3")).await;
+    assert_eq!((code(&reply), field(&reply, "ERR-1.4.1")), ("AR".into(), "203".into()));
+    let reply = peer.call(hl7("ADT^A01", "P1", "2.5.1")).await;
+    assert_eq!((code(&reply), field(&reply, "ERR-3.1")), ("AR".into(), "202".into()));
+    within(server.shutdown()).await;
+}
+
+/// No route: AR 200 when no route names the message code, AR 201 when one does but not the
+/// event; the text names the trigger.
+#[tokio::test]
+async fn unrouted_messages_get_ar_200_or_201() {
+    let router = Router::new().route("ADT^A01", |_r: Request| async {});
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let reply = peer.call(hl7("ORU^R01", "U1", "2.5")).await;
+    assert_eq!(code(&reply), "AR");
+    assert_eq!(field(&reply, "ERR-3.1"), "200");
+    assert!(field(&reply, "ERR-3.2").contains("ORU^R01"));
+    let reply = peer.call(hl7("ADT^A99", "U2", "2.5")).await;
+    assert_eq!(field(&reply, "ERR-3.1"), "201");
+    assert!(field(&reply, "ERR-3.2").contains("ADT^A99"));
+    within(server.shutdown()).await;
+}
+
+/// A handler error is AE 207 by default, or AE with the code it carries; a reject is AR.
+#[tokio::test]
+async fn handler_errors_map_to_ae_and_rejects_to_ar() {
+    let router = Router::new()
+        .route("ADT^A01", |_r: Request| async {
+            Err::<(), _>(HandlerError::internal("store unavailable"))
+        })
+        .route("ADT^A02", |_r: Request| async {
+            Err::<(), _>(HandlerError::new(ErrorCode::TableValueNotFound, "unknown ward"))
+        })
+        .route("ADT^A03", |_r: Request| async {
+            Response::reject(ErrorCode::RequiredFieldMissing, "PID-3 required")
+        });
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "E1", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "ERR-3.1")), ("AE".into(), "207".into()));
+    assert_eq!(field(&r, "ERR-3.2"), "store unavailable");
+    let r = peer.call(hl7("ADT^A02", "E2", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "ERR-3.1")), ("AE".into(), "103".into()));
+    let r = peer.call(hl7("ADT^A03", "E3", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "ERR-3.1")), ("AR".into(), "101".into()));
+    within(server.shutdown()).await;
+}
+
+/// Warning diagnostics on an accepted message give AA with an ERR segment of severity W.
+#[tokio::test]
+async fn warnings_give_aa_with_err_severity_w() {
+    let router = Router::new().route("*", |_r: Request| async {
+        Response::accept().with_diagnostic(Diagnostic::warning(
+            ErrorCode::TableValueNotFound,
+            "unknown ward code, stored anyway",
+        ))
+    });
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "W1", "2.5")).await;
+    assert_eq!(code(&r), "AA");
+    assert_eq!(field(&r, "ERR-4"), "W");
+    within(server.shutdown()).await;
+}
+
+/// A handler that panics is answered AE 207, and the next message on the connection gets AA.
+#[tokio::test]
+async fn panicking_handler_gets_ae_and_connection_goes_on() {
+    let router = Router::new()
+        .route("ADT^A01", |_r: Request| async { panic!("boom") })
+        .route("*", |_r: Request| async {});
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "P1", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "ERR-3.1")), ("AE".into(), "207".into()));
+    assert!(!field(&r, "ERR-3.2").contains("boom"), "panic text must not reach the partner");
+    let r = peer.call(hl7("ADT^A08", "P2", "2.5")).await;
+    assert_eq!(code(&r), "AA");
+    within(server.shutdown()).await;
+}
+
+/// A handler that never finishes is answered AE 207 at the handler timeout; the connection
+/// goes on.
+#[tokio::test(start_paused = true)]
+async fn stuck_handler_gets_ae_at_the_deadline() {
+    let router = Router::new()
+        .route("ADT^A01", |_r: Request| std::future::pending::<()>())
+        .route("*", |_r: Request| async {});
+    let server = start(
+        Server::builder()
+            .router(router)
+            .handler_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "T1", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "ERR-3.1")), ("AE".into(), "207".into()));
+    let r = peer.call(hl7("ADT^A08", "T2", "2.5")).await;
+    assert_eq!(code(&r), "AA");
+    within(server.shutdown()).await;
+}
+
+/// With the `NoResponse` handler-failure policy a panicking handler gets no answer, and the
+/// connection still serves the next message.
+#[tokio::test]
+async fn no_response_policy_sends_nothing_for_a_failed_handler() {
+    let router = Router::new()
+        .route("ADT^A01", |_r: Request| async { panic!("boom") })
+        .route("*", |_r: Request| async {});
+    let server = start(
+        Server::builder()
+            .router(router)
+            .handler_failure(HandlerFailurePolicy::NoResponse),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send(hl7("ADT^A01", "N1", "2.5")).await;
+    let r = peer.call(hl7("ADT^A08", "N2", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "MSA-2")), ("AA".into(), "N2".into()));
+    within(server.shutdown()).await;
+}
+
+/// Bytes outside a frame close the connection without an answer under the strict policy.
+#[tokio::test]
+async fn bytes_outside_a_frame_close_the_connection() {
+    let server = serve(accept_all()).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send_raw(b"garbage before any frame").await;
+    peer.expect_closed().await;
+    within(server.shutdown()).await;
+}
+
+/// A frame larger than `max_message_size` closes the connection without an answer.
+#[tokio::test]
+async fn oversized_frame_closes_connection() {
+    let server = start(
+        Server::builder()
+            .router(accept_all())
+            .max_message_size(1024),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let mut big = hl7("ADT^A01", "BIG", "2.5").to_vec();
+    big.extend(std::iter::repeat_n(b'X', 2048));
+    big.push(b'\r');
+    peer.send(Bytes::from(big)).await;
+    peer.expect_closed().await;
+    within(server.shutdown()).await;
+}
+
+/// A frame started and not finished within `frame_timeout` closes the connection.
+#[tokio::test(start_paused = true)]
+async fn unfinished_frame_times_out() {
+    let server = start(
+        Server::builder()
+            .router(accept_all())
+            .frame_timeout(Duration::from_secs(3)),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send_raw(b"\x0bMSH|^~\\&|half a frame").await;
+    peer.expect_closed().await;
+    within(server.shutdown()).await;
+}
+
+/// Routes are tried in registration order, first match wins, wildcards on either side.
+#[tokio::test]
+async fn first_matching_route_wins() {
+    fn tag(name: &'static str) -> impl Fn(Request) -> std::future::Ready<Response> + Clone {
+        move |_r: Request| {
+            std::future::ready(Response::accept().with_diagnostic(Diagnostic::information(
+                ErrorCode::MessageAccepted,
+                name,
+            )))
+        }
+    }
+    let router = Router::new()
+        .route("ADT^A01", tag("exact"))
+        .route("ADT^*", tag("code"))
+        .route("*^R01", tag("event"))
+        .route("*", tag("any"));
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    for (mt, want) in [
+        ("ADT^A01", "exact"),
+        ("ADT^A08", "code"),
+        ("ORU^R01", "event"),
+        ("ORM^O01", "any"),
+    ] {
+        let r = peer.call(hl7(mt, "R", "2.5")).await;
+        assert_eq!(field(&r, "ERR-3.2"), want, "route for {mt}");
+    }
+    within(server.shutdown()).await;
+}
+
+/// Middleware runs in registration order on the way in and reverse on the way out.
+#[tokio::test]
+async fn middleware_runs_in_order_in_and_reverse_out() {
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mw = |name: &'static str, log: Arc<Mutex<Vec<String>>>| {
+        from_fn(move |req: Request, next: Next| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(format!("{name} in"));
+                let resp = next.run(req).await;
+                log.lock().unwrap().push(format!("{name} out"));
+                resp
+            }
+        })
+    };
+    let handler_log = log.clone();
+    let router = Router::new()
+        .route("*", move |_r: Request| {
+            let log = handler_log.clone();
+            async move { log.lock().unwrap().push("handler".into()) }
+        })
+        .layer(mw("first", log.clone()))
+        .layer(mw("second", log.clone()));
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    assert_eq!(code(&peer.call(hl7("ADT^A01", "M1", "2.5")).await), "AA");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["first in", "second in", "handler", "second out", "first out"]
+    );
+    within(server.shutdown()).await;
+}
+
+/// A middleware that does not call `next` answers for the handler; one on the way out can
+/// rewrite the response.
+#[tokio::test]
+async fn middleware_short_circuits_and_rewrites() {
+    let router = Router::new()
+        .route("*", |_r: Request| async {})
+        .layer(from_fn(|req: Request, next: Next| async move {
+            let mut resp = next.run(req).await;
+            resp.diagnostics_mut().push(Diagnostic::information(
+                ErrorCode::MessageAccepted,
+                "seen by outer",
+            ));
+            resp
+        }))
+        .layer(from_fn(|req: Request, next: Next| async move {
+            if req.message().trigger_event() == Some("A04") {
+                return Response::reject(ErrorCode::UnsupportedEventCode, "A04 refused here");
+            }
+            next.run(req).await
+        }));
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A04", "S1", "2.5")).await;
+    assert_eq!(code(&r), "AR");
+    assert_eq!(field(&r, "ERR(2)-3.2"), "seen by outer");
+    let r = peer.call(hl7("ADT^A01", "S2", "2.5")).await;
+    assert_eq!(code(&r), "AA");
+    within(server.shutdown()).await;
+}
+
+/// Data set by middleware in the request's extensions reaches the handler.
+#[tokio::test]
+async fn middleware_passes_typed_data_to_the_handler() {
+    #[derive(Clone)]
+    struct Partner(&'static str);
+    let router = Router::new()
+        .route("*", |req: Request| async move {
+            match req.extensions().get::<Partner>() {
+                Some(Partner("lab-a")) => Ok(()),
+                _ => Err(HandlerError::internal("no partner")),
+            }
+        })
+        .layer(from_fn(|mut req: Request, next: Next| async move {
+            req.extensions_mut().insert(Partner("lab-a"));
+            next.run(req).await
+        }));
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    assert_eq!(code(&peer.call(hl7("ADT^A01", "X1", "2.5")).await), "AA");
+    within(server.shutdown()).await;
+}
+
+/// Per-route middleware wraps only its route (here a tower timeout, answered AE 207).
+#[tokio::test(start_paused = true)]
+async fn per_route_tower_layer_applies_to_its_route_only() {
+    let slow = tower::ServiceBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .service(handler_service(|_r: Request| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }));
+    let router = Router::new()
+        .route_service("ORU^R01", slow)
+        .route("*", |_r: Request| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ORU^R01", "L1", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "ERR-3.1")), ("AE".into(), "207".into()));
+    let r = peer.call(hl7("ADT^A01", "L2", "2.5")).await;
+    assert_eq!(code(&r), "AA");
+    within(server.shutdown()).await;
+}
+
+/// A global tower `LoadShed` + `ConcurrencyLimit` sheds a second concurrent message with AE
+/// while the first is still being handled.
+#[tokio::test]
+async fn tower_load_shed_answers_ae_when_busy() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let (g, e) = (gate.clone(), entered.clone());
+    let router = Router::new()
+        .route("*", move |_r: Request| {
+            let (g, e) = (g.clone(), e.clone());
+            async move {
+                e.notify_one();
+                g.notified().await;
+            }
+        })
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1));
+    let server = serve(router).await;
+    let mut first = Peer::connect(server.local_addr()).await;
+    first.send(hl7("ADT^A01", "F1", "2.5")).await;
+    within(entered.notified()).await;
+    let mut second = Peer::connect(server.local_addr()).await;
+    let r = second.call(hl7("ADT^A01", "F2", "2.5")).await;
+    assert_eq!((code(&r), field(&r, "ERR-3.1")), ("AE".into(), "207".into()));
+    gate.notify_one();
+    let r = within(first.recv()).await.unwrap();
+    assert_eq!((code(&r), field(&r, "MSA-2")), ("AA".into(), "F1".into()));
+    within(server.shutdown()).await;
+}
+
+/// Enhanced mode: MSH-15 AL always answers (CA), NE never, ER only on error (CE), SU only on
+/// success; the connection goes on after a message that got no answer.
+#[tokio::test]
+async fn enhanced_mode_follows_msh_15() {
+    let router = Router::new()
+        .route("ADT^A01", |_r: Request| async {})
+        .route("ADT^A02", |_r: Request| async {
+            Err::<(), _>(HandlerError::internal("nope"))
+        });
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7_with("ADT^A01", "AL1", "2.5", "AL")).await;
+    assert_eq!((code(&r), field(&r, "MSA-2")), ("CA".into(), "AL1".into()));
+    peer.send(hl7_with("ADT^A01", "NE1", "2.5", "NE")).await;
+    peer.send(hl7_with("ADT^A01", "ER1", "2.5", "ER")).await;
+    let r = peer.call(hl7_with("ADT^A02", "ER2", "2.5", "ER")).await;
+    assert_eq!((code(&r), field(&r, "MSA-2")), ("CE".into(), "ER2".into()));
+    peer.send(hl7_with("ADT^A02", "SU1", "2.5", "SU")).await;
+    let r = peer.call(hl7_with("ADT^A01", "SU2", "2.5", "SU")).await;
+    assert_eq!((code(&r), field(&r, "MSA-2")), ("CA".into(), "SU2".into()));
+    within(server.shutdown()).await;
+}
+
+/// The ACK reuses the inbound message's delimiters and copies its version, never upgrading it.
+#[tokio::test]
+async fn ack_follows_incoming_delimiters_and_version() {
+    let server = serve(accept_all()).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let msg = Bytes::from_static(
+        b"MSH#$*@!#SND#SF#RCV#RF#20261122120000##ADT$A01#D1#P#2.3\rPID#1##ID1\r",
+    );
+    let r = peer.call(msg).await;
+    let raw = r.as_bytes();
+    assert!(raw.starts_with(b"MSH#$*@!#RCV#RF#SND#SF#"), "{:?}", String::from_utf8_lossy(raw));
+    assert_eq!(field(&r, "MSH-9"), "ACK$A01$ACK");
+    assert_eq!(field(&r, "MSH-12"), "2.3");
+    assert_eq!((code(&r), field(&r, "MSA-2")), ("AA".into(), "D1".into()));
+    within(server.shutdown()).await;
+}
+
+/// Pipelined messages with a slow first handler are answered in arrival order.
+#[tokio::test(start_paused = true)]
+async fn pipelined_messages_are_answered_in_order() {
+    let router = Router::new().route("*", |req: Request| async move {
+        if req.message().control_id() == Some("Q1") {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    });
+    let server = start(Server::builder().router(router).max_in_flight(4)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    for id in ["Q1", "Q2", "Q3"] {
+        peer.send(hl7("ADT^A01", id, "2.5")).await;
+    }
+    for id in ["Q1", "Q2", "Q3"] {
+        let r = within(peer.recv()).await.unwrap();
+        assert_eq!(field(&r, "MSA-2"), id);
+    }
+    within(server.shutdown()).await;
+}
+
+/// The client checks MSA-2 and surfaces AE as a typed negative acknowledgment.
+#[tokio::test]
+async fn client_reports_negative_acks_with_code_and_text() {
+    let router = Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::internal("disk full"))
+    });
+    let server = serve(router).await;
+    let mut client = mllp::Client::new(server.local_addr().to_string());
+    match within(client.send(hl7("ADT^A01", "C1", "2.5"))).await {
+        Err(mllp::ClientError::Negative { code, text, .. }) => {
+            assert_eq!(code, AckCode::AE);
+            assert_eq!(text, "disk full");
+        }
+        other => panic!("expected a negative ack, got {other:?}"),
+    }
+    within(server.shutdown()).await;
+}

@@ -1,0 +1,105 @@
+//! Shared helpers for the integration tests: message builders, a raw MLLP peer, hang guards.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use mllp::frame::MllpCodec;
+use mllp::hl7::Message;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// A hang guard, not a synchronisation point: fails the test if `f` takes longer than 10 s
+/// (of paused or real time).
+pub async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("test step hung")
+}
+
+/// A synthetic HL7 message with the given MSH-9, MSH-10 and MSH-12, plus a PID segment that
+/// holds `sentinel` (stands in for patient data).
+pub fn hl7(message_type: &str, control_id: &str, version: &str) -> Bytes {
+    hl7_with(message_type, control_id, version, "")
+}
+
+/// Like [`hl7`], with MSH-15 (accept acknowledgment type) set to `accept_ack`.
+pub fn hl7_with(message_type: &str, control_id: &str, version: &str, accept_ack: &str) -> Bytes {
+    let msh15 = if accept_ack.is_empty() {
+        String::new()
+    } else {
+        format!("|||{accept_ack}|NE")
+    };
+    Bytes::from(format!(
+        "MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20261122120000||{message_type}|{control_id}|P|{version}{msh15}\r\
+         EVN|A01|20261122120000\r\
+         PID|1||PATID1234^^^HOSP^MR||{SENTINEL}^JOHN||19700101|M\r"
+    ))
+}
+
+/// A string planted in every test message's PID: it must never show up in telemetry or logs.
+pub const SENTINEL: &str = "ZZSENTINELPHI";
+
+/// A raw MLLP peer: writes frames or raw bytes and reads reply frames.
+pub struct Peer {
+    pub framed: Framed<TcpStream, MllpCodec>,
+}
+
+impl Peer {
+    pub async fn connect(addr: SocketAddr) -> Peer {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Peer {
+            framed: Framed::new(stream, MllpCodec::new()),
+        }
+    }
+
+    /// Sends one framed message.
+    pub async fn send(&mut self, payload: Bytes) {
+        self.framed.send(payload).await.expect("send frame");
+    }
+
+    /// Writes raw bytes, unframed.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.framed.get_mut().write_all(bytes).await.expect("write raw");
+    }
+
+    /// The next reply frame, parsed; `None` at EOF (the server closed the connection).
+    pub async fn recv(&mut self) -> Option<Message> {
+        match self.framed.next().await {
+            None => None,
+            Some(Ok(payload)) => Some(Message::parse(payload).expect("reply is HL7")),
+            Some(Err(e)) if is_reset(&e) => None,
+            Some(Err(e)) => panic!("reply framing: {e}"),
+        }
+    }
+
+    /// Sends and waits for the reply.
+    pub async fn call(&mut self, payload: Bytes) -> Message {
+        self.send(payload).await;
+        within(self.recv()).await.expect("a reply, not EOF")
+    }
+
+    /// Waits until the server closes the connection, failing if a reply arrives instead.
+    pub async fn expect_closed(&mut self) {
+        if let Some(reply) = within(self.recv()).await {
+            panic!("expected close, got reply with MSA-1 {:?}", field(&reply, "MSA-1"));
+        }
+    }
+}
+
+fn is_reset(e: &mllp::frame::FrameError) -> bool {
+    matches!(e, mllp::frame::FrameError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// A field's decoded value as a String ("" when absent).
+pub fn field(message: &Message, path: &str) -> String {
+    message
+        .get(path)
+        .expect("valid path")
+        .map(|v| String::from_utf8_lossy(&v.decoded()).into_owned())
+        .unwrap_or_default()
+}
