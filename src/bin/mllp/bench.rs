@@ -1,0 +1,392 @@
+//! `mllp bench`: load a receiver from C connections and report throughput and latency.
+//!
+//! Each connection is one task that keeps up to `--pipeline` messages awaiting their ACKs,
+//! writing through the MLLP framer and reading replies in order. Latency is measured from the
+//! moment a message was written to the moment its ACK was read. Every ACK is parsed and checked:
+//! MSA-1 must be AA or CA and MSA-2 must be the MSH-10 sent, which is unique per message.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use mllp::Acknowledgment;
+use mllp::frame::{FrameError, MllpCodec};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::config::{self, LogFormat};
+use crate::messages::{self, Template};
+use crate::{exit, logging};
+
+/// Load an MLLP receiver and report throughput and latency.
+///
+/// Sends `--messages` messages in total, spread over `--connections` connections. With
+/// `--pipeline 1` (closed loop) each connection waits for every ACK before the next message;
+/// with `--pipeline D` it keeps up to D messages awaiting their ACKs (the receiver must read
+/// ahead for that to help: `mllp serve --max-in-flight D`). Every message gets a unique MSH-10,
+/// and every ACK is checked (MSA-1 AA or CA, MSA-2 equal to the MSH-10 sent).
+///
+/// A connection that breaks (timeout, closed, mismatched ACK) counts its messages in flight as
+/// errors and reconnects; a connection that cannot be made counts all its remaining messages.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = BENCH_HELP)]
+pub(crate) struct BenchArgs {
+    /// The receiver, HOST:PORT
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+
+    /// Connections opened at once
+    #[arg(long, short = 'c', value_name = "C", default_value = "1", value_parser = config::positive_count)]
+    connections: usize,
+
+    /// Messages sent in total, over all connections
+    #[arg(long, short = 'n', value_name = "N", default_value = "1000", value_parser = config::positive_count)]
+    messages: usize,
+
+    /// Messages awaiting their ACK per connection (1: closed loop)
+    #[arg(long, short = 'p', value_name = "D", default_value = "1", value_parser = config::positive_count)]
+    pipeline: usize,
+
+    /// The message to send (its first message, MSH-10 rewritten per message) [default: a
+    /// built-in synthetic ADT^A01 of about 1 KB]
+    #[arg(long, value_name = "FILE")]
+    message: Option<PathBuf>,
+
+    /// How long to wait for each acknowledgment
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = config::positive_duration)]
+    timeout: Duration,
+
+    /// Print one JSON object on stdout instead of the text report
+    #[arg(long)]
+    json: bool,
+}
+
+const BENCH_HELP: &str = "\
+Exit status: 0 when every message was answered AA or CA, 1 when some were answered AE, AR, CE
+or CR, 2 for invalid flags or message file, 3 for transport failures (no connection, timeout,
+mismatched or unreadable ACK).
+
+JSON fields: to, connections, pipeline, messages, message_bytes, ok, errors, error_kinds
+(object: kind -> count), elapsed_s, throughput_per_s (acknowledged AA/CA per second),
+latency_us (p50, p90, p99, max, mean; of the acknowledged messages).
+Example:
+  mllp bench --to 127.0.0.1:2575 --connections 64 --messages 10000 --json";
+
+/// Longest latency the histogram records exactly (longer ones are clamped): one hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// What one connection task measured.
+struct Outcome {
+    latencies: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Self {
+            latencies: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("static histogram bounds are valid"),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn error(&mut self, kind: &str, count: u64) {
+        if count > 0 {
+            *self.errors.entry(kind.to_owned()).or_default() += count;
+        }
+    }
+}
+
+pub(crate) async fn run(args: BenchArgs) -> ExitCode {
+    logging::init(LogFormat::Text, logging::CLIENT_FILTER);
+    let template = match load_template(args.message.as_ref()) {
+        Ok(t) => t,
+        Err(text) => return exit::fail_text(exit::USAGE, &text),
+    };
+    // Unique across runs too, so a receiver's inbox never confuses two benches.
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() % 1_000_000_000)
+        .unwrap_or_default();
+    let connections = args.connections.min(args.messages);
+
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    for c in 0..connections {
+        let share = args.messages / connections + usize::from(c < args.messages % connections);
+        let worker = Worker {
+            addr: args.to.clone(),
+            template: template.clone(),
+            id_prefix: format!("B{run_id}-{c}-"),
+            count: share,
+            depth: args.pipeline,
+            timeout: args.timeout,
+        };
+        tasks.push(tokio::spawn(worker.run()));
+    }
+    let mut total = Outcome::new();
+    for task in tasks {
+        match task.await {
+            Ok(outcome) => {
+                let _ = total.latencies.add(&outcome.latencies);
+                total.ok += outcome.ok;
+                for (kind, n) in outcome.errors {
+                    total.error(&kind, n);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "bench connection task failed");
+                total.error("task_failed", 1);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    report(&args, &template, run_id, &total, elapsed)
+}
+
+fn load_template(path: Option<&PathBuf>) -> Result<Template, String> {
+    let bytes = match path {
+        None => Bytes::from_static(messages::BUILTIN_ADT_A01.as_bytes()),
+        Some(path) => {
+            let mut all = messages::read_file(path).map_err(|e| exit::chain(&e))?;
+            if all.len() > 1 {
+                tracing::warn!(
+                    file = %path.display(),
+                    messages = all.len(),
+                    "the message file holds several messages; using the first"
+                );
+            }
+            all.swap_remove(0).payload
+        }
+    };
+    Template::new(&bytes).map_err(|e| match path {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e.to_owned(),
+    })
+}
+
+fn report(
+    args: &BenchArgs,
+    template: &Template,
+    run_id: u128,
+    total: &Outcome,
+    elapsed: Duration,
+) -> ExitCode {
+    let errors: u64 = total.errors.values().sum();
+    let secs = elapsed.as_secs_f64();
+    let throughput = if secs > 0.0 {
+        total.ok as f64 / secs
+    } else {
+        0.0
+    };
+    let h = &total.latencies;
+    let (p50, p90, p99, max, mean) = if h.is_empty() {
+        (0, 0, 0, 0, 0.0)
+    } else {
+        (
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.90),
+            h.value_at_quantile(0.99),
+            h.max(),
+            h.mean(),
+        )
+    };
+    let message_bytes = template.len_with_id(format!("B{run_id}-0-0").len());
+    if args.json {
+        let line = serde_json::json!({
+            "to": args.to,
+            "connections": args.connections.min(args.messages),
+            "pipeline": args.pipeline,
+            "messages": args.messages,
+            "message_bytes": message_bytes,
+            "ok": total.ok,
+            "errors": errors,
+            "error_kinds": total.errors,
+            "elapsed_s": secs,
+            "throughput_per_s": throughput,
+            "latency_us": { "p50": p50, "p90": p90, "p99": p99, "max": max, "mean": mean },
+        });
+        println!("{line}");
+    } else {
+        let ms = |us: u64| us as f64 / 1000.0;
+        println!(
+            "bench {}: {} messages of ~{} bytes over {} connection(s), pipeline {}",
+            args.to,
+            args.messages,
+            message_bytes,
+            args.connections.min(args.messages),
+            args.pipeline
+        );
+        println!("  acknowledged  {} AA/CA, {} errors", total.ok, errors);
+        println!("  elapsed       {secs:.3} s");
+        println!("  throughput    {throughput:.1} msg/s");
+        println!(
+            "  latency       p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms, mean {:.3} ms",
+            ms(p50),
+            ms(p90),
+            ms(p99),
+            ms(max),
+            mean / 1000.0
+        );
+        for (kind, n) in &total.errors {
+            println!("  error {kind:<12} {n}");
+        }
+    }
+    let _ = std::io::stdout().flush();
+    let negative = ["AE", "AR", "CE", "CR"];
+    let transport: u64 = total
+        .errors
+        .iter()
+        .filter(|(k, _)| !negative.contains(&k.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    if transport > 0 {
+        ExitCode::from(exit::TRANSPORT)
+    } else if errors > 0 {
+        ExitCode::from(exit::FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// One connection's share of the load.
+struct Worker {
+    addr: String,
+    template: Template,
+    id_prefix: String,
+    count: usize,
+    depth: usize,
+    timeout: Duration,
+}
+
+/// Why a connection had to be dropped.
+enum Broken {
+    Timeout,
+    Closed,
+    Io,
+    Framing,
+    Mismatch,
+    NotAnAck,
+}
+
+impl Broken {
+    fn kind(&self) -> &'static str {
+        match self {
+            Broken::Timeout => "timeout",
+            Broken::Closed => "closed",
+            Broken::Io => "io",
+            Broken::Framing => "framing",
+            Broken::Mismatch => "mismatch",
+            Broken::NotAnAck => "not_an_ack",
+        }
+    }
+}
+
+impl Worker {
+    async fn run(self) -> Outcome {
+        let mut outcome = Outcome::new();
+        let mut next = 0;
+        while next < self.count {
+            let stream =
+                match tokio::time::timeout(self.timeout, TcpStream::connect(&self.addr)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(addr = %self.addr, error = %e, "bench could not connect");
+                        outcome.error("connect", (self.count - next) as u64);
+                        break;
+                    }
+                    Err(_) => {
+                        outcome.error("connect", (self.count - next) as u64);
+                        break;
+                    }
+                };
+            let _ = stream.set_nodelay(true);
+            let mut conn = Framed::new(stream, MllpCodec::new());
+            let mut in_flight: VecDeque<(String, Instant)> = VecDeque::with_capacity(self.depth);
+            let broken = self
+                .pump(&mut conn, &mut next, &mut in_flight, &mut outcome)
+                .await;
+            match broken {
+                None => break,
+                Some(why) => {
+                    // The reply stream can no longer be trusted: everything in flight on this
+                    // connection is lost; carry on with a new connection.
+                    outcome.error(why.kind(), in_flight.len().max(1) as u64);
+                    if in_flight.is_empty() {
+                        // A write failed before the message was in flight: it is counted above.
+                        next += 1;
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Sends until done or the connection breaks.
+    async fn pump(
+        &self,
+        conn: &mut Framed<TcpStream, MllpCodec>,
+        next: &mut usize,
+        in_flight: &mut VecDeque<(String, Instant)>,
+        outcome: &mut Outcome,
+    ) -> Option<Broken> {
+        loop {
+            while in_flight.len() < self.depth && *next < self.count {
+                let id = format!("{}{}", self.id_prefix, *next);
+                let message = self.template.with_control_id(&id);
+                // Only flush when the pipeline is full or the work is done: pipelined
+                // messages then share TCP segments.
+                let flush = in_flight.len() + 1 == self.depth || *next + 1 == self.count;
+                let sent = if flush {
+                    conn.send(message).await
+                } else {
+                    conn.feed(message).await
+                };
+                if let Err(e) = sent {
+                    return Some(frame_error(&e));
+                }
+                in_flight.push_back((id, Instant::now()));
+                *next += 1;
+            }
+            // Nothing in flight and nothing left to send: done.
+            let (id, sent_at) = in_flight.front().cloned()?;
+            let reply = match tokio::time::timeout(self.timeout, conn.next()).await {
+                Err(_) => return Some(Broken::Timeout),
+                Ok(None) => return Some(Broken::Closed),
+                Ok(Some(Err(e))) => return Some(frame_error(&e)),
+                Ok(Some(Ok(payload))) => payload,
+            };
+            let latency = sent_at.elapsed();
+            let Ok(ack) = Acknowledgment::parse(reply) else {
+                return Some(Broken::NotAnAck);
+            };
+            if ack.acknowledged_control_id().as_deref() != Some(id.as_str()) {
+                return Some(Broken::Mismatch);
+            }
+            in_flight.pop_front();
+            if ack.code().is_success() {
+                outcome.ok += 1;
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                outcome
+                    .latencies
+                    .saturating_record(us.clamp(1, MAX_LATENCY_US));
+            } else {
+                outcome.error(&ack.code().to_string(), 1);
+            }
+        }
+    }
+}
+
+fn frame_error(e: &FrameError) -> Broken {
+    match e {
+        FrameError::Io(_) => Broken::Io,
+        _ => Broken::Framing,
+    }
+}

@@ -1,0 +1,269 @@
+//! Value parsers shared by the flags and the `--config` file, and the file's schema.
+//!
+//! Every value goes through the same parser whether it came from a flag or from the file, so
+//! both reject the same things with the same words; only the name in the message differs
+//! (`--idle-timeout` for a flag, `idle-timeout` in FILE for the file).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A duration in humantime form (`500ms`, `2s`, `1m`, `1h 30m`), greater than zero.
+pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = any_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// A duration in humantime form; zero is allowed.
+pub(crate) fn any_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 2s, 1m)"))
+}
+
+/// A positive duration, or `none` (no limit).
+pub(crate) fn optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    positive_duration(s)
+        .map(Some)
+        .map_err(|e| format!("{e}, or none"))
+}
+
+/// A positive count.
+pub(crate) fn positive_count(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a whole number".to_owned())?;
+    check_positive(n as u64)
+}
+
+fn check_positive(n: u64) -> Result<usize, String> {
+    if n == 0 {
+        return Err("must be greater than zero".to_owned());
+    }
+    usize::try_from(n).map_err(|_| "is too large".to_owned())
+}
+
+/// A size in bytes: a whole number with an optional unit (`1048576`, `512KiB`, `10MiB`, `1MB`).
+pub(crate) fn byte_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a number of bytes such as 1048576, 512KiB or 10MiB".to_owned())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    let bytes = n.checked_mul(factor).ok_or("is too large")?;
+    check_positive(bytes)
+}
+
+/// How the server treats bytes outside a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Framing {
+    /// Close the connection on any byte outside a frame (the default).
+    Strict,
+    /// Discard bytes up to the next start block (for senders that pad frames with CR/LF).
+    Skip,
+}
+
+impl From<Framing> for mllp::frame::FramingPolicy {
+    fn from(f: Framing) -> Self {
+        match f {
+            Framing::Strict => mllp::frame::FramingPolicy::Strict,
+            Framing::Skip => mllp::frame::FramingPolicy::SkipToNextStart,
+        }
+    }
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum LogFormat {
+    /// Human-readable text (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A number that may be written as a TOML integer or as a string with a unit (`"10MiB"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NumberOrText {
+    Number(i64),
+    Text(String),
+}
+
+/// The `--config` file: the same keys as the flags (kebab-case; snake_case is accepted too).
+/// Unknown keys are rejected, so a misspelt setting is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct ServeFile {
+    pub(crate) bind: Option<String>,
+    pub(crate) inbox: Option<PathBuf>,
+    #[serde(alias = "no_inbox")]
+    pub(crate) no_inbox: Option<bool>,
+    #[serde(alias = "max_message_size")]
+    pub(crate) max_message_size: Option<NumberOrText>,
+    #[serde(alias = "idle_timeout")]
+    pub(crate) idle_timeout: Option<String>,
+    #[serde(alias = "frame_timeout")]
+    pub(crate) frame_timeout: Option<String>,
+    #[serde(alias = "handler_timeout")]
+    pub(crate) handler_timeout: Option<String>,
+    #[serde(alias = "write_timeout")]
+    pub(crate) write_timeout: Option<String>,
+    #[serde(alias = "max_connections")]
+    pub(crate) max_connections: Option<NumberOrText>,
+    #[serde(alias = "max_in_flight")]
+    pub(crate) max_in_flight: Option<NumberOrText>,
+    pub(crate) framing: Option<Framing>,
+    #[serde(alias = "shutdown_grace")]
+    pub(crate) shutdown_grace: Option<String>,
+    #[serde(alias = "log_format")]
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+/// A setting that cannot be used, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SettingError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    /// A value in the config file is out of range.
+    #[error("invalid value for {key} in config file {}: {message}", path.display())]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl ServeFile {
+    /// Reads and parses a config file.
+    pub(crate) fn load(path: &Path) -> Result<Self, SettingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SettingError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_owned() + &location(&text, e.span()),
+        })
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+/// Parses one file value with the flag's parser, naming the key on error.
+pub(crate) fn file_value<T>(
+    path: &Path,
+    key: &'static str,
+    value: Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, SettingError> {
+    value
+        .map(|v| {
+            parse(&v).map_err(|message| SettingError::Value {
+                path: path.to_path_buf(),
+                key,
+                message,
+            })
+        })
+        .transpose()
+}
+
+/// A [`NumberOrText`] as the text a flag would hold.
+pub(crate) fn number_text(value: Option<NumberOrText>) -> Option<String> {
+    value.map(|v| match v {
+        NumberOrText::Number(n) => n.to_string(),
+        NumberOrText::Text(s) => s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sizes accept plain bytes and binary or decimal units; zero and junk are refused.
+    #[test]
+    fn byte_size_units() {
+        assert_eq!(byte_size("1048576"), Ok(1 << 20));
+        assert_eq!(byte_size("10MiB"), Ok(10 << 20));
+        assert_eq!(byte_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(byte_size("1MB"), Ok(1_000_000));
+        assert!(byte_size("0").is_err());
+        assert!(byte_size("-5").is_err());
+        assert!(byte_size("10 parsecs").is_err());
+        assert!(byte_size("99999999999999999999GiB").is_err());
+    }
+
+    /// Durations are humantime; `none` only where no limit is allowed; zero is refused.
+    #[test]
+    fn durations() {
+        assert_eq!(positive_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(positive_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(positive_duration("0s").is_err());
+        assert_eq!(any_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(optional_duration("none"), Ok(None));
+        assert_eq!(optional_duration("2s"), Ok(Some(Duration::from_secs(2))));
+        assert!(positive_duration("soon").is_err());
+    }
+
+    /// An unknown key in the file is an error that names it.
+    #[test]
+    fn unknown_file_key_is_rejected() {
+        let err = toml::from_str::<ServeFile>("max-conections = 5\n").unwrap_err();
+        assert!(
+            err.message().contains("max-conections"),
+            "{}",
+            err.message()
+        );
+    }
+
+    /// Both spellings of a key are read.
+    #[test]
+    fn file_accepts_kebab_and_snake_case() {
+        let f: ServeFile =
+            toml::from_str("max-connections = 5\nidle_timeout = \"none\"\nframing = \"skip\"\n")
+                .unwrap();
+        assert!(matches!(f.max_connections, Some(NumberOrText::Number(5))));
+        assert_eq!(f.idle_timeout.as_deref(), Some("none"));
+        assert_eq!(f.framing, Some(Framing::Skip));
+    }
+}

@@ -1,0 +1,93 @@
+//! `mllp`: receive HL7 v2 over MLLP into a durable inbox (`serve`), send HL7 files to a
+//! receiver (`send`), and measure a receiver (`bench`).
+//!
+//! Run `mllp help <command>` for every flag; docs/operations.md explains running `serve` in
+//! production, the inbox layout and the exit codes.
+
+mod bench;
+mod config;
+mod logging;
+mod messages;
+mod send;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// MLLP (HL7 v2 over TCP) receiver, sender and load generator.
+#[derive(Debug, Parser)]
+#[command(name = "mllp", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive HL7 messages and store each one durably before acknowledging it
+    Serve(serve::ServeArgs),
+    /// Send the HL7 messages in files or directories and check every acknowledgment
+    Send(send::SendArgs),
+    /// Load a receiver with unique messages and report throughput and latency
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return exit::fail(exit::FAILURE, &e),
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Send(args) => send::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+/// Exit statuses and error printing, shared by the subcommands.
+mod exit {
+    use std::error::Error;
+    use std::process::ExitCode;
+
+    /// The server failed, or (send, bench) at least one message was answered AE, AR, CE or CR.
+    pub(crate) const FAILURE: u8 = 1;
+    /// Invalid flags, configuration or input files (clap uses 2 for usage errors too).
+    pub(crate) const USAGE: u8 = 2;
+    /// (send, bench) a transport failure: no connection, no ACK in time, a mismatched or
+    /// unreadable ACK.
+    pub(crate) const TRANSPORT: u8 = 3;
+
+    /// `error`, then each `source()`, joined with ": ".
+    pub(crate) fn chain(error: &dyn Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            // `#[error(transparent)]` layers repeat their source's text.
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
+    }
+
+    /// Prints `error: <chain>` on stderr and returns `code`.
+    pub(crate) fn fail(code: u8, error: &dyn Error) -> ExitCode {
+        fail_text(code, &chain(error))
+    }
+
+    /// Prints `error: <text>` on stderr and returns `code`.
+    pub(crate) fn fail_text(code: u8, text: &str) -> ExitCode {
+        eprintln!("error: {text}");
+        ExitCode::from(code)
+    }
+}

@@ -1,0 +1,350 @@
+//! Reading HL7 messages from files, and the bench's message template.
+//!
+//! Works on bytes, never on `str`: files may be Latin-1, UTF-8 or anything else, and what is sent
+//! is exactly what the file holds apart from the line endings.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use mllp::frame::{END_BLOCK, START_BLOCK};
+
+/// One message read from a file, ready to go on the wire (segments end in CR).
+#[derive(Debug, Clone)]
+pub(crate) struct FileMessage {
+    /// The file it came from.
+    pub(crate) file: PathBuf,
+    /// Its position in the file, from 1.
+    pub(crate) index: usize,
+    /// The payload, segments separated (and ended) by CR.
+    pub(crate) payload: Bytes,
+}
+
+/// Why the input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InputError {
+    /// A file or directory could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A file holds something other than HL7 segments before its first MSH.
+    #[error("{}: line {line} comes before the first MSH segment", path.display())]
+    BeforeMsh { path: PathBuf, line: usize },
+    /// A file holds no message at all.
+    #[error("{}: no MSH segment found", path.display())]
+    Empty { path: PathBuf },
+}
+
+/// Every message in `paths`: files in the order given, directories walked (not recursively) in
+/// file-name order, skipping hidden files (names starting with `.`, such as the inbox's
+/// `.tmp-` files) and subdirectories.
+pub(crate) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<FileMessage>, InputError> {
+    let mut messages = Vec::new();
+    for path in paths {
+        let read_err = |source| InputError::Read {
+            path: path.clone(),
+            source,
+        };
+        let meta = fs::metadata(path).map_err(read_err)?;
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            for entry in fs::read_dir(path).map_err(read_err)? {
+                let entry = entry.map_err(read_err)?;
+                let hidden = entry.file_name().as_encoded_bytes().first() == Some(&b'.');
+                let is_file = entry.file_type().map_err(read_err)?.is_file()
+                    || fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+                if is_file && !hidden {
+                    files.push(entry.path());
+                }
+            }
+            files.sort();
+            for file in files {
+                messages.extend(read_file(&file)?);
+            }
+        } else {
+            messages.extend(read_file(path)?);
+        }
+    }
+    Ok(messages)
+}
+
+/// The messages in one file.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<FileMessage>, InputError> {
+    let bytes = fs::read(path).map_err(|source| InputError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let payloads = split_messages(&bytes).map_err(|line| InputError::BeforeMsh {
+        path: path.to_path_buf(),
+        line,
+    })?;
+    if payloads.is_empty() {
+        return Err(InputError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| FileMessage {
+            file: path.to_path_buf(),
+            index: i + 1,
+            payload,
+        })
+        .collect())
+}
+
+/// Splits file contents into messages.
+///
+/// Segments may end in CR, LF or CRLF; each is sent ending in CR. A message starts at every line
+/// beginning with `MSH`. MLLP framing bytes (`0x0B`, `0x1C`) are dropped, so a captured MLLP
+/// stream can be replayed. Empty lines and batch envelope segments (`FHS`, `BHS`, `BTS`, `FTS`)
+/// are skipped.
+///
+/// # Errors
+/// The 1-based line number of the first other line found before the first `MSH`.
+pub(crate) fn split_messages(bytes: &[u8]) -> Result<Vec<Bytes>, usize> {
+    let mut messages = Vec::new();
+    let mut current: Option<BytesMut> = None;
+    for (n, line) in lines(bytes).enumerate() {
+        let line: Vec<u8> = line
+            .iter()
+            .copied()
+            .filter(|&b| b != START_BLOCK && b != END_BLOCK)
+            .collect();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with(b"MSH") {
+            if let Some(done) = current.take() {
+                messages.push(done.freeze());
+            }
+            current = Some(BytesMut::with_capacity(line.len() + 1));
+        }
+        match current.as_mut() {
+            Some(message) => {
+                message.extend_from_slice(&line);
+                message.extend_from_slice(b"\r");
+            }
+            None if is_batch_envelope(&line) => {}
+            None => return Err(n + 1),
+        }
+    }
+    if let Some(done) = current {
+        messages.push(done.freeze());
+    }
+    // Batch trailers after the last message belong to the envelope, not to the message.
+    for message in &mut messages {
+        *message = strip_trailing_envelope(message.clone());
+    }
+    Ok(messages)
+}
+
+fn is_batch_envelope(line: &[u8]) -> bool {
+    [b"FHS", b"BHS", b"BTS", b"FTS"]
+        .iter()
+        .any(|id| line.starts_with(*id))
+}
+
+/// Drops `BTS`/`FTS` (and `BHS`/`FHS`) segments that end a message: they close the batch.
+fn strip_trailing_envelope(message: Bytes) -> Bytes {
+    let mut end = message.len();
+    loop {
+        let body = &message[..end];
+        let Some(without_cr) = body.strip_suffix(b"\r") else {
+            break;
+        };
+        let start = without_cr
+            .iter()
+            .rposition(|&b| b == b'\r')
+            .map_or(0, |p| p + 1);
+        if start == 0 || !is_batch_envelope(&without_cr[start..]) {
+            break;
+        }
+        end = start;
+    }
+    message.slice(..end)
+}
+
+/// Lines separated by CR, LF or CRLF.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            Some(i) => {
+                let line = &rest[..i];
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[i + skip..];
+                Some(line)
+            }
+            None => {
+                let line = rest;
+                rest = &[];
+                Some(line)
+            }
+        }
+    })
+}
+
+/// A message with MSH-10 cut out, so that copies with any control id can be made cheaply.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    prefix: Bytes,
+    suffix: Bytes,
+}
+
+impl Template {
+    /// Finds MSH-10 in `message` (segments ending in CR).
+    ///
+    /// # Errors
+    /// When the message does not start with `MSH` or has fewer than 10 fields in MSH (a message
+    /// without MSH-10 cannot be correlated with its ACK).
+    pub(crate) fn new(message: &[u8]) -> Result<Self, &'static str> {
+        if !message.starts_with(b"MSH") || message.len() < 4 {
+            return Err("the message does not start with an MSH segment");
+        }
+        let separator = message[3];
+        let msh_end = message
+            .iter()
+            .position(|&b| b == b'\r')
+            .unwrap_or(message.len());
+        let msh = &message[..msh_end];
+        // The separator after "MSH" is MSH-1 itself; MSH-n (n >= 2) starts after the
+        // (n-1)-th separator, so MSH-10 starts after the 9th.
+        let mut seps = msh
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == separator)
+            .map(|(i, _)| i);
+        let start = seps.nth(8).ok_or("the message has no MSH-10 field")? + 1;
+        let end = seps.next().unwrap_or(msh_end);
+        Ok(Self {
+            prefix: Bytes::copy_from_slice(&message[..start]),
+            suffix: Bytes::copy_from_slice(&message[end..]),
+        })
+    }
+
+    /// The message with `control_id` as MSH-10.
+    pub(crate) fn with_control_id(&self, control_id: &str) -> Bytes {
+        let mut out =
+            BytesMut::with_capacity(self.prefix.len() + control_id.len() + self.suffix.len());
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(control_id.as_bytes());
+        out.extend_from_slice(&self.suffix);
+        out.freeze()
+    }
+
+    /// The size of a message built from this template with a control id of `id_len` bytes.
+    pub(crate) fn len_with_id(&self, id_len: usize) -> usize {
+        self.prefix.len() + id_len + self.suffix.len()
+    }
+}
+
+/// The bench's default message: a synthetic ADT^A01 (admit) of about 1 KB, v2.5.1, with the
+/// segments a real admission carries. Every name, number and address is made up.
+pub(crate) const BUILTIN_ADT_A01: &str = concat!(
+    "MSH|^~\\&|MLLPBENCH|SYNTH_HOSP|RECEIVER|RECV_FAC|20260102030405.123+0000||ADT^A01^ADT_A01|BENCH000001|P|2.5.1\r",
+    "EVN|A01|20260102030405|||OPER123^SYNTHETIC^OPERATOR^^^^^^SYNTH_HOSP^L^^^EI|20260102030000\r",
+    "PID|1||MRN0000001^^^SYNTH_HOSP^MR~SYN000000001^^^SSA^SS||TESTPATIENT^ALEX^Q^^^^L||19800101|U|||100 EXAMPLE STREET^APT 1^SAMPLETOWN^ST^00000^XXA^H||^PRN^PH^^1^555^0100000|^WPN^PH^^1^555^0100001|EN^English^ISO639|S^Single^HL70002|||||||N||||||||N\r",
+    "PD1|||SYNTHETIC CLINIC^^10001|DOC0001^PRIMARY^PAT^^^DR^^^SYNTH_HOSP\r",
+    "NK1|1|TESTRELATIVE^SAM^^^^^L|SPO^Spouse^HL70063|100 EXAMPLE STREET^APT 1^SAMPLETOWN^ST^00000^XXA^H|^PRN^PH^^1^555^0100002||EC^Emergency Contact^HL70131\r",
+    "PV1|1|I|WARD1^ROOM101^BED1^SYNTH_HOSP^^^^BUILDING1^FLOOR1|E^Emergency^HL70007|||DOC0002^ATTENDING^ANN^^^DR^^^SYNTH_HOSP|DOC0003^REFERRING^RAY^^^DR^^^SYNTH_HOSP||MED|||7|||DOC0002^ATTENDING^ANN^^^DR^^^SYNTH_HOSP|IP||SELF|||||||||||||||||||SYNTH_HOSP|||||20260102030000\r",
+    "PV2|||CHEST PAIN^Chest pain^LOCAL||||||20260105|3\r",
+    "OBX|1|NM|8867-4^Heart rate^LN||72|/min^per minute^UCUM|60-100|N|||F|||20260102030100\r",
+    "AL1|1|DA|70618^Penicillin^RXNORM|MO|RASH|20200101\r",
+    "DG1|1||R07.9^Chest pain, unspecified^I10|||A|||||||||1\r",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// LF, CRLF and CR separated segments all become CR-terminated segments, split at each MSH.
+    #[test]
+    fn splits_messages_and_normalises_line_endings() {
+        let file = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\nPID|1\r\nMSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\rPID|2\n\n";
+        let messages = split_messages(file).unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(
+            &messages[0][..],
+            b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r"
+        );
+        assert_eq!(
+            &messages[1][..],
+            b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\rPID|2\r"
+        );
+    }
+
+    /// An MLLP-framed capture is read as the messages it frames.
+    #[test]
+    fn strips_mllp_framing_bytes() {
+        let file = b"\x0bMSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r\x1c\r\x0bMSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\r\x1c\r";
+        let messages = split_messages(file).unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(
+            &messages[1][..],
+            b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\r"
+        );
+    }
+
+    /// Batch envelopes are skipped, other content before the first MSH is an error.
+    #[test]
+    fn batch_envelope_is_skipped_and_stray_lines_rejected() {
+        let batch =
+            b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\rBTS|1\rFTS|1\r";
+        let messages = split_messages(batch).unwrap();
+        assert_eq!(
+            messages,
+            vec![Bytes::from_static(
+                b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r"
+            )]
+        );
+        assert_eq!(split_messages(b"\nhello\nMSH|^~\\&|\n"), Err(2));
+    }
+
+    /// Bytes that are not UTF-8 are carried through untouched.
+    #[test]
+    fn keeps_latin1_bytes() {
+        let file = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5|||||||8859/1\nPID|1||||M\xfcller\n";
+        let messages = split_messages(file).unwrap();
+        assert!(messages[0].ends_with(b"M\xfcller\r"));
+    }
+
+    /// The template replaces exactly MSH-10, whatever the field separator.
+    #[test]
+    fn template_rewrites_msh10() {
+        let t = Template::new(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|OLD|P|2.5\rPID|1\r").unwrap();
+        assert_eq!(
+            &t.with_control_id("NEW-1")[..],
+            b"MSH|^~\\&|A|B|C|D|1||ADT^A01|NEW-1|P|2.5\rPID|1\r"
+        );
+        let t = Template::new(b"MSH#^~\\&#A#B#C#D#1##ADT^A01#OLD\r").unwrap();
+        assert_eq!(
+            &t.with_control_id("X")[..],
+            b"MSH#^~\\&#A#B#C#D#1##ADT^A01#X\r"
+        );
+        assert!(Template::new(b"MSH|^~\\&|A|B\r").is_err());
+        assert!(Template::new(b"PID|1\r").is_err());
+    }
+
+    /// The built-in message is about 1 KB, CR-separated, and has an MSH-10 to rewrite.
+    #[test]
+    fn builtin_message_is_about_one_kilobyte() {
+        let len = BUILTIN_ADT_A01.len();
+        assert!((900..=1200).contains(&len), "builtin is {len} bytes");
+        assert!(!BUILTIN_ADT_A01.contains('\n'));
+        let t = Template::new(BUILTIN_ADT_A01.as_bytes()).unwrap();
+        assert!(t.with_control_id("B-1").starts_with(b"MSH|"));
+    }
+}

@@ -1,0 +1,232 @@
+//! `mllp send`: send the messages in files and directories, one at a time, checking each ACK.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mllp::ack::AckCode;
+use mllp::hl7::Message;
+use mllp::{Client, ClientConfig, ClientError};
+
+use crate::config::{self, LogFormat};
+use crate::messages::{self, FileMessage};
+use crate::{exit, logging};
+
+/// Show a progress bar (on a terminal) from this many messages on.
+const PROGRESS_THRESHOLD: usize = 20;
+
+/// Send HL7 v2 messages over MLLP and check every acknowledgment.
+///
+/// Each FILE may hold several messages: a message starts at every line beginning with `MSH`;
+/// segments may end in CR, LF or CRLF (sent as CR); MLLP framing bytes in the file are ignored,
+/// as are batch envelope segments (FHS, BHS, BTS, FTS). A DIR is read in file-name order, not
+/// recursively, skipping hidden files. Every message is checked before anything is sent: it
+/// must parse as HL7 and carry MSH-10.
+///
+/// Messages go one at a time over one connection, each waiting for its ACK, whose MSA-2 must
+/// be the MSH-10 sent. One line per message on stdout: file#n, control id, ACK code, and the
+/// ERR text if any; then a summary.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = SEND_HELP)]
+pub(crate) struct SendArgs {
+    /// The receiver, HOST:PORT
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+
+    /// How long to wait for each acknowledgment; on expiry the connection is closed
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = config::positive_duration)]
+    timeout: Duration,
+
+    /// How long to wait for the TCP connection
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = config::positive_duration)]
+    connect_timeout: Duration,
+
+    /// Times a message is sent again after a timeout or a lost connection (the receiver may
+    /// then get it twice, with the same MSH-10); negative ACKs are never retried
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    retries: u32,
+
+    /// Stop at the first message not answered AA or CA (the rest count as not sent)
+    #[arg(long)]
+    stop_on_error: bool,
+
+    /// Print only the messages not answered AA or CA, and the summary
+    #[arg(long, short)]
+    quiet: bool,
+
+    /// Log line format on stderr (`RUST_LOG` filters; default filter: warn)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Files and directories holding the messages, sent in the order given
+    #[arg(required = true, value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
+}
+
+const SEND_HELP: &str = "\
+Exit status:
+  0  every message was answered AA or CA
+  1  at least one message was answered AE, AR, CE or CR (and no transport failure)
+  2  invalid flags, or an input file that cannot be read or holds a message without MSH-10
+     (nothing was sent)
+  3  a transport failure: no connection, no ACK within --timeout, an ACK for another control
+     id (MSA-2 mismatch), or a reply that is not an ACK
+Examples:
+  mllp send --to 10.0.0.5:2575 adt_a01.hl7
+  mllp send --to partner.example:6661 --timeout 5s --stop-on-error ./outbox/";
+
+/// What became of each message.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    errors: usize,
+    rejected: usize,
+    failed: usize,
+    not_sent: usize,
+}
+
+pub(crate) async fn run(args: SendArgs) -> ExitCode {
+    logging::init(args.log_format, logging::CLIENT_FILTER);
+    let messages = match messages::read_inputs(&args.paths) {
+        Ok(m) => m,
+        Err(e) => return exit::fail(exit::USAGE, &e),
+    };
+    let mut ids = Vec::with_capacity(messages.len());
+    for m in &messages {
+        match control_id(m) {
+            Ok(id) => ids.push(id),
+            Err(reason) => {
+                return exit::fail_text(
+                    exit::USAGE,
+                    &format!("{}: {reason}; nothing was sent", label(m)),
+                );
+            }
+        }
+    }
+
+    let mut config = ClientConfig::default();
+    config.reply_timeout = args.timeout;
+    config.connect_timeout = args.connect_timeout;
+    config.max_retries = args.retries;
+    let mut client = Client::with_config(args.to.clone(), config);
+
+    let progress =
+        (std::io::stderr().is_terminal() && messages.len() >= PROGRESS_THRESHOLD).then(|| {
+            let bar = ProgressBar::new(messages.len() as u64);
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+    let say = |line: String| match &progress {
+        Some(bar) => bar.suspend(|| println!("{line}")),
+        None => println!("{line}"),
+    };
+
+    let mut tally = Tally::default();
+    let mut stop_reason: Option<String> = None;
+    for (n, (message, id)) in messages.iter().zip(&ids).enumerate() {
+        let result = client.send(message.payload.clone()).await;
+        let mut line = format!("{}  {}  ", label(message), id.escape_debug());
+        let ok = match &result {
+            Ok(ack) => {
+                tally.accepted += 1;
+                let _ = write!(line, "{}", ack.code());
+                let text = ack.text();
+                if !text.is_empty() {
+                    let _ = write!(line, "  {}", text.escape_debug());
+                }
+                true
+            }
+            Err(ClientError::Negative { code, text, .. }) => {
+                match code {
+                    AckCode::AR | AckCode::CR => tally.rejected += 1,
+                    _ => tally.errors += 1,
+                }
+                let _ = write!(line, "{code}");
+                if !text.is_empty() {
+                    let _ = write!(line, "  {}", text.escape_debug());
+                }
+                false
+            }
+            Err(e) => {
+                tally.failed += 1;
+                let _ = write!(line, "FAILED  {}", exit::chain(e));
+                // Without a connection the rest cannot go either; say so once.
+                if matches!(e, ClientError::Connect { .. }) {
+                    stop_reason = Some(format!("cannot reach {}", args.to));
+                }
+                false
+            }
+        };
+        if !ok || !args.quiet {
+            say(line);
+        }
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+        if !ok && args.stop_on_error && stop_reason.is_none() {
+            stop_reason = Some("--stop-on-error".to_owned());
+        }
+        if stop_reason.is_some() {
+            tally.not_sent = messages.len() - n - 1;
+            break;
+        }
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    client.close().await;
+
+    println!(
+        "sent {}: {} accepted (AA/CA), {} error (AE/CE), {} rejected (AR/CR), {} failed \
+         (no valid ACK), {} not sent",
+        messages.len() - tally.not_sent,
+        tally.accepted,
+        tally.errors,
+        tally.rejected,
+        tally.failed,
+        tally.not_sent
+    );
+    let _ = std::io::stdout().flush();
+    if let Some(reason) = &stop_reason {
+        eprintln!(
+            "error: stopped after a failure ({reason}); {} message(s) not sent",
+            tally.not_sent
+        );
+    }
+    if tally.failed > 0 {
+        eprintln!(
+            "error: {} message(s) got no valid acknowledgment",
+            tally.failed
+        );
+        ExitCode::from(exit::TRANSPORT)
+    } else if tally.errors + tally.rejected > 0 {
+        eprintln!(
+            "error: {} message(s) answered with a negative acknowledgment",
+            tally.errors + tally.rejected
+        );
+        ExitCode::from(exit::FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `file#n`, how a message is named in output.
+fn label(m: &FileMessage) -> String {
+    format!("{}#{}", m.file.display(), m.index)
+}
+
+/// MSH-10 of a message read from a file, or why it cannot be sent.
+fn control_id(m: &FileMessage) -> Result<String, String> {
+    let parsed = Message::parse(m.payload.clone()).map_err(|e| format!("not valid HL7 ({e})"))?;
+    match parsed.control_id() {
+        Some(id) if !id.is_empty() => Ok(id.to_owned()),
+        _ => Err("no MSH-10 (message control ID) to correlate the acknowledgment".to_owned()),
+    }
+}

@@ -1,0 +1,426 @@
+//! `mllp serve`: receive HL7 over MLLP and store every accepted message durably before its AA.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mllp::app::{HandlerError, Request, Router};
+use mllp::inbox::Inbox;
+use mllp::{Server, ShutdownReport};
+
+use crate::config::{self, Framing, LogFormat, ServeFile, SettingError};
+use crate::{exit, logging};
+
+/// The address bound when neither `--bind` nor the file says otherwise.
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:2575";
+/// The inbox used when neither `--inbox` nor the file says otherwise.
+pub(crate) const DEFAULT_INBOX: &str = "mllp-inbox";
+
+/// An idle timeout: a duration, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdleTimeout(pub(crate) Option<Duration>);
+
+fn idle_timeout(s: &str) -> Result<IdleTimeout, String> {
+    config::optional_duration(s).map(IdleTimeout)
+}
+
+/// Receive HL7 v2 messages over MLLP and acknowledge them.
+///
+/// Every accepted message is written to the inbox directory (one file per message: write to a
+/// temporary file, fsync, link to its final name, fsync the directory) BEFORE it is acknowledged
+/// AA, so an AA means the message is on disk. A message that cannot be stored is answered AE.
+/// Messages that are not HL7, or lack MSH-9 or MSH-10, are answered AR and never stored.
+///
+/// Prints `listening on IP:PORT` on stdout once bound. SIGTERM or SIGINT starts a graceful
+/// drain: no new connections, each connection finishes its message in flight, then the drain
+/// report is printed; exit status 0 after a clean drain.
+///
+/// Every setting can also come from a TOML file (`--config`), with the flag names as keys
+/// (`max-message-size = "4MiB"`, `idle-timeout = "none"`); flags win over the file.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = SERVE_EXAMPLES)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on, IP:PORT (port 0 picks a free port; the `listening on` line shows
+    /// it) [default: 127.0.0.1:2575]
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+
+    /// Directory that receives one file per accepted message, created if missing
+    /// [default: ./mllp-inbox]
+    #[arg(long, value_name = "DIR")]
+    inbox: Option<PathBuf>,
+
+    /// Do not store messages: only log and acknowledge them
+    #[arg(long, conflicts_with = "inbox")]
+    no_inbox: bool,
+
+    /// TOML file holding any of these settings (keys as the flag names, e.g.
+    /// `max-connections = 64`); unknown keys are rejected; flags win over the file
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Largest message accepted, in bytes (units: KiB, MiB, GiB, KB, MB, GB); a larger frame
+    /// closes the connection [default: 10MiB]
+    #[arg(long, value_name = "BYTES", value_parser = config::byte_size)]
+    max_message_size: Option<usize>,
+
+    /// Close a connection that sent nothing for this long (`none`: never) [default: 60s]
+    #[arg(long, value_name = "DUR|none", value_parser = idle_timeout)]
+    idle_timeout: Option<IdleTimeout>,
+
+    /// Close a connection whose frame is not finished this long after its start block
+    /// (slow-sender guard) [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    frame_timeout: Option<Duration>,
+
+    /// Answer AE when storing or handling a message takes longer than this [default: 60s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    handler_timeout: Option<Duration>,
+
+    /// Close a connection whose ACK cannot be written within this time [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    write_timeout: Option<Duration>,
+
+    /// Connections served at once; more wait in the kernel's backlog [default: 1024]
+    #[arg(long, value_name = "N", value_parser = config::positive_count)]
+    max_connections: Option<usize>,
+
+    /// Messages read ahead on one connection while earlier ones are handled (pipelining
+    /// senders); ACKs stay in order [default: 1]
+    #[arg(long, value_name = "N", value_parser = config::positive_count)]
+    max_in_flight: Option<usize>,
+
+    /// Bytes outside a frame: `strict` closes the connection, `skip` discards them up to the
+    /// next start block [default: strict]
+    #[arg(long, value_name = "POLICY", value_enum)]
+    framing: Option<Framing>,
+
+    /// On SIGTERM/SIGINT, how long busy connections may finish before they are aborted
+    /// [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
+    shutdown_grace: Option<Duration>,
+
+    /// Log line format on stderr; the `RUST_LOG` variable filters (default filter:
+    /// `info,ractor=warn`) [default: text]
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    // OpenTelemetry export (`--otlp-endpoint URL`) goes here once `mllp::otel` exists: parse the
+    // flag, and in `run` install the exporter next to `logging::init`.
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  mllp serve                                  # 127.0.0.1:2575, inbox ./mllp-inbox
+  mllp serve --bind 0.0.0.0:2575 --inbox /var/lib/mllp/inbox --idle-timeout none
+  mllp serve --bind 127.0.0.1:0 --no-inbox    # any free port, acknowledge only
+  RUST_LOG=debug mllp serve --log-format json # per-message lines (MSH-9, MSH-10 only)
+
+Exit status: 0 after a clean drain, 1 when the server failed or connections had to be
+aborted at the end of --shutdown-grace, 2 for invalid flags or configuration.";
+
+/// Every setting, resolved: flags, then the file, then the defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) bind: String,
+    pub(crate) inbox: Option<PathBuf>,
+    pub(crate) max_message_size: Option<usize>,
+    pub(crate) idle_timeout: Option<IdleTimeout>,
+    pub(crate) frame_timeout: Option<Duration>,
+    pub(crate) handler_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_in_flight: Option<usize>,
+    pub(crate) framing: Option<Framing>,
+    pub(crate) shutdown_grace: Option<Duration>,
+    pub(crate) log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// Merges the flags over the config file over the defaults. Unset policies stay `None`, so
+    /// the library's documented defaults apply.
+    pub(crate) fn resolve(self) -> Result<Settings, SettingError> {
+        let file = match &self.config {
+            Some(path) => ServeFile::load(path)?,
+            None => ServeFile::default(),
+        };
+        let path: &Path = self.config.as_deref().unwrap_or(Path::new(""));
+        let inbox = if self.no_inbox {
+            None
+        } else if let Some(dir) = self.inbox {
+            Some(dir)
+        } else if file.no_inbox == Some(true) {
+            None
+        } else {
+            Some(file.inbox.unwrap_or_else(|| PathBuf::from(DEFAULT_INBOX)))
+        };
+        let num = config::number_text;
+        Ok(Settings {
+            bind: self
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| DEFAULT_BIND.to_owned()),
+            inbox,
+            max_message_size: self.max_message_size.or(config::file_value(
+                path,
+                "max-message-size",
+                num(file.max_message_size),
+                config::byte_size,
+            )?),
+            idle_timeout: self.idle_timeout.or(config::file_value(
+                path,
+                "idle-timeout",
+                file.idle_timeout,
+                idle_timeout,
+            )?),
+            frame_timeout: self.frame_timeout.or(config::file_value(
+                path,
+                "frame-timeout",
+                file.frame_timeout,
+                config::positive_duration,
+            )?),
+            handler_timeout: self.handler_timeout.or(config::file_value(
+                path,
+                "handler-timeout",
+                file.handler_timeout,
+                config::positive_duration,
+            )?),
+            write_timeout: self.write_timeout.or(config::file_value(
+                path,
+                "write-timeout",
+                file.write_timeout,
+                config::positive_duration,
+            )?),
+            max_connections: self.max_connections.or(config::file_value(
+                path,
+                "max-connections",
+                num(file.max_connections),
+                config::positive_count,
+            )?),
+            max_in_flight: self.max_in_flight.or(config::file_value(
+                path,
+                "max-in-flight",
+                num(file.max_in_flight),
+                config::positive_count,
+            )?),
+            framing: self.framing.or(file.framing),
+            shutdown_grace: self.shutdown_grace.or(config::file_value(
+                path,
+                "shutdown-grace",
+                file.shutdown_grace,
+                config::any_duration,
+            )?),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub(crate) async fn run(args: ServeArgs) -> ExitCode {
+    let settings = match args.resolve() {
+        Ok(s) => s,
+        Err(e) => return exit::fail(exit::USAGE, &e),
+    };
+    logging::init(settings.log_format, logging::SERVE_FILTER);
+    // OpenTelemetry export (`--otlp-endpoint`) is installed here once `mllp::otel` exists.
+
+    // Registered before anything is printed: a signal that arrives right after `listening on`
+    // must start a drain, not kill the process with the default disposition.
+    let signal = match ShutdownSignal::register() {
+        Ok(s) => s,
+        Err(e) => return exit::fail(exit::FAILURE, &e),
+    };
+
+    let inbox = match &settings.inbox {
+        Some(dir) => match Inbox::open(dir) {
+            Ok(inbox) => Some(inbox),
+            Err(e) => return exit::fail(exit::FAILURE, &e),
+        },
+        None => None,
+    };
+
+    let mut builder = Server::builder().router(router(inbox.clone()));
+    if let Some(v) = settings.max_message_size {
+        builder = builder.max_message_size(v);
+    }
+    if let Some(IdleTimeout(v)) = settings.idle_timeout {
+        builder = builder.idle_timeout(v);
+    }
+    if let Some(v) = settings.frame_timeout {
+        builder = builder.frame_timeout(v);
+    }
+    if let Some(v) = settings.handler_timeout {
+        builder = builder.handler_timeout(v);
+    }
+    if let Some(v) = settings.write_timeout {
+        builder = builder.write_timeout(v);
+    }
+    if let Some(v) = settings.max_connections {
+        builder = builder.max_connections(v);
+    }
+    if let Some(v) = settings.max_in_flight {
+        builder = builder.max_in_flight(v);
+    }
+    if let Some(v) = settings.framing {
+        builder = builder.framing(v.into());
+    }
+    if let Some(v) = settings.shutdown_grace {
+        builder = builder.shutdown_grace(v);
+    }
+
+    let server = match builder.bind(settings.bind.as_str()).await {
+        Ok(server) => server,
+        Err(mllp::Error::Config(e)) => {
+            return exit::fail_text(exit::USAGE, &format!("invalid setting: {}", flag_names(&e)));
+        }
+        Err(e) => return exit::fail(exit::FAILURE, &e),
+    };
+    match &inbox {
+        Some(inbox) => tracing::info!(inbox = %inbox.dir().display(), "storing messages"),
+        None => tracing::warn!("--no-inbox: messages are acknowledged but not stored"),
+    }
+    println!("listening on {}", server.local_addr());
+    let _ = std::io::stdout().flush();
+
+    match server.serve_with_shutdown(signal.wait()).await {
+        Ok(report) => drain_report(&report),
+        Err(e) => exit::fail(exit::FAILURE, &e),
+    }
+}
+
+/// Prints the drain report; a drain that had to abort connections is not clean.
+fn drain_report(report: &ShutdownReport) -> ExitCode {
+    println!(
+        "shutdown complete: {} connection(s) drained, {} aborted",
+        report.drained, report.aborted
+    );
+    let _ = std::io::stdout().flush();
+    tracing::info!(
+        drained = report.drained,
+        aborted = report.aborted,
+        "shutdown complete"
+    );
+    if report.aborted == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "error: {} connection(s) were still busy at the end of the shutdown grace and were \
+             aborted (their messages were not acknowledged)",
+            report.aborted
+        );
+        ExitCode::from(exit::FAILURE)
+    }
+}
+
+/// One route for every message type: store (unless `--no-inbox`), then accept.
+///
+/// The handler only sees messages that parsed and carry MSH-9 and MSH-10; everything else was
+/// already answered AR by the library and is never stored.
+fn router(inbox: Option<Inbox>) -> Router {
+    Router::new().route("*", move |req: Request| {
+        let inbox = inbox.clone();
+        async move {
+            let msg = req.message();
+            let control_id = msg.control_id().unwrap_or_default();
+            let message_type = format!(
+                "{}^{}",
+                msg.message_code().unwrap_or_default(),
+                msg.trigger_event().unwrap_or_default()
+            );
+            let Some(inbox) = inbox else {
+                tracing::debug!(
+                    hl7.message_type = %message_type,
+                    hl7.control_id = control_id,
+                    "message accepted (not stored)"
+                );
+                return Ok(());
+            };
+            // Awaited before returning: the AA is only built once the file and its directory
+            // entry are on disk. If the handler times out, the store may still finish, but no
+            // AA is sent, and the sender's resend is kept too (at-least-once).
+            match inbox
+                .store_bytes(msg.as_bytes().clone(), Some(control_id.as_bytes()))
+                .await
+            {
+                Ok(path) => {
+                    tracing::debug!(
+                        hl7.message_type = %message_type,
+                        hl7.control_id = control_id,
+                        file = %path.file_name().unwrap_or_default().to_string_lossy(),
+                        "message stored"
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(
+                        hl7.message_type = %message_type,
+                        hl7.control_id = control_id,
+                        error = %exit::chain(&e),
+                        "message could not be stored; answering AE"
+                    );
+                    Err(HandlerError::internal("message could not be stored"))
+                }
+            }
+        }
+    })
+}
+
+/// Rewrites the library's setting names (`max_connections`) as the flags (`--max-connections`).
+fn flag_names(error: &mllp::ConfigError) -> String {
+    let mut text = exit::chain(error);
+    for setting in [
+        "max_message_size",
+        "idle_timeout",
+        "frame_timeout",
+        "handler_timeout",
+        "write_timeout",
+        "max_connections",
+        "max_in_flight",
+        "shutdown_grace",
+    ] {
+        text = text.replace(setting, &format!("--{}", setting.replace('_', "-")));
+    }
+    text
+}
+
+/// SIGTERM or SIGINT, registered at once so that none is missed between start-up and serving.
+struct ShutdownSignal {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn register() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            let name = tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutting down: draining connections");
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!(signal = "ctrl-c", "shutting down: draining connections");
+        }
+    }
+}

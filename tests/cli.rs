@@ -1,0 +1,833 @@
+//! The `mllp` binary end to end: `serve` with its durable inbox, `send` and its exit codes
+//! against test receivers, `bench --json`, flag and config-file errors, SIGTERM drain.
+//!
+//! Every server binds 127.0.0.1:0 and is found through its `listening on` line. Children are
+//! spawned with `kill_on_drop`, so a failing test never leaves one running.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use mllp::ack::{AckCode, ErrorCode};
+use mllp::app::{HandlerError, Request, Router};
+use mllp::frame::MllpCodec;
+use mllp::{Acknowledgment, Client, ClientConfig, Server, ServerHandle};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::codec::Framed;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mllp");
+
+/// Stands in for patient data in every test message: it must never appear in a log line.
+const SENTINEL: &str = "ZZSENTINELPHI";
+
+/// A hang guard, not a synchronisation point.
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(15), f)
+        .await
+        .expect("test step hung")
+}
+
+/// A synthetic ADT^A01 with the given MSH-10 and PID-5 family name, segments ending in CR.
+fn hl7(control_id: &str, family_name: &[u8]) -> Vec<u8> {
+    hl7_with(control_id, family_name, "")
+}
+
+/// Like [`hl7`], with extra MSH fields after MSH-12 (e.g. `|||AL|NE` for enhanced mode).
+fn hl7_with(control_id: &str, family_name: &[u8], msh_tail: &str) -> Vec<u8> {
+    let mut m = format!(
+        "MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20261122120000||ADT^A01^ADT_A01|{control_id}|P|2.5{msh_tail}\r\
+         EVN|A01|20261122120000\r\
+         PID|1||PATID1234^^^HOSP^MR||"
+    )
+    .into_bytes();
+    m.extend_from_slice(family_name);
+    m.extend_from_slice(format!("^{SENTINEL}||19700101|M\r").as_bytes());
+    m
+}
+
+/// MSH-10 of a stored message.
+fn msh10(message: &[u8]) -> String {
+    let msh = message.split(|&b| b == b'\r').next().unwrap_or_default();
+    let field = msh.split(|&b| b == b'|').nth(9).unwrap_or_default();
+    String::from_utf8_lossy(field).into_owned()
+}
+
+/// The inbox's files by MSH-10 (several per id when repeated); fails on anything that is not a
+/// regular file or is a leftover temporary file.
+fn stored(inbox: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut by_id: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for entry in std::fs::read_dir(inbox).expect("inbox exists") {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(entry.file_type().unwrap().is_file(), "{name} is not a file");
+        assert!(!name.starts_with('.'), "leftover temporary file {name}");
+        assert!(name.ends_with(".hl7"), "unexpected file {name}");
+        let content = std::fs::read(entry.path()).unwrap();
+        by_id.entry(msh10(&content)).or_default().push(content);
+    }
+    by_id
+}
+
+/// A running `mllp serve` child.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: tokio::task::JoinHandle<()>,
+}
+
+impl Serve {
+    /// Starts `mllp serve --bind 127.0.0.1:0 ARGS` in `cwd` and waits for its `listening on`.
+    async fn start(cwd: &Path, args: &[&str]) -> Serve {
+        Self::start_with_env(cwd, args, &[]).await
+    }
+
+    async fn start_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn mllp serve");
+
+        let (tx, mut stdout) = mpsc::unbounded_channel();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        let stderr_done = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+
+        let line = within(stdout.recv()).await.unwrap_or_else(|| {
+            panic!(
+                "mllp serve exited before listening; stderr:\n{}",
+                stderr.lock().unwrap()
+            )
+        });
+        let addr = line
+            .split_once("listening on ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in first stdout line {line:?}"));
+        Serve {
+            child,
+            addr,
+            stdout,
+            stderr,
+            stderr_done,
+        }
+    }
+
+    fn to(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let pid = self.child.id().expect("child still running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit status, the rest of stdout and all of stderr.
+    async fn stop(mut self) -> (ExitStatus, String, String) {
+        self.terminate();
+        let status = within(self.child.wait()).await.expect("wait for serve");
+        let mut out = String::new();
+        while let Some(line) = within(self.stdout.recv()).await {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        within(&mut self.stderr_done).await.unwrap();
+        let err = self.stderr.lock().unwrap().clone();
+        (status, out, err)
+    }
+}
+
+/// Runs the binary to completion.
+async fn mllp(args: &[&str]) -> Output {
+    within(
+        Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run mllp")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes `content` to `dir/name` and returns the path as a string.
+fn write(dir: &Path, name: &str, content: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Messages sent with `mllp send` are stored byte for byte (Latin-1 and UTF-8 alike), with
+/// LF line endings in the file turned into CR on the wire, and each is reported AA.
+#[tokio::test]
+async fn send_to_serve_stores_exact_bytes_latin1_and_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+
+    let latin1 = hl7_with("LAT-1", b"M\xfcller", "|||||||8859/1");
+    let utf8 = hl7_with("UTF-1", "Müller-Øre".as_bytes(), "|||||||UNICODE UTF-8");
+    // The file uses LF between segments, as an editor would save it.
+    let mut file = Vec::new();
+    for m in [&latin1, &utf8] {
+        file.extend(m.iter().map(|&b| if b == b'\r' { b'\n' } else { b }));
+    }
+    let input = write(dir.path(), "two.hl7", &file);
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "send failed: {stdout}{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("  AA")).count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stdout.contains("two.hl7#1  LAT-1  AA"), "{stdout}");
+    assert!(stdout.contains("sent 2: 2 accepted"), "{stdout}");
+
+    let files = stored(&inbox);
+    assert_eq!(files.len(), 2);
+    assert_eq!(files["LAT-1"], vec![latin1]);
+    assert_eq!(files["UTF-1"], vec![utf8]);
+    let (status, _, _) = serve.stop().await;
+    assert!(status.success());
+}
+
+/// A 5 MB message goes through and is stored intact.
+#[tokio::test]
+async fn large_message_is_stored_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let mut big = hl7("BIG-1", b"DOE");
+    let body: Vec<u8> = (0..5 * 1024 * 1024)
+        .map(|i| b'A' + (i % 26) as u8)
+        .collect();
+    big.extend_from_slice(b"OBX|1|ED|PDF^Report||^AP^PDF^Base64^");
+    big.extend_from_slice(&body);
+    big.extend_from_slice(b"||||||F\r");
+    let input = write(dir.path(), "big.hl7", &big);
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let files = stored(&inbox);
+    assert_eq!(files["BIG-1"].len(), 1);
+    assert!(
+        files["BIG-1"][0] == big,
+        "stored bytes differ from sent bytes"
+    );
+    let (status, _, _) = serve.stop().await;
+    assert!(status.success());
+}
+
+/// Control ids that look like paths never place a file outside the inbox, and each message is
+/// still stored under a sanitised name.
+#[tokio::test]
+async fn hostile_control_ids_stay_inside_the_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let long = "x/".repeat(200);
+    let hostile = [
+        "../../escaped",
+        "/tmp/absolute",
+        "..",
+        ".",
+        "sub/dir/file",
+        "..\\..\\windows",
+        "name with spaces~and~tildes",
+        long.as_str(),
+    ];
+    let mut file = Vec::new();
+    for id in hostile {
+        file.extend(hl7(id, b"DOE"));
+    }
+    let input = write(dir.path(), "hostile.hl7", &file);
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    let files = stored(&inbox);
+    let count: usize = files.values().map(Vec::len).sum();
+    assert_eq!(count, hostile.len());
+    for id in hostile {
+        assert_eq!(files[id].len(), 1, "{id:?} not stored exactly once");
+    }
+    // Nothing but the inbox and the input file next to it, nothing above it.
+    let mut siblings: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    siblings.sort();
+    assert_eq!(siblings, ["hostile.hl7", "inbox"]);
+    let (status, _, _) = serve.stop().await;
+    assert!(status.success());
+}
+
+/// A control id sent three times (a resend) leaves three files: nothing is overwritten.
+#[tokio::test]
+async fn repeated_control_ids_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let versions: Vec<Vec<u8>> = [b"FIRST".as_slice(), b"SECOND", b"THIRD"]
+        .iter()
+        .map(|name| hl7("DUP-1", name))
+        .collect();
+    let input = write(dir.path(), "dups.hl7", &versions.concat());
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let mut kept = stored(&inbox).remove("DUP-1").unwrap();
+    kept.sort();
+    let mut expected = versions;
+    expected.sort();
+    assert_eq!(kept, expected);
+    let (status, _, _) = serve.stop().await;
+    assert!(status.success());
+}
+
+/// A payload that is not HL7, or lacks MSH-9 or MSH-10, is answered AR and never stored; a
+/// message in enhanced mode is stored and answered CA.
+#[tokio::test]
+async fn rejected_messages_are_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let stream = TcpStream::connect(serve.addr).await.unwrap();
+    let mut peer = Framed::new(stream, MllpCodec::new());
+    let mut call = async |payload: Vec<u8>| {
+        peer.send(Bytes::from(payload)).await.unwrap();
+        let reply = within(peer.next()).await.expect("a reply").unwrap();
+        Acknowledgment::parse(reply).expect("an ACK")
+    };
+    assert_eq!(call(b"hello, not hl7".to_vec()).await.code(), AckCode::AR);
+    let no_id = b"MSH|^~\\&|A|B|C|D|20261122||ADT^A01||P|2.5\rPID|1\r".to_vec();
+    assert_eq!(call(no_id).await.code(), AckCode::AR);
+    let no_type = b"MSH|^~\\&|A|B|C|D|20261122|||NOTYPE-1|P|2.5\rPID|1\r".to_vec();
+    assert_eq!(call(no_type).await.code(), AckCode::AR);
+    let good = call(hl7("GOOD-1", b"DOE")).await;
+    assert_eq!(good.code(), AckCode::AA);
+    let enhanced = call(hl7_with("ENH-1", b"DOE", "|||AL|NE")).await;
+    assert_eq!(enhanced.code(), AckCode::CA);
+
+    let files = stored(&inbox);
+    assert_eq!(files.keys().collect::<Vec<_>>(), ["ENH-1", "GOOD-1"]);
+    drop(peer);
+    let (status, _, _) = serve.stop().await;
+    assert!(status.success());
+}
+
+/// Without `--inbox`, messages go to `./mllp-inbox`; with `--no-inbox` they are acknowledged
+/// and nothing is written.
+#[tokio::test]
+async fn default_inbox_is_created_and_no_inbox_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "one.hl7", &hl7("DEF-1", b"DOE"));
+
+    let with_default = tempfile::tempdir().unwrap();
+    let serve = Serve::start(with_default.path(), &[]).await;
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    assert!(out.status.success());
+    assert_eq!(
+        stored(&with_default.path().join("mllp-inbox"))["DEF-1"].len(),
+        1
+    );
+    assert!(serve.stop().await.0.success());
+
+    let without = tempfile::tempdir().unwrap();
+    let serve = Serve::start(without.path(), &["--no-inbox"]).await;
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("DEF-1  AA"));
+    assert!(serve.stop().await.0.success());
+    assert_eq!(std::fs::read_dir(without.path()).unwrap().count(), 0);
+}
+
+/// `--bind 127.0.0.1:0` prints the port actually bound, and it accepts connections.
+#[tokio::test]
+async fn bind_port_zero_prints_the_real_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--no-inbox"]).await;
+    assert_eq!(serve.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(serve.addr.port(), 0);
+    TcpStream::connect(serve.addr)
+        .await
+        .expect("connect to printed address");
+    let (status, stdout, _) = serve.stop().await;
+    assert!(status.success());
+    assert!(stdout.contains("shutdown complete"), "{stdout}");
+}
+
+/// SIGTERM while eight connections send: every message acknowledged AA is in the inbox, and
+/// the server drains and exits 0 with a drain report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(Notify::new());
+    // Driven with join_all rather than spawned: the clients run concurrently with the step that
+    // sends SIGTERM, on this task.
+    let to = serve.to();
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (acked, count, enough, to) =
+                (acked.clone(), count.clone(), enough.clone(), to.clone());
+            async move {
+                let mut config = ClientConfig::default();
+                config.max_retries = 0;
+                config.reply_timeout = Duration::from_secs(5);
+                let mut client = Client::with_config(to, config);
+                for i in 0.. {
+                    let id = format!("LOAD-{c}-{i}");
+                    match client.send(Bytes::from(hl7(&id, b"DOE"))).await {
+                        Ok(ack) => {
+                            assert_eq!(ack.code(), AckCode::AA);
+                            acked.lock().unwrap().push(id);
+                            if count.fetch_add(1, Ordering::SeqCst) + 1 == 40 {
+                                enough.notify_one();
+                            }
+                        }
+                        // The server closed the connection or refused a new one: the load ends.
+                        Err(_) => break,
+                    }
+                }
+            }
+        })
+        .collect();
+    let stop = async {
+        enough.notified().await;
+        serve.stop().await
+    };
+    let (_, (status, stdout, stderr)) =
+        within(async { tokio::join!(futures_util::future::join_all(clients), stop) }).await;
+    assert!(status.success(), "exit {status:?}; stderr:\n{stderr}");
+    assert!(
+        stdout.contains("shutdown complete") && stdout.contains("0 aborted"),
+        "{stdout}"
+    );
+    let files = stored(&inbox);
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() >= 40);
+    for id in acked.iter() {
+        assert!(
+            files.contains_key(id),
+            "{id} was acknowledged but is not in the inbox"
+        );
+    }
+}
+
+/// JSON logs: one JSON object per line; at debug, a per-message line with the control id, and
+/// never a field outside MSH.
+#[tokio::test]
+async fn json_logs_carry_msh_metadata_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with_env(
+        dir.path(),
+        &["--no-inbox", "--log-format", "json"],
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
+    let input = write(dir.path(), "one.hl7", &hl7("LOG-1", b"DOE"));
+    assert!(
+        mllp(&["send", "--to", &serve.to(), &input])
+            .await
+            .status
+            .success()
+    );
+    let (status, _, stderr) = serve.stop().await;
+    assert!(status.success());
+    let mut saw_message = false;
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.is_object());
+        assert!(
+            !line.contains(SENTINEL),
+            "patient data in a log line: {line}"
+        );
+        saw_message |= line.contains("LOG-1");
+    }
+    assert!(saw_message, "no debug line names the control id:\n{stderr}");
+}
+
+/// Invalid flags are refused with exit status 2 and a message naming the flag.
+#[tokio::test]
+async fn bad_flags_are_rejected_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--idle-timeout", "banana"], "--idle-timeout"),
+        (&["serve", "--frame-timeout", "0s"], "--frame-timeout"),
+        (&["serve", "--max-connections", "0"], "--max-connections"),
+        (&["serve", "--max-in-flight", "many"], "--max-in-flight"),
+        (
+            &["serve", "--max-message-size", "10parsecs"],
+            "--max-message-size",
+        ),
+        (&["serve", "--framing", "sloppy"], "--framing"),
+        (&["serve", "--log-format", "xml"], "--log-format"),
+        (&["serve", "--inbox", "x", "--no-inbox"], "--no-inbox"),
+        (&["send", "file.hl7"], "--to"),
+        (
+            &["send", "--to", "127.0.0.1:1", "--timeout", "soon", "f"],
+            "--timeout",
+        ),
+        (
+            &["bench", "--to", "127.0.0.1:1", "--connections", "0"],
+            "--connections",
+        ),
+    ];
+    for (args, flag) in cases {
+        let out = mllp(args).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} does not name {flag}: {stderr}"
+        );
+    }
+}
+
+/// A config file with an unknown key, or a bad value, is refused naming the key (exit 2).
+#[tokio::test]
+async fn bad_config_file_is_rejected_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (content, key) in [
+        ("max-conections = 5\n", "max-conections"),
+        ("max-connections = 0\n", "max-connections"),
+        ("idle-timeout = \"later\"\n", "idle-timeout"),
+        ("framing = \"sloppy\"\n", "sloppy"),
+    ] {
+        let config = write(dir.path(), "mllp.toml", content.as_bytes());
+        let out = mllp(&[
+            "serve",
+            "--no-inbox",
+            "--bind",
+            "127.0.0.1:0",
+            "--config",
+            &config,
+        ])
+        .await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{content}: {stderr}");
+        assert!(stderr.contains(key), "{content}: {stderr}");
+        assert!(stderr.contains("mllp.toml"), "{content}: {stderr}");
+    }
+}
+
+/// Settings from the config file apply, and a flag wins over the file: a 100-byte limit from
+/// the file refuses the message, the same file with `--max-message-size 1MiB` accepts it.
+#[tokio::test]
+async fn config_file_applies_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "mllp.toml",
+        b"max-message-size = 100\nno-inbox = true\nshutdown_grace = \"2s\"\n",
+    );
+    let input = write(dir.path(), "one.hl7", &hl7("CFG-1", b"DOE"));
+
+    let serve = Serve::start(dir.path(), &["--config", &config]).await;
+    let out = mllp(&["send", "--to", &serve.to(), "--retries", "0", &input]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(serve.stop().await.0.success());
+
+    let serve = Serve::start(
+        dir.path(),
+        &["--config", &config, "--max-message-size", "1MiB"],
+    )
+    .await;
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(serve.stop().await.0.success());
+    assert!(!dir.path().join("mllp-inbox").exists());
+}
+
+/// An in-process receiver that answers every message through `router`.
+async fn receiver(router: Router) -> ServerHandle {
+    Server::builder()
+        .router(router)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap()
+}
+
+/// A raw receiver: for each connection, reads frames and passes each to `answer`, which may
+/// return a reply frame. Returns its address.
+async fn raw_receiver(answer: fn(&Bytes) -> Option<Vec<u8>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut framed = Framed::new(stream, MllpCodec::new());
+                while let Some(Ok(frame)) = framed.next().await {
+                    if let Some(reply) = answer(&frame) {
+                        let _ = framed.send(Bytes::from(reply)).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `mllp send` exits 0 on AA, 1 on AE or AR, 3 on timeout, mismatched ACK or refused
+/// connection, 2 on unreadable input or a message without MSH-10; each with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_exit_codes_follow_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "one.hl7", &hl7("EXIT-1", b"DOE"));
+
+    let ok = receiver(Router::new().route("*", |_r: Request| async {})).await;
+    let out = mllp(&["send", "--to", &ok.local_addr().to_string(), &input]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    let ae = receiver(Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::internal("database unavailable"))
+    }))
+    .await;
+    let out = mllp(&["send", "--to", &ae.local_addr().to_string(), &input]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("EXIT-1  AE"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("1 error (AE/CE)"));
+    assert!(text(&out.stderr).contains("negative acknowledgment"));
+
+    let ar = receiver(Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::reject(
+            ErrorCode::UnsupportedEventCode,
+            "not taking admissions",
+        ))
+    }))
+    .await;
+    let out = mllp(&["send", "--to", &ar.local_addr().to_string(), &input]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("EXIT-1  AR"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let silent = raw_receiver(|_| None).await;
+    let out = mllp(&[
+        "send",
+        "--to",
+        &silent.to_string(),
+        "--timeout",
+        "300ms",
+        "--retries",
+        "0",
+        &input,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).contains("no acknowledgment within"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let liar = raw_receiver(|_| {
+        Some(b"MSH|^~\\&|R|R|S|S|20261122||ACK^A01^ACK|X1|P|2.5\rMSA|AA|SOMEONE-ELSE\r".to_vec())
+    })
+    .await;
+    let out = mllp(&["send", "--to", &liar.to_string(), &input]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).contains("SOMEONE-ELSE"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = mllp(&["send", "--to", &refused, "--retries", "0", &input, &input]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).contains("1 not sent"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("cannot reach"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let missing = path_str(&dir.path().join("missing.hl7"));
+    let out = mllp(&["send", "--to", &refused, &missing]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing.hl7"));
+
+    let no_id = write(
+        dir.path(),
+        "noid.hl7",
+        b"MSH|^~\\&|A|B|C|D|1||ADT^A01||P|2.5\r",
+    );
+    let out = mllp(&["send", "--to", &ok.local_addr().to_string(), &no_id]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("MSH-10"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    for server in [ok, ae, ar] {
+        within(server.shutdown()).await;
+    }
+}
+
+/// A directory is sent in file-name order, hidden files skipped.
+#[tokio::test]
+async fn send_walks_a_directory_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir(&outbox).unwrap();
+    write(&outbox, "b.hl7", &hl7("ORDER-2", b"DOE"));
+    write(
+        &outbox,
+        "a.hl7",
+        &[hl7("ORDER-0", b"DOE"), hl7("ORDER-1", b"DOE")].concat(),
+    );
+    write(&outbox, ".tmp-1-2", b"not a message");
+    let ok = receiver(Router::new().route("*", |_r: Request| async {})).await;
+    let out = mllp(&[
+        "send",
+        "--to",
+        &ok.local_addr().to_string(),
+        &path_str(&outbox),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ids: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("  AA"))
+        .map(|l| l.split("  ").nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["ORDER-0", "ORDER-1", "ORDER-2"]);
+    within(ok.shutdown()).await;
+}
+
+/// `mllp bench --json` prints one JSON line whose counts add up, closed-loop and pipelined.
+#[tokio::test]
+async fn bench_json_output_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--no-inbox", "--max-in-flight", "4"]).await;
+    for pipeline in ["1", "4"] {
+        let out = mllp(&[
+            "bench",
+            "--to",
+            &serve.to(),
+            "--connections",
+            "3",
+            "--messages",
+            "60",
+            "--pipeline",
+            pipeline,
+            "--json",
+        ])
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("bench prints JSON");
+        assert_eq!(v["ok"], 60);
+        assert_eq!(v["errors"], 0);
+        assert_eq!(v["connections"], 3);
+        assert!(v["throughput_per_s"].as_f64().unwrap() > 0.0);
+        let lat = &v["latency_us"];
+        assert!(lat["p50"].as_u64().unwrap() > 0);
+        assert!(lat["p50"].as_u64() <= lat["p99"].as_u64());
+        assert!(lat["p99"].as_u64() <= lat["max"].as_u64());
+        assert!(v["message_bytes"].as_u64().unwrap() > 900);
+    }
+    assert!(serve.stop().await.0.success());
+}
+
+/// Negative ACKs are counted by code and make bench exit 1.
+#[tokio::test]
+async fn bench_counts_negative_acks_by_kind() {
+    let ae = receiver(Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::internal("no"))
+    }))
+    .await;
+    let out = mllp(&[
+        "bench",
+        "--to",
+        &ae.local_addr().to_string(),
+        "--messages",
+        "10",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], 0);
+    assert_eq!(v["error_kinds"]["AE"], 10);
+    within(ae.shutdown()).await;
+}
