@@ -137,6 +137,8 @@ pub(crate) struct ServeFile {
     pub(crate) max_connections: Option<NumberOrText>,
     #[serde(alias = "max_in_flight")]
     pub(crate) max_in_flight: Option<NumberOrText>,
+    #[serde(alias = "max_concurrent_handlers")]
+    pub(crate) max_concurrent_handlers: Option<NumberOrText>,
     pub(crate) framing: Option<Framing>,
     #[serde(alias = "shutdown_grace")]
     pub(crate) shutdown_grace: Option<String>,

@@ -91,6 +91,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = config::positive_count)]
     max_in_flight: Option<usize>,
 
+    /// Handlers (inbox writes) running at once across all connections [default: unlimited]
+    #[arg(long, value_name = "N", value_parser = config::positive_count)]
+    max_concurrent_handlers: Option<usize>,
+
     /// Bytes outside a frame: `strict` closes the connection, `skip` discards them up to the
     /// next start block [default: strict]
     #[arg(long, value_name = "POLICY", value_enum)]
@@ -116,8 +120,10 @@ Examples:
   mllp serve --bind 127.0.0.1:0 --no-inbox    # any free port, acknowledge only
   RUST_LOG=debug mllp serve --log-format json # per-message lines (MSH-9, MSH-10 only)
 
-Exit status: 0 after a clean drain, 1 when the server failed or connections had to be
-aborted at the end of --shutdown-grace, 2 for invalid flags or configuration.";
+Signals: SIGTERM or SIGINT drains (see --shutdown-grace); a second one exits at once.
+Exit status: 0 after a clean drain, 1 when the server failed, connections had to be aborted
+at the end of --shutdown-grace, or a second signal cut the drain short; 2 for invalid flags or
+configuration.";
 
 /// Every setting, resolved: flags, then the file, then the defaults.
 #[derive(Debug, Clone)]
@@ -131,6 +137,7 @@ pub(crate) struct Settings {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_in_flight: Option<usize>,
+    pub(crate) max_concurrent_handlers: Option<usize>,
     pub(crate) framing: Option<Framing>,
     pub(crate) shutdown_grace: Option<Duration>,
     pub(crate) log_format: LogFormat,
@@ -203,6 +210,12 @@ impl ServeArgs {
                 num(file.max_in_flight),
                 config::positive_count,
             )?),
+            max_concurrent_handlers: self.max_concurrent_handlers.or(config::file_value(
+                path,
+                "max-concurrent-handlers",
+                num(file.max_concurrent_handlers),
+                config::positive_count,
+            )?),
             framing: self.framing.or(file.framing),
             shutdown_grace: self.shutdown_grace.or(config::file_value(
                 path,
@@ -261,6 +274,9 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     if let Some(v) = settings.max_in_flight {
         builder = builder.max_in_flight(v);
     }
+    if let Some(v) = settings.max_concurrent_handlers {
+        builder = builder.max_concurrent_handlers(Some(v));
+    }
     if let Some(v) = settings.framing {
         builder = builder.framing(v.into());
     }
@@ -279,6 +295,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         Some(inbox) => tracing::info!(inbox = %inbox.dir().display(), "storing messages"),
         None => tracing::warn!("--no-inbox: messages are acknowledged but not stored"),
     }
+    tracing::info!(address = %server.local_addr(), "listening");
     println!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
 
@@ -376,6 +393,7 @@ fn flag_names(error: &mllp::ConfigError) -> String {
         "write_timeout",
         "max_connections",
         "max_in_flight",
+        "max_concurrent_handlers",
         "shutdown_grace",
     ] {
         text = text.replace(setting, &format!("--{}", setting.replace('_', "-")));
@@ -407,18 +425,30 @@ impl ShutdownSignal {
         }
     }
 
-    async fn wait(mut self) {
+    /// Completes on the first signal. A second one exits at once, without waiting for the
+    /// drain: nothing acknowledged is lost by that (every AA'd message is already on disk), but
+    /// messages in flight go unanswered and their senders will resend them.
+    async fn wait(self) {
         #[cfg(unix)]
         {
+            let Self { mut term, mut int } = self;
             let name = tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
             };
             tracing::info!(signal = name, "shutting down: draining connections");
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                eprintln!("error: second signal received; exiting without waiting for the drain");
+                std::process::exit(i32::from(exit::FAILURE));
+            });
         }
         #[cfg(not(unix))]
         {
-            let _ = &mut self;
+            let _ = self;
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!(signal = "ctrl-c", "shutting down: draining connections");
         }
