@@ -75,5 +75,25 @@ fn access(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, parse, access);
+/// Building the AA and an AE with one ERR for the ADT (v2.5.1 layout).
+fn ack(c: &mut Criterion) {
+    use mllp::ack::{Ack, AckCode, AckOptions, Diagnostic, ErrorCode};
+    use mllp::hl7::Location;
+    let incoming = Message::parse(Bytes::from_static(ADT_A01)).unwrap();
+    let options = AckOptions::default();
+    let mut group = c.benchmark_group("ack/adt_a01");
+    group.bench_function("aa", |b| {
+        b.iter(|| Ack::build(black_box(&incoming), AckCode::AA, &[], &options))
+    });
+    let error = [
+        Diagnostic::error(ErrorCode::RequiredFieldMissing, "PID-3 is empty")
+            .at(Location::new("PID", 1).field(3)),
+    ];
+    group.bench_function("ae_with_err", |b| {
+        b.iter(|| Ack::build(black_box(&incoming), AckCode::AE, &error, &options))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, access, ack);
 criterion_main!(benches);

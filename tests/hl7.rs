@@ -449,6 +449,18 @@ fn debug_of_fixture_hides_patient_data() {
     }
 }
 
+/// The types the runtime moves between tasks are `Send + Sync + 'static`.
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Message>();
+    assert_send_sync::<ParseError>();
+    assert_send_sync::<mllp::hl7::FieldPath>();
+    assert_send_sync::<mllp::ack::Ack>();
+    assert_send_sync::<mllp::ack::Diagnostic>();
+    assert_send_sync::<mllp::ack::AckOptions>();
+}
+
 // ===== property tests =====
 
 /// Characters that may serve as delimiters in generated messages.

@@ -350,10 +350,11 @@ impl<'a> Segment<'a> {
     }
 
     fn is_msh(&self) -> bool {
-        self.position == 1
+        self.entry.id == *b"MSH"
     }
 
-    /// The number of fields. For MSH this counts MSH-1 (the field separator) and MSH-2.
+    /// The number of fields. For an MSH segment this counts MSH-1 (the field separator) and
+    /// MSH-2.
     pub fn field_count(&self) -> usize {
         self.entry.separators as usize + usize::from(self.is_msh())
     }

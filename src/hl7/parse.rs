@@ -52,7 +52,7 @@ pub enum ParseError {
     MissingMsh,
     /// The MSH segment ends before its field separator (MSH-1) and the field that holds the
     /// encoding characters (MSH-2) could be read.
-    #[error("MSH segment ends before its delimiters")]
+    #[error("truncated MSH segment")]
     TruncatedMsh,
     /// MSH-1 or MSH-2 does not define a usable set of delimiters.
     #[error("invalid delimiters in MSH-{field}")]
