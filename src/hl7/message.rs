@@ -23,6 +23,10 @@ use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError
 ///
 /// `Debug` prints segment ids and lengths only, never content: HL7 carries patient data.
 ///
+/// The index holds 4 bytes per field separator and 20 per segment: typically less than the
+/// message itself, and never more than about 9 times its size (a payload made only of
+/// delimiters), so the frame size limit bounds it.
+///
 /// # Examples
 ///
 /// ```
