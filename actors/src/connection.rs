@@ -29,7 +29,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -317,6 +319,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     let decoded_at = Instant::now();
                     if self.shared.handler_permits.is_some() {
                         self.ready = Some((request, decoded_at));
+                        self.publish_in_flight();
                     } else {
                         self.start(request, decoded_at, None);
                     }
@@ -360,16 +363,20 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             ),
             outcome: None,
         });
+        self.publish_in_flight();
+    }
+
+    /// Requests decoded and not yet answered, for the registry.
+    fn publish_in_flight(&self) {
+        let waiting = usize::from(self.ready.is_some());
         self.stats
             .in_flight
-            .store(self.queue.len(), Ordering::Relaxed);
+            .store(self.queue.len() + waiting, Ordering::Relaxed);
     }
 
     /// Writes the oldest request's answer and reports it. An error closes the connection.
     async fn answer(&mut self, done: InFlight<P>) -> Result<(), CloseReason> {
-        self.stats
-            .in_flight
-            .store(self.queue.len(), Ordering::Relaxed);
+        self.publish_in_flight();
         let InFlight {
             meta,
             decoded_at,
@@ -575,7 +582,7 @@ where
                 Some((at, reason)) => tokio::select! {
                     biased;
                     read = read => read,
-                    () = tokio::time::sleep_until(at.into()) => return ReadEvent::Closed(reason),
+                    () = tokio::time::sleep_until(at) => return ReadEvent::Closed(reason),
                 },
                 None => read.await,
             };

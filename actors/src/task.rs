@@ -10,7 +10,9 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
@@ -36,9 +38,7 @@ impl<R: Send + 'static> HandlerTask<R> {
         let task = tasks.spawn(handler);
         Self {
             task,
-            deadline: Box::pin(tokio::time::sleep_until(
-                deadline(Instant::now(), limit).into(),
-            )),
+            deadline: Box::pin(tokio::time::sleep_until(deadline(Instant::now(), limit))),
             limit,
             timed_out: false,
         }
