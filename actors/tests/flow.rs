@@ -97,31 +97,45 @@ async fn busy_handler_pushes_back_on_the_sender() {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_send_buffer_size(4096).unwrap();
     let stream = within(socket.connect(server.addr())).await.unwrap();
+    let id = server.recorder.nth_start(1).await;
     stream.try_write(b"block\n").unwrap();
     server
         .recorder
         .wait_for(|events| events.iter().any(|e| matches!(e, Rec::MsgStart { .. })))
         .await;
+    // A second connection's round trip is the barrier: on this single-threaded runtime, once it
+    // completes, the first connection's task has run since its bytes arrived.
+    let (mut probe, _) = server.connect_registered().await;
 
     let mut line = vec![b'y'; LINE];
     line[LINE - 1] = b'\n';
     let mut written = 0;
-    let stalled = loop {
-        if written >= CAP {
-            break false;
-        }
+    loop {
+        let stalled = loop {
+            if written >= CAP {
+                break false;
+            }
+            match stream.try_write(&line[written % LINE..]) {
+                Ok(n) => written += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(error) => panic!("write failed: {error}"),
+            }
+        };
+        assert!(
+            stalled,
+            "the server kept reading {written} bytes while its handler was busy"
+        );
+        assert_eq!(probe.request("probe").await, "probe");
+        // Still stalled after the server had its turn: it is not reading.
         match stream.try_write(&line[written % LINE..]) {
             Ok(n) => written += n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break true,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
             Err(error) => panic!("write failed: {error}"),
         }
-    };
-    assert!(
-        stalled,
-        "the server kept reading {written} bytes while its handler was busy"
-    );
+    }
     let snapshot = server.handle.connections().await;
-    assert_eq!((snapshot[0].in_flight, snapshot[0].messages), (1, 0));
+    let first = snapshot.iter().find(|c| c.id == id).expect("registered");
+    assert_eq!((first.in_flight, first.messages), (1, 0));
 
     // Let the handler finish, complete the partial line, and read every answer.
     server.release(1);
@@ -146,8 +160,9 @@ async fn busy_handler_pushes_back_on_the_sender() {
     }
     let write_half = within(writer).await.unwrap();
     let snapshot = server.handle.connections().await;
-    assert_eq!(snapshot[0].messages, lines as u64 + 1);
-    drop((reader, write_half));
+    let first = snapshot.iter().find(|c| c.id == id).expect("registered");
+    assert_eq!(first.messages, lines as u64 + 1);
+    drop((reader, write_half, probe));
     server.shutdown().await;
     server.recorder.assert_consistent();
 }
