@@ -76,7 +76,12 @@ struct Outcome {
 }
 
 /// `connections` clients, each sending `per_connection` messages with `depth` in flight.
-async fn drive(addr: SocketAddr, connections: usize, per_connection: usize, depth: usize) -> Outcome {
+async fn drive(
+    addr: SocketAddr,
+    connections: usize,
+    per_connection: usize,
+    depth: usize,
+) -> Outcome {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
@@ -140,7 +145,11 @@ fn main() {
         .unwrap_or(20_000);
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this with no flag: keep that
     // quick so the bench stays compile-checked without becoming a CI soak.
-    let total = if args.iter().any(|a| a == "--bench") { total } else { 64 };
+    let total = if args.iter().any(|a| a == "--bench") {
+        total
+    } else {
+        64
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,14 +157,20 @@ fn main() {
     runtime.block_on(async {
         let bare = bare_server().await;
         let full = full_server().await;
-        println!("{total} messages per scenario, ADT^A01 fixture of {} bytes", ADT.len());
+        println!(
+            "{total} messages per scenario, ADT^A01 fixture of {} bytes",
+            ADT.len()
+        );
         for (connections, depth) in [(1, 1), (16, 1), (64, 1), (1, 16), (16, 16)] {
             let per = (total / connections).max(1);
             // Warm both up, then measure each.
             drive(bare, connections, per.min(100), depth).await;
             drive(full.local_addr(), connections, per.min(100), depth).await;
             let label = format!("c={connections} depth={depth}");
-            let b = report(&format!("bare   {label}"), &mut drive(bare, connections, per, depth).await);
+            let b = report(
+                &format!("bare   {label}"),
+                &mut drive(bare, connections, per, depth).await,
+            );
             let f = report(
                 &format!("server {label}"),
                 &mut drive(full.local_addr(), connections, per, depth).await,

@@ -21,7 +21,7 @@ use crate::hl7::{Delimiters, Location, Message, escape};
 ///     .control_id_prefix("RX");
 /// assert!(!options.include_err7);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AckOptions {
     /// Write each diagnostic's text as ERR-7 (diagnostic information) from v2.5 on, and the
@@ -29,8 +29,11 @@ pub struct AckOptions {
     /// may describe message content, and the table description in ERR-3 already says what kind
     /// of error it is.
     pub include_err7: bool,
-    /// Write each diagnostic's text as ERR-8 (user message), v2.5 on. Default is `false`, for
-    /// the same reason as [`AckOptions::include_err7`].
+    /// Send each diagnostic's text to the sender: as ERR-8 (user message) from v2.5 on, and
+    /// before v2.5 as the text of ERR-1's code and, before v2.4, as MSA-3 (text message).
+    /// Default is `true`: these texts are written by this library (naming only MSH values, such
+    /// as the unrouted trigger event) or by your handler, which must keep patient data out of
+    /// them; the partner needs them to fix what it sent. `false` sends table descriptions only.
     pub include_err8: bool,
     /// MSH-3 (sending application) of the ACK. Default is `None`: the incoming MSH-5 (receiving
     /// application), as the standard asks. Components are separated by `^` whatever the
@@ -43,6 +46,18 @@ pub struct AckOptions {
     /// part is at most 20 characters in practice, so a prefix makes the id longer than the
     /// 20 characters that versions before 2.5 allow: keep it out for such partners.
     pub control_id_prefix: String,
+}
+
+impl Default for AckOptions {
+    fn default() -> Self {
+        Self {
+            include_err7: false,
+            include_err8: true,
+            sending_application: None,
+            sending_facility: None,
+            control_id_prefix: String::new(),
+        }
+    }
 }
 
 impl AckOptions {
@@ -241,7 +256,7 @@ impl Writer {
     }
 
     /// `segment^sequence^field^code&text&HL70357`: ERR-1 (CM_ELD), used before v2.5.
-    fn err1(&mut self, diagnostic: &Diagnostic) {
+    fn err1(&mut self, diagnostic: &Diagnostic, options: &AckOptions) {
         if let Some(loc) = &diagnostic.location {
             self.text(&loc.segment);
             self.component();
@@ -255,7 +270,11 @@ impl Writer {
         self.component();
         self.number(Some(usize::from(diagnostic.code.code())));
         self.subcomponent();
-        self.text(diagnostic.code.description());
+        if options.include_err8 && !diagnostic.text.is_empty() {
+            self.text(&diagnostic.text);
+        } else {
+            self.text(diagnostic.code.description());
+        }
         self.subcomponent();
         self.raw(b"HL70357");
     }
@@ -278,7 +297,7 @@ impl Writer {
         self.raw(b"ERR");
         self.field();
         if matches!(layout, Layout::Legacy { .. } | Layout::Both) {
-            self.err1(diagnostic);
+            self.err1(diagnostic, options);
         }
         if matches!(layout, Layout::Modern | Layout::Both) {
             self.field();
@@ -378,7 +397,7 @@ fn write(
     w.raw(header.acknowledged_id);
     if let (Layout::Legacy { msa3: true }, Some(first)) = (header.layout, diagnostics.first()) {
         w.field();
-        if options.include_err7 {
+        if (options.include_err7 || options.include_err8) && !first.text.is_empty() {
             w.text(&first.text);
         } else {
             w.text(first.code.description());

@@ -285,6 +285,11 @@ impl Diagnostic {
         Diagnostic::new(code, Severity::Warning, text)
     }
 
+    /// An information-severity diagnostic (a note for the sender; the message is accepted).
+    pub fn information(code: ErrorCode, text: impl Into<String>) -> Self {
+        Diagnostic::new(code, Severity::Information, text)
+    }
+
     /// Sets where the problem is.
     #[must_use]
     pub fn at(mut self, location: Location) -> Self {
