@@ -2,12 +2,12 @@
 
 pub mod ack;
 pub mod app;
+mod client;
 pub mod frame;
 pub mod hl7;
 pub mod inbox;
 pub mod server;
 pub mod telemetry;
-mod client;
 
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
