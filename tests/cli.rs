@@ -650,7 +650,7 @@ async fn send_exit_codes_follow_the_outcome() {
     let out = mllp(&["send", "--to", &ae.local_addr().to_string(), &input]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stdout).contains("EXIT-1  AE"),
+        text(&out.stdout).contains("EXIT-1  AE  database unavailable"),
         "{}",
         text(&out.stdout)
     );

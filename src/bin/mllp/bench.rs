@@ -213,10 +213,10 @@ fn report(
             "throughput_per_s": throughput,
             "latency_us": { "p50": p50, "p90": p90, "p99": p99, "max": max, "mean": mean },
         });
-        println!("{line}");
+        say!("{line}");
     } else {
         let ms = |us: u64| us as f64 / 1000.0;
-        println!(
+        say!(
             "bench {}: {} messages of ~{} bytes over {} connection(s), pipeline {}",
             args.to,
             args.messages,
@@ -224,10 +224,10 @@ fn report(
             args.connections.min(args.messages),
             args.pipeline
         );
-        println!("  acknowledged  {} AA/CA, {} errors", total.ok, errors);
-        println!("  elapsed       {secs:.3} s");
-        println!("  throughput    {throughput:.1} msg/s");
-        println!(
+        say!("  acknowledged  {} AA/CA, {} errors", total.ok, errors);
+        say!("  elapsed       {secs:.3} s");
+        say!("  throughput    {throughput:.1} msg/s");
+        say!(
             "  latency       p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms, mean {:.3} ms",
             ms(p50),
             ms(p90),
@@ -236,7 +236,7 @@ fn report(
             mean / 1000.0
         );
         for (kind, n) in &total.errors {
-            println!("  error {kind:<12} {n}");
+            say!("  error {kind:<12} {n}");
         }
     }
     let _ = std::io::stdout().flush();

@@ -22,7 +22,7 @@ pub(crate) const CLIENT_FILTER: &str = "warn";
 pub(crate) fn init(format: LogFormat, default_filter: &str) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
-            eprintln!("warning: ignoring invalid RUST_LOG ({e}); using {default_filter:?}");
+            complain!("warning: ignoring invalid RUST_LOG ({e}); using {default_filter:?}");
             EnvFilter::new(default_filter)
         }),
         _ => EnvFilter::new(default_filter),

@@ -4,6 +4,23 @@
 //! Run `mllp help <command>` for every flag; docs/operations.md explains running `serve` in
 //! production, the inbox layout and the exit codes.
 
+/// `println!` that never panics: a closed stdout (a pipe whose reader went away) must not stop
+/// a server or a send half-way.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics, for the same reason.
+macro_rules! complain {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod config;
 mod logging;
@@ -87,7 +104,7 @@ mod exit {
 
     /// Prints `error: <text>` on stderr and returns `code`.
     pub(crate) fn fail_text(code: u8, text: &str) -> ExitCode {
-        eprintln!("error: {text}");
+        complain!("error: {text}");
         ExitCode::from(code)
     }
 }

@@ -124,8 +124,8 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
             bar
         });
     let say = |line: String| match &progress {
-        Some(bar) => bar.suspend(|| println!("{line}")),
-        None => println!("{line}"),
+        Some(bar) => bar.suspend(|| say!("{line}")),
+        None => say!("{line}"),
     };
 
     let mut tally = Tally::default();
@@ -183,7 +183,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     }
     client.close().await;
 
-    println!(
+    say!(
         "sent {}: {} accepted (AA/CA), {} error (AE/CE), {} rejected (AR/CR), {} failed \
          (no valid ACK), {} not sent",
         messages.len() - tally.not_sent,
@@ -195,19 +195,19 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     );
     let _ = std::io::stdout().flush();
     if let Some(reason) = &stop_reason {
-        eprintln!(
+        complain!(
             "error: stopped after a failure ({reason}); {} message(s) not sent",
             tally.not_sent
         );
     }
     if tally.failed > 0 {
-        eprintln!(
+        complain!(
             "error: {} message(s) got no valid acknowledgment",
             tally.failed
         );
         ExitCode::from(exit::TRANSPORT)
     } else if tally.errors + tally.rejected > 0 {
-        eprintln!(
+        complain!(
             "error: {} message(s) answered with a negative acknowledgment",
             tally.errors + tally.rejected
         );

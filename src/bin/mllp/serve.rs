@@ -289,6 +289,14 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         Err(mllp::Error::Config(e)) => {
             return exit::fail_text(exit::USAGE, &format!("invalid setting: {}", flag_names(&e)));
         }
+        // An address that does not parse or resolve is a usage error; one in use is not.
+        Err(e @ mllp::Error::Bind { .. })
+            if std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidInput) =>
+        {
+            return exit::fail(exit::USAGE, &e);
+        }
         Err(e) => return exit::fail(exit::FAILURE, &e),
     };
     match &inbox {
@@ -296,7 +304,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         None => tracing::warn!("--no-inbox: messages are acknowledged but not stored"),
     }
     tracing::info!(address = %server.local_addr(), "listening");
-    println!("listening on {}", server.local_addr());
+    say!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
 
     match server.serve_with_shutdown(signal.wait()).await {
@@ -307,7 +315,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
 
 /// Prints the drain report; a drain that had to abort connections is not clean.
 fn drain_report(report: &ShutdownReport) -> ExitCode {
-    println!(
+    say!(
         "shutdown complete: {} connection(s) drained, {} aborted",
         report.drained, report.aborted
     );
@@ -320,7 +328,7 @@ fn drain_report(report: &ShutdownReport) -> ExitCode {
     if report.aborted == 0 {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
+        complain!(
             "error: {} connection(s) were still busy at the end of the shutdown grace and were \
              aborted (their messages were not acknowledged)",
             report.aborted
@@ -442,7 +450,7 @@ impl ShutdownSignal {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
                 }
-                eprintln!("error: second signal received; exiting without waiting for the drain");
+                complain!("error: second signal received; exiting without waiting for the drain");
                 std::process::exit(i32::from(exit::FAILURE));
             });
         }
