@@ -317,7 +317,8 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
 fn drain_report(report: &ShutdownReport) -> ExitCode {
     say!(
         "shutdown complete: {} connection(s) drained, {} aborted",
-        report.drained, report.aborted
+        report.drained,
+        report.aborted
     );
     let _ = std::io::stdout().flush();
     tracing::info!(
