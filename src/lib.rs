@@ -3,3 +3,4 @@
 pub mod ack;
 pub mod frame;
 pub mod hl7;
+pub mod tls;
