@@ -89,7 +89,10 @@ async fn tls_round_trip_carries_bytes_both_ways() {
     let established = established.expect("server handshake");
     let mut client = client.expect("client handshake");
     assert!(established.tls);
-    assert_eq!(established.peer_identity, None, "no client certificate without mTLS");
+    assert_eq!(
+        established.peer_identity, None,
+        "no client certificate without mTLS"
+    );
     let mut server = established.stream;
 
     within(client.write_all(ADT)).await.unwrap();
@@ -125,10 +128,7 @@ async fn tls12_and_tls13_both_negotiate() {
 #[tokio::test]
 async fn tls13_only_server_refuses_tls12_client() {
     let pki = Pki::new();
-    let transport = server(&pki)
-        .versions(&[TlsVersion::Tls13])
-        .build()
-        .unwrap();
+    let transport = server(&pki).versions(&[TlsVersion::Tls13]).build().unwrap();
     let connector = client(&pki).versions(&[TlsVersion::Tls12]).build().unwrap();
     let (established, client) = handshake(&transport, &connector).await;
     assert!(matches!(
@@ -173,11 +173,8 @@ async fn silent_client_leaves_handshake_pending() {
     let transport = server(&pki).build().unwrap();
     let (server_side, _silent) = tcp_pair().await;
     let start = tokio::time::Instant::now();
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(5),
-        transport.handshake(server_side),
-    )
-    .await;
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(5), transport.handshake(server_side)).await;
     assert!(outcome.is_err(), "handshake must still be pending");
     assert!(start.elapsed() >= Duration::from_secs(5));
 }
@@ -209,6 +206,31 @@ async fn mtls_trusted_client_is_admitted_with_its_identity() {
     assert_eq!(got, ADT);
 }
 
+/// A resumed session (no certificate on the wire) still reports the client's identity.
+#[tokio::test]
+async fn mtls_resumed_session_keeps_the_identity() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.client.cert, &pki.client.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    let mut server = established.expect("first handshake").stream;
+    let mut client = client.expect("first handshake");
+    assert!(!server.resumed());
+    // TLS 1.3 session tickets arrive after the handshake: read an answer to receive them.
+    within(server.write_all(ACK)).await.unwrap();
+    let mut got = vec![0u8; ACK.len()];
+    within(client.read_exact(&mut got)).await.unwrap();
+
+    let (established, client) = handshake(&transport, &connector).await;
+    let established = established.expect("second handshake");
+    assert!(established.stream.resumed(), "second handshake should resume");
+    assert!(client.unwrap().resumed());
+    assert_eq!(established.peer_identity.as_deref(), Some("lab-sender"));
+}
+
 /// A client certificate without a CN is identified by its first SAN DNS name.
 #[tokio::test]
 async fn mtls_identity_falls_back_to_first_dns_name() {
@@ -220,7 +242,10 @@ async fn mtls_identity_falls_back_to_first_dns_name() {
         .unwrap();
     let (established, _client) = handshake(&transport, &connector).await;
     assert_eq!(
-        established.expect("server handshake").peer_identity.as_deref(),
+        established
+            .expect("server handshake")
+            .peer_identity
+            .as_deref(),
         Some("ris.example.org")
     );
 }
@@ -404,7 +429,11 @@ async fn connector_verifies_address_host_or_configured_name() {
     let transport = server(&pki).build().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let by_ip = client(&pki).build().unwrap().connector(&addr.to_string()).unwrap();
+    let by_ip = client(&pki)
+        .build()
+        .unwrap()
+        .connector(&addr.to_string())
+        .unwrap();
     let by_name = client(&pki)
         .server_name("localhost")
         .build()
@@ -418,10 +447,8 @@ async fn connector_verifies_address_host_or_configured_name() {
         .unwrap();
 
     for (connector, ok) in [(by_ip, true), (by_name, true), (wrong, false)] {
-        let (tcp, accepted) = within(async {
-            tokio::join!(TcpStream::connect(addr), listener.accept())
-        })
-        .await;
+        let (tcp, accepted) =
+            within(async { tokio::join!(TcpStream::connect(addr), listener.accept()) }).await;
         let (established, stream) = within(async {
             tokio::join!(
                 transport.handshake(accepted.unwrap().0),
@@ -429,7 +456,12 @@ async fn connector_verifies_address_host_or_configured_name() {
             )
         })
         .await;
-        assert_eq!(stream.is_ok(), ok, "{stream:?}", stream = stream.as_ref().err());
+        assert_eq!(
+            stream.is_ok(),
+            ok,
+            "{stream:?}",
+            stream = stream.as_ref().err()
+        );
         if ok {
             let mut stream = stream.unwrap();
             let mut server = established.unwrap().stream;
@@ -458,7 +490,9 @@ async fn missing_close_notify_reads_as_end_of_stream() {
     within(client.read_exact(&mut ack)).await.unwrap();
     drop(client); // no shutdown(): TCP FIN without close_notify
     let mut got = Vec::new();
-    within(server.read_to_end(&mut got)).await.expect("end of stream, not an error");
+    within(server.read_to_end(&mut got))
+        .await
+        .expect("end of stream, not an error");
     assert_eq!(got, ADT, "data before the close is delivered");
 }
 
@@ -524,7 +558,10 @@ async fn reload_serves_new_certificate_and_keeps_live_connections() {
     let (established, old_client) = handshake(&transport, &connector).await;
     let mut old_server = established.unwrap().stream;
     let mut old_client = old_client.unwrap();
-    assert_eq!(old_client.peer_certificates().unwrap()[0].to_vec(), pki.server.der);
+    assert_eq!(
+        old_client.peer_certificates().unwrap()[0].to_vec(),
+        pki.server.der
+    );
 
     // Same paths, new key and certificate.
     let renewed = pki.ca.issue(
@@ -543,7 +580,10 @@ async fn reload_serves_new_certificate_and_keeps_live_connections() {
 
     let (established, new_client) = handshake(&transport, &connector).await;
     let new_client = new_client.expect("new handshake");
-    assert_eq!(new_client.peer_certificates().unwrap()[0].to_vec(), renewed.der);
+    assert_eq!(
+        new_client.peer_certificates().unwrap()[0].to_vec(),
+        renewed.der
+    );
     drop(established);
 
     // The old connection still carries traffic both ways.
@@ -567,12 +607,21 @@ async fn failed_reload_keeps_previous_certificate() {
     std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
     let err = transport.reloader().reload().unwrap_err();
     assert!(
-        matches!(err, TlsConfigError::MalformedPem { role: FileRole::Certificate, .. }),
+        matches!(
+            err,
+            TlsConfigError::MalformedPem {
+                role: FileRole::Certificate,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let (established, client) = handshake(&transport, &connector).await;
     established.expect("still serving");
-    assert_eq!(client.unwrap().peer_certificates().unwrap()[0].to_vec(), pki.server.der);
+    assert_eq!(
+        client.unwrap().peer_certificates().unwrap()[0].to_vec(),
+        pki.server.der
+    );
 }
 
 /// A missing certificate file is named in the error.
@@ -580,13 +629,18 @@ async fn failed_reload_keeps_previous_certificate() {
 fn missing_certificate_file_is_named() {
     let pki = Pki::new();
     let missing = pki.path("nope.crt");
-    let err = TlsConfig::new(&missing, &pki.server.key).build().unwrap_err();
+    let err = TlsConfig::new(&missing, &pki.server.key)
+        .build()
+        .unwrap_err();
     assert!(
         matches!(&err, TlsConfigError::Read { role: FileRole::Certificate, path, source }
             if *path == missing && source.kind() == io::ErrorKind::NotFound),
         "{err:?}"
     );
-    assert!(err.to_string().contains(&*missing.to_string_lossy()), "{err}");
+    assert!(
+        err.to_string().contains(&*missing.to_string_lossy()),
+        "{err}"
+    );
 }
 
 /// A missing key file is named in the error.
@@ -594,7 +648,9 @@ fn missing_certificate_file_is_named() {
 fn missing_key_file_is_named() {
     let pki = Pki::new();
     let missing = pki.path("nope.key");
-    let err = TlsConfig::new(&pki.server.cert, &missing).build().unwrap_err();
+    let err = TlsConfig::new(&pki.server.cert, &missing)
+        .build()
+        .unwrap_err();
     assert!(
         matches!(&err, TlsConfigError::Read { role: FileRole::PrivateKey, path, .. } if *path == missing),
         "{err:?}"
@@ -607,7 +663,9 @@ fn garbage_certificate_file_has_no_certificate() {
     let pki = Pki::new();
     let garbage = pki.path("garbage.pem");
     std::fs::write(&garbage, b"\x00\x01 definitely not PEM \xff").unwrap();
-    let err = TlsConfig::new(&garbage, &pki.server.key).build().unwrap_err();
+    let err = TlsConfig::new(&garbage, &pki.server.key)
+        .build()
+        .unwrap_err();
     assert!(
         matches!(&err, TlsConfigError::NoCertificate { role: FileRole::Certificate, path } if *path == garbage),
         "{err:?}"
@@ -634,7 +692,10 @@ fn certificate_given_as_key_has_no_private_key() {
     let err = TlsConfig::new(&pki.server.cert, &pki.server.cert)
         .build()
         .unwrap_err();
-    assert!(matches!(err, TlsConfigError::NoPrivateKey { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsConfigError::NoPrivateKey { .. }),
+        "{err:?}"
+    );
 }
 
 /// A key that belongs to another certificate is refused, naming both files.
@@ -649,7 +710,10 @@ fn key_that_does_not_match_certificate_is_refused() {
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("server.crt") && text.contains("client.key"), "{text}");
+    assert!(
+        text.contains("server.crt") && text.contains("client.key"),
+        "{text}"
+    );
 }
 
 /// A key PEM whose contents are not a key is refused as unusable.
@@ -659,7 +723,10 @@ fn corrupt_key_is_unsupported() {
     let bad = pki.path("bad.key");
     std::fs::write(&bad, pki::pem_encode("PRIVATE KEY", b"not a key")).unwrap();
     let err = TlsConfig::new(&pki.server.cert, &bad).build().unwrap_err();
-    assert!(matches!(err, TlsConfigError::UnsupportedPrivateKey { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsConfigError::UnsupportedPrivateKey { .. }),
+        "{err:?}"
+    );
 }
 
 /// A client CA bundle with no certificate, or with a corrupt one, is refused, naming the file.
@@ -680,7 +747,14 @@ fn bad_client_ca_bundle_is_refused() {
     std::fs::write(&corrupt, bundle).unwrap();
     let err = server(&pki).client_ca(&corrupt).build().unwrap_err();
     assert!(
-        matches!(&err, TlsConfigError::InvalidCertificate { role: FileRole::CaBundle, index: 2, .. }),
+        matches!(
+            &err,
+            TlsConfigError::InvalidCertificate {
+                role: FileRole::CaBundle,
+                index: 2,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -694,13 +768,19 @@ fn subject_allow_list_without_client_ca_is_refused() {
         .allow_client_subject("lab-sender")
         .build()
         .unwrap_err();
-    assert!(matches!(err, TlsConfigError::SubjectsWithoutClientCa), "{err:?}");
+    assert!(
+        matches!(err, TlsConfigError::SubjectsWithoutClientCa),
+        "{err:?}"
+    );
     let err = server(&pki)
         .client_ca(&pki.ca.cert)
         .allow_client_subject(" lab-sender")
         .build()
         .unwrap_err();
-    assert!(matches!(err, TlsConfigError::InvalidClientSubject { .. }), "{err:?}");
+    assert!(
+        matches!(err, TlsConfigError::InvalidClientSubject { .. }),
+        "{err:?}"
+    );
 }
 
 /// An empty version list is refused on both sides.
@@ -724,7 +804,10 @@ fn client_config_errors_name_the_file() {
     let missing = pki.path("missing-ca.pem");
     assert!(matches!(
         TlsClientConfig::new(&missing).build().unwrap_err(),
-        TlsConfigError::Read { role: FileRole::CaBundle, .. }
+        TlsConfigError::Read {
+            role: FileRole::CaBundle,
+            ..
+        }
     ));
     assert!(matches!(
         client(&pki)
@@ -755,7 +838,10 @@ async fn pkcs1_and_sec1_keys_serve_handshakes() {
         let connector = client(&pki).build().unwrap();
         let (established, client) = handshake(&transport, &connector).await;
         established.unwrap_or_else(|e| panic!("{format:?}: {e}"));
-        assert_eq!(client.unwrap().peer_certificates().unwrap()[0].to_vec(), leaf.der);
+        assert_eq!(
+            client.unwrap().peer_certificates().unwrap()[0].to_vec(),
+            leaf.der
+        );
     }
 }
 

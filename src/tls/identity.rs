@@ -149,7 +149,7 @@ fn directory_string(tag: u8, value: &[u8]) -> Option<String> {
         0x0c | 0x13 | 0x16 | 0x14 => std::str::from_utf8(value).ok().map(str::to_owned),
         // BMPString: UCS-2 big-endian.
         0x1e => {
-            if value.len() % 2 != 0 {
+            if !value.len().is_multiple_of(2) {
                 return None;
             }
             let units = value
@@ -161,7 +161,7 @@ fn directory_string(tag: u8, value: &[u8]) -> Option<String> {
         }
         // UniversalString: UCS-4 big-endian.
         0x1c => {
-            if value.len() % 4 != 0 {
+            if !value.len().is_multiple_of(4) {
                 return None;
             }
             value

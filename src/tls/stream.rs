@@ -47,6 +47,12 @@ macro_rules! tls_stream {
                     .and_then(TlsVersion::from_rustls)
             }
 
+            /// Whether the handshake resumed an earlier session (no certificates were exchanged
+            /// on the wire; the peer's chain is the one from the original session).
+            pub fn resumed(&self) -> bool {
+                self.inner.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+            }
+
             /// The certificate chain the peer presented, leaf first; `None` if it sent none.
             pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
                 self.inner.get_ref().1.peer_certificates()

@@ -121,7 +121,9 @@ impl Ca {
             params.not_after = rcgen::date_time_ymd(2001, 1, 1);
         }
         let (key, key_pem) = key_pair(spec.key_format);
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         let leaf = Leaf {
             cert: dir.join(format!("{}.crt", spec.file)),
             key: dir.join(format!("{}.key", spec.file)),
@@ -192,8 +194,7 @@ fn pkcs8_inner_key(pkcs8: &[u8]) -> &[u8] {
 
 /// PEM-encodes DER under `label` (base64, 64-character lines).
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::new();
     for chunk in der.chunks(3) {
         let n = chunk
