@@ -226,7 +226,10 @@ async fn mtls_resumed_session_keeps_the_identity() {
 
     let (established, client) = handshake(&transport, &connector).await;
     let established = established.expect("second handshake");
-    assert!(established.stream.resumed(), "second handshake should resume");
+    assert!(
+        established.stream.resumed(),
+        "second handshake should resume"
+    );
     assert!(client.unwrap().resumed());
     assert_eq!(established.peer_identity.as_deref(), Some("lab-sender"));
 }

@@ -190,6 +190,24 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
 
+    /// A file past the size cap is refused without being read into memory.
+    #[test]
+    fn oversized_file_is_refused() {
+        let f = tempfile::NamedTempFile::new().expect("temp file");
+        f.as_file().set_len(MAX_PEM_FILE + 1).expect("sparse file");
+        let err = load_certs(FileRole::CaBundle, f.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsConfigError::FileTooLarge {
+                    limit: MAX_PEM_FILE,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
     /// A file without PEM sections holds no certificate.
     #[test]
     fn text_without_pem_has_no_certificate() {
