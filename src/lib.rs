@@ -8,6 +8,7 @@ pub mod hl7;
 pub mod inbox;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
