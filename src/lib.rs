@@ -2,7 +2,7 @@
 
 pub mod ack;
 pub mod app;
-mod client;
+pub mod client;
 pub mod frame;
 pub mod hl7;
 pub mod inbox;
