@@ -529,14 +529,14 @@ async fn drive(
             control.fail(ServerError::SupervisorFailed("server supervisor exited".into()));
         }
     }
-    control.shutdown.cancel();
+    control.begin_shutdown();
     if !root_ended {
         let _ = root.call(RootMessage::StopAcceptor, None).await;
     }
     let report = match supervisor.call(SupervisorMessage::Drain, Some(grace)).await {
         Ok(CallResult::Success(report)) => report,
         Ok(CallResult::Timeout) => {
-            control.abort.cancel();
+            control.begin_abort();
             match supervisor.call(SupervisorMessage::Drain, None).await {
                 Ok(CallResult::Success(report)) => report,
                 _ => ShutdownReport::default(),
@@ -544,7 +544,7 @@ async fn drive(
         }
         _ => ShutdownReport::default(),
     };
-    control.abort.cancel();
+    control.begin_abort();
     if !root_ended {
         let _ = root.stop_and_wait(None, None).await;
         let _ = root_task.await;
