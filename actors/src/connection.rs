@@ -9,17 +9,29 @@
 //!
 //! The I/O task, in order: the transport handshake (under `handshake_timeout`), then a loop that
 //! reads a request only while the connection is below `max_in_flight`, runs each request's
-//! handler in its own task ([`crate::task`]), and writes the responses in arrival order under
+//! handler under its deadline ([`crate::task`]), and writes the responses in arrival order under
 //! `write_timeout`. It ends with a [`CloseReason`], which it leaves in the shared
 //! [`ConnStats`] before stopping the actor; a panic in the task is caught and turned into an
 //! actor failure.
 //!
+//! Ending, by cause:
+//! - peer EOF: stop reading, answer what is in flight (the peer may have only half-closed),
+//!   close as `PeerClosed`; a codec error, a read error or a frame timeout end the same way,
+//!   with their own reason (responses already due are still written);
+//! - a write error or timeout, or the `Close` handler-failure policy: close at once, aborting
+//!   the handlers still in flight (each reported as `Failure::Aborted`);
+//! - shutdown: stop reading, answer what is in flight, close as `Shutdown`; at the grace
+//!   deadline, abort what is left and close as `Aborted` (or `Shutdown` if nothing was left).
+//!
 //! # Cancel safety
 //!
-//! The loop `select!`s between the abort token, the oldest in-flight handler, the shutdown
-//! token, the server-wide handler permit and the next read. Every branch is cancel safe: reads
-//! go into the connection's own buffer (`read_buf`), deadlines are stored as instants in the
-//! connection rather than in the timers, and semaphore waits only lose their queue position.
+//! Each turn first checks the shutdown and abort flags (atomics), then `select!`s, in order,
+//! over the oldest in-flight handler, the server-wide handler permit, the next read, and the
+//! abort and shutdown tokens (pinned once per connection, so they are polled only when nothing
+//! else is ready). Every branch is cancel safe: reads go into the connection's own buffer
+//! (`read_buf`), deadlines are instants stored in the connection (the timers are re-armed from
+//! them), handlers are tasks or finished results, and semaphore waits only lose their place in
+//! the queue.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -407,14 +419,16 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let result = match outcome {
             Ok(response) => {
                 let (written, result) = self.write(response, abort.as_mut()).await;
-                let (response, response_size) = written.unzip();
-                self.shared.observers.emit(Event::MessageStop {
-                    connection: &self.info,
-                    meta: &meta,
-                    duration: decoded_at.elapsed(),
-                    response: response.as_ref().and_then(Option::as_ref),
-                    response_size: response_size.unwrap_or(0),
-                });
+                if !self.shared.observers.is_empty() {
+                    let (response, response_size) = written.unzip();
+                    self.shared.observers.emit(Event::MessageStop {
+                        connection: &self.info,
+                        meta: &meta,
+                        duration: decoded_at.elapsed(),
+                        response: response.as_ref().and_then(Option::as_ref),
+                        response_size: response_size.unwrap_or(0),
+                    });
+                }
                 result
             }
             Err(failure) => {
