@@ -556,3 +556,22 @@ async fn drive(
         .outcome
         .send_replace(Some(Outcome { report, error }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    /// The public handle and results can be shared across tasks and threads.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<ServerHandle>();
+        assert_send_sync::<ShutdownReport>();
+        assert_send_sync::<ConnectionSnapshot>();
+        assert_send_sync::<ServerError>();
+        assert_send_sync::<StartError>();
+        assert_send_sync::<crate::ConfigError>();
+        assert_send_sync::<ServerConfig>();
+    }
+}

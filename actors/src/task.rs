@@ -185,6 +185,22 @@ mod tests {
         assert_eq!(task.await, Err(Failure::Panicked("static".into())));
     }
 
+    /// A handler that panics after waiting (in its own task) is reported the same way.
+    #[tokio::test]
+    async fn panic_after_await_reports_message() {
+        let tasks = TaskTracker::new();
+        let task = HandlerTask::<u8>::start(
+            &tasks,
+            async {
+                tokio::task::yield_now().await;
+                panic!("later")
+            },
+            Duration::from_secs(1),
+        );
+        assert!(matches!(task, HandlerTask::Running(_)));
+        assert_eq!(task.await, Err(Failure::Panicked("later".into())));
+    }
+
     /// Dropping a running handler aborts its task.
     #[tokio::test]
     async fn dropping_handler_aborts_task() {
