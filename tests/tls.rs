@@ -505,7 +505,7 @@ async fn missing_close_notify_reads_as_end_of_stream() {
 async fn shutdown_sends_close_notify_and_drop_does_not() {
     let pki = Pki::new();
     let transport = server(&pki).build().unwrap();
-    let raw = raw_client(&pki);
+    let raw = pki.raw_client();
     for graceful in [true, false] {
         let (server_side, client_side) = tcp_pair().await;
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
@@ -533,21 +533,6 @@ async fn shutdown_sends_close_notify_and_drop_does_not() {
 }
 
 /// A plain tokio-rustls client trusting the test CA, to observe the wire without our wrapper.
-fn raw_client(pki: &Pki) -> tokio_rustls::TlsConnector {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_file(&pki.ca.cert).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
 
 /// After the PEM files are rewritten and reloaded, new handshakes present the new certificate
 /// while a connection established before keeps working on the old one.

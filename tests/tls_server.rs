@@ -266,3 +266,29 @@ async fn peer_admission_refuses_addresses_outside_the_allow_list() {
         within(server.shutdown()).await;
     }
 }
+
+/// When the server closes a TLS connection (here: idle), it sends `close_notify`: the client
+/// sees a clean end of stream, not a truncation.
+#[tokio::test(start_paused = true)]
+async fn server_close_sends_close_notify() {
+    let pki = Pki::new();
+    let (server, _events) = tls_server(
+        TlsConfig::new(&pki.server.cert, &pki.server.key),
+        accept_all(),
+        |b| b.idle_timeout(Some(Duration::from_secs(2))),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = pki
+        .raw_client()
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let mut buf = [0u8; 16];
+    let read = within(tls.read(&mut buf)).await;
+    assert_eq!(read.expect("clean close, not a truncation"), 0);
+    within(server.shutdown()).await;
+}

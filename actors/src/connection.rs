@@ -214,7 +214,7 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
     let span = shared.protocol.connection_span(&info);
     let _ = stats.span.set(span.clone());
 
-    let conn = Conn {
+    let mut conn = Conn {
         io: Io {
             stream: established.stream,
             codec: shared.protocol.codec(),
@@ -233,7 +233,9 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
         ready: None,
         closing: None,
     };
-    conn.serve().instrument(span).await
+    let reason = conn.serve().instrument(span.clone()).await;
+    conn.goodbye(&reason).instrument(span).await;
+    reason
 }
 
 /// A request whose handler is running or has finished, in arrival order.
@@ -276,7 +278,7 @@ struct Conn<P: Protocol, T: Transport> {
 }
 
 impl<P: Protocol, T: Transport> Conn<P, T> {
-    async fn serve(mut self) -> CloseReason {
+    async fn serve(&mut self) -> CloseReason {
         let config = &self.shared.config;
         let max_in_flight = config.max_in_flight;
         let idle_timeout = config.idle_timeout;
@@ -351,6 +353,26 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 }
                 Step::Read(ReadEvent::Closed(reason)) => self.closing = Some(reason),
             }
+        }
+    }
+
+    /// Closes the write side politely (a TLS stream sends `close_notify`, TCP a FIN) when the
+    /// peer may still be listening; bounded by `write_timeout` and the abort token, so a peer
+    /// that stopped reading cannot hold the connection open.
+    async fn goodbye(&mut self, reason: &CloseReason) {
+        if matches!(
+            reason,
+            CloseReason::WriteTimeout | CloseReason::Io(_) | CloseReason::Aborted
+        ) {
+            return;
+        }
+        let timeout = self.shared.config.write_timeout;
+        let abort = &self.shared.control.abort;
+        let stream = &mut self.io.stream;
+        tokio::select! {
+            biased;
+            () = abort.cancelled() => {}
+            _ = tokio::time::timeout(timeout, stream.shutdown()) => {}
         }
     }
 
@@ -599,9 +621,9 @@ where
                 Ok(None) => {}
                 Err(error) => return codec_error(error),
             }
-            // The codec keeps a partial frame's bytes in the buffer (and drops what it skips),
-            // so a non-empty buffer here means a frame is in progress.
-            if self.read_buf.is_empty() {
+            // A frame is in progress when the codec holds its bytes in the buffer, or says so
+            // itself (a codec may consume a start marker before the payload arrives).
+            if self.read_buf.is_empty() && !protocol.frame_in_progress(&self.codec) {
                 self.frame_deadline = None;
             } else if self.frame_deadline.is_none() {
                 self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));

@@ -288,3 +288,24 @@ impl Pki {
         self.dir.path().join(file)
     }
 }
+
+impl Pki {
+    /// A bare tokio-rustls client trusting the test CA: unlike the crate's own client stream,
+    /// it reports a missing `close_notify` as `UnexpectedEof`, so tests can tell the two apart.
+    #[allow(dead_code)]
+    pub fn raw_client(&self) -> tokio_rustls::TlsConnector {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_file(&self.ca.cert).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    }
+}
