@@ -6,7 +6,6 @@ mod pki;
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use mllp::tls::{
@@ -531,8 +530,6 @@ async fn shutdown_sends_close_notify_and_drop_does_not() {
         }
     }
 }
-
-/// A plain tokio-rustls client trusting the test CA, to observe the wire without our wrapper.
 
 /// After the PEM files are rewritten and reloaded, new handshakes present the new certificate
 /// while a connection established before keeps working on the old one.
