@@ -73,7 +73,7 @@ fn v25_writes_err2_err3_err4() {
         &msg(V251),
         AckCode::AE,
         &[missing_pid3(), warning],
-        &AckOptions::default(),
+        &AckOptions::default().include_err8(false),
     );
     let m = ack.message();
     let text = String::from_utf8_lossy(m.as_bytes());
@@ -101,7 +101,7 @@ fn v23_writes_err1_and_msa3() {
         &msg(V23),
         AckCode::AE,
         &[missing_pid3()],
-        &AckOptions::default(),
+        &AckOptions::default().include_err8(false),
     );
     let m = ack.message();
     assert_eq!(
@@ -128,7 +128,7 @@ fn v24_writes_err1_without_msa3() {
             ErrorCode::UnsupportedEventCode,
             "no route",
         )],
-        &AckOptions::default(),
+        &AckOptions::default().include_err8(false),
     );
     let m = ack.message();
     assert_eq!(field(m, "ERR-1"), b"^^^201&Unsupported event code&HL70357");
@@ -142,7 +142,7 @@ fn unknown_version_writes_both_layouts() {
         &msg(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X\r"),
         AckCode::AR,
         &[missing_pid3()],
-        &AckOptions::default(),
+        &AckOptions::default().include_err8(false),
     );
     let m = ack.message();
     assert_eq!(field(m, "MSH-12"), b"");
@@ -290,7 +290,11 @@ fn accept_ack_wanted_truth_table() {
 fn reject_unparseable_garbage_is_a_valid_ack() {
     let raw = b"this is not HL7 at all";
     let error = Message::parse(Bytes::from_static(raw)).unwrap_err();
-    let ack = Ack::reject_unparseable(raw, &error.to_diagnostic(), &AckOptions::default());
+    let ack = Ack::reject_unparseable(
+        raw,
+        &error.to_diagnostic(),
+        &AckOptions::default().include_err8(false),
+    );
     let reparsed = Ack::from_message(Message::parse(ack.as_bytes().clone()).unwrap()).unwrap();
     assert_eq!(reparsed.code(), AckCode::AR);
     let m = reparsed.message();
@@ -366,4 +370,35 @@ fn ack_debug_has_no_content() {
         "{text}"
     );
     assert!(!text.contains("C251"));
+}
+
+/// By default the diagnostic's text reaches the sender: ERR-8 (user message) from v2.5, the
+/// text of ERR-1's code and MSA-3 before; ERR-3.2 always keeps the table description.
+#[test]
+fn diagnostic_text_is_sent_by_default() {
+    let no_route = Diagnostic::error(ErrorCode::UnsupportedEventCode, "no route for ADT^A99");
+    let modern = Ack::build(
+        &msg(V251),
+        AckCode::AR,
+        std::slice::from_ref(&no_route),
+        &AckOptions::default(),
+    );
+    assert_eq!(
+        field(modern.message(), "ERR-3.2"),
+        b"Unsupported event code"
+    );
+    assert_eq!(field(modern.message(), "ERR-7"), b"");
+    assert_eq!(
+        field(modern.message(), "ERR-8"),
+        b"no route for ADT\\S\\A99"
+    );
+    let legacy = Ack::build(&msg(V23), AckCode::AR, &[no_route], &AckOptions::default());
+    assert_eq!(
+        field(legacy.message(), "ERR-1"),
+        b"^^^201&no route for ADT\\S\\A99&HL70357"
+    );
+    assert_eq!(
+        field(legacy.message(), "MSA-3"),
+        b"no route for ADT\\S\\A99"
+    );
 }
