@@ -5,6 +5,8 @@ pub mod app;
 pub mod frame;
 pub mod hl7;
 pub mod inbox;
+#[cfg(feature = "otlp")]
+pub mod otel;
 pub mod server;
 pub mod telemetry;
 mod client;
