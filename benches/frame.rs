@@ -8,7 +8,7 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mllp::frame::MllpCodec;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 /// About 1 MiB of pipelined frames of `size` payload bytes each (one frame for 1 MiB).
 fn wire(size: usize) -> (BytesMut, usize) {
@@ -16,11 +16,8 @@ fn wire(size: usize) -> (BytesMut, usize) {
     let payload: Vec<u8> = segment.iter().copied().cycle().take(size).collect();
     let frames = (1 << 20) / size;
     let mut wire = BytesMut::new();
-    let mut codec = MllpCodec::new();
     for _ in 0..frames.max(1) {
-        codec
-            .encode(&payload[..], &mut wire)
-            .expect("payload has no reserved byte");
+        MllpCodec::encode_slice(&payload[..], &mut wire).expect("payload has no reserved byte");
     }
     (wire, frames.max(1))
 }

@@ -42,7 +42,10 @@ async fn log(req: Request, next: Next) -> Response {
 /// Rejects messages from an unknown sending facility before they reach a handler.
 async fn only_known_senders(req: Request, next: Next) -> Response {
     if req.message().sending_facility() != b"SENDFAC" {
-        return Response::reject(ErrorCode::ApplicationRecordLocked, "unknown sending facility");
+        return Response::reject(
+            ErrorCode::ApplicationRecordLocked,
+            "unknown sending facility",
+        );
     }
     next.run(req).await
 }
@@ -61,13 +64,17 @@ async fn main() -> Result<(), mllp::Error> {
         // At most 100 messages per second across all connections; the rest wait their turn.
         .layer(
             ServiceBuilder::new()
+                .buffer(1024)
                 .rate_limit(100, Duration::from_secs(1))
                 .into_inner(),
         );
     for route in router.routes() {
         println!("route {route}");
     }
-    let server = Server::builder().router(router).bind("127.0.0.1:2575").await?;
+    let server = Server::builder()
+        .router(router)
+        .bind("127.0.0.1:2575")
+        .await?;
     println!("listening on {}", server.local_addr());
     let report = server.serve_with_shutdown(mllp::shutdown_signal()).await?;
     println!("drained {}, aborted {}", report.drained, report.aborted);

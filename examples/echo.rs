@@ -11,7 +11,10 @@ async fn main() -> Result<(), mllp::Error> {
     let router = Router::new().route("*", |req: Request| async move {
         println!("received {:?}", req.message().control_id());
     });
-    let server = Server::builder().router(router).bind("127.0.0.1:2575").await?;
+    let server = Server::builder()
+        .router(router)
+        .bind("127.0.0.1:2575")
+        .await?;
     println!("listening on {}", server.local_addr());
     server.serve_with_shutdown(mllp::shutdown_signal()).await?;
     Ok(())

@@ -36,7 +36,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let tx = tx.clone();
         async move {
             let id = req.message().control_id().unwrap_or("").to_owned();
-            tx.send(id).await.map_err(|_| mllp::app::HandlerError::internal("store stopped"))
+            tx.send(id)
+                .await
+                .map_err(|_| mllp::app::HandlerError::internal("store stopped"))
         }
     });
     let server = Server::builder()
@@ -52,7 +54,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         result = handle.wait() => result?,
     }
     let report = handle.shutdown().await;
-    println!("receiver drained {} connections, aborted {}", report.drained, report.aborted);
+    println!(
+        "receiver drained {} connections, aborted {}",
+        report.drained, report.aborted
+    );
     stop.cancel();
     writer.await?;
     Ok(())

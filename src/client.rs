@@ -113,14 +113,16 @@ impl Acknowledgment {
     /// # Errors
     /// [`ClientError::NotAnAck`] when it is not HL7 or has no valid MSA-1.
     pub fn parse(payload: Bytes) -> Result<Self, ClientError> {
-        let message = Message::parse_with(payload, &crate::hl7::ParseOptions::lenient())
-            .map_err(|e| ClientError::NotAnAck(e.to_string()))?;
+        let message = Message::parse_with(
+            payload,
+            &crate::hl7::ParseOptions::default().lenient_line_endings(true),
+        )
+        .map_err(|e| ClientError::NotAnAck(e.to_string()))?;
         let code = message
             .get("MSA-1")
             .ok()
             .flatten()
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok().map(str::to_owned))
-            .and_then(|s| s.parse::<AckCode>().ok())
+            .and_then(|v| AckCode::from_code(v.as_bytes()))
             .ok_or_else(|| ClientError::NotAnAck("no valid MSA-1".to_owned()))?;
         Ok(Self { message, code })
     }
@@ -135,9 +137,11 @@ impl Acknowledgment {
         self.field("MSA-2")
     }
 
-    /// The error text: ERR-3.2 (v2.5+), else ERR-1.4.2 (before v2.5), else MSA-3; empty if none.
+    /// The error text: ERR-8 (user message), else ERR-3.2 (the code's text), else ERR-1.4.2
+    /// (before v2.5), else MSA-3; empty if none.
     pub fn text(&self) -> String {
-        self.field("ERR-3.2")
+        self.field("ERR-8")
+            .or_else(|| self.field("ERR-3.2"))
             .or_else(|| self.field("ERR-1.4.2"))
             .or_else(|| self.field("MSA-3"))
             .unwrap_or_default()
@@ -282,6 +286,7 @@ impl Client {
         }
     }
 
+    #[allow(dead_code)] // wired to the TLS client connector
     pub(crate) fn set_connector(&mut self, connector: Connector) {
         self.connector = Some(connector);
     }
@@ -500,14 +505,17 @@ impl Client {
             Some(connector) => connector(tcp).await?,
             None => Box::pin(tcp),
         };
-        let codec = MllpCodec::new().with_max_message_size(self.config.max_message_size);
+        let codec = MllpCodec::with_max_message_size(self.config.max_message_size);
         Ok(Framed::new(stream, codec))
     }
 }
 
 fn control_id_of(message: &Bytes) -> Result<String, ClientError> {
-    let parsed = Message::parse_with(message.clone(), &crate::hl7::ParseOptions::lenient())
-        .map_err(ClientError::InvalidMessage)?;
+    let parsed = Message::parse_with(
+        message.clone(),
+        &crate::hl7::ParseOptions::default().lenient_line_endings(true),
+    )
+    .map_err(ClientError::InvalidMessage)?;
     parsed
         .control_id()
         .map(str::to_owned)

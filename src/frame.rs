@@ -139,6 +139,23 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+impl FrameError {
+    /// A short, stable name for the error, used as a connection close reason and a metric
+    /// attribute: `framing` (bytes outside a frame, a start block inside one, a bad end block),
+    /// `oversize`, `truncated`, `reserved_byte` (encoder) or `io`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameError::UnexpectedByte { .. }
+            | FrameError::StartInFrame
+            | FrameError::BadEndBlock { .. } => "framing",
+            FrameError::TooLarge { .. } => "oversize",
+            FrameError::Truncated { .. } => "truncated",
+            FrameError::ReservedByte { .. } => "reserved_byte",
+            FrameError::Io(_) => "io",
+        }
+    }
+}
+
 /// What the decoder does with bytes that are not part of a well-formed frame.
 ///
 /// See the [module documentation](self) for the full table.
@@ -195,13 +212,13 @@ enum State {
 /// One codec serves one connection: it keeps the state of the frame in progress.
 ///
 /// ```
-/// use bytes::BytesMut;
+/// use bytes::{Bytes, BytesMut};
 /// use mllp::frame::{FramingPolicy, MllpCodec};
 /// use tokio_util::codec::{Decoder, Encoder};
 ///
 /// let mut codec = MllpCodec::with_max_message_size(1024).framing(FramingPolicy::Strict);
 /// let mut wire = BytesMut::new();
-/// codec.encode(&b"MSH|^~\\&|A|B\r"[..], &mut wire)?;
+/// codec.encode(Bytes::from_static(b"MSH|^~\\&|A|B\r"), &mut wire)?;
 /// assert_eq!(&wire[..], b"\x0bMSH|^~\\&|A|B\r\x1c\r");
 ///
 /// let payload = codec.decode(&mut wire)?.expect("one whole frame");
@@ -414,8 +431,17 @@ impl Decoder for MllpCodec {
 }
 
 impl MllpCodec {
-    /// Frames `payload` into `dst` after checking it holds no reserved byte.
-    fn encode_slice(payload: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+    /// Frames a borrowed `payload` into `dst` (`0x0B payload 0x1C 0x0D`), as the
+    /// `Encoder<Bytes>` implementation does.
+    ///
+    /// There is deliberately one `Encoder` implementation: with a second one, `Framed::flush()`
+    /// and `close()` could not infer which to use.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::ReservedByte`] if the payload contains `0x0B` or `0x1C`; nothing is
+    /// written then.
+    pub fn encode_slice(payload: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
         if let Some(offset) = memchr::memchr2(START_BLOCK, END_BLOCK, payload) {
             return Err(FrameError::ReservedByte {
                 byte: payload[offset],
@@ -442,15 +468,6 @@ impl Encoder<Bytes> for MllpCodec {
 
     fn encode(&mut self, payload: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
         Self::encode_slice(&payload, dst)
-    }
-}
-
-/// Writes `0x0B payload 0x1C 0x0D`; see the `Encoder<Bytes>` implementation.
-impl Encoder<&[u8]> for MllpCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
-        Self::encode_slice(payload, dst)
     }
 }
 

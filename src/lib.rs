@@ -2,6 +2,7 @@
 
 pub mod ack;
 pub mod app;
+mod client;
 pub mod frame;
 pub mod hl7;
 pub mod inbox;
@@ -9,7 +10,6 @@ pub mod inbox;
 pub mod otel;
 pub mod server;
 pub mod telemetry;
-mod client;
 
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{

@@ -283,10 +283,12 @@ impl<T: Transport> ServerBuilder<T> {
     pub async fn bind(self, addr: impl ToSocketAddrs + fmt::Display) -> Result<Server<T>, Error> {
         let shown = addr.to_string();
         self.validate()?;
-        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
-            addr: shown,
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: shown,
+                source,
+            })?;
         self.listen(listener)
     }
 
@@ -453,5 +455,10 @@ impl ServerHandle {
 /// Completes on SIGTERM or SIGINT (Ctrl-C): pass it to
 /// [`Server::serve_with_shutdown`] or select on it next to your own tasks.
 pub async fn shutdown_signal() {
-    mllp_actors::shutdown_signal().await
+    if let Err(error) = mllp_actors::signal::terminate().await {
+        // Without signal handlers the process cannot be stopped gracefully; stopping at once
+        // would be worse, so keep serving and say why.
+        tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; graceful shutdown by signal is unavailable");
+        std::future::pending::<()>().await;
+    }
 }

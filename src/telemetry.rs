@@ -80,8 +80,8 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("Time from a message's last byte to its ACK being written")
                 .with_boundaries(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0, 60.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0,
                 ])
                 .build(),
             message_size: meter
@@ -89,8 +89,15 @@ impl Metrics {
                 .with_unit("By")
                 .with_description("Size of inbound message payloads")
                 .with_boundaries(vec![
-                    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0,
-                    4_194_304.0, 10_485_760.0,
+                    256.0,
+                    1024.0,
+                    4096.0,
+                    16384.0,
+                    65536.0,
+                    262_144.0,
+                    1_048_576.0,
+                    4_194_304.0,
+                    10_485_760.0,
                 ])
                 .build(),
             exceptions: meter
@@ -130,18 +137,17 @@ impl Metrics {
     }
 }
 
-fn message_attributes(
-    meta: &crate::server::Inbound,
-    ack_code: &'static str,
-) -> [KeyValue; 3] {
+fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> [KeyValue; 3] {
     [
         KeyValue::new(
             "hl7.message_type",
-            meta.message_code().map_or_else(|| "unknown".to_owned(), clamp),
+            meta.message_code()
+                .map_or_else(|| "unknown".to_owned(), clamp),
         ),
         KeyValue::new(
             "hl7.trigger_event",
-            meta.trigger_event().map_or_else(|| "unknown".to_owned(), clamp),
+            meta.trigger_event()
+                .map_or_else(|| "unknown".to_owned(), clamp),
         ),
         KeyValue::new("hl7.ack_code", ack_code),
     ]
@@ -171,7 +177,8 @@ impl Observer<Hl7> for Metrics {
             Event::ConnectionStop { reason, .. } => {
                 self.active_connections.add(-1, &[]);
                 let reason_kv = KeyValue::new("mllp.close_reason", reason.as_str());
-                self.connections_closed.add(1, std::slice::from_ref(&reason_kv));
+                self.connections_closed
+                    .add(1, std::slice::from_ref(&reason_kv));
                 if let CloseReason::Protocol { kind, .. } = reason {
                     self.framing_faults
                         .add(1, &[KeyValue::new("mllp.fault", *kind)]);

@@ -85,7 +85,9 @@ impl fmt::Display for CloseReason {
 pub enum Event<'a, P: Protocol> {
     /// A connection was accepted (after admission, before any handshake).
     ConnectionStart {
-        /// The connection.
+        /// The connection, as known before the handshake: `tls` is
+        /// [`Transport::tls`](crate::Transport::tls) and `peer_identity` is `None`; later
+        /// events carry what the handshake established.
         connection: &'a ConnectionInfo,
         /// Wall-clock time of the start.
         system_time: SystemTime,

@@ -23,8 +23,10 @@ use tokio_util::codec::{Decoder, Encoder};
 pub trait Protocol: Send + Sync + 'static {
     /// A decoded request (one frame).
     type Request: Send + 'static;
-    /// A response, encoded by the codec.
-    type Response: Send + 'static;
+    /// A response, encoded by the codec. `Clone` because the codec consumes the response while
+    /// observers are shown it after it was written; the runtime clones only when observers are
+    /// registered.
+    type Response: Clone + Send + 'static;
     /// What the runtime keeps about a request while its handler runs: enough to answer a failed
     /// handler without the request itself, and to describe the request in telemetry.
     type Meta: Send + Sync + 'static;
@@ -64,9 +66,11 @@ pub trait Protocol: Send + Sync + 'static {
         "protocol"
     }
 
-    /// The long-lived span of a connection. The runtime enters it for the connection's I/O and
-    /// records `close_reason` and `messages` on it when the connection ends if the span has
-    /// those fields. Default is an `info` span named `connection` with no fields.
+    /// The long-lived span of a connection. The runtime creates it once the handshake is done
+    /// (so `connection` carries the peer identity), or when the handshake fails, enters it for
+    /// the connection's I/O, and records `close_reason` (a string) and `messages` (an `i64`) on
+    /// it when the connection ends if the span has those fields. Default is an `info` span named
+    /// `connection` with no fields.
     fn connection_span(&self, connection: &ConnectionInfo) -> tracing::Span {
         let _ = connection;
         tracing::info_span!("connection")
@@ -94,14 +98,20 @@ pub enum Failure {
     Panicked(String),
     /// The handler did not finish within the handler timeout and was aborted.
     TimedOut(std::time::Duration),
+    /// The connection closed before the handler finished (shutdown grace deadline, a failed
+    /// write, or the `Close` handler-failure policy) and the handler was aborted. No response
+    /// can be sent, so [`Protocol::on_failure`] is never asked about it; it is only reported on
+    /// [`Event::MessageException`](crate::Event::MessageException).
+    Aborted,
 }
 
 impl Failure {
-    /// The failure kind as used in telemetry: `"panic"` or `"timeout"`.
+    /// The failure kind as used in telemetry: `"panic"`, `"timeout"` or `"aborted"`.
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Panicked(_) => "panic",
             Failure::TimedOut(_) => "timeout",
+            Failure::Aborted => "aborted",
         }
     }
 }
@@ -111,6 +121,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Panicked(msg) => write!(f, "handler panicked: {msg}"),
             Failure::TimedOut(limit) => write!(f, "handler exceeded its {limit:?} deadline"),
+            Failure::Aborted => f.write_str("handler aborted as the connection closed"),
         }
     }
 }

@@ -22,6 +22,13 @@ pub trait Transport: Send + Sync + 'static {
         true
     }
 
+    /// Whether connections of this transport are TLS, as reported on
+    /// [`Event::ConnectionStart`](crate::Event::ConnectionStart), which is emitted before the
+    /// handshake. [`Established::tls`] is what later events report. Default is `false`.
+    fn tls(&self) -> bool {
+        false
+    }
+
     /// Performs the handshake. An error closes the connection with `HandshakeFailed`.
     fn handshake(
         &self,

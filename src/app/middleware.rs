@@ -75,7 +75,7 @@ impl<F> fmt::Debug for FromFnLayer<F> {
 impl<F, S> Layer<S> for FromFnLayer<F>
 where
     F: Clone,
-    S: Service<Request, Response = Response> + Send + 'static,
+    S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
     S::Error: Into<tower::BoxError>,
     S::Future: Send + 'static,
 {

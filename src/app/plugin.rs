@@ -74,7 +74,9 @@ impl AllowedVersions {
 
 impl fmt::Debug for AllowedVersions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("AllowedVersions").field(&self.versions).finish()
+        f.debug_tuple("AllowedVersions")
+            .field(&self.versions)
+            .finish()
     }
 }
 

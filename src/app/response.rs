@@ -199,7 +199,13 @@ impl fmt::Debug for HandlerError {
 
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.status.ack_code(false), self.code.code(), self.text)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status.ack_code(false),
+            self.code.code(),
+            self.text
+        )
     }
 }
 

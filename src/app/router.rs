@@ -141,7 +141,11 @@ impl fmt::Debug for Router {
         f.debug_struct("Router")
             .field(
                 "routes",
-                &self.routes.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>(),
+                &self
+                    .routes
+                    .iter()
+                    .map(|(p, _)| p.to_string())
+                    .collect::<Vec<_>>(),
             )
             .field("fallback", &self.fallback.is_some())
             .field("layers", &self.layers.len())
@@ -178,7 +182,7 @@ impl Router {
     #[must_use]
     pub fn route_service<S>(mut self, pattern: &str, service: S) -> Self
     where
-        S: Service<Request, Response = Response> + Send + 'static,
+        S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
@@ -207,12 +211,16 @@ impl Router {
     /// one added is the outermost. They see every message, routed or not. Errors from a layer
     /// become AE with ERR-3 = 207.
     ///
+    /// Each message runs through a fresh clone of the layered service (tower's contract), so
+    /// middleware that keeps its state in the instance, such as tower's `RateLimit`, must sit
+    /// behind a `Buffer` to be shared: `ServiceBuilder::new().buffer(64).rate_limit(..)`.
+    ///
     /// [`from_fn`]: crate::app::from_fn
     #[must_use]
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<Route> + Send + Sync + 'static,
-        L::Service: Service<Request, Response = Response> + Send + 'static,
+        L::Service: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
         <L::Service as Service<Request>>::Error: Into<BoxError>,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
@@ -329,7 +337,10 @@ mod tests {
         assert_eq!(p("*^R01").to_string(), "*^R01");
         assert_eq!(p("*^*").to_string(), "*");
         for bad in ["", "^", "ADT^", "A^B^C", "AD T", "ADT^A0|"] {
-            assert!(RoutePattern::parse(bad).is_err(), "{bad:?} should be invalid");
+            assert!(
+                RoutePattern::parse(bad).is_err(),
+                "{bad:?} should be invalid"
+            );
         }
     }
 

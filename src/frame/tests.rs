@@ -611,7 +611,7 @@ fn encoder_writes_start_payload_end_and_cr() {
     let mut codec = MllpCodec::new();
     let mut dst = BytesMut::from(&b"prev"[..]);
     codec.encode(Bytes::from_static(ACK), &mut dst).unwrap();
-    codec.encode(&b""[..], &mut dst).unwrap();
+    MllpCodec::encode_slice(&b""[..], &mut dst).unwrap();
     let mut expected = b"prev".to_vec();
     expected.extend(frame(ACK));
     expected.extend(frame(b""));
@@ -623,7 +623,7 @@ fn encoder_writes_start_payload_end_and_cr() {
 fn encoder_rejects_reserved_bytes() {
     let mut codec = MllpCodec::new();
     let mut dst = BytesMut::new();
-    let err = codec.encode(&b"MSH|\x1c\r"[..], &mut dst).unwrap_err();
+    let err = MllpCodec::encode_slice(&b"MSH|\x1c\r"[..], &mut dst).unwrap_err();
     assert!(matches!(
         err,
         FrameError::ReservedByte {
@@ -728,9 +728,8 @@ proptest! {
         policy in policy_strategy(),
     ) {
         let mut wire = BytesMut::new();
-        let mut encoder = MllpCodec::new();
         for p in &payloads {
-            encoder.encode(&p[..], &mut wire).unwrap();
+            MllpCodec::encode_slice(&p[..], &mut wire).unwrap();
         }
         let mut codec = MllpCodec::with_max_message_size(300).framing(policy);
         let out = run(&mut codec, &chunked(&wire, &sizes));

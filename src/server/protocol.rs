@@ -150,7 +150,7 @@ impl Encoder<Ack> for Hl7Codec {
     type Error = FrameError;
 
     fn encode(&mut self, ack: Ack, dst: &mut BytesMut) -> Result<(), FrameError> {
-        self.frame.encode(ack.as_bytes().as_ref(), dst)
+        self.frame.encode(ack.into_bytes(), dst)
     }
 }
 
@@ -190,7 +190,7 @@ impl Protocol for Hl7 {
                 // Not HL7: the best-effort AR, and the handler never sees it.
                 Err(error) => Some(Ack::reject_unparseable(
                     &request,
-                    &error.diagnostic(),
+                    &error.to_diagnostic(),
                     &inner.ack,
                 )),
                 Ok(message) => respond(&inner, message, connection).await,
@@ -215,7 +215,7 @@ impl Protocol for Hl7 {
             Ok(message) => finish(&self.inner, message, response, Vec::new()),
             Err(error) => Some(Ack::reject_unparseable(
                 &meta.raw,
-                &error.diagnostic(),
+                &error.to_diagnostic(),
                 &self.inner.ack,
             )),
         };

@@ -64,7 +64,11 @@ impl Peer {
     /// Writes raw bytes, unframed.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
-        self.framed.get_mut().write_all(bytes).await.expect("write raw");
+        self.framed
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .expect("write raw");
     }
 
     /// The next reply frame, parsed; `None` at EOF (the server closed the connection).
@@ -86,7 +90,10 @@ impl Peer {
     /// Waits until the server closes the connection, failing if a reply arrives instead.
     pub async fn expect_closed(&mut self) {
         if let Some(reply) = within(self.recv()).await {
-            panic!("expected close, got reply with MSA-1 {:?}", field(&reply, "MSA-1"));
+            panic!(
+                "expected close, got reply with MSA-1 {:?}",
+                field(&reply, "MSA-1")
+            );
         }
     }
 }

@@ -1,0 +1,395 @@
+//! Every tunable of the supervision tree, with its default, in one [`ServerConfig`].
+//!
+//! Change settings with [`ServerConfig::default`] and the consuming setters (or by assigning the
+//! public fields); [`ServerConfig::validate`] runs when the server starts, so a bad value is a
+//! [`ConfigError`], never a panic.
+
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+/// Tunables of a server: limits, deadlines, and the two supervision policies.
+///
+/// ```
+/// use std::time::Duration;
+/// use mllp_actors::{HandlerFailurePolicy, ServerConfig};
+///
+/// let config = ServerConfig::default()
+///     .max_connections(64)
+///     .handler_timeout(Duration::from_secs(10))
+///     .handler_failure(HandlerFailurePolicy::Close);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Close a connection when no byte arrived for this long while no request was in flight.
+    /// `None` keeps quiet connections open for ever (some partners keep links idle for hours).
+    /// Default is 60 s.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection when a started frame is not finished within this long (slow-sender
+    /// protection). The clock runs while the connection waits for the rest of a frame: from the
+    /// arrival of its first byte, or, when those bytes arrived while a handler was busy, from the
+    /// moment the connection turns back to reading. Default is 30 s.
+    pub frame_timeout: Duration,
+    /// Abort a handler task that has not finished within this long, and answer per
+    /// [`ServerConfig::handler_failure`]. Default is 60 s.
+    pub handler_timeout: Duration,
+    /// Close a connection when a response cannot be written within this long (a peer that stops
+    /// reading). Default is 30 s.
+    pub write_timeout: Duration,
+    /// Close a connection whose transport handshake (TLS) does not finish within this long.
+    /// Default is 5 s.
+    pub handshake_timeout: Duration,
+    /// Connections served at once. At the limit the acceptor stops calling `accept()` and the
+    /// kernel backlog holds new peers; it never accepts and drops. Default is 1024.
+    pub max_connections: usize,
+    /// Requests of one connection whose handlers may run at once. The connection reads from its
+    /// socket only while it is below this limit, so a busy handler pushes back on the sender
+    /// through TCP flow control. Responses always go out in arrival order. Default is 1 (MLLP
+    /// is request/response).
+    pub max_in_flight: usize,
+    /// Handler tasks that may run at once across the whole server. A connection that decoded a
+    /// request waits for a permit before starting its handler (and reads nothing meanwhile).
+    /// `None` means no server-wide limit. Default is `None`.
+    pub max_concurrent_handlers: Option<usize>,
+    /// What happens when a handler panics or passes `handler_timeout`. Default is
+    /// [`HandlerFailurePolicy::RespondWithFailure`].
+    pub handler_failure: HandlerFailurePolicy,
+    /// How the acceptor is restarted when it fails. Default is 3 restarts within 5 s, backoff
+    /// 100 ms doubling to 5 s.
+    pub restart: RestartPolicy,
+    /// How long a graceful shutdown waits for busy connections to finish before it aborts them.
+    /// Zero aborts busy connections at once (idle ones still close cleanly). Default is 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(60)),
+            frame_timeout: Duration::from_secs(30),
+            handler_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            max_in_flight: 1,
+            max_concurrent_handlers: None,
+            handler_failure: HandlerFailurePolicy::default(),
+            restart: RestartPolicy::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets [`ServerConfig::idle_timeout`]. Default is 60 s.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::frame_timeout`]. Default is 30 s.
+    #[must_use]
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::handler_timeout`]. Default is 60 s.
+    #[must_use]
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::write_timeout`]. Default is 30 s.
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::handshake_timeout`]. Default is 5 s.
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections`]. Default is 1024.
+    #[must_use]
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.max_connections = limit;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_in_flight`]. Default is 1.
+    #[must_use]
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = limit;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_concurrent_handlers`]. Default is `None` (no limit).
+    #[must_use]
+    pub fn max_concurrent_handlers(mut self, limit: Option<usize>) -> Self {
+        self.max_concurrent_handlers = limit;
+        self
+    }
+
+    /// Sets [`ServerConfig::handler_failure`]. Default is
+    /// [`HandlerFailurePolicy::RespondWithFailure`].
+    #[must_use]
+    pub fn handler_failure(mut self, policy: HandlerFailurePolicy) -> Self {
+        self.handler_failure = policy;
+        self
+    }
+
+    /// Sets [`ServerConfig::restart`]. Default is 3 restarts within 5 s, backoff 100 ms doubling
+    /// to 5 s.
+    #[must_use]
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    /// Sets [`ServerConfig::shutdown_grace`]. Default is 10 s.
+    #[must_use]
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Checks every setting. The server calls this when it starts.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] names the first setting that is out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(setting: &'static str, value: Duration) -> Result<(), ConfigError> {
+            if value.is_zero() {
+                Err(ConfigError::Zero { setting })
+            } else {
+                Ok(())
+            }
+        }
+        fn count(setting: &'static str, value: usize) -> Result<(), ConfigError> {
+            if value == 0 {
+                Err(ConfigError::Zero { setting })
+            } else if value > Semaphore::MAX_PERMITS {
+                Err(ConfigError::TooLarge {
+                    setting,
+                    max: Semaphore::MAX_PERMITS,
+                })
+            } else {
+                Ok(())
+            }
+        }
+
+        if let Some(idle) = self.idle_timeout {
+            positive("idle_timeout", idle)?;
+        }
+        positive("frame_timeout", self.frame_timeout)?;
+        positive("handler_timeout", self.handler_timeout)?;
+        positive("write_timeout", self.write_timeout)?;
+        positive("handshake_timeout", self.handshake_timeout)?;
+        count("max_connections", self.max_connections)?;
+        count("max_in_flight", self.max_in_flight)?;
+        if let Some(limit) = self.max_concurrent_handlers {
+            count("max_concurrent_handlers", limit)?;
+        }
+        if let RestartPolicy::Backoff {
+            backoff,
+            max_backoff,
+            window,
+            ..
+        } = self.restart
+        {
+            positive("restart.window", window)?;
+            if max_backoff < backoff {
+                return Err(ConfigError::BackoffRange);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a connection does when a handler task fails (panics, or passes `handler_timeout` and is
+/// aborted). The connection itself goes on unless the policy is [`HandlerFailurePolicy::Close`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerFailurePolicy {
+    /// Answer with [`Protocol::on_failure`](crate::Protocol::on_failure) (for HL7, an AE with
+    /// ERR-3 = 207) and go on. The default.
+    #[default]
+    RespondWithFailure,
+    /// Send nothing for the failed request and go on.
+    NoResponse,
+    /// Send nothing and close the connection ([`CloseReason::HandlerFailure`](crate::CloseReason::HandlerFailure)),
+    /// after the responses due before the failed request have been written.
+    Close,
+}
+
+/// How the server restarts its acceptor when it fails (the listening socket died, or an
+/// unexpected accept error). Connections are never restarted: their socket is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestartPolicy {
+    /// Never restart: the first acceptor failure stops the server, and
+    /// [`ServerHandle::wait`](crate::ServerHandle::wait) returns the error.
+    Never,
+    /// Restart after `backoff`, doubling after each restart up to `max_backoff`; when more than
+    /// `max_restarts` failures happen within `window`, stop the server instead (OTP's
+    /// intensity and period).
+    Backoff {
+        /// Restarts allowed within `window`. Zero behaves as [`RestartPolicy::Never`].
+        max_restarts: u32,
+        /// The sliding window over which restarts are counted. Must not be zero.
+        window: Duration,
+        /// Delay before the first restart in a window.
+        backoff: Duration,
+        /// Upper bound for the doubling delay. Must not be less than `backoff`.
+        max_backoff: Duration,
+    },
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy::Backoff {
+            max_restarts: 3,
+            window: Duration::from_secs(5),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A setting of [`ServerConfig`] is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit or a timeout that must be positive is zero (`max_connections`, `max_in_flight`,
+    /// `max_concurrent_handlers`, a timeout other than `shutdown_grace`, the restart window).
+    #[error("{setting} must be greater than zero")]
+    Zero {
+        /// The setting's name.
+        setting: &'static str,
+    },
+    /// A limit is larger than the runtime can count (tokio's `Semaphore::MAX_PERMITS`).
+    #[error("{setting} must be at most {max}")]
+    TooLarge {
+        /// The setting's name.
+        setting: &'static str,
+        /// The largest accepted value.
+        max: usize,
+    },
+    /// `RestartPolicy::Backoff` has a `max_backoff` below its `backoff`.
+    #[error("restart max_backoff must not be less than backoff")]
+    BackoffRange,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented defaults are the ones in force, and they validate.
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = ServerConfig::default();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.frame_timeout, Duration::from_secs(30));
+        assert_eq!(c.handler_timeout, Duration::from_secs(60));
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
+        assert_eq!(c.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.max_in_flight, 1);
+        assert_eq!(c.max_concurrent_handlers, None);
+        assert_eq!(c.handler_failure, HandlerFailurePolicy::RespondWithFailure);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(
+            c.restart,
+            RestartPolicy::Backoff {
+                max_restarts: 3,
+                window: Duration::from_secs(5),
+                backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+            }
+        );
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    /// Zero limits and zero timeouts are rejected with the setting's name, not a panic.
+    #[test]
+    fn zero_values_are_config_errors() {
+        let zero = Duration::ZERO;
+        let cases = [
+            (
+                ServerConfig::default().max_connections(0),
+                "max_connections",
+            ),
+            (ServerConfig::default().max_in_flight(0), "max_in_flight"),
+            (
+                ServerConfig::default().max_concurrent_handlers(Some(0)),
+                "max_concurrent_handlers",
+            ),
+            (
+                ServerConfig::default().idle_timeout(Some(zero)),
+                "idle_timeout",
+            ),
+            (ServerConfig::default().frame_timeout(zero), "frame_timeout"),
+            (
+                ServerConfig::default().handler_timeout(zero),
+                "handler_timeout",
+            ),
+            (ServerConfig::default().write_timeout(zero), "write_timeout"),
+            (
+                ServerConfig::default().handshake_timeout(zero),
+                "handshake_timeout",
+            ),
+            (
+                ServerConfig::default().restart(RestartPolicy::Backoff {
+                    max_restarts: 3,
+                    window: zero,
+                    backoff: zero,
+                    max_backoff: zero,
+                }),
+                "restart.window",
+            ),
+        ];
+        for (config, setting) in cases {
+            assert_eq!(config.validate(), Err(ConfigError::Zero { setting }));
+        }
+    }
+
+    /// Limits beyond what a semaphore can count and an inverted backoff range are rejected.
+    #[test]
+    fn out_of_range_values_are_config_errors() {
+        let huge = ServerConfig::default().max_connections(usize::MAX);
+        assert!(matches!(
+            huge.validate(),
+            Err(ConfigError::TooLarge {
+                setting: "max_connections",
+                ..
+            })
+        ));
+        let inverted = ServerConfig::default().restart(RestartPolicy::Backoff {
+            max_restarts: 1,
+            window: Duration::from_secs(1),
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(1),
+        });
+        assert_eq!(inverted.validate(), Err(ConfigError::BackoffRange));
+    }
+
+    /// `None` idle timeout, zero grace and `RestartPolicy::Never` are valid choices.
+    #[test]
+    fn permissive_values_validate() {
+        let c = ServerConfig::default()
+            .idle_timeout(None)
+            .shutdown_grace(Duration::ZERO)
+            .restart(RestartPolicy::Never);
+        assert_eq!(c.validate(), Ok(()));
+    }
+}

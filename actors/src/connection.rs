@@ -1,0 +1,640 @@
+//! One connection: a temporary actor that owns a spawned I/O task.
+//!
+//! The actor is the connection's place in the supervision tree: it is linked to the
+//! [`ConnectionSupervisor`](crate::supervisor), so its end (clean, failed or killed) always
+//! reaches the supervisor as a ractor `SupervisionEvent`, and it is never restarted (its socket
+//! is gone). The socket work runs in a task the actor spawns in `post_start` and aborts when its
+//! state is dropped, so the actor's mailbox is never blocked by I/O: a `Stop` or `Kill` is
+//! served at once.
+//!
+//! The I/O task, in order: the transport handshake (under `handshake_timeout`), then a loop that
+//! reads a request only while the connection is below `max_in_flight`, runs each request's
+//! handler in its own task ([`crate::task`]), and writes the responses in arrival order under
+//! `write_timeout`. It ends with a [`CloseReason`], which it leaves in the shared
+//! [`ConnStats`] before stopping the actor; a panic in the task is caught and turned into an
+//! actor failure.
+//!
+//! # Cancel safety
+//!
+//! The loop `select!`s between the abort token, the oldest in-flight handler, the shutdown
+//! token, the server-wide handler permit and the next read. Every branch is cancel safe: reads
+//! go into the connection's own buffer (`read_buf`), deadlines are stored as instants in the
+//! connection rather than in the timers, and semaphore waits only lose their queue position.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+use tokio_util::codec::{Decoder, Encoder};
+use tracing::Instrument;
+
+use crate::config::HandlerFailurePolicy;
+use crate::event::{CloseReason, Event};
+use crate::protocol::{ConnectionInfo, Failure, Protocol};
+use crate::shared::{ConnStats, Shared, deadline};
+use crate::task::{HandlerTask, panic_message};
+use crate::transport::Transport;
+
+/// Spare room the read buffer keeps before a read; it grows (doubling) for larger frames.
+const READ_CHUNK: usize = 2048;
+
+/// The connection actor. Temporary: never restarted.
+pub(crate) struct Connection<P, T>(PhantomData<fn() -> (P, T)>);
+
+impl<P, T> Connection<P, T> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+pub(crate) struct ConnectionArgs<P: Protocol, T: Transport> {
+    pub(crate) shared: Arc<Shared<P, T>>,
+    pub(crate) socket: TcpStream,
+    pub(crate) info: ConnectionInfo,
+    pub(crate) stats: Arc<ConnStats>,
+}
+
+pub(crate) enum ConnectionMessage {
+    /// The I/O task panicked (a bug in the runtime or the codec): fail the actor with it.
+    Panicked(String),
+}
+
+pub(crate) struct ConnectionState<P: Protocol, T: Transport> {
+    /// Taken by `post_start`.
+    args: Option<ConnectionArgs<P, T>>,
+    io: Option<JoinHandle<()>>,
+}
+
+impl<P: Protocol, T: Transport> Drop for ConnectionState<P, T> {
+    fn drop(&mut self) {
+        // `post_stop` does not run when the actor is killed or fails; this does. A connection
+        // actor that ends takes its I/O task (and so its socket and handlers) with it.
+        if let Some(io) = &self.io {
+            io.abort();
+        }
+    }
+}
+
+impl<P: Protocol, T: Transport> Actor for Connection<P, T> {
+    type Msg = ConnectionMessage;
+    type State = ConnectionState<P, T>;
+    type Arguments = ConnectionArgs<P, T>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ConnectionState {
+            args: Some(args),
+            io: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(args) = state.args.take() else {
+            return Ok(());
+        };
+        let tasks = args.shared.tasks.clone();
+        state.io = Some(tasks.spawn(async move {
+            let stats = Arc::clone(&args.stats);
+            match AssertUnwindSafe(run(args)).catch_unwind().await {
+                Ok(reason) => {
+                    // The socket is closed (dropped with `run`'s future) before the supervisor
+                    // hears of the end, so a peer that sees the stop event also sees EOF.
+                    let text = reason.as_str().to_owned();
+                    stats.set_close(reason);
+                    myself.stop(Some(text));
+                }
+                Err(payload) => {
+                    let message = panic_message(payload);
+                    stats.set_close(CloseReason::Panicked(message.clone()));
+                    if let Err(unsent) = myself.cast(ConnectionMessage::Panicked(message)) {
+                        drop(unsent);
+                        myself.stop(None);
+                    }
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConnectionMessage::Panicked(text) => Err(text.into()),
+        }
+    }
+}
+
+/// The connection's I/O, from handshake to close.
+async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReason {
+    let ConnectionArgs {
+        shared,
+        socket,
+        info,
+        stats,
+    } = args;
+    let control = Arc::clone(&shared.control);
+
+    // Boxed: a TLS handshake future is large, and it should not stay in this task's state for
+    // the connection's whole life.
+    let handshake = Box::pin(tokio::time::timeout(
+        shared.config.handshake_timeout,
+        shared.transport.handshake(socket),
+    ));
+    let established = tokio::select! {
+        biased;
+        () = control.abort.cancelled() => Err(CloseReason::Shutdown),
+        () = control.shutdown.cancelled() => Err(CloseReason::Shutdown),
+        outcome = handshake => match outcome {
+            Err(_elapsed) => Err(CloseReason::HandshakeTimeout),
+            Ok(Err(error)) => Err(CloseReason::HandshakeFailed(error.to_string())),
+            Ok(Ok(established)) => Ok(established),
+        },
+    };
+    let established = match established {
+        Ok(established) => established,
+        Err(reason) => {
+            let span = shared.protocol.connection_span(&info);
+            let _ = stats.span.set(span);
+            return reason;
+        }
+    };
+
+    let info = if established.tls != info.tls() || established.peer_identity.is_some() {
+        ConnectionInfo::new(
+            info.id(),
+            info.peer(),
+            info.local(),
+            established.tls,
+            established.peer_identity,
+        )
+    } else {
+        info
+    };
+    let _ = stats.established.set(info.clone());
+    let span = shared.protocol.connection_span(&info);
+    let _ = stats.span.set(span.clone());
+
+    let conn = Conn {
+        io: Io {
+            stream: established.stream,
+            codec: shared.protocol.codec(),
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            eof: false,
+            last_activity: Instant::now(),
+            frame_deadline: None,
+        },
+        shared,
+        info,
+        stats,
+        span: span.clone(),
+        queue: VecDeque::new(),
+        ready: None,
+        closing: None,
+    };
+    conn.serve().instrument(span).await
+}
+
+/// A request whose handler is running or has finished, in arrival order.
+struct InFlight<P: Protocol> {
+    meta: P::Meta,
+    decoded_at: Instant,
+    span: tracing::Span,
+    handler: HandlerTask<P::Response>,
+    outcome: Option<Result<Option<P::Response>, Failure>>,
+}
+
+/// What one turn of the connection loop got.
+enum Step<P: Protocol> {
+    Abort,
+    Shutdown,
+    Answered(InFlight<P>),
+    Permit(OwnedSemaphorePermit),
+    Read(ReadEvent<P::Request>),
+}
+
+enum ReadEvent<R> {
+    Request(R),
+    Closed(CloseReason),
+}
+
+struct Conn<P: Protocol, T: Transport> {
+    shared: Arc<Shared<P, T>>,
+    info: ConnectionInfo,
+    stats: Arc<ConnStats>,
+    span: tracing::Span,
+    io: Io<P, T::Stream>,
+    /// Handlers in arrival order; responses are written from the front.
+    queue: VecDeque<InFlight<P>>,
+    /// A decoded request waiting for a server-wide handler permit. While it waits, nothing more
+    /// is read.
+    ready: Option<(P::Request, Instant)>,
+    /// Set when the connection stops reading (peer EOF, codec error, shutdown...): the requests
+    /// already in flight are answered, then the connection closes with this reason.
+    closing: Option<CloseReason>,
+}
+
+impl<P: Protocol, T: Transport> Conn<P, T> {
+    async fn serve(mut self) -> CloseReason {
+        let config = &self.shared.config;
+        let max_in_flight = config.max_in_flight;
+        let idle_timeout = config.idle_timeout;
+        let frame_timeout = config.frame_timeout;
+        loop {
+            if self.queue.is_empty()
+                && self.ready.is_none()
+                && let Some(reason) = self.closing.take()
+            {
+                return reason;
+            }
+            let quiet = self.queue.is_empty() && self.ready.is_none();
+            let can_read =
+                self.closing.is_none() && self.ready.is_none() && self.queue.len() < max_in_flight;
+            let control = &self.shared.control;
+            let step = tokio::select! {
+                biased;
+                () = control.abort.cancelled() => Step::Abort,
+                done = poll_fn(|cx| poll_front(&mut self.queue, cx)), if !self.queue.is_empty() => {
+                    Step::Answered(done)
+                }
+                () = control.shutdown.cancelled(), if self.closing.is_none() => Step::Shutdown,
+                permit = acquire(&self.shared), if self.ready.is_some() => Step::Permit(permit),
+                event = self.io.next_request(
+                    &self.shared.protocol,
+                    if quiet { idle_timeout } else { None },
+                    frame_timeout,
+                ), if can_read => Step::Read(event),
+            };
+            match step {
+                Step::Abort => {
+                    if quiet {
+                        // Nothing was in flight: this is a clean close, not an abort.
+                        return CloseReason::Shutdown;
+                    }
+                    self.abort_in_flight();
+                    return CloseReason::Aborted;
+                }
+                Step::Shutdown => self.closing = Some(CloseReason::Shutdown),
+                Step::Answered(done) => {
+                    if let Err(reason) = self.answer(done).await {
+                        self.abort_in_flight();
+                        return reason;
+                    }
+                    if self.queue.is_empty() {
+                        self.io.last_activity = Instant::now();
+                    }
+                }
+                Step::Permit(permit) => {
+                    if let Some((request, decoded_at)) = self.ready.take() {
+                        self.start(request, decoded_at, Some(permit));
+                    }
+                }
+                Step::Read(ReadEvent::Request(request)) => {
+                    let decoded_at = Instant::now();
+                    if self.shared.handler_permits.is_some() {
+                        self.ready = Some((request, decoded_at));
+                        self.publish_in_flight();
+                    } else {
+                        self.start(request, decoded_at, None);
+                    }
+                }
+                Step::Read(ReadEvent::Closed(reason)) => self.closing = Some(reason),
+            }
+        }
+    }
+
+    /// Emits `MessageStart` and spawns the request's handler.
+    fn start(
+        &mut self,
+        request: P::Request,
+        decoded_at: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let protocol = &self.shared.protocol;
+        let meta = protocol.meta(&request);
+        let span = protocol.message_span(&self.span, &self.info, &meta);
+        self.shared.observers.emit(Event::MessageStart {
+            connection: &self.info,
+            meta: &meta,
+            system_time: SystemTime::now(),
+        });
+        let handler = protocol
+            .handle(request, &meta, &self.info)
+            .instrument(span.clone());
+        let handler = async move {
+            // The server-wide permit is held for exactly as long as the handler runs.
+            let _permit = permit;
+            handler.await
+        };
+        self.queue.push_back(InFlight {
+            meta,
+            decoded_at,
+            span,
+            handler: HandlerTask::spawn(
+                &self.shared.tasks,
+                handler,
+                self.shared.config.handler_timeout,
+            ),
+            outcome: None,
+        });
+        self.publish_in_flight();
+    }
+
+    /// Requests decoded and not yet answered, for the registry.
+    fn publish_in_flight(&self) {
+        let waiting = usize::from(self.ready.is_some());
+        self.stats
+            .in_flight
+            .store(self.queue.len() + waiting, Ordering::Relaxed);
+    }
+
+    /// Writes the oldest request's answer and reports it. An error closes the connection.
+    async fn answer(&mut self, done: InFlight<P>) -> Result<(), CloseReason> {
+        self.publish_in_flight();
+        let InFlight {
+            meta,
+            decoded_at,
+            span,
+            outcome,
+            ..
+        } = done;
+        let outcome = outcome.expect("poll_front returns finished requests only");
+        let result = match outcome {
+            Ok(response) => {
+                let (written, result) = self.write(response).await;
+                let (response, response_size) = written.unzip();
+                self.shared.observers.emit(Event::MessageStop {
+                    connection: &self.info,
+                    meta: &meta,
+                    duration: decoded_at.elapsed(),
+                    response: response.as_ref().and_then(Option::as_ref),
+                    response_size: response_size.unwrap_or(0),
+                });
+                result
+            }
+            Err(failure) => {
+                span.in_scope(|| {
+                    tracing::warn!(
+                        connection.id = self.info.id(),
+                        failure.kind = failure.kind(),
+                        %failure,
+                        "handler failed"
+                    );
+                });
+                let policy = self.shared.config.handler_failure;
+                let response = match policy {
+                    HandlerFailurePolicy::RespondWithFailure => {
+                        self.shared.protocol.on_failure(&meta, &failure)
+                    }
+                    _ => None,
+                };
+                let (written, result) = self.write(response).await;
+                let response = written.and_then(|(response, _)| response);
+                self.shared.observers.emit(Event::MessageException {
+                    connection: &self.info,
+                    meta: &meta,
+                    duration: decoded_at.elapsed(),
+                    failure: &failure,
+                    response: response.as_ref(),
+                });
+                match (result, policy) {
+                    (Err(reason), _) => Err(reason),
+                    (Ok(()), HandlerFailurePolicy::Close) => Err(CloseReason::HandlerFailure),
+                    (Ok(()), _) => Ok(()),
+                }
+            }
+        };
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Encodes and writes a response. Returns what was written, for the observers (the
+    /// response itself only when observers are registered; it is cloned for them), and whether
+    /// the connection can go on.
+    #[allow(clippy::type_complexity)]
+    async fn write(
+        &mut self,
+        response: Option<P::Response>,
+    ) -> (
+        Option<(Option<P::Response>, usize)>,
+        Result<(), CloseReason>,
+    ) {
+        let Some(response) = response else {
+            return (None, Ok(()));
+        };
+        let kept = (!self.shared.observers.is_empty()).then(|| response.clone());
+        match self
+            .io
+            .write(
+                response,
+                &self.shared.protocol,
+                self.shared.config.write_timeout,
+                &self.shared.control.abort,
+            )
+            .await
+        {
+            Ok(size) => (Some((kept, size)), Ok(())),
+            Err(reason) => (None, Err(reason)),
+        }
+    }
+
+    /// Aborts every handler still queued (a policy or an I/O failure closes the connection,
+    /// or the shutdown grace ran out). Each is reported once, as `Failure::Aborted`.
+    fn abort_in_flight(&mut self) {
+        while let Some(entry) = self.queue.pop_front() {
+            // Dropping the entry aborts its task.
+            self.shared.observers.emit(Event::MessageException {
+                connection: &self.info,
+                meta: &entry.meta,
+                duration: entry.decoded_at.elapsed(),
+                failure: &Failure::Aborted,
+                response: None,
+            });
+            self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ready = None;
+        self.stats.in_flight.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Polls every in-flight handler (so each meets its own deadline) and yields the oldest one
+/// once it has finished: responses go out in arrival order.
+fn poll_front<P: Protocol>(
+    queue: &mut VecDeque<InFlight<P>>,
+    cx: &mut Context<'_>,
+) -> Poll<InFlight<P>> {
+    for entry in queue.iter_mut() {
+        if entry.outcome.is_none()
+            && let Poll::Ready(outcome) = Pin::new(&mut entry.handler).poll(cx)
+        {
+            entry.outcome = Some(outcome);
+        }
+    }
+    match queue.front() {
+        Some(front) if front.outcome.is_some() => {
+            Poll::Ready(queue.pop_front().expect("front exists"))
+        }
+        _ => Poll::Pending,
+    }
+}
+
+async fn acquire<P: Protocol, T: Transport>(shared: &Shared<P, T>) -> OwnedSemaphorePermit {
+    match &shared.handler_permits {
+        Some(permits) => Arc::clone(permits)
+            .acquire_owned()
+            .await
+            .expect("the handler semaphore is never closed"),
+        None => std::future::pending().await,
+    }
+}
+
+/// The socket, its codec and its buffers.
+struct Io<P: Protocol, S> {
+    stream: S,
+    codec: P::Codec,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    eof: bool,
+    /// When the last byte arrived (or the last response went out); the idle clock starts here.
+    last_activity: Instant,
+    /// Set while the connection waits for the rest of a started frame.
+    frame_deadline: Option<Instant>,
+}
+
+impl<P, S> Io<P, S>
+where
+    P: Protocol,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// Decodes the next request, reading as needed. `idle` is the idle timeout when nothing is
+    /// in flight. Cancel safe.
+    async fn next_request(
+        &mut self,
+        protocol: &P,
+        idle: Option<Duration>,
+        frame_timeout: Duration,
+    ) -> ReadEvent<P::Request> {
+        let codec_error = |error: P::Error| {
+            ReadEvent::Closed(CloseReason::Protocol {
+                kind: protocol.error_kind(&error),
+                detail: error.to_string(),
+            })
+        };
+        loop {
+            if self.eof {
+                return match self.codec.decode_eof(&mut self.read_buf) {
+                    Ok(Some(request)) => ReadEvent::Request(request),
+                    Ok(None) => ReadEvent::Closed(CloseReason::PeerClosed),
+                    Err(error) => codec_error(error),
+                };
+            }
+            match self.codec.decode(&mut self.read_buf) {
+                Ok(Some(request)) => {
+                    self.frame_deadline = None;
+                    return ReadEvent::Request(request);
+                }
+                Ok(None) => {}
+                Err(error) => return codec_error(error),
+            }
+            // The codec keeps a partial frame's bytes in the buffer (and drops what it skips),
+            // so a non-empty buffer here means a frame is in progress.
+            if self.read_buf.is_empty() {
+                self.frame_deadline = None;
+            } else if self.frame_deadline.is_none() {
+                self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));
+            }
+            let timer = match (self.frame_deadline, idle) {
+                (Some(at), _) => Some((at, CloseReason::FrameTimeout)),
+                (None, Some(idle)) => Some((deadline(self.last_activity, idle), CloseReason::Idle)),
+                (None, None) => None,
+            };
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
+                self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
+            }
+            let read = self.stream.read_buf(&mut self.read_buf);
+            let read = match timer {
+                Some((at, reason)) => tokio::select! {
+                    biased;
+                    read = read => read,
+                    () = tokio::time::sleep_until(at) => return ReadEvent::Closed(reason),
+                },
+                None => read.await,
+            };
+            match read {
+                Ok(0) => self.eof = true,
+                Ok(_) => self.last_activity = Instant::now(),
+                Err(error) => return ReadEvent::Closed(CloseReason::Io(error.to_string())),
+            }
+        }
+    }
+
+    /// Encodes and writes one response under `timeout`; returns its encoded size.
+    async fn write(
+        &mut self,
+        response: P::Response,
+        protocol: &P,
+        timeout: Duration,
+        abort: &tokio_util::sync::CancellationToken,
+    ) -> Result<usize, CloseReason> {
+        self.write_buf.clear();
+        if let Err(error) = self.codec.encode(response, &mut self.write_buf) {
+            return Err(CloseReason::Protocol {
+                kind: protocol.error_kind(&error),
+                detail: error.to_string(),
+            });
+        }
+        let size = self.write_buf.len();
+        let stream = &mut self.stream;
+        let buf = &mut self.write_buf;
+        let write = async move {
+            stream.write_all_buf(buf).await?;
+            stream.flush().await
+        };
+        let result = tokio::select! {
+            biased;
+            () = abort.cancelled() => return Err(CloseReason::Aborted),
+            result = tokio::time::timeout(timeout, write) => result,
+        };
+        match result {
+            Ok(Ok(())) => Ok(size),
+            Err(_elapsed) => Err(CloseReason::WriteTimeout),
+            Ok(Err(error)) if self.eof && is_disconnect(&error) => Err(CloseReason::PeerClosed),
+            Ok(Err(error)) => Err(CloseReason::Io(error.to_string())),
+        }
+    }
+}
+
+/// A write failed because the peer is gone (after it half-closed, this is its full close).
+fn is_disconnect(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+    )
+}

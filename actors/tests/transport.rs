@@ -1,0 +1,148 @@
+//! Admission and handshakes: the transport's say over a connection.
+
+mod support;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use mllp_actors::{CloseReason, Established, ServerConfig, Transport};
+use support::{Lines, Rec, TestServer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Refuses every peer.
+struct RefuseAll;
+
+impl Transport for RefuseAll {
+    type Stream = TcpStream;
+
+    fn admit(&self, _peer: SocketAddr) -> bool {
+        false
+    }
+
+    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<TcpStream>> {
+        Ok(Established {
+            stream: socket,
+            tls: false,
+            peer_identity: None,
+        })
+    }
+}
+
+/// A refused peer is closed at once, reported as `ConnectionRefused` (no start, no stop), and
+/// its slot is given back.
+#[tokio::test]
+async fn refused_peer_is_closed_and_reported() {
+    let server = TestServer::start_with(
+        Lines::new(),
+        RefuseAll,
+        ServerConfig::default().max_connections(1),
+    )
+    .await;
+    for _ in 0..3 {
+        let mut client = server.connect().await;
+        client.expect_eof().await;
+    }
+    let events = server.recorder.wait_for(|events| events.len() == 3).await;
+    assert!(
+        events.iter().all(|e| matches!(e, Rec::Refused { .. })),
+        "{events:?}"
+    );
+    assert_eq!(server.handle.slots_in_use(), 0);
+    server.shutdown().await;
+    assert_eq!(server.recorder.events().len(), 3);
+}
+
+/// A handshake that fails closes the connection as `HandshakeFailed` with the error's text.
+struct FailingHandshake;
+
+impl Transport for FailingHandshake {
+    type Stream = TcpStream;
+
+    async fn handshake(&self, _socket: TcpStream) -> io::Result<Established<TcpStream>> {
+        Err(io::Error::other("bad hello"))
+    }
+}
+
+/// A failed handshake is a stop with the transport's reason, and nothing else.
+#[tokio::test]
+async fn failed_handshake_closes_with_its_reason() {
+    let server =
+        TestServer::start_with(Lines::new(), FailingHandshake, ServerConfig::default()).await;
+    let (mut client, id) = server.connect_registered().await;
+    client.expect_eof().await;
+    assert_eq!(
+        server.recorder.stop_of(id).await,
+        (CloseReason::HandshakeFailed("bad hello".into()), 0)
+    );
+    server.shutdown().await;
+    server.recorder.assert_consistent();
+}
+
+/// A stream wrapper standing for TLS: the handshake reports TLS and a peer identity.
+struct Wrapped(TcpStream);
+
+impl AsyncRead for Wrapped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Wrapped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+struct FakeTls;
+
+impl Transport for FakeTls {
+    type Stream = Wrapped;
+
+    fn tls(&self) -> bool {
+        true
+    }
+
+    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<Wrapped>> {
+        Ok(Established {
+            stream: Wrapped(socket),
+            tls: true,
+            peer_identity: Some("CN=lab".into()),
+        })
+    }
+}
+
+/// A connection serves any stream its transport produces, and the registry shows what the
+/// handshake established.
+#[tokio::test]
+async fn wrapped_stream_is_served_with_its_identity() {
+    let server = TestServer::start_with(Lines::new(), FakeTls, ServerConfig::default()).await;
+    let (mut client, id) = server.connect_registered().await;
+    assert_eq!(client.request("over tls").await, "over tls");
+    let connections = server.handle.connections().await;
+    assert_eq!(connections.len(), 1);
+    assert!(connections[0].tls);
+    assert_eq!(connections[0].id, id);
+    drop(client);
+    server.recorder.stop_of(id).await;
+    server.shutdown().await;
+    server.recorder.assert_consistent();
+}

@@ -1,0 +1,182 @@
+//! Full server (parse + route + middleware + ACK through the actor runtime) against a bare tokio
+//! baseline doing the same HL7 work (frame, parse, build the ACK) with no actors, no handler
+//! task, no router and no middleware, in the same run.
+//!
+//! Run with: `cargo bench --bench server` (optionally `-- --messages 20000`).
+//! Prints messages/s, p50/p99 latency and the ratio full/bare per scenario.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use mllp::ack::{Ack, AckCode, AckOptions};
+use mllp::app::{Next, Request, Router, from_fn};
+use mllp::frame::MllpCodec;
+use mllp::hl7::Message;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+const ADT: &[u8] = include_bytes!("../tests/fixtures/adt_a01.hl7");
+
+/// The fixture with MSH-10 replaced, so every message carries its own control id.
+fn message(control_id: &str) -> Bytes {
+    let parsed = Message::parse(Bytes::from_static(ADT)).expect("fixture parses");
+    let old = parsed.control_id().expect("fixture has MSH-10");
+    let text = String::from_utf8_lossy(ADT);
+    Bytes::from(text.replacen(&format!("|{old}|"), &format!("|{control_id}|"), 1))
+}
+
+async fn bare_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let options = Arc::new(AckOptions::default());
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            let options = options.clone();
+            tokio::spawn(async move {
+                let mut framed = Framed::new(socket, MllpCodec::new());
+                while let Some(Ok(frame)) = framed.next().await {
+                    let message = Message::parse(frame).unwrap();
+                    let ack = Ack::build(&message, AckCode::AA, &[], &options);
+                    if framed.send(ack.into_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn full_server() -> mllp::ServerHandle {
+    let router = Router::new()
+        .route("ADT^A01", |_req: Request| async {})
+        .route("*", |_req: Request| async {})
+        .layer(from_fn(|req: Request, next: Next| next.run(req)));
+    mllp::Server::builder()
+        .router(router)
+        .max_in_flight(16)
+        .max_connections(4096)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap()
+}
+
+struct Outcome {
+    messages: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+/// `connections` clients, each sending `per_connection` messages with `depth` in flight.
+async fn drive(
+    addr: SocketAddr,
+    connections: usize,
+    per_connection: usize,
+    depth: usize,
+) -> Outcome {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        tasks.push(tokio::spawn(async move {
+            let socket = TcpStream::connect(addr).await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            let mut framed = Framed::new(socket, MllpCodec::new());
+            let mut latencies = Vec::with_capacity(per_connection);
+            let mut sent_at = std::collections::VecDeque::new();
+            let mut next = 0;
+            let mut done = 0;
+            while done < per_connection {
+                while next < per_connection && sent_at.len() < depth {
+                    framed.feed(message(&format!("B{c}-{next}"))).await.unwrap();
+                    sent_at.push_back(Instant::now());
+                    next += 1;
+                }
+                framed.flush().await.unwrap();
+                let reply = framed.next().await.unwrap().unwrap();
+                assert!(reply.windows(4).any(|w| w == b"|AA|"), "not AA");
+                latencies.push(sent_at.pop_front().unwrap().elapsed());
+                done += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    Outcome {
+        messages: (connections * per_connection) as u64,
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn report(name: &str, o: &mut Outcome) -> f64 {
+    o.latencies.sort();
+    let rate = o.messages as f64 / o.elapsed.as_secs_f64();
+    println!(
+        "{name:<28} {rate:>10.0} msg/s   p50 {:>8.1?}   p99 {:>8.1?}",
+        percentile(&o.latencies, 0.50),
+        percentile(&o.latencies, 0.99)
+    );
+    rate
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let total: usize = args
+        .iter()
+        .position(|a| a == "--messages")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this with no flag: keep that
+    // quick so the bench stays compile-checked without becoming a CI soak.
+    let total = if args.iter().any(|a| a == "--bench") {
+        total
+    } else {
+        64
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bare = bare_server().await;
+        let full = full_server().await;
+        println!(
+            "{total} messages per scenario, ADT^A01 fixture of {} bytes",
+            ADT.len()
+        );
+        for (connections, depth) in [(1, 1), (16, 1), (64, 1), (1, 16), (16, 16)] {
+            let per = (total / connections).max(1);
+            // Warm both up, then measure each.
+            drive(bare, connections, per.min(100), depth).await;
+            drive(full.local_addr(), connections, per.min(100), depth).await;
+            let label = format!("c={connections} depth={depth}");
+            let b = report(
+                &format!("bare   {label}"),
+                &mut drive(bare, connections, per, depth).await,
+            );
+            let f = report(
+                &format!("server {label}"),
+                &mut drive(full.local_addr(), connections, per, depth).await,
+            );
+            println!("{:<28} ratio full/bare = {:.2}", "", f / b);
+        }
+        full.shutdown().await;
+    });
+}

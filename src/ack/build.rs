@@ -1,0 +1,573 @@
+//! Writing the acknowledgment message.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+
+use super::clock::{next_control_id, timestamp};
+use super::{AckCode, Diagnostic};
+use crate::hl7::{Delimiters, Location, Message, escape};
+
+/// How [`Ack::build`] and [`Ack::reject_unparseable`] write an acknowledgment.
+///
+/// # Examples
+///
+/// ```
+/// use mllp::ack::AckOptions;
+/// let options = AckOptions::default()
+///     .sending_application("MLLPRX")
+///     .control_id_prefix("RX");
+/// assert!(!options.include_err7);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AckOptions {
+    /// Write each diagnostic's text as ERR-7 (diagnostic information) from v2.5 on, and the
+    /// first diagnostic's text as MSA-3 (text message) before v2.4. Default is `false`: the text
+    /// may describe message content, and the table description in ERR-3 already says what kind
+    /// of error it is.
+    pub include_err7: bool,
+    /// Send each diagnostic's text to the sender: as ERR-8 (user message) from v2.5 on, and
+    /// before v2.5 as the text of ERR-1's code and, before v2.4, as MSA-3 (text message).
+    /// Default is `true`: these texts are written by this library (naming only MSH values, such
+    /// as the unrouted trigger event) or by your handler, which must keep patient data out of
+    /// them; the partner needs them to fix what it sent. `false` sends table descriptions only.
+    pub include_err8: bool,
+    /// MSH-3 (sending application) of the ACK. Default is `None`: the incoming MSH-5 (receiving
+    /// application), as the standard asks. Components are separated by `^` whatever the
+    /// incoming message's delimiters; the value is re-encoded with them.
+    pub sending_application: Option<String>,
+    /// MSH-4 (sending facility) of the ACK. Default is `None`: the incoming MSH-6. Written as
+    /// [`AckOptions::sending_application`] is.
+    pub sending_facility: Option<String>,
+    /// Text put before every generated control id (MSH-10). Default is empty. The generated
+    /// part is at most 20 characters in practice, so a prefix makes the id longer than the
+    /// 20 characters that versions before 2.5 allow: keep it out for such partners.
+    pub control_id_prefix: String,
+}
+
+impl Default for AckOptions {
+    fn default() -> Self {
+        Self {
+            include_err7: false,
+            include_err8: true,
+            sending_application: None,
+            sending_facility: None,
+            control_id_prefix: String::new(),
+        }
+    }
+}
+
+impl AckOptions {
+    /// Sets [`AckOptions::include_err7`].
+    #[must_use]
+    pub fn include_err7(mut self, include: bool) -> Self {
+        self.include_err7 = include;
+        self
+    }
+
+    /// Sets [`AckOptions::include_err8`].
+    #[must_use]
+    pub fn include_err8(mut self, include: bool) -> Self {
+        self.include_err8 = include;
+        self
+    }
+
+    /// Sets [`AckOptions::sending_application`].
+    #[must_use]
+    pub fn sending_application(mut self, application: impl Into<String>) -> Self {
+        self.sending_application = Some(application.into());
+        self
+    }
+
+    /// Sets [`AckOptions::sending_facility`].
+    #[must_use]
+    pub fn sending_facility(mut self, facility: impl Into<String>) -> Self {
+        self.sending_facility = Some(facility.into());
+        self
+    }
+
+    /// Sets [`AckOptions::control_id_prefix`].
+    #[must_use]
+    pub fn control_id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.control_id_prefix = prefix.into();
+        self
+    }
+}
+
+/// An encoded acknowledgment message (the payload, without MLLP framing), kept parsed.
+///
+/// Built with [`Ack::build`] from the message it answers, or with [`Ack::reject_unparseable`]
+/// for bytes that are not HL7. A received ACK can be read with [`Ack::from_message`].
+///
+/// `Debug` shows the code and the message's segment ids and lengths.
+#[derive(Clone)]
+pub struct Ack {
+    code: AckCode,
+    message: Message,
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ack")
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+/// Which ERR fields the ACK's version calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Before v2.5: ERR-1 (error code and location). `msa3` before v2.4, where MSA-3 (text
+    /// message) was still current.
+    Legacy { msa3: bool },
+    /// v2.5 and later: ERR-2 (location), ERR-3 (code), ERR-4 (severity), ERR-7/8 as configured.
+    Modern,
+    /// Unknown or absent version: both ERR-1 and ERR-2..4. Receivers ignore fields they do not
+    /// know (a rule of the standard), and v2.5+ still defines ERR-1 for backward compatibility.
+    Both,
+}
+
+fn number(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 4 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+impl Layout {
+    /// The layout for an MSH-12.1 value such as `2.3.1`.
+    fn for_version(version: &[u8]) -> Layout {
+        let mut parts = version.split(|&b| b == b'.');
+        let (Some(major), Some(minor)) =
+            (parts.next().and_then(number), parts.next().and_then(number))
+        else {
+            return Layout::Both;
+        };
+        match (major, minor) {
+            (0 | 1, _) => Layout::Legacy { msa3: true },
+            (2, m) if m < 4 => Layout::Legacy { msa3: true },
+            (2, 4) => Layout::Legacy { msa3: false },
+            _ => Layout::Modern,
+        }
+    }
+}
+
+/// What the ACK takes from the message it answers, raw (already encoded with `delimiters`).
+struct Header<'a> {
+    delimiters: Delimiters,
+    encoding_characters: &'a [u8],
+    /// Incoming MSH-5/6, which become the ACK's MSH-3/4.
+    sender: (&'a [u8], &'a [u8]),
+    /// Incoming MSH-3/4, which become the ACK's MSH-5/6.
+    receiver: (&'a [u8], &'a [u8]),
+    trigger: &'a [u8],
+    acknowledged_id: &'a [u8],
+    processing_id: &'a [u8],
+    version: &'a [u8],
+    charset: &'a [u8],
+    layout: Layout,
+}
+
+impl<'a> Header<'a> {
+    fn from_message(m: &'a Message) -> Self {
+        let raw = |path: &str| m.get(path).ok().flatten().map_or(&[][..], |v| v.as_bytes());
+        Header {
+            delimiters: *m.delimiters(),
+            encoding_characters: raw("MSH-2"),
+            sender: (m.receiving_application(), m.receiving_facility()),
+            receiver: (m.sending_application(), m.sending_facility()),
+            trigger: raw("MSH-9.2"),
+            acknowledged_id: raw("MSH-10"),
+            processing_id: raw("MSH-11"),
+            version: raw("MSH-12"),
+            charset: raw("MSH-18"),
+            layout: Layout::for_version(raw("MSH-12.1")),
+        }
+    }
+
+    /// The header of an ACK to bytes that are not HL7: nothing is taken from them.
+    fn unknown() -> Self {
+        Header {
+            delimiters: Delimiters::default(),
+            encoding_characters: b"^~\\&",
+            sender: (b"", b""),
+            receiver: (b"", b""),
+            trigger: b"",
+            acknowledged_id: b"",
+            processing_id: b"P",
+            version: b"2.5",
+            charset: b"",
+            layout: Layout::Both,
+        }
+    }
+}
+
+/// Writes a `^`-separated override with the message's own delimiters.
+fn encode_override(value: &str, d: &Delimiters) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    for (i, part) in value.split('^').enumerate() {
+        if i > 0 {
+            out.push(d.component());
+        }
+        out.extend_from_slice(&escape(part.as_bytes(), d));
+    }
+    out
+}
+
+struct Writer {
+    out: BytesMut,
+    d: Delimiters,
+}
+
+impl Writer {
+    fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn text(&mut self, text: &str) {
+        let escaped = escape(text.as_bytes(), &self.d);
+        self.out.extend_from_slice(&escaped);
+    }
+
+    fn field(&mut self) {
+        self.out.extend_from_slice(&[self.d.field()]);
+    }
+
+    fn component(&mut self) {
+        self.out.extend_from_slice(&[self.d.component()]);
+    }
+
+    fn subcomponent(&mut self) {
+        self.out.extend_from_slice(&[self.d.subcomponent()]);
+    }
+
+    fn number(&mut self, n: Option<usize>) {
+        if let Some(n) = n {
+            self.raw(n.to_string().as_bytes());
+        }
+    }
+
+    fn end_segment(&mut self) {
+        self.out.extend_from_slice(b"\r");
+    }
+
+    /// `segment^sequence^field^code&text&HL70357`: ERR-1 (CM_ELD), used before v2.5.
+    fn err1(&mut self, diagnostic: &Diagnostic, options: &AckOptions) {
+        if let Some(loc) = &diagnostic.location {
+            self.text(&loc.segment);
+            self.component();
+            self.number(Some(loc.sequence));
+            self.component();
+            self.number(loc.field);
+        } else {
+            self.component();
+            self.component();
+        }
+        self.component();
+        self.number(Some(usize::from(diagnostic.code.code())));
+        self.subcomponent();
+        if options.include_err8 && !diagnostic.text.is_empty() {
+            self.text(&diagnostic.text);
+        } else {
+            self.text(diagnostic.code.description());
+        }
+        self.subcomponent();
+        self.raw(b"HL70357");
+    }
+
+    /// ERR-2 (ERL): segment^sequence^field^repetition^component^subcomponent, trailing empty
+    /// components left out.
+    fn erl(&mut self, loc: &Location) {
+        self.text(&loc.segment);
+        self.component();
+        self.number(Some(loc.sequence));
+        let rest = [loc.field, loc.repetition, loc.component, loc.subcomponent];
+        let used = rest.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        for n in &rest[..used] {
+            self.component();
+            self.number(*n);
+        }
+    }
+
+    fn err(&mut self, diagnostic: &Diagnostic, layout: Layout, options: &AckOptions) {
+        self.raw(b"ERR");
+        self.field();
+        if matches!(layout, Layout::Legacy { .. } | Layout::Both) {
+            self.err1(diagnostic, options);
+        }
+        if matches!(layout, Layout::Modern | Layout::Both) {
+            self.field();
+            if let Some(loc) = &diagnostic.location {
+                self.erl(loc);
+            }
+            self.field();
+            self.number(Some(usize::from(diagnostic.code.code())));
+            self.component();
+            self.text(diagnostic.code.description());
+            self.component();
+            self.raw(b"HL70357");
+            self.field();
+            self.raw(diagnostic.severity.as_str().as_bytes());
+            if options.include_err7 || options.include_err8 {
+                // ERR-5 (application error code) and ERR-6 (parameter) stay empty.
+                self.raw(&[self.d.field(); 3]);
+                if options.include_err7 {
+                    self.text(&diagnostic.text);
+                }
+                if options.include_err8 {
+                    self.field();
+                    self.text(&diagnostic.text);
+                }
+            }
+        }
+        self.end_segment();
+    }
+}
+
+fn write(
+    header: &Header<'_>,
+    code: AckCode,
+    diagnostics: &[Diagnostic],
+    options: &AckOptions,
+) -> Bytes {
+    let d = header.delimiters;
+    let mut w = Writer {
+        out: BytesMut::with_capacity(256 + diagnostics.len() * 64),
+        d,
+    };
+    let sending_application = options
+        .sending_application
+        .as_deref()
+        .map_or(Cow::Borrowed(header.sender.0), |s| {
+            Cow::Owned(encode_override(s, &d))
+        });
+    let sending_facility = options
+        .sending_facility
+        .as_deref()
+        .map_or(Cow::Borrowed(header.sender.1), |s| {
+            Cow::Owned(encode_override(s, &d))
+        });
+    let control_id = next_control_id(&escape(options.control_id_prefix.as_bytes(), &d));
+
+    w.raw(b"MSH");
+    w.field();
+    w.raw(header.encoding_characters);
+    for part in [
+        &sending_application[..],
+        &sending_facility[..],
+        header.receiver.0,
+        header.receiver.1,
+    ] {
+        w.field();
+        w.raw(part);
+    }
+    w.field();
+    w.raw(timestamp(SystemTime::now()).as_bytes());
+    w.field(); // MSH-8, security
+    w.field();
+    w.raw(b"ACK");
+    if !header.trigger.is_empty() {
+        w.component();
+        w.raw(header.trigger);
+        w.component();
+        w.raw(b"ACK");
+    }
+    w.field();
+    w.raw(&control_id);
+    w.field();
+    w.raw(header.processing_id);
+    w.field();
+    w.raw(header.version);
+    if !header.charset.is_empty() {
+        // MSH-13..17 empty, then MSH-18: the ACK reuses bytes of the incoming MSH, so it is in
+        // the incoming character set.
+        w.raw(&[d.field(); 6]);
+        w.raw(header.charset);
+    }
+    w.end_segment();
+
+    w.raw(b"MSA");
+    w.field();
+    w.raw(code.as_str().as_bytes());
+    w.field();
+    w.raw(header.acknowledged_id);
+    if let (Layout::Legacy { msa3: true }, Some(first)) = (header.layout, diagnostics.first()) {
+        w.field();
+        if (options.include_err7 || options.include_err8) && !first.text.is_empty() {
+            w.text(&first.text);
+        } else {
+            w.text(first.code.description());
+        }
+    }
+    w.end_segment();
+
+    for diagnostic in diagnostics {
+        w.err(diagnostic, header.layout, options);
+    }
+    w.out.freeze()
+}
+
+impl Ack {
+    /// The acknowledgment of `incoming`, per DESIGN.md "Errors and acknowledgements".
+    ///
+    /// - MSH: the incoming delimiters (MSH-1, and MSH-2 verbatim, truncation character
+    ///   included); MSH-3/4 = incoming MSH-5/6 (unless overridden in `options`) and MSH-5/6 =
+    ///   incoming MSH-3/4; MSH-7 = now, UTC, `YYYYMMDDHHMMSS+0000`; MSH-9 = `ACK^<trigger>^ACK`
+    ///   with the incoming MSH-9.2, or `ACK` when it is absent; MSH-10 = a new unique control id;
+    ///   MSH-11 and MSH-12 copied verbatim, never "upgraded" (a sender that gets a version it
+    ///   does not speak may resend forever); MSH-18 copied when present.
+    /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
+    ///   it was still current (deprecated from v2.4): the first diagnostic's code description,
+    ///   or its text with [`AckOptions::include_err7`].
+    /// - One ERR segment per diagnostic, in order. Before v2.5 (by MSH-12.1): ERR-1 =
+    ///   `segment^sequence^field^code&description&HL70357`. From v2.5: ERR-2 = location (ERL),
+    ///   ERR-3 = `code^description^HL70357`, ERR-4 = severity, ERR-7/ERR-8 = the diagnostic text
+    ///   only when enabled. With no readable version, both layouts are written in each ERR.
+    ///
+    /// Every text is escaped with the incoming delimiters. The code does not have to match the
+    /// diagnostics: AA with warning diagnostics is how warnings are reported.
+    pub fn build(
+        incoming: &Message,
+        code: AckCode,
+        diagnostics: &[Diagnostic],
+        options: &AckOptions,
+    ) -> Ack {
+        let bytes = write(&Header::from_message(incoming), code, diagnostics, options);
+        Ack::from_written(code, bytes)
+    }
+
+    /// A best-effort AR for bytes that could not be parsed as HL7.
+    ///
+    /// When the payload starts with an MSH segment that parses on its own (the damage is
+    /// further on: a bad segment id, LF line endings), the ACK is [`Ack::build`] of that MSH:
+    /// its delimiters, version and processing id, and MSA-2 = its MSH-10. Nothing is guessed from
+    /// a damaged MSH, though: otherwise the ACK uses `|^~\&`, empty MSH-3..6 (or the overrides),
+    /// MSH-9 `ACK`, MSH-11 `P`, MSH-12 `2.5`, an empty MSA-2, and an ERR carrying both ERR-1 and
+    /// ERR-2..4, since the sender's version is unknown. One ERR holds `diagnostic` (typically
+    /// [`ParseError::to_diagnostic`](crate::hl7::ParseError::to_diagnostic): code 100 or 102).
+    pub fn reject_unparseable(raw: &[u8], diagnostic: &Diagnostic, options: &AckOptions) -> Ack {
+        let diagnostics = std::slice::from_ref(diagnostic);
+        let start = raw
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(raw.len());
+        let head = &raw[start..];
+        let end = memchr::memchr2(b'\r', b'\n', head).unwrap_or(head.len());
+        if head.starts_with(b"MSH")
+            && let Ok(msh) = Message::parse(Bytes::copy_from_slice(&head[..end]))
+        {
+            return Ack::build(&msh, AckCode::AR, diagnostics, options);
+        }
+        let bytes = write(&Header::unknown(), AckCode::AR, diagnostics, options);
+        Ack::from_written(AckCode::AR, bytes)
+    }
+
+    fn from_written(code: AckCode, bytes: Bytes) -> Ack {
+        match Message::parse(bytes) {
+            Ok(message) => Ack { code, message },
+            // Unreachable: the writer copies only whole MSH fields of a parsed message (no
+            // delimiter, CR or LF inside) and escapes every text. Should it ever happen, answer
+            // with a minimal AR rather than nothing.
+            Err(_) => {
+                debug_assert!(false, "the ACK writer produced an unparseable message");
+                let bytes = write(&Header::unknown(), AckCode::AR, &[], &AckOptions::default());
+                let message = Message::parse(bytes)
+                    .expect("a fixed ACK with default delimiters and alphanumeric ids parses");
+                Ack {
+                    code: AckCode::AR,
+                    message,
+                }
+            }
+        }
+    }
+
+    /// Reads a received acknowledgment: `None` when the message has no MSA segment or MSA-1 is
+    /// not a table 0008 code.
+    pub fn from_message(message: Message) -> Option<Ack> {
+        let code = AckCode::from_code(message.get("MSA-1").ok()??.as_bytes())?;
+        Some(Ack { code, message })
+    }
+
+    /// MSA-1, the acknowledgment code.
+    pub fn code(&self) -> AckCode {
+        self.code
+    }
+
+    /// The encoded ACK, without MLLP framing.
+    pub fn as_bytes(&self) -> &Bytes {
+        self.message.as_bytes()
+    }
+
+    /// The encoded ACK, without MLLP framing.
+    pub fn into_bytes(self) -> Bytes {
+        self.message.into_bytes()
+    }
+
+    /// The ACK's own MSH-10 (message control ID). Always present in a built ACK.
+    pub fn control_id(&self) -> Option<&str> {
+        self.message.control_id()
+    }
+
+    /// MSA-2: the control id of the message being acknowledged, raw (empty for an AR to bytes
+    /// with no readable MSH). A sender compares it with the MSH-10 it sent.
+    pub fn acknowledged_control_id(&self) -> &[u8] {
+        self.message
+            .get("MSA-2")
+            .ok()
+            .flatten()
+            .map_or(&[], |v| v.as_bytes())
+    }
+
+    /// The ACK as a parsed message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The ACK as a parsed message.
+    pub fn into_message(self) -> Message {
+        self.message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Version strings map to the ERR layout of their version; unreadable ones to both.
+    #[test]
+    fn layout_follows_the_version() {
+        for (v, layout) in [
+            (&b"2.1"[..], Layout::Legacy { msa3: true }),
+            (b"2.3", Layout::Legacy { msa3: true }),
+            (b"2.3.1", Layout::Legacy { msa3: true }),
+            (b"2.4", Layout::Legacy { msa3: false }),
+            (b"2.5", Layout::Modern),
+            (b"2.5.1", Layout::Modern),
+            (b"2.8.2", Layout::Modern),
+            (b"2.10", Layout::Modern),
+            (b"", Layout::Both),
+            (b"2", Layout::Both),
+            (b"V2.5", Layout::Both),
+            (b"2.x", Layout::Both),
+        ] {
+            assert_eq!(
+                Layout::for_version(v),
+                layout,
+                "{}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    /// The fallback ACK used if the writer ever failed is itself a valid ACK.
+    #[test]
+    fn fallback_ack_parses() {
+        let bytes = write(&Header::unknown(), AckCode::AR, &[], &AckOptions::default());
+        let ack = Ack::from_message(Message::parse(bytes).unwrap()).unwrap();
+        assert_eq!(ack.code(), AckCode::AR);
+    }
+}

@@ -1,0 +1,617 @@
+//! The parsed message and the borrowed views into it.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memchr::memchr;
+
+use super::parse::{self, Index, SegmentEntry};
+use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError, decode};
+
+/// An HL7 v2 message: the bytes as received, plus an index of segment and field offsets.
+///
+/// Parsing reads the delimiters from MSH-1/MSH-2 and finds every segment and field separator
+/// in one pass; repetitions, components and subcomponents are split on access, and escape
+/// sequences are decoded on access ([`Value::decoded`]). Nothing is copied: every view borrows
+/// the one [`Bytes`] buffer, and cloning a `Message` costs two reference-count increments.
+///
+/// The bytes are never changed, so [`Message::as_bytes`] re-encodes an unmodified message
+/// byte for byte. Content is bytes, not text: HL7 allows other character sets than UTF-8
+/// (MSH-18), so accessors return `&[u8]`, with `to_str` helpers for ASCII/UTF-8 content.
+///
+/// `Debug` prints segment ids and lengths only, never content: HL7 carries patient data.
+///
+/// The index holds 4 bytes per field separator and 20 per segment: typically less than the
+/// message itself, and never more than about 9 times its size (a payload made only of
+/// delimiters), so the frame size limit bounds it.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use mllp::hl7::Message;
+/// let msg = Message::parse(Bytes::from_static(
+///     b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240102030405||ORU^R01^ORU_R01|MSG001|P|2.5.1\r\
+///       PID|1||123^^^HOSP^MR~456^^^SSA^SS||DOE^JANE^Q\\S\\R\r",
+/// ))?;
+/// assert_eq!(msg.message_code(), Some("ORU"));
+/// assert_eq!(msg.trigger_event(), Some("R01"));
+/// assert_eq!(msg.control_id(), Some("MSG001"));
+/// assert_eq!(msg.get("PID-3(2).4")?.unwrap().as_bytes(), b"SSA");
+/// assert_eq!(msg.get("PID-5.3")?.unwrap().as_bytes(), b"Q\\S\\R");
+/// assert_eq!(&*msg.get("PID-5.3")?.unwrap().decoded(), b"Q^R");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Message {
+    bytes: Bytes,
+    index: Arc<Index>,
+}
+
+/// What MSH-15 (accept acknowledgment type) or MSH-16 (application acknowledgment type) asks
+/// for: HL7 table 0155.
+///
+/// Table 0155 has had these four values since v2.2 and no version adds one, so the enum is
+/// exhaustive: a `match` on it needs no wildcard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckRequirement {
+    /// `AL`: always send the acknowledgment.
+    Always,
+    /// `NE`: never send it.
+    Never,
+    /// `ER`: only for error or reject conditions.
+    ErrorOnly,
+    /// `SU`: only on successful completion.
+    SuccessOnly,
+}
+
+impl AckRequirement {
+    /// Reads a table 0155 code (`AL`, `NE`, `ER`, `SU`, exact case). Any other value is `None`.
+    pub fn from_code(code: &[u8]) -> Option<Self> {
+        match code {
+            b"AL" => Some(AckRequirement::Always),
+            b"NE" => Some(AckRequirement::Never),
+            b"ER" => Some(AckRequirement::ErrorOnly),
+            b"SU" => Some(AckRequirement::SuccessOnly),
+            _ => None,
+        }
+    }
+
+    /// The table 0155 code.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AckRequirement::Always => "AL",
+            AckRequirement::Never => "NE",
+            AckRequirement::ErrorOnly => "ER",
+            AckRequirement::SuccessOnly => "SU",
+        }
+    }
+}
+
+impl fmt::Display for AckRequirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Some(str)` when the value is non-empty valid UTF-8.
+fn non_empty_str(value: Option<Value<'_>>) -> Option<&str> {
+    value.and_then(|v| v.to_str()).filter(|s| !s.is_empty())
+}
+
+impl Message {
+    /// Parses a message under the wire rules: segments end in CR (the last one may omit it).
+    ///
+    /// Empty segments are skipped. Segments after MSH are not checked against any message
+    /// structure: that is validation, not parsing.
+    ///
+    /// # Errors
+    ///
+    /// [`ParseError`] when the bytes are empty, do not start with MSH, have unusable delimiters,
+    /// hold a malformed segment id, or use LF line endings.
+    pub fn parse(bytes: Bytes) -> Result<Message, ParseError> {
+        Message::parse_with(bytes, &ParseOptions::default())
+    }
+
+    /// Parses a message with explicit [`ParseOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Message::parse`]; with lenient line endings, LF never causes an error.
+    pub fn parse_with(bytes: Bytes, options: &ParseOptions) -> Result<Message, ParseError> {
+        let index = parse::index(&bytes, options)?;
+        Ok(Message {
+            bytes,
+            index: Arc::new(index),
+        })
+    }
+
+    /// The message exactly as received.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The message exactly as received, giving up the index.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The delimiters declared in MSH-1 and MSH-2.
+    pub fn delimiters(&self) -> &Delimiters {
+        &self.index.delimiters
+    }
+
+    /// Every segment, in order; MSH first.
+    pub fn segments(&self) -> impl ExactSizeIterator<Item = Segment<'_>> + '_ {
+        self.index
+            .segments
+            .iter()
+            .enumerate()
+            .map(move |(i, entry)| Segment {
+                message: self,
+                entry,
+                position: i + 1,
+            })
+    }
+
+    /// How many segments the message has (empty segments are not counted).
+    pub fn segment_count(&self) -> usize {
+        self.index.segments.len()
+    }
+
+    /// The MSH segment (always present in a parsed message).
+    pub fn msh(&self) -> Segment<'_> {
+        Segment {
+            message: self,
+            entry: &self.index.segments[0],
+            position: 1,
+        }
+    }
+
+    /// The first segment with this id.
+    pub fn segment(&self, id: &str) -> Option<Segment<'_>> {
+        self.segments_by_id(id).next()
+    }
+
+    /// Every segment with this id, in order. An id that is not three bytes matches nothing.
+    pub fn segments_by_id<'a>(&'a self, id: &str) -> impl Iterator<Item = Segment<'a>> + use<'a> {
+        let id: Option<[u8; 3]> = id.as_bytes().try_into().ok();
+        self.segments().filter(move |s| Some(s.entry.id) == id)
+    }
+
+    /// Resolves a field path such as `PID-5.1`, `PID-3(2).1`, `OBX(3)-5` or `MSH-9.2`.
+    ///
+    /// `Ok(None)` means the path is well formed but the message does not reach that far (no such
+    /// segment, field, repetition, component or subcomponent). A present but empty position is
+    /// `Some` of an empty value.
+    ///
+    /// # Errors
+    ///
+    /// [`PathError`] when the path string is malformed. See [`FieldPath`] for the grammar.
+    pub fn get(&self, path: &str) -> Result<Option<Value<'_>>, PathError> {
+        let path: FieldPath = path.parse()?;
+        Ok(self.lookup(&path))
+    }
+
+    /// Resolves a field path parsed beforehand.
+    pub fn lookup(&self, path: &FieldPath) -> Option<Value<'_>> {
+        let segment = self
+            .segments()
+            .filter(|s| s.entry.id == path.segment)
+            .nth(path.occurrence - 1)?;
+        let mut value = segment.field(path.field)?;
+        if let Some(r) = path.repetition {
+            value = value.repetition(r)?;
+        }
+        if let Some(c) = path.component {
+            value = value.component(c)?;
+        }
+        if let Some(s) = path.subcomponent {
+            value = value.subcomponent(s)?;
+        }
+        Some(value)
+    }
+
+    fn msh_field(&self, n: usize) -> Option<Value<'_>> {
+        self.msh().field(n)
+    }
+
+    fn msh_raw(&self, n: usize) -> &[u8] {
+        self.msh_field(n).map_or(&[], |v| v.as_bytes())
+    }
+
+    /// MSH-9.1, the message code (e.g. `"ADT"`). `None` when absent, empty or not UTF-8.
+    pub fn message_code(&self) -> Option<&str> {
+        non_empty_str(self.msh_field(9).and_then(|v| v.component(1)))
+    }
+
+    /// MSH-9.2, the trigger event (e.g. `"A01"`). `None` when absent, empty or not UTF-8.
+    pub fn trigger_event(&self) -> Option<&str> {
+        non_empty_str(self.msh_field(9).and_then(|v| v.component(2)))
+    }
+
+    /// MSH-9.3, the message structure (e.g. `"ADT_A01"`). `None` when absent, empty or not
+    /// UTF-8 (it only exists from v2.3.1 on).
+    pub fn message_structure(&self) -> Option<&str> {
+        non_empty_str(self.msh_field(9).and_then(|v| v.component(3)))
+    }
+
+    /// MSH-10, the message control ID, whole and raw. `None` when absent, empty or not UTF-8.
+    pub fn control_id(&self) -> Option<&str> {
+        non_empty_str(self.msh_field(10))
+    }
+
+    /// MSH-11.1, the processing ID (`P`, `T`, `D`). `None` when absent, empty or not UTF-8.
+    pub fn processing_id(&self) -> Option<&str> {
+        non_empty_str(self.msh_field(11).and_then(|v| v.component(1)))
+    }
+
+    /// MSH-12.1, the version ID (e.g. `"2.5.1"`). `None` when absent, empty or not UTF-8.
+    pub fn version(&self) -> Option<&str> {
+        non_empty_str(self.msh_field(12).and_then(|v| v.component(1)))
+    }
+
+    /// MSH-15, the accept acknowledgment type. `None` when absent, empty, or not a table 0155
+    /// code: an unknown value is treated like no value (original acknowledgment rules).
+    pub fn accept_ack_type(&self) -> Option<AckRequirement> {
+        self.msh_field(15)
+            .and_then(|v| v.component(1))
+            .and_then(|v| AckRequirement::from_code(v.as_bytes()))
+    }
+
+    /// MSH-16, the application acknowledgment type; `None` as for [`Message::accept_ack_type`].
+    pub fn application_ack_type(&self) -> Option<AckRequirement> {
+        self.msh_field(16)
+            .and_then(|v| v.component(1))
+            .and_then(|v| AckRequirement::from_code(v.as_bytes()))
+    }
+
+    /// MSH-18, the character set, first repetition (e.g. `"8859/1"`, `"UNICODE UTF-8"`).
+    /// `None` when absent or empty (which means ASCII), or not UTF-8.
+    pub fn charset(&self) -> Option<&str> {
+        non_empty_str(self.msh_field(18).and_then(|v| v.repetition(1)))
+    }
+
+    /// MSH-3, the sending application, raw and whole (every component); empty when absent.
+    pub fn sending_application(&self) -> &[u8] {
+        self.msh_raw(3)
+    }
+
+    /// MSH-4, the sending facility, raw and whole; empty when absent.
+    pub fn sending_facility(&self) -> &[u8] {
+        self.msh_raw(4)
+    }
+
+    /// MSH-5, the receiving application, raw and whole; empty when absent.
+    pub fn receiving_application(&self) -> &[u8] {
+        self.msh_raw(5)
+    }
+
+    /// MSH-6, the receiving facility, raw and whole; empty when absent.
+    pub fn receiving_facility(&self) -> &[u8] {
+        self.msh_raw(6)
+    }
+}
+
+impl fmt::Debug for Message {
+    /// Segment ids and lengths only: content may be patient data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Summary<'a>(&'a Message);
+        impl fmt::Debug for Summary<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut list = f.debug_list();
+                for s in self.0.segments() {
+                    list.entry(&format_args!("{}({})", s.id(), s.as_bytes().len()));
+                }
+                list.finish()
+            }
+        }
+        f.debug_struct("Message")
+            .field("len", &self.bytes.len())
+            .field("segments", &Summary(self))
+            .finish()
+    }
+}
+
+/// One segment of a [`Message`].
+#[derive(Clone, Copy)]
+pub struct Segment<'a> {
+    message: &'a Message,
+    entry: &'a SegmentEntry,
+    position: usize,
+}
+
+impl<'a> Segment<'a> {
+    /// The three-character segment id, e.g. `"PID"`.
+    pub fn id(&self) -> &'a str {
+        // The parser only accepts ASCII uppercase letters and digits.
+        std::str::from_utf8(&self.entry.id).unwrap_or("")
+    }
+
+    /// 1-based position in the message (MSH is 1).
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Which segment with this id it is (1 = the first): the ERR-2 segment sequence.
+    pub fn sequence(&self) -> usize {
+        1 + self.message.index.segments[..self.position - 1]
+            .iter()
+            .filter(|e| e.id == self.entry.id)
+            .count()
+    }
+
+    /// This segment as an error [`Location`].
+    pub fn location(&self) -> Location {
+        Location::new(self.id(), self.sequence())
+    }
+
+    /// The raw segment, id included, terminator excluded.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        &self.message.bytes[self.entry.start as usize..self.entry.end as usize]
+    }
+
+    fn is_msh(&self) -> bool {
+        self.entry.id == *b"MSH"
+    }
+
+    /// The number of fields. For an MSH segment this counts MSH-1 (the field separator) and
+    /// MSH-2.
+    pub fn field_count(&self) -> usize {
+        self.entry.separators as usize + usize::from(self.is_msh())
+    }
+
+    /// Field `n` (1-based), whole: every repetition, raw.
+    ///
+    /// For MSH, field 1 is the field separator and field 2 the encoding characters, as in the
+    /// standard; both are literal values (never split, never unescaped).
+    pub fn field(&self, n: usize) -> Option<Value<'a>> {
+        let delimiters = &self.message.index.delimiters;
+        let bytes: &'a [u8] = &self.message.bytes;
+        let start = self.entry.start as usize;
+        let (split, level) = match (self.is_msh(), n) {
+            (_, 0) => return None,
+            (true, 1) => {
+                return Some(Value::new(
+                    &bytes[start + 3..start + 4],
+                    delimiters,
+                    Level::Literal,
+                ));
+            }
+            (true, 2) => (1, Level::Literal),
+            (true, n) => (n - 1, Level::Field),
+            (false, n) => (n, Level::Field),
+        };
+        let count = self.entry.separators as usize;
+        if split > count {
+            return None;
+        }
+        let seps = &self.message.index.separators[self.entry.first_separator as usize..][..count];
+        let from = seps[split - 1] as usize + 1;
+        let to = seps
+            .get(split)
+            .map_or(self.entry.end as usize, |&s| s as usize);
+        Some(Value::new(&bytes[from..to], delimiters, level))
+    }
+
+    /// Every field, from field 1 on.
+    pub fn fields(&self) -> impl Iterator<Item = Value<'a>> + 'a {
+        let segment = *self;
+        (1..=self.field_count()).filter_map(move |n| segment.field(n))
+    }
+}
+
+impl fmt::Debug for Segment<'_> {
+    /// The id, position and sizes only: content may be patient data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("id", &self.id())
+            .field("position", &self.position)
+            .field("len", &self.as_bytes().len())
+            .field("fields", &self.field_count())
+            .finish()
+    }
+}
+
+/// How deep in the field a [`Value`] sits; decides what the next split uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Field,
+    Repetition,
+    Component,
+    Subcomponent,
+    /// MSH-1 and MSH-2: the delimiters themselves; never split, never unescaped.
+    Literal,
+}
+
+/// A field, field repetition, component or subcomponent of a [`Message`]: raw bytes borrowed
+/// from the message, plus the delimiters needed to split or decode them.
+///
+/// Going down a level follows the HL7 rule that a value without deeper structure is its own
+/// first part: on a component, `component(1)` and `subcomponent(1)` are the component itself.
+/// On a whole field, `component(n)` and `subcomponent(n)` look into the first repetition.
+/// Index 0 is never valid.
+#[derive(Clone, Copy)]
+pub struct Value<'a> {
+    raw: &'a [u8],
+    delimiters: &'a Delimiters,
+    level: Level,
+}
+
+/// The `n`-th (1-based) piece of `raw` split on `sep`.
+fn nth_piece(raw: &[u8], sep: u8, n: usize) -> Option<&[u8]> {
+    let mut rest = raw;
+    for _ in 1..n {
+        let i = memchr(sep, rest)?;
+        rest = &rest[i + 1..];
+    }
+    let end = memchr(sep, rest).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+impl<'a> Value<'a> {
+    const fn new(raw: &'a [u8], delimiters: &'a Delimiters, level: Level) -> Self {
+        Value {
+            raw,
+            delimiters,
+            level,
+        }
+    }
+
+    /// The raw bytes, escape sequences and inner delimiters included.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Whether the value is empty (not present in the sense of HL7: no data).
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Whether the value is the HL7 explicit null `""` (delete the value at the receiver),
+    /// which differs from an empty value (leave it unchanged).
+    pub fn is_null(&self) -> bool {
+        self.raw == b"\"\""
+    }
+
+    /// The raw bytes as `&str`, or `None` when they are not valid UTF-8 (Latin-1 content, for
+    /// example; see MSH-18). Escape sequences are not decoded.
+    pub fn to_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.raw).ok()
+    }
+
+    /// The content with escape sequences decoded (see [`decode`](crate::hl7::decode)); borrowed
+    /// when there is nothing to decode. MSH-1 and MSH-2 are returned as they are.
+    pub fn decoded(&self) -> Cow<'a, [u8]> {
+        if self.level == Level::Literal {
+            Cow::Borrowed(self.raw)
+        } else {
+            decode(self.raw, self.delimiters)
+        }
+    }
+
+    /// The separator that splits this value into the parts of `target` level, when this value
+    /// sits right above it.
+    fn separator_for(&self, target: Level) -> Option<u8> {
+        match (self.level, target) {
+            (Level::Field, Level::Repetition) => Some(self.delimiters.repetition()),
+            (Level::Repetition, Level::Component) => Some(self.delimiters.component()),
+            (Level::Component, Level::Subcomponent) => Some(self.delimiters.subcomponent()),
+            _ => None,
+        }
+    }
+
+    /// Steps down to the value directly above `target`: a field's first repetition for
+    /// components, a repetition's first component for subcomponents.
+    fn parent_of(self, target: Level) -> Option<Value<'a>> {
+        match (self.level, target) {
+            (Level::Field, Level::Component) => self.repetition(1),
+            (Level::Field | Level::Repetition, Level::Subcomponent) => self.component(1),
+            _ => Some(self),
+        }
+    }
+
+    fn nth(self, target: Level, n: usize) -> Option<Value<'a>> {
+        if n == 0 {
+            return None;
+        }
+        let parent = self.parent_of(target)?;
+        match parent.separator_for(target) {
+            Some(sep) => nth_piece(parent.raw, sep, n).map(|raw| Value {
+                raw,
+                level: target,
+                ..parent
+            }),
+            // Already at or below the target level: the value is its own first part.
+            None => (n == 1).then_some(parent),
+        }
+    }
+
+    fn all(self, target: Level) -> Values<'a> {
+        let parent = self.parent_of(target);
+        Values {
+            rest: parent.map(|p| p.raw),
+            separator: parent.and_then(|p| p.separator_for(target)),
+            delimiters: self.delimiters,
+            level: parent.map_or(target, |p| match p.separator_for(target) {
+                Some(_) => target,
+                None => p.level,
+            }),
+        }
+    }
+
+    /// Repetition `n` (1-based) of a field. Below field level only `n == 1` exists.
+    pub fn repetition(&self, n: usize) -> Option<Value<'a>> {
+        self.nth(Level::Repetition, n)
+    }
+
+    /// Component `n` (1-based). On a whole field, taken from the first repetition.
+    pub fn component(&self, n: usize) -> Option<Value<'a>> {
+        self.nth(Level::Component, n)
+    }
+
+    /// Subcomponent `n` (1-based). On a field or repetition, taken from the first component.
+    pub fn subcomponent(&self, n: usize) -> Option<Value<'a>> {
+        self.nth(Level::Subcomponent, n)
+    }
+
+    /// Every repetition of a field (an empty field has one, empty).
+    pub fn repetitions(&self) -> Values<'a> {
+        self.all(Level::Repetition)
+    }
+
+    /// Every component (of the first repetition, on a whole field).
+    pub fn components(&self) -> Values<'a> {
+        self.all(Level::Component)
+    }
+
+    /// Every subcomponent (of the first component, on a field or repetition).
+    pub fn subcomponents(&self) -> Values<'a> {
+        self.all(Level::Subcomponent)
+    }
+}
+
+impl fmt::Debug for Value<'_> {
+    /// The level and length only: content may be patient data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value")
+            .field("level", &self.level)
+            .field("len", &self.raw.len())
+            .finish()
+    }
+}
+
+/// Iterator over the repetitions, components or subcomponents of a [`Value`].
+#[derive(Clone)]
+pub struct Values<'a> {
+    rest: Option<&'a [u8]>,
+    separator: Option<u8>,
+    delimiters: &'a Delimiters,
+    level: Level,
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = Value<'a>;
+
+    fn next(&mut self) -> Option<Value<'a>> {
+        let rest = self.rest?;
+        let (raw, next) = match self.separator.and_then(|s| memchr(s, rest)) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        self.rest = next;
+        Some(Value::new(raw, self.delimiters, self.level))
+    }
+}
+
+impl fmt::Debug for Values<'_> {
+    /// The remaining length only: content may be patient data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Values")
+            .field("level", &self.level)
+            .field("remaining_len", &self.rest.map_or(0, <[u8]>::len))
+            .finish()
+    }
+}
