@@ -154,7 +154,9 @@ async fn start(telemetry: &Telemetry) -> ServerHandle {
 async fn run(server: &ServerHandle, payload: &Bytes, connections: u64, messages: u64) -> Duration {
     let mut peers = Vec::new();
     for _ in 0..connections {
-        let stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+        let stream = TcpStream::connect(server.local_addr())
+            .await
+            .expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         peers.push(Framed::new(stream, MllpCodec::new()));
     }

@@ -323,11 +323,15 @@ impl OtelGuard {
     /// [`OtelError::Shutdown`] when an export failed or timed out.
     pub fn force_flush(&self) -> Result<(), OtelError> {
         let traces = match &self.tracer {
-            Some(provider) => provider.force_flush().map_err(|e| shutdown_error("traces", e)),
+            Some(provider) => provider
+                .force_flush()
+                .map_err(|e| shutdown_error("traces", e)),
             None => Ok(()),
         };
         let metrics = match &self.meter {
-            Some(provider) => provider.force_flush().map_err(|e| shutdown_error("metrics", e)),
+            Some(provider) => provider
+                .force_flush()
+                .map_err(|e| shutdown_error("metrics", e)),
             None => Ok(()),
         };
         traces.and(metrics)
@@ -348,7 +352,9 @@ impl OtelGuard {
             None => Ok(()),
         };
         let metrics = match self.meter.take() {
-            Some(provider) => provider.shutdown().map_err(|e| shutdown_error("metrics", e)),
+            Some(provider) => provider
+                .shutdown()
+                .map_err(|e| shutdown_error("metrics", e)),
             None => Ok(()),
         };
         traces.and(metrics)
@@ -363,7 +369,10 @@ impl Drop for OtelGuard {
     }
 }
 
-fn shutdown_error(signal: &'static str, error: opentelemetry_sdk::error::OTelSdkError) -> OtelError {
+fn shutdown_error(
+    signal: &'static str,
+    error: opentelemetry_sdk::error::OTelSdkError,
+) -> OtelError {
     OtelError::Shutdown {
         signal,
         source: Box::new(error),
@@ -458,9 +467,13 @@ pub fn init(options: OtelOptions) -> Result<OtelGuard, OtelError> {
             endpoint: Some(endpoint),
         } => tracing::info!(endpoint = %endpoint, "exporting traces and metrics over otlp/http"),
         Export::Otlp { endpoint: None } => {
-            tracing::info!("exporting traces and metrics over otlp/http (endpoint from environment)")
+            tracing::info!(
+                "exporting traces and metrics over otlp/http (endpoint from environment)"
+            )
         }
-        Export::Stdout => tracing::info!("no otlp endpoint: exporting traces and metrics to stdout"),
+        Export::Stdout => {
+            tracing::info!("no otlp endpoint: exporting traces and metrics to stdout")
+        }
         Export::LogsOnly => {
             tracing::info!("no otlp endpoint: traces and metrics are not exported")
         }
@@ -493,11 +506,11 @@ fn decide_export(options: &OtelOptions) -> Result<Export, OtelError> {
     }
     let mut from_env = false;
     for var in ENDPOINT_VARS {
-        if let Ok(value) = std::env::var(var) {
-            if !value.trim().is_empty() {
-                check_scheme(value.trim())?;
-                from_env = true;
-            }
+        if let Ok(value) = std::env::var(var)
+            && !value.trim().is_empty()
+        {
+            check_scheme(value.trim())?;
+            from_env = true;
         }
     }
     Ok(match (from_env, options.fallback) {

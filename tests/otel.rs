@@ -17,12 +17,12 @@ use bytes::Bytes;
 use mllp::app::{HandlerError, Request, Router};
 use mllp::hl7::Message;
 use mllp::{Server, ServerBuilder, ServerHandle};
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use opentelemetry::metrics::MeterProvider as _;
 use support::{Peer, SENTINEL, field, within};
 use tracing::Instrument;
 use tracing_subscriber::filter::LevelFilter;
@@ -142,7 +142,9 @@ impl Metrics {
     }
 
     fn unit(&self, name: &str) -> String {
-        self.find(name).map(|m| m.unit().to_owned()).unwrap_or_default()
+        self.find(name)
+            .map(|m| m.unit().to_owned())
+            .unwrap_or_default()
     }
 
     fn find(&self, name: &str) -> Option<&opentelemetry_sdk::metrics::data::Metric> {
@@ -201,18 +203,18 @@ impl Metrics {
         };
         let mut out = BTreeSet::new();
         match metric.data() {
-            AggregatedMetrics::U64(MetricData::Sum(s)) => {
-                s.data_points().for_each(|p| out.extend(keys(&mut p.attributes())))
-            }
-            AggregatedMetrics::I64(MetricData::Sum(s)) => {
-                s.data_points().for_each(|p| out.extend(keys(&mut p.attributes())))
-            }
-            AggregatedMetrics::F64(MetricData::Histogram(h)) => {
-                h.data_points().for_each(|p| out.extend(keys(&mut p.attributes())))
-            }
-            AggregatedMetrics::U64(MetricData::Histogram(h)) => {
-                h.data_points().for_each(|p| out.extend(keys(&mut p.attributes())))
-            }
+            AggregatedMetrics::U64(MetricData::Sum(s)) => s
+                .data_points()
+                .for_each(|p| out.extend(keys(&mut p.attributes()))),
+            AggregatedMetrics::I64(MetricData::Sum(s)) => s
+                .data_points()
+                .for_each(|p| out.extend(keys(&mut p.attributes()))),
+            AggregatedMetrics::F64(MetricData::Histogram(h)) => h
+                .data_points()
+                .for_each(|p| out.extend(keys(&mut p.attributes()))),
+            AggregatedMetrics::U64(MetricData::Histogram(h)) => h
+                .data_points()
+                .for_each(|p| out.extend(keys(&mut p.attributes()))),
             other => panic!("unexpected aggregation for {name}: {other:?}"),
         }
         out
@@ -277,6 +279,17 @@ fn phi_message(message_type: &str, control_id: &str) -> Bytes {
     ))
 }
 
+/// A handler that panics (a bug in user code).
+async fn boom(_req: Request) {
+    panic!("boom")
+}
+
+/// A handler that panics with patient data in its panic text.
+async fn panic_with_patient_name(req: Request) {
+    let name = field(req.message(), "PID-5.1");
+    panic!("bad patient {name}")
+}
+
 fn ack_code(reply: &Message) -> String {
     field(reply, "MSA-1")
 }
@@ -315,19 +328,34 @@ async fn handled_message_is_a_root_span_linked_to_its_connection() {
     let handler = only(&spans, "handler.store");
 
     // The tree: message is a root of its own trace, linked to the connection span.
-    assert_eq!(message.parent_span_id, SpanId::INVALID, "message span is a root");
+    assert_eq!(
+        message.parent_span_id,
+        SpanId::INVALID,
+        "message span is a root"
+    );
     assert_ne!(
         message.span_context.trace_id(),
         connection.span_context.trace_id(),
         "one trace per message, not per connection"
     );
-    let links: Vec<_> = message.links.iter().map(|l| l.span_context.clone()).collect();
-    assert_eq!(links, vec![connection.span_context.clone()], "follows_from link");
+    let links: Vec<_> = message
+        .links
+        .iter()
+        .map(|l| l.span_context.clone())
+        .collect();
+    assert_eq!(
+        links,
+        vec![connection.span_context.clone()],
+        "follows_from link"
+    );
     assert_eq!(message.span_kind, SpanKind::Server);
     assert_eq!(connection.span_kind, SpanKind::Internal);
     // The handler's span nests under the message span across the task boundary.
     assert_eq!(handler.parent_span_id, message.span_context.span_id());
-    assert_eq!(handler.span_context.trace_id(), message.span_context.trace_id());
+    assert_eq!(
+        handler.span_context.trace_id(),
+        message.span_context.trace_id()
+    );
 
     // Attributes and their types.
     let id = int(connection, "mllp.connection.id");
@@ -335,7 +363,10 @@ async fn handled_message_is_a_root_span_linked_to_its_connection() {
     for span in [connection, message] {
         assert_eq!(string(span, "network.peer.address"), "127.0.0.1");
         assert!(int(span, "network.peer.port") > 0);
-        assert_eq!(int(span, "server.port"), i64::from(server.local_addr().port()));
+        assert_eq!(
+            int(span, "server.port"),
+            i64::from(server.local_addr().port())
+        );
         assert_eq!(string(span, "network.transport"), "tcp");
     }
     assert_eq!(attr(connection, "tls"), Some(&Value::Bool(false)));
@@ -389,7 +420,10 @@ async fn handled_message_is_a_root_span_linked_to_its_connection() {
         metrics.histogram("mllp.server.message.size", &[]),
         (1, payload.len() as f64)
     );
-    assert_eq!(metrics.sum("mllp.server.received", &[]), payload.len() as i64);
+    assert_eq!(
+        metrics.sum("mllp.server.received", &[]),
+        payload.len() as i64
+    );
     assert_eq!(metrics.sum("mllp.server.sent", &[]), response_size);
     assert_eq!(metrics.sum("mllp.server.connections.opened", &[]), 1);
     assert_eq!(metrics.sum("mllp.server.connections.closed", &[]), 1);
@@ -419,7 +453,10 @@ async fn handler_error_gives_error_status_and_ae_metric() {
     });
     let server = telemetry.start(Server::builder().router(router)).await;
     let mut peer = Peer::connect(server.local_addr()).await;
-    assert_eq!(ack_code(&peer.call(phi_message("ADT^A01", "E1")).await), "AE");
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A01", "E1")).await),
+        "AE"
+    );
     drop(peer);
     within(server.shutdown()).await;
 
@@ -442,7 +479,10 @@ async fn unrouted_message_gives_error_status_and_ar_metric() {
     let router = Router::new().route("ADT^A01", |_req: Request| async {});
     let server = telemetry.start(Server::builder().router(router)).await;
     let mut peer = Peer::connect(server.local_addr()).await;
-    assert_eq!(ack_code(&peer.call(phi_message("ORU^R01", "U1")).await), "AR");
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ORU^R01", "U1")).await),
+        "AR"
+    );
     drop(peer);
     within(server.shutdown()).await;
 
@@ -475,7 +515,10 @@ async fn handler_timeout_records_timeout_exception() {
         )
         .await;
     let mut peer = Peer::connect(server.local_addr()).await;
-    assert_eq!(ack_code(&peer.call(phi_message("ADT^A01", "T1")).await), "AE");
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A01", "T1")).await),
+        "AE"
+    );
     drop(peer);
     within(server.shutdown()).await;
 
@@ -487,7 +530,10 @@ async fn handler_timeout_records_timeout_exception() {
 
     let metrics = telemetry.metrics();
     assert_eq!(
-        metrics.sum("mllp.server.handler.exceptions", &[("error.type", "timeout")]),
+        metrics.sum(
+            "mllp.server.handler.exceptions",
+            &[("error.type", "timeout")]
+        ),
         1
     );
     assert_eq!(
@@ -505,10 +551,13 @@ async fn handler_timeout_records_timeout_exception() {
 #[tokio::test]
 async fn handler_panic_records_panic_exception() {
     let telemetry = Telemetry::install();
-    let router = Router::new().route("ADT^A01", |_req: Request| async { panic!("boom") });
+    let router = Router::new().route("ADT^A01", boom);
     let server = telemetry.start(Server::builder().router(router)).await;
     let mut peer = Peer::connect(server.local_addr()).await;
-    assert_eq!(ack_code(&peer.call(phi_message("ADT^A01", "P1")).await), "AE");
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A01", "P1")).await),
+        "AE"
+    );
     drop(peer);
     within(server.shutdown()).await;
 
@@ -608,10 +657,7 @@ async fn patient_data_never_reaches_spans_metrics_or_logs() {
             Err::<(), _>(HandlerError::internal(format!("cannot store {name}")))
         })
         .route("ADT^A03", |_req: Request| std::future::pending::<()>())
-        .route("ADT^A04", |req: Request| async move {
-            let name = field(req.message(), "PID-5.1");
-            panic!("bad patient {name}");
-        });
+        .route("ADT^A04", panic_with_patient_name);
     let server = telemetry
         .start(
             Server::builder()
@@ -639,7 +685,11 @@ async fn patient_data_never_reaches_spans_metrics_or_logs() {
     within(server.shutdown()).await;
 
     let spans = telemetry.spans();
-    assert_eq!(named(&spans, "mllp.message").len(), 6, "every path was taken");
+    assert_eq!(
+        named(&spans, "mllp.message").len(),
+        6,
+        "every path was taken"
+    );
     for span in &spans {
         let text = format!("{span:?}");
         assert!(
@@ -654,7 +704,10 @@ async fn patient_data_never_reaches_spans_metrics_or_logs() {
     let logs = telemetry.logs.text();
     assert!(logs.contains("admitted"), "the log capture works: {logs}");
     for line in logs.lines() {
-        assert!(!line.contains(SENTINEL), "patient data in a log line: {line}");
+        assert!(
+            !line.contains(SENTINEL),
+            "patient data in a log line: {line}"
+        );
     }
 }
 
@@ -667,7 +720,9 @@ async fn patient_data_never_reaches_spans_metrics_or_logs() {
 fn documented(heading: &str) -> BTreeSet<String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/telemetry.md"))
         .expect("docs/telemetry.md");
-    let start = doc.find(heading).unwrap_or_else(|| panic!("{heading} in the doc"));
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in the doc"));
     doc[start..]
         .lines()
         .skip_while(|l| !l.starts_with('|'))
@@ -698,11 +753,17 @@ async fn documented_metrics_are_exactly_the_exported_ones() {
     });
     let router = Router::new()
         .route("ADT^A01", |_req: Request| async {})
-        .route("ADT^A04", |_req: Request| async { panic!("boom") });
+        .route("ADT^A04", boom);
     let server = telemetry.start(Server::builder().router(router)).await;
     let mut peer = Peer::connect(server.local_addr()).await;
-    assert_eq!(ack_code(&peer.call(phi_message("ADT^A01", "D1")).await), "AA");
-    assert_eq!(ack_code(&peer.call(phi_message("ADT^A04", "D2")).await), "AE");
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A01", "D1")).await),
+        "AA"
+    );
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A04", "D2")).await),
+        "AE"
+    );
     peer.send_raw(b"stray").await;
     peer.expect_closed().await;
     within(server.shutdown()).await;
@@ -718,11 +779,17 @@ async fn documented_span_attributes_are_exactly_the_exported_ones() {
     let telemetry = Telemetry::install();
     let router = Router::new()
         .route("ADT^A01", |_req: Request| async {})
-        .route("ADT^A04", |_req: Request| async { panic!("boom") });
+        .route("ADT^A04", boom);
     let server = telemetry.start(Server::builder().router(router)).await;
     let mut peer = Peer::connect(server.local_addr()).await;
-    assert_eq!(ack_code(&peer.call(phi_message("ADT^A01", "D1")).await), "AA");
-    assert_eq!(ack_code(&peer.call(phi_message("ADT^A04", "D2")).await), "AE");
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A01", "D1")).await),
+        "AA"
+    );
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A04", "D2")).await),
+        "AE"
+    );
     drop(peer);
     within(server.shutdown()).await;
 

@@ -84,7 +84,8 @@ async fn serve_connection(mut stream: TcpStream, tx: mpsc::UnboundedSender<Recei
             content_type,
             body,
         });
-        let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        let reply =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
         if stream.write_all(reply).await.is_err() {
             return;
         }
@@ -130,7 +131,9 @@ fn int_value(attributes: &[KeyValue], key: &str) -> Option<i64> {
 /// export holding the message counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otel_init_delivers_protobuf_traces_and_metrics_over_http() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(receive(listener, tx));
@@ -177,7 +180,11 @@ async fn otel_init_delivers_protobuf_traces_and_metrics_over_http() {
     let mut messages_metric = false;
     while message_span.is_none() || !messages_metric {
         let received = within(rx.recv()).await.expect("receiver running");
-        assert_eq!(received.content_type, "application/x-protobuf", "{}", received.path);
+        assert_eq!(
+            received.content_type, "application/x-protobuf",
+            "{}",
+            received.path
+        );
         match received.path.as_str() {
             "/v1/traces" => {
                 let request =
@@ -213,7 +220,10 @@ async fn otel_init_delivers_protobuf_traces_and_metrics_over_http() {
     let (service, span) = message_span.expect("mllp.message exported");
     assert_eq!(service.as_deref(), Some("otlp-export-test"));
     assert_eq!(span.kind, SpanKind::Server as i32);
-    assert!(span.parent_span_id.is_empty(), "message span is a trace root");
+    assert!(
+        span.parent_span_id.is_empty(),
+        "message span is a trace root"
+    );
     assert_eq!(span.links.len(), 1, "linked to its connection span");
     assert_eq!(
         string_value(&span.attributes, "hl7.control_id").as_deref(),
