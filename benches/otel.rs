@@ -1,23 +1,28 @@
 //! Server throughput with the full OpenTelemetry pipeline against telemetry off, in the same
 //! run: closed loop (each connection sends a message and waits for its ACK), 1 and 16
-//! connections, a realistic ~1 KiB ADT^A01.
+//! connections, the ~1 KiB ADT^A01 of `tests/fixtures/adt_a01.hl7`.
 //!
 //! "otel" is what `mllp::otel::init` installs, minus the network: an `info,ractor=warn`
-//! filter, the tracing-opentelemetry layer feeding a batch span processor, and a periodic
-//! metrics reader (1 s) on the server's meter, both exporting to no-op sinks that only count.
-//! "off" is no subscriber and the global no-op meter. Each configuration runs on its own
-//! current-thread runtime with its subscriber as that thread's default, so both runs are
-//! measured the same way and nothing global is installed. The ratio to report is
-//! otel throughput / off throughput, per connection count.
+//! filter, the tracing-opentelemetry layer with init's options feeding a batch span processor,
+//! and a periodic metrics reader (1 s) on the server's meter, both exporting to no-op sinks
+//! that only count. "off" is no subscriber and the global no-op meter. Each configuration runs
+//! on its own current-thread runtime (server and clients on one thread) with its subscriber as
+//! that thread's default, so both are measured the same way and nothing global is installed.
 //!
 //! Run with: `cargo bench --bench otel -- --warm-up-time 1 --measurement-time 3`
+//!
+//! For the ratio (otel throughput / off throughput), robust to a noisy machine, run
+//! `MLLP_BENCH_RATIO=1 cargo bench --bench otel`: interleaved rounds of 20 000 messages per
+//! configuration, best round of each, plus two breakdown configurations ("metrics_only": the
+//! meter without a subscriber; "layer_noop": the tracing-opentelemetry layer on a no-op tracer,
+//! the floor of span export through `tracing`). `MLLP_BENCH_ROUNDS` sets the rounds (7).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use futures_util::{SinkExt, StreamExt};
 use mllp::app::{Request, Router};
 use mllp::frame::MllpCodec;
@@ -114,13 +119,45 @@ impl Telemetry {
                     .build(),
             )
             .build();
+        // The layer options `mllp::otel::init` uses.
         let subscriber = tracing_subscriber::registry()
             .with(EnvFilter::new("info,ractor=warn"))
-            .with(tracing_opentelemetry::layer().with_tracer(tracer.tracer("mllp")));
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer.tracer("mllp"))
+                    .with_threads(false)
+                    .with_location(false)
+                    .with_tracked_inactivity(false),
+            );
         Telemetry {
             dispatch: Dispatch::new(subscriber),
             tracer: Some(tracer),
             meter: Some(meter),
+        }
+    }
+
+    /// The server's metrics into a periodic reader, no subscriber.
+    fn metrics_only() -> Telemetry {
+        Telemetry {
+            dispatch: Dispatch::none(),
+            ..Telemetry::otel()
+        }
+    }
+
+    /// The tracing-opentelemetry layer with init's options on a no-op tracer, no metrics.
+    fn layer_noop() -> Telemetry {
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvFilter::new("info,ractor=warn"))
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_threads(false)
+                    .with_location(false)
+                    .with_tracked_inactivity(false),
+            );
+        Telemetry {
+            dispatch: Dispatch::new(subscriber),
+            tracer: None,
+            meter: None,
         }
     }
 
@@ -215,5 +252,67 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
+/// A configuration of the ratio report: its name and how to build its telemetry.
+type Config = (&'static str, fn() -> Telemetry);
+
+/// Interleaved rounds of each configuration; prints the best round of each as messages per
+/// second and as a ratio to "off".
+fn ratio_report() {
+    let payload = adt_a01();
+    let rounds: usize = std::env::var("MLLP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let messages: u64 = 20_000;
+    let configs: Vec<Config> = vec![
+        ("off", Telemetry::off),
+        ("otel", Telemetry::otel),
+        ("metrics_only", Telemetry::metrics_only),
+        ("layer_noop", Telemetry::layer_noop),
+    ];
+
+    for connections in [1u64, 16] {
+        let mut best = vec![Duration::MAX; configs.len()];
+        for _ in 0..rounds {
+            for (i, (_, make)) in configs.iter().enumerate() {
+                let telemetry = make();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let took = tracing::dispatcher::with_default(&telemetry.dispatch, || {
+                    runtime.block_on(async {
+                        let server = start(&telemetry).await;
+                        run(&server, &payload, connections, 2_000).await;
+                        let took = run(&server, &payload, connections, messages).await;
+                        server.shutdown().await;
+                        took
+                    })
+                });
+                drop(runtime);
+                telemetry.shutdown();
+                best[i] = best[i].min(took);
+            }
+        }
+        let rate = |d: Duration| messages as f64 / d.as_secs_f64();
+        let base = rate(best[0]);
+        for ((name, _), took) in configs.iter().zip(&best) {
+            println!(
+                "{connections:>2} conn {name:>16}: {:>9.0} msg/s  ratio {:.3}",
+                rate(*took),
+                rate(*took) / base
+            );
+        }
+    }
+}
+
 criterion_group!(benches, throughput);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("MLLP_BENCH_RATIO").is_some() {
+        ratio_report();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
