@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mllp::app::{HandlerError, Request, Router};
 use mllp::hl7::Message;
-use mllp::{Server, ServerBuilder, ServerHandle};
+use mllp::{HandlerFailurePolicy, Server, ServerBuilder, ServerHandle};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
@@ -502,7 +502,7 @@ async fn unrouted_message_gives_error_status_and_ar_metric() {
 }
 
 /// A handler past `handler_timeout` is aborted and answered AE: `error.type = timeout` and
-/// error status on the span, a timeout exception and an AE message in the metrics.
+/// error status `timeout` on the span, a timeout exception and an AE message in the metrics.
 #[tokio::test(start_paused = true)]
 async fn handler_timeout_records_timeout_exception() {
     let telemetry = Telemetry::install();
@@ -526,7 +526,7 @@ async fn handler_timeout_records_timeout_exception() {
     let message = only(&spans, "mllp.message");
     assert_eq!(string(message, "error.type"), "timeout");
     assert_eq!(string(message, "hl7.ack_code"), "AE");
-    assert_eq!(error_description(message), "AE");
+    assert_eq!(error_description(message), "timeout");
 
     let metrics = telemetry.metrics();
     assert_eq!(
@@ -546,8 +546,8 @@ async fn handler_timeout_records_timeout_exception() {
     assert!(seconds >= 2.0, "duration covers the timeout, got {seconds}");
 }
 
-/// A panicking handler is answered AE: `error.type = panic` and error status on the span, a
-/// panic exception in the metrics.
+/// A panicking handler is answered AE: `error.type = panic` and error status `panic` on the
+/// span, a panic exception in the metrics.
 #[tokio::test]
 async fn handler_panic_records_panic_exception() {
     let telemetry = Telemetry::install();
@@ -564,7 +564,7 @@ async fn handler_panic_records_panic_exception() {
     let spans = telemetry.spans();
     let message = only(&spans, "mllp.message");
     assert_eq!(string(message, "error.type"), "panic");
-    assert_eq!(error_description(message), "AE");
+    assert_eq!(error_description(message), "panic");
 
     let metrics = telemetry.metrics();
     assert_eq!(
@@ -573,6 +573,114 @@ async fn handler_panic_records_panic_exception() {
     );
     assert_eq!(
         metrics.sum("mllp.server.messages", &[("hl7.ack_code", "AE")]),
+        1
+    );
+}
+
+/// Under the `NoResponse` policy a timed-out handler gets no answer, and its span still says
+/// so: `error.type = timeout`, `hl7.ack_code = none`, error status; the metrics count a
+/// timeout and a message answered `none`.
+#[tokio::test(start_paused = true)]
+async fn unanswered_timeout_still_marks_the_span() {
+    let telemetry = Telemetry::install();
+    let router = Router::new()
+        .route("ADT^A01", |_req: Request| std::future::pending::<()>())
+        .route("*", |_req: Request| async {});
+    let server = telemetry
+        .start(
+            Server::builder()
+                .router(router)
+                .handler_timeout(Duration::from_secs(2))
+                .handler_failure(HandlerFailurePolicy::NoResponse),
+        )
+        .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send(phi_message("ADT^A01", "N1")).await;
+    // The next message's AA proves the first one was given up on.
+    let reply = peer.call(phi_message("ADT^A08", "N2")).await;
+    assert_eq!(
+        (ack_code(&reply), field(&reply, "MSA-2")),
+        ("AA".into(), "N2".into())
+    );
+    drop(peer);
+    within(server.shutdown()).await;
+
+    let spans = telemetry.spans();
+    let failed = named(&spans, "mllp.message")
+        .into_iter()
+        .find(|s| string(s, "hl7.control_id") == "N1")
+        .expect("span of the timed-out message");
+    assert_eq!(string(failed, "error.type"), "timeout");
+    assert_eq!(string(failed, "hl7.ack_code"), "none");
+    assert!(attr(failed, "mllp.response.size").is_none());
+    assert_eq!(error_description(failed), "timeout");
+
+    let metrics = telemetry.metrics();
+    assert_eq!(
+        metrics.sum(
+            "mllp.server.handler.exceptions",
+            &[("error.type", "timeout")]
+        ),
+        1
+    );
+    assert_eq!(
+        metrics.sum("mllp.server.messages", &[("hl7.ack_code", "none")]),
+        1
+    );
+}
+
+/// A handler still running when the shutdown grace runs out is aborted: `error.type =
+/// aborted` and no ACK on its span, an aborted exception, and the connection closed as
+/// `aborted`.
+#[tokio::test(start_paused = true)]
+async fn handler_running_past_shutdown_grace_is_aborted() {
+    let telemetry = Telemetry::install();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let signal = started.clone();
+    let router = Router::new().route("*", move |_req: Request| {
+        let signal = signal.clone();
+        async move {
+            signal.notify_one();
+            std::future::pending::<()>().await
+        }
+    });
+    let server = telemetry
+        .start(
+            Server::builder()
+                .router(router)
+                .shutdown_grace(Duration::from_secs(1)),
+        )
+        .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send(phi_message("ADT^A01", "G1")).await;
+    within(started.notified()).await;
+    let report = within(server.shutdown()).await;
+    assert_eq!(report.aborted, 1);
+    drop(peer);
+
+    let spans = telemetry.spans();
+    let message = only(&spans, "mllp.message");
+    assert_eq!(string(message, "error.type"), "aborted");
+    assert_eq!(string(message, "hl7.ack_code"), "none");
+    assert_eq!(error_description(message), "aborted");
+    assert_eq!(
+        string(only(&spans, "mllp.connection"), "close_reason"),
+        "aborted"
+    );
+
+    let metrics = telemetry.metrics();
+    assert_eq!(
+        metrics.sum(
+            "mllp.server.handler.exceptions",
+            &[("error.type", "aborted")]
+        ),
+        1
+    );
+    assert_eq!(
+        metrics.sum(
+            "mllp.server.connections.closed",
+            &[("mllp.close_reason", "aborted")]
+        ),
         1
     );
 }
