@@ -2,8 +2,8 @@
 //! (or without the variable: traces and metrics are then printed to stdout as JSON).
 //!
 //! An MLLP receiver exporting its traces and metrics over OTLP/HTTP (protobuf) to an
-//! OpenTelemetry Collector, Jaeger or Tempo. Poke it with `cargo run -- send 127.0.0.1:2575
-//! tests/fixtures/adt_a01.hl7`, or any HL7 sender. `RUST_LOG` overrides the log filter (default
+//! OpenTelemetry Collector, Jaeger or Tempo. Poke it with any MLLP sender on 127.0.0.1:2575
+//! (`mllp send`, or a few lines of Python). `RUST_LOG` overrides the log filter (default
 //! `info,ractor=warn`: ractor's per-actor spans are noise here); `OTEL_SERVICE_NAME` the
 //! service name. Ctrl-C stops the server, then the telemetry pipeline is flushed and shut down.
 //!
