@@ -12,25 +12,21 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::ack::AckCode;
 use crate::frame::{FrameError, MllpCodec};
 use crate::hl7::{Message, ParseError};
+use crate::tls::{BoxedStream, Connector, TlsClientConfig, TlsConfigError};
 
-/// A stream the client can speak MLLP over: TCP, or TLS over TCP.
-pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
-
-type Connection = Framed<Pin<Box<dyn ClientStream>>, MllpCodec>;
+type Connection = Framed<BoxedStream, MllpCodec>;
 
 /// Why a send failed.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +221,64 @@ pub struct ClientConfig {
     pub keepalive: bool,
 }
 
+impl ClientConfig {
+    /// Sets [`reply_timeout`](Self::reply_timeout).
+    #[must_use]
+    pub fn reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_message_size`](Self::max_message_size).
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`reconnect`](Self::reconnect).
+    #[must_use]
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.reconnect = backoff;
+        self
+    }
+
+    /// Sets [`max_retries`](Self::max_retries).
+    #[must_use]
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Sets [`retry_negative`](Self::retry_negative).
+    #[must_use]
+    pub fn retry_negative(mut self, retry: bool) -> Self {
+        self.retry_negative = retry;
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    #[must_use]
+    pub fn max_in_flight(mut self, depth: usize) -> Self {
+        self.max_in_flight = depth;
+        self
+    }
+
+    /// Sets [`keepalive`](Self::keepalive).
+    #[must_use]
+    pub fn keepalive(mut self, keepalive: bool) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
@@ -239,16 +293,6 @@ impl Default for ClientConfig {
         }
     }
 }
-
-/// Dials the receiver: plain TCP by default, TLS when configured.
-pub(crate) type Connector = std::sync::Arc<
-    dyn Fn(
-            TcpStream,
-        ) -> Pin<
-            Box<dyn std::future::Future<Output = io::Result<Pin<Box<dyn ClientStream>>>> + Send>,
-        > + Send
-        + Sync,
->;
 
 /// An MLLP client: sends HL7 messages over one connection and checks each acknowledgment.
 pub struct Client {
@@ -286,9 +330,41 @@ impl Client {
         }
     }
 
-    #[allow(dead_code)] // wired to the TLS client connector
-    pub(crate) fn set_connector(&mut self, connector: Connector) {
-        self.connector = Some(connector);
+    /// A client for `addr` that speaks TLS, verifying the receiver per `tls` (CA bundle, server
+    /// name, optional client certificate for mutual TLS).
+    ///
+    /// # Errors
+    /// [`TlsConfigError`] when a file cannot be used or the server name is invalid.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use mllp::tls::TlsClientConfig;
+    /// let tls = TlsClientConfig::new("partner-ca.pem").client_cert("me.pem", "me.key");
+    /// let client = mllp::Client::with_tls("mllp.partner.example:2575", Default::default(), tls)?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn with_tls(
+        addr: impl Into<String>,
+        config: ClientConfig,
+        tls: TlsClientConfig,
+    ) -> Result<Self, TlsConfigError> {
+        let addr = addr.into();
+        let connector = tls.build()?.connector(&addr)?;
+        let mut client = Self::with_config(addr, config);
+        client.connector = Some(connector);
+        Ok(client)
+    }
+
+    /// A client that wraps each new TCP connection with `connector` (TLS, or any other
+    /// stream layer).
+    pub fn with_connector(
+        addr: impl Into<String>,
+        config: ClientConfig,
+        connector: Connector,
+    ) -> Self {
+        let mut client = Self::with_config(addr, config);
+        client.connector = Some(connector);
+        client
     }
 
     /// Connects now (otherwise the first send connects).
@@ -493,20 +569,26 @@ impl Client {
         Ok(self.connection.as_mut().expect("connection was just set"))
     }
 
-    async fn dial(&self) -> io::Result<Connection> {
-        let tcp = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        tcp.set_nodelay(true)?;
-        if self.config.keepalive {
-            socket2::SockRef::from(&tcp).set_keepalive(true)?;
+    fn dial(&self) -> impl Future<Output = io::Result<Connection>> + Send + 'static {
+        // Owned copies: the future must not borrow the client (whose stream is not `Sync`).
+        let addr = self.addr.clone();
+        let config = self.config.clone();
+        let connector = self.connector.clone();
+        async move {
+            let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            tcp.set_nodelay(true)?;
+            if config.keepalive {
+                socket2::SockRef::from(&tcp).set_keepalive(true)?;
+            }
+            let stream: BoxedStream = match connector {
+                Some(connector) => connector(tcp).await?,
+                None => Box::pin(tcp),
+            };
+            let codec = MllpCodec::with_max_message_size(config.max_message_size);
+            Ok(Framed::new(stream, codec))
         }
-        let stream: Pin<Box<dyn ClientStream>> = match &self.connector {
-            Some(connector) => connector(tcp).await?,
-            None => Box::pin(tcp),
-        };
-        let codec = MllpCodec::with_max_message_size(self.config.max_message_size);
-        Ok(Framed::new(stream, codec))
     }
 }
 

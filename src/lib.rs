@@ -1,8 +1,72 @@
-//! `mllp`: an MLLP (HL7 v2 over TCP) server library.
+//! `mllp`: an MLLP (HL7 v2 over TCP) receiver and sender, on an OTP-style supervision tree.
+//!
+//! Bytes arrive through a strict [framer](frame), become a zero-copy [HL7 v2 message](hl7), run
+//! through [parser plugins, middleware and a router](app) to your handler, and are answered with
+//! exactly one standard-conformant [acknowledgment](ack) (AA/AE/AR, CA/CE/CR, ERR by version).
+//! Each connection is a supervised actor, each message runs in its own task under a deadline,
+//! and everything is visible as `tracing` spans and OpenTelemetry metrics ([`telemetry`]).
+//!
+//! ```text
+//! Server                       root supervisor (rest_for_one)
+//! ├── ConnectionSupervisor     connection slots (max_connections) and the registry
+//! │   └── Connection × N       one per socket, never restarted
+//! │       └── handler task     one per message, under handler_timeout
+//! └── Acceptor                 accept loop in its own task, restarted under RestartPolicy
+//! ```
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use mllp::app::{HandlerError, Request, Router};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), mllp::Error> {
+//!     let router = Router::new()
+//!         .route("ADT^A01", |req: Request| async move {
+//!             // Ok(()) is acknowledged AA; Err(..) AE; HandlerError::reject(..) AR.
+//!             req.message().segment("PID").map(|_| ()).ok_or_else(|| {
+//!                 HandlerError::reject(mllp::ack::ErrorCode::SegmentSequenceError, "no PID")
+//!             })
+//!         })
+//!         .route("ADT^*", |_req: Request| async {});
+//!     let server = mllp::Server::builder().router(router).bind("127.0.0.1:2575").await?;
+//!     println!("listening on {}", server.local_addr());
+//!     let report = server.serve_with_shutdown(mllp::shutdown_signal()).await?;
+//!     println!("drained {}, aborted {}", report.drained, report.aborted);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Sending is [`Client`]: it checks every ACK's MSA-2 against the MSH-10 it sent, and closes
+//! the connection on a reply timeout so that a late ACK is never paired with the next message.
+//!
+//! # Cancel safety
+//!
+//! [`ServerHandle::shutdown`] may be dropped: shutdown, once started, completes in the
+//! background. A handler future is dropped (and its task aborted) when it passes
+//! `handler_timeout` or when the shutdown grace ends; write handlers so that an abort between
+//! two awaits leaves nothing half-done that was acknowledged (nothing is acknowledged before
+//! the handler returns). [`Client::send`] may be dropped; the connection is then in an unknown
+//! state and is closed before the next send.
+//!
+//! # Features
+//!
+//! - `cli` (default): the `mllp` command-line tool (`serve`, `send`, `bench`).
+//! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
+//!
+//! Minimum supported Rust version: 1.88.
+//!
+//! # Further reading
+//!
+//! - [`docs::architecture`]: the tree, the life of a message, internals.
+//! - [`docs::configuration`]: every setting, its default and why.
+//! - [`docs::telemetry`]: the telemetry contract.
+//! - [`docs::tls`]: TLS, mutual TLS, admission, reload.
+//! - [`docs::operations`]: running `mllp serve` and `mllp send`.
 
 pub mod ack;
 pub mod app;
-mod client;
+pub mod client;
 pub mod frame;
 pub mod hl7;
 pub mod inbox;
@@ -10,6 +74,7 @@ pub mod inbox;
 pub mod otel;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
@@ -17,3 +82,15 @@ pub use server::{
     Server, ServerBuilder, ServerHandle, ShutdownReport, shutdown_signal,
 };
 pub use telemetry::{Event, Observer};
+
+/// Long-form documentation, rendered from `docs/`.
+pub mod docs {
+    #[doc = include_str!("../docs/architecture.md")]
+    pub mod architecture {}
+    #[doc = include_str!("../docs/configuration.md")]
+    pub mod configuration {}
+    #[doc = include_str!("../docs/telemetry.md")]
+    pub mod telemetry {}
+    #[doc = include_str!("../docs/tls.md")]
+    pub mod tls {}
+}

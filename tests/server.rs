@@ -554,3 +554,20 @@ async fn client_reports_negative_acks_with_code_and_text() {
     }
     within(server.shutdown()).await;
 }
+
+/// A start block and then silence is a frame in progress: `frame_timeout` closes it even with
+/// no idle timeout (the framer consumes the start block, so the read buffer is empty).
+#[tokio::test(start_paused = true)]
+async fn lone_start_block_is_closed_by_the_frame_timeout() {
+    let server = start(
+        Server::builder()
+            .router(accept_all())
+            .idle_timeout(None)
+            .frame_timeout(Duration::from_secs(3)),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send_raw(b"\x0b").await;
+    peer.expect_closed().await;
+    within(server.shutdown()).await;
+}

@@ -9,23 +9,35 @@
 //!
 //! The I/O task, in order: the transport handshake (under `handshake_timeout`), then a loop that
 //! reads a request only while the connection is below `max_in_flight`, runs each request's
-//! handler in its own task ([`crate::task`]), and writes the responses in arrival order under
+//! handler under its deadline ([`crate::task`]), and writes the responses in arrival order under
 //! `write_timeout`. It ends with a [`CloseReason`], which it leaves in the shared
 //! [`ConnStats`] before stopping the actor; a panic in the task is caught and turned into an
 //! actor failure.
 //!
+//! Ending, by cause:
+//! - peer EOF: stop reading, answer what is in flight (the peer may have only half-closed),
+//!   close as `PeerClosed`; a codec error, a read error or a frame timeout end the same way,
+//!   with their own reason (responses already due are still written);
+//! - a write error or timeout, or the `Close` handler-failure policy: close at once, aborting
+//!   the handlers still in flight (each reported as `Failure::Aborted`);
+//! - shutdown: stop reading, answer what is in flight, close as `Shutdown`; at the grace
+//!   deadline, abort what is left and close as `Aborted` (or `Shutdown` if nothing was left).
+//!
 //! # Cancel safety
 //!
-//! The loop `select!`s between the abort token, the oldest in-flight handler, the shutdown
-//! token, the server-wide handler permit and the next read. Every branch is cancel safe: reads
-//! go into the connection's own buffer (`read_buf`), deadlines are stored as instants in the
-//! connection rather than in the timers, and semaphore waits only lose their queue position.
+//! Each turn first checks the shutdown and abort flags (atomics), then `select!`s, in order,
+//! over the oldest in-flight handler, the server-wide handler permit, the next read, and the
+//! abort and shutdown tokens (pinned once per connection, so they are polled only when nothing
+//! else is ready). Every branch is cancel safe: reads go into the connection's own buffer
+//! (`read_buf`), deadlines are instants stored in the connection (the timers are re-armed from
+//! them), handlers are tasks or finished results, and semaphore waits only lose their place in
+//! the queue.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -40,7 +52,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::WaitForCancellationFuture;
 use tracing::Instrument;
 
 use crate::config::HandlerFailurePolicy;
@@ -200,7 +214,7 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
     let span = shared.protocol.connection_span(&info);
     let _ = stats.span.set(span.clone());
 
-    let conn = Conn {
+    let mut conn = Conn {
         io: Io {
             stream: established.stream,
             codec: shared.protocol.codec(),
@@ -209,6 +223,7 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
             eof: false,
             last_activity: Instant::now(),
             frame_deadline: None,
+            timer: None,
         },
         shared,
         info,
@@ -218,7 +233,9 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
         ready: None,
         closing: None,
     };
-    conn.serve().instrument(span).await
+    let reason = conn.serve().instrument(span.clone()).await;
+    conn.goodbye(&reason).instrument(span).await;
+    reason
 }
 
 /// A request whose handler is running or has finished, in arrival order.
@@ -261,35 +278,45 @@ struct Conn<P: Protocol, T: Transport> {
 }
 
 impl<P: Protocol, T: Transport> Conn<P, T> {
-    async fn serve(mut self) -> CloseReason {
+    async fn serve(&mut self) -> CloseReason {
         let config = &self.shared.config;
         let max_in_flight = config.max_in_flight;
         let idle_timeout = config.idle_timeout;
         let frame_timeout = config.frame_timeout;
+        // Created once: registering a waiter on every turn would cost a lock per message.
+        let control = Arc::clone(&self.shared.control);
+        let mut abort = pin!(control.abort.cancelled());
+        let mut shutdown = pin!(control.shutdown.cancelled());
         loop {
-            if self.queue.is_empty()
-                && self.ready.is_none()
-                && let Some(reason) = self.closing.take()
-            {
+            let quiet = self.queue.is_empty() && self.ready.is_none();
+            if quiet && let Some(reason) = self.closing.take() {
                 return reason;
             }
-            let quiet = self.queue.is_empty() && self.ready.is_none();
-            let can_read =
-                self.closing.is_none() && self.ready.is_none() && self.queue.len() < max_in_flight;
-            let control = &self.shared.control;
-            let step = tokio::select! {
-                biased;
-                () = control.abort.cancelled() => Step::Abort,
-                done = poll_fn(|cx| poll_front(&mut self.queue, cx)), if !self.queue.is_empty() => {
-                    Step::Answered(done)
+            // The flags are checked first on every turn (an atomic load each), so a peer that
+            // keeps sending cannot keep a draining connection reading. The token futures below
+            // are only polled when nothing else is ready, to register the wake-up.
+            let step = if control.is_aborting() {
+                Step::Abort
+            } else if self.closing.is_none() && control.is_shutting_down() {
+                Step::Shutdown
+            } else {
+                let can_read = self.closing.is_none()
+                    && self.ready.is_none()
+                    && self.queue.len() < max_in_flight;
+                tokio::select! {
+                    biased;
+                    done = poll_fn(|cx| poll_front(&mut self.queue, cx)), if !self.queue.is_empty() => {
+                        Step::Answered(done)
+                    }
+                    permit = acquire(&self.shared), if self.ready.is_some() => Step::Permit(permit),
+                    event = self.io.next_request(
+                        &self.shared.protocol,
+                        if quiet { idle_timeout } else { None },
+                        frame_timeout,
+                    ), if can_read => Step::Read(event),
+                    () = &mut abort => Step::Abort,
+                    () = &mut shutdown, if self.closing.is_none() => Step::Shutdown,
                 }
-                () = control.shutdown.cancelled(), if self.closing.is_none() => Step::Shutdown,
-                permit = acquire(&self.shared), if self.ready.is_some() => Step::Permit(permit),
-                event = self.io.next_request(
-                    &self.shared.protocol,
-                    if quiet { idle_timeout } else { None },
-                    frame_timeout,
-                ), if can_read => Step::Read(event),
             };
             match step {
                 Step::Abort => {
@@ -302,7 +329,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 }
                 Step::Shutdown => self.closing = Some(CloseReason::Shutdown),
                 Step::Answered(done) => {
-                    if let Err(reason) = self.answer(done).await {
+                    if let Err(reason) = self.answer(done, abort.as_mut()).await {
                         self.abort_in_flight();
                         return reason;
                     }
@@ -329,6 +356,26 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         }
     }
 
+    /// Closes the write side politely (a TLS stream sends `close_notify`, TCP a FIN) when the
+    /// peer may still be listening; bounded by `write_timeout` and the abort token, so a peer
+    /// that stopped reading cannot hold the connection open.
+    async fn goodbye(&mut self, reason: &CloseReason) {
+        if matches!(
+            reason,
+            CloseReason::WriteTimeout | CloseReason::Io(_) | CloseReason::Aborted
+        ) {
+            return;
+        }
+        let timeout = self.shared.config.write_timeout;
+        let abort = &self.shared.control.abort;
+        let stream = &mut self.io.stream;
+        tokio::select! {
+            biased;
+            () = abort.cancelled() => {}
+            _ = tokio::time::timeout(timeout, stream.shutdown()) => {}
+        }
+    }
+
     /// Emits `MessageStart` and spawns the request's handler.
     fn start(
         &mut self,
@@ -339,11 +386,13 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let protocol = &self.shared.protocol;
         let meta = protocol.meta(&request);
         let span = protocol.message_span(&self.span, &self.info, &meta);
-        self.shared.observers.emit(Event::MessageStart {
-            connection: &self.info,
-            meta: &meta,
-            system_time: SystemTime::now(),
-        });
+        if !self.shared.observers.is_empty() {
+            self.shared.observers.emit(Event::MessageStart {
+                connection: &self.info,
+                meta: &meta,
+                system_time: SystemTime::now(),
+            });
+        }
         let handler = protocol
             .handle(request, &meta, &self.info)
             .instrument(span.clone());
@@ -356,7 +405,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             meta,
             decoded_at,
             span,
-            handler: HandlerTask::spawn(
+            handler: HandlerTask::start(
                 &self.shared.tasks,
                 handler,
                 self.shared.config.handler_timeout,
@@ -375,7 +424,11 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     }
 
     /// Writes the oldest request's answer and reports it. An error closes the connection.
-    async fn answer(&mut self, done: InFlight<P>) -> Result<(), CloseReason> {
+    async fn answer(
+        &mut self,
+        done: InFlight<P>,
+        mut abort: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Result<(), CloseReason> {
         self.publish_in_flight();
         let InFlight {
             meta,
@@ -387,15 +440,17 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let outcome = outcome.expect("poll_front returns finished requests only");
         let result = match outcome {
             Ok(response) => {
-                let (written, result) = self.write(response).await;
-                let (response, response_size) = written.unzip();
-                self.shared.observers.emit(Event::MessageStop {
-                    connection: &self.info,
-                    meta: &meta,
-                    duration: decoded_at.elapsed(),
-                    response: response.as_ref().and_then(Option::as_ref),
-                    response_size: response_size.unwrap_or(0),
-                });
+                let (written, result) = self.write(response, abort.as_mut()).await;
+                if !self.shared.observers.is_empty() {
+                    let (response, response_size) = written.unzip();
+                    self.shared.observers.emit(Event::MessageStop {
+                        connection: &self.info,
+                        meta: &meta,
+                        duration: decoded_at.elapsed(),
+                        response: response.as_ref().and_then(Option::as_ref),
+                        response_size: response_size.unwrap_or(0),
+                    });
+                }
                 result
             }
             Err(failure) => {
@@ -414,7 +469,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     }
                     _ => None,
                 };
-                let (written, result) = self.write(response).await;
+                let (written, result) = self.write(response, abort).await;
                 let response = written.and_then(|(response, _)| response);
                 self.shared.observers.emit(Event::MessageException {
                     connection: &self.info,
@@ -441,6 +496,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     async fn write(
         &mut self,
         response: Option<P::Response>,
+        abort: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> (
         Option<(Option<P::Response>, usize)>,
         Result<(), CloseReason>,
@@ -455,7 +511,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 response,
                 &self.shared.protocol,
                 self.shared.config.write_timeout,
-                &self.shared.control.abort,
+                abort,
             )
             .await
         {
@@ -525,6 +581,9 @@ struct Io<P: Protocol, S> {
     last_activity: Instant,
     /// Set while the connection waits for the rest of a started frame.
     frame_deadline: Option<Instant>,
+    /// The read timer (frame or idle deadline), created when first needed and re-armed lazily:
+    /// moving the idle deadline later on every byte costs nothing until the timer fires early.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<P, S> Io<P, S>
@@ -562,29 +621,48 @@ where
                 Ok(None) => {}
                 Err(error) => return codec_error(error),
             }
-            // The codec keeps a partial frame's bytes in the buffer (and drops what it skips),
-            // so a non-empty buffer here means a frame is in progress.
-            if self.read_buf.is_empty() {
+            // A frame is in progress when the codec holds its bytes in the buffer, or says so
+            // itself (a codec may consume a start marker before the payload arrives).
+            if self.read_buf.is_empty() && !protocol.frame_in_progress(&self.codec) {
                 self.frame_deadline = None;
             } else if self.frame_deadline.is_none() {
                 self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));
             }
-            let timer = match (self.frame_deadline, idle) {
+            let target = match (self.frame_deadline, idle) {
                 (Some(at), _) => Some((at, CloseReason::FrameTimeout)),
                 (None, Some(idle)) => Some((deadline(self.last_activity, idle), CloseReason::Idle)),
                 (None, None) => None,
             };
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
+            // A connection that has never sent a byte has no buffer: the first read lets
+            // `read_buf` allocate a small one (64 bytes), so idle connections stay small. Once
+            // bytes flow, the buffer grows to `READ_CHUNK`, and doubles for larger frames.
+            let capacity = self.read_buf.capacity();
+            if capacity > 0 && capacity - self.read_buf.len() < READ_CHUNK / 2 {
                 self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
             }
             let read = self.stream.read_buf(&mut self.read_buf);
-            let read = match timer {
-                Some((at, reason)) => tokio::select! {
-                    biased;
-                    read = read => read,
-                    () = tokio::time::sleep_until(at) => return ReadEvent::Closed(reason),
-                },
+            let read = match target {
                 None => read.await,
+                Some((at, reason)) => {
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if timer.deadline() > at {
+                        timer.as_mut().reset(at);
+                    }
+                    tokio::select! {
+                        biased;
+                        read = read => read,
+                        () = timer.as_mut() => {
+                            if Instant::now() >= at {
+                                return ReadEvent::Closed(reason);
+                            }
+                            // Armed for an older, earlier deadline: re-arm and wait again.
+                            timer.as_mut().reset(at);
+                            continue;
+                        }
+                    }
+                }
             };
             match read {
                 Ok(0) => self.eof = true,
@@ -600,7 +678,7 @@ where
         response: P::Response,
         protocol: &P,
         timeout: Duration,
-        abort: &tokio_util::sync::CancellationToken,
+        abort: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Result<usize, CloseReason> {
         self.write_buf.clear();
         if let Err(error) = self.codec.encode(response, &mut self.write_buf) {
@@ -616,10 +694,11 @@ where
             stream.write_all_buf(buf).await?;
             stream.flush().await
         };
+        // The write first: one that completes at once never touches the abort token.
         let result = tokio::select! {
             biased;
-            () = abort.cancelled() => return Err(CloseReason::Aborted),
             result = tokio::time::timeout(timeout, write) => result,
+            () = abort => return Err(CloseReason::Aborted),
         };
         match result {
             Ok(Ok(())) => Ok(size),

@@ -66,6 +66,15 @@ pub trait Protocol: Send + Sync + 'static {
         "protocol"
     }
 
+    /// Whether `codec` is inside a frame: it consumed the frame's start but not its end. The
+    /// runtime also counts undecoded bytes in its read buffer as a frame in progress, so this
+    /// matters only for codecs that consume a start marker before the payload arrives; the
+    /// frame timeout runs while either holds. Default is `false`.
+    fn frame_in_progress(&self, codec: &Self::Codec) -> bool {
+        let _ = codec;
+        false
+    }
+
     /// The long-lived span of a connection. The runtime creates it once the handshake is done
     /// (so `connection` carries the peer identity), or when the handshake fails, enters it for
     /// the connection's I/O, and records `close_reason` (a string) and `messages` (an `i64`) on

@@ -529,14 +529,14 @@ async fn drive(
             control.fail(ServerError::SupervisorFailed("server supervisor exited".into()));
         }
     }
-    control.shutdown.cancel();
+    control.begin_shutdown();
     if !root_ended {
         let _ = root.call(RootMessage::StopAcceptor, None).await;
     }
     let report = match supervisor.call(SupervisorMessage::Drain, Some(grace)).await {
         Ok(CallResult::Success(report)) => report,
         Ok(CallResult::Timeout) => {
-            control.abort.cancel();
+            control.begin_abort();
             match supervisor.call(SupervisorMessage::Drain, None).await {
                 Ok(CallResult::Success(report)) => report,
                 _ => ShutdownReport::default(),
@@ -544,7 +544,7 @@ async fn drive(
         }
         _ => ShutdownReport::default(),
     };
-    control.abort.cancel();
+    control.begin_abort();
     if !root_ended {
         let _ = root.stop_and_wait(None, None).await;
         let _ = root_task.await;
@@ -555,4 +555,23 @@ async fn drive(
     control
         .outcome
         .send_replace(Some(Outcome { report, error }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    /// The public handle and results can be shared across tasks and threads.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<ServerHandle>();
+        assert_send_sync::<ShutdownReport>();
+        assert_send_sync::<ConnectionSnapshot>();
+        assert_send_sync::<ServerError>();
+        assert_send_sync::<StartError>();
+        assert_send_sync::<crate::ConfigError>();
+        assert_send_sync::<ServerConfig>();
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -58,6 +58,11 @@ pub(crate) struct Control {
     pub(crate) shutdown: CancellationToken,
     /// Cancelled at the grace deadline: busy connections abort their handlers and close.
     pub(crate) abort: CancellationToken,
+    /// Mirrors of the two tokens that connections check on every turn for the price of an
+    /// atomic load (a token's `is_cancelled` and a registered waiter's poll take a lock shared
+    /// by every connection). Set before the token is cancelled.
+    shutting_down: AtomicBool,
+    aborting: AtomicBool,
     /// Why the server stopped on its own, if it did.
     pub(crate) fatal: Mutex<Option<ServerError>>,
     /// Set once, when everything has ended.
@@ -76,9 +81,31 @@ impl Control {
             stop_requested: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
+            shutting_down: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
             fatal: Mutex::new(None),
             outcome: watch::Sender::new(None),
         }
+    }
+
+    /// Begins the drain: the accept loop ends, connections answer what is in flight and close.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// The grace deadline passed: busy connections abort their handlers and close.
+    pub(crate) fn begin_abort(&self) {
+        self.aborting.store(true, Ordering::Release);
+        self.abort.cancel();
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_aborting(&self) -> bool {
+        self.aborting.load(Ordering::Acquire)
     }
 
     /// Escalation: records the first fatal error and begins the teardown.

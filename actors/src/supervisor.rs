@@ -272,7 +272,7 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
             }
             None => record(),
         }
-        if self.shared.control.shutdown.is_cancelled() {
+        if self.shared.control.is_shutting_down() {
             if reason == CloseReason::Aborted {
                 self.report.aborted += 1;
             } else {

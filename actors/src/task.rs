@@ -1,28 +1,43 @@
 //! The life of one message's handler: a tokio task with a deadline.
 //!
-//! The handler future runs in its own task, so a panic is caught by tokio (the
-//! [`JoinError`](tokio::task::JoinError) carries the payload) and a stuck handler can be aborted
-//! without touching the connection. At the deadline the task is aborted and the result is only
-//! reported once the task has really ended (its future, and whatever it owned, dropped), so a
-//! failure response is never sent while the handler may still be running.
+//! The handler future is polled once inline, on the connection's task, inside `catch_unwind`:
+//! a handler that answers without waiting (most do: parse, decide, answer) costs no task spawn
+//! and no wake-ups. A handler that returns `Pending` is moved into its own task (it is boxed
+//! before that first poll, so it never moves once pinned). From there a panic is caught by
+//! tokio (the [`JoinError`](tokio::task::JoinError) carries the payload), and a handler past its
+//! deadline is aborted without touching the connection; the timeout is only reported once the
+//! task has really ended (its future, and whatever it owned, dropped), so a failure response is
+//! never sent while the handler may still be running.
+//!
+//! Handlers must not block: the first poll runs on the connection's task, later ones on a
+//! runtime worker, as for any tokio task.
 
 use std::any::Any;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use tokio::task::JoinHandle;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
 use crate::protocol::Failure;
 use crate::shared::deadline;
 
-/// A running handler. Dropping it aborts the task.
-pub(crate) struct HandlerTask<R> {
+/// What a handler produced: its response (or none), or why it has none.
+pub(crate) type HandlerResult<R> = Result<Option<R>, Failure>;
+
+/// A handler, finished on its first poll or running in its own task. Dropping it aborts the
+/// task.
+pub(crate) enum HandlerTask<R> {
+    /// Finished inline; taken by the first `poll`.
+    Done(Option<HandlerResult<R>>),
+    Running(Running<R>),
+}
+
+pub(crate) struct Running<R> {
     task: JoinHandle<Option<R>>,
     deadline: Pin<Box<Sleep>>,
     limit: Duration,
@@ -30,33 +45,53 @@ pub(crate) struct HandlerTask<R> {
 }
 
 impl<R: Send + 'static> HandlerTask<R> {
-    /// Spawns `handler` (already instrumented with its span) on the server's tracker.
-    pub(crate) fn spawn<F>(tasks: &TaskTracker, handler: F, limit: Duration) -> Self
+    /// Starts `handler` (already instrumented with its span): polls it once here, and spawns it
+    /// on the server's tracker if it is not done.
+    pub(crate) fn start<F>(tasks: &TaskTracker, handler: F, limit: Duration) -> Self
     where
         F: Future<Output = Option<R>> + Send + 'static,
     {
-        let task = tasks.spawn(handler);
-        Self {
-            task,
-            deadline: Box::pin(tokio::time::sleep_until(deadline(Instant::now(), limit))),
-            limit,
-            timed_out: false,
+        let mut handler = Box::pin(handler);
+        let mut cx = Context::from_waker(Waker::noop());
+        match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(response)) => HandlerTask::Done(Some(Ok(response))),
+            Err(payload) => HandlerTask::Done(Some(Err(Failure::Panicked(panic_message(payload))))),
+            // The spawned task polls it again at once, with a real waker: a future registers
+            // its waker anew on every poll, so the no-op one of the first poll is never needed.
+            Ok(Poll::Pending) => HandlerTask::Running(Running {
+                task: tasks.spawn(handler),
+                deadline: Box::pin(tokio::time::sleep_until(deadline(Instant::now(), limit))),
+                limit,
+                timed_out: false,
+            }),
         }
     }
 }
 
+// The response is never pinned: it only moves out of a finished handler.
+impl<R> Unpin for HandlerTask<R> {}
+
 impl<R> Future for HandlerTask<R> {
-    /// The handler's answer, or why there is none.
-    type Output = Result<Option<R>, Failure>;
+    type Output = HandlerResult<R>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
+        match self.get_mut() {
+            HandlerTask::Done(result) => {
+                Poll::Ready(result.take().expect("a handler result is taken once"))
+            }
+            HandlerTask::Running(running) => running.poll(cx),
+        }
+    }
+}
+
+impl<R> Running<R> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<HandlerResult<R>> {
         loop {
-            if let Poll::Ready(joined) = Pin::new(&mut this.task).poll(cx) {
+            if let Poll::Ready(joined) = Pin::new(&mut self.task).poll(cx) {
                 return Poll::Ready(match joined {
                     // Past the deadline the result is a timeout, even if the task managed to
                     // finish between the abort and this poll: the deadline was already reported.
-                    _ if this.timed_out => Err(Failure::TimedOut(this.limit)),
+                    _ if self.timed_out => Err(Failure::TimedOut(self.limit)),
                     Ok(response) => Ok(response),
                     Err(error) if error.is_panic() => {
                         Err(Failure::Panicked(panic_message(error.into_panic())))
@@ -65,18 +100,18 @@ impl<R> Future for HandlerTask<R> {
                     Err(_) => Err(Failure::Aborted),
                 });
             }
-            if this.timed_out {
+            if self.timed_out {
                 // Aborted; the join handle wakes us once the task has really ended.
                 return Poll::Pending;
             }
-            ready!(this.deadline.as_mut().poll(cx));
-            this.task.abort();
-            this.timed_out = true;
+            ready!(self.deadline.as_mut().poll(cx));
+            self.task.abort();
+            self.timed_out = true;
         }
     }
 }
 
-impl<R> Drop for HandlerTask<R> {
+impl<R> Drop for Running<R> {
     fn drop(&mut self) {
         // Dropping a JoinHandle only detaches the task; a connection that goes away takes its
         // handlers with it.
@@ -113,7 +148,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn finished_handler_yields_response() {
         let tasks = TaskTracker::new();
-        let task = HandlerTask::spawn(&tasks, async { Some(7) }, Duration::from_secs(1));
+        let task = HandlerTask::start(&tasks, async { Some(7) }, Duration::from_secs(1));
         assert_eq!(task.await, Ok(Some(7)));
     }
 
@@ -124,7 +159,7 @@ mod tests {
         let tasks = TaskTracker::new();
         let dropped = Arc::new(AtomicBool::new(false));
         let guard = SetOnDrop(Arc::clone(&dropped));
-        let task = HandlerTask::spawn(
+        let task = HandlerTask::start(
             &tasks,
             async move {
                 let _guard = guard;
@@ -140,14 +175,30 @@ mod tests {
     #[tokio::test]
     async fn panicking_handler_reports_message() {
         let tasks = TaskTracker::new();
-        let task = HandlerTask::<u8>::spawn(
+        let task = HandlerTask::<u8>::start(
             &tasks,
             async { panic!("boom {}", 1) },
             Duration::from_secs(1),
         );
         assert_eq!(task.await, Err(Failure::Panicked("boom 1".into())));
-        let task = HandlerTask::<u8>::spawn(&tasks, async { panic!("static") }, Duration::MAX);
+        let task = HandlerTask::<u8>::start(&tasks, async { panic!("static") }, Duration::MAX);
         assert_eq!(task.await, Err(Failure::Panicked("static".into())));
+    }
+
+    /// A handler that panics after waiting (in its own task) is reported the same way.
+    #[tokio::test]
+    async fn panic_after_await_reports_message() {
+        let tasks = TaskTracker::new();
+        let task = HandlerTask::<u8>::start(
+            &tasks,
+            async {
+                tokio::task::yield_now().await;
+                panic!("later")
+            },
+            Duration::from_secs(1),
+        );
+        assert!(matches!(task, HandlerTask::Running(_)));
+        assert_eq!(task.await, Err(Failure::Panicked("later".into())));
     }
 
     /// Dropping a running handler aborts its task.
@@ -156,7 +207,7 @@ mod tests {
         let tasks = TaskTracker::new();
         let dropped = Arc::new(AtomicBool::new(false));
         let guard = SetOnDrop(Arc::clone(&dropped));
-        let task = HandlerTask::spawn(
+        let task = HandlerTask::start(
             &tasks,
             async move {
                 let _guard = guard;

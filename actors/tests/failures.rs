@@ -123,8 +123,19 @@ async fn close_policy_closes_after_earlier_answers() {
     )
     .await;
     let (mut client, id) = server.connect_registered().await;
-    client.send_raw(b"first\npanic\nhang\n").await.unwrap();
-    assert_eq!(client.recv().await.as_deref(), Some("first"));
+    client.send_raw(b"block\npanic\nhang\n").await.unwrap();
+    server
+        .recorder
+        .wait_for(|events| {
+            events
+                .iter()
+                .filter(|e| matches!(e, Rec::MsgStart { .. }))
+                .count()
+                == 3
+        })
+        .await;
+    server.release(1);
+    assert_eq!(client.recv().await.as_deref(), Some("unblocked"));
     client.expect_eof().await;
     assert_eq!(
         server.recorder.stop_of(id).await,
@@ -138,7 +149,8 @@ async fn close_policy_closes_after_earlier_answers() {
         ]
     );
     server.shutdown().await;
-    assert_eq!(server.dropped(), 1, "the aborted handler is still running");
+    // `block` finished, `hang` was aborted: both futures are gone.
+    assert_eq!(server.dropped(), 2, "the aborted handler is still running");
     server.recorder.assert_consistent();
 }
 

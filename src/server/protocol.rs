@@ -206,6 +206,10 @@ impl Protocol for Hl7 {
         ack
     }
 
+    fn frame_in_progress(&self, codec: &Hl7Codec) -> bool {
+        codec.frame.in_frame()
+    }
+
     fn error_kind(&self, error: &FrameError) -> &'static str {
         error.kind()
     }

@@ -110,3 +110,94 @@ pub fn field(message: &Message, path: &str) -> String {
         .map(|v| String::from_utf8_lossy(&v.decoded()).into_owned())
         .unwrap_or_default()
 }
+
+/// What a test observer saw: one line per telemetry event, with the fields tests assert on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    ConnectionStart {
+        tls: bool,
+    },
+    ConnectionStop {
+        reason: String,
+        tls: bool,
+        identity: Option<String>,
+        messages: u64,
+    },
+    MessageStart {
+        control_id: Option<String>,
+    },
+    MessageStop {
+        ack: Option<String>,
+    },
+    MessageException {
+        kind: String,
+        ack: Option<String>,
+    },
+    ConnectionRefused,
+    AcceptorRestart,
+    Other,
+}
+
+/// An observer that forwards every event to a channel the test awaits on.
+pub struct Recorder(pub tokio::sync::mpsc::UnboundedSender<Seen>);
+
+impl Recorder {
+    pub fn new() -> (Recorder, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Recorder(tx), rx)
+    }
+}
+
+impl mllp::Observer<mllp::server::Hl7> for Recorder {
+    fn on_event(&self, event: &mllp::Event<'_>) {
+        use mllp::Event as E;
+        let seen = match event {
+            E::ConnectionStart { connection, .. } => Seen::ConnectionStart {
+                tls: connection.tls(),
+            },
+            E::ConnectionStop {
+                connection,
+                reason,
+                messages,
+                ..
+            } => Seen::ConnectionStop {
+                reason: reason.as_str().to_owned(),
+                tls: connection.tls(),
+                identity: connection.peer_identity().map(str::to_owned),
+                messages: *messages,
+            },
+            E::MessageStart { meta, .. } => Seen::MessageStart {
+                control_id: meta.control_id().map(str::to_owned),
+            },
+            E::MessageStop { response, .. } => Seen::MessageStop {
+                ack: response.map(|a| a.code().as_str().to_owned()),
+            },
+            E::MessageException {
+                failure, response, ..
+            } => Seen::MessageException {
+                kind: failure.kind().to_owned(),
+                ack: response.map(|a| a.code().as_str().to_owned()),
+            },
+            E::ConnectionRefused { .. } => Seen::ConnectionRefused,
+            E::AcceptorRestart { .. } => Seen::AcceptorRestart,
+            _ => Seen::Other,
+        };
+        let _ = self.0.send(seen);
+    }
+}
+
+/// The next event matching `pred`, skipping others (hang-guarded).
+pub async fn next_matching(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    pred: impl Fn(&Seen) -> bool,
+) -> Seen {
+    within(async {
+        loop {
+            let seen = rx.recv().await.expect("observer channel open");
+            if pred(&seen) {
+                return seen;
+            }
+        }
+    })
+    .await
+}

@@ -1,0 +1,859 @@
+//! TLS over real loopback sockets: the server side through `Transport::handshake`, the client
+//! side through `TlsConnector`, with certificates generated per test run and read from PEM files.
+
+#[path = "support/pki.rs"]
+mod pki;
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use mllp::tls::{
+    Admission, Admitted, FileRole, HandshakeError, TlsClientConfig, TlsConfig, TlsConfigError,
+    TlsConnector, TlsTransport, TlsVersion,
+};
+use mllp_actors::{Established, PlainTcp, Transport};
+use pki::{KeyFormat, LeafSpec, Pki};
+use rustls::CertificateError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const ADT: &[u8] = b"\x0bMSH|^~\\&|LAB|H|RIS|H|20250101||ADT^A01|1|P|2.5\r\x1c\r";
+const ACK: &[u8] = b"\x0bMSH|^~\\&|RIS|H|LAB|H|20250101||ACK^A01^ACK|2|P|2.5\rMSA|AA|1\r\x1c\r";
+
+/// A hang guard, not a synchronisation point.
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("test step hung")
+}
+
+/// A connected loopback pair: (server side, client side).
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (accepted.expect("accept").0, client.expect("connect"))
+}
+
+fn server(pki: &Pki) -> TlsConfig {
+    TlsConfig::new(&pki.server.cert, &pki.server.key)
+}
+
+fn client(pki: &Pki) -> TlsClientConfig {
+    TlsClientConfig::new(&pki.ca.cert)
+}
+
+/// Runs both handshakes over a fresh loopback pair.
+async fn handshake<T: Transport>(
+    transport: &T,
+    connector: &TlsConnector,
+) -> (
+    io::Result<Established<T::Stream>>,
+    io::Result<mllp::tls::ClientTlsStream>,
+) {
+    let (server_side, client_side) = tcp_pair().await;
+    within(async {
+        tokio::join!(
+            transport.handshake(server_side),
+            connector.connect(client_side, "localhost")
+        )
+    })
+    .await
+}
+
+/// The handshake error inside a server-side failure.
+fn handshake_error<S: std::fmt::Debug>(result: &io::Result<S>) -> &HandshakeError {
+    let err = result.as_ref().expect_err("handshake should fail");
+    HandshakeError::from_io(err).unwrap_or_else(|| panic!("not a HandshakeError: {err:?}"))
+}
+
+/// Asserts that reading yields no application data: end of stream or an error.
+async fn assert_no_data(stream: &mut (impl AsyncRead + Unpin)) {
+    let mut buf = [0u8; 64];
+    match within(stream.read(&mut buf)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("unexpected data: {:?}", &buf[..n]),
+    }
+}
+
+/// Bytes written after a TLS handshake arrive intact in both directions, and a clean close is
+/// seen as end of stream.
+#[tokio::test]
+async fn tls_round_trip_carries_bytes_both_ways() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let connector = client(&pki).build().unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    let established = established.expect("server handshake");
+    let mut client = client.expect("client handshake");
+    assert!(established.tls);
+    assert_eq!(
+        established.peer_identity, None,
+        "no client certificate without mTLS"
+    );
+    let mut server = established.stream;
+
+    within(client.write_all(ADT)).await.unwrap();
+    let mut got = vec![0u8; ADT.len()];
+    within(server.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, ADT);
+
+    within(server.write_all(ACK)).await.unwrap();
+    let mut got = vec![0u8; ACK.len()];
+    within(client.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, ACK);
+
+    within(client.shutdown()).await.unwrap();
+    assert_eq!(within(server.read(&mut [0u8; 16])).await.unwrap(), 0);
+}
+
+/// TLS 1.2 and TLS 1.3 both negotiate with the default server configuration.
+#[tokio::test]
+async fn tls12_and_tls13_both_negotiate() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    for version in [TlsVersion::Tls12, TlsVersion::Tls13] {
+        let connector = client(&pki).versions(&[version]).build().unwrap();
+        let (established, client) = handshake(&transport, &connector).await;
+        let server = established.expect("server handshake").stream;
+        let client = client.expect("client handshake");
+        assert_eq!(server.protocol_version(), Some(version));
+        assert_eq!(client.protocol_version(), Some(version));
+    }
+}
+
+/// A server restricted to TLS 1.3 refuses a TLS 1.2-only client.
+#[tokio::test]
+async fn tls13_only_server_refuses_tls12_client() {
+    let pki = Pki::new();
+    let transport = server(&pki).versions(&[TlsVersion::Tls13]).build().unwrap();
+    let connector = client(&pki).versions(&[TlsVersion::Tls12]).build().unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    assert!(matches!(
+        handshake_error(&established),
+        HandshakeError::Protocol(_)
+    ));
+    assert!(client.is_err());
+}
+
+/// A plaintext MLLP client on a TLS port fails the handshake and is never sent data: at most a
+/// TLS alert record, then the connection closes.
+#[tokio::test]
+async fn plaintext_client_on_tls_port_is_refused_without_an_answer() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let (server_side, mut plain) = tcp_pair().await;
+    within(plain.write_all(ADT)).await.unwrap();
+    let result = within(transport.handshake(server_side)).await;
+    assert!(matches!(handshake_error(&result), HandshakeError::NotTls));
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("plaintext"), "{err}");
+
+    let mut received = Vec::new();
+    // End of stream or a reset: either way the connection is closed.
+    let _ = within(plain.read_to_end(&mut received)).await;
+    assert!(
+        !received.contains(&0x0b) && !received.contains(&0x1c),
+        "no MLLP frame may be sent: {received:?}"
+    );
+    assert!(
+        received.is_empty() || received[0] == 0x15,
+        "anything sent must be a TLS alert record: {received:?}"
+    );
+}
+
+/// A client that connects and stays silent leaves the handshake pending, so the runtime's
+/// `handshake_timeout` is what ends it (not an error from the transport).
+#[tokio::test(start_paused = true)]
+async fn silent_client_leaves_handshake_pending() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let (server_side, _silent) = tcp_pair().await;
+    let start = tokio::time::Instant::now();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(5), transport.handshake(server_side)).await;
+    assert!(outcome.is_err(), "handshake must still be pending");
+    assert!(start.elapsed() >= Duration::from_secs(5));
+}
+
+/// With mutual TLS a client whose certificate chains to the client CA is admitted, and its CN
+/// is the reported identity.
+#[tokio::test]
+async fn mtls_trusted_client_is_admitted_with_its_identity() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    assert!(transport.client_auth());
+    let connector = client(&pki)
+        .client_cert(&pki.client.cert, &pki.client.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    let established = established.expect("server handshake");
+    let mut client = client.expect("client handshake");
+    assert!(established.tls);
+    assert_eq!(established.peer_identity.as_deref(), Some("lab-sender"));
+    let mut server = established.stream;
+    assert_eq!(
+        server.peer_certificates().map(|c| c[0].to_vec()),
+        Some(pki.client.der.clone())
+    );
+    within(client.write_all(ADT)).await.unwrap();
+    let mut got = vec![0u8; ADT.len()];
+    within(server.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, ADT);
+}
+
+/// A resumed session (no certificate on the wire) still reports the client's identity.
+#[tokio::test]
+async fn mtls_resumed_session_keeps_the_identity() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.client.cert, &pki.client.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    let mut server = established.expect("first handshake").stream;
+    let mut client = client.expect("first handshake");
+    assert!(!server.resumed());
+    // TLS 1.3 session tickets arrive after the handshake: read an answer to receive them.
+    within(server.write_all(ACK)).await.unwrap();
+    let mut got = vec![0u8; ACK.len()];
+    within(client.read_exact(&mut got)).await.unwrap();
+
+    let (established, client) = handshake(&transport, &connector).await;
+    let established = established.expect("second handshake");
+    assert!(
+        established.stream.resumed(),
+        "second handshake should resume"
+    );
+    assert!(client.unwrap().resumed());
+    assert_eq!(established.peer_identity.as_deref(), Some("lab-sender"));
+}
+
+/// A client certificate without a CN is identified by its first SAN DNS name.
+#[tokio::test]
+async fn mtls_identity_falls_back_to_first_dns_name() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.san_only.cert, &pki.san_only.key)
+        .build()
+        .unwrap();
+    let (established, _client) = handshake(&transport, &connector).await;
+    assert_eq!(
+        established
+            .expect("server handshake")
+            .peer_identity
+            .as_deref(),
+        Some("ris.example.org")
+    );
+}
+
+/// With mutual TLS a client that presents no certificate is refused: certificates are
+/// required, not merely requested.
+#[tokio::test]
+async fn mtls_client_without_certificate_is_refused() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki).build().unwrap();
+    for version in [TlsVersion::Tls12, TlsVersion::Tls13] {
+        let connector_v = client(&pki).versions(&[version]).build().unwrap();
+        let (established, client) = handshake(&transport, &connector_v).await;
+        assert!(
+            matches!(
+                handshake_error(&established),
+                HandshakeError::ClientCertificateRequired
+            ),
+            "{version:?}: {established:?}"
+        );
+        assert_eq!(
+            established.unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        // TLS 1.3 clients finish first and learn of the refusal on their first read.
+        if let Ok(mut client) = client {
+            assert_no_data(&mut client).await;
+        }
+    }
+    drop(connector);
+}
+
+/// A client certificate from a CA the server does not trust is refused.
+#[tokio::test]
+async fn mtls_client_from_untrusted_ca_is_refused() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.wrong_ca.cert, &pki.wrong_ca.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    assert!(
+        matches!(
+            handshake_error(&established),
+            HandshakeError::CertificateRejected(CertificateError::UnknownIssuer)
+        ),
+        "{established:?}"
+    );
+    if let Ok(mut client) = client {
+        assert_no_data(&mut client).await;
+    }
+}
+
+/// An expired client certificate is refused even though its CA is trusted.
+#[tokio::test]
+async fn mtls_expired_client_certificate_is_refused() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.expired.cert, &pki.expired.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    assert!(
+        matches!(
+            handshake_error(&established),
+            HandshakeError::CertificateRejected(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. }
+            )
+        ),
+        "{established:?}"
+    );
+    if let Ok(mut client) = client {
+        assert_no_data(&mut client).await;
+    }
+}
+
+/// A verified client whose subject is not on the allow-list is refused, and the error names
+/// the subject.
+#[tokio::test]
+async fn mtls_client_subject_not_on_allow_list_is_refused() {
+    let pki = Pki::new();
+    let transport = server(&pki)
+        .client_ca(&pki.ca.cert)
+        .allow_client_subject("lab-sender")
+        .build()
+        .unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.intruder.cert, &pki.intruder.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    match handshake_error(&established) {
+        HandshakeError::SubjectNotAllowed { subject } => assert_eq!(subject, "intruder"),
+        other => panic!("wrong error: {other:?}"),
+    }
+    let err = established.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("\"intruder\""), "{err}");
+    if let Ok(mut client) = client {
+        assert_no_data(&mut client).await;
+    }
+}
+
+/// The allow-list matches SAN DNS names as well as the CN; the identity is still the CN.
+#[tokio::test]
+async fn mtls_allow_list_matches_san_dns_name() {
+    let pki = Pki::new();
+    let transport = server(&pki)
+        .client_ca(&pki.ca.cert)
+        .allow_client_subjects(["someone-else", "LAB.example.org"])
+        .build()
+        .unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.client.cert, &pki.client.key)
+        .build()
+        .unwrap();
+    let (established, _client) = handshake(&transport, &connector).await;
+    assert_eq!(
+        established.expect("admitted").peer_identity.as_deref(),
+        Some("lab-sender")
+    );
+}
+
+/// The client refuses a server whose certificate does not carry the expected name.
+#[tokio::test]
+async fn client_refuses_server_with_wrong_name() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let connector = client(&pki).build().unwrap();
+    let (server_side, client_side) = tcp_pair().await;
+    let (established, client) = within(async {
+        tokio::join!(
+            transport.handshake(server_side),
+            connector.connect(client_side, "hl7.example.org")
+        )
+    })
+    .await;
+    assert!(
+        matches!(
+            handshake_error(&client),
+            HandshakeError::CertificateRejected(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )
+        ),
+        "{client:?}"
+    );
+    // The server learns why from the client's alert.
+    assert!(
+        matches!(
+            handshake_error(&established),
+            HandshakeError::AlertReceived(_)
+        ),
+        "{established:?}"
+    );
+}
+
+/// The client refuses a server whose certificate does not chain to its CA bundle.
+#[tokio::test]
+async fn client_refuses_server_from_untrusted_ca() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let connector = TlsClientConfig::new(&pki.other_ca.cert).build().unwrap();
+    let (_established, client) = handshake(&transport, &connector).await;
+    assert!(
+        matches!(
+            handshake_error(&client),
+            HandshakeError::CertificateRejected(CertificateError::UnknownIssuer)
+        ),
+        "{client:?}"
+    );
+}
+
+/// The boxed connector verifies the host part of the address (here an IP SAN) or the
+/// configured server name, and yields a working stream.
+#[tokio::test]
+async fn connector_verifies_address_host_or_configured_name() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let by_ip = client(&pki)
+        .build()
+        .unwrap()
+        .connector(&addr.to_string())
+        .unwrap();
+    let by_name = client(&pki)
+        .server_name("localhost")
+        .build()
+        .unwrap()
+        .connector("192.0.2.1:2575")
+        .unwrap();
+    let wrong = client(&pki)
+        .build()
+        .unwrap()
+        .connector("hl7.example.org:2575")
+        .unwrap();
+
+    for (connector, ok) in [(by_ip, true), (by_name, true), (wrong, false)] {
+        let (tcp, accepted) =
+            within(async { tokio::join!(TcpStream::connect(addr), listener.accept()) }).await;
+        let (established, stream) = within(async {
+            tokio::join!(
+                transport.handshake(accepted.unwrap().0),
+                connector(tcp.unwrap())
+            )
+        })
+        .await;
+        assert_eq!(
+            stream.is_ok(),
+            ok,
+            "{stream:?}",
+            stream = stream.as_ref().err()
+        );
+        if ok {
+            let mut stream = stream.unwrap();
+            let mut server = established.unwrap().stream;
+            within(stream.write_all(ADT)).await.unwrap();
+            let mut got = vec![0u8; ADT.len()];
+            within(server.read_exact(&mut got)).await.unwrap();
+            assert_eq!(got, ADT);
+        }
+    }
+}
+
+/// A peer that drops TCP without `close_notify` is read as an ordinary end of stream.
+#[tokio::test]
+async fn missing_close_notify_reads_as_end_of_stream() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let connector = client(&pki).build().unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    let mut server = established.unwrap().stream;
+    let mut client = client.unwrap();
+    within(client.write_all(ADT)).await.unwrap();
+    // Read an answer first, so the client's socket holds no unread bytes (TLS 1.3 session
+    // tickets): closing it then sends FIN, not RST.
+    within(server.write_all(ACK)).await.unwrap();
+    let mut ack = vec![0u8; ACK.len()];
+    within(client.read_exact(&mut ack)).await.unwrap();
+    drop(client); // no shutdown(): TCP FIN without close_notify
+    let mut got = Vec::new();
+    within(server.read_to_end(&mut got))
+        .await
+        .expect("end of stream, not an error");
+    assert_eq!(got, ADT, "data before the close is delivered");
+}
+
+/// Shutting the server stream down sends `close_notify`: a raw rustls client sees a clean end
+/// of stream, where a dropped stream gives it `UnexpectedEof`.
+#[tokio::test]
+async fn shutdown_sends_close_notify_and_drop_does_not() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let raw = pki.raw_client();
+    for graceful in [true, false] {
+        let (server_side, client_side) = tcp_pair().await;
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let (established, client) = within(async {
+            tokio::join!(
+                transport.handshake(server_side),
+                raw.connect(name, client_side)
+            )
+        })
+        .await;
+        let mut server = established.unwrap().stream;
+        let mut client = client.unwrap();
+        if graceful {
+            within(server.shutdown()).await.unwrap();
+        } else {
+            drop(server);
+        }
+        let read = within(client.read(&mut [0u8; 16])).await;
+        if graceful {
+            assert_eq!(read.unwrap(), 0);
+        } else {
+            assert_eq!(read.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        }
+    }
+}
+
+/// After the PEM files are rewritten and reloaded, new handshakes present the new certificate
+/// while a connection established before keeps working on the old one.
+#[tokio::test]
+async fn reload_serves_new_certificate_and_keeps_live_connections() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let reloader = transport.reloader();
+    let connector = client(&pki).build().unwrap();
+
+    let (established, old_client) = handshake(&transport, &connector).await;
+    let mut old_server = established.unwrap().stream;
+    let mut old_client = old_client.unwrap();
+    assert_eq!(
+        old_client.peer_certificates().unwrap()[0].to_vec(),
+        pki.server.der
+    );
+
+    // Same paths, new key and certificate.
+    let renewed = pki.ca.issue(
+        pki.dir.path(),
+        &LeafSpec {
+            cn: Some("mllp test server, renewed"),
+            ..LeafSpec::server("server")
+        },
+    );
+    assert_eq!(renewed.cert, pki.server.cert);
+    assert_ne!(renewed.der, pki.server.der);
+    within(tokio::task::spawn_blocking(move || reloader.reload()))
+        .await
+        .unwrap()
+        .expect("reload");
+
+    let (established, new_client) = handshake(&transport, &connector).await;
+    let new_client = new_client.expect("new handshake");
+    assert_eq!(
+        new_client.peer_certificates().unwrap()[0].to_vec(),
+        renewed.der
+    );
+    drop(established);
+
+    // The old connection still carries traffic both ways.
+    within(old_client.write_all(ADT)).await.unwrap();
+    let mut got = vec![0u8; ADT.len()];
+    within(old_server.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, ADT);
+    within(old_server.write_all(ACK)).await.unwrap();
+    let mut got = vec![0u8; ACK.len()];
+    within(old_client.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, ACK);
+}
+
+/// A reload that fails (a half-written certificate) reports a typed error and keeps serving
+/// the previous certificate.
+#[tokio::test]
+async fn failed_reload_keeps_previous_certificate() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let connector = client(&pki).build().unwrap();
+    std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+    let err = transport.reloader().reload().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TlsConfigError::MalformedPem {
+                role: FileRole::Certificate,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let (established, client) = handshake(&transport, &connector).await;
+    established.expect("still serving");
+    assert_eq!(
+        client.unwrap().peer_certificates().unwrap()[0].to_vec(),
+        pki.server.der
+    );
+}
+
+/// A missing certificate file is named in the error.
+#[test]
+fn missing_certificate_file_is_named() {
+    let pki = Pki::new();
+    let missing = pki.path("nope.crt");
+    let err = TlsConfig::new(&missing, &pki.server.key)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::Read { role: FileRole::Certificate, path, source }
+            if *path == missing && source.kind() == io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&*missing.to_string_lossy()),
+        "{err}"
+    );
+}
+
+/// A missing key file is named in the error.
+#[test]
+fn missing_key_file_is_named() {
+    let pki = Pki::new();
+    let missing = pki.path("nope.key");
+    let err = TlsConfig::new(&pki.server.cert, &missing)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::Read { role: FileRole::PrivateKey, path, .. } if *path == missing),
+        "{err:?}"
+    );
+}
+
+/// Garbage where a certificate should be is reported as "no certificate in" that file.
+#[test]
+fn garbage_certificate_file_has_no_certificate() {
+    let pki = Pki::new();
+    let garbage = pki.path("garbage.pem");
+    std::fs::write(&garbage, b"\x00\x01 definitely not PEM \xff").unwrap();
+    let err = TlsConfig::new(&garbage, &pki.server.key)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::NoCertificate { role: FileRole::Certificate, path } if *path == garbage),
+        "{err:?}"
+    );
+}
+
+/// A PEM certificate whose contents are not a certificate is reported as invalid.
+#[test]
+fn non_certificate_der_is_invalid_certificate() {
+    let pki = Pki::new();
+    let bogus = pki.path("bogus.crt");
+    std::fs::write(&bogus, pki::pem_encode("CERTIFICATE", b"not der at all")).unwrap();
+    let err = TlsConfig::new(&bogus, &pki.server.key).build().unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::InvalidCertificate { index: 1, path, .. } if *path == bogus),
+        "{err:?}"
+    );
+}
+
+/// A key file holding only a certificate reports that it has no private key.
+#[test]
+fn certificate_given_as_key_has_no_private_key() {
+    let pki = Pki::new();
+    let err = TlsConfig::new(&pki.server.cert, &pki.server.cert)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, TlsConfigError::NoPrivateKey { .. }),
+        "{err:?}"
+    );
+}
+
+/// A key that belongs to another certificate is refused, naming both files.
+#[test]
+fn key_that_does_not_match_certificate_is_refused() {
+    let pki = Pki::new();
+    let err = TlsConfig::new(&pki.server.cert, &pki.client.key)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::KeyMismatch { cert, key } if *cert == pki.server.cert && *key == pki.client.key),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("server.crt") && text.contains("client.key"),
+        "{text}"
+    );
+}
+
+/// A key PEM whose contents are not a key is refused as unusable.
+#[test]
+fn corrupt_key_is_unsupported() {
+    let pki = Pki::new();
+    let bad = pki.path("bad.key");
+    std::fs::write(&bad, pki::pem_encode("PRIVATE KEY", b"not a key")).unwrap();
+    let err = TlsConfig::new(&pki.server.cert, &bad).build().unwrap_err();
+    assert!(
+        matches!(err, TlsConfigError::UnsupportedPrivateKey { .. }),
+        "{err:?}"
+    );
+}
+
+/// A client CA bundle with no certificate, or with a corrupt one, is refused, naming the file.
+#[test]
+fn bad_client_ca_bundle_is_refused() {
+    let pki = Pki::new();
+    let empty = pki.path("empty-ca.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = server(&pki).client_ca(&empty).build().unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::NoCertificate { role: FileRole::CaBundle, path } if *path == empty),
+        "{err:?}"
+    );
+
+    let corrupt = pki.path("corrupt-ca.pem");
+    let mut bundle = std::fs::read_to_string(&pki.ca.cert).unwrap();
+    bundle.push_str(&pki::pem_encode("CERTIFICATE", b"junk"));
+    std::fs::write(&corrupt, bundle).unwrap();
+    let err = server(&pki).client_ca(&corrupt).build().unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TlsConfigError::InvalidCertificate {
+                role: FileRole::CaBundle,
+                index: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// An allow-list without a client CA bundle is a configuration error, not a silently
+/// unenforced list.
+#[test]
+fn subject_allow_list_without_client_ca_is_refused() {
+    let pki = Pki::new();
+    let err = server(&pki)
+        .allow_client_subject("lab-sender")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, TlsConfigError::SubjectsWithoutClientCa),
+        "{err:?}"
+    );
+    let err = server(&pki)
+        .client_ca(&pki.ca.cert)
+        .allow_client_subject(" lab-sender")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, TlsConfigError::InvalidClientSubject { .. }),
+        "{err:?}"
+    );
+}
+
+/// An empty version list is refused on both sides.
+#[test]
+fn empty_version_list_is_refused() {
+    let pki = Pki::new();
+    assert!(matches!(
+        server(&pki).versions(&[]).build().unwrap_err(),
+        TlsConfigError::NoProtocolVersion
+    ));
+    assert!(matches!(
+        client(&pki).versions(&[]).build().unwrap_err(),
+        TlsConfigError::NoProtocolVersion
+    ));
+}
+
+/// The client side reports bad files the same way.
+#[test]
+fn client_config_errors_name_the_file() {
+    let pki = Pki::new();
+    let missing = pki.path("missing-ca.pem");
+    assert!(matches!(
+        TlsClientConfig::new(&missing).build().unwrap_err(),
+        TlsConfigError::Read {
+            role: FileRole::CaBundle,
+            ..
+        }
+    ));
+    assert!(matches!(
+        client(&pki)
+            .client_cert(&pki.client.cert, &pki.server.key)
+            .build()
+            .unwrap_err(),
+        TlsConfigError::KeyMismatch { .. }
+    ));
+    assert!(matches!(
+        client(&pki).server_name("bad name!").build().unwrap_err(),
+        TlsConfigError::InvalidServerName { .. }
+    ));
+}
+
+/// PKCS#1 (RSA) and SEC1 (EC) keys load as well as PKCS#8, and serve a handshake.
+#[tokio::test]
+async fn pkcs1_and_sec1_keys_serve_handshakes() {
+    let pki = Pki::new();
+    for (file, format) in [("rsa", KeyFormat::Pkcs1), ("sec1", KeyFormat::Sec1)] {
+        let leaf = pki.ca.issue(
+            pki.dir.path(),
+            &LeafSpec {
+                key_format: format,
+                ..LeafSpec::server(file)
+            },
+        );
+        let transport = TlsConfig::new(&leaf.cert, &leaf.key).build().unwrap();
+        let connector = client(&pki).build().unwrap();
+        let (established, client) = handshake(&transport, &connector).await;
+        established.unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert_eq!(
+            client.unwrap().peer_certificates().unwrap()[0].to_vec(),
+            leaf.der
+        );
+    }
+}
+
+/// Admission composes with TLS: refused peers are refused in `admit()`, admitted ones still get
+/// the TLS handshake.
+#[tokio::test]
+async fn admission_wraps_tls_transport() {
+    let pki = Pki::new();
+    let transport = Admitted::new(
+        server(&pki).build().unwrap(),
+        Admission::allow_list(["127.0.0.0/8"]).unwrap(),
+    );
+    assert!(!transport.admit("192.0.2.1:5000".parse().unwrap()));
+    let connector = client(&pki).build().unwrap();
+    let (server_side, client_side) = tcp_pair().await;
+    assert!(transport.admit(server_side.peer_addr().unwrap()));
+    let (established, client) = within(async {
+        tokio::join!(
+            transport.handshake(server_side),
+            connector.connect(client_side, "localhost")
+        )
+    })
+    .await;
+    assert!(established.unwrap().tls);
+    client.unwrap();
+
+    let plain = Admitted::new(PlainTcp, Admission::allow_list(["10.0.0.0/8"]).unwrap());
+    assert!(!plain.admit("127.0.0.1:5000".parse().unwrap()));
+    let _: &TlsTransport = transport.inner();
+}
