@@ -41,7 +41,13 @@ async fn bare_server() -> SocketAddr {
                 let mut framed = Framed::new(socket, MllpCodec::new());
                 while let Some(Ok(frame)) = framed.next().await {
                     let message = Message::parse(frame).unwrap();
-                    let ack = Ack::build(&message, AckCode::AA, &[], &options);
+                    // The same ACK rule as the server: enhanced mode (CA) when MSH-15 is set.
+                    let code = if message.accept_ack_type().is_some() {
+                        AckCode::CA
+                    } else {
+                        AckCode::AA
+                    };
+                    let ack = Ack::build(&message, code, &[], &options);
                     if framed.send(ack.into_bytes()).await.is_err() {
                         break;
                     }
@@ -101,7 +107,11 @@ async fn drive(
                 }
                 framed.flush().await.unwrap();
                 let reply = framed.next().await.unwrap().unwrap();
-                assert!(reply.windows(4).any(|w| w == b"|AA|"), "not AA");
+                assert!(
+                    reply.windows(4).any(|w| w == b"|AA|" || w == b"|CA|"),
+                    "not accepted: {}",
+                    String::from_utf8_lossy(&reply)
+                );
                 latencies.push(sent_at.pop_front().unwrap().elapsed());
                 done += 1;
             }

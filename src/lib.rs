@@ -70,6 +70,8 @@ pub mod client;
 pub mod frame;
 pub mod hl7;
 pub mod inbox;
+#[cfg(feature = "otlp")]
+pub mod otel;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -321,6 +321,7 @@ impl<T: Transport> ServerBuilder<T> {
         });
         let mut observers = self.observers;
         observers.insert(0, Arc::new(self.metrics.unwrap_or_else(Metrics::global)));
+        observers.insert(0, Arc::new(protocol::SpanRecorder));
         Ok(Server {
             listener,
             local_addr,

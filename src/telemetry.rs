@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::{KeyValue, Value};
 
 use crate::server::Hl7;
 
@@ -103,7 +103,7 @@ impl Metrics {
             exceptions: meter
                 .u64_counter("mllp.server.handler.exceptions")
                 .with_unit("{exception}")
-                .with_description("Handler failures, by kind (panic, timeout)")
+                .with_description("Handler failures, by kind (panic, timeout, aborted)")
                 .build(),
             framing_faults: meter
                 .u64_counter("mllp.server.framing.faults")
@@ -113,12 +113,12 @@ impl Metrics {
             bytes_received: meter
                 .u64_counter("mllp.server.received")
                 .with_unit("By")
-                .with_description("Message payload bytes received")
+                .with_description("Message payload bytes received (MLLP framing excluded)")
                 .build(),
             bytes_sent: meter
                 .u64_counter("mllp.server.sent")
                 .with_unit("By")
-                .with_description("Acknowledgment payload bytes sent")
+                .with_description("Acknowledgment payload bytes sent (MLLP framing excluded)")
                 .build(),
             acceptor_restarts: meter
                 .u64_counter("mllp.server.acceptor.restarts")
@@ -139,27 +139,22 @@ impl Metrics {
 
 fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> [KeyValue; 3] {
     [
-        KeyValue::new(
-            "hl7.message_type",
-            meta.message_code()
-                .map_or_else(|| "unknown".to_owned(), clamp),
-        ),
-        KeyValue::new(
-            "hl7.trigger_event",
-            meta.trigger_event()
-                .map_or_else(|| "unknown".to_owned(), clamp),
-        ),
+        KeyValue::new("hl7.message_type", code_value(meta.message_code())),
+        KeyValue::new("hl7.trigger_event", code_value(meta.trigger_event())),
         KeyValue::new("hl7.ack_code", ack_code),
     ]
 }
 
 /// Message codes and trigger events are three characters by the standard; a hostile sender
-/// must not be able to mint unbounded metric series, so anything else is bucketed as `other`.
-fn clamp(code: &str) -> String {
-    if code.len() <= 3 && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        code.to_owned()
-    } else {
-        "other".to_owned()
+/// must not be able to mint unbounded metric series, so anything else is bucketed as `other`
+/// (and an absent one is `unknown`).
+fn code_value(code: Option<&str>) -> Value {
+    match code {
+        None => Value::from("unknown"),
+        Some(code) if code.len() <= 3 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Value::from(code.to_owned())
+        }
+        Some(_) => Value::from("other"),
     }
 }
 
@@ -192,14 +187,17 @@ impl Observer<Hl7> for Metrics {
                 meta,
                 duration,
                 response,
-                response_size,
                 ..
             } => {
                 let code = response.map_or("none", |ack| ack.code().as_str());
                 let attrs = message_attributes(meta, code);
                 self.messages.add(1, &attrs);
                 self.message_duration.record(seconds(*duration), &attrs);
-                self.bytes_sent.add(*response_size as u64, &[]);
+                // Payload bytes, like `received` and the span's `mllp.response.size`: the
+                // runtime's `response_size` also counts the MLLP framing bytes.
+                if let Some(ack) = response {
+                    self.bytes_sent.add(ack.as_bytes().len() as u64, &[]);
+                }
             }
             Event::MessageException {
                 meta,

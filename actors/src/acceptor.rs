@@ -163,6 +163,11 @@ async fn accept_loop<P: Protocol, T: Transport>(args: AcceptorArgs<P, T>) -> io:
             shared.observers.emit(Event::ConnectionRefused { peer });
             continue;
         }
+        // Request/response over small frames: without TCP_NODELAY, Nagle holds a response
+        // back until the peer acknowledges the previous one (up to its 40 ms delayed ACK).
+        if let Err(error) = socket.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
         let slot = shared.slots.occupy(permit);
         if supervisor
             .cast(SupervisorMessage::Accepted { socket, peer, slot })

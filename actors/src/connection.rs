@@ -458,7 +458,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     tracing::warn!(
                         connection.id = self.info.id(),
                         failure.kind = failure.kind(),
-                        %failure,
+                        // Not the failure's text: a panic message may quote patient data.
                         "handler failed"
                     );
                 });

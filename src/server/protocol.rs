@@ -8,7 +8,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tower::ServiceExt;
 use tracing::{Span, field};
 
-use mllp_actors::{ConnectionInfo, Failure, Protocol};
+use mllp_actors::{ConnectionInfo, Event, Failure, Observer, Protocol};
 
 use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, accept_ack_wanted};
 use crate::app::plugin::Plugin;
@@ -94,24 +94,6 @@ impl Inbound {
     /// MSH-12, the version ID.
     pub fn version(&self) -> Option<&str> {
         self.message()?.version()
-    }
-
-    fn record_ack(&self, ack: Option<&Ack>) {
-        if let Some(span) = self.span.get() {
-            match ack {
-                Some(ack) => {
-                    span.record("hl7.ack_code", ack.code().as_str());
-                    span.record("mllp.response.size", ack.as_bytes().len() as i64);
-                    if !ack.code().is_success() {
-                        span.record("otel.status_code", "ERROR");
-                        span.record("otel.status_description", ack.code().as_str());
-                    }
-                }
-                None => {
-                    span.record("hl7.ack_code", "none");
-                }
-            }
-        }
     }
 }
 
@@ -219,10 +201,8 @@ impl Protocol for Hl7 {
                 &self.inner.ack,
             )),
         };
-        if let Some(span) = meta.span.get() {
-            span.record("error.type", failure.kind());
-        }
-        meta.record_ack(ack.as_ref());
+        // The span is completed by `SpanRecorder` from the exception event, which also covers
+        // the policies that never ask for an answer.
         ack
     }
 
@@ -280,6 +260,40 @@ impl Protocol for Hl7 {
         span.follows_from(connection_span);
         let _ = meta.span.set(span.clone());
         span
+    }
+}
+
+/// Completes a message span from the runtime's `MessageException` event: the runtime reports
+/// a failed handler (panic, timeout, aborted) only there, whatever the handler-failure policy,
+/// so this is the one place that sees them all. Registered first by
+/// [`ServerBuilder::listen`](crate::ServerBuilder::listen).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SpanRecorder;
+
+impl Observer<Hl7> for SpanRecorder {
+    fn on_event(&self, event: &Event<'_, Hl7>) {
+        if let Event::MessageException {
+            meta,
+            failure,
+            response,
+            ..
+        } = event
+            && let Some(span) = meta.span.get()
+        {
+            let kind = failure.kind();
+            span.record("error.type", kind);
+            span.record(
+                "hl7.ack_code",
+                response.map_or("none", |ack| ack.code().as_str()),
+            );
+            if let Some(ack) = response {
+                span.record("mllp.response.size", ack.as_bytes().len() as i64);
+            }
+            // Code first: tracing-opentelemetry turns a description into an error status with
+            // that text, and a later bare code would clear the text.
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", kind);
+        }
     }
 }
 
