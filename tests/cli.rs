@@ -100,6 +100,9 @@ impl Serve {
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -830,4 +833,97 @@ async fn bench_counts_negative_acks_by_kind() {
     assert_eq!(v["ok"], 0);
     assert_eq!(v["error_kinds"]["AE"], 10);
     within(ae.shutdown()).await;
+}
+
+/// A stand-in OTLP/HTTP collector: answers every request 200 and reports its path.
+#[cfg(feature = "otlp")]
+async fn collector(listener: TcpListener, paths: mpsc::UnboundedSender<String>) {
+    use tokio::io::AsyncWriteExt;
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let paths = paths.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                // One request: headers, then a content-length body (keep-alive).
+                let head_end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    let mut chunk = [0u8; 8192];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let length: usize = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    let mut chunk = [0u8; 8192];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..head_end + length);
+                let _ = paths.send(path);
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// `--otlp-endpoint` exports the server's traces and metrics over OTLP/HTTP (flushed at
+/// shutdown); an https:// endpoint is refused naming the flag.
+#[cfg(feature = "otlp")]
+#[tokio::test]
+async fn otlp_endpoint_exports_traces_and_metrics() {
+    let out = mllp(&[
+        "serve",
+        "--no-inbox",
+        "--otlp-endpoint",
+        "https://127.0.0.1:1",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--otlp-endpoint"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, mut paths) = mpsc::unbounded_channel();
+    tokio::spawn(collector(listener, tx));
+
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--no-inbox", "--otlp-endpoint", &endpoint]).await;
+    let input = write(dir.path(), "one.hl7", &hl7("OTEL-1", b"DOE"));
+    assert!(
+        mllp(&["send", "--to", &serve.to(), &input])
+            .await
+            .status
+            .success()
+    );
+    let (status, _, stderr) = serve.stop().await;
+    assert!(status.success(), "{stderr}");
+    // The exporters got their 200s before the process exited, so every path is queued.
+    let mut seen = Vec::new();
+    while let Ok(path) = paths.try_recv() {
+        seen.push(path);
+    }
+    assert!(seen.iter().any(|p| p == "/v1/traces"), "{seen:?}\n{stderr}");
+    assert!(
+        seen.iter().any(|p| p == "/v1/metrics"),
+        "{seen:?}\n{stderr}"
+    );
 }

@@ -144,6 +144,9 @@ pub(crate) struct ServeFile {
     pub(crate) shutdown_grace: Option<String>,
     #[serde(alias = "log_format")]
     pub(crate) log_format: Option<LogFormat>,
+    #[cfg(feature = "otlp")]
+    #[serde(alias = "otlp_endpoint")]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// A setting that cannot be used, naming where it came from.

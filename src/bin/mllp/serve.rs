@@ -10,7 +10,7 @@ use mllp::inbox::Inbox;
 use mllp::{Server, ShutdownReport};
 
 use crate::config::{self, Framing, LogFormat, ServeFile, SettingError};
-use crate::{exit, logging};
+use crate::exit;
 
 /// The address bound when neither `--bind` nor the file says otherwise.
 pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:2575";
@@ -109,8 +109,14 @@ pub(crate) struct ServeArgs {
     /// `info,ractor=warn`) [default: text]
     #[arg(long, value_name = "FORMAT", value_enum)]
     log_format: Option<LogFormat>,
-    // OpenTelemetry export (`--otlp-endpoint URL`) goes here once `mllp::otel` exists: parse the
-    // flag, and in `run` install the exporter next to `logging::init`.
+
+    /// Export traces and metrics over OTLP/HTTP (protobuf) to this base URL, e.g.
+    /// `http://localhost:4318` (`/v1/traces`, `/v1/metrics` are appended; http:// only). The
+    /// standard `OTEL_EXPORTER_OTLP_*` and `OTEL_SERVICE_NAME` variables apply too
+    /// [default: none: logs only]
+    #[cfg(feature = "otlp")]
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 const SERVE_EXAMPLES: &str = "\
@@ -141,6 +147,8 @@ pub(crate) struct Settings {
     pub(crate) framing: Option<Framing>,
     pub(crate) shutdown_grace: Option<Duration>,
     pub(crate) log_format: LogFormat,
+    #[cfg(feature = "otlp")]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -224,6 +232,8 @@ impl ServeArgs {
                 config::any_duration,
             )?),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            #[cfg(feature = "otlp")]
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
         })
     }
 }
@@ -234,9 +244,18 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return exit::fail(exit::USAGE, &e),
     };
-    logging::init(settings.log_format, logging::SERVE_FILTER);
-    // OpenTelemetry export (`--otlp-endpoint`) is installed here once `mllp::otel` exists.
+    // Before the server is built: it takes its metric instruments from the global meter
+    // provider that `telemetry::init` installs.
+    let telemetry = match telemetry::init(&settings) {
+        Ok(t) => t,
+        Err(text) => return exit::fail_text(exit::USAGE, &text),
+    };
+    let code = serve(settings).await;
+    telemetry.shutdown().await;
+    code
+}
 
+async fn serve(settings: Settings) -> ExitCode {
     // Registered before anything is printed: a signal that arrives right after `listening on`
     // must start a drain, not kill the process with the default disposition.
     let signal = match ShutdownSignal::register() {
@@ -460,6 +479,86 @@ impl ShutdownSignal {
             let _ = self;
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!(signal = "ctrl-c", "shutting down: draining connections");
+        }
+    }
+}
+
+/// Logs, and with the `otlp` feature trace and metric export, for `serve`.
+mod telemetry {
+    use super::Settings;
+    use crate::logging;
+
+    /// What was installed; [`Telemetry::shutdown`] flushes the exporters.
+    pub(super) struct Telemetry {
+        #[cfg(feature = "otlp")]
+        guard: mllp::otel::OtelGuard,
+    }
+
+    /// Installs the global subscriber (and exporters when `--otlp-endpoint` or the
+    /// `OTEL_EXPORTER_OTLP_*` variables ask for them).
+    #[cfg(feature = "otlp")]
+    ///
+    /// # Errors
+    /// The reason, naming the flag or variable at fault.
+    pub(super) fn init(settings: &Settings) -> Result<Telemetry, String> {
+        use mllp::otel::{Export, LogFormat, OtelError, OtelOptions};
+
+        let mut options = OtelOptions::default()
+            .filter(logging::SERVE_FILTER)
+            .log_format(match settings.log_format {
+                crate::config::LogFormat::Text => LogFormat::Text,
+                crate::config::LogFormat::Json => LogFormat::Json,
+            });
+        if let Some(endpoint) = &settings.otlp_endpoint {
+            options = options.endpoint(endpoint.clone());
+        }
+        let guard = mllp::otel::init(options).map_err(|e| {
+            let text = crate::exit::chain(&e);
+            match e {
+                OtelError::Endpoint { .. } | OtelError::Exporter { .. } => {
+                    format!("invalid --otlp-endpoint (or OTEL_EXPORTER_OTLP_* variable): {text}")
+                }
+                OtelError::Filter { .. } => format!("invalid RUST_LOG: {text}"),
+                _ => format!("cannot set up logging and telemetry: {text}"),
+            }
+        })?;
+        match guard.export() {
+            Export::Otlp { endpoint } => tracing::info!(
+                endpoint = endpoint
+                    .as_deref()
+                    .unwrap_or("from OTEL_EXPORTER_OTLP_* variables"),
+                "exporting traces and metrics over OTLP/HTTP"
+            ),
+            Export::Stdout => tracing::info!("exporting traces and metrics to stdout"),
+            _ => {}
+        }
+        Ok(Telemetry { guard })
+    }
+
+    /// Installs the global subscriber.
+    #[cfg(not(feature = "otlp"))]
+    pub(super) fn init(settings: &Settings) -> Result<Telemetry, String> {
+        logging::init(settings.log_format, logging::SERVE_FILTER);
+        Ok(Telemetry {})
+    }
+
+    impl Telemetry {
+        /// Exports what is still buffered (the spans of the last messages) and stops the
+        /// exporters. A failed export is reported, not fatal: the messages themselves are safe.
+        pub(super) async fn shutdown(self) {
+            #[cfg(feature = "otlp")]
+            {
+                let guard = self.guard;
+                // Blocks until the exporters finish (bounded by their timeouts).
+                match tokio::task::spawn_blocking(move || guard.shutdown()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(
+                        error = %crate::exit::chain(&e),
+                        "telemetry export did not finish"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "telemetry shutdown task failed"),
+                }
+            }
         }
     }
 }
