@@ -93,4 +93,6 @@ pub mod docs {
     pub mod telemetry {}
     #[doc = include_str!("../docs/tls.md")]
     pub mod tls {}
+    #[doc = include_str!("../docs/operations.md")]
+    pub mod operations {}
 }

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mllp_actors::{ServerConfig, Transport};
+use mllp_actors::ServerConfig;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::ack::AckOptions;
@@ -33,7 +33,8 @@ use crate::hl7::ParseOptions;
 use crate::telemetry::{Metrics, Observer};
 
 pub use mllp_actors::{
-    ConnectionInfo, ConnectionSnapshot, HandlerFailurePolicy, RestartPolicy, ShutdownReport,
+    ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
+    ShutdownReport, Transport,
 };
 pub use protocol::{Hl7, Hl7Codec, Inbound};
 

@@ -4,6 +4,9 @@
 //! Every server binds 127.0.0.1:0 and is found through its `listening on` line. Children are
 //! spawned with `kill_on_drop`, so a failing test never leaves one running.
 
+#[path = "support/pki.rs"]
+mod pki;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -926,4 +929,105 @@ async fn otlp_endpoint_exports_traces_and_metrics() {
         seen.iter().any(|p| p == "/v1/metrics"),
         "{seen:?}\n{stderr}"
     );
+}
+
+/// `serve` over mutual TLS and `send` with a client certificate: the message is acknowledged
+/// and stored; a plaintext `send` to the TLS port fails as a transport error (exit 3).
+#[tokio::test]
+async fn tls_flags_serve_and_send_over_mutual_tls() {
+    let pki = pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--inbox",
+            &path_str(&inbox),
+            "--tls-cert",
+            &path_str(&pki.server.cert),
+            "--tls-key",
+            &path_str(&pki.server.key),
+            "--tls-client-ca",
+            &path_str(&pki.ca.cert),
+            "--allow-client-subject",
+            "lab-sender",
+            "--allow-peer",
+            "127.0.0.0/8",
+        ],
+    )
+    .await;
+    let input = write(dir.path(), "one.hl7", &hl7("TLS-1", b"DOE"));
+    let out = mllp(&[
+        "send",
+        "--to",
+        &serve.to(),
+        "--tls-ca",
+        &path_str(&pki.ca.cert),
+        "--tls-cert",
+        &path_str(&pki.client.cert),
+        "--tls-key",
+        &path_str(&pki.client.key),
+        &input,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(stored(&inbox).len(), 1);
+
+    let plain = mllp(&[
+        "send",
+        "--to",
+        &serve.to(),
+        "--timeout",
+        "5s",
+        "--retries",
+        "0",
+        &input,
+    ])
+    .await;
+    assert_eq!(plain.status.code(), Some(3), "{}", text(&plain.stderr));
+    assert_eq!(
+        stored(&inbox).len(),
+        1,
+        "nothing stored from the plaintext sender"
+    );
+    let (status, _, _) = serve.stop().await;
+    assert!(status.success());
+}
+
+/// Incomplete or unusable TLS and admission settings are usage errors that say what is wrong.
+#[tokio::test]
+async fn bad_tls_and_admission_flags_are_rejected() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--tls-cert", "server.pem"], "--tls-key"),
+        (&["serve", "--tls-client-ca", "ca.pem"], "--tls-cert"),
+        (
+            &[
+                "serve",
+                "--tls-cert",
+                "missing-cert.pem",
+                "--tls-key",
+                "missing-key.pem",
+            ],
+            "missing-cert.pem",
+        ),
+        (&["serve", "--allow-peer", "banana"], "--allow-peer"),
+        (
+            &["serve", "--handshake-timeout", "0s"],
+            "--handshake-timeout",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = mllp(args).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?} does not name {needle}: {stderr}"
+        );
+    }
 }

@@ -144,6 +144,18 @@ pub(crate) struct ServeFile {
     pub(crate) shutdown_grace: Option<String>,
     #[serde(alias = "log_format")]
     pub(crate) log_format: Option<LogFormat>,
+    #[serde(alias = "handshake_timeout")]
+    pub(crate) handshake_timeout: Option<String>,
+    #[serde(alias = "tls_cert")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls_key")]
+    pub(crate) tls_key: Option<PathBuf>,
+    #[serde(alias = "tls_client_ca")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    #[serde(alias = "allow_client_subject")]
+    pub(crate) allow_client_subject: Option<Vec<String>>,
+    #[serde(alias = "allow_peer")]
+    pub(crate) allow_peer: Option<Vec<String>>,
     #[cfg(feature = "otlp")]
     #[serde(alias = "otlp_endpoint")]
     pub(crate) otlp_endpoint: Option<String>,
@@ -169,6 +181,9 @@ pub(crate) enum SettingError {
         key: &'static str,
         message: String,
     },
+    /// Settings that do not fit together (flags and file merged).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ServeFile {

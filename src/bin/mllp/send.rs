@@ -9,6 +9,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use mllp::ack::AckCode;
 use mllp::hl7::Message;
+use mllp::tls::TlsClientConfig;
 use mllp::{Client, ClientConfig, ClientError};
 
 use crate::config::{self, LogFormat};
@@ -48,6 +49,23 @@ pub(crate) struct SendArgs {
     /// then get it twice, with the same MSH-10); negative ACKs are never retried
     #[arg(long, value_name = "N", default_value_t = 2)]
     retries: u32,
+
+    /// Speak TLS, trusting only the CAs in this PEM bundle to vouch for the receiver
+    /// [default: none: plain TCP]
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate chain for mutual TLS (with --tls-key; needs --tls-ca)
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// The name the receiver's certificate must carry [default: the host part of --to]
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
 
     /// Stop at the first message not answered AA or CA (the rest count as not sent)
     #[arg(long)]
@@ -111,7 +129,22 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     config.reply_timeout = args.timeout;
     config.connect_timeout = args.connect_timeout;
     config.max_retries = args.retries;
-    let mut client = Client::with_config(args.to.clone(), config);
+    let mut client = match &args.tls_ca {
+        None => Client::with_config(args.to.clone(), config),
+        Some(ca) => {
+            let mut tls = TlsClientConfig::new(ca);
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                tls = tls.client_cert(cert, key);
+            }
+            if let Some(name) = &args.tls_server_name {
+                tls = tls.server_name(name);
+            }
+            match Client::with_tls(args.to.clone(), config, tls) {
+                Ok(client) => client,
+                Err(e) => return exit::fail(exit::USAGE, &e),
+            }
+        }
+    };
 
     let progress =
         (std::io::stderr().is_terminal() && messages.len() >= PROGRESS_THRESHOLD).then(|| {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use mllp::app::{HandlerError, Request, Router};
 use mllp::inbox::Inbox;
+use mllp::server::{PlainTcp, Transport};
+use mllp::tls::{Admission, Admitted, TlsConfig, TlsReloader};
 use mllp::{Server, ShutdownReport};
 
 use crate::config::{self, Framing, LogFormat, ServeFile, SettingError};
@@ -82,6 +84,33 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
     write_timeout: Option<Duration>,
 
+    /// Close a connection whose TLS handshake is not done within this time [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    handshake_timeout: Option<Duration>,
+
+    /// PEM certificate chain (leaf first); with --tls-key, serve MLLP over TLS 1.3/1.2.
+    /// SIGHUP re-reads the certificate files [default: none: plain TCP]
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert (PKCS#8, PKCS#1 or SEC1; unencrypted)
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates issued by the CAs in this PEM bundle (mutual TLS)
+    #[arg(long, value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Admit only clients whose certificate CN or SAN DNS name is NAME (repeatable; needs
+    /// --tls-client-ca) [default: any verified client]
+    #[arg(long, value_name = "NAME")]
+    allow_client_subject: Vec<String>,
+
+    /// Admit only peers from this address or CIDR range, e.g. 10.20.0.0/16 (repeatable; plain
+    /// TCP and TLS alike; refused peers are closed at once) [default: every address]
+    #[arg(long, value_name = "CIDR")]
+    allow_peer: Vec<String>,
+
     /// Connections served at once; more wait in the kernel's backlog [default: 1024]
     #[arg(long, value_name = "N", value_parser = config::positive_count)]
     max_connections: Option<usize>,
@@ -146,9 +175,21 @@ pub(crate) struct Settings {
     pub(crate) max_concurrent_handlers: Option<usize>,
     pub(crate) framing: Option<Framing>,
     pub(crate) shutdown_grace: Option<Duration>,
+    pub(crate) handshake_timeout: Option<Duration>,
+    pub(crate) tls: Option<TlsSettings>,
+    pub(crate) allow_peer: Vec<String>,
     pub(crate) log_format: LogFormat,
     #[cfg(feature = "otlp")]
     pub(crate) otlp_endpoint: Option<String>,
+}
+
+/// The TLS settings, resolved and checked for completeness.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsSettings {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) client_ca: Option<PathBuf>,
+    pub(crate) allow_client_subject: Vec<String>,
 }
 
 impl ServeArgs {
@@ -170,6 +211,39 @@ impl ServeArgs {
             Some(file.inbox.unwrap_or_else(|| PathBuf::from(DEFAULT_INBOX)))
         };
         let num = config::number_text;
+        let tls_cert = self.tls_cert.or(file.tls_cert);
+        let tls_key = self.tls_key.or(file.tls_key);
+        let tls_client_ca = self.tls_client_ca.or(file.tls_client_ca);
+        let allow_client_subject = if self.allow_client_subject.is_empty() {
+            file.allow_client_subject.unwrap_or_default()
+        } else {
+            self.allow_client_subject
+        };
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert,
+                key,
+                client_ca: tls_client_ca,
+                allow_client_subject,
+            }),
+            (None, None) if tls_client_ca.is_some() || !allow_client_subject.is_empty() => {
+                return Err(SettingError::Invalid(
+                    "--tls-client-ca and --allow-client-subject need --tls-cert and --tls-key"
+                        .to_owned(),
+                ));
+            }
+            (None, None) => None,
+            _ => {
+                return Err(SettingError::Invalid(
+                    "--tls-cert and --tls-key go together".to_owned(),
+                ));
+            }
+        };
+        let allow_peer = if self.allow_peer.is_empty() {
+            file.allow_peer.unwrap_or_default()
+        } else {
+            self.allow_peer
+        };
         Ok(Settings {
             bind: self
                 .bind
@@ -231,6 +305,14 @@ impl ServeArgs {
                 file.shutdown_grace,
                 config::any_duration,
             )?),
+            handshake_timeout: self.handshake_timeout.or(config::file_value(
+                path,
+                "handshake-timeout",
+                file.handshake_timeout,
+                config::positive_duration,
+            )?),
+            tls,
+            allow_peer,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             #[cfg(feature = "otlp")]
             otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
@@ -302,7 +384,69 @@ async fn serve(settings: Settings) -> ExitCode {
     if let Some(v) = settings.shutdown_grace {
         builder = builder.shutdown_grace(v);
     }
+    if let Some(v) = settings.handshake_timeout {
+        builder = builder.handshake_timeout(v);
+    }
+    // No --allow-peer means everyone; an empty allow-list would admit no one.
+    let admission = if settings.allow_peer.is_empty() {
+        Ok(Admission::any())
+    } else {
+        Admission::allow_list(&settings.allow_peer)
+    };
+    let admission = match admission {
+        Ok(admission) => admission,
+        Err(e) => {
+            return exit::fail_text(
+                exit::USAGE,
+                &format!("invalid --allow-peer: {}", exit::chain(&e)),
+            );
+        }
+    };
+    match &settings.tls {
+        None => {
+            serve_on(
+                builder.transport(Admitted::new(PlainTcp, admission)),
+                &settings,
+                signal,
+                inbox,
+                None,
+            )
+            .await
+        }
+        Some(tls) => {
+            let config = TlsConfig::new(&tls.cert, &tls.key);
+            let config = match &tls.client_ca {
+                Some(ca) => config.client_ca(ca),
+                None => config,
+            };
+            let transport = match config
+                .allow_client_subjects(tls.allow_client_subject.iter().cloned())
+                .build()
+            {
+                Ok(t) => t,
+                Err(e) => return exit::fail(exit::USAGE, &e),
+            };
+            let reloader = transport.reloader();
+            serve_on(
+                builder.transport(Admitted::new(transport, admission)),
+                &settings,
+                signal,
+                inbox,
+                Some(reloader),
+            )
+            .await
+        }
+    }
+}
 
+/// Binds and serves on one transport (plain TCP or TLS) until the signal.
+async fn serve_on<T: Transport>(
+    builder: mllp::ServerBuilder<T>,
+    settings: &Settings,
+    signal: ShutdownSignal,
+    inbox: Option<Inbox>,
+    reloader: Option<TlsReloader>,
+) -> ExitCode {
     let server = match builder.bind(settings.bind.as_str()).await {
         Ok(server) => server,
         Err(mllp::Error::Config(e)) => {
@@ -322,15 +466,47 @@ async fn serve(settings: Settings) -> ExitCode {
         Some(inbox) => tracing::info!(inbox = %inbox.dir().display(), "storing messages"),
         None => tracing::warn!("--no-inbox: messages are acknowledged but not stored"),
     }
-    tracing::info!(address = %server.local_addr(), "listening");
+    let reload_task = reloader.map(|r| tokio::spawn(reload_on_sighup(r)));
+    tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");
     say!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
 
-    match server.serve_with_shutdown(signal.wait()).await {
+    let result = server.serve_with_shutdown(signal.wait()).await;
+    if let Some(task) = reload_task {
+        task.abort();
+    }
+    match result {
         Ok(report) => drain_report(&report),
         Err(e) => exit::fail(exit::FAILURE, &e),
     }
 }
+
+/// Re-reads the certificate files on every SIGHUP: new connections get the new certificate,
+/// live ones keep theirs, and a failed reload keeps the old one (and says why).
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: TlsReloader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; certificate reload unavailable");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let reloader = reloader.clone();
+        match tokio::task::spawn_blocking(move || reloader.reload()).await {
+            Ok(Ok(())) => tracing::info!("tls certificates reloaded"),
+            Ok(Err(error)) => {
+                tracing::error!(error = %exit::chain(&error), "tls reload failed; keeping the previous certificate");
+            }
+            Err(error) => tracing::error!(%error, "tls reload task failed"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_reloader: TlsReloader) {}
 
 /// Prints the drain report; a drain that had to abort connections is not clean.
 fn drain_report(report: &ShutdownReport) -> ExitCode {
