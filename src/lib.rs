@@ -96,3 +96,8 @@ pub mod docs {
     #[doc = include_str!("../docs/operations.md")]
     pub mod operations {}
 }
+
+/// The README's code blocks, compiled as doctests so the quick start stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
