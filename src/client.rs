@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use crate::ack::AckCode;
+use crate::ack::{AckCode, AckRequirement};
 use crate::frame::{FrameError, MllpCodec};
 use crate::hl7::{Message, ParseError};
 use crate::tls::{BoxedStream, Connector, TlsClientConfig, TlsConfigError};
@@ -389,17 +389,26 @@ impl Client {
 
     /// Sends one message and waits for its acknowledgment, retrying per the config.
     ///
+    /// What is waited for follows the message's own MSH-15 (accept acknowledgment type), as the
+    /// receiver does: with MSH-15 absent (original mode), `AL` or `SU` an ACK is required and
+    /// its absence is a [`ClientError::Timeout`]; with `NE` nothing is waited for and the
+    /// result is `Ok(None)` once the message is written; with `ER` an ACK comes only on error,
+    /// so silence for `reply_timeout` is `Ok(None)` (accepted) and the connection stays open.
+    ///
     /// Returns the ACK when it is AA or CA.
     ///
     /// # Errors
     /// [`ClientError::Negative`] for AE/AR/CE/CR, [`ClientError::Mismatch`] when MSA-2 is not the
     /// sent MSH-10, and the transport errors when retries are exhausted.
-    pub async fn send(&mut self, message: impl Into<Bytes>) -> Result<Acknowledgment, ClientError> {
+    pub async fn send(
+        &mut self,
+        message: impl Into<Bytes>,
+    ) -> Result<Option<Acknowledgment>, ClientError> {
         let message = message.into();
-        let control_id = control_id_of(&message)?;
+        let (control_id, expect) = inspect(&message)?;
         let mut attempt = 0;
         loop {
-            let result = self.send_once(&message, &control_id).await;
+            let result = self.send_once(&message, &control_id, expect).await;
             match &result {
                 Err(e) if attempt < self.config.max_retries && self.retryable(e) => {
                     attempt += 1;
@@ -411,31 +420,42 @@ impl Client {
     }
 
     /// Sends many messages with up to `max_in_flight` awaiting their ACKs (pipelining); ACKs are
-    /// correlated in order. Results come back in input order. Transient failures are not
-    /// retried here: the caller sees them per message.
-    pub async fn send_all<I>(&mut self, messages: I) -> Vec<Result<Acknowledgment, ClientError>>
+    /// correlated in order. Results come back in input order, each as [`Client::send`] would
+    /// give it. A message with MSH-15 = `ER` (an ACK only on error) is sent alone, after the
+    /// pipeline has drained, since silence is its answer. Transient failures are not retried
+    /// here: the caller sees them per message.
+    pub async fn send_all<I>(
+        &mut self,
+        messages: I,
+    ) -> Vec<Result<Option<Acknowledgment>, ClientError>>
     where
         I: IntoIterator<Item = Bytes>,
     {
         let depth = self.config.max_in_flight.max(1);
-        let mut results = Vec::new();
+        let mut results: Vec<Option<Reply>> = Vec::new();
         let mut pending: VecDeque<(usize, String)> = VecDeque::new();
-        let mut queue = messages.into_iter().enumerate().peekable();
+        let mut queue = messages.into_iter().enumerate();
+        let mut held: Option<(usize, Bytes, String)> = None;
         loop {
             // Fill the pipeline.
-            while pending.len() < depth {
+            while pending.len() < depth && held.is_none() {
                 let Some((index, message)) = queue.next() else {
                     break;
                 };
                 results.push(None);
-                let control_id = match control_id_of(&message) {
-                    Ok(id) => id,
+                let (control_id, expect) = match inspect(&message) {
+                    Ok(found) => found,
                     Err(e) => {
                         results[index] = Some(Err(e));
                         continue;
                     }
                 };
+                if expect == Expect::OnErrorOnly {
+                    held = Some((index, message, control_id));
+                    break;
+                }
                 match self.write(message).await {
+                    Ok(()) if expect == Expect::Never => results[index] = Some(Ok(None)),
                     Ok(()) => pending.push_back((index, control_id)),
                     Err(e) => {
                         results[index] = Some(Err(e));
@@ -443,24 +463,27 @@ impl Client {
                     }
                 }
             }
-            let Some((index, control_id)) = pending.pop_front() else {
-                if queue.peek().is_none() {
-                    break;
+            if let Some((index, control_id)) = pending.pop_front() {
+                let reply = self.read_reply(&control_id, false).await;
+                let broken = matches!(
+                    reply,
+                    Err(ClientError::Timeout(_)
+                        | ClientError::Closed
+                        | ClientError::Io(_)
+                        | ClientError::Frame(_)
+                        | ClientError::Mismatch { .. })
+                );
+                results[index] = Some(reply);
+                if broken {
+                    self.fail_pending(&mut pending, &mut results);
                 }
-                continue;
-            };
-            let reply = self.read_reply(&control_id).await;
-            let broken = matches!(
-                reply,
-                Err(ClientError::Timeout(_)
-                    | ClientError::Closed
-                    | ClientError::Io(_)
-                    | ClientError::Frame(_)
-                    | ClientError::Mismatch { .. })
-            );
-            results[index] = Some(reply);
-            if broken {
-                self.fail_pending(&mut pending, &mut results);
+            } else if let Some((index, message, control_id)) = held.take() {
+                let reply = self
+                    .send_once(&message, &control_id, Expect::OnErrorOnly)
+                    .await;
+                results[index] = Some(reply);
+            } else {
+                break;
             }
         }
         results
@@ -472,7 +495,7 @@ impl Client {
     fn fail_pending(
         &mut self,
         pending: &mut VecDeque<(usize, String)>,
-        results: &mut [Option<Result<Acknowledgment, ClientError>>],
+        results: &mut [Option<Reply>],
     ) {
         self.connection = None;
         for (index, _) in pending.drain(..) {
@@ -485,13 +508,13 @@ impl Client {
             || (self.config.retry_negative && matches!(error, ClientError::Negative { .. }))
     }
 
-    async fn send_once(
-        &mut self,
-        message: &Bytes,
-        control_id: &str,
-    ) -> Result<Acknowledgment, ClientError> {
+    async fn send_once(&mut self, message: &Bytes, control_id: &str, expect: Expect) -> Reply {
         self.write(message.clone()).await?;
-        self.read_reply(control_id).await
+        match expect {
+            Expect::Never => Ok(None),
+            Expect::Always => self.read_reply(control_id, false).await,
+            Expect::OnErrorOnly => self.read_reply(control_id, true).await,
+        }
     }
 
     async fn write(&mut self, message: Bytes) -> Result<(), ClientError> {
@@ -506,12 +529,15 @@ impl Client {
         Ok(())
     }
 
-    async fn read_reply(&mut self, control_id: &str) -> Result<Acknowledgment, ClientError> {
+    /// Reads the reply to `control_id`. With `silence_ok` (MSH-15 = ER) no reply within the
+    /// timeout means accepted, and the connection is kept.
+    async fn read_reply(&mut self, control_id: &str, silence_ok: bool) -> Reply {
         let timeout = self.config.reply_timeout;
         let Some(conn) = self.connection.as_mut() else {
             return Err(ClientError::Closed);
         };
         let reply = match tokio::time::timeout(timeout, conn.next()).await {
+            Err(_elapsed) if silence_ok => return Ok(None),
             Err(_elapsed) => Err(ClientError::Timeout(timeout)),
             Ok(None) => Err(ClientError::Closed),
             Ok(Some(Err(FrameError::Io(e)))) => Err(ClientError::Io(e)),
@@ -537,7 +563,7 @@ impl Client {
             });
         }
         if ack.code().is_success() {
-            Ok(ack)
+            Ok(Some(ack))
         } else {
             Err(ClientError::Negative {
                 code: ack.code(),
@@ -592,16 +618,38 @@ impl Client {
     }
 }
 
-fn control_id_of(message: &Bytes) -> Result<String, ClientError> {
+/// One message's result: the ACK, or `None` when MSH-15 says no ACK was to come.
+type Reply = Result<Option<Acknowledgment>, ClientError>;
+
+/// What reply a message's MSH-15 (accept acknowledgment type) asks the receiver for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Original mode (no MSH-15), `AL`, or `SU`: an ACK must come (for `SU`, silence means
+    /// the message was not accepted).
+    Always,
+    /// `ER`: an ACK comes only when the message was not accepted.
+    OnErrorOnly,
+    /// `NE`: no ACK comes.
+    Never,
+}
+
+/// The message's MSH-10 and what reply to wait for.
+fn inspect(message: &Bytes) -> Result<(String, Expect), ClientError> {
     let parsed = Message::parse_with(
         message.clone(),
         &crate::hl7::ParseOptions::default().lenient_line_endings(true),
     )
     .map_err(ClientError::InvalidMessage)?;
-    parsed
+    let control_id = parsed
         .control_id()
         .map(str::to_owned)
-        .ok_or(ClientError::MissingControlId)
+        .ok_or(ClientError::MissingControlId)?;
+    let expect = match parsed.accept_ack_type() {
+        Some(AckRequirement::Never) => Expect::Never,
+        Some(AckRequirement::ErrorOnly) => Expect::OnErrorOnly,
+        _ => Expect::Always,
+    };
+    Ok((control_id, expect))
 }
 
 #[cfg(test)]

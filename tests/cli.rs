@@ -445,13 +445,14 @@ async fn sigterm_during_load_loses_no_acknowledged_message() {
                 for i in 0.. {
                     let id = format!("LOAD-{c}-{i}");
                     match client.send(Bytes::from(hl7(&id, b"DOE"))).await {
-                        Ok(ack) => {
+                        Ok(Some(ack)) => {
                             assert_eq!(ack.code(), AckCode::AA);
                             acked.lock().unwrap().push(id);
                             if count.fetch_add(1, Ordering::SeqCst) + 1 == 40 {
                                 enough.notify_one();
                             }
                         }
+                        Ok(None) => panic!("original-mode messages are always acknowledged"),
                         // The server closed the connection or refused a new one: the load ends.
                         Err(_) => break,
                     }
@@ -1030,4 +1031,49 @@ async fn bad_tls_and_admission_flags_are_rejected() {
             "{args:?} does not name {needle}: {stderr}"
         );
     }
+}
+
+/// `send` follows each message's MSH-15 as the receiver does: a message with `NE` is not waited
+/// for and one with `ER` is accepted by silence, so the whole fixture corpus (which has both)
+/// goes through with exit 0 and each message is stored exactly once.
+#[tokio::test]
+async fn send_follows_msh_15_of_enhanced_mode_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let out = mllp(&["send", "--to", &serve.to(), "--timeout", "1s", fixtures]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("oru_r01.hl7#1  LAB-000042  sent (no ACK requested by MSH-15)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("adt_a08.hl7#1  UPD-88  sent (no ACK requested by MSH-15)"),
+        "{stdout}"
+    );
+    let sent = std::fs::read_dir(fixtures).unwrap().count();
+    let files: usize = stored(&inbox).values().map(Vec::len).sum();
+    assert_eq!(files, sent, "one stored file per message, no resends");
+    let bench = mllp(&[
+        "bench",
+        "--to",
+        &serve.to(),
+        "--connections",
+        "1",
+        "--messages",
+        "1",
+        "--message",
+        &format!("{fixtures}/oru_r01.hl7"),
+    ])
+    .await;
+    assert_eq!(bench.status.code(), Some(2), "{}", text(&bench.stderr));
+    assert!(
+        text(&bench.stderr).contains("MSH-15"),
+        "{}",
+        text(&bench.stderr)
+    );
+    let (status, _, _) = serve.stop().await;
+    assert!(status.success());
 }

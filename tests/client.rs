@@ -63,7 +63,8 @@ async fn reply_timeout_closes_the_connection_and_the_next_send_reconnects() {
     );
     let ack = within(client.send(hl7("ADT^A01", "NEXT", "2.5")))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("an ACK (original mode)");
     assert_eq!(ack.acknowledged_control_id().as_deref(), Some("NEXT"));
     assert!(
         within(receiver).await.unwrap(),
@@ -117,8 +118,71 @@ async fn send_all_pipelines_and_correlates_in_order() {
     let results = within(client.send_all(ids.iter().map(|id| hl7("ADT^A01", id, "2.5")))).await;
     assert_eq!(results.len(), ids.len());
     for (result, id) in results.into_iter().zip(&ids) {
-        let ack = result.expect("accepted");
+        let ack = result.expect("accepted").expect("an ack");
         assert_eq!(ack.acknowledged_control_id().as_deref(), Some(id.as_str()));
     }
+    within(server.shutdown()).await;
+}
+
+fn accept_or_fail() -> Router {
+    Router::new()
+        .route("ADT^A02", |_r: Request| async {
+            Err::<(), _>(mllp::app::HandlerError::internal("nope"))
+        })
+        .route("*", |_r: Request| async {})
+}
+
+/// The client follows the message's MSH-15 as the receiver does: `NE` is not waited for, `ER`
+/// is accepted by silence (and answered CE on error), and the connection keeps correlating.
+#[tokio::test(start_paused = true)]
+async fn client_follows_msh_15_of_the_message_it_sends() {
+    let server = Server::builder()
+        .router(accept_or_fail())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let config = ClientConfig::default()
+        .reply_timeout(Duration::from_secs(2))
+        .max_retries(0);
+    let mut client = Client::with_config(server.local_addr().to_string(), config);
+    let ne = within(client.send(support::hl7_with("ADT^A01", "NE-1", "2.5", "NE"))).await;
+    assert!(matches!(ne, Ok(None)), "{ne:?}");
+    let er_ok = within(client.send(support::hl7_with("ADT^A01", "ER-1", "2.5", "ER"))).await;
+    assert!(matches!(er_ok, Ok(None)), "{er_ok:?}");
+    assert!(
+        client.is_connected(),
+        "silence is ER's success: the connection stays"
+    );
+    let er_bad = within(client.send(support::hl7_with("ADT^A02", "ER-2", "2.5", "ER"))).await;
+    assert!(
+        matches!(&er_bad, Err(ClientError::Negative { code, .. }) if code.as_str() == "CE"),
+        "{er_bad:?}"
+    );
+    let al = within(client.send(support::hl7_with("ADT^A01", "AL-1", "2.5", "AL")))
+        .await
+        .unwrap()
+        .expect("AL always gets an ACK");
+    assert_eq!(
+        (al.code().as_str(), al.acknowledged_control_id().as_deref()),
+        ("CA", Some("AL-1"))
+    );
+    let mixed = within(client.send_all([
+        support::hl7_with("ADT^A01", "M-1", "2.5", "NE"),
+        hl7("ADT^A01", "M-2", "2.5"),
+        support::hl7_with("ADT^A01", "M-3", "2.5", "ER"),
+        hl7("ADT^A01", "M-4", "2.5"),
+    ]))
+    .await;
+    let summary: Vec<Option<String>> = mixed
+        .into_iter()
+        .map(|r| r.unwrap().and_then(|a| a.acknowledged_control_id()))
+        .collect();
+    assert_eq!(
+        summary,
+        [None, Some("M-2".into()), None, Some("M-4".into())]
+    );
     within(server.shutdown()).await;
 }

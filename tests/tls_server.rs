@@ -58,7 +58,8 @@ async fn tls_round_trip_through_the_server() {
     let mut client = tls_client(&server, TlsClientConfig::new(&pki.ca.cert));
     let ack = within(client.send(hl7("ADT^A01", "TLS1", "2.5")))
         .await
-        .expect("ack");
+        .expect("ack")
+        .expect("an ACK (original mode)");
     assert_eq!(ack.code().as_str(), "AA");
     client.close().await;
     let stop = next_matching(&mut events, |s| matches!(s, Seen::ConnectionStop { .. })).await;
@@ -98,7 +99,8 @@ async fn mtls_identity_reaches_handler_and_telemetry() {
     );
     let ack = within(client.send(hl7("ADT^A01", "MTLS1", "2.5")))
         .await
-        .expect("ack");
+        .expect("ack")
+        .expect("an ACK (original mode)");
     assert_eq!(ack.code().as_str(), "AA");
     client.close().await;
     let stop = next_matching(&mut events, |s| matches!(s, Seen::ConnectionStop { .. })).await;
@@ -227,7 +229,8 @@ async fn shutdown_drains_a_tls_connection() {
     let ack = within(send)
         .await
         .unwrap()
-        .expect("in-flight message answered during drain");
+        .expect("in-flight message answered during drain")
+        .expect("an ACK (original mode)");
     assert_eq!(ack.code().as_str(), "AA");
     let report = within(shutdown).await.unwrap();
     assert_eq!((report.drained, report.aborted), (1, 0));

@@ -166,6 +166,23 @@ fn load_template(path: Option<&PathBuf>) -> Result<Template, String> {
             all.swap_remove(0).payload
         }
     };
+    // Every message is timed to its ACK: one whose MSH-15 asks for no ACK (NE) or for one only
+    // on error (ER) would only ever measure the reply timeout.
+    let accept_ack = mllp::hl7::Message::parse_with(
+        bytes.clone(),
+        &mllp::hl7::ParseOptions::default().lenient_line_endings(true),
+    )
+    .ok()
+    .and_then(|m| m.accept_ack_type());
+    if let Some(
+        requirement @ (mllp::hl7::AckRequirement::Never | mllp::hl7::AckRequirement::ErrorOnly),
+    ) = accept_ack
+    {
+        return Err(format!(
+            "--message: MSH-15 is {requirement}, so the receiver does not acknowledge every \
+             message; bench needs one that is always acknowledged (MSH-15 AL, SU or empty)"
+        ));
+    }
     Template::new(&bytes).map_err(|e| match path {
         Some(p) => format!("{}: {e}", p.display()),
         None => e.to_owned(),

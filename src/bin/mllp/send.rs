@@ -100,6 +100,8 @@ Examples:
 #[derive(Debug, Default)]
 struct Tally {
     accepted: usize,
+    /// Sent with MSH-15 = NE, or ER and no error came back: accepted by the rules of MSH-15.
+    unacknowledged: usize,
     errors: usize,
     rejected: usize,
     failed: usize,
@@ -167,13 +169,19 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         let result = client.send(message.payload.clone()).await;
         let mut line = format!("{}  {}  ", label(message), id.escape_debug());
         let ok = match &result {
-            Ok(ack) => {
+            Ok(Some(ack)) => {
                 tally.accepted += 1;
                 let _ = write!(line, "{}", ack.code());
                 let text = ack.text();
                 if !text.is_empty() {
                     let _ = write!(line, "  {}", text.escape_debug());
                 }
+                true
+            }
+            // MSH-15 asked for no ACK (NE), or for one only on error (ER) and none came.
+            Ok(None) => {
+                tally.unacknowledged += 1;
+                let _ = write!(line, "sent (no ACK requested by MSH-15)");
                 true
             }
             Err(ClientError::Negative { code, text, .. }) => {
@@ -217,10 +225,11 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     client.close().await;
 
     say!(
-        "sent {}: {} accepted (AA/CA), {} error (AE/CE), {} rejected (AR/CR), {} failed \
-         (no valid ACK), {} not sent",
+        "sent {}: {} accepted (AA/CA), {} without ACK by MSH-15 (NE/ER), {} error (AE/CE), \
+         {} rejected (AR/CR), {} failed (no valid ACK), {} not sent",
         messages.len() - tally.not_sent,
         tally.accepted,
+        tally.unacknowledged,
         tally.errors,
         tally.rejected,
         tally.failed,
