@@ -39,12 +39,12 @@ async fn log(req: Request, next: Next) -> Response {
     response
 }
 
-/// Rejects messages from an unknown sending facility before they reach a handler.
-async fn only_known_senders(req: Request, next: Next) -> Response {
-    if req.message().sending_facility() != b"SENDFAC" {
+/// Rejects messages that do not say who sent them (MSH-4) before they reach a handler.
+async fn require_sending_facility(req: Request, next: Next) -> Response {
+    if req.message().sending_facility().is_empty() {
         return Response::reject(
-            ErrorCode::ApplicationRecordLocked,
-            "unknown sending facility",
+            ErrorCode::RequiredFieldMissing,
+            "MSH-4 (sending facility) is required",
         );
     }
     next.run(req).await
@@ -60,7 +60,7 @@ async fn main() -> Result<(), mllp::Error> {
         .route("ADT^A08", update)
         .route("ADT^*", other_adt)
         .layer(from_fn(log))
-        .layer(from_fn(only_known_senders))
+        .layer(from_fn(require_sending_facility))
         // At most 100 messages per second across all connections; the rest wait their turn.
         .layer(
             ServiceBuilder::new()
