@@ -91,6 +91,22 @@ struct Serve {
 }
 
 impl Serve {
+    /// Starts `mllp serve` in `cwd` storing into `cwd/inbox`; returns it and the inbox path.
+    async fn with_inbox(cwd: &Path) -> (Serve, std::path::PathBuf) {
+        let inbox = cwd.join("inbox");
+        let serve = Self::start(cwd, &["--inbox", &path_str(&inbox)]).await;
+        (serve, inbox)
+    }
+
+    /// Sends SIGTERM, waits for the exit and asserts it was a clean drain (status 0).
+    async fn stop_cleanly(self) {
+        let (status, stdout, stderr) = self.stop().await;
+        assert!(
+            status.success(),
+            "serve did not exit cleanly: {stdout}{stderr}"
+        );
+    }
+
     /// Starts `mllp serve --bind 127.0.0.1:0 ARGS` in `cwd` and waits for its `listening on`.
     async fn start(cwd: &Path, args: &[&str]) -> Serve {
         Self::start_with_env(cwd, args, &[]).await
@@ -222,8 +238,7 @@ fn path_str(p: &Path) -> String {
 #[tokio::test]
 async fn send_to_serve_stores_exact_bytes_latin1_and_utf8() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
 
     let latin1 = hl7_with("LAT-1", b"M\xfcller", "|||||||8859/1");
     let utf8 = hl7_with("UTF-1", "Müller-Øre".as_bytes(), "|||||||UNICODE UTF-8");
@@ -252,16 +267,14 @@ async fn send_to_serve_stores_exact_bytes_latin1_and_utf8() {
     assert_eq!(files.len(), 2);
     assert_eq!(files["LAT-1"], vec![latin1]);
     assert_eq!(files["UTF-1"], vec![utf8]);
-    let (status, _, _) = serve.stop().await;
-    assert!(status.success());
+    serve.stop_cleanly().await;
 }
 
 /// A 5 MB message goes through and is stored intact.
 #[tokio::test]
 async fn large_message_is_stored_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
     let mut big = hl7("BIG-1", b"DOE");
     let body: Vec<u8> = (0..5 * 1024 * 1024)
         .map(|i| b'A' + (i % 26) as u8)
@@ -278,8 +291,7 @@ async fn large_message_is_stored_intact() {
         files["BIG-1"][0] == big,
         "stored bytes differ from sent bytes"
     );
-    let (status, _, _) = serve.stop().await;
-    assert!(status.success());
+    serve.stop_cleanly().await;
 }
 
 /// Control ids that look like paths never place a file outside the inbox, and each message is
@@ -287,8 +299,7 @@ async fn large_message_is_stored_intact() {
 #[tokio::test]
 async fn hostile_control_ids_stay_inside_the_inbox() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
     let long = "x/".repeat(200);
     let hostile = [
         "../../escaped",
@@ -321,16 +332,14 @@ async fn hostile_control_ids_stay_inside_the_inbox() {
         .collect();
     siblings.sort();
     assert_eq!(siblings, ["hostile.hl7", "inbox"]);
-    let (status, _, _) = serve.stop().await;
-    assert!(status.success());
+    serve.stop_cleanly().await;
 }
 
 /// A control id sent three times (a resend) leaves three files: nothing is overwritten.
 #[tokio::test]
 async fn repeated_control_ids_are_all_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
     let versions: Vec<Vec<u8>> = [b"FIRST".as_slice(), b"SECOND", b"THIRD"]
         .iter()
         .map(|name| hl7("DUP-1", name))
@@ -343,8 +352,7 @@ async fn repeated_control_ids_are_all_kept() {
     let mut expected = versions;
     expected.sort();
     assert_eq!(kept, expected);
-    let (status, _, _) = serve.stop().await;
-    assert!(status.success());
+    serve.stop_cleanly().await;
 }
 
 /// A payload that is not HL7, or lacks MSH-9 or MSH-10, is answered AR and never stored; a
@@ -352,8 +360,7 @@ async fn repeated_control_ids_are_all_kept() {
 #[tokio::test]
 async fn rejected_messages_are_not_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
     let stream = TcpStream::connect(serve.addr).await.unwrap();
     let mut peer = Framed::new(stream, MllpCodec::new());
     let mut call = async |payload: Vec<u8>| {
@@ -374,8 +381,7 @@ async fn rejected_messages_are_not_stored() {
     let files = stored(&inbox);
     assert_eq!(files.keys().collect::<Vec<_>>(), ["ENH-1", "GOOD-1"]);
     drop(peer);
-    let (status, _, _) = serve.stop().await;
-    assert!(status.success());
+    serve.stop_cleanly().await;
 }
 
 /// Without `--inbox`, messages go to `./mllp-inbox`; with `--no-inbox` they are acknowledged
@@ -424,8 +430,7 @@ async fn bind_port_zero_prints_the_real_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let count = Arc::new(AtomicUsize::new(0));
@@ -1014,8 +1019,7 @@ async fn tls_flags_serve_and_send_over_mutual_tls() {
         1,
         "nothing stored from the plaintext sender"
     );
-    let (status, _, _) = serve.stop().await;
-    assert!(status.success());
+    serve.stop_cleanly().await;
 }
 
 /// `send` follows each message's MSH-15 as the receiver does: a message with `NE` is not waited
@@ -1024,8 +1028,7 @@ async fn tls_flags_serve_and_send_over_mutual_tls() {
 #[tokio::test]
 async fn send_follows_msh_15_of_enhanced_mode_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = dir.path().join("inbox");
-    let serve = Serve::start(dir.path(), &["--inbox", &path_str(&inbox)]).await;
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let out = mllp(&["send", "--to", &serve.to(), "--timeout", "1s", fixtures]).await;
     let stdout = text(&out.stdout);
@@ -1059,6 +1062,5 @@ async fn send_follows_msh_15_of_enhanced_mode_messages() {
         "{}",
         text(&bench.stderr)
     );
-    let (status, _, _) = serve.stop().await;
-    assert!(status.success());
+    serve.stop_cleanly().await;
 }

@@ -115,6 +115,17 @@ impl Telemetry {
             .expect("start")
     }
 
+    /// Serves one message on a fresh server, shuts it down (so every span is exported) and
+    /// returns the ACK code the message got.
+    async fn answer_one(&self, builder: ServerBuilder, message: Bytes) -> String {
+        let server = self.start(builder).await;
+        let mut peer = Peer::connect(server.local_addr()).await;
+        let code = ack_code(&peer.call(message).await);
+        drop(peer);
+        within(server.shutdown()).await;
+        code
+    }
+
     /// Every span exported so far (all of them once the server has shut down).
     fn spans(&self) -> Vec<SpanData> {
         self.tracer_provider.force_flush().expect("flush spans");
@@ -451,14 +462,15 @@ async fn handler_error_gives_error_status_and_ae_metric() {
     let router = Router::new().route("ADT^A01", |_req: Request| async {
         Err::<(), _>(HandlerError::internal("store unavailable"))
     });
-    let server = telemetry.start(Server::builder().router(router)).await;
-    let mut peer = Peer::connect(server.local_addr()).await;
     assert_eq!(
-        ack_code(&peer.call(phi_message("ADT^A01", "E1")).await),
+        telemetry
+            .answer_one(
+                Server::builder().router(router),
+                phi_message("ADT^A01", "E1")
+            )
+            .await,
         "AE"
     );
-    drop(peer);
-    within(server.shutdown()).await;
 
     let spans = telemetry.spans();
     let message = only(&spans, "mllp.message");
@@ -477,14 +489,15 @@ async fn handler_error_gives_error_status_and_ae_metric() {
 async fn unrouted_message_gives_error_status_and_ar_metric() {
     let telemetry = Telemetry::install();
     let router = Router::new().route("ADT^A01", |_req: Request| async {});
-    let server = telemetry.start(Server::builder().router(router)).await;
-    let mut peer = Peer::connect(server.local_addr()).await;
     assert_eq!(
-        ack_code(&peer.call(phi_message("ORU^R01", "U1")).await),
+        telemetry
+            .answer_one(
+                Server::builder().router(router),
+                phi_message("ORU^R01", "U1")
+            )
+            .await,
         "AR"
     );
-    drop(peer);
-    within(server.shutdown()).await;
 
     let spans = telemetry.spans();
     let message = only(&spans, "mllp.message");
@@ -507,20 +520,17 @@ async fn unrouted_message_gives_error_status_and_ar_metric() {
 async fn handler_timeout_records_timeout_exception() {
     let telemetry = Telemetry::install();
     let router = Router::new().route("ADT^A01", |_req: Request| std::future::pending::<()>());
-    let server = telemetry
-        .start(
-            Server::builder()
-                .router(router)
-                .handler_timeout(Duration::from_secs(2)),
-        )
-        .await;
-    let mut peer = Peer::connect(server.local_addr()).await;
     assert_eq!(
-        ack_code(&peer.call(phi_message("ADT^A01", "T1")).await),
+        telemetry
+            .answer_one(
+                Server::builder()
+                    .router(router)
+                    .handler_timeout(Duration::from_secs(2)),
+                phi_message("ADT^A01", "T1")
+            )
+            .await,
         "AE"
     );
-    drop(peer);
-    within(server.shutdown()).await;
 
     let spans = telemetry.spans();
     let message = only(&spans, "mllp.message");
@@ -552,14 +562,15 @@ async fn handler_timeout_records_timeout_exception() {
 async fn handler_panic_records_panic_exception() {
     let telemetry = Telemetry::install();
     let router = Router::new().route("ADT^A01", boom);
-    let server = telemetry.start(Server::builder().router(router)).await;
-    let mut peer = Peer::connect(server.local_addr()).await;
     assert_eq!(
-        ack_code(&peer.call(phi_message("ADT^A01", "P1")).await),
+        telemetry
+            .answer_one(
+                Server::builder().router(router),
+                phi_message("ADT^A01", "P1")
+            )
+            .await,
         "AE"
     );
-    drop(peer);
-    within(server.shutdown()).await;
 
     let spans = telemetry.spans();
     let message = only(&spans, "mllp.message");

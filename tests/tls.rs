@@ -15,7 +15,7 @@ use mllp::tls::{
 use mllp_actors::{Established, PlainTcp, Transport};
 use pki::{KeyFormat, LeafSpec, Pki};
 use rustls::CertificateError;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const ADT: &[u8] = b"\x0bMSH|^~\\&|LAB|H|RIS|H|20250101||ADT^A01|1|P|2.5\r\x1c\r";
@@ -42,6 +42,18 @@ fn server(pki: &Pki) -> TlsConfig {
 
 fn client(pki: &Pki) -> TlsClientConfig {
     TlsClientConfig::new(&pki.ca.cert)
+}
+
+/// Writes `bytes` on one end and checks the other end reads exactly them.
+async fn carries(
+    from: &mut (impl AsyncWrite + Unpin),
+    to: &mut (impl AsyncRead + Unpin),
+    bytes: &[u8],
+) {
+    within(from.write_all(bytes)).await.unwrap();
+    let mut got = vec![0u8; bytes.len()];
+    within(to.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, bytes);
 }
 
 /// Runs both handshakes over a fresh loopback pair.
@@ -94,15 +106,9 @@ async fn tls_round_trip_carries_bytes_both_ways() {
     );
     let mut server = established.stream;
 
-    within(client.write_all(ADT)).await.unwrap();
-    let mut got = vec![0u8; ADT.len()];
-    within(server.read_exact(&mut got)).await.unwrap();
-    assert_eq!(got, ADT);
+    carries(&mut client, &mut server, ADT).await;
 
-    within(server.write_all(ACK)).await.unwrap();
-    let mut got = vec![0u8; ACK.len()];
-    within(client.read_exact(&mut got)).await.unwrap();
-    assert_eq!(got, ACK);
+    carries(&mut server, &mut client, ACK).await;
 
     within(client.shutdown()).await.unwrap();
     assert_eq!(within(server.read(&mut [0u8; 16])).await.unwrap(), 0);
@@ -199,10 +205,7 @@ async fn mtls_trusted_client_is_admitted_with_its_identity() {
         server.peer_certificates().map(|c| c[0].to_vec()),
         Some(pki.client.der.clone())
     );
-    within(client.write_all(ADT)).await.unwrap();
-    let mut got = vec![0u8; ADT.len()];
-    within(server.read_exact(&mut got)).await.unwrap();
-    assert_eq!(got, ADT);
+    carries(&mut client, &mut server, ADT).await;
 }
 
 /// A resumed session (no certificate on the wire) still reports the client's identity.
@@ -219,9 +222,7 @@ async fn mtls_resumed_session_keeps_the_identity() {
     let mut client = client.expect("first handshake");
     assert!(!server.resumed());
     // TLS 1.3 session tickets arrive after the handshake: read an answer to receive them.
-    within(server.write_all(ACK)).await.unwrap();
-    let mut got = vec![0u8; ACK.len()];
-    within(client.read_exact(&mut got)).await.unwrap();
+    carries(&mut server, &mut client, ACK).await;
 
     let (established, client) = handshake(&transport, &connector).await;
     let established = established.expect("second handshake");
@@ -467,10 +468,7 @@ async fn connector_verifies_address_host_or_configured_name() {
         if ok {
             let mut stream = stream.unwrap();
             let mut server = established.unwrap().stream;
-            within(stream.write_all(ADT)).await.unwrap();
-            let mut got = vec![0u8; ADT.len()];
-            within(server.read_exact(&mut got)).await.unwrap();
-            assert_eq!(got, ADT);
+            carries(&mut stream, &mut server, ADT).await;
         }
     }
 }
@@ -487,9 +485,7 @@ async fn missing_close_notify_reads_as_end_of_stream() {
     within(client.write_all(ADT)).await.unwrap();
     // Read an answer first, so the client's socket holds no unread bytes (TLS 1.3 session
     // tickets): closing it then sends FIN, not RST.
-    within(server.write_all(ACK)).await.unwrap();
-    let mut ack = vec![0u8; ACK.len()];
-    within(client.read_exact(&mut ack)).await.unwrap();
+    carries(&mut server, &mut client, ACK).await;
     drop(client); // no shutdown(): TCP FIN without close_notify
     let mut got = Vec::new();
     within(server.read_to_end(&mut got))
@@ -572,14 +568,8 @@ async fn reload_serves_new_certificate_and_keeps_live_connections() {
     drop(established);
 
     // The old connection still carries traffic both ways.
-    within(old_client.write_all(ADT)).await.unwrap();
-    let mut got = vec![0u8; ADT.len()];
-    within(old_server.read_exact(&mut got)).await.unwrap();
-    assert_eq!(got, ADT);
-    within(old_server.write_all(ACK)).await.unwrap();
-    let mut got = vec![0u8; ACK.len()];
-    within(old_client.read_exact(&mut got)).await.unwrap();
-    assert_eq!(got, ACK);
+    carries(&mut old_client, &mut old_server, ADT).await;
+    carries(&mut old_server, &mut old_client, ACK).await;
 }
 
 /// A reload that fails (a half-written certificate) reports a typed error and keeps serving

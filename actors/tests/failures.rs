@@ -51,8 +51,7 @@ async fn stuck_handler_is_aborted_and_answered() {
         server.recorder.stop_of(id).await,
         (CloseReason::PeerClosed, 2)
     );
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// A panicking handler is answered with the failure response and the connection goes on.
@@ -75,8 +74,7 @@ async fn panicking_handler_is_answered_and_connection_goes_on() {
         server.recorder.stop_of(id).await,
         (CloseReason::PeerClosed, 2)
     );
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// Under `NoResponse` a failed handler gets no answer and the next request is answered.
@@ -108,8 +106,7 @@ async fn no_response_policy_skips_the_failed_request() {
         server.recorder.stop_of(id).await,
         (CloseReason::PeerClosed, 3)
     );
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// Under `Close` a failed handler closes the connection after the answers due before it; the

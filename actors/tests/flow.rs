@@ -21,8 +21,7 @@ async fn split_and_coalesced_lines_are_separate_requests() {
     assert_eq!(client.recv().await.as_deref(), Some("world"));
     assert_eq!(client.recv().await.as_deref(), Some("third"));
     drop(client);
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// With several requests in flight, responses still go out in arrival order even when a later
@@ -69,8 +68,7 @@ async fn pipelined_responses_keep_arrival_order() {
         server.recorder.stop_of(id).await,
         (CloseReason::PeerClosed, 4)
     );
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// With `max_in_flight = 1` and a blocked handler, the server reads nothing more: the peer's
@@ -163,8 +161,7 @@ async fn busy_handler_pushes_back_on_the_sender() {
     let first = snapshot.iter().find(|c| c.id == id).expect("registered");
     assert_eq!(first.messages, lines as u64 + 1);
     drop((reader, write_half, probe));
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// At `max_connections` the next peer waits in the backlog (it is not accepted and dropped),
@@ -204,8 +201,7 @@ async fn connection_past_the_limit_waits_for_a_free_slot() {
         "third started before a slot freed"
     );
     drop((second, third));
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// A peer that half-closes after sending still gets its answers; then the connection closes
@@ -235,8 +231,7 @@ async fn half_closed_peer_is_answered_before_close() {
         server.recorder.stop_of(id).await,
         (CloseReason::PeerClosed, 2)
     );
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// Bytes the codec rejects close the connection with the protocol's error kind, after the
@@ -261,8 +256,7 @@ async fn codec_error_closes_with_protocol_reason() {
         "{reason:?}"
     );
     assert_eq!(messages, 1);
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// A server-wide handler limit holds a decoded request back until another connection's
@@ -296,6 +290,5 @@ async fn server_wide_handler_limit_is_shared_by_connections() {
     assert_eq!(first.recv().await.as_deref(), Some("unblocked"));
     assert_eq!(second.recv().await.as_deref(), Some("queued"));
     drop((first, second));
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }

@@ -19,8 +19,7 @@ async fn quiet_connection_closes_as_idle() {
     assert_eq!(client.request("hi").await, "hi");
     client.expect_eof().await;
     assert_eq!(server.recorder.stop_of(id).await, (CloseReason::Idle, 1));
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// The idle clock does not run while a handler is busy, and restarts from the response.
@@ -34,8 +33,7 @@ async fn busy_connection_is_not_idle() {
     client.expect_eof().await;
     assert!(sent.elapsed() >= Duration::from_secs(7));
     assert_eq!(server.recorder.stop_of(id).await, (CloseReason::Idle, 1));
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// `idle_timeout: None` keeps a quiet connection open: only the shutdown closes it.
@@ -73,8 +71,7 @@ async fn slow_frame_closes_as_frame_timeout() {
         server.recorder.stop_of(id).await,
         (CloseReason::FrameTimeout, 0)
     );
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// A peer that stops reading makes the response write pass `write_timeout`: the connection
@@ -103,8 +100,7 @@ async fn peer_that_never_reads_closes_as_write_timeout() {
         .collect();
     assert_eq!(stops, [(None, 0)]);
     drop(client);
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// A transport whose handshake never finishes.
@@ -139,6 +135,5 @@ async fn stalled_handshake_closes_as_handshake_timeout() {
             (CloseReason::HandshakeTimeout, 0)
         );
     }
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }

@@ -77,8 +77,7 @@ async fn failed_handshake_closes_with_its_reason() {
         server.recorder.stop_of(id).await,
         (CloseReason::HandshakeFailed("bad hello".into()), 0)
     );
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }
 
 /// A stream wrapper standing for TLS: the handshake reports TLS and a peer identity.
@@ -143,6 +142,5 @@ async fn wrapped_stream_is_served_with_its_identity() {
     assert_eq!(connections[0].id, id);
     drop(client);
     server.recorder.stop_of(id).await;
-    server.shutdown().await;
-    server.recorder.assert_consistent();
+    server.finish().await;
 }

@@ -499,6 +499,13 @@ impl TestServer {
     pub async fn shutdown(&self) -> mllp_actors::ShutdownReport {
         within(self.handle.shutdown()).await
     }
+
+    /// The end of a test: shuts down and checks the recorder's invariants (one stop per start,
+    /// every message ended once).
+    pub async fn finish(&self) {
+        self.shutdown().await;
+        self.recorder.assert_consistent();
+    }
 }
 
 pub struct LineClient {
