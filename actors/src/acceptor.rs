@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::event::Event;
+use crate::owned::OwnedTask;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::supervisor::SupervisorMessage;
@@ -53,20 +53,8 @@ pub(crate) enum AcceptorMessage {
     InjectFailure,
 }
 
-pub(crate) struct AcceptorState<P: Protocol, T: Transport> {
-    args: Option<AcceptorArgs<P, T>>,
-    accept_loop: Option<JoinHandle<()>>,
-}
-
-impl<P: Protocol, T: Transport> Drop for AcceptorState<P, T> {
-    fn drop(&mut self) {
-        // Runs on stop, failure and kill alike: the loop (and its hold on the listener) ends
-        // with the actor.
-        if let Some(task) = &self.accept_loop {
-            task.abort();
-        }
-    }
-}
+/// The accept loop's task: it (and its hold on the listener) ends with the actor.
+pub(crate) type AcceptorState<P, T> = OwnedTask<AcceptorArgs<P, T>>;
 
 impl<P: Protocol, T: Transport> Actor for Acceptor<P, T> {
     type Msg = AcceptorMessage;
@@ -78,10 +66,7 @@ impl<P: Protocol, T: Transport> Actor for Acceptor<P, T> {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(AcceptorState {
-            args: Some(args),
-            accept_loop: None,
-        })
+        Ok(OwnedTask::new(args))
     }
 
     async fn post_start(
@@ -89,14 +74,14 @@ impl<P: Protocol, T: Transport> Actor for Acceptor<P, T> {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(args) = state.args.take() {
+        state.start(|args| {
             let tasks = args.shared.tasks.clone();
-            state.accept_loop = Some(tasks.spawn(async move {
+            tasks.spawn(async move {
                 if let Err(error) = accept_loop(args).await {
                     let _ = myself.cast(AcceptorMessage::Failed(error));
                 }
-            }));
-        }
+            })
+        });
         Ok(())
     }
 

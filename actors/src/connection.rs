@@ -51,7 +51,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::WaitForCancellationFuture;
@@ -59,6 +58,7 @@ use tracing::Instrument;
 
 use crate::config::HandlerFailurePolicy;
 use crate::event::{CloseReason, Event};
+use crate::owned::OwnedTask;
 use crate::protocol::{ConnectionInfo, Failure, Protocol};
 use crate::shared::{ConnStats, Shared, deadline};
 use crate::task::{HandlerTask, panic_message};
@@ -88,21 +88,8 @@ pub(crate) enum ConnectionMessage {
     Panicked(String),
 }
 
-pub(crate) struct ConnectionState<P: Protocol, T: Transport> {
-    /// Taken by `post_start`.
-    args: Option<ConnectionArgs<P, T>>,
-    io: Option<JoinHandle<()>>,
-}
-
-impl<P: Protocol, T: Transport> Drop for ConnectionState<P, T> {
-    fn drop(&mut self) {
-        // `post_stop` does not run when the actor is killed or fails; this does. A connection
-        // actor that ends takes its I/O task (and so its socket and handlers) with it.
-        if let Some(io) = &self.io {
-            io.abort();
-        }
-    }
-}
+/// The connection's I/O task: an actor that ends takes it (its socket, its handlers) along.
+pub(crate) type ConnectionState<P, T> = OwnedTask<ConnectionArgs<P, T>>;
 
 impl<P: Protocol, T: Transport> Actor for Connection<P, T> {
     type Msg = ConnectionMessage;
@@ -114,10 +101,7 @@ impl<P: Protocol, T: Transport> Actor for Connection<P, T> {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ConnectionState {
-            args: Some(args),
-            io: None,
-        })
+        Ok(OwnedTask::new(args))
     }
 
     async fn post_start(
@@ -125,30 +109,29 @@ impl<P: Protocol, T: Transport> Actor for Connection<P, T> {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(args) = state.args.take() else {
-            return Ok(());
-        };
-        let tasks = args.shared.tasks.clone();
-        state.io = Some(tasks.spawn(async move {
-            let stats = Arc::clone(&args.stats);
-            match AssertUnwindSafe(run(args)).catch_unwind().await {
-                Ok(reason) => {
-                    // The socket is closed (dropped with `run`'s future) before the supervisor
-                    // hears of the end, so a peer that sees the stop event also sees EOF.
-                    let text = reason.as_str().to_owned();
-                    stats.set_close(reason);
-                    myself.stop(Some(text));
-                }
-                Err(payload) => {
-                    let message = panic_message(payload);
-                    stats.set_close(CloseReason::Panicked(message.clone()));
-                    if let Err(unsent) = myself.cast(ConnectionMessage::Panicked(message)) {
-                        drop(unsent);
-                        myself.stop(None);
+        state.start(|args| {
+            let tasks = args.shared.tasks.clone();
+            tasks.spawn(async move {
+                let stats = Arc::clone(&args.stats);
+                match AssertUnwindSafe(run(args)).catch_unwind().await {
+                    Ok(reason) => {
+                        // The socket is closed (dropped with `run`'s future) before the supervisor
+                        // hears of the end, so a peer that sees the stop event also sees EOF.
+                        let text = reason.as_str().to_owned();
+                        stats.set_close(reason);
+                        myself.stop(Some(text));
+                    }
+                    Err(payload) => {
+                        let message = panic_message(payload);
+                        stats.set_close(CloseReason::Panicked(message.clone()));
+                        if let Err(unsent) = myself.cast(ConnectionMessage::Panicked(message)) {
+                            drop(unsent);
+                            myself.stop(None);
+                        }
                     }
                 }
-            }
-        }));
+            })
+        });
         Ok(())
     }
 

@@ -125,6 +125,7 @@ mod acceptor;
 mod config;
 mod connection;
 mod error;
+mod owned;
 mod server;
 mod shared;
 mod supervisor;
