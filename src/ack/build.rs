@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -97,23 +98,27 @@ impl AckOptions {
     }
 }
 
-/// An encoded acknowledgment message (the payload, without MLLP framing), kept parsed.
+/// An encoded acknowledgment message (the payload, without MLLP framing).
 ///
 /// Built with [`Ack::build`] from the message it answers, or with [`Ack::reject_unparseable`]
 /// for bytes that are not HL7. A received ACK can be read with [`Ack::from_message`].
 ///
-/// `Debug` shows the code and the message's segment ids and lengths.
+/// A built ACK is parsed only when [`Ack::message`] (or an accessor that reads a field) is first
+/// called: the server sends the bytes and never needs the parse.
+///
+/// `Debug` shows the code and the message's segment ids and lengths; never field contents.
 #[derive(Clone)]
 pub struct Ack {
     code: AckCode,
-    message: Message,
+    bytes: Bytes,
+    parsed: OnceLock<Message>,
 }
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ack")
             .field("code", &self.code)
-            .field("message", &self.message)
+            .field("message", self.message())
             .finish()
     }
 }
@@ -467,21 +472,17 @@ impl Ack {
     }
 
     fn from_written(code: AckCode, bytes: Bytes) -> Ack {
-        match Message::parse(bytes) {
-            Ok(message) => Ack { code, message },
-            // Unreachable: the writer copies only whole MSH fields of a parsed message (no
-            // delimiter, CR or LF inside) and escapes every text. Should it ever happen, answer
-            // with a minimal AR rather than nothing.
-            Err(_) => {
-                debug_assert!(false, "the ACK writer produced an unparseable message");
-                let bytes = write(&Header::unknown(), AckCode::AR, &[], &AckOptions::default());
-                let message = Message::parse(bytes)
-                    .expect("a fixed ACK with default delimiters and alphanumeric ids parses");
-                Ack {
-                    code: AckCode::AR,
-                    message,
-                }
-            }
+        // The writer copies only whole MSH fields of a parsed message (no delimiter, CR or LF
+        // inside) and escapes every text, so what it writes parses; debug builds (the tests, the
+        // proptests, the fuzz target) check that on every ACK.
+        debug_assert!(
+            Message::parse(bytes.clone()).is_ok(),
+            "the ACK writer produced an unparseable message"
+        );
+        Ack {
+            code,
+            bytes,
+            parsed: OnceLock::new(),
         }
     }
 
@@ -489,7 +490,11 @@ impl Ack {
     /// not a table 0008 code.
     pub fn from_message(message: Message) -> Option<Ack> {
         let code = AckCode::from_code(message.get("MSA-1").ok()??.as_bytes())?;
-        Some(Ack { code, message })
+        Some(Ack {
+            code,
+            bytes: message.as_bytes().clone(),
+            parsed: OnceLock::from(message),
+        })
     }
 
     /// MSA-1, the acknowledgment code.
@@ -499,37 +504,48 @@ impl Ack {
 
     /// The encoded ACK, without MLLP framing.
     pub fn as_bytes(&self) -> &Bytes {
-        self.message.as_bytes()
+        &self.bytes
     }
 
     /// The encoded ACK, without MLLP framing.
     pub fn into_bytes(self) -> Bytes {
-        self.message.into_bytes()
+        self.bytes
     }
 
     /// The ACK's own MSH-10 (message control ID). Always present in a built ACK.
     pub fn control_id(&self) -> Option<&str> {
-        self.message.control_id()
+        self.message().control_id()
     }
 
     /// MSA-2: the control id of the message being acknowledged, raw (empty for an AR to bytes
     /// with no readable MSH). A sender compares it with the MSH-10 it sent.
     pub fn acknowledged_control_id(&self) -> &[u8] {
-        self.message
+        self.message()
             .get("MSA-2")
             .ok()
             .flatten()
             .map_or(&[], |v| v.as_bytes())
     }
 
-    /// The ACK as a parsed message.
+    /// The ACK as a parsed message (parsed on first use).
+    ///
+    /// # Panics
+    /// Only on a bug in the ACK writer: every ACK it writes parses (checked in debug builds).
     pub fn message(&self) -> &Message {
-        &self.message
+        self.parsed.get_or_init(|| {
+            Message::parse(self.bytes.clone()).expect("every ACK this module writes parses")
+        })
     }
 
     /// The ACK as a parsed message.
+    ///
+    /// # Panics
+    /// As [`Ack::message`].
     pub fn into_message(self) -> Message {
-        self.message
+        match self.parsed.into_inner() {
+            Some(message) => message,
+            None => Message::parse(self.bytes).expect("every ACK this module writes parses"),
+        }
     }
 }
 
