@@ -11,7 +11,8 @@ use std::time::Duration;
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 use opentelemetry::{KeyValue, Value};
 
-use crate::server::Hl7;
+use crate::ack::Ack;
+use crate::server::{Hl7, Inbound};
 
 /// A telemetry event, as delivered to an [`Observer`].
 pub type Event<'a> = mllp_actors::Event<'a, Hl7>;
@@ -162,6 +163,21 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+impl Metrics {
+    /// A message ended (answered, failed, or silent by MSH-15): count it with its ACK code,
+    /// record its duration and the ACK's payload bytes (like `received` and the span's
+    /// `mllp.response.size`; the runtime's `response_size` also counts the MLLP framing).
+    fn record_answer(&self, meta: &Inbound, duration: Duration, response: Option<&Ack>) {
+        let code = response.map_or("none", |ack| ack.code().as_str());
+        let attrs = message_attributes(meta, code);
+        self.messages.add(1, &attrs);
+        self.message_duration.record(seconds(duration), &attrs);
+        if let Some(ack) = response {
+            self.bytes_sent.add(ack.as_bytes().len() as u64, &[]);
+        }
+    }
+}
+
 impl Observer<Hl7> for Metrics {
     fn on_event(&self, event: &Event<'_>) {
         match event {
@@ -188,17 +204,7 @@ impl Observer<Hl7> for Metrics {
                 duration,
                 response,
                 ..
-            } => {
-                let code = response.map_or("none", |ack| ack.code().as_str());
-                let attrs = message_attributes(meta, code);
-                self.messages.add(1, &attrs);
-                self.message_duration.record(seconds(*duration), &attrs);
-                // Payload bytes, like `received` and the span's `mllp.response.size`: the
-                // runtime's `response_size` also counts the MLLP framing bytes.
-                if let Some(ack) = response {
-                    self.bytes_sent.add(ack.as_bytes().len() as u64, &[]);
-                }
-            }
+            } => self.record_answer(meta, *duration, *response),
             Event::MessageException {
                 meta,
                 duration,
@@ -206,15 +212,9 @@ impl Observer<Hl7> for Metrics {
                 response,
                 ..
             } => {
-                let code = response.map_or("none", |ack| ack.code().as_str());
-                let attrs = message_attributes(meta, code);
-                self.messages.add(1, &attrs);
-                self.message_duration.record(seconds(*duration), &attrs);
+                self.record_answer(meta, *duration, *response);
                 self.exceptions
                     .add(1, &[KeyValue::new("error.type", failure.kind())]);
-                if let Some(ack) = response {
-                    self.bytes_sent.add(ack.as_bytes().len() as u64, &[]);
-                }
             }
             Event::ConnectionRefused { .. } => self.connections_refused.add(1, &[]),
             Event::AcceptorRestart { .. } => self.acceptor_restarts.add(1, &[]),
