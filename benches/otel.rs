@@ -15,7 +15,8 @@
 //! `MLLP_BENCH_RATIO=1 cargo bench --bench otel`: interleaved rounds of 20 000 messages per
 //! configuration, best round of each, plus two breakdown configurations ("metrics_only": the
 //! meter without a subscriber; "layer_noop": the tracing-opentelemetry layer on a no-op tracer,
-//! the floor of span export through `tracing`). `MLLP_BENCH_ROUNDS` sets the rounds (7).
+//! the floor of span export through `tracing`). `MLLP_BENCH_ROUNDS` sets the rounds (7);
+//! `MLLP_BENCH_CONFIGS=otel` runs only the named configurations (comma-separated), for profiling.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -270,6 +271,14 @@ fn ratio_report() {
         ("metrics_only", Telemetry::metrics_only),
         ("layer_noop", Telemetry::layer_noop),
     ];
+    // `MLLP_BENCH_CONFIGS=otel,off` keeps only the named configurations (for profiling one).
+    let configs: Vec<Config> = match std::env::var("MLLP_BENCH_CONFIGS") {
+        Ok(names) => configs
+            .into_iter()
+            .filter(|(name, _)| names.split(',').any(|n| n == *name))
+            .collect(),
+        Err(_) => configs,
+    };
 
     for connections in [1u64, 16] {
         let mut best = vec![Duration::MAX; configs.len()];

@@ -4,6 +4,10 @@
 //!
 //! Run with: `cargo bench --bench server` (optionally `-- --messages 20000`).
 //! Prints messages/s, p50/p99 latency and the ratio full/bare per scenario.
+//!
+//! For profiling one side (under `perf` or `valgrind --tool=callgrind`): `--only bare` or
+//! `--only full` runs just that server, and `--scenario 1x1` (connections x depth) just that
+//! load.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -171,6 +175,22 @@ fn main() {
     } else {
         64
     };
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only = flag("--only");
+    let scenarios: Vec<(usize, usize)> = match flag("--scenario") {
+        Some(s) => {
+            let (c, d) = s.split_once('x').expect("--scenario CxD");
+            vec![(c.parse().expect("connections"), d.parse().expect("depth"))]
+        }
+        None => vec![(1, 1), (16, 1), (64, 1), (1, 16), (16, 16)],
+    };
+    let run_bare = only.as_deref() != Some("full");
+    let run_full = only.as_deref() != Some("bare");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -182,21 +202,24 @@ fn main() {
             "{total} messages per scenario, ADT^A01 fixture of {} bytes",
             ADT.len()
         );
-        for (connections, depth) in [(1, 1), (16, 1), (64, 1), (1, 16), (16, 16)] {
+        for (connections, depth) in scenarios {
             let per = (total / connections).max(1);
-            // Warm both up, then measure each.
-            drive(bare, connections, per.min(100), depth).await;
-            drive(full.local_addr(), connections, per.min(100), depth).await;
             let label = format!("c={connections} depth={depth}");
-            let b = report(
-                &format!("bare   {label}"),
-                &mut drive(bare, connections, per, depth).await,
-            );
-            let f = report(
-                &format!("server {label}"),
-                &mut drive(full.local_addr(), connections, per, depth).await,
-            );
-            println!("{:<28} ratio full/bare = {:.2}", "", f / b);
+            // Warm each up, then measure it.
+            let mut rates = Vec::new();
+            for (name, addr, wanted) in [
+                ("bare  ", bare, run_bare),
+                ("server", full.local_addr(), run_full),
+            ] {
+                if wanted {
+                    drive(addr, connections, per.min(100), depth).await;
+                    let mut outcome = drive(addr, connections, per, depth).await;
+                    rates.push(report(&format!("{name} {label}"), &mut outcome));
+                }
+            }
+            if let [b, f] = rates[..] {
+                println!("{:<28} ratio full/bare = {:.2}", "", f / b);
+            }
         }
         full.shutdown().await;
     });

@@ -17,8 +17,9 @@ pub(crate) mod service;
 
 pub use extensions::Extensions;
 pub use handler::{BoxFuture, Handler, HandlerService, handler_service};
-pub use middleware::{FromFn, FromFnLayer, Next, from_fn};
+pub use middleware::{FromFnLayer, Next, from_fn};
 pub use plugin::Plugin;
 pub use request::Request;
 pub use response::{HandlerError, IntoResponse, Response, Status};
 pub use router::{RoutePattern, RoutePatternError, Router};
+pub use service::{Route, RouteFuture};

@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::app::service::RouteFuture;
 use crate::app::{IntoResponse, Request, Response};
 use crate::hl7::Message;
 
@@ -98,14 +99,13 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>;
+    type Future = RouteFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        let fut = self.handler.call(request);
-        Box::pin(async move { Ok(fut.await) })
+    fn call(&mut self, request: Request) -> RouteFuture {
+        RouteFuture::new(self.handler.call(request))
     }
 }

@@ -5,14 +5,11 @@
 //! it sees every message, routed or not. A middleware short-circuits by returning a response
 //! without calling [`Next::run`].
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::task::{Context, Poll};
 
-use tower::{Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
-use crate::app::handler::BoxFuture;
 use crate::app::service::Route;
 use crate::app::{IntoResponse, Request, Response};
 
@@ -23,11 +20,8 @@ pub struct Next {
 
 impl Next {
     /// Runs the rest of the pipeline (inner middleware, then the router and the handler).
-    pub async fn run(self, request: Request) -> Response {
-        match self.inner.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
+    pub fn run(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+        self.inner.run(request)
     }
 }
 
@@ -72,55 +66,28 @@ impl<F> fmt::Debug for FromFnLayer<F> {
     }
 }
 
-impl<F, S> Layer<S> for FromFnLayer<F>
-where
-    F: Clone,
-    S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
-    S::Error: Into<tower::BoxError>,
-    S::Future: Send + 'static,
-{
-    type Service = FromFn<F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        FromFn {
-            f: self.f.clone(),
-            inner: crate::app::service::into_route(inner),
-        }
-    }
-}
-
-/// The service made by [`FromFnLayer`].
-#[derive(Clone)]
-pub struct FromFn<F> {
-    f: F,
-    inner: Route,
-}
-
-impl<F> fmt::Debug for FromFn<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FromFn")
-    }
-}
-
-impl<F, Fut, R> Service<Request> for FromFn<F>
+impl<F, Fut, R, S> Layer<S> for FromFnLayer<F>
 where
     F: Fn(Request, Next) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
     R: IntoResponse,
+    S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Response, Infallible>>;
+    /// A shared [`Route`]: the function is called in place for every message, with no clone of
+    /// the pipeline and no readiness round.
+    type Service = Route;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let next = Next {
-            inner: self.inner.clone(),
-        };
-        let fut = (self.f)(request, next);
-        Box::pin(async move { Ok(fut.await.into_response()) })
+    fn layer(&self, inner: S) -> Route {
+        let f = self.f.clone();
+        let inner = Route::from_service(inner);
+        Route::shared(move |request| {
+            let next = Next {
+                inner: inner.clone(),
+            };
+            let fut = f(request, next);
+            Box::pin(async move { fut.await.into_response() })
+        })
     }
 }

@@ -1,15 +1,12 @@
 //! The dispatcher: routes a message to a handler by its MSH-9 trigger event.
 
-use std::convert::Infallible;
 use std::fmt;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
 use crate::ack::ErrorCode;
-use crate::app::handler::{BoxFuture, Handler, handler_service};
-use crate::app::service::{Route, into_route};
+use crate::app::handler::{BoxFuture, Handler};
+use crate::app::service::Route;
 use crate::app::{Request, Response};
 
 /// A route pattern over MSH-9: `"ADT^A01"`, `"ADT^*"`, `"*^A01"` or `"*"`.
@@ -168,12 +165,16 @@ impl Router {
     ///
     /// An invalid pattern is reported when the server is built (`ConfigError`), not here.
     #[must_use]
-    pub fn route<H, T>(self, pattern: &str, handler: H) -> Self
+    pub fn route<H, T>(mut self, pattern: &str, handler: H) -> Self
     where
         H: Handler<T>,
         T: 'static,
     {
-        self.route_service(pattern, handler_service(handler))
+        match RoutePattern::parse(pattern) {
+            Ok(pattern) => self.routes.push((pattern, handler_route(handler))),
+            Err(e) => self.errors.push(e),
+        }
+        self
     }
 
     /// Routes messages matching `pattern` to a `tower::Service`: a handler wrapped in per-route
@@ -187,7 +188,7 @@ impl Router {
         S::Future: Send + 'static,
     {
         match RoutePattern::parse(pattern) {
-            Ok(pattern) => self.routes.push((pattern, into_route(service))),
+            Ok(pattern) => self.routes.push((pattern, Route::from_service(service))),
             Err(e) => self.errors.push(e),
         }
         self
@@ -200,7 +201,7 @@ impl Router {
         H: Handler<T>,
         T: 'static,
     {
-        self.fallback = Some(into_route(handler_service(handler)));
+        self.fallback = Some(handler_route(handler));
         self
     }
 
@@ -224,8 +225,9 @@ impl Router {
         <L::Service as Service<Request>>::Error: Into<BoxError>,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        self.layers
-            .push(Box::new(move |inner| into_route(layer.layer(inner))));
+        self.layers.push(Box::new(move |inner| {
+            Route::from_service(layer.layer(inner))
+        }));
         self
     }
 
@@ -245,13 +247,11 @@ impl Router {
             .filter_map(|(p, _)| p.code.clone())
             .collect();
         let dispatch = Dispatch {
-            inner: Arc::new(DispatchInner {
-                routes: self.routes,
-                fallback: self.fallback,
-                known_codes,
-            }),
+            routes: self.routes,
+            fallback: self.fallback,
+            known_codes,
         };
-        let mut service: Route = Route::new(dispatch);
+        let mut service = Route::shared(move |request| dispatch.call(request));
         // The first layer registered must end up outermost, so wrap from the last one inwards.
         for layer in self.layers.iter().rev() {
             service = layer(service);
@@ -260,23 +260,18 @@ impl Router {
     }
 }
 
-struct DispatchInner {
+/// The innermost stage: picks the route and calls it.
+struct Dispatch {
     routes: Vec<(RoutePattern, Route)>,
     fallback: Option<Route>,
     known_codes: Vec<String>,
-}
-
-/// The innermost service: picks the route and calls it.
-#[derive(Clone)]
-struct Dispatch {
-    inner: Arc<DispatchInner>,
 }
 
 impl Dispatch {
     fn unrouted(&self, code: Option<&str>, event: Option<&str>) -> Response {
         let trigger = format!("{}^{}", code.unwrap_or(""), event.unwrap_or(""));
         match code {
-            Some(code) if self.inner.known_codes.iter().any(|c| c == code) => Response::reject(
+            Some(code) if self.known_codes.iter().any(|c| c == code) => Response::reject(
                 ErrorCode::UnsupportedEventCode,
                 format!("unsupported event code: no route for {trigger}"),
             ),
@@ -286,36 +281,33 @@ impl Dispatch {
             ),
         }
     }
-}
 
-impl Service<Request> for Dispatch {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&self, request: Request) -> BoxFuture<Response> {
         let message = request.message();
         let (code, event) = (message.message_code(), message.trigger_event());
         let route = self
-            .inner
             .routes
             .iter()
             .find(|(pattern, _)| pattern.matches(code, event))
             .map(|(_, route)| route)
-            .or(self.inner.fallback.as_ref())
-            .cloned();
+            .or(self.fallback.as_ref());
         match route {
-            Some(route) => Box::pin(route.oneshot(request)),
+            Some(route) => route.run(request),
             None => {
                 let response = self.unrouted(code, event);
-                Box::pin(async move { Ok(response) })
+                Box::pin(std::future::ready(response))
             }
         }
     }
+}
+
+/// A handler as a shared route: called in place, one boxed future per message.
+fn handler_route<H, T>(handler: H) -> Route
+where
+    H: Handler<T>,
+    T: 'static,
+{
+    Route::shared(move |request| handler.call(request))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
-use tower::ServiceExt;
 use tracing::{Span, field};
 
 use mllp_actors::{ConnectionInfo, Event, Failure, Observer, Protocol};
@@ -322,10 +321,7 @@ async fn respond(inner: &Hl7Inner, message: Message, connection: ConnectionInfo)
         }
     }
     let attached = request.diagnostics().to_vec();
-    let response = match inner.pipeline.clone().oneshot(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
+    let response = inner.pipeline.run(request).await;
     finish(inner, &message, response, attached)
 }
 
