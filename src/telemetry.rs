@@ -6,10 +6,12 @@
 //! service installs one), so an installed exporter sees them with no further glue.
 //! docs/telemetry.md lists every name: renaming one is a breaking change.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
-use opentelemetry::{KeyValue, Value};
+use opentelemetry::{KeyValue, StringValue, Value};
 
 use crate::ack::Ack;
 use crate::server::{Hl7, Inbound};
@@ -153,10 +155,35 @@ fn code_value(code: Option<&str>) -> Value {
     match code {
         None => Value::from("unknown"),
         Some(code) if code.len() <= 3 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-            Value::from(code.to_owned())
+            Value::String(StringValue::from(interned(code)))
         }
         Some(_) => Value::from("other"),
     }
+}
+
+/// A code of at most three ASCII letters and digits as a shared string: every message carries
+/// two, so they come from a small per-thread cache (direct-mapped, 256 slots) instead of an
+/// allocation each. A miss allocates once and takes the slot.
+fn interned(code: &str) -> Arc<str> {
+    const SLOTS: usize = 256;
+    type Slots = [Option<(u32, Arc<str>)>; SLOTS];
+    thread_local! {
+        static CACHE: RefCell<Slots> = RefCell::new(std::array::from_fn(|_| None));
+    }
+    // Distinct for distinct codes: at most three non-zero bytes.
+    let key = code.bytes().fold(0u32, |key, b| (key << 8) | u32::from(b));
+    let slot = (key.wrapping_mul(0x9E37_79B9) >> 24) as usize % SLOTS;
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        match &cache[slot] {
+            Some((k, value)) if *k == key => Arc::clone(value),
+            _ => {
+                let value: Arc<str> = Arc::from(code);
+                cache[slot] = Some((key, Arc::clone(&value)));
+                value
+            }
+        }
+    })
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -220,5 +247,28 @@ impl Observer<Hl7> for Metrics {
             Event::AcceptorRestart { .. } => self.acceptor_restarts.add(1, &[]),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attribute values are bounded and exact: a cached code comes back equal (and shared), a
+    /// code that takes another's slot does not return the other's text, and anything that is not
+    /// a short alphanumeric code is bucketed.
+    #[test]
+    fn code_values_are_interned_exactly_and_bounded() {
+        let a = interned("ADT");
+        assert!(Arc::ptr_eq(&a, &interned("ADT")));
+        // Enough distinct codes to collide in every slot: each still reads back as itself.
+        for i in 0..2000u32 {
+            let code = format!("{:03}", i % 1000);
+            assert_eq!(&*interned(&code), code);
+        }
+        assert_eq!(code_value(Some("A01")), Value::from("A01"));
+        assert_eq!(code_value(Some("ADT_A01")), Value::from("other"));
+        assert_eq!(code_value(Some("A-1")), Value::from("other"));
+        assert_eq!(code_value(None), Value::from("unknown"));
     }
 }

@@ -673,15 +673,20 @@ where
         let size = self.write_buf.len();
         let stream = &mut self.stream;
         let buf = &mut self.write_buf;
-        let write = async move {
+        let mut write = pin!(async move {
             stream.write_all_buf(buf).await?;
             stream.flush().await
-        };
-        // The write first: one that completes at once never touches the abort token.
-        let result = tokio::select! {
-            biased;
-            result = tokio::time::timeout(timeout, write) => result,
-            () = abort => return Err(CloseReason::Aborted),
+        });
+        // Most writes complete at once (the socket buffer has room): polled once first, such a
+        // write never arms the timer nor touches the abort token.
+        let first = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::select! {
+                biased;
+                result = tokio::time::timeout(timeout, write) => result,
+                () = abort => return Err(CloseReason::Aborted),
+            },
         };
         match result {
             Ok(Ok(())) => Ok(size),

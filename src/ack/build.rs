@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::clock::{next_control_id, timestamp};
 use super::{AckCode, Diagnostic};
-use crate::hl7::{Delimiters, Location, Message, escape};
+use crate::hl7::{Delimiters, Location, Message, Value, escape};
 
 /// How [`Ack::build`] and [`Ack::reject_unparseable`] write an acknowledgment.
 ///
@@ -179,18 +179,20 @@ struct Header<'a> {
 
 impl<'a> Header<'a> {
     fn from_message(m: &'a Message) -> Self {
-        let raw = |path: &str| m.get(path).ok().flatten().map_or(&[][..], |v| v.as_bytes());
+        let msh = m.msh();
+        let raw = |value: Option<Value<'a>>| value.map_or(&[][..], |v| v.as_bytes());
+        let field = |n: usize| raw(msh.field(n));
         Header {
             delimiters: *m.delimiters(),
-            encoding_characters: raw("MSH-2"),
+            encoding_characters: field(2),
             sender: (m.receiving_application(), m.receiving_facility()),
             receiver: (m.sending_application(), m.sending_facility()),
-            trigger: raw("MSH-9.2"),
-            acknowledged_id: raw("MSH-10"),
-            processing_id: raw("MSH-11"),
-            version: raw("MSH-12"),
-            charset: raw("MSH-18"),
-            layout: Layout::for_version(raw("MSH-12.1")),
+            trigger: raw(msh.field(9).and_then(|v| v.component(2))),
+            acknowledged_id: field(10),
+            processing_id: field(11),
+            version: field(12),
+            charset: field(18),
+            layout: Layout::for_version(raw(msh.field(12).and_then(|v| v.component(1)))),
         }
     }
 

@@ -122,10 +122,36 @@ impl Message {
     /// As [`Message::parse`]; with lenient line endings, LF never causes an error.
     pub fn parse_with(bytes: Bytes, options: &ParseOptions) -> Result<Message, ParseError> {
         let index = parse::index(&bytes, options)?;
-        Ok(Message {
+        let mut message = Message {
             bytes,
             index: Arc::new(index),
-        })
+        };
+        let cache = [
+            message.locate(non_empty_str(
+                message.msh_field(9).and_then(|v| v.component(1)),
+            )),
+            message.locate(non_empty_str(
+                message.msh_field(9).and_then(|v| v.component(2)),
+            )),
+            message.locate(non_empty_str(message.msh_field(10))),
+        ];
+        Arc::get_mut(&mut message.index)
+            .expect("the index was just built")
+            .msh_cache = cache;
+        Ok(message)
+    }
+
+    /// The offsets of a slice of this message's bytes.
+    fn locate(&self, part: Option<&str>) -> Option<(u32, u32)> {
+        let part = part?;
+        let start = part.as_ptr() as usize - self.bytes.as_ptr() as usize;
+        Some((start as u32, (start + part.len()) as u32))
+    }
+
+    /// A field found at parse time (see `Index::msh_cache`).
+    fn cached(&self, slot: usize) -> Option<&str> {
+        let (start, end) = self.index.msh_cache[slot]?;
+        std::str::from_utf8(&self.bytes[start as usize..end as usize]).ok()
     }
 
     /// The message exactly as received.
@@ -224,12 +250,12 @@ impl Message {
 
     /// MSH-9.1, the message code (e.g. `"ADT"`). `None` when absent, empty or not UTF-8.
     pub fn message_code(&self) -> Option<&str> {
-        non_empty_str(self.msh_field(9).and_then(|v| v.component(1)))
+        self.cached(0)
     }
 
     /// MSH-9.2, the trigger event (e.g. `"A01"`). `None` when absent, empty or not UTF-8.
     pub fn trigger_event(&self) -> Option<&str> {
-        non_empty_str(self.msh_field(9).and_then(|v| v.component(2)))
+        self.cached(1)
     }
 
     /// MSH-9.3, the message structure (e.g. `"ADT_A01"`). `None` when absent, empty or not
@@ -240,7 +266,7 @@ impl Message {
 
     /// MSH-10, the message control ID, whole and raw. `None` when absent, empty or not UTF-8.
     pub fn control_id(&self) -> Option<&str> {
-        non_empty_str(self.msh_field(10))
+        self.cached(2)
     }
 
     /// MSH-11.1, the processing ID (`P`, `T`, `D`). `None` when absent, empty or not UTF-8.

@@ -147,6 +147,10 @@ pub(crate) struct Index {
     pub(crate) segments: Vec<SegmentEntry>,
     /// Offsets of every field separator, in order.
     pub(crate) separators: Vec<u32>,
+    /// Where MSH-9.1 (message code), MSH-9.2 (trigger event) and MSH-10 (control ID) are, when
+    /// present, non-empty and UTF-8: read by the router, the plugins, telemetry and the ACK for
+    /// every message, so found once. Filled in by [`Message::parse_with`](super::Message).
+    pub(crate) msh_cache: [Option<(u32, u32)>; 3],
 }
 
 const CR: u8 = b'\r';
@@ -217,6 +221,7 @@ pub(crate) fn index(b: &[u8], options: &ParseOptions) -> Result<Index, ParseErro
         delimiters,
         segments: builder.segments,
         separators: builder.separators,
+        msh_cache: [None; 3],
     })
 }
 
