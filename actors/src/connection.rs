@@ -27,8 +27,9 @@
 //!
 //! Each turn first checks the shutdown and abort flags (atomics), then `select!`s, in order,
 //! over the oldest in-flight handler, the server-wide handler permit, the next read, and the
-//! abort and shutdown tokens (pinned once per connection, so they are polled only when nothing
-//! else is ready). Every branch is cancel safe: reads go into the connection's own buffer
+//! control waker (registered with the server's `Control`, which wakes every connection when
+//! shutdown or abort begins; polled only when nothing else is ready, it costs an atomic swap, not
+//! a lock shared by every connection). Every branch is cancel safe: reads go into the connection's own buffer
 //! (`read_buf`), deadlines are instants stored in the connection (the timers are re-armed from
 //! them), handlers are tasks or finished results, and semaphore waits only lose their place in
 //! the queue.
@@ -53,14 +54,14 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_util::codec::{Decoder, Encoder};
-use tokio_util::sync::WaitForCancellationFuture;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::HandlerFailurePolicy;
 use crate::event::{CloseReason, Event};
 use crate::owned::OwnedTask;
 use crate::protocol::{ConnectionInfo, Failure, Protocol};
-use crate::shared::{ConnStats, Shared, deadline};
+use crate::shared::{ConnStats, ControlStep, Shared, deadline};
 use crate::task::{HandlerTask, panic_message};
 use crate::transport::Transport;
 
@@ -197,14 +198,18 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
     let span = shared.protocol.connection_span(&info);
     let _ = stats.span.set(span.clone());
 
+    // One wall-clock read per connection: message start times are derived from the monotonic
+    // clock, so a message costs no wall-clock read.
+    let started = (Instant::now(), SystemTime::now());
     let mut conn = Conn {
+        clock: started,
         io: Io {
             stream: established.stream,
             codec: shared.protocol.codec(),
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             eof: false,
-            last_activity: Instant::now(),
+            last_activity: started.0,
             frame_deadline: None,
             timer: None,
         },
@@ -246,6 +251,8 @@ enum ReadEvent<R> {
 
 struct Conn<P: Protocol, T: Transport> {
     shared: Arc<Shared<P, T>>,
+    /// When the loop started, on the monotonic and on the wall clock.
+    clock: (Instant, SystemTime),
     info: ConnectionInfo,
     stats: Arc<ConnStats>,
     span: tracing::Span,
@@ -266,18 +273,17 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let max_in_flight = config.max_in_flight;
         let idle_timeout = config.idle_timeout;
         let frame_timeout = config.frame_timeout;
-        // Created once: registering a waiter on every turn would cost a lock per message.
         let control = Arc::clone(&self.shared.control);
-        let mut abort = pin!(control.abort.cancelled());
-        let mut shutdown = pin!(control.shutdown.cancelled());
+        // Woken when shutdown or abort begins; the flags are atomics read on every turn.
+        let wake = control.register(self.info.id());
         loop {
             let quiet = self.queue.is_empty() && self.ready.is_none();
             if quiet && let Some(reason) = self.closing.take() {
                 return reason;
             }
             // The flags are checked first on every turn (an atomic load each), so a peer that
-            // keeps sending cannot keep a draining connection reading. The token futures below
-            // are only polled when nothing else is ready, to register the wake-up.
+            // keeps sending cannot keep a draining connection reading. The control branch below
+            // is only polled when nothing else is ready, to register the wake-up.
             let step = if control.is_aborting() {
                 Step::Abort
             } else if self.closing.is_none() && control.is_shutting_down() {
@@ -286,6 +292,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 let can_read = self.closing.is_none()
                     && self.ready.is_none()
                     && self.queue.len() < max_in_flight;
+                let draining = self.closing.is_some();
                 tokio::select! {
                     biased;
                     done = poll_fn(|cx| poll_front(&mut self.queue, cx)), if !self.queue.is_empty() => {
@@ -297,8 +304,10 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                         if quiet { idle_timeout } else { None },
                         frame_timeout,
                     ), if can_read => Step::Read(event),
-                    () = &mut abort => Step::Abort,
-                    () = &mut shutdown, if self.closing.is_none() => Step::Shutdown,
+                    step = poll_fn(|cx| wake.poll(cx, draining)) => match step {
+                        ControlStep::Abort => Step::Abort,
+                        ControlStep::Shutdown => Step::Shutdown,
+                    },
                 }
             };
             match step {
@@ -312,12 +321,9 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 }
                 Step::Shutdown => self.closing = Some(CloseReason::Shutdown),
                 Step::Answered(done) => {
-                    if let Err(reason) = self.answer(done, abort.as_mut()).await {
+                    if let Err(reason) = self.answer(done).await {
                         self.abort_in_flight();
                         return reason;
-                    }
-                    if self.queue.is_empty() {
-                        self.io.last_activity = Instant::now();
                     }
                 }
                 Step::Permit(permit) => {
@@ -326,7 +332,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     }
                 }
                 Step::Read(ReadEvent::Request(request)) => {
-                    let decoded_at = Instant::now();
+                    // The time its last byte arrived: the read that completed it.
+                    let decoded_at = self.io.last_activity;
                     if self.shared.handler_permits.is_some() {
                         self.ready = Some((request, decoded_at));
                         self.publish_in_flight();
@@ -373,7 +380,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             self.shared.observers.emit(Event::MessageStart {
                 connection: &self.info,
                 meta: &meta,
-                system_time: SystemTime::now(),
+                system_time: self.clock.1 + decoded_at.saturating_duration_since(self.clock.0),
             });
         }
         let handler = protocol
@@ -407,11 +414,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     }
 
     /// Writes the oldest request's answer and reports it. An error closes the connection.
-    async fn answer(
-        &mut self,
-        done: InFlight<P>,
-        mut abort: Pin<&mut WaitForCancellationFuture<'_>>,
-    ) -> Result<(), CloseReason> {
+    async fn answer(&mut self, done: InFlight<P>) -> Result<(), CloseReason> {
         self.publish_in_flight();
         let InFlight {
             meta,
@@ -423,13 +426,14 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let outcome = outcome.expect("poll_front returns finished requests only");
         let result = match outcome {
             Ok(response) => {
-                let (written, result) = self.write(response, abort.as_mut()).await;
+                let (written, result) = self.write(response).await;
+                let now = self.answered_now();
                 if !self.shared.observers.is_empty() {
                     let (response, response_size) = written.unzip();
                     self.shared.observers.emit(Event::MessageStop {
                         connection: &self.info,
                         meta: &meta,
-                        duration: decoded_at.elapsed(),
+                        duration: now.saturating_duration_since(decoded_at),
                         response: response.as_ref().and_then(Option::as_ref),
                         response_size: response_size.unwrap_or(0),
                     });
@@ -452,12 +456,13 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     }
                     _ => None,
                 };
-                let (written, result) = self.write(response, abort).await;
+                let (written, result) = self.write(response).await;
+                let now = self.answered_now();
                 let response = written.and_then(|(response, _)| response);
                 self.shared.observers.emit(Event::MessageException {
                     connection: &self.info,
                     meta: &meta,
-                    duration: decoded_at.elapsed(),
+                    duration: now.saturating_duration_since(decoded_at),
                     failure: &failure,
                     response: response.as_ref(),
                 });
@@ -472,6 +477,16 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         result
     }
 
+    /// The time an answer went out (one clock read): also the start of the idle clock once
+    /// nothing is left in flight.
+    fn answered_now(&mut self) -> Instant {
+        let now = Instant::now();
+        if self.queue.is_empty() {
+            self.io.last_activity = now;
+        }
+        now
+    }
+
     /// Encodes and writes a response. Returns what was written, for the observers (the
     /// response itself only when observers are registered; it is cloned for them), and whether
     /// the connection can go on.
@@ -479,7 +494,6 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     async fn write(
         &mut self,
         response: Option<P::Response>,
-        abort: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> (
         Option<(Option<P::Response>, usize)>,
         Result<(), CloseReason>,
@@ -494,7 +508,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 response,
                 &self.shared.protocol,
                 self.shared.config.write_timeout,
-                abort,
+                &self.shared.control.abort,
             )
             .await
         {
@@ -661,7 +675,7 @@ where
         response: P::Response,
         protocol: &P,
         timeout: Duration,
-        abort: Pin<&mut WaitForCancellationFuture<'_>>,
+        abort: &CancellationToken,
     ) -> Result<usize, CloseReason> {
         self.write_buf.clear();
         if let Err(error) = self.codec.encode(response, &mut self.write_buf) {
@@ -685,7 +699,7 @@ where
             Poll::Pending => tokio::select! {
                 biased;
                 result = tokio::time::timeout(timeout, write) => result,
-                () = abort => return Err(CloseReason::Aborted),
+                () = abort.cancelled() => return Err(CloseReason::Aborted),
             },
         };
         match result {

@@ -2,12 +2,14 @@
 //! the observers, the connection slots and the shutdown tokens. Restarted actors get it as
 //! `Arguments`; nothing in it belongs to a restartable actor.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -58,6 +60,10 @@ pub(crate) struct Control {
     pub(crate) shutdown: CancellationToken,
     /// Cancelled at the grace deadline: busy connections abort their handlers and close.
     pub(crate) abort: CancellationToken,
+    /// The connection loops to wake when a flag below is set, by connection id. A loop registers
+    /// its waker with an atomic swap when it goes to sleep, rather than polling the tokens
+    /// (whose waiter lists sit behind locks shared by every connection).
+    wakers: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
     /// Mirrors of the two tokens that connections check on every turn for the price of an
     /// atomic load (a token's `is_cancelled` and a registered waiter's poll take a lock shared
     /// by every connection). Set before the token is cancelled.
@@ -85,6 +91,7 @@ impl Control {
             aborting: AtomicBool::new(false),
             fatal: Mutex::new(None),
             outcome: watch::Sender::new(None),
+            wakers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -92,12 +99,37 @@ impl Control {
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
         self.shutdown.cancel();
+        self.wake_connections();
     }
 
     /// The grace deadline passed: busy connections abort their handlers and close.
     pub(crate) fn begin_abort(&self) {
         self.aborting.store(true, Ordering::Release);
         self.abort.cancel();
+        self.wake_connections();
+    }
+
+    /// Wakes every connection loop, after a flag was set: each re-reads the flags.
+    fn wake_connections(&self) {
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for waker in wakers.values() {
+            waker.wake();
+        }
+    }
+
+    /// Registers a connection loop to be woken when shutdown or abort begins. The returned guard
+    /// deregisters it when dropped.
+    pub(crate) fn register(self: &Arc<Self>, id: u64) -> ControlWaker {
+        let waker = Arc::new(AtomicWaker::new());
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&waker));
+        ControlWaker {
+            control: Arc::clone(self),
+            id,
+            waker,
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -121,6 +153,48 @@ impl Control {
 
     pub(crate) fn take_fatal(&self) -> Option<ServerError> {
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A connection loop's registration with [`Control`]: woken when shutdown or abort begins.
+pub(crate) struct ControlWaker {
+    control: Arc<Control>,
+    id: u64,
+    waker: Arc<AtomicWaker>,
+}
+
+/// What the control flags ask of a connection loop.
+pub(crate) enum ControlStep {
+    Abort,
+    Shutdown,
+}
+
+impl ControlWaker {
+    /// Ready when the server aborts, or begins its shutdown while `draining` is false.
+    /// Registers the waker first, then reads the flags, so a flag set in between is not missed.
+    pub(crate) fn poll(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        draining: bool,
+    ) -> std::task::Poll<ControlStep> {
+        self.waker.register(cx.waker());
+        if self.control.is_aborting() {
+            std::task::Poll::Ready(ControlStep::Abort)
+        } else if !draining && self.control.is_shutting_down() {
+            std::task::Poll::Ready(ControlStep::Shutdown)
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl Drop for ControlWaker {
+    fn drop(&mut self) {
+        self.control
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 

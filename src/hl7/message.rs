@@ -470,11 +470,22 @@ pub struct Value<'a> {
 fn nth_piece(raw: &[u8], sep: u8, n: usize) -> Option<&[u8]> {
     let mut rest = raw;
     for _ in 1..n {
-        let i = memchr(sep, rest)?;
+        let i = find(sep, rest)?;
         rest = &rest[i + 1..];
     }
-    let end = memchr(sep, rest).unwrap_or(rest.len());
+    let end = find(sep, rest).unwrap_or(rest.len());
     Some(&rest[..end])
+}
+
+/// `memchr`, with a plain loop for the short values most fields hold (MSH-9 is `ADT^A01^ADT_A01`):
+/// below a few words, setting up the vector search costs more than it saves.
+#[inline]
+fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
+    if haystack.len() < 32 {
+        haystack.iter().position(|&b| b == needle)
+    } else {
+        memchr(needle, haystack)
+    }
 }
 
 impl<'a> Value<'a> {
