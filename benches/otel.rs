@@ -128,7 +128,8 @@ impl Telemetry {
                     .with_tracer(tracer.tracer("mllp"))
                     .with_threads(false)
                     .with_location(false)
-                    .with_tracked_inactivity(false),
+                    .with_tracked_inactivity(false)
+                    .with_context_activation(false),
             );
         Telemetry {
             dispatch: Dispatch::new(subscriber),
@@ -153,7 +154,8 @@ impl Telemetry {
                 tracing_opentelemetry::layer()
                     .with_threads(false)
                     .with_location(false)
-                    .with_tracked_inactivity(false),
+                    .with_tracked_inactivity(false)
+                    .with_context_activation(false),
             );
         Telemetry {
             dispatch: Dispatch::new(subscriber),

@@ -438,10 +438,14 @@ pub fn init(options: OtelOptions) -> Result<OtelGuard, OtelError> {
             .with_tracer(provider.tracer(crate::telemetry::METER_NAME))
             // Thread and source-location attributes say nothing useful about async message
             // handling (the span name is the location), and busy/idle timing costs two clock
-            // reads per poll: off, for throughput (benches/otel.rs).
+            // reads per poll: off, for throughput (benches/otel.rs). Context activation (making
+            // each entered span `opentelemetry::Context::current()`) costs a context attach on
+            // every poll of every instrumented future; code that needs a span's context for
+            // propagation takes it with `OpenTelemetrySpanExt::context()` (docs/telemetry.md).
             .with_threads(false)
             .with_location(false)
             .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(exporter_stack_filter())
     });
     let installed = tracing_subscriber::registry()

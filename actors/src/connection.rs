@@ -216,13 +216,16 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
         shared,
         info,
         stats,
-        span: span.clone(),
+        span,
         queue: VecDeque::new(),
         ready: None,
         closing: None,
     };
-    let reason = conn.serve().instrument(span.clone()).await;
-    conn.goodbye(&reason).instrument(span).await;
+    // The connection span is not entered around the loop: every poll would enter and exit it
+    // (a clock read and a subscriber round trip each). Its events are emitted inside it
+    // explicitly, and message spans are roots linked to it.
+    let reason = conn.serve().await;
+    conn.goodbye(&reason).await;
     reason
 }
 
@@ -436,6 +439,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                         duration: now.saturating_duration_since(decoded_at),
                         response: response.as_ref().and_then(Option::as_ref),
                         response_size: response_size.unwrap_or(0),
+                        span: &span,
                     });
                 }
                 result
@@ -465,6 +469,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     duration: now.saturating_duration_since(decoded_at),
                     failure: &failure,
                     response: response.as_ref(),
+                    span: &span,
                 });
                 match (result, policy) {
                     (Err(reason), _) => Err(reason),
@@ -528,6 +533,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 duration: entry.decoded_at.elapsed(),
                 failure: &Failure::Aborted,
                 response: None,
+                span: &entry.span,
             });
             self.stats.messages.fetch_add(1, Ordering::Relaxed);
         }

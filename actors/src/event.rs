@@ -124,6 +124,9 @@ pub enum Event<'a, P: Protocol> {
         response: Option<&'a P::Response>,
         /// Encoded size of the response in bytes (0 when none was sent).
         response_size: usize,
+        /// The message's span ([`Protocol::message_span`](crate::Protocol::message_span)),
+        /// still open: record the outcome on it.
+        span: &'a tracing::Span,
     },
     /// A handler panicked or timed out.
     MessageException {
@@ -137,6 +140,8 @@ pub enum Event<'a, P: Protocol> {
         failure: &'a Failure,
         /// The failure response sent, if the policy sent one.
         response: Option<&'a P::Response>,
+        /// The message's span, still open: record the failure on it.
+        span: &'a tracing::Span,
     },
     /// A peer was refused by the admission check right after accept; no connection was started.
     ConnectionRefused {

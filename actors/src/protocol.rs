@@ -148,6 +148,8 @@ struct ConnectionInfoInner {
     local: SocketAddr,
     tls: bool,
     peer_identity: Option<String>,
+    /// The peer's IP address as text, formatted once for the spans and logs of every message.
+    peer_ip: Box<str>,
 }
 
 impl ConnectionInfo {
@@ -167,6 +169,7 @@ impl ConnectionInfo {
                 local,
                 tls,
                 peer_identity,
+                peer_ip: peer.ip().to_string().into_boxed_str(),
             }),
         }
     }
@@ -179,6 +182,11 @@ impl ConnectionInfo {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.inner.peer
+    }
+
+    /// The peer's IP address as text (`192.0.2.7`, `2001:db8::1`), formatted once per connection.
+    pub fn peer_ip(&self) -> &str {
+        &self.inner.peer_ip
     }
 
     /// The local address the connection was accepted on.

@@ -56,7 +56,6 @@ impl fmt::Debug for Hl7 {
 pub struct Inbound {
     raw: Bytes,
     parsed: Result<Message, ParseError>,
-    span: OnceLock<Span>,
 }
 
 impl Inbound {
@@ -152,7 +151,6 @@ impl Protocol for Hl7 {
         Inbound {
             raw: request.clone(),
             parsed: Message::parse_with(request.clone(), &self.inner.parse),
-            span: OnceLock::new(),
         }
     }
 
@@ -165,9 +163,8 @@ impl Protocol for Hl7 {
         let inner = Arc::clone(&self.inner);
         let parsed = meta.parsed.clone();
         let connection = connection.clone();
-        let span = meta.span.get().cloned();
         async move {
-            let ack = match parsed {
+            match parsed {
                 // Not HL7: the best-effort AR, and the handler never sees it.
                 Err(error) => Some(Ack::reject_unparseable(
                     &request,
@@ -175,11 +172,7 @@ impl Protocol for Hl7 {
                     &inner.ack,
                 )),
                 Ok(message) => respond(&inner, message, connection).await,
-            };
-            if let Some(span) = span {
-                record_ack_on(&span, ack.as_ref());
             }
-            ack
         }
     }
 
@@ -244,7 +237,7 @@ impl Protocol for Hl7 {
             otel.status_description = field::Empty,
             error.type = field::Empty,
             mllp.connection.id = connection.id() as i64,
-            network.peer.address = %connection.peer().ip(),
+            network.peer.address = connection.peer_ip(),
             network.peer.port = i64::from(connection.peer().port()),
             server.port = i64::from(connection.local().port()),
             network.transport = "tcp",
@@ -257,59 +250,100 @@ impl Protocol for Hl7 {
             hl7.ack_code = field::Empty,
         );
         span.follows_from(connection_span);
-        let _ = meta.span.set(span.clone());
         span
     }
 }
 
-/// Completes a message span from the runtime's `MessageException` event: the runtime reports
-/// a failed handler (panic, timeout, aborted) only there, whatever the handler-failure policy,
-/// so this is the one place that sees them all. Registered first by
+/// Completes a message span from the runtime's `MessageStop` and `MessageException` events:
+/// the ACK code and size, and an error status for AE/AR answers and for failed handlers (panic,
+/// timeout, aborted; the runtime reports those only in `MessageException`, whatever the
+/// handler-failure policy). Registered first by
 /// [`ServerBuilder::listen`](crate::ServerBuilder::listen).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SpanRecorder;
 
 impl Observer<Hl7> for SpanRecorder {
     fn on_event(&self, event: &Event<'_, Hl7>) {
-        if let Event::MessageException {
-            meta,
-            failure,
-            response,
-            ..
-        } = event
-            && let Some(span) = meta.span.get()
-        {
-            let kind = failure.kind();
-            span.record("error.type", kind);
-            span.record(
-                "hl7.ack_code",
-                response.map_or("none", |ack| ack.code().as_str()),
-            );
-            if let Some(ack) = response {
-                span.record("mllp.response.size", ack.as_bytes().len() as i64);
+        match event {
+            Event::MessageStop { response, span, .. } => {
+                let status = response
+                    .filter(|ack| !ack.code().is_success())
+                    .map(|ack| ack.code().as_str());
+                record_outcome(span, *response, None, status);
             }
-            // Code first: tracing-opentelemetry turns a description into an error status with
-            // that text, and a later bare code would clear the text.
-            span.record("otel.status_code", "ERROR");
-            span.record("otel.status_description", kind);
+            Event::MessageException {
+                failure,
+                response,
+                span,
+                ..
+            } => {
+                let kind = failure.kind();
+                record_outcome(span, *response, Some(kind), Some(kind));
+            }
+            _ => {}
         }
     }
 }
 
-fn record_ack_on(span: &Span, ack: Option<&Ack>) {
-    match ack {
-        Some(ack) => {
-            span.record("hl7.ack_code", ack.code().as_str());
-            span.record("mllp.response.size", ack.as_bytes().len() as i64);
-            if !ack.code().is_success() {
-                span.record("otel.status_code", "ERROR");
-                span.record("otel.status_description", ack.code().as_str());
-            }
-        }
-        None => {
-            span.record("hl7.ack_code", "none");
-        }
-    }
+/// The message span's fields that are recorded at its end, looked up once (every message span
+/// comes from the one callsite in [`Hl7::message_span`]).
+struct OutcomeFields {
+    ack_code: field::Field,
+    response_size: field::Field,
+    error_type: field::Field,
+    status_code: field::Field,
+    status_description: field::Field,
+}
+
+/// Records a message's outcome on its span in one call (each `record` is a round trip through
+/// every subscriber layer): the ACK code (`none` when nothing was sent) and size, the failure
+/// kind, and an error status with `description`.
+fn record_outcome(
+    span: &Span,
+    ack: Option<&Ack>,
+    error_type: Option<&'static str>,
+    description: Option<&'static str>,
+) {
+    static FIELDS: OnceLock<Option<OutcomeFields>> = OnceLock::new();
+    let Some(metadata) = span.metadata() else {
+        return; // disabled: nothing to record
+    };
+    let fields = FIELDS.get_or_init(|| {
+        let set = metadata.fields();
+        Some(OutcomeFields {
+            ack_code: set.field("hl7.ack_code")?,
+            response_size: set.field("mllp.response.size")?,
+            error_type: set.field("error.type")?,
+            status_code: set.field("otel.status_code")?,
+            status_description: set.field("otel.status_description")?,
+        })
+    });
+    let Some(f) = fields else { return };
+    let ack_code = ack.map_or("none", |ack| ack.code().as_str());
+    let size = ack.map(|ack| ack.as_bytes().len() as i64);
+    // Code first: tracing-opentelemetry turns a description into an error status with that
+    // text, and a later bare code would clear the text.
+    let status = description.map(|_| "ERROR");
+    let pairs = [
+        (&f.ack_code, Some(&ack_code as &dyn field::Value)),
+        (
+            &f.response_size,
+            size.as_ref().map(|v| v as &dyn field::Value),
+        ),
+        (
+            &f.error_type,
+            error_type.as_ref().map(|v| v as &dyn field::Value),
+        ),
+        (
+            &f.status_code,
+            status.as_ref().map(|v| v as &dyn field::Value),
+        ),
+        (
+            &f.status_description,
+            description.as_ref().map(|v| v as &dyn field::Value),
+        ),
+    ];
+    span.record_all(&metadata.fields().value_set(&pairs));
 }
 
 /// Plugins, then the pipeline, then the ACK stage.
