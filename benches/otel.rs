@@ -13,7 +13,8 @@
 //!
 //! For the ratio (otel throughput / off throughput), robust to a noisy machine, run
 //! `MLLP_BENCH_RATIO=1 cargo bench --bench otel`: interleaved rounds of 20 000 messages per
-//! configuration, best round of each, plus two breakdown configurations ("metrics_only": the
+//! configuration, best round of each, plus "otel_sampled_10" (the same pipeline with
+//! `message_trace_ratio(0.1)`: one message in ten gets a span) and two breakdown configurations ("metrics_only": the
 //! meter without a subscriber; "layer_noop": the tracing-opentelemetry layer on a no-op tracer,
 //! the floor of span export through `tracing`). `MLLP_BENCH_ROUNDS` sets the rounds (7);
 //! `MLLP_BENCH_CONFIGS=otel` runs only the named configurations (comma-separated), for profiling.
@@ -98,6 +99,8 @@ struct Telemetry {
     dispatch: Dispatch,
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
+    /// `ServerBuilder::message_trace_ratio`.
+    trace_ratio: f64,
 }
 
 impl Telemetry {
@@ -106,6 +109,7 @@ impl Telemetry {
             dispatch: Dispatch::none(),
             tracer: None,
             meter: None,
+            trace_ratio: 1.0,
         }
     }
 
@@ -135,6 +139,15 @@ impl Telemetry {
             dispatch: Dispatch::new(subscriber),
             tracer: Some(tracer),
             meter: Some(meter),
+            trace_ratio: 1.0,
+        }
+    }
+
+    /// The full pipeline, one message in ten traced (`message_trace_ratio(0.1)`).
+    fn otel_sampled() -> Telemetry {
+        Telemetry {
+            trace_ratio: 0.1,
+            ..Telemetry::otel()
         }
     }
 
@@ -161,6 +174,7 @@ impl Telemetry {
             dispatch: Dispatch::new(subscriber),
             tracer: None,
             meter: None,
+            trace_ratio: 1.0,
         }
     }
 
@@ -176,7 +190,9 @@ impl Telemetry {
 
 async fn start(telemetry: &Telemetry) -> ServerHandle {
     let router = Router::new().route("ADT^*", |_req: Request| async {});
-    let mut builder = Server::builder().router(router);
+    let mut builder = Server::builder()
+        .router(router)
+        .message_trace_ratio(telemetry.trace_ratio);
     if let Some(provider) = &telemetry.meter {
         builder = builder.meter(&provider.meter("mllp"));
     }
@@ -270,6 +286,7 @@ fn ratio_report() {
     let configs: Vec<Config> = vec![
         ("off", Telemetry::off),
         ("otel", Telemetry::otel),
+        ("otel_sampled_10", Telemetry::otel_sampled),
         ("metrics_only", Telemetry::metrics_only),
         ("layer_noop", Telemetry::layer_noop),
     ];

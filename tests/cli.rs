@@ -563,6 +563,10 @@ async fn bad_flags_are_rejected_naming_the_flag() {
             &["serve", "--handshake-timeout", "0s"],
             "--handshake-timeout",
         ),
+        (
+            &["serve", "--message-trace-ratio", "2"],
+            "--message-trace-ratio",
+        ),
     ];
     for (args, flag) in cases {
         let out = mllp(args).await;
@@ -584,6 +588,7 @@ async fn bad_config_file_is_rejected_naming_the_key() {
         ("max-connections = 0\n", "max-connections"),
         ("idle-timeout = \"later\"\n", "idle-timeout"),
         ("framing = \"sloppy\"\n", "sloppy"),
+        ("message-trace-ratio = 1.5\n", "message-trace-ratio"),
     ] {
         let config = write(dir.path(), "mllp.toml", content.as_bytes());
         let out = mllp(&[
@@ -610,7 +615,7 @@ async fn config_file_applies_and_flags_win() {
     let config = write(
         dir.path(),
         "mllp.toml",
-        b"max-message-size = 100\nno-inbox = true\nshutdown_grace = \"2s\"\n",
+        b"max-message-size = 100\nno-inbox = true\nshutdown_grace = \"2s\"\nmessage-trace-ratio = 0.5\n",
     );
     let input = write(dir.path(), "one.hl7", &hl7("CFG-1", b"DOE"));
 

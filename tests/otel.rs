@@ -484,6 +484,36 @@ async fn handler_error_gives_error_status_and_ae_metric() {
     assert_eq!(metrics.sum("mllp.server.handler.exceptions", &[]), 0);
 }
 
+/// With `message_trace_ratio(0.0)` a message gets no `mllp.message` span, and still its ACK,
+/// its connection span and its metrics; a ratio outside 0..=1 is a configuration error.
+#[tokio::test]
+async fn messages_left_out_by_the_trace_ratio_get_no_span_but_are_counted() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route("ADT^A01", |_req: Request| async {});
+    let builder = Server::builder().router(router).message_trace_ratio(0.0);
+    assert_eq!(
+        telemetry
+            .answer_one(builder, phi_message("ADT^A01", "S1"))
+            .await,
+        "AA"
+    );
+    let spans = telemetry.spans();
+    assert!(named(&spans, "mllp.message").is_empty());
+    assert_eq!(named(&spans, "mllp.connection").len(), 1);
+    let aa = [("hl7.message_type", "ADT"), ("hl7.ack_code", "AA")];
+    assert_eq!(telemetry.metrics().sum("mllp.server.messages", &aa), 1);
+
+    let error = Server::builder()
+        .message_trace_ratio(1.5)
+        .bind("127.0.0.1:0")
+        .await
+        .expect_err("a ratio above 1 is refused");
+    assert!(
+        matches!(error, mllp::Error::Config(mllp::ConfigError::TraceRatio(r)) if r == 1.5),
+        "{error:?}"
+    );
+}
+
 /// A message no route matches is answered AR: error status described `AR`, AR counted.
 #[tokio::test]
 async fn unrouted_message_gives_error_status_and_ar_metric() {

@@ -31,6 +31,61 @@ pub(crate) struct Hl7Inner {
     pub(crate) ack: AckOptions,
     pub(crate) parse: ParseOptions,
     pub(crate) codec: MllpCodec,
+    pub(crate) sampler: Sampler,
+}
+
+/// Decides which messages get an `mllp.message` span
+/// ([`ServerBuilder::message_trace_ratio`](crate::ServerBuilder::message_trace_ratio)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sampler {
+    /// A message is traced when a uniform 64-bit draw is below this; `u64::MAX` means always
+    /// (no draw), 0 never.
+    threshold: u64,
+}
+
+impl Sampler {
+    pub(crate) fn new(ratio: f64) -> Self {
+        let threshold = if ratio >= 1.0 {
+            u64::MAX
+        } else if ratio > 0.0 {
+            // Exact enough: the draw has 64 bits, a ratio 53.
+            (ratio * u64::MAX as f64) as u64
+        } else {
+            0
+        };
+        Sampler { threshold }
+    }
+
+    /// Whether this message is traced.
+    pub(crate) fn sample(&self) -> bool {
+        match self.threshold {
+            u64::MAX => true,
+            0 => false,
+            threshold => draw() < threshold,
+        }
+    }
+}
+
+/// A per-thread xorshift64* generator, seeded from the thread's id and the clock: sampling needs
+/// uniform draws, not unpredictable ones.
+fn draw() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&std::thread::current().id(), &mut hasher);
+            std::hash::Hash::hash(&std::time::SystemTime::now(), &mut hasher);
+            std::hash::Hasher::finish(&hasher) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
 }
 
 impl Hl7 {
@@ -227,6 +282,9 @@ impl Protocol for Hl7 {
         connection: &ConnectionInfo,
         meta: &Inbound,
     ) -> Span {
+        if !self.inner.sampler.sample() {
+            return Span::none();
+        }
         // A root span linked to the connection: MLLP links live for days, and a trace per
         // message keeps traces short in Jaeger/Tempo (docs/telemetry.md explains the choice).
         let span = tracing::info_span!(
@@ -383,4 +441,23 @@ fn finish(
         &diagnostics,
         &inner.ack,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ratio is honoured: all, none, and about a quarter over many draws.
+    #[test]
+    fn sampler_keeps_the_configured_fraction() {
+        let n = 100_000;
+        let count = |ratio: f64| {
+            let sampler = Sampler::new(ratio);
+            (0..n).filter(|_| sampler.sample()).count()
+        };
+        assert_eq!(count(1.0), n);
+        assert_eq!(count(0.0), 0);
+        let quarter = count(0.25) as f64 / n as f64;
+        assert!((0.23..0.27).contains(&quarter), "sampled {quarter}");
+    }
 }

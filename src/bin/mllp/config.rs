@@ -43,6 +43,24 @@ pub(crate) fn positive_count(s: &str) -> Result<usize, String> {
     check_positive(n as u64)
 }
 
+/// A fraction from 0 to 1, as `0.1` or `10%`.
+pub(crate) fn ratio(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let (number, scale) = match s.strip_suffix('%') {
+        Some(percent) => (percent.trim(), 100.0),
+        None => (s, 1.0),
+    };
+    let value = number
+        .parse::<f64>()
+        .map_err(|_| "expected a number from 0 to 1 (or 0% to 100%)".to_owned())?
+        / scale;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err("must be from 0 to 1 (or 0% to 100%)".to_owned())
+    }
+}
+
 fn check_positive(n: u64) -> Result<usize, String> {
     if n == 0 {
         return Err("must be greater than zero".to_owned());
@@ -106,11 +124,13 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// A number that may be written as a TOML integer or as a string with a unit (`"10MiB"`).
+/// A number that may be written as a TOML integer or float, or as a string with a unit
+/// (`"10MiB"`, `"10%"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum NumberOrText {
     Number(i64),
+    Fraction(f64),
     Text(String),
 }
 
@@ -139,6 +159,8 @@ pub(crate) struct ServeFile {
     pub(crate) max_in_flight: Option<NumberOrText>,
     #[serde(alias = "max_concurrent_handlers")]
     pub(crate) max_concurrent_handlers: Option<NumberOrText>,
+    #[serde(alias = "message_trace_ratio")]
+    pub(crate) message_trace_ratio: Option<NumberOrText>,
     pub(crate) framing: Option<Framing>,
     #[serde(alias = "shutdown_grace")]
     pub(crate) shutdown_grace: Option<String>,
@@ -232,6 +254,7 @@ pub(crate) fn file_value<T>(
 pub(crate) fn number_text(value: Option<NumberOrText>) -> Option<String> {
     value.map(|v| match v {
         NumberOrText::Number(n) => n.to_string(),
+        NumberOrText::Fraction(n) => n.to_string(),
         NumberOrText::Text(s) => s,
     })
 }
@@ -239,6 +262,18 @@ pub(crate) fn number_text(value: Option<NumberOrText>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ratios accept fractions and percentages from 0 to 1; anything else is refused.
+    #[test]
+    fn ratios_are_fractions_or_percentages() {
+        assert_eq!(ratio("0.1"), Ok(0.1));
+        assert_eq!(ratio("25%"), Ok(0.25));
+        assert_eq!(ratio("1"), Ok(1.0));
+        assert_eq!(ratio("0"), Ok(0.0));
+        for bad in ["1.5", "-0.1", "150%", "half", "NaN"] {
+            assert!(ratio(bad).is_err(), "{bad}");
+        }
+    }
 
     /// Sizes accept plain bytes and binary or decimal units; zero and junk are refused.
     #[test]

@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Receive HL7 messages and store each one durably before acknowledging it
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Send the HL7 messages in files or directories and check every acknowledgment
     Send(send::SendArgs),
     /// Load a receiver with unique messages and report throughput and latency
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -134,6 +134,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
     shutdown_grace: Option<Duration>,
 
+    /// The fraction of messages traced with an `mllp.message` span, `0` to `1` or `0%` to
+    /// `100%`; messages left out cost no span (metrics and logs still count every message)
+    /// [default: 1]
+    #[arg(long, value_name = "RATIO", value_parser = config::ratio)]
+    message_trace_ratio: Option<f64>,
+
     /// Log line format on stderr; the `RUST_LOG` variable filters (default filter:
     /// `info,ractor=warn`) [default: text]
     #[arg(long, value_name = "FORMAT", value_enum)]
@@ -175,6 +181,7 @@ pub(crate) struct Settings {
     pub(crate) max_concurrent_handlers: Option<usize>,
     pub(crate) framing: Option<Framing>,
     pub(crate) shutdown_grace: Option<Duration>,
+    pub(crate) message_trace_ratio: Option<f64>,
     pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) tls: Option<TlsSettings>,
     pub(crate) allow_peer: Vec<String>,
@@ -305,6 +312,12 @@ impl ServeArgs {
                 file.shutdown_grace,
                 config::any_duration,
             )?),
+            message_trace_ratio: self.message_trace_ratio.or(config::file_value(
+                path,
+                "message-trace-ratio",
+                num(file.message_trace_ratio),
+                config::ratio,
+            )?),
             handshake_timeout: self.handshake_timeout.or(config::file_value(
                 path,
                 "handshake-timeout",
@@ -386,6 +399,9 @@ async fn serve(settings: Settings) -> ExitCode {
     }
     if let Some(v) = settings.handshake_timeout {
         builder = builder.handshake_timeout(v);
+    }
+    if let Some(v) = settings.message_trace_ratio {
+        builder = builder.message_trace_ratio(v);
     }
     // No --allow-peer means everyone; an empty allow-list would admit no one.
     let admission = if settings.allow_peer.is_empty() {
@@ -599,6 +615,7 @@ fn flag_names(error: &mllp::ConfigError) -> String {
         "max_in_flight",
         "max_concurrent_handlers",
         "shutdown_grace",
+        "message_trace_ratio",
     ] {
         text = text.replace(setting, &format!("--{}", setting.replace('_', "-")));
     }
