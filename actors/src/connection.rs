@@ -342,6 +342,14 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                         self.publish_in_flight();
                     } else {
                         self.start(request, decoded_at, None);
+                        // Most handlers finish on their first poll: when nothing older is waiting
+                        // for its answer, this one is answered in the same turn.
+                        if let Some(done) = self.finished_alone()
+                            && let Err(reason) = self.answer(done).await
+                        {
+                            self.abort_in_flight();
+                            return reason;
+                        }
                     }
                 }
                 Step::Read(ReadEvent::Closed(reason)) => self.closing = Some(reason),
@@ -406,6 +414,17 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             outcome: None,
         });
         self.publish_in_flight();
+    }
+
+    /// The only request in flight, if its handler already finished (inline, on its first poll).
+    fn finished_alone(&mut self) -> Option<InFlight<P>> {
+        if self.queue.len() != 1 {
+            return None;
+        }
+        let front = self.queue.front_mut()?;
+        let outcome = front.handler.take_done()?;
+        front.outcome = Some(outcome);
+        self.queue.pop_front()
     }
 
     /// Requests decoded and not yet answered, for the registry.

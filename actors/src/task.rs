@@ -68,6 +68,17 @@ impl<R: Send + 'static> HandlerTask<R> {
     }
 }
 
+impl<R> HandlerTask<R> {
+    /// The result of a handler that finished on its first poll, taken; `None` if it is running
+    /// in its own task (or was already taken).
+    pub(crate) fn take_done(&mut self) -> Option<HandlerResult<R>> {
+        match self {
+            HandlerTask::Done(result) => result.take(),
+            HandlerTask::Running(_) => None,
+        }
+    }
+}
+
 // The response is never pinned: it only moves out of a finished handler.
 impl<R> Unpin for HandlerTask<R> {}
 
