@@ -238,6 +238,27 @@ struct InFlight<P: Protocol> {
     outcome: Option<Result<Option<P::Response>, Failure>>,
 }
 
+/// A request whose handler has finished, ready to be answered.
+struct Finished<P: Protocol> {
+    meta: P::Meta,
+    decoded_at: Instant,
+    span: tracing::Span,
+    outcome: Result<Option<P::Response>, Failure>,
+}
+
+impl<P: Protocol> InFlight<P> {
+    fn finished(self) -> Finished<P> {
+        Finished {
+            meta: self.meta,
+            decoded_at: self.decoded_at,
+            span: self.span,
+            outcome: self
+                .outcome
+                .expect("poll_front returns finished requests only"),
+        }
+    }
+}
+
 /// What one turn of the connection loop got.
 enum Step<P: Protocol> {
     Abort,
@@ -324,14 +345,18 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 }
                 Step::Shutdown => self.closing = Some(CloseReason::Shutdown),
                 Step::Answered(done) => {
-                    if let Err(reason) = self.answer(done).await {
+                    if let Err(reason) = self.answer(done.finished()).await {
                         self.abort_in_flight();
                         return reason;
                     }
                 }
                 Step::Permit(permit) => {
-                    if let Some((request, decoded_at)) = self.ready.take() {
-                        self.start(request, decoded_at, Some(permit));
+                    if let Some((request, decoded_at)) = self.ready.take()
+                        && let Some(finished) = self.start(request, decoded_at, Some(permit))
+                        && let Err(reason) = self.answer(finished).await
+                    {
+                        self.abort_in_flight();
+                        return reason;
                     }
                 }
                 Step::Read(ReadEvent::Request(request)) => {
@@ -340,16 +365,11 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     if self.shared.handler_permits.is_some() {
                         self.ready = Some((request, decoded_at));
                         self.publish_in_flight();
-                    } else {
-                        self.start(request, decoded_at, None);
-                        // Most handlers finish on their first poll: when nothing older is waiting
-                        // for its answer, this one is answered in the same turn.
-                        if let Some(done) = self.finished_alone()
-                            && let Err(reason) = self.answer(done).await
-                        {
-                            self.abort_in_flight();
-                            return reason;
-                        }
+                    } else if let Some(finished) = self.start(request, decoded_at, None)
+                        && let Err(reason) = self.answer(finished).await
+                    {
+                        self.abort_in_flight();
+                        return reason;
                     }
                 }
                 Step::Read(ReadEvent::Closed(reason)) => self.closing = Some(reason),
@@ -377,13 +397,15 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         }
     }
 
-    /// Emits `MessageStart` and spawns the request's handler.
+    /// Emits `MessageStart` and starts the request's handler. Most handlers finish on their
+    /// first poll: when nothing older is waiting for its answer, such a request is returned to
+    /// be answered at once (it never enters the queue). Otherwise it is queued.
     fn start(
         &mut self,
         request: P::Request,
         decoded_at: Instant,
         permit: Option<OwnedSemaphorePermit>,
-    ) {
+    ) -> Option<Finished<P>> {
         let protocol = &self.shared.protocol;
         let meta = protocol.meta(&request);
         let span = protocol.message_span(&self.span, &self.info, &meta);
@@ -397,34 +419,39 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let handler = protocol
             .handle(request, &meta, &self.info)
             .instrument(span.clone());
-        let handler = async move {
-            // The server-wide permit is held for exactly as long as the handler runs.
-            let _permit = permit;
-            handler.await
+        let tasks = &self.shared.tasks;
+        let limit = self.shared.config.handler_timeout;
+        let mut handler = match permit {
+            None => HandlerTask::start(tasks, handler, limit),
+            Some(permit) => HandlerTask::start(
+                tasks,
+                async move {
+                    // The server-wide permit is held for exactly as long as the handler runs.
+                    let _permit = permit;
+                    handler.await
+                },
+                limit,
+            ),
         };
+        if self.queue.is_empty()
+            && let Some(outcome) = handler.take_done()
+        {
+            return Some(Finished {
+                meta,
+                decoded_at,
+                span,
+                outcome,
+            });
+        }
         self.queue.push_back(InFlight {
             meta,
             decoded_at,
             span,
-            handler: HandlerTask::start(
-                &self.shared.tasks,
-                handler,
-                self.shared.config.handler_timeout,
-            ),
+            handler,
             outcome: None,
         });
         self.publish_in_flight();
-    }
-
-    /// The only request in flight, if its handler already finished (inline, on its first poll).
-    fn finished_alone(&mut self) -> Option<InFlight<P>> {
-        if self.queue.len() != 1 {
-            return None;
-        }
-        let front = self.queue.front_mut()?;
-        let outcome = front.handler.take_done()?;
-        front.outcome = Some(outcome);
-        self.queue.pop_front()
+        None
     }
 
     /// Requests decoded and not yet answered, for the registry.
@@ -436,16 +463,14 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     }
 
     /// Writes the oldest request's answer and reports it. An error closes the connection.
-    async fn answer(&mut self, done: InFlight<P>) -> Result<(), CloseReason> {
+    async fn answer(&mut self, done: Finished<P>) -> Result<(), CloseReason> {
         self.publish_in_flight();
-        let InFlight {
+        let Finished {
             meta,
             decoded_at,
             span,
             outcome,
-            ..
         } = done;
-        let outcome = outcome.expect("poll_front returns finished requests only");
         let result = match outcome {
             Ok(response) => {
                 let (written, result) = self.write(response).await;

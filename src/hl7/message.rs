@@ -151,6 +151,7 @@ impl Message {
     /// A field found at parse time (see `Index::msh_cache`).
     fn cached(&self, slot: usize) -> Option<&str> {
         let (start, end) = self.index.msh_cache[slot]?;
+        // Checked again (cheap for these short values): the crate forbids `unsafe`.
         std::str::from_utf8(&self.bytes[start as usize..end as usize]).ok()
     }
 
