@@ -15,7 +15,7 @@ use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError
 /// Parsing reads the delimiters from MSH-1/MSH-2 and finds every segment and field separator
 /// in one pass; repetitions, components and subcomponents are split on access, and escape
 /// sequences are decoded on access ([`Value::decoded`]). Nothing is copied: every view borrows
-/// the one [`Bytes`] buffer, and cloning a `Message` costs two reference-count increments.
+/// the one [`Bytes`] buffer, and cloning a `Message` costs one reference-count increment.
 ///
 /// The bytes are never changed, so [`Message::as_bytes`] re-encodes an unmodified message
 /// byte for byte. Content is bytes, not text: HL7 allows other character sets than UTF-8
@@ -46,8 +46,13 @@ use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError
 /// ```
 #[derive(Clone)]
 pub struct Message {
+    /// One allocation shared by every clone: a clone is one reference-count increment.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     bytes: Bytes,
-    index: Arc<Index>,
+    index: Index,
 }
 
 /// What MSH-15 (accept acknowledgment type) or MSH-16 (application acknowledgment type) asks
@@ -123,8 +128,7 @@ impl Message {
     pub fn parse_with(bytes: Bytes, options: &ParseOptions) -> Result<Message, ParseError> {
         let index = parse::index(&bytes, options)?;
         let mut message = Message {
-            bytes,
-            index: Arc::new(index),
+            inner: Arc::new(Inner { bytes, index }),
         };
         let cache = [
             message.locate(non_empty_str(
@@ -135,8 +139,9 @@ impl Message {
             )),
             message.locate(non_empty_str(message.msh_field(10))),
         ];
-        Arc::get_mut(&mut message.index)
+        Arc::get_mut(&mut message.inner)
             .expect("the index was just built")
+            .index
             .msh_cache = cache;
         Ok(message)
     }
@@ -144,35 +149,39 @@ impl Message {
     /// The offsets of a slice of this message's bytes.
     fn locate(&self, part: Option<&str>) -> Option<(u32, u32)> {
         let part = part?;
-        let start = part.as_ptr() as usize - self.bytes.as_ptr() as usize;
+        let start = part.as_ptr() as usize - self.inner.bytes.as_ptr() as usize;
         Some((start as u32, (start + part.len()) as u32))
     }
 
     /// A field found at parse time (see `Index::msh_cache`).
     fn cached(&self, slot: usize) -> Option<&str> {
-        let (start, end) = self.index.msh_cache[slot]?;
+        let (start, end) = self.inner.index.msh_cache[slot]?;
         // Checked again (cheap for these short values): the crate forbids `unsafe`.
-        std::str::from_utf8(&self.bytes[start as usize..end as usize]).ok()
+        std::str::from_utf8(&self.inner.bytes[start as usize..end as usize]).ok()
     }
 
     /// The message exactly as received.
     pub fn as_bytes(&self) -> &Bytes {
-        &self.bytes
+        &self.inner.bytes
     }
 
     /// The message exactly as received, giving up the index.
     pub fn into_bytes(self) -> Bytes {
-        self.bytes
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.bytes,
+            Err(shared) => shared.bytes.clone(),
+        }
     }
 
     /// The delimiters declared in MSH-1 and MSH-2.
     pub fn delimiters(&self) -> &Delimiters {
-        &self.index.delimiters
+        &self.inner.index.delimiters
     }
 
     /// Every segment, in order; MSH first.
     pub fn segments(&self) -> impl ExactSizeIterator<Item = Segment<'_>> + '_ {
-        self.index
+        self.inner
+            .index
             .segments
             .iter()
             .enumerate()
@@ -185,14 +194,14 @@ impl Message {
 
     /// How many segments the message has (empty segments are not counted).
     pub fn segment_count(&self) -> usize {
-        self.index.segments.len()
+        self.inner.index.segments.len()
     }
 
     /// The MSH segment (always present in a parsed message).
     pub fn msh(&self) -> Segment<'_> {
         Segment {
             message: self,
-            entry: &self.index.segments[0],
+            entry: &self.inner.index.segments[0],
             position: 1,
         }
     }
@@ -336,7 +345,7 @@ impl fmt::Debug for Message {
             }
         }
         f.debug_struct("Message")
-            .field("len", &self.bytes.len())
+            .field("len", &self.inner.bytes.len())
             .field("segments", &Summary(self))
             .finish()
     }
@@ -364,7 +373,7 @@ impl<'a> Segment<'a> {
 
     /// Which segment with this id it is (1 = the first): the ERR-2 segment sequence.
     pub fn sequence(&self) -> usize {
-        1 + self.message.index.segments[..self.position - 1]
+        1 + self.message.inner.index.segments[..self.position - 1]
             .iter()
             .filter(|e| e.id == self.entry.id)
             .count()
@@ -377,7 +386,7 @@ impl<'a> Segment<'a> {
 
     /// The raw segment, id included, terminator excluded.
     pub fn as_bytes(&self) -> &'a [u8] {
-        &self.message.bytes[self.entry.start as usize..self.entry.end as usize]
+        &self.message.inner.bytes[self.entry.start as usize..self.entry.end as usize]
     }
 
     fn is_msh(&self) -> bool {
@@ -395,8 +404,8 @@ impl<'a> Segment<'a> {
     /// For MSH, field 1 is the field separator and field 2 the encoding characters, as in the
     /// standard; both are literal values (never split, never unescaped).
     pub fn field(&self, n: usize) -> Option<Value<'a>> {
-        let delimiters = &self.message.index.delimiters;
-        let bytes: &'a [u8] = &self.message.bytes;
+        let delimiters = &self.message.inner.index.delimiters;
+        let bytes: &'a [u8] = &self.message.inner.bytes;
         let start = self.entry.start as usize;
         let (split, level) = match (self.is_msh(), n) {
             (_, 0) => return None,
@@ -415,7 +424,8 @@ impl<'a> Segment<'a> {
         if split > count {
             return None;
         }
-        let seps = &self.message.index.separators[self.entry.first_separator as usize..][..count];
+        let seps =
+            &self.message.inner.index.separators[self.entry.first_separator as usize..][..count];
         let from = seps[split - 1] as usize + 1;
         let to = seps
             .get(split)

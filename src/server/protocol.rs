@@ -109,14 +109,16 @@ impl fmt::Debug for Hl7 {
 ///
 /// `Debug` prints MSH metadata only.
 pub struct Inbound {
-    raw: Bytes,
-    parsed: Result<Message, ParseError>,
+    size: usize,
+    /// The parsed message (it holds the payload), or why the payload is not HL7 and the payload
+    /// itself, for the best-effort AR.
+    parsed: Result<Message, (ParseError, Bytes)>,
 }
 
 impl Inbound {
     /// Size of the frame payload in bytes.
     pub fn size(&self) -> usize {
-        self.raw.len()
+        self.size
     }
 
     /// The parsed message, unless the payload was not HL7.
@@ -126,7 +128,7 @@ impl Inbound {
 
     /// Why the payload could not be parsed, if it could not.
     pub fn parse_error(&self) -> Option<&ParseError> {
-        self.parsed.as_ref().err()
+        self.parsed.as_ref().err().map(|(error, _)| error)
     }
 
     /// MSH-9.1, the message code (`ADT`).
@@ -204,8 +206,9 @@ impl Protocol for Hl7 {
 
     fn meta(&self, request: &Bytes) -> Inbound {
         Inbound {
-            raw: request.clone(),
-            parsed: Message::parse_with(request.clone(), &self.inner.parse),
+            size: request.len(),
+            parsed: Message::parse_with(request.clone(), &self.inner.parse)
+                .map_err(|error| (error, request.clone())),
         }
     }
 
@@ -216,16 +219,15 @@ impl Protocol for Hl7 {
         connection: &ConnectionInfo,
     ) -> impl Future<Output = Option<Ack>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
-        let parsed = meta.parsed.clone();
+        let parsed = match &meta.parsed {
+            Ok(message) => Ok(message.clone()),
+            Err((error, _)) => Err(error.to_diagnostic()),
+        };
         let connection = connection.clone();
         async move {
             match parsed {
                 // Not HL7: the best-effort AR, and the handler never sees it.
-                Err(error) => Some(Ack::reject_unparseable(
-                    &request,
-                    &error.to_diagnostic(),
-                    &inner.ack,
-                )),
+                Err(diagnostic) => Some(Ack::reject_unparseable(&request, &diagnostic, &inner.ack)),
                 Ok(message) => respond(&inner, message, connection).await,
             }
         }
@@ -242,8 +244,8 @@ impl Protocol for Hl7 {
         let response = Response::error(ErrorCode::ApplicationInternalError, text);
         let ack = match &meta.parsed {
             Ok(message) => finish(&self.inner, message, response, Vec::new()),
-            Err(error) => Some(Ack::reject_unparseable(
-                &meta.raw,
+            Err((error, raw)) => Some(Ack::reject_unparseable(
+                raw,
                 &error.to_diagnostic(),
                 &self.inner.ack,
             )),
