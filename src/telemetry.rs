@@ -7,11 +7,12 @@
 //! docs/telemetry.md lists every name: renaming one is a breaking change.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
-use opentelemetry::{KeyValue, StringValue, Value};
+use opentelemetry::{KeyValue, Value};
 
 use crate::ack::Ack;
 use crate::server::{Hl7, Inbound};
@@ -155,34 +156,39 @@ fn code_value(code: Option<&str>) -> Value {
     match code {
         None => Value::from("unknown"),
         Some(code) if code.len() <= 3 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-            Value::String(StringValue::from(interned(code)))
+            Value::from(interned(code))
         }
         Some(_) => Value::from("other"),
     }
 }
 
-/// A code of at most three ASCII letters and digits as a shared string: every message carries
-/// two, so they come from a small per-thread cache (direct-mapped, 256 slots) instead of an
-/// allocation each. A miss allocates once and takes the slot.
-fn interned(code: &str) -> Arc<str> {
+/// A code of at most three ASCII letters and digits as a `&'static str`. Every message carries
+/// two, and a static string costs nothing to copy or drop (an `Arc<str>` costs an atomic
+/// increment and decrement, an owned one an allocation). The set is bounded by construction,
+/// 36³ + 36² + 36 = 47,988 codes, each leaked once per process (a few bytes), so a hostile
+/// sender cannot grow it without limit. A per-thread cache (direct-mapped, 256 slots) spares
+/// the global lock on every message.
+fn interned(code: &str) -> &'static str {
+    static ALL: LazyLock<Mutex<HashMap<u32, &'static str>>> = LazyLock::new(Default::default);
     const SLOTS: usize = 256;
-    type Slots = [Option<(u32, Arc<str>)>; SLOTS];
     thread_local! {
-        static CACHE: RefCell<Slots> = RefCell::new(std::array::from_fn(|_| None));
+        static CACHE: RefCell<[(u32, &'static str); SLOTS]> = const { RefCell::new([(0, ""); SLOTS]) };
     }
-    // Distinct for distinct codes: at most three non-zero bytes.
+    // Distinct for distinct codes (at most three non-zero bytes), and never 0 for one.
     let key = code.bytes().fold(0u32, |key, b| (key << 8) | u32::from(b));
     let slot = (key.wrapping_mul(0x9E37_79B9) >> 24) as usize % SLOTS;
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        match &cache[slot] {
-            Some((k, value)) if *k == key => Arc::clone(value),
-            _ => {
-                let value: Arc<str> = Arc::from(code);
-                cache[slot] = Some((key, Arc::clone(&value)));
-                value
-            }
+        let (cached_key, value) = cache[slot];
+        if cached_key == key && key != 0 {
+            return value;
         }
+        let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+        let value: &'static str = all
+            .entry(key)
+            .or_insert_with(|| Box::leak(code.to_owned().into_boxed_str()));
+        cache[slot] = (key, value);
+        value
     })
 }
 
@@ -260,7 +266,7 @@ mod tests {
     #[test]
     fn code_values_are_interned_exactly_and_bounded() {
         let a = interned("ADT");
-        assert!(Arc::ptr_eq(&a, &interned("ADT")));
+        assert!(std::ptr::eq(a, interned("ADT")));
         // Enough distinct codes to collide in every slot: each still reads back as itself.
         for i in 0..2000u32 {
             let code = format!("{:03}", i % 1000);
