@@ -143,8 +143,8 @@ impl Metrics {
 
 fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> [KeyValue; 3] {
     [
-        KeyValue::new("hl7.message_type", code_value(meta.message_code())),
-        KeyValue::new("hl7.trigger_event", code_value(meta.trigger_event())),
+        KeyValue::new("hl7.message_type", code_value(meta.code_bytes(0))),
+        KeyValue::new("hl7.trigger_event", code_value(meta.code_bytes(1))),
         KeyValue::new("hl7.ack_code", ack_code),
     ]
 }
@@ -152,10 +152,10 @@ fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> 
 /// Message codes and trigger events are three characters by the standard; a hostile sender
 /// must not be able to mint unbounded metric series, so anything else is bucketed as `other`
 /// (and an absent one is `unknown`).
-fn code_value(code: Option<&str>) -> Value {
+fn code_value(code: Option<&[u8]>) -> Value {
     match code {
         None => Value::from("unknown"),
-        Some(code) if code.len() <= 3 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+        Some(code) if code.len() <= 3 && code.iter().all(u8::is_ascii_alphanumeric) => {
             Value::from(interned(code))
         }
         Some(_) => Value::from("other"),
@@ -168,14 +168,14 @@ fn code_value(code: Option<&str>) -> Value {
 /// 36³ + 36² + 36 = 47,988 codes, each leaked once per process (a few bytes), so a hostile
 /// sender cannot grow it without limit. A per-thread cache (direct-mapped, 256 slots) spares
 /// the global lock on every message.
-fn interned(code: &str) -> &'static str {
+fn interned(code: &[u8]) -> &'static str {
     static ALL: LazyLock<Mutex<HashMap<u32, &'static str>>> = LazyLock::new(Default::default);
     const SLOTS: usize = 256;
     thread_local! {
         static CACHE: RefCell<[(u32, &'static str); SLOTS]> = const { RefCell::new([(0, ""); SLOTS]) };
     }
     // Distinct for distinct codes (at most three non-zero bytes), and never 0 for one.
-    let key = code.bytes().fold(0u32, |key, b| (key << 8) | u32::from(b));
+    let key = code.iter().fold(0u32, |key, &b| (key << 8) | u32::from(b));
     let slot = (key.wrapping_mul(0x9E37_79B9) >> 24) as usize % SLOTS;
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
@@ -184,9 +184,9 @@ fn interned(code: &str) -> &'static str {
             return value;
         }
         let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
-        let value: &'static str = all
-            .entry(key)
-            .or_insert_with(|| Box::leak(code.to_owned().into_boxed_str()));
+        let value: &'static str = all.entry(key).or_insert_with(|| {
+            Box::leak(String::from_utf8_lossy(code).into_owned().into_boxed_str())
+        });
         cache[slot] = (key, value);
         value
     })
@@ -265,16 +265,16 @@ mod tests {
     /// a short alphanumeric code is bucketed.
     #[test]
     fn code_values_are_interned_exactly_and_bounded() {
-        let a = interned("ADT");
-        assert!(std::ptr::eq(a, interned("ADT")));
+        let a = interned(b"ADT");
+        assert!(std::ptr::eq(a, interned(b"ADT")));
         // Enough distinct codes to collide in every slot: each still reads back as itself.
         for i in 0..2000u32 {
             let code = format!("{:03}", i % 1000);
-            assert_eq!(&*interned(&code), code);
+            assert_eq!(interned(code.as_bytes()), code);
         }
-        assert_eq!(code_value(Some("A01")), Value::from("A01"));
-        assert_eq!(code_value(Some("ADT_A01")), Value::from("other"));
-        assert_eq!(code_value(Some("A-1")), Value::from("other"));
+        assert_eq!(code_value(Some(b"A01")), Value::from("A01"));
+        assert_eq!(code_value(Some(b"ADT_A01")), Value::from("other"));
+        assert_eq!(code_value(Some(b"A-1")), Value::from("other"));
         assert_eq!(code_value(None), Value::from("unknown"));
     }
 }

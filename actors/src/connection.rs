@@ -38,10 +38,10 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -737,18 +737,15 @@ where
         let size = self.write_buf.len();
         let stream = &mut self.stream;
         let buf = &mut self.write_buf;
-        let mut write = pin!(async move {
-            stream.write_all_buf(buf).await?;
-            stream.flush().await
-        });
-        // Most writes complete at once (the socket buffer has room): polled once first, such a
-        // write never arms the timer nor touches the abort token.
-        let first = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        // Most writes complete at once (the socket buffer has room): tried once first, such a
+        // write never arms the timer nor touches the abort token. The buffer keeps the progress,
+        // so the second attempt goes on where the first stopped.
+        let first = poll_fn(|cx| Poll::Ready(poll_send(stream, buf, cx))).await;
         let result = match first {
             Poll::Ready(result) => Ok(result),
             Poll::Pending => tokio::select! {
                 biased;
-                result = tokio::time::timeout(timeout, write) => result,
+                result = tokio::time::timeout(timeout, poll_fn(|cx| poll_send(stream, buf, cx))) => result,
                 () = abort.cancelled() => return Err(CloseReason::Aborted),
             },
         };
@@ -759,6 +756,22 @@ where
             Ok(Err(error)) => Err(CloseReason::Io(error.to_string())),
         }
     }
+}
+
+/// Writes all of `buf` (advancing it), then flushes: a TLS stream sends its records only then.
+fn poll_send<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while !buf.is_empty() {
+        let written = ready!(Pin::new(&mut *stream).poll_write(cx, buf))?;
+        if written == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        bytes::Buf::advance(buf, written);
+    }
+    Pin::new(stream).poll_flush(cx)
 }
 
 /// A write failed because the peer is gone (after it half-closed, this is its full close).

@@ -36,13 +36,14 @@ impl Plugin for RequireMshFields {
 
     fn inspect(&self, request: &mut Request) -> Result<(), Response> {
         let message = request.message();
-        if message.message_code().is_none() {
+        // Presence only: the values were checked (non-empty UTF-8) when the message was parsed.
+        if message.cached_bytes(0).is_none() {
             return Err(Response::reject(
                 ErrorCode::RequiredFieldMissing,
                 "required field missing: MSH-9 (message type)",
             ));
         }
-        if message.control_id().is_none() {
+        if message.cached_bytes(2).is_none() {
             return Err(Response::reject(
                 ErrorCode::RequiredFieldMissing,
                 "required field missing: MSH-10 (message control ID)",

@@ -59,10 +59,14 @@ impl RoutePattern {
 
     /// Whether a message with this MSH-9.1 code and MSH-9.2 event matches.
     pub fn matches(&self, code: Option<&str>, event: Option<&str>) -> bool {
-        fn part(want: &Option<String>, got: Option<&str>) -> bool {
+        self.matches_bytes(code.map(str::as_bytes), event.map(str::as_bytes))
+    }
+
+    fn matches_bytes(&self, code: Option<&[u8]>, event: Option<&[u8]>) -> bool {
+        fn part(want: &Option<String>, got: Option<&[u8]>) -> bool {
             match want {
                 None => true,
-                Some(want) => got == Some(want.as_str()),
+                Some(want) => got == Some(want.as_bytes()),
             }
         }
         part(&self.code, code) && part(&self.event, event)
@@ -284,17 +288,18 @@ impl Dispatch {
 
     fn call(&self, request: Request) -> BoxFuture<Response> {
         let message = request.message();
-        let (code, event) = (message.message_code(), message.trigger_event());
+        let (code, event) = (message.cached_bytes(0), message.cached_bytes(1));
         let route = self
             .routes
             .iter()
-            .find(|(pattern, _)| pattern.matches(code, event))
+            .find(|(pattern, _)| pattern.matches_bytes(code, event))
             .map(|(_, route)| route)
             .or(self.fallback.as_ref());
         match route {
             Some(route) => route.run(request),
             None => {
-                let response = self.unrouted(code, event);
+                let message = request.message();
+                let response = self.unrouted(message.message_code(), message.trigger_event());
                 Box::pin(std::future::ready(response))
             }
         }

@@ -155,9 +155,16 @@ impl Message {
 
     /// A field found at parse time (see `Index::msh_cache`).
     fn cached(&self, slot: usize) -> Option<&str> {
+        // Checked again: the crate forbids `unsafe`. Internal callers that only compare or
+        // test presence use `cached_bytes`.
+        std::str::from_utf8(self.cached_bytes(slot)?).ok()
+    }
+
+    /// The bytes of a field found at parse time, known to be non-empty UTF-8: slot 0 is MSH-9.1
+    /// (message code), 1 MSH-9.2 (trigger event), 2 MSH-10 (control ID).
+    pub(crate) fn cached_bytes(&self, slot: usize) -> Option<&[u8]> {
         let (start, end) = self.inner.index.msh_cache[slot]?;
-        // Checked again (cheap for these short values): the crate forbids `unsafe`.
-        std::str::from_utf8(&self.inner.bytes[start as usize..end as usize]).ok()
+        Some(&self.inner.bytes[start as usize..end as usize])
     }
 
     /// The message exactly as received.

@@ -141,6 +141,11 @@ impl Inbound {
         self.message()?.trigger_event()
     }
 
+    /// MSH-9.1 (slot 0) or MSH-9.2 (slot 1) as bytes, unchecked again (for metric attributes).
+    pub(crate) fn code_bytes(&self, slot: usize) -> Option<&[u8]> {
+        self.message()?.cached_bytes(slot)
+    }
+
     /// MSH-10, the message control ID.
     pub fn control_id(&self) -> Option<&str> {
         self.message()?.control_id()
