@@ -425,11 +425,11 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             None => HandlerTask::start(tasks, handler, limit),
             Some(permit) => HandlerTask::start(
                 tasks,
-                async move {
+                Box::pin(async move {
                     // The server-wide permit is held for exactly as long as the handler runs.
                     let _permit = permit;
                     handler.await
-                },
+                }),
                 limit,
             ),
         };

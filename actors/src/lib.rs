@@ -57,9 +57,8 @@
 //!         _line: String,
 //!         len: &usize,
 //!         _connection: &mllp_actors::ConnectionInfo,
-//!     ) -> impl Future<Output = Option<String>> + Send + 'static {
-//!         let len = *len;
-//!         async move { Some(len.to_string()) }
+//!     ) -> impl Future<Output = Option<String>> + Unpin + Send + 'static {
+//!         std::future::ready(Some(len.to_string()))
 //!     }
 //!     fn on_failure(&self, _len: &usize, failure: &Failure) -> Option<String> {
 //!         Some(format!("error: {}", failure.kind()))

@@ -44,8 +44,13 @@ pub trait Protocol: Send + Sync + 'static {
     /// Metadata for a request, taken before the request moves into its handler task.
     fn meta(&self, request: &Self::Request) -> Self::Meta;
 
-    /// Handles one request. The future runs in its own task, inside the span returned by
-    /// [`Protocol::message_span`], and may be aborted at the handler deadline.
+    /// Handles one request. The future runs inside the span returned by
+    /// [`Protocol::message_span`] and may be aborted at the handler deadline.
+    ///
+    /// It is polled once on the connection's task, where it is: a future that finishes then
+    /// costs no task and no allocation. Only one still pending is moved into its own task,
+    /// which is why it must be `Unpin`: return `Box::pin(async move { .. })`, or a hand-written
+    /// future that boxes only what waits.
     ///
     /// `None` means "send nothing for this request" (for example an HL7 accept acknowledgment
     /// that MSH-15 says is never wanted); the connection goes on.
@@ -54,7 +59,7 @@ pub trait Protocol: Send + Sync + 'static {
         request: Self::Request,
         meta: &Self::Meta,
         connection: &ConnectionInfo,
-    ) -> impl Future<Output = Option<Self::Response>> + Send + 'static;
+    ) -> impl Future<Output = Option<Self::Response>> + Unpin + Send + 'static;
 
     /// The answer to a request whose handler failed, or `None` to send nothing.
     fn on_failure(&self, meta: &Self::Meta, failure: &Failure) -> Option<Self::Response>;

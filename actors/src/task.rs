@@ -1,9 +1,10 @@
 //! The life of one message's handler: a tokio task with a deadline.
 //!
 //! The handler future is polled once inline, on the connection's task, inside `catch_unwind`:
-//! a handler that answers without waiting (most do: parse, decide, answer) costs no task spawn
-//! and no wake-ups. A handler that returns `Pending` is moved into its own task (it is boxed
-//! before that first poll, so it never moves once pinned). From there a panic is caught by
+//! a handler that answers without waiting (most do: parse, decide, answer) costs no task spawn,
+//! no wake-ups and no allocation (it is `Unpin`, so it is polled where it is and moved into a
+//! task only if it is still pending). A handler that returns `Pending` is moved into its own
+//! task. From there a panic is caught by
 //! tokio (the [`JoinError`](tokio::task::JoinError) carries the payload), and a handler past its
 //! deadline is aborted without touching the connection; the timeout is only reported once the
 //! task has really ended (its future, and whatever it owned, dropped), so a failure response is
@@ -47,13 +48,12 @@ pub(crate) struct Running<R> {
 impl<R: Send + 'static> HandlerTask<R> {
     /// Starts `handler` (already instrumented with its span): polls it once here, and spawns it
     /// on the server's tracker if it is not done.
-    pub(crate) fn start<F>(tasks: &TaskTracker, handler: F, limit: Duration) -> Self
+    pub(crate) fn start<F>(tasks: &TaskTracker, mut handler: F, limit: Duration) -> Self
     where
-        F: Future<Output = Option<R>> + Send + 'static,
+        F: Future<Output = Option<R>> + Unpin + Send + 'static,
     {
-        let mut handler = Box::pin(handler);
         let mut cx = Context::from_waker(Waker::noop());
-        match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(&mut cx))) {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut handler).poll(&mut cx))) {
             Ok(Poll::Ready(response)) => HandlerTask::Done(Some(Ok(response))),
             Err(payload) => HandlerTask::Done(Some(Err(Failure::Panicked(panic_message(payload))))),
             // The spawned task polls it again at once, with a real waker: a future registers
@@ -159,7 +159,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn finished_handler_yields_response() {
         let tasks = TaskTracker::new();
-        let task = HandlerTask::start(&tasks, async { Some(7) }, Duration::from_secs(1));
+        let task = HandlerTask::start(&tasks, Box::pin(async { Some(7) }), Duration::from_secs(1));
         assert_eq!(task.await, Ok(Some(7)));
     }
 
@@ -172,10 +172,10 @@ mod tests {
         let guard = SetOnDrop(Arc::clone(&dropped));
         let task = HandlerTask::start(
             &tasks,
-            async move {
+            Box::pin(async move {
                 let _guard = guard;
                 std::future::pending::<Option<u8>>().await
-            },
+            }),
             Duration::from_secs(1),
         );
         assert_eq!(task.await, Err(Failure::TimedOut(Duration::from_secs(1))));
@@ -188,11 +188,12 @@ mod tests {
         let tasks = TaskTracker::new();
         let task = HandlerTask::<u8>::start(
             &tasks,
-            async { panic!("boom {}", 1) },
+            Box::pin(async { panic!("boom {}", 1) }),
             Duration::from_secs(1),
         );
         assert_eq!(task.await, Err(Failure::Panicked("boom 1".into())));
-        let task = HandlerTask::<u8>::start(&tasks, async { panic!("static") }, Duration::MAX);
+        let task =
+            HandlerTask::<u8>::start(&tasks, Box::pin(async { panic!("static") }), Duration::MAX);
         assert_eq!(task.await, Err(Failure::Panicked("static".into())));
     }
 
@@ -202,10 +203,10 @@ mod tests {
         let tasks = TaskTracker::new();
         let task = HandlerTask::<u8>::start(
             &tasks,
-            async {
+            Box::pin(async {
                 tokio::task::yield_now().await;
                 panic!("later")
-            },
+            }),
             Duration::from_secs(1),
         );
         assert!(matches!(task, HandlerTask::Running(_)));
@@ -220,10 +221,10 @@ mod tests {
         let guard = SetOnDrop(Arc::clone(&dropped));
         let task = HandlerTask::start(
             &tasks,
-            async move {
+            Box::pin(async move {
                 let _guard = guard;
                 std::future::pending::<Option<u8>>().await
-            },
+            }),
             Duration::from_secs(60),
         );
         drop(task);

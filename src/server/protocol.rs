@@ -1,7 +1,9 @@
 //! The HL7 protocol as the supervision runtime sees it: frames in, ACKs out.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -10,6 +12,7 @@ use tracing::{Span, field};
 use mllp_actors::{ConnectionInfo, Event, Failure, Observer, Protocol};
 
 use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, accept_ack_wanted};
+use crate::app::BoxFuture;
 use crate::app::plugin::Plugin;
 use crate::app::service::Route;
 use crate::app::{Request, Response, Status};
@@ -222,20 +225,21 @@ impl Protocol for Hl7 {
         request: Bytes,
         meta: &Inbound,
         connection: &ConnectionInfo,
-    ) -> impl Future<Output = Option<Ack>> + Send + 'static {
+    ) -> impl Future<Output = Option<Ack>> + Unpin + Send + 'static {
         let inner = Arc::clone(&self.inner);
-        let parsed = match &meta.parsed {
-            Ok(message) => Ok(message.clone()),
-            Err((error, _)) => Err(error.to_diagnostic()),
-        };
-        let connection = connection.clone();
-        async move {
-            match parsed {
-                // Not HL7: the best-effort AR, and the handler never sees it.
-                Err(diagnostic) => Some(Ack::reject_unparseable(&request, &diagnostic, &inner.ack)),
-                Ok(message) => respond(&inner, message, connection).await,
-            }
-        }
+        HandleFuture(match &meta.parsed {
+            Ok(message) => Handle::Start {
+                inner,
+                message: message.clone(),
+                connection: connection.clone(),
+            },
+            // Not HL7: the best-effort AR, and the handler never sees it.
+            Err((error, _)) => Handle::Unparseable {
+                inner,
+                raw: request,
+                diagnostic: error.to_diagnostic(),
+            },
+        })
     }
 
     fn on_failure(&self, meta: &Inbound, failure: &Failure) -> Option<Ack> {
@@ -411,17 +415,98 @@ fn record_outcome(
     span.record_all(&metadata.fields().value_set(&pairs));
 }
 
-/// Plugins, then the pipeline, then the ACK stage.
-async fn respond(inner: &Hl7Inner, message: Message, connection: ConnectionInfo) -> Option<Ack> {
-    let mut request = Request::new(message.clone(), connection);
-    for plugin in &inner.plugins {
-        if let Err(response) = plugin.inspect(&mut request) {
-            return finish(inner, &message, response, request.diagnostics().to_vec());
+/// One message's answer: the plugins, then the pipeline, then the ACK stage.
+///
+/// Written by hand rather than as an `async` block so that it is `Unpin` and small: the runtime
+/// polls it where it is, and only a handler that is still pending is moved into a task. The
+/// first poll runs the plugins and calls the pipeline (user code, inside the runtime's
+/// `catch_unwind`).
+struct HandleFuture(Handle);
+
+enum Handle {
+    Unparseable {
+        inner: Arc<Hl7Inner>,
+        raw: Bytes,
+        diagnostic: Diagnostic,
+    },
+    Start {
+        inner: Arc<Hl7Inner>,
+        message: Message,
+        connection: ConnectionInfo,
+    },
+    Running {
+        inner: Arc<Hl7Inner>,
+        message: Message,
+        attached: Vec<Diagnostic>,
+        response: BoxFuture<Response>,
+    },
+    Done,
+}
+
+impl Future for HandleFuture {
+    type Output = Option<Ack>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Ack>> {
+        let state = &mut self.get_mut().0;
+        loop {
+            match std::mem::replace(state, Handle::Done) {
+                Handle::Unparseable {
+                    inner,
+                    raw,
+                    diagnostic,
+                } => {
+                    return Poll::Ready(Some(Ack::reject_unparseable(
+                        &raw,
+                        &diagnostic,
+                        &inner.ack,
+                    )));
+                }
+                Handle::Start {
+                    inner,
+                    message,
+                    connection,
+                } => {
+                    let mut request = Request::new(message.clone(), connection);
+                    for plugin in &inner.plugins {
+                        if let Err(response) = plugin.inspect(&mut request) {
+                            let attached = request.diagnostics().to_vec();
+                            return Poll::Ready(finish(&inner, &message, response, attached));
+                        }
+                    }
+                    let attached = request.diagnostics().to_vec();
+                    let response = inner.pipeline.run(request);
+                    *state = Handle::Running {
+                        inner,
+                        message,
+                        attached,
+                        response,
+                    };
+                }
+                Handle::Running {
+                    inner,
+                    message,
+                    attached,
+                    mut response,
+                } => {
+                    return match response.as_mut().poll(cx) {
+                        Poll::Ready(response) => {
+                            Poll::Ready(finish(&inner, &message, response, attached))
+                        }
+                        Poll::Pending => {
+                            *state = Handle::Running {
+                                inner,
+                                message,
+                                attached,
+                                response,
+                            };
+                            Poll::Pending
+                        }
+                    };
+                }
+                Handle::Done => panic!("HandleFuture polled after completion"),
+            }
         }
     }
-    let attached = request.diagnostics().to_vec();
-    let response = inner.pipeline.run(request).await;
-    finish(inner, &message, response, attached)
 }
 
 /// The ACK stage: one outcome in, at most one acknowledgment out.

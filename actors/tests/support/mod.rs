@@ -144,11 +144,11 @@ impl Protocol for Lines {
         line: String,
         meta: &LineMeta,
         _connection: &ConnectionInfo,
-    ) -> impl Future<Output = Option<String>> + Send + 'static {
+    ) -> impl Future<Output = Option<String>> + Unpin + Send + 'static {
         let gate = Arc::clone(&self.gate);
         let dropped = Arc::clone(&self.dropped);
         let command = meta.command.clone();
-        async move {
+        Box::pin(async move {
             let arg = line
                 .split(' ')
                 .nth(1)
@@ -173,7 +173,7 @@ impl Protocol for Lines {
                 "big" => Some("x".repeat(arg as usize)),
                 _ => Some(line),
             }
-        }
+        })
     }
 
     fn on_failure(&self, _meta: &LineMeta, failure: &Failure) -> Option<String> {
