@@ -102,6 +102,56 @@ impl fmt::Display for AckRequirement {
 }
 
 /// `Some(str)` when the value is non-empty valid UTF-8.
+/// Where MSH-9.1, MSH-9.2 and MSH-10 are (see `Index::msh_cache`): read straight from the
+/// index, as the accessors would (first repetition, then components), kept only when non-empty
+/// UTF-8.
+fn msh_cache(bytes: &[u8], index: &Index) -> [Option<(u32, u32)>; 3] {
+    let Some(msh) = index.segments.first() else {
+        return [None; 3];
+    };
+    let seps = &index.separators[msh.first_separator as usize..][..msh.separators as usize];
+    // MSH-n (n >= 2) is the text after field separator n - 1.
+    let field = |n: usize| -> Option<(usize, usize)> {
+        let from = *seps.get(n - 2)? as usize + 1;
+        let to = seps.get(n - 1).map_or(msh.end as usize, |&s| s as usize);
+        Some((from, to))
+    };
+    let keep = |from: usize, to: usize| -> Option<(u32, u32)> {
+        let text = &bytes[from..to];
+        let text_ok = text.is_ascii() || std::str::from_utf8(text).is_ok();
+        (!text.is_empty() && text_ok).then_some((from as u32, to as u32))
+    };
+    let d = &index.delimiters;
+    let mut cache = [None; 3];
+    if let Some((from, to)) = field(9) {
+        // One pass over MSH-9: its first repetition ends the scan; the first two component
+        // separators split the code from the event and the event from the rest.
+        let (repetition, component) = (d.repetition(), d.component());
+        let mut end = to;
+        let mut splits = [None; 2];
+        let mut found = 0;
+        for (i, &b) in bytes[from..to].iter().enumerate() {
+            if b == repetition {
+                end = from + i;
+                break;
+            }
+            if b == component && found < 2 {
+                splits[found] = Some(from + i);
+                found += 1;
+            }
+        }
+        let code_end = splits[0].unwrap_or(end);
+        cache[0] = keep(from, code_end);
+        if let Some(split) = splits[0] {
+            cache[1] = keep(split + 1, splits[1].unwrap_or(end));
+        }
+    }
+    if let Some((from, to)) = field(10) {
+        cache[2] = keep(from, to);
+    }
+    cache
+}
+
 fn non_empty_str(value: Option<Value<'_>>) -> Option<&str> {
     value.and_then(|v| v.to_str()).filter(|s| !s.is_empty())
 }
@@ -127,30 +177,11 @@ impl Message {
     /// As [`Message::parse`]; with lenient line endings, LF never causes an error.
     pub fn parse_with(bytes: Bytes, options: &ParseOptions) -> Result<Message, ParseError> {
         let index = parse::index(&bytes, options)?;
-        let mut message = Message {
+        let mut index = index;
+        index.msh_cache = msh_cache(&bytes, &index);
+        Ok(Message {
             inner: Arc::new(Inner { bytes, index }),
-        };
-        let cache = [
-            message.locate(non_empty_str(
-                message.msh_field(9).and_then(|v| v.component(1)),
-            )),
-            message.locate(non_empty_str(
-                message.msh_field(9).and_then(|v| v.component(2)),
-            )),
-            message.locate(non_empty_str(message.msh_field(10))),
-        ];
-        Arc::get_mut(&mut message.inner)
-            .expect("the index was just built")
-            .index
-            .msh_cache = cache;
-        Ok(message)
-    }
-
-    /// The offsets of a slice of this message's bytes.
-    fn locate(&self, part: Option<&str>) -> Option<(u32, u32)> {
-        let part = part?;
-        let start = part.as_ptr() as usize - self.inner.bytes.as_ptr() as usize;
-        Some((start as u32, (start + part.len()) as u32))
+        })
     }
 
     /// A field found at parse time (see `Index::msh_cache`).

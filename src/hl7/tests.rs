@@ -435,3 +435,51 @@ fn latin1_content_is_bytes() {
     assert_eq!(v.as_bytes(), b"M\xFCller");
     assert_eq!(v.to_str(), None);
 }
+
+/// The MSH-9.1, MSH-9.2 and MSH-10 located at parse time are exactly what the general field
+/// accessors read (first repetition, components, non-empty UTF-8), on every fixture and on the
+/// awkward shapes: repetitions, missing or empty parts, a lone field, bytes that are not UTF-8,
+/// other delimiters.
+#[test]
+fn msh_fields_located_at_parse_match_the_field_accessors() {
+    let slow = |m: &Message, n: usize, component: Option<usize>| -> Option<String> {
+        let field = m.msh().field(n)?;
+        let value = match component {
+            Some(c) => field.component(c)?,
+            None => field,
+        };
+        value.to_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    };
+    let mut messages: Vec<Vec<u8>> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+            .unwrap()
+            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+            .collect();
+    for msh in [
+        &b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01~ORU^R01|C1|P|2.5"[..],
+        b"MSH|^~\\&|A|B|C|D|20240101||^A01|C1|P|2.5",
+        b"MSH|^~\\&|A|B|C|D|20240101||ADT^|C1|P|2.5",
+        b"MSH|^~\\&|A|B|C|D|20240101||ADT||P|2.5",
+        b"MSH|^~\\&|A|B|C|D|20240101||ADT",
+        b"MSH|^~\\&|A|B|C|D|20240101|",
+        b"MSH|^~\\&",
+        b"MSH|^~\\&|A|B|C|D|20240101||AD\xffT^A\xfe01|C\xff1|P|2.5",
+        b"MSH#$%*@#A#B#C#D#20240101##ADT$A01$ADT_A01#CTL$9#P#2.5",
+    ] {
+        messages.push(msh.to_vec());
+    }
+    let mut checked = 0;
+    for bytes in messages {
+        let Ok(m) = Message::parse_with(
+            Bytes::from(bytes),
+            &ParseOptions::default().lenient_line_endings(true),
+        ) else {
+            continue;
+        };
+        assert_eq!(m.message_code().map(str::to_owned), slow(&m, 9, Some(1)));
+        assert_eq!(m.trigger_event().map(str::to_owned), slow(&m, 9, Some(2)));
+        assert_eq!(m.control_id().map(str::to_owned), slow(&m, 10, None));
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} messages parsed");
+}
