@@ -14,7 +14,7 @@
 //! # Ok(()) }
 //! ```
 
-mod protocol;
+pub(crate) mod protocol;
 
 use std::fmt;
 use std::future::Future;

@@ -149,6 +149,68 @@ fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> 
     ]
 }
 
+/// How many attribute sets (type, event, ACK code) are built once and kept for the process:
+/// real traffic has a few dozen; past this, a message's set is built for it alone.
+const KEPT_ATTRIBUTE_SETS: usize = 4096;
+
+/// A message's metric attributes: built once per combination and kept (bounded by
+/// [`KEPT_ATTRIBUTE_SETS`]), so recording costs no construction and no drop per message. A
+/// per-thread cache (direct-mapped, 256 slots) spares the global lock.
+fn with_message_attributes(
+    meta: &crate::server::Inbound,
+    ack_code: &'static str,
+    record: impl FnOnce(&[KeyValue]),
+) {
+    type Set = &'static [KeyValue; 3];
+    type Key = (u32, u32, u16);
+    static KEPT: LazyLock<Mutex<HashMap<Key, Set>>> = LazyLock::new(Default::default);
+    const SLOTS: usize = 256;
+    thread_local! {
+        static CACHE: RefCell<[Option<(Key, Set)>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
+    }
+    let part = |code: Option<&[u8]>| match code {
+        None => 0,
+        Some(code) if code.len() <= 3 && code.iter().all(u8::is_ascii_alphanumeric) => {
+            code.iter().fold(0u32, |key, &b| (key << 8) | u32::from(b))
+        }
+        Some(_) => u32::MAX,
+    };
+    let ack = ack_code.as_bytes();
+    let key: Key = (
+        part(meta.code_bytes(0)),
+        part(meta.code_bytes(1)),
+        u16::from_be_bytes([ack[0], ack[1]]),
+    );
+    let slot = ((key.0 ^ key.1.rotate_left(11) ^ u32::from(key.2).rotate_left(22))
+        .wrapping_mul(0x9E37_79B9)
+        >> 24) as usize
+        % SLOTS;
+    let set = CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((cached, set)) = cache[slot]
+            && cached == key
+        {
+            return Some(set);
+        }
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        let set = match kept.get(&key) {
+            Some(set) => *set,
+            None if kept.len() < KEPT_ATTRIBUTE_SETS => {
+                let set: Set = Box::leak(Box::new(message_attributes(meta, ack_code)));
+                kept.insert(key, set);
+                set
+            }
+            None => return None,
+        };
+        cache[slot] = Some((key, set));
+        Some(set)
+    });
+    match set {
+        Some(set) => record(set),
+        None => record(&message_attributes(meta, ack_code)),
+    }
+}
+
 /// Message codes and trigger events are three characters by the standard; a hostile sender
 /// must not be able to mint unbounded metric series, so anything else is bucketed as `other`
 /// (and an absent one is `unknown`).
@@ -202,9 +264,10 @@ impl Metrics {
     /// `mllp.response.size`; the runtime's `response_size` also counts the MLLP framing).
     fn record_answer(&self, meta: &Inbound, duration: Duration, response: Option<&Ack>) {
         let code = response.map_or("none", |ack| ack.code().as_str());
-        let attrs = message_attributes(meta, code);
-        self.messages.add(1, &attrs);
-        self.message_duration.record(seconds(duration), &attrs);
+        with_message_attributes(meta, code, |attrs| {
+            self.messages.add(1, attrs);
+            self.message_duration.record(seconds(duration), attrs);
+        });
         if let Some(ack) = response {
             self.bytes_sent.add(ack.as_bytes().len() as u64, &[]);
         }
@@ -276,5 +339,26 @@ mod tests {
         assert_eq!(code_value(Some(b"ADT_A01")), Value::from("other"));
         assert_eq!(code_value(Some(b"A-1")), Value::from("other"));
         assert_eq!(code_value(None), Value::from("unknown"));
+    }
+
+    /// Kept attribute sets are exactly the ones built for the message, for every combination,
+    /// past the number kept too (those are built per message).
+    #[test]
+    fn kept_attribute_sets_match_the_message() {
+        use crate::server::protocol::test_inbound;
+        let mut n = 0;
+        for code in ["ADT", "ORU", "A1", "TOOLONG", ""] {
+            for event in 0..1100 {
+                let meta = test_inbound(code, &format!("{event:03}"));
+                for ack in ["AA", "AE", "none"] {
+                    let want = message_attributes(&meta, ack);
+                    let mut got = None;
+                    with_message_attributes(&meta, ack, |attrs| got = Some(attrs.to_vec()));
+                    assert_eq!(got.as_deref(), Some(&want[..]), "{code}^{event:03} {ack}");
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > KEPT_ATTRIBUTE_SETS);
     }
 }

@@ -42,7 +42,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -198,18 +198,14 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
     let span = shared.protocol.connection_span(&info);
     let _ = stats.span.set(span.clone());
 
-    // One wall-clock read per connection: message start times are derived from the monotonic
-    // clock, so a message costs no wall-clock read.
-    let started = (Instant::now(), SystemTime::now());
     let mut conn = Conn {
-        clock: started,
         io: Io {
             stream: established.stream,
             codec: shared.protocol.codec(),
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             eof: false,
-            last_activity: started.0,
+            last_activity: Instant::now(),
             frame_deadline: None,
             timer: None,
         },
@@ -275,8 +271,6 @@ enum ReadEvent<R> {
 
 struct Conn<P: Protocol, T: Transport> {
     shared: Arc<Shared<P, T>>,
-    /// When the loop started, on the monotonic and on the wall clock.
-    clock: (Instant, SystemTime),
     info: ConnectionInfo,
     stats: Arc<ConnStats>,
     span: tracing::Span,
@@ -413,7 +407,6 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             self.shared.observers.emit(Event::MessageStart {
                 connection: &self.info,
                 meta: &meta,
-                system_time: self.clock.1 + decoded_at.saturating_duration_since(self.clock.0),
             });
         }
         let handler = protocol

@@ -104,13 +104,15 @@ pub enum Event<'a, P: Protocol> {
         messages: u64,
     },
     /// A request was decoded and its handler task is about to start.
+    ///
+    /// It carries no timestamp: observers run synchronously, at the moment the event happens,
+    /// so one that wants the wall-clock time reads it (`SystemTime::now()`), and the others do
+    /// not pay for a clock read per message.
     MessageStart {
         /// The connection.
         connection: &'a ConnectionInfo,
         /// The request's metadata.
         meta: &'a P::Meta,
-        /// Wall-clock time of the start.
-        system_time: SystemTime,
     },
     /// A handler returned. `response` is `None` when it chose to send nothing.
     MessageStop {

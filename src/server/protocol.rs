@@ -535,6 +535,17 @@ fn finish(
     ))
 }
 
+/// An `Inbound` for a message of type `code^event`, for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn test_inbound(code: &str, event: &str) -> Inbound {
+    let message = format!("MSH|^~\\&|A|B|C|D|20240101||{code}^{event}|1|P|2.5\r");
+    let bytes = Bytes::from(message);
+    Inbound {
+        size: bytes.len(),
+        parsed: Message::parse(bytes.clone()).map_err(|error| (error, bytes)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
