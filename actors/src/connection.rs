@@ -49,7 +49,7 @@ use tokio::time::Instant;
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
@@ -317,11 +317,12 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                         Step::Answered(done)
                     }
                     permit = acquire(&self.shared), if self.ready.is_some() => Step::Permit(permit),
-                    event = self.io.next_request(
+                    event = poll_fn(|cx| self.io.poll_next_request(
                         &self.shared.protocol,
                         if quiet { idle_timeout } else { None },
                         frame_timeout,
-                    ), if can_read => Step::Read(event),
+                        cx,
+                    )), if can_read => Step::Read(event),
                     step = poll_fn(|cx| wake.poll(cx, draining)) => match step {
                         ControlStep::Abort => Step::Abort,
                         ControlStep::Shutdown => Step::Shutdown,
@@ -632,13 +633,18 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     /// Decodes the next request, reading as needed. `idle` is the idle timeout when nothing is
-    /// in flight. Cancel safe.
-    async fn next_request(
+    /// in flight. Cancel safe: every bit of progress (bytes read, deadlines) is kept in `self`.
+    ///
+    /// A plain poll function rather than an `async fn`: it is polled once per turn of the
+    /// connection loop, and a future built and dropped on every turn (with a `select!` inside
+    /// for the timer) costs more than the read itself.
+    fn poll_next_request(
         &mut self,
         protocol: &P,
         idle: Option<Duration>,
         frame_timeout: Duration,
-    ) -> ReadEvent<P::Request> {
+        cx: &mut Context<'_>,
+    ) -> Poll<ReadEvent<P::Request>> {
         let codec_error = |error: P::Error| {
             ReadEvent::Closed(CloseReason::Protocol {
                 kind: protocol.error_kind(&error),
@@ -647,19 +653,19 @@ where
         };
         loop {
             if self.eof {
-                return match self.codec.decode_eof(&mut self.read_buf) {
+                return Poll::Ready(match self.codec.decode_eof(&mut self.read_buf) {
                     Ok(Some(request)) => ReadEvent::Request(request),
                     Ok(None) => ReadEvent::Closed(CloseReason::PeerClosed),
                     Err(error) => codec_error(error),
-                };
+                });
             }
             match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(request)) => {
                     self.frame_deadline = None;
-                    return ReadEvent::Request(request);
+                    return Poll::Ready(ReadEvent::Request(request));
                 }
                 Ok(None) => {}
-                Err(error) => return codec_error(error),
+                Err(error) => return Poll::Ready(codec_error(error)),
             }
             // A frame is in progress when the codec holds its bytes in the buffer, or says so
             // itself (a codec may consume a start marker before the payload arrives).
@@ -668,11 +674,6 @@ where
             } else if self.frame_deadline.is_none() {
                 self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));
             }
-            let target = match (self.frame_deadline, idle) {
-                (Some(at), _) => Some((at, CloseReason::FrameTimeout)),
-                (None, Some(idle)) => Some((deadline(self.last_activity, idle), CloseReason::Idle)),
-                (None, None) => None,
-            };
             // A connection that has never sent a byte has no buffer: the first read lets
             // `read_buf` allocate a small one (64 bytes), so idle connections stay small. Once
             // bytes flow, the buffer grows to `READ_CHUNK`, and doubles for larger frames.
@@ -680,34 +681,40 @@ where
             if capacity > 0 && capacity - self.read_buf.len() < READ_CHUNK / 2 {
                 self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
             }
-            let read = self.stream.read_buf(&mut self.read_buf);
-            let read = match target {
-                None => read.await,
-                Some((at, reason)) => {
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                    if timer.deadline() > at {
-                        timer.as_mut().reset(at);
-                    }
-                    tokio::select! {
-                        biased;
-                        read = read => read,
-                        () = timer.as_mut() => {
-                            if Instant::now() >= at {
-                                return ReadEvent::Closed(reason);
-                            }
-                            // Armed for an older, earlier deadline: re-arm and wait again.
-                            timer.as_mut().reset(at);
-                            continue;
-                        }
-                    }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+            {
+                Poll::Ready(Ok(0)) => {
+                    self.eof = true;
+                    continue;
                 }
+                Poll::Ready(Ok(_)) => {
+                    self.last_activity = Instant::now();
+                    continue;
+                }
+                Poll::Ready(Err(error)) => {
+                    return Poll::Ready(ReadEvent::Closed(CloseReason::Io(error.to_string())));
+                }
+                Poll::Pending => {}
+            }
+            // Nothing to read yet: wait on the deadline that applies, if any.
+            let (at, reason) = match (self.frame_deadline, idle) {
+                (Some(at), _) => (at, CloseReason::FrameTimeout),
+                (None, Some(idle)) => (deadline(self.last_activity, idle), CloseReason::Idle),
+                (None, None) => return Poll::Pending,
             };
-            match read {
-                Ok(0) => self.eof = true,
-                Ok(_) => self.last_activity = Instant::now(),
-                Err(error) => return ReadEvent::Closed(CloseReason::Io(error.to_string())),
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() > at {
+                timer.as_mut().reset(at);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() >= at => {
+                    return Poll::Ready(ReadEvent::Closed(reason));
+                }
+                // Armed for an older, earlier deadline: re-arm and wait again.
+                Poll::Ready(()) => timer.as_mut().reset(at),
             }
         }
     }
