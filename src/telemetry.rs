@@ -8,10 +8,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, UpDownCounter};
 use opentelemetry::{KeyValue, Value};
 
 use crate::ack::Ack;
@@ -40,20 +41,78 @@ pub struct Metrics {
     connections_opened: Counter<u64>,
     connections_closed: Counter<u64>,
     connections_refused: Counter<u64>,
-    messages: Counter<u64>,
     message_duration: Histogram<f64>,
     message_size: Histogram<u64>,
     exceptions: Counter<u64>,
     framing_faults: Counter<u64>,
-    bytes_received: Counter<u64>,
-    bytes_sent: Counter<u64>,
     acceptor_restarts: Counter<u64>,
+    /// The per-message counters (`mllp.server.messages`, `received`, `sent`), summed here with
+    /// an atomic add each and reported by their instruments' callbacks at collection, instead of
+    /// a synchronous instrument's attribute lookup per message.
+    counts: Arc<Counts>,
+    _counted: [ObservableCounter<u64>; 3],
+}
+
+/// Totals behind the asynchronous counters. `messages[i]` counts the messages of kept attribute
+/// set `i` (see [`with_message_attributes`]); the last slot counts the rest, reported with
+/// `otel.metric.overflow = true` as the SDK does past its cardinality limit.
+#[derive(Debug)]
+struct Counts {
+    messages: Box<[AtomicU64]>,
+    received: AtomicU64,
+    sent: AtomicU64,
 }
 
 impl Metrics {
     /// Instruments on the given meter.
     pub fn new(meter: &Meter) -> Self {
+        let counts = Arc::new(Counts {
+            messages: (0..=KEPT_ATTRIBUTE_SETS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        });
+        let observed = Arc::clone(&counts);
+        let messages = meter
+            .u64_observable_counter("mllp.server.messages")
+            .with_unit("{message}")
+            .with_description("Messages handled, by message type and ACK code")
+            .with_callback(move |observer| {
+                let kept = KEPT_SETS.lock().unwrap_or_else(|e| e.into_inner());
+                for (set, count) in kept.iter().zip(observed.messages.iter()) {
+                    let count = count.load(Ordering::Relaxed);
+                    if count > 0 {
+                        observer.observe(count, &set[..]);
+                    }
+                }
+                let overflow = observed.messages[KEPT_ATTRIBUTE_SETS].load(Ordering::Relaxed);
+                if overflow > 0 {
+                    observer.observe(overflow, &[KeyValue::new("otel.metric.overflow", true)]);
+                }
+            })
+            .build();
+        let observed = Arc::clone(&counts);
+        let received = meter
+            .u64_observable_counter("mllp.server.received")
+            .with_unit("By")
+            .with_description("Message payload bytes received (MLLP framing excluded)")
+            .with_callback(move |observer| {
+                observer.observe(observed.received.load(Ordering::Relaxed), &[]);
+            })
+            .build();
+        let observed = Arc::clone(&counts);
+        let sent = meter
+            .u64_observable_counter("mllp.server.sent")
+            .with_unit("By")
+            .with_description("Acknowledgment payload bytes sent (MLLP framing excluded)")
+            .with_callback(move |observer| {
+                observer.observe(observed.sent.load(Ordering::Relaxed), &[]);
+            })
+            .build();
         Self {
+            counts,
+            _counted: [messages, received, sent],
             active_connections: meter
                 .i64_up_down_counter("mllp.server.active_connections")
                 .with_unit("{connection}")
@@ -73,11 +132,6 @@ impl Metrics {
                 .u64_counter("mllp.server.connections.refused")
                 .with_unit("{connection}")
                 .with_description("Peers refused by the admission check")
-                .build(),
-            messages: meter
-                .u64_counter("mllp.server.messages")
-                .with_unit("{message}")
-                .with_description("Messages handled, by message type and ACK code")
                 .build(),
             message_duration: meter
                 .f64_histogram("mllp.server.message.duration")
@@ -114,16 +168,6 @@ impl Metrics {
                 .with_unit("{fault}")
                 .with_description("Connections closed for invalid framing, by kind")
                 .build(),
-            bytes_received: meter
-                .u64_counter("mllp.server.received")
-                .with_unit("By")
-                .with_description("Message payload bytes received (MLLP framing excluded)")
-                .build(),
-            bytes_sent: meter
-                .u64_counter("mllp.server.sent")
-                .with_unit("By")
-                .with_description("Acknowledgment payload bytes sent (MLLP framing excluded)")
-                .build(),
             acceptor_restarts: meter
                 .u64_counter("mllp.server.acceptor.restarts")
                 .with_unit("{restart}")
@@ -150,23 +194,31 @@ fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> 
 }
 
 /// How many attribute sets (type, event, ACK code) are built once and kept for the process:
-/// real traffic has a few dozen; past this, a message's set is built for it alone.
-const KEPT_ATTRIBUTE_SETS: usize = 4096;
+/// real traffic has a few dozen. Past this, a message's set is built for it alone, and
+/// `mllp.server.messages` counts it in its overflow series. Below the OpenTelemetry SDK's
+/// default cardinality limit (2000 series per instrument), which would otherwise cut the
+/// counter's series short of exact totals.
+const KEPT_ATTRIBUTE_SETS: usize = 1024;
 
-/// A message's metric attributes: built once per combination and kept (bounded by
-/// [`KEPT_ATTRIBUTE_SETS`]), so recording costs no construction and no drop per message. A
-/// per-thread cache (direct-mapped, 256 slots) spares the global lock.
+/// Every kept attribute set, by index (the `messages` slot it counts into).
+static KEPT_SETS: Mutex<Vec<&'static [KeyValue; 3]>> = Mutex::new(Vec::new());
+
+/// A message's metric attributes and their slot in [`Counts::messages`]: built once per
+/// combination and kept (bounded by [`KEPT_ATTRIBUTE_SETS`]), so recording costs no
+/// construction and no drop per message. A per-thread cache (direct-mapped, 256 slots) spares
+/// the global lock. Past the bound, the set is built for the message alone and its slot is the
+/// overflow one.
 fn with_message_attributes(
     meta: &crate::server::Inbound,
     ack_code: &'static str,
-    record: impl FnOnce(&[KeyValue]),
+    record: impl FnOnce(usize, &[KeyValue]),
 ) {
-    type Set = &'static [KeyValue; 3];
+    type Kept = (usize, &'static [KeyValue; 3]);
     type Key = (u32, u32, u16);
-    static KEPT: LazyLock<Mutex<HashMap<Key, Set>>> = LazyLock::new(Default::default);
+    static KEPT: LazyLock<Mutex<HashMap<Key, Kept>>> = LazyLock::new(Default::default);
     const SLOTS: usize = 256;
     thread_local! {
-        static CACHE: RefCell<[Option<(Key, Set)>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
+        static CACHE: RefCell<[Option<(Key, Kept)>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
     }
     let part = |code: Option<&[u8]>| match code {
         None => 0,
@@ -185,29 +237,33 @@ fn with_message_attributes(
         .wrapping_mul(0x9E37_79B9)
         >> 24) as usize
         % SLOTS;
-    let set = CACHE.with(|cache| {
+    let kept = CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((cached, set)) = cache[slot]
+        if let Some((cached, kept)) = cache[slot]
             && cached == key
         {
-            return Some(set);
+            return Some(kept);
         }
-        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-        let set = match kept.get(&key) {
-            Some(set) => *set,
-            None if kept.len() < KEPT_ATTRIBUTE_SETS => {
-                let set: Set = Box::leak(Box::new(message_attributes(meta, ack_code)));
-                kept.insert(key, set);
-                set
+        let mut kept_by_key = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = match kept_by_key.get(&key) {
+            Some(kept) => *kept,
+            None if kept_by_key.len() < KEPT_ATTRIBUTE_SETS => {
+                let set: &'static [KeyValue; 3] =
+                    Box::leak(Box::new(message_attributes(meta, ack_code)));
+                let mut by_index = KEPT_SETS.lock().unwrap_or_else(|e| e.into_inner());
+                let kept = (by_index.len(), set);
+                by_index.push(set);
+                kept_by_key.insert(key, kept);
+                kept
             }
             None => return None,
         };
-        cache[slot] = Some((key, set));
-        Some(set)
+        cache[slot] = Some((key, kept));
+        Some(kept)
     });
-    match set {
-        Some(set) => record(set),
-        None => record(&message_attributes(meta, ack_code)),
+    match kept {
+        Some((index, set)) => record(index, set),
+        None => record(KEPT_ATTRIBUTE_SETS, &message_attributes(meta, ack_code)),
     }
 }
 
@@ -264,12 +320,14 @@ impl Metrics {
     /// `mllp.response.size`; the runtime's `response_size` also counts the MLLP framing).
     fn record_answer(&self, meta: &Inbound, duration: Duration, response: Option<&Ack>) {
         let code = response.map_or("none", |ack| ack.code().as_str());
-        with_message_attributes(meta, code, |attrs| {
-            self.messages.add(1, attrs);
+        with_message_attributes(meta, code, |index, attrs| {
+            self.counts.messages[index].fetch_add(1, Ordering::Relaxed);
             self.message_duration.record(seconds(duration), attrs);
         });
         if let Some(ack) = response {
-            self.bytes_sent.add(ack.as_bytes().len() as u64, &[]);
+            self.counts
+                .sent
+                .fetch_add(ack.as_bytes().len() as u64, Ordering::Relaxed);
         }
     }
 }
@@ -293,7 +351,9 @@ impl Observer<Hl7> for Metrics {
             }
             Event::MessageStart { meta, .. } => {
                 self.message_size.record(meta.size() as u64, &[]);
-                self.bytes_received.add(meta.size() as u64, &[]);
+                self.counts
+                    .received
+                    .fetch_add(meta.size() as u64, Ordering::Relaxed);
             }
             Event::MessageStop {
                 meta,
@@ -353,7 +413,10 @@ mod tests {
                 for ack in ["AA", "AE", "none"] {
                     let want = message_attributes(&meta, ack);
                     let mut got = None;
-                    with_message_attributes(&meta, ack, |attrs| got = Some(attrs.to_vec()));
+                    with_message_attributes(&meta, ack, |index, attrs| {
+                        got = Some(attrs.to_vec());
+                        assert!(index <= KEPT_ATTRIBUTE_SETS);
+                    });
                     assert_eq!(got.as_deref(), Some(&want[..]), "{code}^{event:03} {ack}");
                     n += 1;
                 }

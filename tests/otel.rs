@@ -514,6 +514,40 @@ async fn messages_left_out_by_the_trace_ratio_get_no_span_but_are_counted() {
     );
 }
 
+/// A sender cycling through message types cannot grow `mllp.server.messages` without bound:
+/// past 1024 (type, event, ACK) combinations, messages are counted in one series marked
+/// `otel.metric.overflow = true`, and every message is still counted once.
+#[tokio::test]
+async fn message_counter_series_are_bounded() {
+    let telemetry = Telemetry::install();
+    let server = telemetry
+        .start(Server::builder().router(Router::new().route("*", |_req: Request| async {})))
+        .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let combinations = 1200;
+    for i in 0..combinations {
+        // Codes of three letters and digits are kept as they are: each message is a new series.
+        let (code, event) = (format!("Z{:02}", i / 100), format!("E{:02}", i % 100));
+        peer.send(phi_message(&format!("{code}^{event}"), &format!("B{i}")))
+            .await;
+        assert_eq!(ack_code(&peer.recv().await.expect("ack")), "AA");
+    }
+    drop(peer);
+    within(server.shutdown()).await;
+    let metrics = telemetry.metrics();
+    let total = metrics.sum("mllp.server.messages", &[]);
+    let overflow = metrics.sum("mllp.server.messages", &[("otel.metric.overflow", "true")]);
+    assert_eq!(total, combinations);
+    assert!(overflow >= combinations - 1024, "overflow {overflow}");
+    assert_eq!(
+        metrics.sum(
+            "mllp.server.messages",
+            &[("hl7.message_type", "Z00"), ("hl7.trigger_event", "E07")]
+        ),
+        1
+    );
+}
+
 /// A message no route matches is answered AR: error status described `AR`, AR counted.
 #[tokio::test]
 async fn unrouted_message_gives_error_status_and_ar_metric() {
