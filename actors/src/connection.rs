@@ -25,14 +25,14 @@
 //!
 //! # Cancel safety
 //!
-//! Each turn first checks the shutdown and abort flags (atomics), then `select!`s, in order,
-//! over the oldest in-flight handler, the server-wide handler permit, the next read, and the
-//! control waker (registered with the server's `Control`, which wakes every connection when
-//! shutdown or abort begins; polled only when nothing else is ready, it costs an atomic swap, not
-//! a lock shared by every connection). Every branch is cancel safe: reads go into the connection's own buffer
-//! (`read_buf`), deadlines are instants stored in the connection (the timers are re-armed from
-//! them), handlers are tasks or finished results, and semaphore waits only lose their place in
-//! the queue.
+//! Each turn first checks the shutdown and abort flags (atomics), then polls, in order, the
+//! oldest in-flight handler, the server-wide handler permit, the next read, and the control
+//! waker (registered with the server's `Control`, which wakes every connection when shutdown or
+//! abort begins; polled only when nothing else is ready, it costs an atomic swap, not a lock
+//! shared by every connection). Nothing is lost between turns: reads go into the connection's
+//! own buffer (`read_buf`), deadlines are instants stored in the connection (the timers are
+//! re-armed from them), handlers are tasks or finished results, and the wait for a handler
+//! permit is kept, so the connection keeps its place in the semaphore's queue.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -215,6 +215,7 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
         span,
         queue: VecDeque::new(),
         ready: None,
+        acquiring: None,
         closing: None,
     };
     // The connection span is not entered around the loop: every poll would enter and exit it
@@ -280,6 +281,8 @@ struct Conn<P: Protocol, T: Transport> {
     /// A decoded request waiting for a server-wide handler permit. While it waits, nothing more
     /// is read.
     ready: Option<(P::Request, Instant)>,
+    /// The wait for that permit.
+    acquiring: Option<Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>>,
     /// Set when the connection stops reading (peer EOF, codec error, shutdown...): the requests
     /// already in flight are answered, then the connection closes with this reason.
     closing: Option<CloseReason>,
@@ -311,23 +314,36 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     && self.ready.is_none()
                     && self.queue.len() < max_in_flight;
                 let draining = self.closing.is_some();
-                tokio::select! {
-                    biased;
-                    done = poll_fn(|cx| poll_front(&mut self.queue, cx)), if !self.queue.is_empty() => {
-                        Step::Answered(done)
+                let protocol = &self.shared.protocol;
+                let idle = if quiet { idle_timeout } else { None };
+                let (queue, acquiring, io) = (&mut self.queue, &mut self.acquiring, &mut self.io);
+                // In order: the oldest handler, the handler permit, the next read, then the
+                // control waker (registered only when nothing else is ready). A hand-written
+                // poll rather than `select!`: it runs twice per message.
+                poll_fn(|cx| {
+                    if !queue.is_empty()
+                        && let Poll::Ready(done) = poll_front(queue, cx)
+                    {
+                        return Poll::Ready(Step::Answered(done));
                     }
-                    permit = acquire(&self.shared), if self.ready.is_some() => Step::Permit(permit),
-                    event = poll_fn(|cx| self.io.poll_next_request(
-                        &self.shared.protocol,
-                        if quiet { idle_timeout } else { None },
-                        frame_timeout,
-                        cx,
-                    )), if can_read => Step::Read(event),
-                    step = poll_fn(|cx| wake.poll(cx, draining)) => match step {
+                    if let Some(acquire) = acquiring.as_mut()
+                        && let Poll::Ready(permit) = acquire.as_mut().poll(cx)
+                    {
+                        *acquiring = None;
+                        return Poll::Ready(Step::Permit(permit));
+                    }
+                    if can_read
+                        && let Poll::Ready(event) =
+                            io.poll_next_request(protocol, idle, frame_timeout, cx)
+                    {
+                        return Poll::Ready(Step::Read(event));
+                    }
+                    wake.poll(cx, draining).map(|step| match step {
                         ControlStep::Abort => Step::Abort,
                         ControlStep::Shutdown => Step::Shutdown,
-                    },
-                }
+                    })
+                })
+                .await
             };
             match step {
                 Step::Abort => {
@@ -357,7 +373,15 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 Step::Read(ReadEvent::Request(request)) => {
                     // The time its last byte arrived: the read that completed it.
                     let decoded_at = self.io.last_activity;
-                    if self.shared.handler_permits.is_some() {
+                    if let Some(permits) = &self.shared.handler_permits {
+                        // Kept across turns, so the connection keeps its place in the queue.
+                        let permits = Arc::clone(permits);
+                        self.acquiring = Some(Box::pin(async move {
+                            permits
+                                .acquire_owned()
+                                .await
+                                .expect("the handler semaphore is never closed")
+                        }));
                         self.ready = Some((request, decoded_at));
                         self.publish_in_flight();
                     } else if let Some(finished) = self.start(request, decoded_at, None)
@@ -576,6 +600,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             self.stats.messages.fetch_add(1, Ordering::Relaxed);
         }
         self.ready = None;
+        self.acquiring = None;
         self.stats.in_flight.store(0, Ordering::Relaxed);
     }
 }
@@ -598,16 +623,6 @@ fn poll_front<P: Protocol>(
             Poll::Ready(queue.pop_front().expect("front exists"))
         }
         _ => Poll::Pending,
-    }
-}
-
-async fn acquire<P: Protocol, T: Transport>(shared: &Shared<P, T>) -> OwnedSemaphorePermit {
-    match &shared.handler_permits {
-        Some(permits) => Arc::clone(permits)
-            .acquire_owned()
-            .await
-            .expect("the handler semaphore is never closed"),
-        None => std::future::pending().await,
     }
 }
 
