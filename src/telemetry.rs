@@ -220,12 +220,11 @@ fn with_message_attributes(
     thread_local! {
         static CACHE: RefCell<[Option<(Key, Kept)>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
     }
-    let part = |code: Option<&[u8]>| match code {
-        None => 0,
-        Some(code) if code.len() <= 3 && code.iter().all(u8::is_ascii_alphanumeric) => {
-            code.iter().fold(0u32, |key, &b| (key << 8) | u32::from(b))
-        }
-        Some(_) => u32::MAX,
+    // Distinct for distinct attribute values: at most three non-zero bytes, or a bucket.
+    let part = |code: Option<&[u8]>| match kept_code(code) {
+        Ok(code) => code.iter().fold(0u32, |key, &b| (key << 8) | u32::from(b)),
+        Err("unknown") => 0,
+        Err(_) => u32::MAX,
     };
     let ack = ack_code.as_bytes();
     let key: Key = (
@@ -269,45 +268,21 @@ fn with_message_attributes(
 
 /// Message codes and trigger events are three characters by the standard; a hostile sender
 /// must not be able to mint unbounded metric series, so anything else is bucketed as `other`
-/// (and an absent one is `unknown`).
-fn code_value(code: Option<&[u8]>) -> Value {
+/// (and an absent one is `unknown`): `Err` names the bucket.
+fn kept_code(code: Option<&[u8]>) -> Result<&[u8], &'static str> {
     match code {
-        None => Value::from("unknown"),
-        Some(code) if code.len() <= 3 && code.iter().all(u8::is_ascii_alphanumeric) => {
-            Value::from(interned(code))
-        }
-        Some(_) => Value::from("other"),
+        None => Err("unknown"),
+        Some(code) if code.len() <= 3 && code.iter().all(u8::is_ascii_alphanumeric) => Ok(code),
+        Some(_) => Err("other"),
     }
 }
 
-/// A code of at most three ASCII letters and digits as a `&'static str`. Every message carries
-/// two, and a static string costs nothing to copy or drop (an `Arc<str>` costs an atomic
-/// increment and decrement, an owned one an allocation). The set is bounded by construction,
-/// 36³ + 36² + 36 = 47,988 codes, each leaked once per process (a few bytes), so a hostile
-/// sender cannot grow it without limit. A per-thread cache (direct-mapped, 256 slots) spares
-/// the global lock on every message.
-fn interned(code: &[u8]) -> &'static str {
-    static ALL: LazyLock<Mutex<HashMap<u32, &'static str>>> = LazyLock::new(Default::default);
-    const SLOTS: usize = 256;
-    thread_local! {
-        static CACHE: RefCell<[(u32, &'static str); SLOTS]> = const { RefCell::new([(0, ""); SLOTS]) };
+fn code_value(code: Option<&[u8]>) -> Value {
+    match kept_code(code) {
+        // Letters and digits only, so this is the code as sent.
+        Ok(code) => Value::from(String::from_utf8_lossy(code).into_owned()),
+        Err(bucket) => Value::from(bucket),
     }
-    // Distinct for distinct codes (at most three non-zero bytes), and never 0 for one.
-    let key = code.iter().fold(0u32, |key, &b| (key << 8) | u32::from(b));
-    let slot = (key.wrapping_mul(0x9E37_79B9) >> 24) as usize % SLOTS;
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let (cached_key, value) = cache[slot];
-        if cached_key == key && key != 0 {
-            return value;
-        }
-        let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
-        let value: &'static str = all.entry(key).or_insert_with(|| {
-            Box::leak(String::from_utf8_lossy(code).into_owned().into_boxed_str())
-        });
-        cache[slot] = (key, value);
-        value
-    })
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -383,18 +358,10 @@ impl Observer<Hl7> for Metrics {
 mod tests {
     use super::*;
 
-    /// Attribute values are bounded and exact: a cached code comes back equal (and shared), a
-    /// code that takes another's slot does not return the other's text, and anything that is not
-    /// a short alphanumeric code is bucketed.
+    /// Attribute values are bounded and exact: a short alphanumeric code is kept as sent, and
+    /// anything else is bucketed.
     #[test]
-    fn code_values_are_interned_exactly_and_bounded() {
-        let a = interned(b"ADT");
-        assert!(std::ptr::eq(a, interned(b"ADT")));
-        // Enough distinct codes to collide in every slot: each still reads back as itself.
-        for i in 0..2000u32 {
-            let code = format!("{:03}", i % 1000);
-            assert_eq!(interned(code.as_bytes()), code);
-        }
+    fn code_values_are_bounded() {
         assert_eq!(code_value(Some(b"A01")), Value::from("A01"));
         assert_eq!(code_value(Some(b"ADT_A01")), Value::from("other"));
         assert_eq!(code_value(Some(b"A-1")), Value::from("other"));
