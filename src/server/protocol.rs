@@ -64,31 +64,9 @@ impl Sampler {
         match self.threshold {
             u64::MAX => true,
             0 => false,
-            threshold => draw() < threshold,
+            threshold => fastrand::u64(..) < threshold,
         }
     }
-}
-
-/// A per-thread xorshift64* generator, seeded from the thread's id and the clock: sampling needs
-/// uniform draws, not unpredictable ones.
-fn draw() -> u64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let mut hasher = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&std::thread::current().id(), &mut hasher);
-            std::hash::Hash::hash(&std::time::SystemTime::now(), &mut hasher);
-            std::hash::Hasher::finish(&hasher) | 1
-        });
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
 }
 
 impl Hl7 {
