@@ -318,8 +318,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 let idle = if quiet { idle_timeout } else { None };
                 let (queue, acquiring, io) = (&mut self.queue, &mut self.acquiring, &mut self.io);
                 // In order: the oldest handler, the handler permit, the next read, then the
-                // control waker (registered only when nothing else is ready). A hand-written
-                // poll rather than `select!`: it runs twice per message.
+                // control waker (registered only when nothing else is ready). Polled by hand so
+                // that the permit wait lives in `self` and keeps its place across turns.
                 poll_fn(|cx| {
                     if !queue.is_empty()
                         && let Poll::Ready(done) = poll_front(queue, cx)
@@ -345,7 +345,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 })
                 .await
             };
-            match step {
+            let finished = match step {
                 Step::Abort => {
                     if quiet {
                         // Nothing was in flight: this is a clean close, not an abort.
@@ -354,22 +354,14 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     self.abort_in_flight();
                     return CloseReason::Aborted;
                 }
-                Step::Shutdown => self.closing = Some(CloseReason::Shutdown),
-                Step::Answered(done) => {
-                    if let Err(reason) = self.answer(done.finished()).await {
-                        self.abort_in_flight();
-                        return reason;
-                    }
+                Step::Shutdown => {
+                    self.closing = Some(CloseReason::Shutdown);
+                    None
                 }
-                Step::Permit(permit) => {
-                    if let Some((request, decoded_at)) = self.ready.take()
-                        && let Some(finished) = self.start(request, decoded_at, Some(permit))
-                        && let Err(reason) = self.answer(finished).await
-                    {
-                        self.abort_in_flight();
-                        return reason;
-                    }
-                }
+                Step::Answered(done) => Some(done.finished()),
+                Step::Permit(permit) => self.ready.take().and_then(|(request, decoded_at)| {
+                    self.start(request, decoded_at, Some(permit))
+                }),
                 Step::Read(ReadEvent::Request(request)) => {
                     // The time its last byte arrived: the read that completed it.
                     let decoded_at = self.io.last_activity;
@@ -384,14 +376,21 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                         }));
                         self.ready = Some((request, decoded_at));
                         self.publish_in_flight();
-                    } else if let Some(finished) = self.start(request, decoded_at, None)
-                        && let Err(reason) = self.answer(finished).await
-                    {
-                        self.abort_in_flight();
-                        return reason;
+                        None
+                    } else {
+                        self.start(request, decoded_at, None)
                     }
                 }
-                Step::Read(ReadEvent::Closed(reason)) => self.closing = Some(reason),
+                Step::Read(ReadEvent::Closed(reason)) => {
+                    self.closing = Some(reason);
+                    None
+                }
+            };
+            if let Some(finished) = finished
+                && let Err(reason) = self.answer(finished).await
+            {
+                self.abort_in_flight();
+                return reason;
             }
         }
     }
