@@ -79,9 +79,9 @@ impl Metrics {
             .with_unit("{message}")
             .with_description("Messages handled, by message type and ACK code")
             .with_callback(move |observer| {
-                let kept = KEPT_SETS.lock().unwrap_or_else(|e| e.into_inner());
-                for (set, count) in kept.iter().zip(observed.messages.iter()) {
-                    let count = count.load(Ordering::Relaxed);
+                let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+                for &(index, set) in kept.values() {
+                    let count = observed.messages[index].load(Ordering::Relaxed);
                     if count > 0 {
                         observer.observe(count, &set[..]);
                     }
@@ -187,8 +187,8 @@ impl Metrics {
 
 fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> [KeyValue; 3] {
     [
-        KeyValue::new("hl7.message_type", code_value(meta.code_bytes(0))),
-        KeyValue::new("hl7.trigger_event", code_value(meta.code_bytes(1))),
+        KeyValue::new("hl7.message_type", code_value(meta.message_code_bytes())),
+        KeyValue::new("hl7.trigger_event", code_value(meta.trigger_event_bytes())),
         KeyValue::new("hl7.ack_code", ack_code),
     ]
 }
@@ -200,8 +200,15 @@ fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> 
 /// counter's series short of exact totals.
 const KEPT_ATTRIBUTE_SETS: usize = 1024;
 
-/// Every kept attribute set, by index (the `messages` slot it counts into).
-static KEPT_SETS: Mutex<Vec<&'static [KeyValue; 3]>> = Mutex::new(Vec::new());
+/// A kept attribute set: its slot in [`Counts::messages`] and the attributes.
+type Kept = (usize, &'static [KeyValue; 3]);
+
+/// The key of an attribute set: message code, trigger event (as in [`with_message_attributes`])
+/// and the ACK code's first two letters.
+type Key = (u32, u32, u16);
+
+/// Every kept attribute set, by key.
+static KEPT: LazyLock<Mutex<HashMap<Key, Kept>>> = LazyLock::new(Default::default);
 
 /// A message's metric attributes and their slot in [`Counts::messages`]: built once per
 /// combination and kept (bounded by [`KEPT_ATTRIBUTE_SETS`]), so recording costs no
@@ -213,9 +220,6 @@ fn with_message_attributes(
     ack_code: &'static str,
     record: impl FnOnce(usize, &[KeyValue]),
 ) {
-    type Kept = (usize, &'static [KeyValue; 3]);
-    type Key = (u32, u32, u16);
-    static KEPT: LazyLock<Mutex<HashMap<Key, Kept>>> = LazyLock::new(Default::default);
     const SLOTS: usize = 256;
     thread_local! {
         static CACHE: RefCell<[Option<(Key, Kept)>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
@@ -228,8 +232,8 @@ fn with_message_attributes(
     };
     let ack = ack_code.as_bytes();
     let key: Key = (
-        part(meta.code_bytes(0)),
-        part(meta.code_bytes(1)),
+        part(meta.message_code_bytes()),
+        part(meta.trigger_event_bytes()),
         u16::from_be_bytes([ack[0], ack[1]]),
     );
     let slot = ((key.0 ^ key.1.rotate_left(11) ^ u32::from(key.2).rotate_left(22))
@@ -249,9 +253,7 @@ fn with_message_attributes(
             None if kept_by_key.len() < KEPT_ATTRIBUTE_SETS => {
                 let set: &'static [KeyValue; 3] =
                     Box::leak(Box::new(message_attributes(meta, ack_code)));
-                let mut by_index = KEPT_SETS.lock().unwrap_or_else(|e| e.into_inner());
-                let kept = (by_index.len(), set);
-                by_index.push(set);
+                let kept = (kept_by_key.len(), set);
                 kept_by_key.insert(key, kept);
                 kept
             }

@@ -215,7 +215,6 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
         span,
         queue: VecDeque::new(),
         ready: None,
-        acquiring: None,
         closing: None,
     };
     // The connection span is not entered around the loop: every poll would enter and exit it
@@ -233,6 +232,14 @@ struct InFlight<P: Protocol> {
     span: tracing::Span,
     handler: HandlerTask<P::Response>,
     outcome: Option<Result<Option<P::Response>, Failure>>,
+}
+
+/// A decoded request and its wait for a server-wide handler permit. The wait is kept across
+/// turns of the loop, so the connection keeps its place in the semaphore's queue.
+struct Waiting<P: Protocol> {
+    request: P::Request,
+    decoded_at: Instant,
+    permit: Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>,
 }
 
 /// A request whose handler has finished, ready to be answered.
@@ -280,9 +287,7 @@ struct Conn<P: Protocol, T: Transport> {
     queue: VecDeque<InFlight<P>>,
     /// A decoded request waiting for a server-wide handler permit. While it waits, nothing more
     /// is read.
-    ready: Option<(P::Request, Instant)>,
-    /// The wait for that permit.
-    acquiring: Option<Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>>,
+    ready: Option<Waiting<P>>,
     /// Set when the connection stops reading (peer EOF, codec error, shutdown...): the requests
     /// already in flight are answered, then the connection closes with this reason.
     closing: Option<CloseReason>,
@@ -316,20 +321,19 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 let draining = self.closing.is_some();
                 let protocol = &self.shared.protocol;
                 let idle = if quiet { idle_timeout } else { None };
-                let (queue, acquiring, io) = (&mut self.queue, &mut self.acquiring, &mut self.io);
+                let (queue, ready, io) = (&mut self.queue, &mut self.ready, &mut self.io);
                 // In order: the oldest handler, the handler permit, the next read, then the
                 // control waker (registered only when nothing else is ready). Polled by hand so
-                // that the permit wait lives in `self` and keeps its place across turns.
+                // that the permit wait lives in `self.ready` and keeps its place across turns.
                 poll_fn(|cx| {
                     if !queue.is_empty()
                         && let Poll::Ready(done) = poll_front(queue, cx)
                     {
                         return Poll::Ready(Step::Answered(done));
                     }
-                    if let Some(acquire) = acquiring.as_mut()
-                        && let Poll::Ready(permit) = acquire.as_mut().poll(cx)
+                    if let Some(waiting) = ready.as_mut()
+                        && let Poll::Ready(permit) = waiting.permit.as_mut().poll(cx)
                     {
-                        *acquiring = None;
                         return Poll::Ready(Step::Permit(permit));
                     }
                     if can_read
@@ -359,22 +363,24 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     None
                 }
                 Step::Answered(done) => Some(done.finished()),
-                Step::Permit(permit) => self.ready.take().and_then(|(request, decoded_at)| {
-                    self.start(request, decoded_at, Some(permit))
+                Step::Permit(permit) => self.ready.take().and_then(|waiting| {
+                    self.start(waiting.request, waiting.decoded_at, Some(permit))
                 }),
                 Step::Read(ReadEvent::Request(request)) => {
                     // The time its last byte arrived: the read that completed it.
                     let decoded_at = self.io.last_activity;
                     if let Some(permits) = &self.shared.handler_permits {
-                        // Kept across turns, so the connection keeps its place in the queue.
                         let permits = Arc::clone(permits);
-                        self.acquiring = Some(Box::pin(async move {
-                            permits
-                                .acquire_owned()
-                                .await
-                                .expect("the handler semaphore is never closed")
-                        }));
-                        self.ready = Some((request, decoded_at));
+                        self.ready = Some(Waiting {
+                            request,
+                            decoded_at,
+                            permit: Box::pin(async move {
+                                permits
+                                    .acquire_owned()
+                                    .await
+                                    .expect("the handler semaphore is never closed")
+                            }),
+                        });
                         self.publish_in_flight();
                         None
                     } else {
@@ -599,7 +605,6 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             self.stats.messages.fetch_add(1, Ordering::Relaxed);
         }
         self.ready = None;
-        self.acquiring = None;
         self.stats.in_flight.store(0, Ordering::Relaxed);
     }
 }
@@ -649,9 +654,8 @@ where
     /// Decodes the next request, reading as needed. `idle` is the idle timeout when nothing is
     /// in flight. Cancel safe: every bit of progress (bytes read, deadlines) is kept in `self`.
     ///
-    /// A plain poll function rather than an `async fn`: it is polled once per turn of the
-    /// connection loop, and a future built and dropped on every turn (with a `select!` inside
-    /// for the timer) costs more than the read itself.
+    /// A poll function rather than an `async fn`, so that the connection loop can poll it
+    /// alongside its other branches by hand, with no future built and dropped on every turn.
     fn poll_next_request(
         &mut self,
         protocol: &P,
@@ -779,11 +783,14 @@ fn poll_send<S: tokio::io::AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<()>> {
     while !buf.is_empty() {
-        let written = ready!(Pin::new(&mut *stream).poll_write(cx, buf))?;
+        let written = ready!(tokio_util::io::poll_write_buf(
+            Pin::new(&mut *stream),
+            cx,
+            buf
+        ))?;
         if written == 0 {
             return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
-        bytes::Buf::advance(buf, written);
     }
     Pin::new(stream).poll_flush(cx)
 }

@@ -37,13 +37,13 @@ impl Plugin for RequireMshFields {
     fn inspect(&self, request: &mut Request) -> Result<(), Response> {
         let message = request.message();
         // Presence only: the values were checked (non-empty UTF-8) when the message was parsed.
-        if message.cached_bytes(0).is_none() {
+        if message.message_code_bytes().is_none() {
             return Err(Response::reject(
                 ErrorCode::RequiredFieldMissing,
                 "required field missing: MSH-9 (message type)",
             ));
         }
-        if message.cached_bytes(2).is_none() {
+        if message.control_id_bytes().is_none() {
             return Err(Response::reject(
                 ErrorCode::RequiredFieldMissing,
                 "required field missing: MSH-10 (message control ID)",

@@ -288,7 +288,7 @@ impl Dispatch {
 
     fn call(&self, request: Request) -> BoxFuture<Response> {
         let message = request.message();
-        let (code, event) = (message.cached_bytes(0), message.cached_bytes(1));
+        let (code, event) = (message.message_code_bytes(), message.trigger_event_bytes());
         let route = self
             .routes
             .iter()

@@ -187,15 +187,29 @@ impl Message {
     /// A field found at parse time (see `Index::msh_cache`).
     fn cached(&self, slot: usize) -> Option<&str> {
         // Checked again: the crate forbids `unsafe`. Internal callers that only compare or
-        // test presence use `cached_bytes`.
+        // test presence use the `*_bytes` accessors.
         std::str::from_utf8(self.cached_bytes(slot)?).ok()
     }
 
-    /// The bytes of a field found at parse time, known to be non-empty UTF-8: slot 0 is MSH-9.1
-    /// (message code), 1 MSH-9.2 (trigger event), 2 MSH-10 (control ID).
-    pub(crate) fn cached_bytes(&self, slot: usize) -> Option<&[u8]> {
+    /// The bytes of a field found at parse time, known to be non-empty UTF-8.
+    fn cached_bytes(&self, slot: usize) -> Option<&[u8]> {
         let (start, end) = self.inner.index.msh_cache[slot]?;
         Some(&self.inner.bytes[start as usize..end as usize])
+    }
+
+    /// [`Message::message_code`] as bytes, not checked again.
+    pub(crate) fn message_code_bytes(&self) -> Option<&[u8]> {
+        self.cached_bytes(0)
+    }
+
+    /// [`Message::trigger_event`] as bytes, not checked again.
+    pub(crate) fn trigger_event_bytes(&self) -> Option<&[u8]> {
+        self.cached_bytes(1)
+    }
+
+    /// [`Message::control_id`] as bytes, not checked again.
+    pub(crate) fn control_id_bytes(&self) -> Option<&[u8]> {
+        self.cached_bytes(2)
     }
 
     /// The message exactly as received.

@@ -122,9 +122,14 @@ impl Inbound {
         self.message()?.trigger_event()
     }
 
-    /// MSH-9.1 (slot 0) or MSH-9.2 (slot 1) as bytes, unchecked again (for metric attributes).
-    pub(crate) fn code_bytes(&self, slot: usize) -> Option<&[u8]> {
-        self.message()?.cached_bytes(slot)
+    /// MSH-9.1 as bytes, not checked again (for metric attributes).
+    pub(crate) fn message_code_bytes(&self) -> Option<&[u8]> {
+        self.message()?.message_code_bytes()
+    }
+
+    /// MSH-9.2 as bytes, not checked again (for metric attributes).
+    pub(crate) fn trigger_event_bytes(&self) -> Option<&[u8]> {
+        self.message()?.trigger_event_bytes()
     }
 
     /// MSH-10, the message control ID.
