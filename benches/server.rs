@@ -11,6 +11,16 @@
 //! For profiling one side (under `perf` or `valgrind --tool=callgrind`): `--only bare` or
 //! `--only full` runs just that server, and `--scenario 1x1` (connections x depth) just that
 //! load.
+//!
+//! Two ablations explain the closed loop at one connection, where client and server take turns
+//! on one worker and every park of a worker thread is on the critical path:
+//! - `--no-idle-timeout` runs the full server with `idle_timeout(None)`. The default idle
+//!   timeout (60 s) keeps one tokio timer registered per connection, and while any timer is
+//!   registered, tokio parks every worker with a timeout (a clock read and a timed wait per park,
+//!   where a runtime without timers waits untimed).
+//! - `--runtime-timer` registers one far-off tokio timer for the whole run, so both sides run on
+//!   a runtime with a timer, as in any service that has one (an OpenTelemetry periodic reader, a
+//!   request timeout, our idle timeout).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,15 +75,20 @@ async fn bare_server() -> SocketAddr {
     addr
 }
 
-async fn full_server() -> mllp::ServerHandle {
+/// The full server; `no_idle_timeout` turns the idle timeout off (default: 60 s).
+async fn full_server(no_idle_timeout: bool) -> mllp::ServerHandle {
     let router = Router::new()
         .route("ADT^A01", |_req: Request| async {})
         .route("*", |_req: Request| async {})
         .layer(from_fn(|req: Request, next: Next| next.run(req)));
-    mllp::Server::builder()
+    let mut builder = mllp::Server::builder()
         .router(router)
         .max_in_flight(16)
-        .max_connections(4096)
+        .max_connections(4096);
+    if no_idle_timeout {
+        builder = builder.idle_timeout(None);
+    }
+    builder
         .bind("127.0.0.1:0")
         .await
         .unwrap()
@@ -197,6 +212,8 @@ fn main() {
     } else {
         1
     };
+    let no_idle_timeout = args.iter().any(|a| a == "--no-idle-timeout");
+    let runtime_timer = args.iter().any(|a| a == "--runtime-timer");
     let run_bare = only.as_deref() != Some("full");
     let run_full = only.as_deref() != Some("bare");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -205,10 +222,17 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let bare = bare_server().await;
-        let full = full_server().await;
+        let full = full_server(no_idle_timeout).await;
+        // Registered for the whole run and dropped with the runtime.
+        let _timer = runtime_timer.then(|| tokio::spawn(tokio::time::sleep(Duration::from_secs(3600))));
         println!(
             "{total} messages per scenario and round, best of {rounds} rounds, ADT^A01 fixture of {} bytes",
             ADT.len()
+        );
+        println!(
+            "server idle timeout: {}; extra runtime timer: {}",
+            if no_idle_timeout { "off" } else { "default (60 s)" },
+            if runtime_timer { "yes" } else { "no" }
         );
         for (connections, depth) in scenarios {
             let per = (total / connections).max(1);
