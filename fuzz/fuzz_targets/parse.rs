@@ -1,6 +1,8 @@
 //! Feeds arbitrary bytes to the HL7 parser, walks every value it finds, and builds the ACK the
 //! server would send: for a message that parses, an AE with a diagnostic; for one that does not,
 //! the best-effort AR. Every ACK must itself parse, and its MSA-2 must be the message's MSH-10.
+//! The MSH-9.1, MSH-9.2 and MSH-10 the parser locates up front (for routing, metrics and the
+//! ACK) must equal what the general field accessors read.
 //!
 //! Run with: `cargo +nightly fuzz run parse` (from the repository root).
 //!
@@ -20,6 +22,17 @@ fuzz_target!(|data: &[u8]| {
     let options_ack = AckOptions::default().include_err7(true);
     match Message::parse_with(Bytes::copy_from_slice(payload), &options) {
         Ok(message) => {
+            let slow = |n: usize, component: Option<usize>| -> Option<String> {
+                let field = message.msh().field(n)?;
+                let value = match component {
+                    Some(c) => field.component(c)?,
+                    None => field,
+                };
+                value.to_str().filter(|s| !s.is_empty()).map(str::to_owned)
+            };
+            assert_eq!(message.message_code().map(str::to_owned), slow(9, Some(1)));
+            assert_eq!(message.trigger_event().map(str::to_owned), slow(9, Some(2)));
+            assert_eq!(message.control_id().map(str::to_owned), slow(10, None));
             for segment in message.segments() {
                 for field in segment.fields() {
                     for repetition in field.repetitions() {

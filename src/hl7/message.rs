@@ -441,8 +441,10 @@ impl<'a> Segment<'a> {
         &self.message.inner.bytes[self.entry.start as usize..self.entry.end as usize]
     }
 
+    /// A header-shaped segment: its id is `MSH` and a byte follows the id (MSH-1, the field
+    /// separator). A later segment that is just `MSH` is an ordinary segment with no fields.
     fn is_msh(&self) -> bool {
-        self.entry.id == *b"MSH"
+        self.entry.id == *b"MSH" && self.entry.end > self.entry.start + 3
     }
 
     /// The number of fields. For an MSH segment this counts MSH-1 (the field separator) and

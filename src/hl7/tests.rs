@@ -483,3 +483,22 @@ fn msh_fields_located_at_parse_match_the_field_accessors() {
     }
     assert!(checked >= 15, "only {checked} messages parsed");
 }
+
+/// A later segment whose id is `MSH` but that is too short to carry a field separator (found by
+/// the `parse` fuzz target) has no fields: reading them returns nothing instead of slicing past
+/// the end of the message.
+#[test]
+fn short_trailing_msh_segment_has_no_fields() {
+    for bytes in [
+        &b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rMSH"[..],
+        b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rMSH\rPID|1",
+    ] {
+        let m = Message::parse(Bytes::copy_from_slice(bytes)).unwrap();
+        let short = m.segments().nth(1).unwrap();
+        assert_eq!(short.id(), "MSH");
+        assert_eq!(short.field_count(), 0);
+        assert!(short.field(1).is_none());
+        assert!(short.field(2).is_none());
+        assert_eq!(short.fields().count(), 0);
+    }
+}
