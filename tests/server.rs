@@ -571,3 +571,108 @@ async fn lone_start_block_is_closed_by_the_frame_timeout() {
     peer.expect_closed().await;
     within(server.shutdown()).await;
 }
+
+/// Bad input never gets an ACK that claims success and never disturbs other connections: eight
+/// peers send mutated and truncated copies of a real ADT and random bytes (seeded, so every run
+/// sends the same frames) while a ninth sends valid messages. A success (AA/CA) only ever
+/// answers a payload that parses and carries MSH-9 and MSH-10, and acknowledges that MSH-10;
+/// a payload that does not parse gets AR; every reply is HL7; the good peer gets AA for every
+/// message throughout, and the server still serves a new connection afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_never_get_a_success_ack_and_never_disturb_others() {
+    const FIXTURE: &[u8] = include_bytes!("fixtures/adt_a01.hl7");
+    /// Any byte but the MLLP block characters, which the framer rightly refuses as content.
+    fn content_byte(rng: &mut fastrand::Rng) -> u8 {
+        loop {
+            let b = rng.u8(..);
+            if b != 0x0B && b != 0x1C {
+                return b;
+            }
+        }
+    }
+    fn hostile_payload(rng: &mut fastrand::Rng) -> Bytes {
+        loop {
+            let payload: Vec<u8> = match rng.u8(0..3) {
+                0 => {
+                    let mut p = FIXTURE.to_vec();
+                    for _ in 0..rng.usize(1..=8) {
+                        let at = rng.usize(..p.len());
+                        p[at] = content_byte(rng);
+                    }
+                    p
+                }
+                1 => FIXTURE[..rng.usize(1..FIXTURE.len())].to_vec(),
+                _ => (0..rng.usize(1..300)).map(|_| content_byte(rng)).collect(),
+            };
+            // MSH-15 other than AL may rightly ask for no answer; such frames are left out so
+            // that every frame sent has exactly one reply.
+            let silent = Message::parse(Bytes::from(payload.clone())).is_ok_and(|m| {
+                m.accept_ack_type()
+                    .is_some_and(|t| t != mllp::hl7::AckRequirement::Always)
+            });
+            if !silent {
+                return Bytes::from(payload);
+            }
+        }
+    }
+
+    let server = serve(accept_all()).await;
+    let addr = server.local_addr();
+    let mut rng = fastrand::Rng::with_seed(0x4D4C_4C50);
+    let hostile: Vec<_> = (0..8)
+        .map(|_| {
+            (0..40)
+                .map(|_| hostile_payload(&mut rng))
+                .collect::<Vec<_>>()
+        })
+        .map(|payloads| {
+            tokio::spawn(async move {
+                let mut peer = Peer::connect(addr).await;
+                let (mut accepted, mut rejected) = (0, 0);
+                for payload in payloads {
+                    let reply = peer.call(payload.clone()).await;
+                    let code = code(&reply);
+                    match Message::parse(payload) {
+                        Ok(sent) if code == "AA" || code == "CA" => {
+                            assert!(sent.message_code().is_some(), "{code} without MSH-9");
+                            let control_id = sent.control_id().expect("success without MSH-10");
+                            assert_eq!(field(&reply, "MSA-2"), control_id);
+                            accepted += 1;
+                        }
+                        Ok(_) => rejected += 1,
+                        Err(_) => {
+                            assert_eq!(code, "AR", "an unparseable payload got {code}");
+                            rejected += 1;
+                        }
+                    }
+                    assert!(!code.is_empty(), "a reply without MSA-1");
+                }
+                (accepted, rejected)
+            })
+        })
+        .collect();
+    let good = tokio::spawn(async move {
+        let mut peer = Peer::connect(addr).await;
+        for i in 0..100 {
+            let control_id = format!("GOOD-{i}");
+            let reply = peer.call(hl7("ADT^A01", &control_id, "2.5")).await;
+            assert_eq!(code(&reply), "AA");
+            assert_eq!(field(&reply, "MSA-2"), control_id);
+        }
+    });
+    let (mut accepted, mut rejected) = (0, 0);
+    for peer in hostile {
+        let (a, r) = within(peer).await.expect("hostile peer task");
+        accepted += a;
+        rejected += r;
+    }
+    within(good).await.expect("good peer task");
+    // Both outcomes happened, so both assertions above were exercised.
+    assert!(
+        accepted > 0 && rejected > 0,
+        "accepted {accepted}, rejected {rejected}"
+    );
+    let mut late = Peer::connect(addr).await;
+    assert_eq!(code(&late.call(hl7("ADT^A01", "LATE", "2.5")).await), "AA");
+    within(server.shutdown()).await;
+}
