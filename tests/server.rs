@@ -676,3 +676,77 @@ async fn hostile_peers_never_get_a_success_ack_and_never_disturb_others() {
     assert_eq!(code(&late.call(hl7("ADT^A01", "LATE", "2.5")).await), "AA");
     within(server.shutdown()).await;
 }
+
+/// Raw garbage streams never disturb other connections: each hostile connection sends one frame
+/// of random bytes (and waits for its AR), then more such frames mixed with broken framing
+/// (stray block characters, bytes outside a frame) at random points. Every such connection
+/// ends, every reply it got is an AR, and a good peer gets AA for every message throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_garbage_streams_never_disturb_other_connections() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    /// Random frame content: any byte but the block characters.
+    fn random_content(rng: &mut fastrand::Rng) -> Vec<u8> {
+        (0..rng.usize(1..200))
+            .map(|_| match rng.u8(..) {
+                0x0B | 0x1C => b'x',
+                b => b,
+            })
+            .collect()
+    }
+
+    let server = serve(accept_all()).await;
+    let addr = server.local_addr();
+    let mut rng = fastrand::Rng::with_seed(0x4741_5242);
+    let peers: Vec<(Vec<u8>, Vec<u8>)> = (0..8)
+        .map(|_| {
+            let first = random_content(&mut rng);
+            let mut rest = Vec::new();
+            for _ in 0..20 {
+                if rng.u8(0..4) == 0 {
+                    rest.extend((0..rng.usize(1..200)).map(|_| rng.u8(..)));
+                } else {
+                    rest.push(0x0B);
+                    rest.extend(random_content(&mut rng));
+                    rest.extend_from_slice(b"\x1c\r");
+                }
+            }
+            (first, rest)
+        })
+        .collect();
+    let hostile: Vec<_> = peers
+        .into_iter()
+        .map(|(first, rest)| {
+            tokio::spawn(async move {
+                let mut peer = Peer::connect(addr).await;
+                assert_eq!(code(&peer.call(Bytes::from(first)).await), "AR");
+                // The server may close mid-stream (a framing error): a failed write is fine.
+                let socket = peer.framed.get_mut();
+                let _ = socket.write_all(&rest).await;
+                let _ = socket.shutdown().await;
+                // Whatever else comes back, up to the close (or a reset), is an AR.
+                while let Some(Ok(frame)) = peer.framed.next().await {
+                    let reply = Message::parse(frame).expect("every reply is HL7");
+                    assert_eq!(code(&reply), "AR");
+                }
+            })
+        })
+        .collect();
+    let good = tokio::spawn(async move {
+        let mut peer = Peer::connect(addr).await;
+        for i in 0..100 {
+            let control_id = format!("GOOD-{i}");
+            let reply = peer.call(hl7("ADT^A01", &control_id, "2.5")).await;
+            assert_eq!(code(&reply), "AA");
+            assert_eq!(field(&reply, "MSA-2"), control_id);
+        }
+    });
+    for peer in hostile {
+        within(peer).await.expect("hostile peer task");
+    }
+    within(good).await.expect("good peer task");
+    let mut late = Peer::connect(addr).await;
+    assert_eq!(code(&late.call(hl7("ADT^A01", "LATE", "2.5")).await), "AA");
+    within(server.shutdown()).await;
+}
