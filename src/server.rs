@@ -97,6 +97,7 @@ pub struct ServerBuilder<T: Transport = mllp_actors::PlainTcp> {
     observers: Vec<Arc<dyn Observer<Hl7>>>,
     metrics: Option<Metrics>,
     trace_ratio: f64,
+    trace_limit: Option<u32>,
     transport: T,
 }
 
@@ -124,6 +125,7 @@ impl Default for ServerBuilder {
             observers: Vec::new(),
             metrics: None,
             trace_ratio: 1.0,
+            trace_limit: None,
             transport: mllp_actors::PlainTcp,
         }
     }
@@ -278,6 +280,22 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
+    /// At most this many `mllp.message` spans per second, server-wide; `None` for no limit.
+    /// Default is `None`: every message the ratio keeps is traced.
+    ///
+    /// A cap keeps every message traced at ordinary rates and bounds what tracing costs in a
+    /// burst (a backlog replayed after an outage, a batch load), where a ratio would drop the same
+    /// share of messages at every rate. It applies after
+    /// [`message_trace_ratio`](Self::message_trace_ratio), counting only the messages the ratio
+    /// kept. Seconds are counted from when the server was built, in fixed windows, so a burst
+    /// that straddles the turn of a second may get up to twice the limit within one second of
+    /// wall-clock time. `Some(0)` traces no message. As with the ratio, messages left out cost no
+    /// span, and the `mllp.connection` span, log events and metrics are not limited.
+    pub fn message_trace_limit(mut self, per_second: Option<u32>) -> Self {
+        self.trace_limit = per_second;
+        self
+    }
+
     /// Serves over another transport (TLS, or a peer allow-list). Default is plain TCP.
     pub fn transport<U: Transport>(self, transport: U) -> ServerBuilder<U> {
         ServerBuilder {
@@ -291,6 +309,7 @@ impl<T: Transport> ServerBuilder<T> {
             observers: self.observers,
             metrics: self.metrics,
             trace_ratio: self.trace_ratio,
+            trace_limit: self.trace_limit,
             transport,
         }
     }
@@ -339,7 +358,7 @@ impl<T: Transport> ServerBuilder<T> {
             ack: self.ack,
             parse: self.parse,
             codec: MllpCodec::from_config(self.frame),
-            sampler: protocol::Sampler::new(self.trace_ratio),
+            sampler: protocol::Sampler::new(self.trace_ratio, self.trace_limit),
         });
         let mut observers = self.observers;
         observers.insert(0, Arc::new(self.metrics.unwrap_or_else(Metrics::global)));

@@ -567,6 +567,10 @@ async fn bad_flags_are_rejected_naming_the_flag() {
             &["serve", "--message-trace-ratio", "2"],
             "--message-trace-ratio",
         ),
+        (
+            &["serve", "--message-trace-limit", "lots"],
+            "--message-trace-limit",
+        ),
     ];
     for (args, flag) in cases {
         let out = mllp(args).await;
@@ -589,6 +593,7 @@ async fn bad_config_file_is_rejected_naming_the_key() {
         ("idle-timeout = \"later\"\n", "idle-timeout"),
         ("framing = \"sloppy\"\n", "sloppy"),
         ("message-trace-ratio = 1.5\n", "message-trace-ratio"),
+        ("message-trace-limit = -1\n", "message-trace-limit"),
     ] {
         let config = write(dir.path(), "mllp.toml", content.as_bytes());
         let out = mllp(&[
@@ -615,7 +620,7 @@ async fn config_file_applies_and_flags_win() {
     let config = write(
         dir.path(),
         "mllp.toml",
-        b"max-message-size = 100\nno-inbox = true\nshutdown_grace = \"2s\"\nmessage-trace-ratio = 0.5\n",
+        b"max-message-size = 100\nno-inbox = true\nshutdown_grace = \"2s\"\nmessage-trace-ratio = 0.5\nmessage-trace-limit = 100\n",
     );
     let input = write(dir.path(), "one.hl7", &hl7("CFG-1", b"DOE"));
 
@@ -626,7 +631,14 @@ async fn config_file_applies_and_flags_win() {
 
     let serve = Serve::start(
         dir.path(),
-        &["--config", &config, "--max-message-size", "1MiB"],
+        &[
+            "--config",
+            &config,
+            "--max-message-size",
+            "1MiB",
+            "--message-trace-limit",
+            "none",
+        ],
     )
     .await;
     let out = mllp(&["send", "--to", &serve.to(), &input]).await;

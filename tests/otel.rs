@@ -514,6 +514,40 @@ async fn messages_left_out_by_the_trace_ratio_get_no_span_but_are_counted() {
     );
 }
 
+/// With `message_trace_limit(Some(2))` at most two messages per second (of tokio's paused
+/// clock) get an `mllp.message` span; the others are still answered and counted.
+#[tokio::test(start_paused = true)]
+async fn trace_limit_caps_message_spans_per_second() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route("ADT^A01", |_req: Request| async {});
+    // No idle timer, so the paused clock moves only when the test advances it.
+    let builder = Server::builder()
+        .router(router)
+        .idle_timeout(None)
+        .message_trace_limit(Some(2));
+    let server = telemetry.start(builder).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    for i in 0..10 {
+        if i == 5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let reply = peer.call(phi_message("ADT^A01", &format!("L{i}"))).await;
+        assert_eq!(ack_code(&reply), "AA");
+    }
+    drop(peer);
+    within(server.shutdown()).await;
+
+    let spans = telemetry.spans();
+    let mut traced: Vec<String> = named(&spans, "mllp.message")
+        .into_iter()
+        .map(|span| string(span, "hl7.control_id"))
+        .collect();
+    traced.sort();
+    assert_eq!(traced, ["L0", "L1", "L5", "L6"]);
+    let aa = [("hl7.message_type", "ADT"), ("hl7.ack_code", "AA")];
+    assert_eq!(telemetry.metrics().sum("mllp.server.messages", &aa), 10);
+}
+
 /// A sender cycling through message types cannot grow `mllp.server.messages` without bound:
 /// past 1024 (type, event, ACK) combinations, messages are counted in one series marked
 /// `otel.metric.overflow = true`, and every message is still counted once.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -38,16 +39,29 @@ pub(crate) struct Hl7Inner {
 }
 
 /// Decides which messages get an `mllp.message` span
-/// ([`ServerBuilder::message_trace_ratio`](crate::ServerBuilder::message_trace_ratio)).
-#[derive(Debug, Clone, Copy)]
+/// ([`ServerBuilder::message_trace_ratio`](crate::ServerBuilder::message_trace_ratio) first,
+/// then [`ServerBuilder::message_trace_limit`](crate::ServerBuilder::message_trace_limit)).
+#[derive(Debug)]
 pub(crate) struct Sampler {
     /// A message is traced when a uniform 64-bit draw is below this; `u64::MAX` means always
     /// (no draw), 0 never.
     threshold: u64,
+    limit: Option<TraceLimit>,
+}
+
+/// At most `per_second` traced messages in each whole second since the server was built (fixed
+/// windows: a burst across a window boundary may get up to twice that in one second). Time is
+/// tokio's, so it follows a paused clock in tests.
+#[derive(Debug)]
+struct TraceLimit {
+    per_second: u32,
+    start: tokio::time::Instant,
+    /// The current window's second (high 32 bits) and the messages traced in it (low 32).
+    window: AtomicU64,
 }
 
 impl Sampler {
-    pub(crate) fn new(ratio: f64) -> Self {
+    pub(crate) fn new(ratio: f64, limit: Option<u32>) -> Self {
         let threshold = if ratio >= 1.0 {
             u64::MAX
         } else if ratio > 0.0 {
@@ -56,15 +70,55 @@ impl Sampler {
         } else {
             0
         };
-        Sampler { threshold }
+        Sampler {
+            threshold,
+            limit: limit.map(|per_second| TraceLimit {
+                per_second,
+                start: tokio::time::Instant::now(),
+                window: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// Whether this message is traced.
     pub(crate) fn sample(&self) -> bool {
-        match self.threshold {
+        let drawn = match self.threshold {
             u64::MAX => true,
             0 => false,
             threshold => fastrand::u64(..) < threshold,
+        };
+        drawn && self.limit.as_ref().is_none_or(TraceLimit::admit)
+    }
+}
+
+impl TraceLimit {
+    /// Takes one of this second's traces, if any is left.
+    fn admit(&self) -> bool {
+        if self.per_second == 0 {
+            return false;
+        }
+        let second = self.start.elapsed().as_secs() as u32;
+        let mut current = self.window.load(Ordering::Relaxed);
+        loop {
+            let (at, used) = ((current >> 32) as u32, current as u32);
+            // Compared in wrapping arithmetic; a thread whose clock read is a moment behind
+            // another's counts in the newer window instead of resetting it.
+            let next = if (second.wrapping_sub(at) as i32) > 0 {
+                (u64::from(second) << 32) | 1
+            } else if used < self.per_second {
+                current + 1
+            } else {
+                return false;
+            };
+            match self.window.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
         }
     }
 }
@@ -538,12 +592,43 @@ mod tests {
     fn sampler_keeps_the_configured_fraction() {
         let n = 100_000;
         let count = |ratio: f64| {
-            let sampler = Sampler::new(ratio);
+            let sampler = Sampler::new(ratio, None);
             (0..n).filter(|_| sampler.sample()).count()
         };
         assert_eq!(count(1.0), n);
         assert_eq!(count(0.0), 0);
         let quarter = count(0.25) as f64 / n as f64;
         assert!((0.23..0.27).contains(&quarter), "sampled {quarter}");
+    }
+
+    /// The limit admits at most its count in each second of (tokio's) time, the count starts
+    /// afresh every second, and a limit of 0 admits nothing.
+    #[tokio::test(start_paused = true)]
+    async fn trace_limit_admits_its_count_per_second() {
+        let sampler = Sampler::new(1.0, Some(3));
+        let traced = || (0..10).filter(|_| sampler.sample()).count();
+        assert_eq!(traced(), 3);
+        tokio::time::advance(std::time::Duration::from_millis(999)).await;
+        assert_eq!(traced(), 0, "still the first second");
+        tokio::time::advance(std::time::Duration::from_millis(1)).await;
+        assert_eq!(traced(), 3);
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        assert_eq!(traced(), 3);
+        assert_eq!(
+            (0..10)
+                .filter(|_| Sampler::new(1.0, Some(0)).sample())
+                .count(),
+            0
+        );
+    }
+
+    /// The ratio applies first and the limit counts only what it let through: with ratio 0 the
+    /// limit is never used up.
+    #[tokio::test(start_paused = true)]
+    async fn trace_limit_counts_only_messages_the_ratio_kept() {
+        let sampler = Sampler::new(0.0, Some(3));
+        assert_eq!((0..10).filter(|_| sampler.sample()).count(), 0);
+        let limit = sampler.limit.as_ref().expect("a limit");
+        assert_eq!(limit.window.load(Ordering::Relaxed) as u32, 0);
     }
 }

@@ -161,6 +161,8 @@ pub(crate) struct ServeFile {
     pub(crate) max_concurrent_handlers: Option<NumberOrText>,
     #[serde(alias = "message_trace_ratio")]
     pub(crate) message_trace_ratio: Option<NumberOrText>,
+    #[serde(alias = "message_trace_limit")]
+    pub(crate) message_trace_limit: Option<NumberOrText>,
     pub(crate) framing: Option<Framing>,
     #[serde(alias = "shutdown_grace")]
     pub(crate) shutdown_grace: Option<String>,

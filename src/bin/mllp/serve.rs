@@ -27,6 +27,20 @@ fn idle_timeout(s: &str) -> Result<IdleTimeout, String> {
     config::optional_duration(s).map(IdleTimeout)
 }
 
+/// A cap on message spans per second, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceLimit(pub(crate) Option<u32>);
+
+fn trace_limit(s: &str) -> Result<TraceLimit, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(TraceLimit(None));
+    }
+    s.parse()
+        .map(|n| TraceLimit(Some(n)))
+        .map_err(|_| "expected a whole number of spans per second, or none".to_owned())
+}
+
 /// Receive HL7 v2 messages over MLLP and acknowledge them.
 ///
 /// Every accepted message is written to the inbox directory (one file per message: write to a
@@ -140,6 +154,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "RATIO", value_parser = config::ratio)]
     message_trace_ratio: Option<f64>,
 
+    /// At most N `mllp.message` spans per second (of the messages --message-trace-ratio kept),
+    /// so a burst cannot make tracing expensive; `none` for no limit [default: none]
+    #[arg(long, value_name = "N|none", value_parser = trace_limit)]
+    message_trace_limit: Option<TraceLimit>,
+
     /// Log line format on stderr; the `RUST_LOG` variable filters (default filter:
     /// `info,ractor=warn`) [default: text]
     #[arg(long, value_name = "FORMAT", value_enum)]
@@ -182,6 +201,7 @@ pub(crate) struct Settings {
     pub(crate) framing: Option<Framing>,
     pub(crate) shutdown_grace: Option<Duration>,
     pub(crate) message_trace_ratio: Option<f64>,
+    pub(crate) message_trace_limit: Option<TraceLimit>,
     pub(crate) handshake_timeout: Option<Duration>,
     pub(crate) tls: Option<TlsSettings>,
     pub(crate) allow_peer: Vec<String>,
@@ -318,6 +338,12 @@ impl ServeArgs {
                 num(file.message_trace_ratio),
                 config::ratio,
             )?),
+            message_trace_limit: self.message_trace_limit.or(config::file_value(
+                path,
+                "message-trace-limit",
+                num(file.message_trace_limit),
+                trace_limit,
+            )?),
             handshake_timeout: self.handshake_timeout.or(config::file_value(
                 path,
                 "handshake-timeout",
@@ -402,6 +428,9 @@ async fn serve(settings: Settings) -> ExitCode {
     }
     if let Some(v) = settings.message_trace_ratio {
         builder = builder.message_trace_ratio(v);
+    }
+    if let Some(TraceLimit(v)) = settings.message_trace_limit {
+        builder = builder.message_trace_limit(v);
     }
     // No --allow-peer means everyone; an empty allow-list would admit no one.
     let admission = if settings.allow_peer.is_empty() {
