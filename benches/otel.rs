@@ -14,10 +14,15 @@
 //! For the ratio (otel throughput / off throughput), robust to a noisy machine, run
 //! `MLLP_BENCH_RATIO=1 cargo bench --bench otel`: interleaved rounds of 20 000 messages per
 //! configuration, best round of each, plus "otel_sampled_10" (the same pipeline with
-//! `message_trace_ratio(0.1)`: one message in ten gets a span) and two breakdown configurations ("metrics_only": the
-//! meter without a subscriber; "layer_noop": the tracing-opentelemetry layer on a no-op tracer,
-//! the floor of span export through `tracing`). `MLLP_BENCH_ROUNDS` sets the rounds (7);
+//! `message_trace_ratio(0.1)`: one message in ten gets a span), "otel_limit_1000" (the same
+//! pipeline with `message_trace_limit(Some(1000))`) and two breakdown configurations
+//! ("metrics_only": the meter without a subscriber; "layer_noop": the tracing-opentelemetry
+//! layer on a no-op tracer, the floor of span export through `tracing`). `MLLP_BENCH_ROUNDS` sets the rounds (7);
 //! `MLLP_BENCH_CONFIGS=otel` runs only the named configurations (comma-separated), for profiling.
+//! `MLLP_BENCH_MESSAGES` sets the messages per round (20 000). The limit's windows are whole
+//! seconds from server start and a round lasts a fraction of one, so "otel_limit_1000" is only
+//! representative of a steady load with rounds of several seconds:
+//! `MLLP_BENCH_MESSAGES=400000 MLLP_BENCH_CONFIGS=off,otel,otel_limit_1000`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +106,8 @@ struct Telemetry {
     meter: Option<SdkMeterProvider>,
     /// `ServerBuilder::message_trace_ratio`.
     trace_ratio: f64,
+    /// `ServerBuilder::message_trace_limit`.
+    trace_limit: Option<u32>,
 }
 
 impl Telemetry {
@@ -110,6 +117,7 @@ impl Telemetry {
             tracer: None,
             meter: None,
             trace_ratio: 1.0,
+            trace_limit: None,
         }
     }
 
@@ -140,6 +148,7 @@ impl Telemetry {
             tracer: Some(tracer),
             meter: Some(meter),
             trace_ratio: 1.0,
+            trace_limit: None,
         }
     }
 
@@ -147,6 +156,14 @@ impl Telemetry {
     fn otel_sampled() -> Telemetry {
         Telemetry {
             trace_ratio: 0.1,
+            ..Telemetry::otel()
+        }
+    }
+
+    /// The full pipeline, at most 1000 message spans per second (`message_trace_limit`).
+    fn otel_limited() -> Telemetry {
+        Telemetry {
+            trace_limit: Some(1000),
             ..Telemetry::otel()
         }
     }
@@ -175,6 +192,7 @@ impl Telemetry {
             tracer: None,
             meter: None,
             trace_ratio: 1.0,
+            trace_limit: None,
         }
     }
 
@@ -192,7 +210,8 @@ async fn start(telemetry: &Telemetry) -> ServerHandle {
     let router = Router::new().route("ADT^*", |_req: Request| async {});
     let mut builder = Server::builder()
         .router(router)
-        .message_trace_ratio(telemetry.trace_ratio);
+        .message_trace_ratio(telemetry.trace_ratio)
+        .message_trace_limit(telemetry.trace_limit);
     if let Some(provider) = &telemetry.meter {
         builder = builder.meter(&provider.meter("mllp"));
     }
@@ -282,11 +301,15 @@ fn ratio_report() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let messages: u64 = 20_000;
+    let messages: u64 = std::env::var("MLLP_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let configs: Vec<Config> = vec![
         ("off", Telemetry::off),
         ("otel", Telemetry::otel),
         ("otel_sampled_10", Telemetry::otel_sampled),
+        ("otel_limit_1000", Telemetry::otel_limited),
         ("metrics_only", Telemetry::metrics_only),
         ("layer_noop", Telemetry::layer_noop),
     ];
