@@ -572,6 +572,18 @@ async fn lone_start_block_is_closed_by_the_frame_timeout() {
     within(server.shutdown()).await;
 }
 
+/// A well-behaved peer beside hostile ones: 100 valid messages, each answered AA with its own
+/// MSH-10.
+async fn good_peer(addr: std::net::SocketAddr) {
+    let mut peer = Peer::connect(addr).await;
+    for i in 0..100 {
+        let control_id = format!("GOOD-{i}");
+        let reply = peer.call(hl7("ADT^A01", &control_id, "2.5")).await;
+        assert_eq!(code(&reply), "AA");
+        assert_eq!(field(&reply, "MSA-2"), control_id);
+    }
+}
+
 /// Bad input never gets an ACK that claims success and never disturbs other connections: eight
 /// peers send mutated and truncated copies of a real ADT and random bytes (seeded, so every run
 /// sends the same frames) while a ninth sends valid messages. A success (AA/CA) only ever
@@ -651,15 +663,7 @@ async fn hostile_peers_never_get_a_success_ack_and_never_disturb_others() {
             })
         })
         .collect();
-    let good = tokio::spawn(async move {
-        let mut peer = Peer::connect(addr).await;
-        for i in 0..100 {
-            let control_id = format!("GOOD-{i}");
-            let reply = peer.call(hl7("ADT^A01", &control_id, "2.5")).await;
-            assert_eq!(code(&reply), "AA");
-            assert_eq!(field(&reply, "MSA-2"), control_id);
-        }
-    });
+    let good = tokio::spawn(good_peer(addr));
     let (mut accepted, mut rejected) = (0, 0);
     for peer in hostile {
         let (a, r) = within(peer).await.expect("hostile peer task");
@@ -733,15 +737,7 @@ async fn raw_garbage_streams_never_disturb_other_connections() {
             })
         })
         .collect();
-    let good = tokio::spawn(async move {
-        let mut peer = Peer::connect(addr).await;
-        for i in 0..100 {
-            let control_id = format!("GOOD-{i}");
-            let reply = peer.call(hl7("ADT^A01", &control_id, "2.5")).await;
-            assert_eq!(code(&reply), "AA");
-            assert_eq!(field(&reply, "MSA-2"), control_id);
-        }
-    });
+    let good = tokio::spawn(good_peer(addr));
     for peer in hostile {
         within(peer).await.expect("hostile peer task");
     }
