@@ -10,15 +10,18 @@
 //!
 //! Transient accept errors (out of file descriptors, a peer that reset before `accept()`
 //! returned, ...) are not failures: the loop backs off (10 ms doubling to 1 s) and retries. Only
-//! an error that says the listening socket itself is unusable ends the loop; the actor then
-//! fails and the server restarts it under its `RestartPolicy`. The listener belongs to the
+//! an error that says the listening socket itself is unusable ends the loop, and so does a panic
+//! in it (in `Transport::admit` or an observer); the actor then fails and the server restarts it
+//! under its `RestartPolicy`. The listener belongs to the
 //! server, not to the acceptor, so a restarted acceptor accepts on the same socket.
 
 use std::io;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
 
@@ -27,6 +30,7 @@ use crate::owned::OwnedTask;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::supervisor::SupervisorMessage;
+use crate::task::panic_message;
 use crate::transport::Transport;
 
 const BACKOFF_START: Duration = Duration::from_millis(10);
@@ -77,9 +81,18 @@ impl<P: Protocol, T: Transport> Actor for Acceptor<P, T> {
         state.start(|args| {
             let tasks = args.shared.tasks.clone();
             tasks.spawn(async move {
-                if let Err(error) = accept_loop(args).await {
-                    let _ = myself.cast(AcceptorMessage::Failed(error));
-                }
+                // A panic in the loop (in `Transport::admit`, or in an observer of
+                // `ConnectionRefused`) is an acceptor failure like a dead listener: without
+                // this, the task would end unnoticed and the server would stop accepting.
+                let error = match AssertUnwindSafe(accept_loop(args)).catch_unwind().await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) => error,
+                    Err(payload) => io::Error::other(format!(
+                        "accept loop panicked: {}",
+                        panic_message(payload)
+                    )),
+                };
+                let _ = myself.cast(AcceptorMessage::Failed(error));
             })
         });
         Ok(())

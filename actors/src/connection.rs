@@ -439,22 +439,33 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 meta: &meta,
             });
         }
-        let handler = protocol
-            .handle(request, &meta, &self.info)
-            .instrument(span.clone());
+        // `handle` may do its work before returning the future (`std::future::ready(f())`): a
+        // panic there is the handler's failure too, not the connection's.
+        let handler = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            protocol.handle(request, &meta, &self.info)
+        }));
         let tasks = &self.shared.tasks;
         let limit = self.shared.config.handler_timeout;
-        let mut handler = match permit {
-            None => HandlerTask::start(tasks, handler, limit),
-            Some(permit) => HandlerTask::start(
-                tasks,
-                Box::pin(async move {
-                    // The server-wide permit is held for exactly as long as the handler runs.
-                    let _permit = permit;
-                    handler.await
-                }),
-                limit,
-            ),
+        let mut handler = match (handler, permit) {
+            (Err(payload), _) => {
+                HandlerTask::Done(Some(Err(Failure::Panicked(panic_message(payload)))))
+            }
+            (Ok(handler), None) => {
+                HandlerTask::start(tasks, handler.instrument(span.clone()), limit)
+            }
+            (Ok(handler), Some(permit)) => {
+                let handler = handler.instrument(span.clone());
+                HandlerTask::start(
+                    tasks,
+                    Box::pin(async move {
+                        // The server-wide permit is held for exactly as long as the handler
+                        // runs.
+                        let _permit = permit;
+                        handler.await
+                    }),
+                    limit,
+                )
+            }
         };
         if self.queue.is_empty()
             && let Some(outcome) = handler.take_done()
@@ -606,6 +617,19 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         }
         self.ready = None;
         self.stats.in_flight.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<P: Protocol, T: Transport> Drop for Conn<P, T> {
+    /// Every path that ends the loop answers or aborts what is in flight; this covers the ones
+    /// that cannot: a panic on the connection's task (in the codec, the protocol or an observer)
+    /// and a kill. Each message still queued gets its one end event, as `Failure::Aborted`.
+    fn drop(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        // An observer that panicked once may panic again: that must not become a panic in drop.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.abort_in_flight()));
     }
 }
 

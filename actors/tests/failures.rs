@@ -77,6 +77,32 @@ async fn panicking_handler_is_answered_and_connection_goes_on() {
     server.finish().await;
 }
 
+/// A handler that panics before it returns its future (work done in `handle` itself, as with
+/// `std::future::ready(f())`) is a handler failure like any other: answered with the failure
+/// response, reported once, and the connection goes on.
+#[tokio::test]
+async fn panic_in_the_body_of_handle_is_a_handler_failure() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let (mut client, id) = server.connect_registered().await;
+    assert_eq!(client.request("eager").await, "failed: panic");
+    assert_eq!(client.request("after").await, "after");
+    assert_eq!(
+        exceptions(&server),
+        [(
+            "eager".into(),
+            Failure::Panicked("eager boom".into()),
+            Some("failed: panic".into())
+        )]
+    );
+    drop(client);
+    assert_eq!(
+        server.recorder.stop_of(id).await,
+        (CloseReason::PeerClosed, 2)
+    );
+    server.finish().await;
+    server.recorder.assert_consistent();
+}
+
 /// Under `NoResponse` a failed handler gets no answer and the next request is answered.
 #[tokio::test(start_paused = true)]
 async fn no_response_policy_skips_the_failed_request() {
@@ -192,5 +218,37 @@ async fn runtime_panic_is_one_stop_and_frees_the_slot() {
         .filter(|e| matches!(e, Rec::Stop { id: i, .. } if *i == id))
         .count();
     assert_eq!(stops, 1);
+    server.recorder.assert_consistent();
+}
+
+/// A panic on the connection's task (here, its codec) while a handler is in flight still ends
+/// that message: it is reported once, as aborted, before the connection's stop, and counted.
+#[tokio::test]
+async fn runtime_panic_still_ends_the_messages_in_flight() {
+    let mut protocol = Lines::new();
+    protocol.codec_panics_on = Some("crash".into());
+    let server = TestServer::start_with(
+        protocol,
+        mllp_actors::PlainTcp,
+        ServerConfig::default().max_in_flight(2),
+    )
+    .await;
+    let (mut client, id) = server.connect_registered().await;
+    client.send("block").await;
+    server
+        .recorder
+        .wait_for(|events| events.iter().any(|e| matches!(e, Rec::MsgStart { .. })))
+        .await;
+    client.send("crash").await;
+    client.expect_eof().await;
+    let (reason, messages) = server.recorder.stop_of(id).await;
+    assert!(matches!(reason, CloseReason::Panicked(_)), "{reason:?}");
+    assert_eq!(messages, 1);
+    assert_eq!(
+        exceptions(&server),
+        [("block".into(), Failure::Aborted, None)]
+    );
+    server.shutdown().await;
+    assert_eq!(server.dropped(), 1, "the in-flight handler was not aborted");
     server.recorder.assert_consistent();
 }

@@ -2,10 +2,14 @@
 
 mod support;
 
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mllp_actors::{CloseReason, RestartPolicy, ServerConfig, ServerError};
-use support::{Rec, TestServer, within};
+use mllp_actors::{CloseReason, Established, RestartPolicy, ServerConfig, ServerError, Transport};
+use support::{Lines, Rec, TestServer, within};
+use tokio::net::TcpStream;
 
 fn restarts(server: &TestServer) -> Vec<u32> {
     server
@@ -137,4 +141,53 @@ async fn never_policy_escalates_the_first_failure() {
     );
     assert!(restarts(&server).is_empty());
     assert_eq!(server.shutdown().await.drained, 0);
+}
+
+/// Plain TCP whose admission check panics the first time (a bug in user code).
+struct PanicsOnce(AtomicBool);
+
+impl Transport for PanicsOnce {
+    type Stream = TcpStream;
+
+    fn admit(&self, _peer: SocketAddr) -> bool {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            panic!("admission bug");
+        }
+        true
+    }
+
+    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<TcpStream>> {
+        Ok(Established {
+            stream: socket,
+            tls: false,
+            peer_identity: None,
+        })
+    }
+}
+
+/// A panic in the accept loop (here in `Transport::admit`) is an acceptor failure: reported as a
+/// restart naming the panic, and the restarted acceptor serves the next peers.
+#[tokio::test(start_paused = true)]
+async fn panic_in_the_accept_loop_restarts_the_acceptor() {
+    let server = TestServer::start_with(
+        Lines::new(),
+        PanicsOnce(AtomicBool::new(false)),
+        ServerConfig::default(),
+    )
+    .await;
+    let mut first = server.connect().await;
+    first.expect_eof().await;
+    let (mut second, _) = server.connect_registered().await;
+    assert_eq!(second.request("hello").await, "hello");
+    let events = server.recorder.events();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Rec::AcceptorRestart { error, .. } if error.contains("admission bug"))
+        ),
+        "{events:?}"
+    );
+    drop(second);
+    server.shutdown().await;
+    assert!(within(server.handle.wait()).await.is_ok());
+    server.recorder.assert_consistent();
 }

@@ -148,6 +148,11 @@ impl Protocol for Lines {
         let gate = Arc::clone(&self.gate);
         let dropped = Arc::clone(&self.dropped);
         let command = meta.command.clone();
+        // A handler that does its work before returning its future, as
+        // `std::future::ready(f())` does, and panics there.
+        if command == "eager" {
+            panic!("eager boom");
+        }
         Box::pin(async move {
             let arg = line
                 .split(' ')
