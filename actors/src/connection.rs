@@ -592,6 +592,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 &self.shared.protocol,
                 self.shared.config.write_timeout,
                 &self.shared.control.abort,
+                &mut self.queue,
             )
             .await
         {
@@ -604,12 +605,18 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     /// or the shutdown grace ran out). Each is reported once, as `Failure::Aborted`.
     fn abort_in_flight(&mut self) {
         while let Some(entry) = self.queue.pop_front() {
-            // Dropping the entry aborts its task.
+            // Dropping the entry aborts its task. A handler that already failed (past its
+            // deadline, or panicked) is reported with that failure; one that finished or is
+            // still running was aborted.
+            let failure = match entry.outcome {
+                Some(Err(failure)) => failure,
+                _ => Failure::Aborted,
+            };
             self.shared.observers.emit(Event::MessageException {
                 connection: &self.info,
                 meta: &entry.meta,
                 duration: entry.decoded_at.elapsed(),
-                failure: &Failure::Aborted,
+                failure: &failure,
                 response: None,
                 span: &entry.span,
             });
@@ -639,18 +646,24 @@ fn poll_front<P: Protocol>(
     queue: &mut VecDeque<InFlight<P>>,
     cx: &mut Context<'_>,
 ) -> Poll<InFlight<P>> {
+    poll_handlers(queue, cx);
+    match queue.front() {
+        Some(front) if front.outcome.is_some() => {
+            Poll::Ready(queue.pop_front().expect("front exists"))
+        }
+        _ => Poll::Pending,
+    }
+}
+
+/// Polls every in-flight handler that has not finished, keeping each outcome: a handler past
+/// its deadline is aborted here. Registers the waker with every handler still running.
+fn poll_handlers<P: Protocol>(queue: &mut VecDeque<InFlight<P>>, cx: &mut Context<'_>) {
     for entry in queue.iter_mut() {
         if entry.outcome.is_none()
             && let Poll::Ready(outcome) = Pin::new(&mut entry.handler).poll(cx)
         {
             entry.outcome = Some(outcome);
         }
-    }
-    match queue.front() {
-        Some(front) if front.outcome.is_some() => {
-            Poll::Ready(queue.pop_front().expect("front exists"))
-        }
-        _ => Poll::Pending,
     }
 }
 
@@ -761,13 +774,15 @@ where
         }
     }
 
-    /// Encodes and writes one response under `timeout`; returns its encoded size.
+    /// Encodes and writes one response under `timeout`; returns its encoded size. While a write
+    /// waits for the peer, the handlers in `queue` are still polled, so each meets its deadline.
     async fn write(
         &mut self,
         response: P::Response,
         protocol: &P,
         timeout: Duration,
         abort: &CancellationToken,
+        queue: &mut VecDeque<InFlight<P>>,
     ) -> Result<usize, CloseReason> {
         self.write_buf.clear();
         if let Err(error) = self.codec.encode(response, &mut self.write_buf) {
@@ -789,6 +804,11 @@ where
                 biased;
                 result = tokio::time::timeout(timeout, poll_fn(|cx| poll_send(stream, buf, cx))) => result,
                 () = abort.cancelled() => return Err(CloseReason::Aborted),
+                // Never ready: keeps the handlers' deadlines running during a slow write.
+                () = poll_fn(|cx| {
+                    poll_handlers(queue, cx);
+                    Poll::<()>::Pending
+                }) => unreachable!("never ready"),
             },
         };
         match result {

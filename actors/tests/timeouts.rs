@@ -137,3 +137,49 @@ async fn stalled_handshake_closes_as_handshake_timeout() {
     }
     server.finish().await;
 }
+
+/// A handler's deadline holds while the connection waits on a slow write of an earlier answer:
+/// the handler is aborted at its deadline (not when the write gives up), and reported as timed
+/// out when the connection then closes for the write timeout.
+#[tokio::test(start_paused = true)]
+async fn handler_deadline_holds_while_a_write_is_blocked() {
+    let limit = Duration::from_secs(2);
+    let server = TestServer::start(
+        ServerConfig::default()
+            .max_in_flight(3)
+            .handler_timeout(limit)
+            .write_timeout(Duration::from_secs(5)),
+    )
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = within(socket.connect(server.addr())).await.unwrap();
+    let mut client = LineClient::from_stream(stream);
+    let id = server.recorder.nth_start(1).await;
+    // All three are read while `sleep 1` runs. At 1 s it is answered, then `big`'s answer
+    // fills the socket (the client never reads); `hang` never finishes and passes its deadline
+    // (2 s) while that write waits.
+    client
+        .send_raw(format!("sleep 1\nbig {}\nhang\n", 16 << 20).as_bytes())
+        .await
+        .unwrap();
+    let (reason, _) = server.recorder.stop_of(id).await;
+    assert_eq!(reason, CloseReason::WriteTimeout);
+    let failures: Vec<_> = server
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Rec::MsgException {
+                command, failure, ..
+            } => Some((command, failure)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [("hang".to_owned(), mllp_actors::Failure::TimedOut(limit))]
+    );
+    assert_eq!(server.dropped(), 1);
+    server.finish().await;
+}
