@@ -22,17 +22,21 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::ack::{AckCode, AckRequirement};
-use crate::frame::{FrameError, MllpCodec};
+use crate::frame::{END_BLOCK, FrameError, MllpCodec, START_BLOCK};
 use crate::hl7::{Message, ParseError};
 use crate::tls::{BoxedStream, Connector, TlsClientConfig, TlsConfigError};
 
 type Connection = Framed<BoxedStream, MllpCodec>;
 
 /// Why a send failed.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` and `Display` never show text from the receiver's ACK outside its MSH (that is, the
+/// [`Negative`](ClientError::Negative) `text`), which may carry patient data: read the field.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The TCP connection (or TLS handshake) to the receiver could not be made.
+    /// The TCP connection (or TLS handshake) to the receiver could not be made within
+    /// [`ClientConfig::connect_timeout`], or failed.
     #[error("could not connect to {addr}")]
     Connect {
         /// The address dialled.
@@ -44,6 +48,14 @@ pub enum ClientError {
     /// No reply within the reply timeout; the connection was closed.
     #[error("no acknowledgment within {0:?}")]
     Timeout(Duration),
+    /// The receiver did not take the whole message within [`ClientConfig::write_timeout`] (it
+    /// stopped reading); the connection was closed, and the message may have arrived in part.
+    #[error("receiver did not take the message within {0:?}")]
+    WriteTimeout(Duration),
+    /// The connection was dropped, because an earlier message on it failed, before this message
+    /// was acknowledged (in [`Client::send_all`]). The receiver may have got it.
+    #[error("connection dropped after an earlier message failed, before this one was acknowledged")]
+    Abandoned,
     /// The receiver closed the connection before replying.
     #[error("connection closed by the receiver before it acknowledged")]
     Closed,
@@ -59,6 +71,10 @@ pub enum ClientError {
     /// The message to send is not HL7.
     #[error("message to send is not valid HL7")]
     InvalidMessage(#[source] ParseError),
+    /// The message to send contains a byte MLLP reserves (`0x0B` or `0x1C`), so no receiver could
+    /// frame it. Nothing was sent and the connection is untouched.
+    #[error("message to send cannot be framed")]
+    Unframeable(#[source] FrameError),
     /// The reply is not an HL7 acknowledgment (no MSA segment, or not HL7 at all).
     #[error("reply is not an hl7 acknowledgment: {0}")]
     NotAnAck(String),
@@ -71,12 +87,15 @@ pub enum ClientError {
         /// The MSA-2 that came back.
         received: String,
     },
-    /// The receiver answered with a negative acknowledgment (AE, AR, CE or CR).
-    #[error("receiver answered {code}: {text}")]
+    /// The receiver answered with a negative acknowledgment (AE, AR, CE or CR). Display and
+    /// `Debug` show only the code: `text` comes from outside the ACK's MSH and may carry patient
+    /// data, so it is left to the caller to show deliberately.
+    #[error("receiver answered {code}")]
     Negative {
         /// MSA-1.
         code: AckCode,
-        /// The first ERR segment's text, or MSA-3, or empty.
+        /// The first ERR segment's text, or MSA-3, or empty. Receiver-supplied and untrusted:
+        /// never shown by `Display` or `Debug`.
         text: String,
         /// The whole acknowledgment.
         ack: Box<Acknowledgment>,
@@ -90,9 +109,44 @@ impl ClientError {
             self,
             ClientError::Connect { .. }
                 | ClientError::Timeout(_)
+                | ClientError::WriteTimeout(_)
+                | ClientError::Abandoned
                 | ClientError::Closed
                 | ClientError::Io(_)
         )
+    }
+}
+
+impl fmt::Debug for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect { addr, source } => f
+                .debug_struct("Connect")
+                .field("addr", addr)
+                .field("source", source)
+                .finish(),
+            ClientError::Timeout(after) => f.debug_tuple("Timeout").field(after).finish(),
+            ClientError::WriteTimeout(after) => f.debug_tuple("WriteTimeout").field(after).finish(),
+            ClientError::Abandoned => f.write_str("Abandoned"),
+            ClientError::Closed => f.write_str("Closed"),
+            ClientError::Io(e) => f.debug_tuple("Io").field(e).finish(),
+            ClientError::Frame(e) => f.debug_tuple("Frame").field(e).finish(),
+            ClientError::MissingControlId => f.write_str("MissingControlId"),
+            ClientError::InvalidMessage(e) => f.debug_tuple("InvalidMessage").field(e).finish(),
+            ClientError::Unframeable(e) => f.debug_tuple("Unframeable").field(e).finish(),
+            ClientError::NotAnAck(why) => f.debug_tuple("NotAnAck").field(why).finish(),
+            ClientError::Mismatch { expected, received } => f
+                .debug_struct("Mismatch")
+                .field("expected", expected)
+                .field("received", received)
+                .finish(),
+            ClientError::Negative { code, text, ack } => f
+                .debug_struct("Negative")
+                .field("code", code)
+                .field("text", &format_args!("<{} bytes, not shown>", text.len()))
+                .field("ack", ack)
+                .finish(),
+        }
     }
 }
 
@@ -128,9 +182,21 @@ impl Acknowledgment {
         self.code
     }
 
-    /// MSA-2, the control ID of the acknowledged message.
+    /// MSA-2, the control ID of the acknowledged message, as on the wire (escape sequences are
+    /// not decoded), so it compares equal to the sent message's
+    /// [`Message::control_id`](crate::hl7::Message::control_id).
     pub fn acknowledged_control_id(&self) -> Option<String> {
-        self.field("MSA-2")
+        let raw = self.acknowledged_control_id_bytes();
+        (!raw.is_empty()).then(|| String::from_utf8_lossy(raw).into_owned())
+    }
+
+    /// MSA-2 as on the wire; empty when absent.
+    fn acknowledged_control_id_bytes(&self) -> &[u8] {
+        self.message
+            .get("MSA-2")
+            .ok()
+            .flatten()
+            .map_or(&[], |v| v.as_bytes())
     }
 
     /// The error text: ERR-8 (user message), else ERR-3.2 (the code's text), else ERR-1.4.2
@@ -202,12 +268,18 @@ impl Backoff {
 pub struct ClientConfig {
     /// How long to wait for each ACK. Default is 30 s.
     pub reply_timeout: Duration,
-    /// How long to wait for the TCP connection. Default is 10 s.
+    /// How long to wait for a new connection: the TCP connect and, with TLS, the handshake
+    /// together. Default is 10 s.
     pub connect_timeout: Duration,
+    /// How long writing one message (or closing the connection) may take while the receiver is
+    /// not reading; when it passes, the connection is closed and the send fails with
+    /// [`ClientError::WriteTimeout`]. Default is 30 s.
+    pub write_timeout: Duration,
     /// Largest reply accepted. Default is 10 MiB.
     pub max_message_size: usize,
-    /// Delay between reconnect attempts; reset after a successful connect. Default is 100 ms
-    /// doubling to 10 s.
+    /// Delay before reconnecting after consecutive failed attempts (a connect that failed, or a
+    /// connection lost before the message was acknowledged); reset after a successful exchange.
+    /// Default is 100 ms doubling to 10 s.
     pub reconnect: Backoff,
     /// How many times a message is sent again after a transient failure (timeout, lost
     /// connection). Default is 2.
@@ -233,6 +305,13 @@ impl ClientConfig {
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`write_timeout`](Self::write_timeout).
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
@@ -284,6 +363,7 @@ impl Default for ClientConfig {
         Self {
             reply_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             max_message_size: 10 * 1024 * 1024,
             reconnect: Backoff::default(),
             max_retries: 2,
@@ -300,7 +380,12 @@ pub struct Client {
     config: ClientConfig,
     connector: Option<Connector>,
     connection: Option<Connection>,
-    failed_connects: u32,
+    /// Counts the connections made: a message in flight is tagged with the one it was written
+    /// on, and is never paired with a reply read on another.
+    generation: u64,
+    /// Consecutive failed attempts (connects that failed, connections lost before an ACK);
+    /// reset by a successful exchange.
+    failed_attempts: u32,
 }
 
 impl fmt::Debug for Client {
@@ -326,7 +411,8 @@ impl Client {
             config,
             connector: None,
             connection: None,
-            failed_connects: 0,
+            generation: 0,
+            failed_attempts: 0,
         }
     }
 
@@ -380,10 +466,13 @@ impl Client {
         self.connection.is_some()
     }
 
-    /// Closes the connection, if open.
+    /// Closes the connection, if open, waiting at most
+    /// [`write_timeout`](ClientConfig::write_timeout) for bytes still buffered to go out.
     pub async fn close(&mut self) {
         if let Some(mut conn) = self.connection.take() {
-            let _ = conn.close().await;
+            // A receiver that stopped reading must not hold the caller; the socket is dropped
+            // either way.
+            let _ = tokio::time::timeout(self.config.write_timeout, conn.close()).await;
         }
     }
 
@@ -399,7 +488,9 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Negative`] for AE/AR/CE/CR, [`ClientError::Mismatch`] when MSA-2 is not the
-    /// sent MSH-10, and the transport errors when retries are exhausted.
+    /// sent MSH-10, [`ClientError::Unframeable`] (nothing sent) for a message holding an MLLP
+    /// reserved byte, and the transport errors ([`ClientError::Connect`],
+    /// [`ClientError::WriteTimeout`], [`ClientError::Timeout`], ...) when retries are exhausted.
     pub async fn send(
         &mut self,
         message: impl Into<Bytes>,
@@ -423,7 +514,9 @@ impl Client {
     /// correlated in order. Results come back in input order, each as [`Client::send`] would
     /// give it. A message with MSH-15 = `ER` (an ACK only on error) is sent alone, after the
     /// pipeline has drained, since silence is its answer. Transient failures are not retried
-    /// here: the caller sees them per message.
+    /// here: the caller sees them per message. When a failure drops the connection, every
+    /// message still awaiting its ACK on it fails with [`ClientError::Abandoned`]; a reply read
+    /// on a later connection is never paired with it.
     pub async fn send_all<I>(
         &mut self,
         messages: I,
@@ -433,7 +526,8 @@ impl Client {
     {
         let depth = self.config.max_in_flight.max(1);
         let mut results: Vec<Option<Reply>> = Vec::new();
-        let mut pending: VecDeque<(usize, String)> = VecDeque::new();
+        // (input index, MSH-10, generation of the connection it was written on)
+        let mut pending: VecDeque<(usize, String, u64)> = VecDeque::new();
         let mut queue = messages.into_iter().enumerate();
         let mut held: Option<(usize, Bytes, String)> = None;
         loop {
@@ -455,28 +549,24 @@ impl Client {
                     break;
                 }
                 match self.write(message).await {
-                    Ok(()) if expect == Expect::Never => results[index] = Some(Ok(None)),
-                    Ok(()) => pending.push_back((index, control_id)),
-                    Err(e) => {
-                        results[index] = Some(Err(e));
-                        self.fail_pending(&mut pending, &mut results);
+                    Ok(()) if expect == Expect::Never => {
+                        self.succeeded();
+                        results[index] = Some(Ok(None));
                     }
+                    Ok(()) => pending.push_back((index, control_id, self.generation)),
+                    // The connection was dropped (or never made): what is pending on it fails
+                    // below, when its turn comes.
+                    Err(e) => results[index] = Some(Err(e)),
                 }
             }
-            if let Some((index, control_id)) = pending.pop_front() {
-                let reply = self.read_reply(&control_id, false).await;
-                let broken = matches!(
-                    reply,
-                    Err(ClientError::Timeout(_)
-                        | ClientError::Closed
-                        | ClientError::Io(_)
-                        | ClientError::Frame(_)
-                        | ClientError::Mismatch { .. })
-                );
+            if let Some((index, control_id, generation)) = pending.pop_front() {
+                let reply = if self.is_live(generation) {
+                    self.read_reply(&control_id, false).await
+                } else {
+                    // Its connection is gone; a reply read on another one cannot be its.
+                    Err(ClientError::Abandoned)
+                };
                 results[index] = Some(reply);
-                if broken {
-                    self.fail_pending(&mut pending, &mut results);
-                }
             } else if let Some((index, message, control_id)) = held.take() {
                 let reply = self
                     .send_once(&message, &control_id, Expect::OnErrorOnly)
@@ -488,19 +578,26 @@ impl Client {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+            .map(|r| r.unwrap_or(Err(ClientError::Abandoned)))
             .collect()
     }
 
-    fn fail_pending(
-        &mut self,
-        pending: &mut VecDeque<(usize, String)>,
-        results: &mut [Option<Reply>],
-    ) {
-        self.connection = None;
-        for (index, _) in pending.drain(..) {
-            results[index] = Some(Err(ClientError::Closed));
+    /// Whether the connection a message was written on (its `generation`) is still open.
+    fn is_live(&self, generation: u64) -> bool {
+        self.connection.is_some() && self.generation == generation
+    }
+
+    /// Drops the connection after a failure on it: nothing more it carries can be trusted to
+    /// belong to the next message, and the next connect backs off.
+    fn lose_connection(&mut self) {
+        if self.connection.take().is_some() {
+            self.failed_attempts = self.failed_attempts.saturating_add(1);
         }
+    }
+
+    /// A message was delivered as its MSH-15 asks: the reconnect backoff starts over.
+    fn succeeded(&mut self) {
+        self.failed_attempts = 0;
     }
 
     fn retryable(&self, error: &ClientError) -> bool {
@@ -511,22 +608,34 @@ impl Client {
     async fn send_once(&mut self, message: &Bytes, control_id: &str, expect: Expect) -> Reply {
         self.write(message.clone()).await?;
         match expect {
-            Expect::Never => Ok(None),
+            Expect::Never => {
+                self.succeeded();
+                Ok(None)
+            }
             Expect::Always => self.read_reply(control_id, false).await,
             Expect::OnErrorOnly => self.read_reply(control_id, true).await,
         }
     }
 
+    /// Writes one frame, within `write_timeout`. Any failure but an unframeable message drops
+    /// the connection.
     async fn write(&mut self, message: Bytes) -> Result<(), ClientError> {
+        let timeout = self.config.write_timeout;
         let conn = self.ensure_connected().await?;
-        if let Err(e) = conn.send(message).await {
-            self.connection = None;
-            return Err(match e {
-                FrameError::Io(io) => ClientError::Io(io),
-                other => ClientError::Frame(other),
-            });
-        }
-        Ok(())
+        let error = match tokio::time::timeout(timeout, conn.send(message)).await {
+            Ok(Ok(())) => return Ok(()),
+            // `inspect` rejects these first; the encoder writes nothing for them anyway, so the
+            // connection is still whole.
+            Ok(Err(e @ FrameError::ReservedByte { .. })) => {
+                return Err(ClientError::Unframeable(e));
+            }
+            Ok(Err(FrameError::Io(e))) => ClientError::Io(e),
+            Ok(Err(e)) => ClientError::Frame(e),
+            // Part of the frame may be on the wire: the connection cannot be used again.
+            Err(_elapsed) => ClientError::WriteTimeout(timeout),
+        };
+        self.lose_connection();
+        Err(error)
     }
 
     /// Reads the reply to `control_id`. With `silence_ok` (MSH-15 = ER) no reply within the
@@ -537,31 +646,34 @@ impl Client {
             return Err(ClientError::Closed);
         };
         let reply = match tokio::time::timeout(timeout, conn.next()).await {
-            Err(_elapsed) if silence_ok => return Ok(None),
+            Err(_elapsed) if silence_ok => {
+                self.succeeded();
+                return Ok(None);
+            }
             Err(_elapsed) => Err(ClientError::Timeout(timeout)),
             Ok(None) => Err(ClientError::Closed),
             Ok(Some(Err(FrameError::Io(e)))) => Err(ClientError::Io(e)),
             Ok(Some(Err(e))) => Err(ClientError::Frame(e)),
-            Ok(Some(Ok(payload))) => Ok(payload),
+            Ok(Some(Ok(payload))) => Acknowledgment::parse(payload),
         };
-        let payload = match reply {
-            Ok(payload) => payload,
+        let ack = match reply {
+            Ok(ack) => ack,
             Err(e) => {
-                // Whatever arrives later on this connection can no longer be trusted to belong
-                // to the next message: drop it.
-                self.connection = None;
+                self.lose_connection();
                 return Err(e);
             }
         };
-        let ack = Acknowledgment::parse(payload).inspect_err(|_| self.connection = None)?;
-        let received = ack.acknowledged_control_id().unwrap_or_default();
-        if received != control_id {
-            self.connection = None;
+        // Raw bytes on both sides, as a receiver copies MSH-10 into MSA-2.
+        let received = ack.acknowledged_control_id_bytes();
+        if received != control_id.as_bytes() {
+            let received = String::from_utf8_lossy(received).into_owned();
+            self.lose_connection();
             return Err(ClientError::Mismatch {
                 expected: control_id.to_owned(),
                 received,
             });
         }
+        self.succeeded();
         if ack.code().is_success() {
             Ok(Some(ack))
         } else {
@@ -575,16 +687,16 @@ impl Client {
 
     async fn ensure_connected(&mut self) -> Result<&mut Connection, ClientError> {
         if self.connection.is_none() {
-            if self.failed_connects > 0 {
-                tokio::time::sleep(self.config.reconnect.delay(self.failed_connects - 1)).await;
+            if self.failed_attempts > 0 {
+                tokio::time::sleep(self.config.reconnect.delay(self.failed_attempts - 1)).await;
             }
             match self.dial().await {
                 Ok(conn) => {
-                    self.failed_connects = 0;
+                    self.generation = self.generation.wrapping_add(1);
                     self.connection = Some(conn);
                 }
                 Err(source) => {
-                    self.failed_connects = self.failed_connects.saturating_add(1);
+                    self.failed_attempts = self.failed_attempts.saturating_add(1);
                     return Err(ClientError::Connect {
                         addr: self.addr.clone(),
                         source,
@@ -600,10 +712,8 @@ impl Client {
         let addr = self.addr.clone();
         let config = self.config.clone();
         let connector = self.connector.clone();
-        async move {
-            let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&addr))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let connect = async move {
+            let tcp = TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
             if config.keepalive {
                 socket2::SockRef::from(&tcp).set_keepalive(true)?;
@@ -614,6 +724,17 @@ impl Client {
             };
             let codec = MllpCodec::with_max_message_size(config.max_message_size);
             Ok(Framed::new(stream, codec))
+        };
+        let timeout = self.config.connect_timeout;
+        // One deadline for the TCP connect and the handshake: a receiver that accepts and then
+        // says nothing must not hold the sender.
+        async move {
+            tokio::time::timeout(timeout, connect).await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection within {timeout:?}"),
+                )
+            })?
         }
     }
 }
@@ -635,6 +756,12 @@ enum Expect {
 
 /// The message's MSH-10 and what reply to wait for.
 fn inspect(message: &Bytes) -> Result<(String, Expect), ClientError> {
+    if let Some(offset) = memchr::memchr2(START_BLOCK, END_BLOCK, message) {
+        return Err(ClientError::Unframeable(FrameError::ReservedByte {
+            byte: message[offset],
+            offset,
+        }));
+    }
     let parsed = Message::parse_with(
         message.clone(),
         &crate::hl7::ParseOptions::default().lenient_line_endings(true),

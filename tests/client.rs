@@ -1,5 +1,7 @@
 //! The MLLP client against real receivers on loopback: correlation, reply timeouts, pipelining.
 
+#[path = "support/pki.rs"]
+mod pki;
 mod support;
 
 use std::time::Duration;
@@ -9,9 +11,11 @@ use futures_util::{SinkExt, StreamExt};
 use mllp::app::{Request, Router};
 use mllp::frame::MllpCodec;
 use mllp::hl7::Message;
-use mllp::{Client, ClientConfig, ClientError, Server};
+use mllp::tls::TlsClientConfig;
+use mllp::{Backoff, Client, ClientConfig, ClientError, Server};
 use support::{hl7, within};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 
 /// An ACK for `message` with MSA-2 = `msa2`.
@@ -185,4 +189,292 @@ async fn client_follows_msh_15_of_the_message_it_sends() {
         [None, Some("M-2".into()), None, Some("M-4".into())]
     );
     within(server.shutdown()).await;
+}
+
+/// A receiver that takes the connection but never reads cannot hold `send`: the write gives up
+/// after `write_timeout` with a typed error, and the connection is dropped.
+#[tokio::test(start_paused = true)]
+async fn write_to_a_receiver_that_never_reads_times_out_and_drops_the_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let receiver = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let _ = stopped.await;
+        drop(socket);
+    });
+    // Far more than the socket buffers on both sides hold.
+    let mut big = b"MSH|^~\\&|S|S|R|R|20261122120000||ORU^R01|BIG-1|P|2.5\rOBX|1|ED|PDF||".to_vec();
+    big.extend(std::iter::repeat_n(b'A', 32 * 1024 * 1024));
+    big.push(b'\r');
+    let config = ClientConfig::default()
+        .write_timeout(Duration::from_secs(2))
+        .max_retries(0);
+    let mut client = Client::with_config(addr.to_string(), config);
+    let outcome = within(client.send(Bytes::from(big))).await;
+    let _ = stop.send(());
+    within(receiver).await.unwrap();
+    assert!(
+        matches!(outcome, Err(ClientError::WriteTimeout(t)) if t == Duration::from_secs(2)),
+        "{:?}",
+        outcome.map(|_| ())
+    );
+    assert!(
+        !client.is_connected(),
+        "a half-written connection is dropped"
+    );
+}
+
+/// A TLS receiver that accepts TCP but never answers the ClientHello: `connect_timeout` bounds
+/// the whole connect, handshake included, and the error is a timed-out `Connect`.
+#[tokio::test(start_paused = true)]
+async fn tls_handshake_to_a_silent_receiver_is_bounded_by_connect_timeout() {
+    let pki = pki::Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let receiver = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let _ = stopped.await;
+        drop(socket);
+    });
+    let config = ClientConfig::default()
+        .connect_timeout(Duration::from_secs(2))
+        .max_retries(0);
+    let mut client = Client::with_tls(
+        addr.to_string(),
+        config,
+        TlsClientConfig::new(pki.path("ca.pem")).server_name("localhost"),
+    )
+    .unwrap();
+    let outcome = within(client.connect()).await;
+    let _ = stop.send(());
+    within(receiver).await.unwrap();
+    match outcome {
+        Err(ClientError::Connect { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{source}");
+        }
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
+    assert!(!client.is_connected());
+}
+
+/// In `send_all`, a reply that is not an ACK drops the connection, and the messages still
+/// pending on it fail as abandoned: none is paired with a reply read on the next connection.
+#[tokio::test(start_paused = true)]
+async fn send_all_fails_messages_pending_on_a_dropped_connection_without_reading_another() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let receiver = tokio::spawn(async move {
+        let (first, _) = listener.accept().await.unwrap();
+        let mut first = Framed::new(first, MllpCodec::new());
+        let a = first.next().await.unwrap().unwrap();
+        let b = first.next().await.unwrap().unwrap();
+        // Garbage for the first; the second is never answered on this connection.
+        first.send(Bytes::from_static(b"garbage")).await.unwrap();
+        let (second, _) = listener.accept().await.unwrap();
+        let mut second = Framed::new(second, MllpCodec::new());
+        let c = second.next().await.unwrap().unwrap();
+        second.send(ack_for(&control_id(&c))).await.unwrap();
+        let _ = stopped.await;
+        vec![control_id(&a), control_id(&b), control_id(&c)]
+    });
+    let mut client =
+        Client::with_config(addr.to_string(), ClientConfig::default().max_in_flight(2));
+    let results = within(client.send_all([
+        hl7("ADT^A01", "P0", "2.5"),
+        hl7("ADT^A01", "P1", "2.5"),
+        hl7("ADT^A01", "P2", "2.5"),
+    ]))
+    .await;
+    let _ = stop.send(());
+    assert_eq!(within(receiver).await.unwrap(), ["P0", "P1", "P2"]);
+    assert!(
+        matches!(results[0], Err(ClientError::NotAnAck(_))),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(results[1], Err(ClientError::Abandoned)),
+        "P1 was never answered: {:?}",
+        results[1]
+    );
+    match &results[2] {
+        Ok(Some(ack)) => assert_eq!(ack.acknowledged_control_id().as_deref(), Some("P2")),
+        other => panic!("P2 was answered AA on the new connection, got {other:?}"),
+    }
+}
+
+/// A message holding an MLLP reserved byte is refused before anything is written, for that
+/// message only: the messages in flight keep their connection and get their own ACKs.
+#[tokio::test]
+async fn send_all_refuses_an_unframeable_message_and_keeps_the_connection() {
+    let bad = Bytes::from(
+        "MSH|^~\\&|S|S|R|R|20261122120000||ADT^A01|BAD|P|2.5\rPID|1||X\u{1c}Y\r".to_owned(),
+    );
+    assert!(Message::parse(bad.clone()).is_ok(), "valid HL7 otherwise");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let receiver = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(socket, MllpCodec::new());
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let m = framed.next().await.unwrap().unwrap();
+            seen.push(control_id(&m));
+            framed.send(ack_for(&control_id(&m))).await.unwrap();
+        }
+        let _ = stopped.await;
+        seen
+    });
+    let mut client =
+        Client::with_config(addr.to_string(), ClientConfig::default().max_in_flight(3));
+    let results =
+        within(client.send_all([hl7("ADT^A01", "A", "2.5"), bad, hl7("ADT^A01", "C", "2.5")]))
+            .await;
+    assert!(
+        client.is_connected(),
+        "an encode error does not drop the connection"
+    );
+    let _ = stop.send(());
+    assert_eq!(
+        within(receiver).await.unwrap(),
+        ["A", "C"],
+        "one connection"
+    );
+    assert!(
+        matches!(results[1], Err(ClientError::Unframeable(_))),
+        "{:?}",
+        results[1]
+    );
+    for (result, id) in [(&results[0], "A"), (&results[2], "C")] {
+        match result {
+            Ok(Some(ack)) => assert_eq!(ack.acknowledged_control_id().as_deref(), Some(id)),
+            other => panic!("{id} was acknowledged AA, got {other:?}"),
+        }
+    }
+}
+
+/// A receiver that accepts and hangs up at once makes every attempt fail: reconnects back off
+/// (doubling to the cap) though each TCP connect succeeds, and a successful exchange resets it.
+#[tokio::test(start_paused = true)]
+async fn reconnects_back_off_when_the_receiver_hangs_up_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = tokio::spawn(async move {
+        // Six connections that take a message and hang up.
+        for _ in 0..6 {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut framed = Framed::new(socket, MllpCodec::new());
+            let _ = framed.next().await;
+        }
+        // Then one good exchange, one hang-up, and one more good exchange.
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(socket, MllpCodec::new());
+        let m = framed.next().await.unwrap().unwrap();
+        framed.send(ack_for(&control_id(&m))).await.unwrap();
+        let _ = framed.next().await;
+        drop(framed);
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(socket, MllpCodec::new());
+        let m = framed.next().await.unwrap().unwrap();
+        framed.send(ack_for(&control_id(&m))).await.unwrap();
+        let _ = framed.next().await;
+    });
+    let config = ClientConfig::default()
+        .max_retries(5)
+        .reconnect(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(800),
+        ));
+    let mut client = Client::with_config(addr.to_string(), config);
+    let started = tokio::time::Instant::now();
+    let err = within(client.send(hl7("ADT^A01", "FLAP", "2.5")))
+        .await
+        .unwrap_err();
+    let flapping = started.elapsed();
+    assert!(matches!(err, ClientError::Closed), "{err:?}");
+    // Five reconnects: 100 + 200 + 400 + 800 + 800 ms.
+    assert!(
+        flapping >= Duration::from_millis(2300),
+        "six attempts in {flapping:?}: reconnects did not back off"
+    );
+    within(client.send(hl7("ADT^A01", "GOOD", "2.5")))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    within(client.send(hl7("ADT^A01", "AGAIN", "2.5")))
+        .await
+        .unwrap();
+    let after_success = started.elapsed();
+    assert!(
+        after_success >= Duration::from_millis(100) && after_success < Duration::from_millis(200),
+        "after a success one failure waits the initial delay, waited {after_success:?}"
+    );
+    client.close().await;
+    within(receiver).await.unwrap();
+}
+
+/// A control id with an escape sequence correlates with our own receiver, which copies MSH-10
+/// into MSA-2 verbatim: both are compared as raw bytes.
+#[tokio::test]
+async fn control_id_with_escape_sequence_correlates_with_our_own_receiver() {
+    let server = Server::builder()
+        .router(Router::new().route("*", |_r: Request| async {}))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let mut client = Client::with_config(
+        server.local_addr().to_string(),
+        ClientConfig::default().max_retries(0),
+    );
+    let result = within(client.send(hl7("ADT^A01", "ID\\E\\1", "2.5"))).await;
+    within(server.shutdown()).await;
+    match result {
+        Ok(Some(ack)) => assert_eq!(ack.acknowledged_control_id().as_deref(), Some("ID\\E\\1")),
+        other => panic!("expected an AA for ID\\E\\1, got {other:?}"),
+    }
+}
+
+/// A negative ACK's text (ERR, outside MSH: may be patient data) is not in the error's Display
+/// or Debug, yet stays readable in the `text` field.
+#[tokio::test]
+async fn negative_ack_text_stays_out_of_display_and_debug() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(socket, MllpCodec::new());
+        let m = framed.next().await.unwrap().unwrap();
+        let id = control_id(&m);
+        framed
+            .send(Bytes::from(format!(
+                "MSH|^~\\&|R|R|S|S|20261122120000||ACK^A01^ACK|A1|P|2.5\rMSA|AE|{id}\r\
+                 ERR||PID^1^5|103|E||||patient {} unknown\r",
+                support::SENTINEL
+            )))
+            .await
+            .unwrap();
+        let _ = framed.next().await;
+    });
+    let mut client = Client::with_config(addr.to_string(), ClientConfig::default().max_retries(0));
+    let err = within(client.send(hl7("ADT^A01", "NEG", "2.5")))
+        .await
+        .unwrap_err();
+    client.close().await;
+    within(receiver).await.unwrap();
+    let shown = format!("{err} / {err:?}");
+    assert!(!shown.contains(support::SENTINEL), "{shown}");
+    assert_eq!(err.to_string(), "receiver answered AE");
+    match err {
+        ClientError::Negative { text, .. } => {
+            assert_eq!(text, format!("patient {} unknown", support::SENTINEL));
+        }
+        other => panic!("expected a negative ack, got {other:?}"),
+    }
 }
