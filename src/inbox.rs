@@ -10,7 +10,10 @@
 //! `<UTC timestamp>-<control id>-<process id>-<counter>.hl7`, for example
 //! `20261122T031501.123456Z-MSG00001-4242-17.hl7`:
 //!
-//! - the timestamp (microseconds, fixed width) makes a directory listing sort by arrival time;
+//! - the timestamp (microseconds, fixed width) is taken when `store` is called, and is strictly
+//!   increasing within a process, so a directory listing sorted by name is in the order the
+//!   messages were handed to the inbox (for `mllp serve`, arrival order), even when a later,
+//!   smaller message finishes its `fsync` first;
 //! - the control id is MSH-10 sanitised: only `A-Z a-z 0-9 . _ -` are kept, every other byte
 //!   becomes `_`, it is cut to 64 bytes, and a missing or empty id becomes `none`. The result
 //!   never holds a path separator, so whatever MSH-10 contains the file lands inside the inbox;
@@ -21,6 +24,9 @@
 //! system refuses if the name exists (a plain `rename` would silently replace it); on that
 //! refusal the next counter value is tried. The inbox therefore needs a filesystem with hard
 //! links (any local POSIX filesystem, NTFS).
+//!
+//! Files are created readable by their owner and group only (mode `0640`, and `0750` for
+//! directories `open` creates), before the umask: messages carry patient data.
 //!
 //! The payload is written exactly as received: no character set conversion, no line-ending
 //! change, so Latin-1 and UTF-8 messages are kept byte for byte.
@@ -141,11 +147,19 @@ impl Inbox {
             path: dir.clone(),
             source,
         };
+        if dir.as_os_str().is_empty() {
+            // `create_dir_all("")` succeeds and files would land in the working directory,
+            // where the directory sync then fails on every message.
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the inbox path is empty",
+            )));
+        }
         match fs::metadata(&dir) {
             Ok(meta) if !meta.is_dir() => return Err(InboxError::NotADirectory { path: dir }),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&dir).map_err(open_err)?;
+                create_dirs(&dir).map_err(open_err)?;
                 // Make the new directory's own entry durable too.
                 if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                     sync_dir(parent).map_err(open_err)?;
@@ -167,8 +181,10 @@ impl Inbox {
     /// Stores `payload` durably and returns the path of its file (inside [`Inbox::dir`]).
     ///
     /// `control_id` is the message's MSH-10 (message control ID), used in the file name after
-    /// sanitising; `None` when the message has none. When this returns `Ok`, the bytes are on
-    /// disk under their final name and the directory entry is flushed.
+    /// sanitising; `None` when the message has none. The name's timestamp is taken when this is
+    /// called (not when the future first runs), so names sort in call order. When the future
+    /// returns `Ok`, the bytes are on disk under their final name and the directory entry is
+    /// flushed.
     ///
     /// Copies `payload` once, to hand it to the blocking pool; [`Inbox::store_bytes`] does not.
     ///
@@ -176,13 +192,12 @@ impl Inbox {
     ///
     /// An [`InboxError`] naming the step and path that failed. Nothing is left under a final
     /// name when it fails before the link; the temporary file is removed.
-    pub async fn store(
+    pub fn store(
         &self,
         payload: &[u8],
         control_id: Option<&[u8]>,
-    ) -> Result<PathBuf, InboxError> {
+    ) -> impl Future<Output = Result<PathBuf, InboxError>> + Send + 'static {
         self.store_bytes(Bytes::copy_from_slice(payload), control_id)
-            .await
     }
 
     /// [`Inbox::store`] for a payload already held in [`Bytes`] (as the framer yields it),
@@ -191,21 +206,57 @@ impl Inbox {
     /// # Errors
     ///
     /// As [`Inbox::store`].
-    pub async fn store_bytes(
+    pub fn store_bytes(
         &self,
         payload: Bytes,
         control_id: Option<&[u8]>,
-    ) -> Result<PathBuf, InboxError> {
+    ) -> impl Future<Output = Result<PathBuf, InboxError>> + Send + 'static {
+        // The name's time is taken now, at the call, not when the blocking pool gets to it.
+        let stamp = utc_timestamp(next_stamp());
         let dir = self.dir.clone();
         let id = sanitize_control_id(control_id);
-        tokio::task::spawn_blocking(move || store_blocking(&dir, &payload, &id))
-            .await
-            .map_err(InboxError::Task)?
+        async move {
+            tokio::task::spawn_blocking(move || store_blocking(&dir, &payload, &id, &stamp))
+                .await
+                .map_err(InboxError::Task)?
+        }
     }
 }
 
+/// The time for the next file name: now, or a microsecond after the previous one if the clock
+/// has not moved on (or went back), so names sort in the order `store` was called.
+fn next_stamp() -> SystemTime {
+    static LAST_MICROS: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    let mut last = LAST_MICROS.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST_MICROS.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return UNIX_EPOCH + std::time::Duration::from_micros(next),
+            Err(actual) => last = actual,
+        }
+    }
+}
+
+/// Creates `dir` and its missing parents, owner and group only (`0750` before the umask).
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o750);
+    builder.create(dir)
+}
+
 /// The whole durable write, on a blocking thread.
-fn store_blocking(dir: &Path, payload: &[u8], id: &str) -> Result<PathBuf, InboxError> {
+fn store_blocking(
+    dir: &Path,
+    payload: &[u8],
+    id: &str,
+    stamp: &str,
+) -> Result<PathBuf, InboxError> {
     let (tmp, mut file) = create_temp(dir).map_err(|source| InboxError::Write {
         path: dir.to_path_buf(),
         source,
@@ -217,7 +268,6 @@ fn store_blocking(dir: &Path, payload: &[u8], id: &str) -> Result<PathBuf, Inbox
         return Err(InboxError::Write { path: tmp, source });
     }
 
-    let stamp = utc_timestamp(SystemTime::now());
     let pid = std::process::id();
     let mut committed = None;
     for _ in 0..NAME_ATTEMPTS {
@@ -259,7 +309,12 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!(".tmp-{pid}-{n}"));
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        // Owner and group only: the file holds patient data.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+        match options.open(&path) {
             Ok(file) => return Ok((path, file)),
             // A leftover from an earlier process with the same pid: take the next number.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

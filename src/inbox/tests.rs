@@ -256,3 +256,54 @@ fn utc_timestamp_format() {
         "19700101T000000.000000Z"
     );
 }
+
+/// An empty inbox path is refused: it would put files in the working directory and then fail
+/// every directory sync (so every message would be stored yet answered AE).
+#[test]
+fn open_refuses_an_empty_path() {
+    let error = Inbox::open("").unwrap_err();
+    assert!(matches!(error, InboxError::Open { .. }), "{error:?}");
+}
+
+/// Names sort in the order `store` was called, not the order the writes finished: a large
+/// message handed over first still sorts before a small one handed over right after it (whose
+/// write and fsync finish first), and two calls in the same microsecond still get distinct,
+/// ordered times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_sort_in_call_order_whatever_finishes_first() {
+    let tmp = temp_dir();
+    let inbox = Inbox::open(tmp.path()).unwrap();
+    let big = inbox.store_bytes(Bytes::from(vec![b'x'; 8 << 20]), Some(b"FIRST"));
+    let small = inbox.store_bytes(Bytes::from_static(b"MSH|"), Some(b"SECOND"));
+    let third = inbox.store_bytes(Bytes::from_static(b"MSH|"), Some(b"A-THIRD"));
+    let (small, big, third) = tokio::join!(small, big, third);
+    let names: Vec<String> = [big, small, third]
+        .into_iter()
+        .map(|path| {
+            path.unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, names);
+}
+
+/// Stored messages and a directory the inbox creates are not readable by other users (patient
+/// data), whatever the umask adds.
+#[cfg(unix)]
+#[tokio::test]
+async fn files_and_created_directory_are_closed_to_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = temp_dir();
+    let dir = tmp.path().join("new").join("inbox");
+    let inbox = Inbox::open(&dir).unwrap();
+    let path = inbox.store(b"MSH|", Some(b"P1")).await.unwrap();
+    for p in [&path, &dir, &tmp.path().join("new")] {
+        let mode = fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "{} has mode {mode:o}", p.display());
+    }
+}
