@@ -746,3 +746,98 @@ async fn raw_garbage_streams_never_disturb_other_connections() {
     assert_eq!(code(&late.call(hl7("ADT^A01", "LATE", "2.5")).await), "AA");
     within(server.shutdown()).await;
 }
+
+/// A user plugin that attaches its diagnostics to the request.
+struct Attach(Vec<Diagnostic>);
+
+impl mllp::app::plugin::Plugin for Attach {
+    fn name(&self) -> &'static str {
+        "attach"
+    }
+
+    fn inspect(&self, request: &mut Request) -> Result<(), Response> {
+        for diagnostic in &self.0 {
+            request.add_diagnostic(diagnostic.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A plugin that attaches an error without returning a rejection still refuses the message: AR
+/// carrying its error, and the handler is never called (never AA with an error in ERR).
+#[tokio::test]
+async fn plugin_error_without_a_reject_refuses_the_message() {
+    let calls = Arc::new(Mutex::new(0));
+    let seen = calls.clone();
+    let router = Router::new().route("*", move |_r: Request| {
+        *seen.lock().unwrap() += 1;
+        async {}
+    });
+    let plugin = Attach(vec![Diagnostic::error(
+        ErrorCode::RequiredFieldMissing,
+        "PID-3 missing",
+    )]);
+    let server = start(Server::builder().router(router).plugin(plugin)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "E1", "2.5")).await;
+    assert_eq!(code(&r), "AR");
+    assert_eq!(field(&r, "ERR-3.1"), "101");
+    assert_eq!(field(&r, "ERR-4"), "E");
+    assert_eq!(*calls.lock().unwrap(), 0);
+    within(server.shutdown()).await;
+}
+
+/// The handler's error comes first in the ACK, before a plugin's earlier warning: MSA-3 and the
+/// first ERR, which senders read, say what went wrong.
+#[tokio::test]
+async fn handler_error_comes_before_plugin_warnings() {
+    let router = Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::internal("disk full"))
+    });
+    let plugin = Attach(vec![Diagnostic::warning(
+        ErrorCode::TableValueNotFound,
+        "odd ward",
+    )]);
+    let server = start(Server::builder().router(router).plugin(plugin)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "E2", "2.5")).await;
+    assert_eq!(code(&r), "AE");
+    assert_eq!(field(&r, "ERR-3.1"), "207");
+    assert_eq!(field(&r, "ERR-4"), "E");
+    assert_eq!(field(&r, "ERR(2)-4"), "W");
+    let r = peer.call(hl7("ADT^A01", "E3", "2.3")).await;
+    assert_eq!(field(&r, "MSA-3"), "disk full");
+    within(server.shutdown()).await;
+}
+
+/// `+` as a delimiter (any punctuation is allowed) does not shift the ACK's header: its time
+/// is written without the UTC offset, so MSH-9 and MSH-12 stay where they belong.
+#[tokio::test]
+async fn ack_header_survives_a_plus_delimiter() {
+    let server = serve(accept_all()).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let message = Bytes::from_static(b"MSH+^~\\&+SND+SF+RCV+RF+20240101++ADT^A01+C1+P+2.5\r");
+    let r = peer.call(message).await;
+    assert_eq!(code(&r), "AA");
+    assert_eq!(field(&r, "MSH-9"), "ACK^A01^ACK");
+    assert_eq!(field(&r, "MSH-12"), "2.5");
+    assert_eq!(field(&r, "MSA-2"), "C1");
+    within(server.shutdown()).await;
+}
+
+/// A diagnostic text holding an MLLP block character (0x0B, 0x1C) is escaped, so the ACK can
+/// still be framed: the sender gets its AE, and the connection goes on.
+#[tokio::test]
+async fn block_characters_in_a_diagnostic_text_are_escaped() {
+    let router = Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::internal("bad\u{1c}byte\u{0b}"))
+    });
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "X1", "2.5")).await;
+    assert_eq!(code(&r), "AE");
+    assert_eq!(field(&r, "ERR-8"), "bad\u{1c}byte\u{0b}");
+    let again = peer.call(hl7("ADT^A01", "X2", "2.5")).await;
+    assert_eq!(code(&again), "AE");
+    within(server.shutdown()).await;
+}

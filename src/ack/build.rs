@@ -373,7 +373,14 @@ fn write(
         w.raw(part);
     }
     w.field();
-    w.raw(timestamp(SystemTime::now()).as_bytes());
+    let stamp = timestamp(SystemTime::now());
+    // `+` is a legal delimiter: then the UTC offset is left out, or it would split the field.
+    let stamp = if w.d.is_special(b'+') {
+        stamp.trim_end_matches("+0000")
+    } else {
+        &stamp
+    };
+    w.raw(stamp.as_bytes());
     w.field(); // MSH-8, security
     w.field();
     w.raw(b"ACK");

@@ -1,9 +1,11 @@
 //! Parser plugins: checks and enrichment that run between the parser and the router.
 //!
 //! Plugins run in the order they were added, before any middleware. Each may attach
-//! diagnostics (warnings become ERR segments with severity W on an accepted message), insert
+//! diagnostics (warnings and information become ERR segments on an accepted message), insert
 //! typed data into the request's extensions, or reject the message with a [`Response`]; a
-//! rejected message never reaches middleware or a handler.
+//! rejected message never reaches middleware or a handler. A diagnostic of severity error or
+//! fatal attached without a rejection refuses the message too (AR, or CR in enhanced mode):
+//! a message is never answered as accepted with an error.
 
 use std::fmt;
 

@@ -39,13 +39,17 @@ impl Request {
         &self.connection
     }
 
-    /// Diagnostics attached so far (by parser plugins or middleware). Warnings among them are
-    /// sent as ERR segments with severity W on an accepted message.
+    /// Diagnostics attached so far. Those the parser plugins attached are sent in the ACK
+    /// (warnings as ERR segments with severity W on an accepted message; an error refuses the
+    /// message).
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics
     }
 
-    /// Attaches a diagnostic.
+    /// Attaches a diagnostic. The ACK carries what parser plugins attach here; middleware and
+    /// handlers run later and put theirs on the [`Response`](crate::app::Response) instead
+    /// ([`Response::with_diagnostic`](crate::app::Response::with_diagnostic)): one attached to
+    /// the request after the plugins is visible to later stages but not sent.
     pub fn add_diagnostic(&mut self, diagnostic: Diagnostic) {
         self.diagnostics.push(diagnostic);
     }

@@ -155,6 +155,8 @@ impl Delimiters {
             || byte == self.subcomponent
             || byte == b'\r'
             || byte == b'\n'
+            || byte == 0x0B
+            || byte == 0x1C
             || matches!(self.truncation, Some(t) if t == byte)
     }
 }

@@ -94,7 +94,8 @@ const fn hex_val(digit: u8) -> u8 {
 ///
 /// Each delimiter becomes its escape sequence (`\F\ \S\ \T\ \R\ \E\`, and `\P\` for the
 /// truncation character when there is one); CR and LF, which would end a segment, become
-/// `\X0D\` and `\X0A\`. Every other byte, including non-ASCII ones, is kept. Returns the input
+/// `\X0D\` and `\X0A\`, and the MLLP block characters 0x0B and 0x1C, which no framed message
+/// may hold, `\X0B\` and `\X1C\`. Every other byte, including non-ASCII ones, is kept. Returns the input
 /// borrowed when nothing needs escaping. [`decode`] reverses it exactly.
 ///
 /// # Examples
@@ -130,6 +131,11 @@ pub fn escape<'a>(content: &'a [u8], delimiters: &Delimiters) -> Cow<'a, [u8]> {
             b"X0D"
         } else if b == b'\n' {
             b"X0A"
+        } else if b == 0x0B {
+            // The MLLP block characters may not appear in a message at all.
+            b"X0B"
+        } else if b == 0x1C {
+            b"X1C"
         } else {
             out.push(b);
             continue;

@@ -12,7 +12,7 @@ use tracing::{Span, field};
 
 use mllp_actors::{ConnectionInfo, Event, Failure, Observer, Protocol};
 
-use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, accept_ack_wanted};
+use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
 use crate::app::BoxFuture;
 use crate::app::plugin::Plugin;
 use crate::app::service::Route;
@@ -511,6 +511,12 @@ impl Future for HandleFuture {
                         }
                     }
                     let attached = request.diagnostics().to_vec();
+                    // A plugin that attached an error without returning a rejection still
+                    // refused the message: it is never routed, and never answered as accepted.
+                    if attached.iter().any(|d| is_error(d.severity)) {
+                        let refused = Response::new(Status::Rejected, Vec::new());
+                        return Poll::Ready(finish(&inner, &message, refused, attached));
+                    }
                     let response = inner.pipeline.run(request);
                     *state = Handle::Running {
                         inner,
@@ -559,6 +565,9 @@ fn finish(
 ) -> Option<Ack> {
     let (status, extra) = response.into_parts();
     diagnostics.extend(extra);
+    // Errors first (stable: each in the order it was added), so MSA-3 and the first ERR, which
+    // senders read, name what went wrong rather than an earlier warning.
+    diagnostics.sort_by_key(|d| !is_error(d.severity));
     let requirement = message.accept_ack_type();
     let enhanced = requirement.is_some();
     if enhanced && !accept_ack_wanted(requirement, status == Status::Accepted) {
@@ -570,6 +579,11 @@ fn finish(
         &diagnostics,
         &inner.ack,
     ))
+}
+
+/// Whether a diagnostic says the message was not (fully) processed: `E` or `F`.
+fn is_error(severity: Severity) -> bool {
+    matches!(severity, Severity::Error | Severity::Fatal)
 }
 
 /// An `Inbound` for a message of type `code^event`, for unit tests elsewhere in the crate.
