@@ -179,6 +179,16 @@ impl Serve {
         self.addr.to_string()
     }
 
+    /// Sends SIGHUP.
+    fn hangup(&self) {
+        let pid = self.child.id().expect("child still running");
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Sends SIGTERM.
     fn terminate(&self) {
         let pid = self.child.id().expect("child still running");
@@ -594,6 +604,9 @@ async fn bad_config_file_is_rejected_naming_the_key() {
         ("framing = \"sloppy\"\n", "sloppy"),
         ("message-trace-ratio = 1.5\n", "message-trace-ratio"),
         ("message-trace-limit = -1\n", "message-trace-limit"),
+        ("inbox = \"\"\n", "inbox"),
+        ("allow-peer = []\n", "allow-peer"),
+        ("allow-client-subject = []\n", "allow-client-subject"),
     ] {
         let config = write(dir.path(), "mllp.toml", content.as_bytes());
         let out = mllp(&[
@@ -1079,5 +1092,19 @@ async fn send_follows_msh_15_of_enhanced_mode_messages() {
         "{}",
         text(&bench.stderr)
     );
+    serve.stop_cleanly().await;
+}
+
+/// SIGHUP does not stop a server without TLS (its default action would kill the process): it is
+/// logged and ignored, the server goes on answering, and SIGTERM still drains it cleanly.
+#[tokio::test]
+async fn sighup_does_not_stop_a_plain_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "one.hl7", &hl7("HUP-1", b"DOE"));
+    let serve = Serve::start(dir.path(), &["--no-inbox"]).await;
+    serve.hangup();
+    let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    serve.hangup();
     serve.stop_cleanly().await;
 }

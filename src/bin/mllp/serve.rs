@@ -228,6 +228,40 @@ impl ServeArgs {
             None => ServeFile::default(),
         };
         let path: &Path = self.config.as_deref().unwrap_or(Path::new(""));
+        // Keys present but empty are mistakes (a template that expanded to nothing), not
+        // defaults: an empty inbox path would be the working directory, and an empty allow-list
+        // reads as "nobody" to a reader but would be taken as "no list".
+        let empty = |key: &'static str, message: &str| SettingError::Value {
+            path: path.to_path_buf(),
+            key,
+            message: message.to_owned(),
+        };
+        if file
+            .inbox
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return Err(empty(
+                "inbox",
+                "must not be empty (no-inbox = true runs without storing)",
+            ));
+        }
+        if file.allow_peer.as_ref().is_some_and(Vec::is_empty) {
+            return Err(empty(
+                "allow-peer",
+                "an empty list would refuse every peer; remove the key to admit all",
+            ));
+        }
+        if file
+            .allow_client_subject
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            return Err(empty(
+                "allow-client-subject",
+                "an empty list would refuse every client; remove the key to admit any certificate the CA signed",
+            ));
+        }
         let inbox = if self.no_inbox {
             None
         } else if let Some(dir) = self.inbox {
@@ -511,13 +545,23 @@ async fn serve_on<T: Transport>(
         Some(inbox) => tracing::info!(inbox = %inbox.dir().display(), "storing messages"),
         None => tracing::warn!("--no-inbox: messages are acknowledged but not stored"),
     }
-    let reload_task = reloader.map(|r| tokio::spawn(reload_on_sighup(r)));
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut signal = signal;
+    #[cfg(unix)]
+    let hangup_task = signal
+        .take_hangups()
+        .map(|hangups| tokio::spawn(on_sighup(hangups, reloader)));
+    #[cfg(not(unix))]
+    let hangup_task: Option<tokio::task::JoinHandle<()>> = {
+        let _ = reloader; // no SIGHUP here: certificates reload through the API only
+        None
+    };
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");
     say!("listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
 
     let result = server.serve_with_shutdown(signal.wait()).await;
-    if let Some(task) = reload_task {
+    if let Some(task) = hangup_task {
         task.abort();
     }
     match result {
@@ -526,20 +570,16 @@ async fn serve_on<T: Transport>(
     }
 }
 
-/// Re-reads the certificate files on every SIGHUP: new connections get the new certificate,
-/// live ones keep theirs, and a failed reload keeps the old one (and says why).
+/// On every SIGHUP: re-reads the certificate files (new connections get the new certificate,
+/// live ones keep theirs, and a failed reload keeps the old one and says why), or, without TLS,
+/// logs that there is nothing to reload.
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: TlsReloader) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; certificate reload unavailable");
-            return;
-        }
-    };
+async fn on_sighup(mut hangups: tokio::signal::unix::Signal, reloader: Option<TlsReloader>) {
     while hangups.recv().await.is_some() {
-        let reloader = reloader.clone();
+        let Some(reloader) = reloader.clone() else {
+            tracing::info!("SIGHUP ignored: no TLS certificates to reload");
+            continue;
+        };
         match tokio::task::spawn_blocking(move || reloader.reload()).await {
             Ok(Ok(())) => tracing::info!("tls certificates reloaded"),
             Ok(Err(error)) => {
@@ -549,9 +589,6 @@ async fn reload_on_sighup(reloader: TlsReloader) {
         }
     }
 }
-
-#[cfg(not(unix))]
-async fn reload_on_sighup(_reloader: TlsReloader) {}
 
 /// Prints the drain report; a drain that had to abort connections is not clean.
 fn drain_report(report: &ShutdownReport) -> ExitCode {
@@ -651,12 +688,16 @@ fn flag_names(error: &mllp::ConfigError) -> String {
     text
 }
 
-/// SIGTERM or SIGINT, registered at once so that none is missed between start-up and serving.
+/// SIGTERM or SIGINT, registered at once so that none is missed between start-up and serving;
+/// and SIGHUP, so that one never kills the server (its default action): it reloads the TLS
+/// certificates, or is logged and ignored without TLS.
 struct ShutdownSignal {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl ShutdownSignal {
@@ -667,6 +708,7 @@ impl ShutdownSignal {
             Ok(Self {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                hup: Some(signal(SignalKind::hangup())?),
             })
         }
         #[cfg(not(unix))]
@@ -675,13 +717,21 @@ impl ShutdownSignal {
         }
     }
 
+    /// The SIGHUP stream, for the TLS reloader or to be ignored; taken once.
+    #[cfg(unix)]
+    fn take_hangups(&mut self) -> Option<tokio::signal::unix::Signal> {
+        self.hup.take()
+    }
+
     /// Completes on the first signal. A second one exits at once, without waiting for the
     /// drain: nothing acknowledged is lost by that (every AA'd message is already on disk), but
     /// messages in flight go unanswered and their senders will resend them.
     async fn wait(self) {
         #[cfg(unix)]
         {
-            let Self { mut term, mut int } = self;
+            let Self {
+                mut term, mut int, ..
+            } = self;
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
