@@ -10,7 +10,8 @@
 //!
 //! Byte 0: bit 0 chooses strict (0) or lenient (1) line endings, bits 1-3 the ACK code (AA, AE,
 //! AR, CA, CE, CR), bit 4 turns ERR-8 off; the rest is the payload. The diagnostic text holds
-//! every delimiter and an escape, so the ACK's escaping is exercised on every version.
+//! every delimiter, an escape and the MLLP block characters, so the ACK's escaping is exercised
+//! on every version (and the ACK must hold no block character, or it could not be framed).
 #![no_main]
 
 use bytes::Bytes;
@@ -67,9 +68,14 @@ fuzz_target!(|data: &[u8]| {
                 let _ = message.get(path).map(|v| v.map(|v| v.decoded()));
             }
             let diagnostic =
-                Diagnostic::error(ErrorCode::ApplicationInternalError, "fuzz |^~\\&# \\E\\ x");
+                Diagnostic::error(ErrorCode::ApplicationInternalError, "fuzz |^~\\&# \\E\\ x\u{1c}\u{0b}");
             let ack = Ack::build(&message, code, &[diagnostic], &options_ack);
             assert_eq!(ack.code(), code);
+            // What the framer delivers never holds a block character; then neither may the ACK.
+            let blocks = |bytes: &[u8]| bytes.iter().any(|&b| b == 0x0B || b == 0x1C);
+            if !blocks(payload) {
+                assert!(!blocks(ack.as_bytes()), "our ACK can be framed");
+            }
             let reparsed = Message::parse(ack.as_bytes().clone()).expect("our ACK parses");
             let msa1 = reparsed.get("MSA-1").unwrap().map(|v| v.as_bytes().to_vec());
             assert_eq!(msa1.as_deref(), Some(code.as_str().as_bytes()));
