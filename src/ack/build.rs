@@ -244,6 +244,10 @@ impl Writer {
         self.out.extend_from_slice(&[self.d.field()]);
     }
 
+    fn repetition(&mut self) {
+        self.out.extend_from_slice(&[self.d.repetition()]);
+    }
+
     fn component(&mut self) {
         self.out.extend_from_slice(&[self.d.component()]);
     }
@@ -419,8 +423,24 @@ fn write(
     }
     w.end_segment();
 
-    for diagnostic in diagnostics {
-        w.err(diagnostic, header.layout, options);
+    match header.layout {
+        // Before v2.5 the ACK holds at most one ERR (`MSH MSA [ERR]`); ERR-1 repeats instead.
+        Layout::Legacy { .. } if !diagnostics.is_empty() => {
+            w.raw(b"ERR");
+            w.field();
+            for (i, diagnostic) in diagnostics.iter().enumerate() {
+                if i > 0 {
+                    w.repetition();
+                }
+                w.err1(diagnostic, options);
+            }
+            w.end_segment();
+        }
+        _ => {
+            for diagnostic in diagnostics {
+                w.err(diagnostic, header.layout, options);
+            }
+        }
     }
     w.out.freeze()
 }
@@ -437,8 +457,9 @@ impl Ack {
     /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
     ///   it was still current (deprecated from v2.4): the first diagnostic's code description,
     ///   or its text with [`AckOptions::include_err7`].
-    /// - One ERR segment per diagnostic, in order. Before v2.5 (by MSH-12.1): ERR-1 =
-    ///   `segment^sequence^field^code&description&HL70357`. From v2.5: ERR-2 = location (ERL),
+    /// - Before v2.5 (by MSH-12.1), one ERR segment (the ACK structure allows one) whose ERR-1
+    ///   repeats once per diagnostic, in order: `segment^sequence^field^code&description&HL70357`.
+    ///   From v2.5, one ERR segment per diagnostic, in order: ERR-2 = location (ERL),
     ///   ERR-3 = `code^description^HL70357`, ERR-4 = severity, ERR-7/ERR-8 = the diagnostic text
     ///   only when enabled. With no readable version, both layouts are written in each ERR.
     ///
