@@ -1108,3 +1108,44 @@ async fn sighup_does_not_stop_a_plain_server() {
     serve.hangup();
     serve.stop_cleanly().await;
 }
+
+/// A flag refused as a usage error (exit 2) leaves nothing behind: every setting is checked
+/// before the inbox directory is created.
+#[tokio::test]
+async fn refused_flags_create_no_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["serve", "--bind", "127.0.0.1:0", "--allow-peer", "nope"][..],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "missing-cert.pem",
+            "--tls-key",
+            "missing-key.pem",
+        ],
+    ] {
+        let out = within(
+            Command::new(BIN)
+                .args(args)
+                .current_dir(dir.path())
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("run mllp");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !dir.path().join("mllp-inbox").exists(),
+            "{args:?} created the inbox"
+        );
+    }
+}

@@ -418,6 +418,41 @@ async fn serve(settings: Settings) -> ExitCode {
         Err(e) => return exit::fail(exit::FAILURE, &e),
     };
 
+    // Everything that can be refused as a usage error is checked before anything is created on
+    // disk: a bad flag must not leave an inbox directory behind.
+    // No --allow-peer means everyone; an empty allow-list would admit no one.
+    let admission = if settings.allow_peer.is_empty() {
+        Ok(Admission::any())
+    } else {
+        Admission::allow_list(&settings.allow_peer)
+    };
+    let admission = match admission {
+        Ok(admission) => admission,
+        Err(e) => {
+            return exit::fail_text(
+                exit::USAGE,
+                &format!("invalid --allow-peer: {}", exit::chain(&e)),
+            );
+        }
+    };
+    let tls = match &settings.tls {
+        None => None,
+        Some(tls) => {
+            let config = TlsConfig::new(&tls.cert, &tls.key);
+            let config = match &tls.client_ca {
+                Some(ca) => config.client_ca(ca),
+                None => config,
+            };
+            match config
+                .allow_client_subjects(tls.allow_client_subject.iter().cloned())
+                .build()
+            {
+                Ok(transport) => Some(transport),
+                Err(e) => return exit::fail(exit::USAGE, &e),
+            }
+        }
+    };
+
     let inbox = match &settings.inbox {
         Some(dir) => match Inbox::open(dir) {
             Ok(inbox) => Some(inbox),
@@ -466,22 +501,7 @@ async fn serve(settings: Settings) -> ExitCode {
     if let Some(TraceLimit(v)) = settings.message_trace_limit {
         builder = builder.message_trace_limit(v);
     }
-    // No --allow-peer means everyone; an empty allow-list would admit no one.
-    let admission = if settings.allow_peer.is_empty() {
-        Ok(Admission::any())
-    } else {
-        Admission::allow_list(&settings.allow_peer)
-    };
-    let admission = match admission {
-        Ok(admission) => admission,
-        Err(e) => {
-            return exit::fail_text(
-                exit::USAGE,
-                &format!("invalid --allow-peer: {}", exit::chain(&e)),
-            );
-        }
-    };
-    match &settings.tls {
+    match tls {
         None => {
             serve_on(
                 builder.transport(Admitted::new(PlainTcp, admission)),
@@ -492,19 +512,7 @@ async fn serve(settings: Settings) -> ExitCode {
             )
             .await
         }
-        Some(tls) => {
-            let config = TlsConfig::new(&tls.cert, &tls.key);
-            let config = match &tls.client_ca {
-                Some(ca) => config.client_ca(ca),
-                None => config,
-            };
-            let transport = match config
-                .allow_client_subjects(tls.allow_client_subject.iter().cloned())
-                .build()
-            {
-                Ok(t) => t,
-                Err(e) => return exit::fail(exit::USAGE, &e),
-            };
+        Some(transport) => {
             let reloader = transport.reloader();
             serve_on(
                 builder.transport(Admitted::new(transport, admission)),
