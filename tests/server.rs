@@ -841,3 +841,37 @@ async fn block_characters_in_a_diagnostic_text_are_escaped() {
     assert_eq!(code(&again), "AE");
     within(server.shutdown()).await;
 }
+
+/// A diagnostic that middleware attaches to the request reaches the ACK (after the plugins',
+/// before the handler's), and the handler sees it on its request.
+#[tokio::test]
+async fn middleware_diagnostics_reach_the_ack() {
+    let seen = Arc::new(Mutex::new(0));
+    let count = seen.clone();
+    let router = Router::new()
+        .route("*", move |req: Request| {
+            *count.lock().unwrap() = req.diagnostics().len();
+            async {
+                Response::accept().with_diagnostic(Diagnostic::warning(
+                    ErrorCode::TableValueNotFound,
+                    "from the handler",
+                ))
+            }
+        })
+        .layer(from_fn(|mut req: Request, next: Next| async move {
+            req.add_diagnostic(Diagnostic::warning(
+                ErrorCode::TableValueNotFound,
+                "from middleware",
+            ));
+            next.run(req).await
+        }));
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let r = peer.call(hl7("ADT^A01", "M1", "2.5")).await;
+    assert_eq!(code(&r), "AA");
+    assert_eq!(field(&r, "ERR-8"), "from middleware");
+    assert_eq!(field(&r, "ERR(2)-8"), "from the handler");
+    assert_eq!(r.segments_by_id("ERR").count(), 2);
+    assert_eq!(*seen.lock().unwrap(), 1);
+    within(server.shutdown()).await;
+}

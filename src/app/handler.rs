@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::ack::Diagnostic;
 use crate::app::service::RouteFuture;
 use crate::app::{IntoResponse, Request, Response};
 use crate::hl7::Message;
@@ -42,8 +43,9 @@ where
     R: IntoResponse,
 {
     fn call(&self, request: Request) -> BoxFuture<Response> {
+        let attached = request.uncarried_diagnostics();
         let fut = self(request);
-        Box::pin(async move { fut.await.into_response() })
+        Box::pin(async move { with_attached(fut.await.into_response(), attached) })
     }
 }
 
@@ -54,8 +56,9 @@ where
     R: IntoResponse,
 {
     fn call(&self, request: Request) -> BoxFuture<Response> {
+        let attached = request.uncarried_diagnostics();
         let fut = self(request.into_message());
-        Box::pin(async move { fut.await.into_response() })
+        Box::pin(async move { with_attached(fut.await.into_response(), attached) })
     }
 }
 
@@ -108,4 +111,13 @@ where
     fn call(&mut self, request: Request) -> RouteFuture {
         RouteFuture::new(self.handler.call(request))
     }
+}
+
+/// The handler's response with the diagnostics middleware attached to its request before it
+/// (theirs first, as they came first).
+fn with_attached(mut response: Response, attached: Vec<Diagnostic>) -> Response {
+    if !attached.is_empty() {
+        response.diagnostics_mut().splice(0..0, attached);
+    }
+    response
 }

@@ -15,6 +15,9 @@ pub struct Request {
     message: Message,
     connection: ConnectionInfo,
     diagnostics: Vec<Diagnostic>,
+    /// How many of `diagnostics` the runtime already carries to the ACK (the parser plugins');
+    /// the handler stage adds the rest (attached by middleware) to its response.
+    carried: usize,
     extensions: Extensions,
 }
 
@@ -25,6 +28,7 @@ impl Request {
             message,
             connection,
             diagnostics: Vec::new(),
+            carried: 0,
             extensions: Extensions::new(),
         }
     }
@@ -39,19 +43,32 @@ impl Request {
         &self.connection
     }
 
-    /// Diagnostics attached so far. Those the parser plugins attached are sent in the ACK
-    /// (warnings as ERR segments with severity W on an accepted message; an error refuses the
-    /// message).
+    /// Diagnostics attached so far, by parser plugins and middleware. They are sent in the ACK
+    /// (warnings as ERR segments with severity W on an accepted message; an error attached by
+    /// a parser plugin refuses the message).
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics
     }
 
-    /// Attaches a diagnostic. The ACK carries what parser plugins attach here; middleware and
-    /// handlers run later and put theirs on the [`Response`](crate::app::Response) instead
-    /// ([`Response::with_diagnostic`](crate::app::Response::with_diagnostic)): one attached to
-    /// the request after the plugins is visible to later stages but not sent.
+    /// Attaches a diagnostic, sent in the ACK once the request reaches its handler. A middleware
+    /// that answers without calling the handler puts its diagnostics on its own
+    /// [`Response`](crate::app::Response) instead.
     pub fn add_diagnostic(&mut self, diagnostic: Diagnostic) {
         self.diagnostics.push(diagnostic);
+    }
+
+    /// Marks every diagnostic attached so far as carried to the ACK by the runtime (after the
+    /// parser plugins).
+    pub(crate) fn mark_diagnostics_carried(&mut self) {
+        self.carried = self.diagnostics.len();
+    }
+
+    /// The diagnostics attached since [`Request::mark_diagnostics_carried`] (by middleware),
+    /// which the handler stage adds to its response.
+    pub(crate) fn uncarried_diagnostics(&self) -> Vec<Diagnostic> {
+        self.diagnostics
+            .get(self.carried..)
+            .map_or_else(Vec::new, <[Diagnostic]>::to_vec)
     }
 
     /// Typed per-message data.

@@ -517,6 +517,9 @@ impl Future for HandleFuture {
                         let refused = Response::new(Status::Rejected, Vec::new());
                         return Poll::Ready(finish(&inner, &message, refused, attached));
                     }
+                    // These go to the ACK from here; what middleware adds later, the handler
+                    // stage adds to its response.
+                    request.mark_diagnostics_carried();
                     let response = inner.pipeline.run(request);
                     *state = Handle::Running {
                         inner,
