@@ -56,7 +56,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt as tfmt};
@@ -446,7 +446,9 @@ pub fn init(options: OtelOptions) -> Result<OtelGuard, OtelError> {
             .with_location(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(exporter_stack_filter())
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                !is_exporter_stack(metadata.target())
+            }))
     });
     let installed = tracing_subscriber::registry()
         .with(filter)
@@ -602,25 +604,55 @@ where
     }
 }
 
-/// Keeps the exporters' own HTTP stack out of the exported spans: a span created while
-/// exporting would be exported in turn, and so on.
-fn exporter_stack_filter() -> Targets {
-    Targets::new()
-        .with_default(LevelFilter::TRACE)
-        .with_target("hyper", LevelFilter::OFF)
-        .with_target("hyper_util", LevelFilter::OFF)
-        .with_target("h2", LevelFilter::OFF)
-        .with_target("reqwest", LevelFilter::OFF)
-        .with_target("tower", LevelFilter::OFF)
-        .with_target("opentelemetry", LevelFilter::OFF)
-        .with_target("opentelemetry_sdk", LevelFilter::OFF)
-        .with_target("opentelemetry_otlp", LevelFilter::OFF)
-        .with_target("opentelemetry-otlp", LevelFilter::OFF)
+/// The crates of the exporters' own HTTP stack.
+const EXPORTER_STACK: [&str; 9] = [
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "tower",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry-otlp",
+];
+
+/// Whether `target` belongs to one of [`EXPORTER_STACK`]'s crates: spans from them are kept out
+/// of the export (a span created while exporting would be exported in turn, and so on). Whole
+/// crate names only (`tower` and `tower::buffer`, not `tower_http`): a prefix match, as
+/// `Targets` does, would also drop the embedding service's `tower_http` or `reqwest_tracing`
+/// spans.
+fn is_exporter_stack(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    EXPORTER_STACK.contains(&krate)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exporters' own crates are kept out of the export, and only they: crates whose names
+    /// merely start the same (`tower_http`, `reqwest_tracing`, `hyperactive`) are exported.
+    #[test]
+    fn exporter_stack_is_matched_by_whole_crate_name() {
+        for target in [
+            "hyper",
+            "hyper::client",
+            "tower::buffer",
+            "opentelemetry_sdk::trace",
+            "h2",
+        ] {
+            assert!(is_exporter_stack(target), "{target}");
+        }
+        for target in [
+            "tower_http::trace",
+            "reqwest_tracing",
+            "hyperactive",
+            "mllp::server",
+        ] {
+            assert!(!is_exporter_stack(target), "{target}");
+        }
+    }
 
     /// The per-signal URLs are the base plus the standard OTLP/HTTP paths, with or without a
     /// trailing slash on the base.
