@@ -206,6 +206,7 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
             write_buf: BytesMut::new(),
             eof: false,
             last_activity: Instant::now(),
+            last_read: Instant::now(),
             frame_deadline: None,
             timer: None,
         },
@@ -367,8 +368,9 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     self.start(waiting.request, waiting.decoded_at, Some(permit))
                 }),
                 Step::Read(ReadEvent::Request(request)) => {
-                    // The time its last byte arrived: the read that completed it.
-                    let decoded_at = self.io.last_activity;
+                    // The time its last byte arrived: the read that completed it (not moved by
+                    // answers, so a frame that waited in the buffer behind another keeps it).
+                    let decoded_at = self.io.last_read;
                     if let Some(permits) = &self.shared.handler_permits {
                         let permits = Arc::clone(permits);
                         self.ready = Some(Waiting {
@@ -676,6 +678,8 @@ struct Io<P: Protocol, S> {
     eof: bool,
     /// When the last byte arrived (or the last response went out); the idle clock starts here.
     last_activity: Instant,
+    /// When the last read returned bytes: a request decoded from them arrived then.
+    last_read: Instant,
     /// Set while the connection waits for the rest of a started frame.
     frame_deadline: Option<Instant>,
     /// The read timer (frame or idle deadline), created when first needed and re-armed lazily:
@@ -743,7 +747,8 @@ where
                     continue;
                 }
                 Poll::Ready(Ok(_)) => {
-                    self.last_activity = Instant::now();
+                    self.last_read = Instant::now();
+                    self.last_activity = self.last_read;
                     continue;
                 }
                 Poll::Ready(Err(error)) => {

@@ -183,3 +183,31 @@ async fn handler_deadline_holds_while_a_write_is_blocked() {
     assert_eq!(server.dropped(), 1);
     server.finish().await;
 }
+
+/// A request that waited in the read buffer behind another is timed from the read that brought
+/// it, not from the moment the one before it was answered: both lines arrive in one write, the
+/// first takes 1 s, so the second's duration includes that second.
+#[tokio::test(start_paused = true)]
+async fn buffered_request_is_timed_from_its_read() {
+    let server = TestServer::start(ServerConfig::default()).await;
+    let (mut client, id) = server.connect_registered().await;
+    client.send_raw(b"sleep 1\nsecond\n").await.unwrap();
+    assert_eq!(client.recv().await.as_deref(), Some("slept"));
+    assert_eq!(client.recv().await.as_deref(), Some("second"));
+    drop(client);
+    server.recorder.stop_of(id).await;
+    let durations: Vec<_> = server
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Rec::MsgStop {
+                command, duration, ..
+            } => Some((command, duration)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(durations.len(), 2, "{durations:?}");
+    assert!(durations[1].1 >= Duration::from_secs(1), "{durations:?}");
+    server.finish().await;
+}
