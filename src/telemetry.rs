@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, UpDownCounter};
@@ -58,6 +58,10 @@ pub struct Metrics {
 /// `otel.metric.overflow = true` as the SDK does past its cardinality limit.
 #[derive(Debug)]
 struct Counts {
+    /// Tells this server's kept attribute sets from another's in the per-thread cache.
+    id: u64,
+    /// This server's kept attribute sets, by key (at most [`KEPT_ATTRIBUTE_SETS`]).
+    kept: Mutex<HashMap<Key, Kept>>,
     messages: Box<[AtomicU64]>,
     received: AtomicU64,
     sent: AtomicU64,
@@ -66,7 +70,10 @@ struct Counts {
 impl Metrics {
     /// Instruments on the given meter.
     pub fn new(meter: &Meter) -> Self {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
         let counts = Arc::new(Counts {
+            id: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            kept: Mutex::new(HashMap::new()),
             messages: (0..=KEPT_ATTRIBUTE_SETS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -79,9 +86,9 @@ impl Metrics {
             .with_unit("{message}")
             .with_description("Messages handled, by message type and ACK code")
             .with_callback(move |observer| {
-                let kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-                for &(index, set) in kept.values() {
-                    let count = observed.messages[index].load(Ordering::Relaxed);
+                let kept = observed.kept.lock().unwrap_or_else(|e| e.into_inner());
+                for (index, set) in kept.values() {
+                    let count = observed.messages[*index].load(Ordering::Relaxed);
                     if count > 0 {
                         observer.observe(count, &set[..]);
                     }
@@ -193,36 +200,36 @@ fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> 
     ]
 }
 
-/// How many attribute sets (type, event, ACK code) are built once and kept for the process:
-/// real traffic has a few dozen. Past this, a message's set is built for it alone, and
+/// How many attribute sets (type, event, ACK code) a server builds once and keeps: real traffic
+/// has a few dozen. Past this, a message's set is built for it alone, and
 /// `mllp.server.messages` counts it in its overflow series. Below the OpenTelemetry SDK's
 /// default cardinality limit (2000 series per instrument), which would otherwise cut the
-/// counter's series short of exact totals.
+/// counter's series short of exact totals. Each server (each [`Metrics`]) has its own sets, so
+/// one server's traffic cannot use up another's.
 const KEPT_ATTRIBUTE_SETS: usize = 1024;
 
 /// A kept attribute set: its slot in [`Counts::messages`] and the attributes.
-type Kept = (usize, &'static [KeyValue; 3]);
+type Kept = (usize, Arc<[KeyValue; 3]>);
 
 /// The key of an attribute set: message code, trigger event (as in [`with_message_attributes`])
 /// and the ACK code's first two letters.
 type Key = (u32, u32, u16);
 
-/// Every kept attribute set, by key.
-static KEPT: LazyLock<Mutex<HashMap<Key, Kept>>> = LazyLock::new(Default::default);
-
 /// A message's metric attributes and their slot in [`Counts::messages`]: built once per
-/// combination and kept (bounded by [`KEPT_ATTRIBUTE_SETS`]), so recording costs no
-/// construction and no drop per message. A per-thread cache (direct-mapped, 256 slots) spares
-/// the global lock. Past the bound, the set is built for the message alone and its slot is the
+/// combination and kept by the server (bounded by [`KEPT_ATTRIBUTE_SETS`]), so recording costs
+/// no construction and no drop per message. A per-thread cache (direct-mapped, 256 slots) spares
+/// the server's lock. Past the bound, the set is built for the message alone and its slot is the
 /// overflow one.
 fn with_message_attributes(
+    counts: &Counts,
     meta: &crate::server::Inbound,
     ack_code: &'static str,
     record: impl FnOnce(usize, &[KeyValue]),
 ) {
     const SLOTS: usize = 256;
+    type Slot = Option<(u64, Key, Kept)>;
     thread_local! {
-        static CACHE: RefCell<[Option<(Key, Kept)>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
+        static CACHE: RefCell<[Slot; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
     }
     // Distinct for distinct attribute values: at most three non-zero bytes, or a bucket.
     let part = |code: Option<&[u8]>| match kept_code(code) {
@@ -236,35 +243,46 @@ fn with_message_attributes(
         part(meta.trigger_event_bytes()),
         u16::from_be_bytes([ack[0], ack[1]]),
     );
-    let slot = ((key.0 ^ key.1.rotate_left(11) ^ u32::from(key.2).rotate_left(22))
-        .wrapping_mul(0x9E37_79B9)
-        >> 24) as usize
-        % SLOTS;
-    let kept = CACHE.with(|cache| {
+    let slot =
+        ((key.0 ^ key.1.rotate_left(11) ^ u32::from(key.2).rotate_left(22) ^ counts.id as u32)
+            .wrapping_mul(0x9E37_79B9)
+            >> 24) as usize
+            % SLOTS;
+    let record = CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((cached, kept)) = cache[slot]
-            && cached == key
+        if let Some((id, cached, (index, set))) = &cache[slot]
+            && *id == counts.id
+            && *cached == key
         {
-            return Some(kept);
+            record(*index, &set[..]);
+            return None;
         }
-        let mut kept_by_key = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = match kept_by_key.get(&key) {
-            Some(kept) => *kept,
-            None if kept_by_key.len() < KEPT_ATTRIBUTE_SETS => {
-                let set: &'static [KeyValue; 3] =
-                    Box::leak(Box::new(message_attributes(meta, ack_code)));
-                let kept = (kept_by_key.len(), set);
-                kept_by_key.insert(key, kept);
-                kept
+        let kept = {
+            let mut kept_by_key = counts.kept.lock().unwrap_or_else(|e| e.into_inner());
+            match kept_by_key.get(&key) {
+                Some(kept) => Some(kept.clone()),
+                None if kept_by_key.len() < KEPT_ATTRIBUTE_SETS => {
+                    let kept = (
+                        kept_by_key.len(),
+                        Arc::new(message_attributes(meta, ack_code)),
+                    );
+                    kept_by_key.insert(key, kept.clone());
+                    Some(kept)
+                }
+                None => None,
             }
-            None => return None,
         };
-        cache[slot] = Some((key, kept));
-        Some(kept)
+        match kept {
+            Some((index, set)) => {
+                record(index, &set[..]);
+                cache[slot] = Some((counts.id, key, (index, set)));
+                None
+            }
+            None => Some(record),
+        }
     });
-    match kept {
-        Some((index, set)) => record(index, set),
-        None => record(KEPT_ATTRIBUTE_SETS, &message_attributes(meta, ack_code)),
+    if let Some(record) = record {
+        record(KEPT_ATTRIBUTE_SETS, &message_attributes(meta, ack_code));
     }
 }
 
@@ -297,7 +315,7 @@ impl Metrics {
     /// `mllp.response.size`; the runtime's `response_size` also counts the MLLP framing).
     fn record_answer(&self, meta: &Inbound, duration: Duration, response: Option<&Ack>) {
         let code = response.map_or("none", |ack| ack.code().as_str());
-        with_message_attributes(meta, code, |index, attrs| {
+        with_message_attributes(&self.counts, meta, code, |index, attrs| {
             self.counts.messages[index].fetch_add(1, Ordering::Relaxed);
             self.message_duration.record(seconds(duration), attrs);
         });
@@ -375,6 +393,7 @@ mod tests {
     #[test]
     fn kept_attribute_sets_match_the_message() {
         use crate::server::protocol::test_inbound;
+        let metrics = Metrics::new(&opentelemetry::global::meter("test"));
         let mut n = 0;
         for code in ["ADT", "ORU", "A1", "TOOLONG", ""] {
             for event in 0..1100 {
@@ -382,7 +401,7 @@ mod tests {
                 for ack in ["AA", "AE", "none"] {
                     let want = message_attributes(&meta, ack);
                     let mut got = None;
-                    with_message_attributes(&meta, ack, |index, attrs| {
+                    with_message_attributes(&metrics.counts, &meta, ack, |index, attrs| {
                         got = Some(attrs.to_vec());
                         assert!(index <= KEPT_ATTRIBUTE_SETS);
                     });
@@ -392,5 +411,32 @@ mod tests {
             }
         }
         assert!(n > KEPT_ATTRIBUTE_SETS);
+    }
+
+    /// Each server keeps its own attribute sets: one whose sets were all used up by a sender
+    /// minting message types still counts another server's new combination in its own series,
+    /// not in the overflow one.
+    #[test]
+    fn servers_keep_their_own_attribute_sets() {
+        use crate::server::protocol::test_inbound;
+        let meter = opentelemetry::global::meter("test");
+        let (flooded, other) = (Metrics::new(&meter), Metrics::new(&meter));
+        for i in 0..=KEPT_ATTRIBUTE_SETS {
+            let meta = test_inbound(&format!("Z{:02}", i / 100), &format!("E{:02}", i % 100));
+            with_message_attributes(&flooded.counts, &meta, "AR", |_, _| {});
+        }
+        let meta = test_inbound("ORU", "R01");
+        let mut index = None;
+        with_message_attributes(&flooded.counts, &meta, "AE", |i, _| index = Some(i));
+        assert_eq!(
+            index,
+            Some(KEPT_ATTRIBUTE_SETS),
+            "the flooded server overflows"
+        );
+        with_message_attributes(&other.counts, &meta, "AE", |i, _| index = Some(i));
+        assert_eq!(index, Some(0), "the other server keeps the set");
+        // And the per-thread cache does not hand one server's slot to the other.
+        with_message_attributes(&flooded.counts, &meta, "AE", |i, _| index = Some(i));
+        assert_eq!(index, Some(KEPT_ATTRIBUTE_SETS));
     }
 }
