@@ -511,12 +511,26 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             Ok(response) => {
                 let (written, result) = self.write(response).await;
                 let now = self.answered_now();
-                if !self.shared.observers.is_empty() {
+                let duration = now.saturating_duration_since(decoded_at);
+                let observed = !self.shared.observers.is_empty();
+                if observed && result.is_err() {
+                    // The answer could not be written (the peer is gone, or stopped reading):
+                    // the message was not answered, which is not the same as a handler that
+                    // chose to send nothing.
+                    self.shared.observers.emit(Event::MessageException {
+                        connection: &self.info,
+                        meta: &meta,
+                        duration,
+                        failure: &Failure::Aborted,
+                        response: None,
+                        span: &span,
+                    });
+                } else if observed {
                     let (response, response_size) = written.unzip();
                     self.shared.observers.emit(Event::MessageStop {
                         connection: &self.info,
                         meta: &meta,
-                        duration: now.saturating_duration_since(decoded_at),
+                        duration,
                         response: response.as_ref().and_then(Option::as_ref),
                         response_size: response_size.unwrap_or(0),
                         span: &span,

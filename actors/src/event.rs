@@ -3,9 +3,10 @@
 //! Every connection produces exactly one [`Event::ConnectionStart`] and exactly one
 //! [`Event::ConnectionStop`], whatever ends it (peer close, timeout, codec error, shutdown, or a
 //! panic in the runtime itself). Every request produces one [`Event::MessageStart`] and then
-//! exactly one of [`Event::MessageStop`] (the handler answered, possibly with nothing) or
-//! [`Event::MessageException`] (the handler panicked or timed out; the failure response, if the
-//! policy sends one, is reported on the exception event).
+//! exactly one of [`Event::MessageStop`] (the handler answered, possibly with nothing, and the
+//! answer was written) or [`Event::MessageException`] (the handler panicked or timed out, or
+//! the message was aborted: the connection closed first, or its answer could not be written;
+//! the failure response, if the policy sends one, is reported on the exception event).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -130,7 +131,8 @@ pub enum Event<'a, P: Protocol> {
         /// still open: record the outcome on it.
         span: &'a tracing::Span,
     },
-    /// A handler panicked or timed out.
+    /// A handler panicked or timed out, or the message was aborted (the connection closed
+    /// before it was answered, or its answer could not be written).
     MessageException {
         /// The connection.
         connection: &'a ConnectionInfo,

@@ -112,9 +112,10 @@ pub enum Failure {
     Panicked(String),
     /// The handler did not finish within the handler timeout and was aborted.
     TimedOut(std::time::Duration),
-    /// The connection closed before the handler finished (shutdown grace deadline, a failed
-    /// write, or the `Close` handler-failure policy) and the handler was aborted. No response
-    /// can be sent, so [`Protocol::on_failure`] is never asked about it; it is only reported on
+    /// The connection closed before the message was answered (shutdown grace deadline, a failed
+    /// write, or the `Close` handler-failure policy): its handler was aborted, or had finished
+    /// but its answer could not be written. No response can be sent, so
+    /// [`Protocol::on_failure`] is never asked about it; it is only reported on
     /// [`Event::MessageException`](crate::Event::MessageException).
     Aborted,
 }

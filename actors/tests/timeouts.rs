@@ -75,7 +75,8 @@ async fn slow_frame_closes_as_frame_timeout() {
 }
 
 /// A peer that stops reading makes the response write pass `write_timeout`: the connection
-/// closes as `WriteTimeout`, and the message is reported once, without a response.
+/// closes as `WriteTimeout`, and the message is reported once, as aborted (its answer never
+/// went out), not as a message answered with nothing.
 #[tokio::test(start_paused = true)]
 async fn peer_that_never_reads_closes_as_write_timeout() {
     let server =
@@ -89,16 +90,22 @@ async fn peer_that_never_reads_closes_as_write_timeout() {
     client.send(&format!("big {}", 16 << 20)).await;
     let (reason, messages) = server.recorder.stop_of(id).await;
     assert_eq!((reason, messages), (CloseReason::WriteTimeout, 1));
-    let stops: Vec<_> = server
+    let ends: Vec<_> = server
         .recorder
         .events()
         .into_iter()
         .filter_map(|e| match e {
-            Rec::MsgStop { response, size, .. } => Some((response, size)),
+            Rec::MsgStop { command, .. } => Some((command, None)),
+            Rec::MsgException {
+                command, failure, ..
+            } => Some((command, Some(failure))),
             _ => None,
         })
         .collect();
-    assert_eq!(stops, [(None, 0)]);
+    assert_eq!(
+        ends,
+        [("big".to_owned(), Some(mllp_actors::Failure::Aborted))]
+    );
     drop(client);
     server.finish().await;
 }
@@ -178,7 +185,10 @@ async fn handler_deadline_holds_while_a_write_is_blocked() {
         .collect();
     assert_eq!(
         failures,
-        [("hang".to_owned(), mllp_actors::Failure::TimedOut(limit))]
+        [
+            ("big".to_owned(), mllp_actors::Failure::Aborted),
+            ("hang".to_owned(), mllp_actors::Failure::TimedOut(limit))
+        ]
     );
     assert_eq!(server.dropped(), 1);
     server.finish().await;
