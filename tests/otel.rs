@@ -514,6 +514,39 @@ async fn messages_left_out_by_the_trace_ratio_get_no_span_but_are_counted() {
     );
 }
 
+/// A handler that fails on a message whose MSH-15 is NE gets no ACK sent (as asked), yet its
+/// span carries an error status, described by the ACK code it would have had (CE).
+#[tokio::test]
+async fn failure_without_an_ack_under_msh15_ne_is_an_error_on_the_span() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route("ADT^A01", |req: Request| async move {
+        if req.message().control_id() == Some("NE1") {
+            Err(HandlerError::internal("store unavailable"))
+        } else {
+            Ok(())
+        }
+    });
+    let server = telemetry.start(Server::builder().router(router)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send(support::hl7_with("ADT^A01", "NE1", "2.5", "NE"))
+        .await;
+    // Answered in order: once this one is, the silent one was handled.
+    assert_eq!(
+        ack_code(&peer.call(phi_message("ADT^A01", "OK1")).await),
+        "AA"
+    );
+    drop(peer);
+    within(server.shutdown()).await;
+
+    let spans = telemetry.spans();
+    let silent = named(&spans, "mllp.message")
+        .into_iter()
+        .find(|span| string(span, "hl7.control_id") == "NE1")
+        .expect("the NE message has a span");
+    assert_eq!(string(silent, "hl7.ack_code"), "none");
+    assert_eq!(error_description(silent), "CE");
+}
+
 /// With `message_trace_limit(Some(2))` at most two messages per second (of tokio's paused
 /// clock) get an `mllp.message` span; the others are still answered and counted.
 #[tokio::test(start_paused = true)]

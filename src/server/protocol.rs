@@ -289,7 +289,7 @@ impl Protocol for Hl7 {
         };
         let response = Response::error(ErrorCode::ApplicationInternalError, text);
         let ack = match &meta.parsed {
-            Ok(message) => finish(&self.inner, message, response, Vec::new()),
+            Ok(message) => finish(&self.inner, message, response, Vec::new(), false),
             Err((error, raw)) => Some(Ack::reject_unparseable(
                 raw,
                 &error.to_diagnostic(),
@@ -507,7 +507,7 @@ impl Future for HandleFuture {
                     for plugin in &inner.plugins {
                         if let Err(response) = plugin.inspect(&mut request) {
                             let attached = request.diagnostics().to_vec();
-                            return Poll::Ready(finish(&inner, &message, response, attached));
+                            return Poll::Ready(finish(&inner, &message, response, attached, true));
                         }
                     }
                     let attached = request.diagnostics().to_vec();
@@ -515,7 +515,7 @@ impl Future for HandleFuture {
                     // refused the message: it is never routed, and never answered as accepted.
                     if attached.iter().any(|d| is_error(d.severity)) {
                         let refused = Response::new(Status::Rejected, Vec::new());
-                        return Poll::Ready(finish(&inner, &message, refused, attached));
+                        return Poll::Ready(finish(&inner, &message, refused, attached, true));
                     }
                     // These go to the ACK from here; what middleware adds later, the handler
                     // stage adds to its response.
@@ -536,7 +536,7 @@ impl Future for HandleFuture {
                 } => {
                     return match response.as_mut().poll(cx) {
                         Poll::Ready(response) => {
-                            Poll::Ready(finish(&inner, &message, response, attached))
+                            Poll::Ready(finish(&inner, &message, response, attached, true))
                         }
                         Poll::Pending => {
                             *state = Handle::Running {
@@ -560,11 +560,15 @@ impl Future for HandleFuture {
 /// With MSH-15 (accept acknowledgment type) present the message is in enhanced mode: the answer
 /// is an accept ACK (CA/CE/CR), sent or not per the MSH-15 rule. Otherwise original mode
 /// (AA/AE/AR), always sent.
+///
+/// `in_span`: called while the message span is entered (from the handler future), so a failure
+/// that MSH-15 keeps from being answered can still be marked on it.
 fn finish(
     inner: &Hl7Inner,
     message: &Message,
     response: Response,
     mut diagnostics: Vec<Diagnostic>,
+    in_span: bool,
 ) -> Option<Ack> {
     let (status, extra) = response.into_parts();
     diagnostics.extend(extra);
@@ -574,6 +578,13 @@ fn finish(
     let requirement = message.accept_ack_type();
     let enhanced = requirement.is_some();
     if enhanced && !accept_ack_wanted(requirement, status == Status::Accepted) {
+        if in_span && status != Status::Accepted {
+            // No ACK goes out (MSH-15 = NE or SU), but the message failed: its span says so,
+            // with the code the ACK would have carried (the runtime only sees "no answer").
+            let span = Span::current();
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", status.ack_code(true).as_str());
+        }
         return None;
     }
     Some(Ack::build(
