@@ -383,6 +383,19 @@ async fn handled_message_is_a_root_span_linked_to_its_connection() {
     assert_eq!(attr(connection, "tls"), Some(&Value::Bool(false)));
     assert_eq!(int(connection, "messages"), 1);
     assert!(attr(connection, "close_reason").is_some());
+    // The `connection closed` event's counts are integers too, not strings.
+    let closed = connection
+        .events
+        .iter()
+        .find(|e| e.name == "connection closed")
+        .expect("a connection closed event");
+    for key in ["messages", "connection.id"] {
+        let value = closed.attributes.iter().find(|kv| kv.key.as_str() == key);
+        assert!(
+            matches!(value.map(|kv| &kv.value), Some(Value::I64(_))),
+            "{key}: {value:?}"
+        );
+    }
     assert_eq!(string(message, "hl7.message_type"), "ADT");
     assert_eq!(string(message, "hl7.trigger_event"), "A01");
     assert_eq!(string(message, "hl7.control_id"), "CTRL-1");

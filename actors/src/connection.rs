@@ -541,7 +541,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             Err(failure) => {
                 span.in_scope(|| {
                     tracing::warn!(
-                        connection.id = self.info.id(),
+                        connection.id = self.info.id() as i64,
                         failure.kind = failure.kind(),
                         // Not the failure's text: a panic message may quote patient data.
                         "handler failed"

@@ -167,10 +167,11 @@ impl<P: Protocol, T: Transport> SupervisorState<P, T> {
         );
         let stats = Arc::new(ConnStats::default());
         let started = SystemTime::now();
+        // Integers as i64: tracing-opentelemetry exports unsigned ones as strings.
         tracing::info!(
-            connection.id = info.id(),
+            connection.id = info.id() as i64,
             network.peer.address = %peer.ip(),
-            network.peer.port = peer.port(),
+            network.peer.port = i64::from(peer.port()),
             "connection accepted"
         );
         shared.observers.emit(Event::ConnectionStart {
@@ -258,9 +259,9 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
         let messages = stats.messages.load(Ordering::Relaxed);
         let record = || {
             tracing::info!(
-                connection.id = info.id(),
+                connection.id = info.id() as i64,
                 close_reason = reason.as_str(),
-                messages,
+                messages = i64::try_from(messages).unwrap_or(i64::MAX),
                 "connection closed"
             );
         };
