@@ -442,32 +442,31 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             });
         }
         // `handle` may do its work before returning the future (`std::future::ready(f())`): a
-        // panic there is the handler's failure too, not the connection's.
-        let handler = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            protocol.handle(request, &meta, &self.info)
-        }));
+        // panic there is the handler's failure too, so the future is made inside the task's
+        // `catch_unwind`.
         let tasks = &self.shared.tasks;
         let limit = self.shared.config.handler_timeout;
-        let mut handler = match (handler, permit) {
-            (Err(payload), _) => {
-                HandlerTask::Done(Some(Err(Failure::Panicked(panic_message(payload)))))
-            }
-            (Ok(handler), None) => {
-                HandlerTask::start(tasks, handler.instrument(span.clone()), limit)
-            }
-            (Ok(handler), Some(permit)) => {
-                let handler = handler.instrument(span.clone());
-                HandlerTask::start(
-                    tasks,
+        let info = &self.info;
+        let make = || {
+            protocol
+                .handle(request, &meta, info)
+                .instrument(span.clone())
+        };
+        let mut handler = match permit {
+            None => HandlerTask::start_with(tasks, make, limit),
+            Some(permit) => HandlerTask::start_with(
+                tasks,
+                || {
+                    let handler = make();
                     Box::pin(async move {
                         // The server-wide permit is held for exactly as long as the handler
                         // runs.
                         let _permit = permit;
                         handler.await
-                    }),
-                    limit,
-                )
-            }
+                    })
+                },
+                limit,
+            ),
         };
         if self.queue.is_empty()
             && let Some(outcome) = handler.take_done()

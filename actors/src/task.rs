@@ -48,17 +48,37 @@ pub(crate) struct Running<R> {
 impl<R: Send + 'static> HandlerTask<R> {
     /// Starts `handler` (already instrumented with its span): polls it once here, and spawns it
     /// on the server's tracker if it is not done.
-    pub(crate) fn start<F>(tasks: &TaskTracker, mut handler: F, limit: Duration) -> Self
+    #[cfg(test)]
+    pub(crate) fn start<F>(tasks: &TaskTracker, handler: F, limit: Duration) -> Self
+    where
+        F: Future<Output = Option<R>> + Unpin + Send + 'static,
+    {
+        Self::start_with(tasks, || handler, limit)
+    }
+
+    /// Makes the handler future with `make` and starts it as [`HandlerTask::start`] does. A panic
+    /// while making it (a handler that does its work before returning its future) is the
+    /// handler's failure like a panic in its first poll: both run under one `catch_unwind`.
+    pub(crate) fn start_with<F>(
+        tasks: &TaskTracker,
+        make: impl FnOnce() -> F,
+        limit: Duration,
+    ) -> Self
     where
         F: Future<Output = Option<R>> + Unpin + Send + 'static,
     {
         let mut cx = Context::from_waker(Waker::noop());
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut handler).poll(&mut cx))) {
-            Ok(Poll::Ready(response)) => HandlerTask::Done(Some(Ok(response))),
+        let first = catch_unwind(AssertUnwindSafe(|| {
+            let mut handler = make();
+            let poll = Pin::new(&mut handler).poll(&mut cx);
+            (handler, poll)
+        }));
+        match first {
+            Ok((_, Poll::Ready(response))) => HandlerTask::Done(Some(Ok(response))),
             Err(payload) => HandlerTask::Done(Some(Err(Failure::Panicked(panic_message(payload))))),
             // The spawned task polls it again at once, with a real waker: a future registers
             // its waker anew on every poll, so the no-op one of the first poll is never needed.
-            Ok(Poll::Pending) => HandlerTask::Running(Running {
+            Ok((handler, Poll::Pending)) => HandlerTask::Running(Running {
                 task: tasks.spawn(handler),
                 deadline: Box::pin(tokio::time::sleep_until(deadline(Instant::now(), limit))),
                 limit,

@@ -43,6 +43,10 @@ where
     R: IntoResponse,
 {
     fn call(&self, request: Request) -> BoxFuture<Response> {
+        if !request.has_uncarried_diagnostics() {
+            let fut = self(request);
+            return Box::pin(async move { fut.await.into_response() });
+        }
         let attached = request.uncarried_diagnostics();
         let fut = self(request);
         Box::pin(async move { with_attached(fut.await.into_response(), attached) })
@@ -56,6 +60,10 @@ where
     R: IntoResponse,
 {
     fn call(&self, request: Request) -> BoxFuture<Response> {
+        if !request.has_uncarried_diagnostics() {
+            let fut = self(request.into_message());
+            return Box::pin(async move { fut.await.into_response() });
+        }
         let attached = request.uncarried_diagnostics();
         let fut = self(request.into_message());
         Box::pin(async move { with_attached(fut.await.into_response(), attached) })

@@ -63,6 +63,11 @@ impl Request {
         self.carried = self.diagnostics.len();
     }
 
+    /// Whether diagnostics were attached since [`Request::mark_diagnostics_carried`].
+    pub(crate) fn has_uncarried_diagnostics(&self) -> bool {
+        self.diagnostics.len() > self.carried
+    }
+
     /// The diagnostics attached since [`Request::mark_diagnostics_carried`] (by middleware),
     /// which the handler stage adds to its response.
     pub(crate) fn uncarried_diagnostics(&self) -> Vec<Diagnostic> {
