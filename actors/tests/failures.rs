@@ -54,53 +54,32 @@ async fn stuck_handler_is_aborted_and_answered() {
     server.finish().await;
 }
 
-/// A panicking handler is answered with the failure response and the connection goes on.
+/// A panicking handler is answered with the failure response and the connection goes on,
+/// whether it panics in its future (`panic`) or before returning it, in `handle` itself as
+/// `std::future::ready(f())` does (`eager`).
 #[tokio::test]
 async fn panicking_handler_is_answered_and_connection_goes_on() {
-    let server = TestServer::start(ServerConfig::default()).await;
-    let (mut client, id) = server.connect_registered().await;
-    assert_eq!(client.request("panic").await, "failed: panic");
-    assert_eq!(client.request("after").await, "after");
-    assert_eq!(
-        exceptions(&server),
-        [(
-            "panic".into(),
-            Failure::Panicked("boom".into()),
-            Some("failed: panic".into())
-        )]
-    );
-    drop(client);
-    assert_eq!(
-        server.recorder.stop_of(id).await,
-        (CloseReason::PeerClosed, 2)
-    );
-    server.finish().await;
-}
-
-/// A handler that panics before it returns its future (work done in `handle` itself, as with
-/// `std::future::ready(f())`) is a handler failure like any other: answered with the failure
-/// response, reported once, and the connection goes on.
-#[tokio::test]
-async fn panic_in_the_body_of_handle_is_a_handler_failure() {
-    let server = TestServer::start(ServerConfig::default()).await;
-    let (mut client, id) = server.connect_registered().await;
-    assert_eq!(client.request("eager").await, "failed: panic");
-    assert_eq!(client.request("after").await, "after");
-    assert_eq!(
-        exceptions(&server),
-        [(
-            "eager".into(),
-            Failure::Panicked("eager boom".into()),
-            Some("failed: panic".into())
-        )]
-    );
-    drop(client);
-    assert_eq!(
-        server.recorder.stop_of(id).await,
-        (CloseReason::PeerClosed, 2)
-    );
-    server.finish().await;
-    server.recorder.assert_consistent();
+    for (command, text) in [("panic", "boom"), ("eager", "eager boom")] {
+        let server = TestServer::start(ServerConfig::default()).await;
+        let (mut client, id) = server.connect_registered().await;
+        assert_eq!(client.request(command).await, "failed: panic");
+        assert_eq!(client.request("after").await, "after");
+        assert_eq!(
+            exceptions(&server),
+            [(
+                command.into(),
+                Failure::Panicked(text.into()),
+                Some("failed: panic".into())
+            )]
+        );
+        drop(client);
+        assert_eq!(
+            server.recorder.stop_of(id).await,
+            (CloseReason::PeerClosed, 2)
+        );
+        server.finish().await;
+        server.recorder.assert_consistent();
+    }
 }
 
 /// Under `NoResponse` a failed handler gets no answer and the next request is answered.
