@@ -453,8 +453,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 .instrument(span.clone())
         };
         let mut handler = match permit {
-            None => HandlerTask::start_with(tasks, make, limit),
-            Some(permit) => HandlerTask::start_with(
+            None => HandlerTask::start(tasks, make, limit),
+            Some(permit) => HandlerTask::start(
                 tasks,
                 || {
                     let handler = make();
@@ -617,7 +617,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     }
 
     /// Aborts every handler still queued (a policy or an I/O failure closes the connection,
-    /// or the shutdown grace ran out). Each is reported once, as `Failure::Aborted`.
+    /// or the shutdown grace ran out). Each is reported once: with the failure it already had
+    /// (timed out, panicked), else as `Failure::Aborted`.
     fn abort_in_flight(&mut self) {
         while let Some(entry) = self.queue.pop_front() {
             // Dropping the entry aborts its task. A handler that already failed (past its
@@ -645,7 +646,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
 impl<P: Protocol, T: Transport> Drop for Conn<P, T> {
     /// Every path that ends the loop answers or aborts what is in flight; this covers the ones
     /// that cannot: a panic on the connection's task (in the codec, the protocol or an observer)
-    /// and a kill. Each message still queued gets its one end event, as `Failure::Aborted`.
+    /// and a kill. Each message still queued gets its one end event, as `abort_in_flight` gives
+    /// it.
     fn drop(&mut self) {
         if self.queue.is_empty() {
             return;

@@ -46,24 +46,11 @@ pub(crate) struct Running<R> {
 }
 
 impl<R: Send + 'static> HandlerTask<R> {
-    /// Starts `handler` (already instrumented with its span): polls it once here, and spawns it
-    /// on the server's tracker if it is not done.
-    #[cfg(test)]
-    pub(crate) fn start<F>(tasks: &TaskTracker, handler: F, limit: Duration) -> Self
-    where
-        F: Future<Output = Option<R>> + Unpin + Send + 'static,
-    {
-        Self::start_with(tasks, || handler, limit)
-    }
-
-    /// Makes the handler future with `make` and starts it as [`HandlerTask::start`] does. A panic
-    /// while making it (a handler that does its work before returning its future) is the
-    /// handler's failure like a panic in its first poll: both run under one `catch_unwind`.
-    pub(crate) fn start_with<F>(
-        tasks: &TaskTracker,
-        make: impl FnOnce() -> F,
-        limit: Duration,
-    ) -> Self
+    /// Makes the handler future with `make` (already instrumented with its span) and polls it
+    /// once here; spawns it on the server's tracker if it is not done. A panic while making it
+    /// (a handler that does its work before returning its future) is the handler's failure like
+    /// a panic in its first poll: both run under one `catch_unwind`.
+    pub(crate) fn start<F>(tasks: &TaskTracker, make: impl FnOnce() -> F, limit: Duration) -> Self
     where
         F: Future<Output = Option<R>> + Unpin + Send + 'static,
     {
@@ -179,7 +166,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn finished_handler_yields_response() {
         let tasks = TaskTracker::new();
-        let task = HandlerTask::start(&tasks, Box::pin(async { Some(7) }), Duration::from_secs(1));
+        let task = HandlerTask::start(
+            &tasks,
+            || Box::pin(async { Some(7) }),
+            Duration::from_secs(1),
+        );
         assert_eq!(task.await, Ok(Some(7)));
     }
 
@@ -192,10 +183,12 @@ mod tests {
         let guard = SetOnDrop(Arc::clone(&dropped));
         let task = HandlerTask::start(
             &tasks,
-            Box::pin(async move {
-                let _guard = guard;
-                std::future::pending::<Option<u8>>().await
-            }),
+            || {
+                Box::pin(async move {
+                    let _guard = guard;
+                    std::future::pending::<Option<u8>>().await
+                })
+            },
             Duration::from_secs(1),
         );
         assert_eq!(task.await, Err(Failure::TimedOut(Duration::from_secs(1))));
@@ -208,12 +201,15 @@ mod tests {
         let tasks = TaskTracker::new();
         let task = HandlerTask::<u8>::start(
             &tasks,
-            Box::pin(async { panic!("boom {}", 1) }),
+            || Box::pin(async { panic!("boom {}", 1) }),
             Duration::from_secs(1),
         );
         assert_eq!(task.await, Err(Failure::Panicked("boom 1".into())));
-        let task =
-            HandlerTask::<u8>::start(&tasks, Box::pin(async { panic!("static") }), Duration::MAX);
+        let task = HandlerTask::<u8>::start(
+            &tasks,
+            || Box::pin(async { panic!("static") }),
+            Duration::MAX,
+        );
         assert_eq!(task.await, Err(Failure::Panicked("static".into())));
     }
 
@@ -223,10 +219,12 @@ mod tests {
         let tasks = TaskTracker::new();
         let task = HandlerTask::<u8>::start(
             &tasks,
-            Box::pin(async {
-                tokio::task::yield_now().await;
-                panic!("later")
-            }),
+            || {
+                Box::pin(async {
+                    tokio::task::yield_now().await;
+                    panic!("later")
+                })
+            },
             Duration::from_secs(1),
         );
         assert!(matches!(task, HandlerTask::Running(_)));
@@ -241,10 +239,12 @@ mod tests {
         let guard = SetOnDrop(Arc::clone(&dropped));
         let task = HandlerTask::start(
             &tasks,
-            Box::pin(async move {
-                let _guard = guard;
-                std::future::pending::<Option<u8>>().await
-            }),
+            || {
+                Box::pin(async move {
+                    let _guard = guard;
+                    std::future::pending::<Option<u8>>().await
+                })
+            },
             Duration::from_secs(60),
         );
         drop(task);
