@@ -12,22 +12,11 @@ use mllp::app::{Request, Router};
 use mllp::frame::MllpCodec;
 use mllp::hl7::Message;
 use mllp::tls::TlsClientConfig;
-use mllp::{Backoff, Client, ClientConfig, ClientError, Server, ServerBuilder, ServerHandle};
-use support::{hl7, within};
+use mllp::{Backoff, Client, ClientConfig, ClientError, Server};
+use support::{hl7, start, within};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
-
-/// One of our own receivers on a free loopback port, serving.
-async fn receiver(builder: ServerBuilder) -> ServerHandle {
-    builder
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .spawn()
-        .await
-        .expect("start")
-}
 
 /// An ACK for `message` with MSA-2 = `msa2`.
 fn ack_for(msa2: &str) -> Bytes {
@@ -116,7 +105,7 @@ async fn mismatched_msa2_is_an_error_and_drops_the_connection() {
 /// `send_all` keeps up to `max_in_flight` messages outstanding and pairs every ACK in order.
 #[tokio::test]
 async fn send_all_pipelines_and_correlates_in_order() {
-    let server = receiver(
+    let server = start(
         Server::builder()
             .router(Router::new().route("*", |_r: Request| async {}))
             .max_in_flight(4),
@@ -148,7 +137,7 @@ fn accept_or_fail() -> Router {
 /// is accepted by silence (and answered CE on error), and the connection keeps correlating.
 #[tokio::test(start_paused = true)]
 async fn client_follows_msh_15_of_the_message_it_sends() {
-    let server = receiver(Server::builder().router(accept_or_fail())).await;
+    let server = start(Server::builder().router(accept_or_fail())).await;
     let config = ClientConfig::default()
         .reply_timeout(Duration::from_secs(2))
         .max_retries(0);
@@ -421,9 +410,9 @@ async fn reconnects_back_off_when_the_receiver_hangs_up_at_once() {
 /// A control id with an escape sequence correlates with our own receiver, which copies MSH-10
 /// into MSA-2 verbatim: both are compared as raw bytes.
 #[tokio::test]
-async fn control_id_with_escape_sequence_correlates_with_our_own_receiver() {
+async fn control_id_with_escape_sequence_correlates_with_our_own_start() {
     let server =
-        receiver(Server::builder().router(Router::new().route("*", |_r: Request| async {}))).await;
+        start(Server::builder().router(Router::new().route("*", |_r: Request| async {}))).await;
     let mut client = Client::with_config(
         server.local_addr().to_string(),
         ClientConfig::default().max_retries(0),

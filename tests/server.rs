@@ -10,18 +10,8 @@ use bytes::Bytes;
 use mllp::ack::{AckCode, Diagnostic, ErrorCode};
 use mllp::app::{HandlerError, Next, Request, Response, Router, from_fn, handler_service};
 use mllp::hl7::Message;
-use mllp::{HandlerFailurePolicy, Server, ServerBuilder, ServerHandle};
-use support::{Peer, field, hl7, hl7_with, within};
-
-async fn start(builder: ServerBuilder) -> ServerHandle {
-    builder
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .spawn()
-        .await
-        .expect("start")
-}
+use mllp::{HandlerFailurePolicy, Server, ServerHandle};
+use support::{Peer, field, hl7, hl7_with, start, within};
 
 async fn serve(router: Router) -> ServerHandle {
     start(Server::builder().router(router)).await

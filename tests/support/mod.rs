@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mllp::frame::MllpCodec;
 use mllp::hl7::Message;
+use mllp::{ServerBuilder, ServerHandle};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -18,6 +19,17 @@ pub async fn within<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), f)
         .await
         .expect("test step hung")
+}
+
+/// Binds `builder` to a free loopback port (port 0) and serves.
+pub async fn start(builder: ServerBuilder) -> ServerHandle {
+    builder
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .spawn()
+        .await
+        .expect("start")
 }
 
 /// A synthetic HL7 message with the given MSH-9, MSH-10 and MSH-12, plus a PID segment that
