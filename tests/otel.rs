@@ -594,6 +594,42 @@ async fn trace_limit_caps_message_spans_per_second() {
     assert_eq!(telemetry.metrics().sum("mllp.server.messages", &aa), 10);
 }
 
+/// By default at most 1000 messages per second get an `mllp.message` span: 1005 messages in
+/// one second (of tokio's paused clock) give 1000 spans, and the next second traces again.
+#[tokio::test(start_paused = true)]
+async fn default_trace_limit_is_a_thousand_message_spans_per_second() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route("ADT^A01", |_req: Request| async {});
+    // No idle timer, so the paused clock moves only when the test advances it.
+    let builder = Server::builder().router(router).idle_timeout(None);
+    let server = telemetry.start(builder).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    for i in 0..1005 {
+        let reply = peer.call(phi_message("ADT^A01", &format!("D{i}"))).await;
+        assert_eq!(ack_code(&reply), "AA");
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let reply = peer.call(phi_message("ADT^A01", "NEXT")).await;
+    assert_eq!(ack_code(&reply), "AA");
+    drop(peer);
+    within(server.shutdown()).await;
+
+    let spans = telemetry.spans();
+    let traced: Vec<String> = named(&spans, "mllp.message")
+        .into_iter()
+        .map(|span| string(span, "hl7.control_id"))
+        .collect();
+    assert_eq!(
+        traced.len(),
+        1001,
+        "1000 in the first second, 1 in the next"
+    );
+    assert!(traced.iter().any(|id| id == "NEXT"));
+    assert!(!traced.iter().any(|id| id == "D1000"));
+    let aa = [("hl7.message_type", "ADT"), ("hl7.ack_code", "AA")];
+    assert_eq!(telemetry.metrics().sum("mllp.server.messages", &aa), 1006);
+}
+
 /// A sender cycling through message types cannot grow `mllp.server.messages` without bound:
 /// past 1024 (type, event, ACK) combinations, messages are counted in one series marked
 /// `otel.metric.overflow = true`, and every message is still counted once.

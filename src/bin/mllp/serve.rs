@@ -155,7 +155,7 @@ pub(crate) struct ServeArgs {
     message_trace_ratio: Option<f64>,
 
     /// At most N `mllp.message` spans per second (of the messages --message-trace-ratio kept),
-    /// so a burst cannot make tracing expensive; `none` for no limit [default: none]
+    /// so a burst cannot make tracing expensive; `none` for no limit [default: 1000]
     #[arg(long, value_name = "N|none", value_parser = trace_limit)]
     message_trace_limit: Option<TraceLimit>,
 
