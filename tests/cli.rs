@@ -1110,12 +1110,16 @@ async fn sighup_does_not_stop_a_plain_server() {
 }
 
 /// A flag refused as a usage error (exit 2) leaves nothing behind: every setting is checked
-/// before the inbox directory is created.
+/// before the inbox directory is created. A `--bind` host that does not resolve is such an
+/// error.
 #[tokio::test]
 async fn refused_flags_create_no_inbox() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["serve", "--bind", "127.0.0.1:0", "--allow-peer", "nope"][..],
+        // `.invalid` never resolves (RFC 6761).
+        &["serve", "--bind", "nosuchhost.invalid:2575"],
+        &["serve", "--bind", "127.0.0.1:99999"],
         &[
             "serve",
             "--bind",

@@ -121,6 +121,22 @@ async fn unrouted_messages_get_ar_200_or_201() {
     within(server.shutdown()).await;
 }
 
+/// A route for any message code with one event (`*^A01`) supports every type, so a message
+/// with another event is AR 201 (unsupported event code), not 200.
+#[tokio::test]
+async fn unrouted_event_under_a_wildcard_code_route_gets_ar_201() {
+    let router = Router::new().route("*^A01", |_r: Request| async {});
+    let server = serve(router).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let reply = peer.call(hl7("ORU^A01", "W1", "2.5")).await;
+    assert_eq!(code(&reply), "AA");
+    let reply = peer.call(hl7("ADT^A08", "W2", "2.5")).await;
+    assert_eq!(code(&reply), "AR");
+    assert_eq!(field(&reply, "ERR-3.1"), "201");
+    assert!(field(&reply, "ERR-8").contains("ADT^A08"));
+    within(server.shutdown()).await;
+}
+
 /// A handler error is AE 207 by default, or AE with the code it carries; a reject is AR.
 #[tokio::test]
 async fn handler_errors_map_to_ae_and_rejects_to_ar() {

@@ -111,7 +111,8 @@ type LayerFn = Box<dyn Fn(Route) -> Route + Send + Sync>;
 ///
 /// Routes are tried in registration order and the first match wins. A message no route matches
 /// goes to the fallback, which by default answers AR with ERR-3 = 200 (unsupported message type)
-/// when no route names its message code, or 201 (unsupported event code) when one does.
+/// when no route names its message code, or 201 (unsupported event code) when one does, or when
+/// a route takes any code (`*^A01`): the type is then supported, only not with this event.
 ///
 /// ```
 /// use mllp::app::{from_fn, Next, Request, Router};
@@ -250,10 +251,12 @@ impl Router {
             .iter()
             .filter_map(|(p, _)| p.code.clone())
             .collect();
+        let any_code_known = self.routes.iter().any(|(p, _)| p.code.is_none());
         let dispatch = Dispatch {
             routes: self.routes,
             fallback: self.fallback,
             known_codes,
+            any_code_known,
         };
         let mut service = Route::shared(move |request| dispatch.call(request));
         // The first layer registered must end up outermost, so wrap from the last one inwards.
@@ -268,17 +271,22 @@ impl Router {
 struct Dispatch {
     routes: Vec<(RoutePattern, Route)>,
     fallback: Option<Route>,
+    /// The message codes routes name: an unrouted message of one of them gets 201, not 200.
     known_codes: Vec<String>,
+    /// A route takes any message code (`*^A01`): every unrouted message gets 201.
+    any_code_known: bool,
 }
 
 impl Dispatch {
     fn unrouted(&self, code: Option<&str>, event: Option<&str>) -> Response {
         let trigger = format!("{}^{}", code.unwrap_or(""), event.unwrap_or(""));
         match code {
-            Some(code) if self.known_codes.iter().any(|c| c == code) => Response::reject(
-                ErrorCode::UnsupportedEventCode,
-                format!("unsupported event code: no route for {trigger}"),
-            ),
+            Some(code) if self.any_code_known || self.known_codes.iter().any(|c| c == code) => {
+                Response::reject(
+                    ErrorCode::UnsupportedEventCode,
+                    format!("unsupported event code: no route for {trigger}"),
+                )
+            }
             _ => Response::reject(
                 ErrorCode::UnsupportedMessageType,
                 format!("unsupported message type: no route for {trigger}"),

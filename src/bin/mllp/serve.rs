@@ -453,6 +453,16 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
 
+    // An address that does not parse or whose host does not resolve is a usage error (exit 2);
+    // the resolver's error kind does not tell that apart from a failure to bind, so resolve
+    // here. Binding can still fail later (address in use): that is exit 1.
+    if let Err(e) = tokio::net::lookup_host(settings.bind.as_str()).await {
+        return exit::fail_text(
+            exit::USAGE,
+            &format!("invalid --bind {}: {e}", settings.bind),
+        );
+    }
+
     let inbox = match &settings.inbox {
         Some(dir) => match Inbox::open(dir) {
             Ok(inbox) => Some(inbox),
