@@ -374,6 +374,31 @@ impl Default for ClientConfig {
     }
 }
 
+/// A failed connect within a `send_all`, repeated for the messages after it.
+struct ConnectFailure {
+    kind: io::ErrorKind,
+    text: String,
+}
+
+impl ConnectFailure {
+    fn of(error: &ClientError) -> Option<Self> {
+        match error {
+            ClientError::Connect { source, .. } => Some(Self {
+                kind: source.kind(),
+                text: source.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn repeat(&self, addr: &str) -> ClientError {
+        ClientError::Connect {
+            addr: addr.to_owned(),
+            source: io::Error::new(self.kind, self.text.clone()),
+        }
+    }
+}
+
 /// An MLLP client: sends HL7 messages over one connection and checks each acknowledgment.
 pub struct Client {
     addr: String,
@@ -386,6 +411,10 @@ pub struct Client {
     /// Consecutive failed attempts (connects that failed, connections lost before an ACK);
     /// reset by a successful exchange.
     failed_attempts: u32,
+    /// Set while a `send`, `send_all` or `connect` runs. Still set when the next one starts,
+    /// the last was cancelled (dropped mid-way): its frame may be half written or its reply
+    /// still on the way, so its connection is not used again.
+    busy: bool,
 }
 
 impl fmt::Debug for Client {
@@ -413,6 +442,7 @@ impl Client {
             connection: None,
             generation: 0,
             failed_attempts: 0,
+            busy: false,
         }
     }
 
@@ -458,7 +488,10 @@ impl Client {
     /// # Errors
     /// [`ClientError::Connect`] when the receiver cannot be reached.
     pub async fn connect(&mut self) -> Result<(), ClientError> {
-        self.ensure_connected().await.map(|_| ())
+        self.begin();
+        let result = self.ensure_connected().await.map(|_| ());
+        self.busy = false;
+        result
     }
 
     /// Whether a connection is open.
@@ -486,6 +519,10 @@ impl Client {
     ///
     /// Returns the ACK when it is AA or CA.
     ///
+    /// Cancel-safe: when the future is dropped before it completes (the caller's own timeout, a
+    /// `select!`), the message may or may not have arrived, and the next call drops that
+    /// connection and reconnects, so a late reply is never read as another message's.
+    ///
     /// # Errors
     /// [`ClientError::Negative`] for AE/AR/CE/CR, [`ClientError::Mismatch`] when MSA-2 is not the
     /// sent MSH-10, [`ClientError::Unframeable`] (nothing sent) for a message holding an MLLP
@@ -497,6 +534,7 @@ impl Client {
     ) -> Result<Option<Acknowledgment>, ClientError> {
         let message = message.into();
         let (control_id, expect) = inspect(&message)?;
+        self.begin();
         let mut attempt = 0;
         loop {
             let result = self.send_once(&message, &control_id, expect).await;
@@ -505,7 +543,10 @@ impl Client {
                     attempt += 1;
                     tracing::debug!(attempt, error = %e, "retrying message");
                 }
-                _ => return result,
+                _ => {
+                    self.busy = false;
+                    return result;
+                }
             }
         }
     }
@@ -514,7 +555,9 @@ impl Client {
     /// correlated in order. Results come back in input order, each as [`Client::send`] would
     /// give it. A message with MSH-15 = `ER` (an ACK only on error) is sent alone, after the
     /// pipeline has drained, since silence is its answer. Transient failures are not retried
-    /// here: the caller sees them per message. When a failure drops the connection, every
+    /// here: the caller sees them per message. When connecting fails, every message not yet
+    /// sent fails with that [`ClientError::Connect`] at once, without waiting out the reconnect
+    /// backoff per message. When a failure drops the connection, every
     /// message still awaiting its ACK on it fails with [`ClientError::Abandoned`]; a reply read
     /// on a later connection is never paired with it.
     pub async fn send_all<I>(
@@ -524,12 +567,16 @@ impl Client {
     where
         I: IntoIterator<Item = Bytes>,
     {
+        self.begin();
         let depth = self.config.max_in_flight.max(1);
         let mut results: Vec<Option<Reply>> = Vec::new();
         // (input index, MSH-10, generation of the connection it was written on)
         let mut pending: VecDeque<(usize, String, u64)> = VecDeque::new();
         let mut queue = messages.into_iter().enumerate();
         let mut held: Option<(usize, Bytes, String)> = None;
+        // Once a connect failed, the rest of the batch fails with it at once: connecting again
+        // for each message would wait out the reconnect backoff once per message.
+        let mut unreachable: Option<ConnectFailure> = None;
         loop {
             // Fill the pipeline.
             while pending.len() < depth && held.is_none() {
@@ -544,6 +591,10 @@ impl Client {
                         continue;
                     }
                 };
+                if let Some(failure) = &unreachable {
+                    results[index] = Some(Err(failure.repeat(&self.addr)));
+                    continue;
+                }
                 if expect == Expect::OnErrorOnly {
                     held = Some((index, message, control_id));
                     break;
@@ -556,7 +607,10 @@ impl Client {
                     Ok(()) => pending.push_back((index, control_id, self.generation)),
                     // The connection was dropped (or never made): what is pending on it fails
                     // below, when its turn comes.
-                    Err(e) => results[index] = Some(Err(e)),
+                    Err(e) => {
+                        unreachable = unreachable.or_else(|| ConnectFailure::of(&e));
+                        results[index] = Some(Err(e));
+                    }
                 }
             }
             if let Some((index, control_id, generation)) = pending.pop_front() {
@@ -568,18 +622,36 @@ impl Client {
                 };
                 results[index] = Some(reply);
             } else if let Some((index, message, control_id)) = held.take() {
-                let reply = self
-                    .send_once(&message, &control_id, Expect::OnErrorOnly)
-                    .await;
+                let reply = match &unreachable {
+                    Some(failure) => Err(failure.repeat(&self.addr)),
+                    None => {
+                        self.send_once(&message, &control_id, Expect::OnErrorOnly)
+                            .await
+                    }
+                };
+                if let Err(e) = &reply {
+                    unreachable = unreachable.or_else(|| ConnectFailure::of(e));
+                }
                 results[index] = Some(reply);
             } else {
                 break;
             }
         }
+        self.busy = false;
         results
             .into_iter()
             .map(|r| r.unwrap_or(Err(ClientError::Abandoned)))
             .collect()
+    }
+
+    /// Starts an exchange. When the previous one was cancelled mid-way, its connection is
+    /// dropped first: a frame of it may be half written, or its reply still on the way, and
+    /// either would be read as the next message's. Not a failure of the receiver, so no
+    /// backoff.
+    fn begin(&mut self) {
+        if std::mem::replace(&mut self.busy, true) && self.connection.take().is_some() {
+            tracing::debug!("dropping the connection of a cancelled send");
+        }
     }
 
     /// Whether the connection a message was written on (its `generation`) is still open.

@@ -462,3 +462,89 @@ async fn negative_ack_text_stays_out_of_display_and_debug() {
         other => panic!("expected a negative ack, got {other:?}"),
     }
 }
+
+/// A `send` cancelled after its message went out (the caller's own timeout, a `select!`) leaves
+/// its reply on the wire: the next `send` must not read it as its own. The client drops the
+/// interrupted connection and sends the next message on a new one.
+#[tokio::test]
+async fn cancelled_send_never_lends_its_reply_to_the_next_message() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got_slow, slow_arrived) = oneshot::channel();
+    let (cancelled, send_cancelled) = oneshot::channel::<()>();
+    let (acked, slow_acked) = oneshot::channel();
+    let receiver = tokio::spawn(async move {
+        let (first, _) = listener.accept().await.unwrap();
+        let mut first = Framed::new(first, MllpCodec::new());
+        let got = first.next().await.unwrap().unwrap();
+        assert_eq!(control_id(&got), "SLOW");
+        got_slow.send(()).unwrap();
+        // Answer only once the client gave up waiting: the reply is then stale.
+        send_cancelled.await.unwrap();
+        first.send(ack_for("SLOW")).await.unwrap();
+        acked.send(()).unwrap();
+        // NEXT comes either on the old connection (then its reader finds the stale ACK first)
+        // or on a new one; answer it properly either way. Reports whether it came on a new one.
+        let mut first_open = true;
+        loop {
+            tokio::select! {
+                frame = first.next(), if first_open => match frame {
+                    Some(Ok(got)) => {
+                        first.send(ack_for(&control_id(&got))).await.unwrap();
+                        return false;
+                    }
+                    // The client dropped the old connection.
+                    _ => first_open = false,
+                },
+                accepted = listener.accept() => {
+                    let mut second = Framed::new(accepted.unwrap().0, MllpCodec::new());
+                    let got = second.next().await.unwrap().unwrap();
+                    second.send(ack_for(&control_id(&got))).await.unwrap();
+                    return true;
+                }
+            }
+        }
+    });
+    let mut client = Client::with_config(addr.to_string(), ClientConfig::default().max_retries(0));
+    tokio::select! {
+        result = client.send(hl7("ADT^A01", "SLOW", "2.5")) => panic!("SLOW was answered: {result:?}"),
+        () = async { slow_arrived.await.unwrap() } => {}
+    }
+    cancelled.send(()).unwrap();
+    within(slow_acked).await.unwrap();
+    let ack = within(client.send(hl7("ADT^A01", "NEXT", "2.5")))
+        .await
+        .expect("NEXT gets its own ACK")
+        .expect("an ACK (original mode)");
+    assert_eq!(ack.acknowledged_control_id().as_deref(), Some("NEXT"));
+    assert!(
+        within(receiver).await.unwrap(),
+        "NEXT went on a new connection"
+    );
+}
+
+/// `send_all` to a receiver that is down fails the whole batch with the connect error at once:
+/// it does not dial again for each message, waiting out the reconnect backoff every time.
+#[tokio::test(start_paused = true)]
+async fn send_all_to_an_unreachable_receiver_fails_the_batch_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let backoff = Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600));
+    let config = ClientConfig::default().reconnect(backoff).max_in_flight(2);
+    let mut client = Client::with_config(addr.to_string(), config);
+    let messages = ["U1", "U2", "U3", "U4", "U5"].map(|id| hl7("ADT^A01", id, "2.5"));
+    let started = tokio::time::Instant::now();
+    let results = within(client.send_all(messages)).await;
+    assert_eq!(results.len(), 5);
+    for result in &results {
+        assert!(
+            matches!(result, Err(ClientError::Connect { .. })),
+            "{result:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3600),
+        "no reconnect backoff was waited out"
+    );
+}
