@@ -847,3 +847,15 @@ async fn admission_wraps_tls_transport() {
     assert!(!plain.admit("127.0.0.1:5000".parse().unwrap()));
     let _: &TlsTransport = transport.inner();
 }
+
+/// The TLS transport says it is TLS before any handshake, and the admission wrapper passes
+/// that on; plain TCP stays plain.
+#[test]
+fn tls_transport_reports_tls_before_the_handshake() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    assert!(Transport::tls(&transport));
+    let admitted = Admitted::new(transport, Admission::allow_list(["127.0.0.1"]).unwrap());
+    assert!(admitted.tls());
+    assert!(!Admitted::new(PlainTcp, Admission::any()).tls());
+}

@@ -295,3 +295,50 @@ async fn server_close_sends_close_notify() {
     assert_eq!(read.expect("clean close, not a truncation"), 0);
     within(server.shutdown()).await;
 }
+
+/// `ConnectionStart` (emitted before the handshake) reports a TLS listener's connections as
+/// TLS, also when the TLS transport is wrapped in a peer allow-list.
+#[tokio::test]
+async fn connection_start_reports_tls() {
+    let pki = Pki::new();
+    let tls = || {
+        TlsConfig::new(&pki.server.cert, &pki.server.key)
+            .build()
+            .expect("tls config")
+    };
+    let (recorder, events) = Recorder::new();
+    let bare = Server::builder()
+        .router(accept_all())
+        .observer(recorder)
+        .transport(tls())
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .spawn()
+        .await
+        .expect("start");
+    let (recorder, admitted_events) = Recorder::new();
+    let admitted = Server::builder()
+        .router(accept_all())
+        .observer(recorder)
+        .transport(Admitted::new(
+            tls(),
+            Admission::allow_list(["127.0.0.1"]).unwrap(),
+        ))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .spawn()
+        .await
+        .expect("start");
+    for (server, mut events) in [(bare, events), (admitted, admitted_events)] {
+        let mut client = tls_client(&server, TlsClientConfig::new(&pki.ca.cert));
+        within(client.send(hl7("ADT^A01", "START", "2.5")))
+            .await
+            .expect("ack");
+        let start = next_matching(&mut events, |s| matches!(s, Seen::ConnectionStart { .. })).await;
+        assert_eq!(start, Seen::ConnectionStart { tls: true });
+        client.close().await;
+        within(server.shutdown()).await;
+    }
+}
