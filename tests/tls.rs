@@ -859,3 +859,50 @@ fn tls_transport_reports_tls_before_the_handshake() {
     assert!(admitted.tls());
     assert!(!Admitted::new(PlainTcp, Admission::any()).tls());
 }
+
+/// Every text an error shows: its `Debug` and the `Display` of each error in its chain.
+fn error_texts(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{err:?}");
+    let mut next = Some(err);
+    while let Some(e) = next {
+        text.push('\n');
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// Whether `text` shows any 12-byte piece of `secret`, as text or as a list of byte values.
+fn shows_any_of(text: &str, secret: &[u8]) -> bool {
+    secret.windows(12).step_by(6).any(|piece| {
+        let bytes = format!("{piece:?}");
+        text.contains(&*String::from_utf8_lossy(piece))
+            || text.contains(bytes.trim_start_matches('[').trim_end_matches(']'))
+    })
+}
+
+/// A key file whose line breaks were lost or escaped (a key pasted on one line, or copied out
+/// of JSON with literal `\n`) is malformed PEM, and the error never shows the key material:
+/// not in its text, its `Debug`, nor its source chain.
+#[test]
+fn malformed_key_file_error_never_shows_key_material() {
+    let pki = Pki::new();
+    let pem = std::fs::read_to_string(&pki.server.key).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let escaped = pem.trim_end().replace('\n', "\\n");
+    let one_line = pem.trim_end().replace('\n', "");
+    for (name, contents) in [("escaped", escaped), ("one-line", one_line + "\n")] {
+        let bad = pki.path(&format!("{name}.key"));
+        std::fs::write(&bad, &contents).unwrap();
+        let err = TlsConfig::new(&pki.server.cert, &bad).build().unwrap_err();
+        assert!(
+            matches!(&err, TlsConfigError::MalformedPem { role: FileRole::PrivateKey, path, .. } if *path == bad),
+            "{name}: {err:?}"
+        );
+        let text = error_texts(&err);
+        assert!(
+            !shows_any_of(&text, body.as_bytes()),
+            "{name}: key material in the error: {text}"
+        );
+    }
+}
