@@ -906,3 +906,51 @@ fn malformed_key_file_error_never_shows_key_material() {
         );
     }
 }
+
+/// A client certificate that is not valid for client authentication (a server certificate,
+/// extended key usage `serverAuth` only) is refused even though its CA is trusted.
+#[tokio::test]
+async fn mtls_server_certificate_as_client_certificate_is_refused() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.server.cert, &pki.server.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    assert!(
+        matches!(
+            handshake_error(&established),
+            HandshakeError::CertificateRejected(_)
+        ),
+        "{established:?}"
+    );
+    if let Ok(mut client) = client {
+        assert_no_data(&mut client).await;
+    }
+}
+
+/// A TLS 1.3 client refused by the subject allow-list learns it on its first read as the
+/// server's alert (an error), not as a clean end of stream.
+#[tokio::test]
+async fn mtls_refused_tls13_client_reads_the_alert() {
+    let pki = Pki::new();
+    let transport = server(&pki)
+        .client_ca(&pki.ca.cert)
+        .allow_client_subject("lab-sender")
+        .build()
+        .unwrap();
+    let connector = client(&pki)
+        .versions(&[TlsVersion::Tls13])
+        .client_cert(&pki.intruder.cert, &pki.intruder.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    assert!(established.is_err());
+    let mut client = client.expect("a TLS 1.3 client finishes before the server checks it");
+    let err = within(client.read(&mut [0u8; 16]))
+        .await
+        .expect_err("the refusal is an error, not end of stream");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    assert!(err.to_string().contains("CertificateUnknown"), "{err}");
+}
