@@ -954,3 +954,45 @@ async fn mtls_refused_tls13_client_reads_the_alert() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     assert!(err.to_string().contains("CertificateUnknown"), "{err}");
 }
+
+/// A certificate chain whose second certificate is not a certificate is refused when the
+/// configuration is built, naming its position, on the server and the client side alike.
+#[test]
+fn corrupt_intermediate_in_chain_is_invalid_certificate() {
+    let pki = Pki::new();
+    let chain = pki.path("chain.crt");
+    let mut pem = std::fs::read_to_string(&pki.server.cert).unwrap();
+    // A well-formed CA certificate after the leaf is fine.
+    let with_ca = pki.path("with-ca.crt");
+    std::fs::write(
+        &with_ca,
+        pem.clone() + &std::fs::read_to_string(&pki.ca.cert).unwrap(),
+    )
+    .unwrap();
+    TlsConfig::new(&with_ca, &pki.server.key)
+        .build()
+        .expect("leaf then CA");
+    pem.push_str(&pki::pem_encode("CERTIFICATE", b"not der at all"));
+    std::fs::write(&chain, pem).unwrap();
+    let err = TlsConfig::new(&chain, &pki.server.key).build().unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::InvalidCertificate { role: FileRole::Certificate, index: 2, path, .. } if *path == chain),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("#2"), "{err}");
+    let err = client(&pki)
+        .client_cert(&chain, &pki.server.key)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TlsConfigError::InvalidCertificate {
+                role: FileRole::Certificate,
+                index: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -117,13 +117,17 @@ pub(super) fn load_certified_key(
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsConfigError> {
     let chain = load_certs(FileRole::Certificate, cert_path)?;
-    if let Some(Err(e)) = chain.first().map(webpki::EndEntityCert::try_from) {
-        return Err(TlsConfigError::InvalidCertificate {
-            role: FileRole::Certificate,
-            path: cert_path.to_owned(),
-            index: 1,
-            source: rustls::Error::InvalidCertificate(webpki_error(e)),
-        });
+    // Every certificate of the chain, not only the leaf: a corrupt intermediate would otherwise
+    // be sent in every handshake and fail it at the peer, far from the file at fault.
+    for (i, cert) in chain.iter().enumerate() {
+        if let Err(e) = webpki::EndEntityCert::try_from(cert) {
+            return Err(TlsConfigError::InvalidCertificate {
+                role: FileRole::Certificate,
+                path: cert_path.to_owned(),
+                index: i + 1,
+                source: rustls::Error::InvalidCertificate(webpki_error(e)),
+            });
+        }
     }
     let key = load_key(key_path)?;
     let signing_key = provider
