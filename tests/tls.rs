@@ -847,3 +847,152 @@ async fn admission_wraps_tls_transport() {
     assert!(!plain.admit("127.0.0.1:5000".parse().unwrap()));
     let _: &TlsTransport = transport.inner();
 }
+
+/// The TLS transport says it is TLS before any handshake, and the admission wrapper passes
+/// that on; plain TCP stays plain.
+#[test]
+fn tls_transport_reports_tls_before_the_handshake() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    assert!(Transport::tls(&transport));
+    let admitted = Admitted::new(transport, Admission::allow_list(["127.0.0.1"]).unwrap());
+    assert!(admitted.tls());
+    assert!(!Admitted::new(PlainTcp, Admission::any()).tls());
+}
+
+/// Every text an error shows: its `Debug` and the `Display` of each error in its chain.
+fn error_texts(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{err:?}");
+    let mut next = Some(err);
+    while let Some(e) = next {
+        text.push('\n');
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// Whether `text` shows any 12-byte piece of `secret`, as text or as a list of byte values.
+fn shows_any_of(text: &str, secret: &[u8]) -> bool {
+    secret.windows(12).step_by(6).any(|piece| {
+        let bytes = format!("{piece:?}");
+        text.contains(&*String::from_utf8_lossy(piece))
+            || text.contains(bytes.trim_start_matches('[').trim_end_matches(']'))
+    })
+}
+
+/// A key file whose line breaks were lost or escaped (a key pasted on one line, or copied out
+/// of JSON with literal `\n`) is malformed PEM, and the error never shows the key material:
+/// not in its text, its `Debug`, nor its source chain.
+#[test]
+fn malformed_key_file_error_never_shows_key_material() {
+    let pki = Pki::new();
+    let pem = std::fs::read_to_string(&pki.server.key).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let escaped = pem.trim_end().replace('\n', "\\n");
+    let one_line = pem.trim_end().replace('\n', "");
+    for (name, contents) in [("escaped", escaped), ("one-line", one_line + "\n")] {
+        let bad = pki.path(&format!("{name}.key"));
+        std::fs::write(&bad, &contents).unwrap();
+        let err = TlsConfig::new(&pki.server.cert, &bad).build().unwrap_err();
+        assert!(
+            matches!(&err, TlsConfigError::MalformedPem { role: FileRole::PrivateKey, path, .. } if *path == bad),
+            "{name}: {err:?}"
+        );
+        let text = error_texts(&err);
+        assert!(
+            !shows_any_of(&text, body.as_bytes()),
+            "{name}: key material in the error: {text}"
+        );
+    }
+}
+
+/// A client certificate that is not valid for client authentication (a server certificate,
+/// extended key usage `serverAuth` only) is refused even though its CA is trusted.
+#[tokio::test]
+async fn mtls_server_certificate_as_client_certificate_is_refused() {
+    let pki = Pki::new();
+    let transport = server(&pki).client_ca(&pki.ca.cert).build().unwrap();
+    let connector = client(&pki)
+        .client_cert(&pki.server.cert, &pki.server.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    assert!(
+        matches!(
+            handshake_error(&established),
+            HandshakeError::CertificateRejected(_)
+        ),
+        "{established:?}"
+    );
+    if let Ok(mut client) = client {
+        assert_no_data(&mut client).await;
+    }
+}
+
+/// A TLS 1.3 client refused by the subject allow-list learns it on its first read as the
+/// server's alert (an error), not as a clean end of stream.
+#[tokio::test]
+async fn mtls_refused_tls13_client_reads_the_alert() {
+    let pki = Pki::new();
+    let transport = server(&pki)
+        .client_ca(&pki.ca.cert)
+        .allow_client_subject("lab-sender")
+        .build()
+        .unwrap();
+    let connector = client(&pki)
+        .versions(&[TlsVersion::Tls13])
+        .client_cert(&pki.intruder.cert, &pki.intruder.key)
+        .build()
+        .unwrap();
+    let (established, client) = handshake(&transport, &connector).await;
+    assert!(established.is_err());
+    let mut client = client.expect("a TLS 1.3 client finishes before the server checks it");
+    let err = within(client.read(&mut [0u8; 16]))
+        .await
+        .expect_err("the refusal is an error, not end of stream");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    assert!(err.to_string().contains("CertificateUnknown"), "{err}");
+}
+
+/// A certificate chain whose second certificate is not a certificate is refused when the
+/// configuration is built, naming its position, on the server and the client side alike.
+#[test]
+fn corrupt_intermediate_in_chain_is_invalid_certificate() {
+    let pki = Pki::new();
+    let chain = pki.path("chain.crt");
+    let mut pem = std::fs::read_to_string(&pki.server.cert).unwrap();
+    // A well-formed CA certificate after the leaf is fine.
+    let with_ca = pki.path("with-ca.crt");
+    std::fs::write(
+        &with_ca,
+        pem.clone() + &std::fs::read_to_string(&pki.ca.cert).unwrap(),
+    )
+    .unwrap();
+    TlsConfig::new(&with_ca, &pki.server.key)
+        .build()
+        .expect("leaf then CA");
+    pem.push_str(&pki::pem_encode("CERTIFICATE", b"not der at all"));
+    std::fs::write(&chain, pem).unwrap();
+    let err = TlsConfig::new(&chain, &pki.server.key).build().unwrap_err();
+    assert!(
+        matches!(&err, TlsConfigError::InvalidCertificate { role: FileRole::Certificate, index: 2, path, .. } if *path == chain),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("#2"), "{err}");
+    let err = client(&pki)
+        .client_cert(&chain, &pki.server.key)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TlsConfigError::InvalidCertificate {
+                role: FileRole::Certificate,
+                index: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

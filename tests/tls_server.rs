@@ -295,3 +295,84 @@ async fn server_close_sends_close_notify() {
     assert_eq!(read.expect("clean close, not a truncation"), 0);
     within(server.shutdown()).await;
 }
+
+/// `ConnectionStart` (emitted before the handshake) reports a TLS listener's connections as
+/// TLS, also when the TLS transport is wrapped in a peer allow-list.
+#[tokio::test]
+async fn connection_start_reports_tls() {
+    let pki = Pki::new();
+    let tls = || {
+        TlsConfig::new(&pki.server.cert, &pki.server.key)
+            .build()
+            .expect("tls config")
+    };
+    let (recorder, events) = Recorder::new();
+    let bare = Server::builder()
+        .router(accept_all())
+        .observer(recorder)
+        .transport(tls())
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .spawn()
+        .await
+        .expect("start");
+    let (recorder, admitted_events) = Recorder::new();
+    let admitted = Server::builder()
+        .router(accept_all())
+        .observer(recorder)
+        .transport(Admitted::new(
+            tls(),
+            Admission::allow_list(["127.0.0.1"]).unwrap(),
+        ))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .spawn()
+        .await
+        .expect("start");
+    for (server, mut events) in [(bare, events), (admitted, admitted_events)] {
+        let mut client = tls_client(&server, TlsClientConfig::new(&pki.ca.cert));
+        within(client.send(hl7("ADT^A01", "START", "2.5")))
+            .await
+            .expect("ack");
+        let start = next_matching(&mut events, |s| matches!(s, Seen::ConnectionStart { .. })).await;
+        assert_eq!(start, Seen::ConnectionStart { tls: true });
+        client.close().await;
+        within(server.shutdown()).await;
+    }
+}
+
+/// A client that sends half a ClientHello and stalls is closed at `handshake_timeout`, like a
+/// silent one.
+#[tokio::test(start_paused = true)]
+async fn half_client_hello_is_closed_at_handshake_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let (server, mut events) = tls_server(
+        TlsConfig::new(&pki.server.cert, &pki.server.key),
+        accept_all(),
+        |b| b.handshake_timeout(Duration::from_secs(2)),
+    )
+    .await;
+    let mut stalled = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    // A handshake record header announcing 512 bytes, then the start of a ClientHello.
+    stalled
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let stop = next_matching(&mut events, |s| matches!(s, Seen::ConnectionStop { .. })).await;
+    assert!(
+        matches!(&stop, Seen::ConnectionStop { reason, .. } if reason == "handshake_timeout"),
+        "{stop:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let mut buf = [0u8; 16];
+    assert_eq!(within(stalled.read(&mut buf)).await.unwrap_or(0), 0);
+    within(server.shutdown()).await;
+}

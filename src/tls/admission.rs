@@ -148,6 +148,10 @@ impl<T: Transport> Transport for Admitted<T> {
         self.admission.admits(peer.ip()) && self.inner.admit(peer)
     }
 
+    fn tls(&self) -> bool {
+        self.inner.tls()
+    }
+
     fn handshake(
         &self,
         socket: TcpStream,

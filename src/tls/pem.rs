@@ -51,7 +51,7 @@ pub(super) fn load_certs(
         .map_err(|source| TlsConfigError::MalformedPem {
             role,
             path: path.to_owned(),
-            source,
+            source: redacted(source),
         })?;
     if certs.is_empty() {
         return Err(TlsConfigError::NoCertificate {
@@ -88,7 +88,7 @@ pub(super) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigE
         Err(source) => Err(TlsConfigError::MalformedPem {
             role: FileRole::PrivateKey,
             path: path.to_owned(),
-            source,
+            source: redacted(source),
         }),
     }
 }
@@ -117,13 +117,17 @@ pub(super) fn load_certified_key(
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsConfigError> {
     let chain = load_certs(FileRole::Certificate, cert_path)?;
-    if let Some(Err(e)) = chain.first().map(webpki::EndEntityCert::try_from) {
-        return Err(TlsConfigError::InvalidCertificate {
-            role: FileRole::Certificate,
-            path: cert_path.to_owned(),
-            index: 1,
-            source: rustls::Error::InvalidCertificate(webpki_error(e)),
-        });
+    // Every certificate of the chain, not only the leaf: a corrupt intermediate would otherwise
+    // be sent in every handshake and fail it at the peer, far from the file at fault.
+    for (i, cert) in chain.iter().enumerate() {
+        if let Err(e) = webpki::EndEntityCert::try_from(cert) {
+            return Err(TlsConfigError::InvalidCertificate {
+                role: FileRole::Certificate,
+                path: cert_path.to_owned(),
+                index: i + 1,
+                source: rustls::Error::InvalidCertificate(webpki_error(e)),
+            });
+        }
     }
     let key = load_key(key_path)?;
     let signing_key = provider
@@ -158,6 +162,38 @@ fn webpki_error(e: webpki::Error) -> CertificateError {
         webpki::Error::BadDer | webpki::Error::BadDerTime => CertificateError::BadEncoding,
         other => CertificateError::Other(OtherError(Arc::new(other))),
     }
+}
+
+/// The PEM parser's error with the file bytes it quotes cut down to the section label. The
+/// parser quotes a whole `-----BEGIN` line, and takes everything up to the last dashes of that
+/// line as the label, so a key whose line breaks were lost (pasted on one line, or copied with
+/// literal `\n`) would otherwise put the key itself into the error.
+fn redacted(err: rustls_pki_types::pem::Error) -> rustls_pki_types::pem::Error {
+    use rustls_pki_types::pem::Error;
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    match err {
+        Error::IllegalSectionStart { line } => {
+            let mut kept = BEGIN.to_vec();
+            kept.extend_from_slice(label_of(line.strip_prefix(BEGIN).unwrap_or(&line)));
+            Error::IllegalSectionStart { line: kept }
+        }
+        Error::MissingSectionEnd { end_marker } => Error::MissingSectionEnd {
+            end_marker: label_of(&end_marker).to_vec(),
+        },
+        other => other,
+    }
+}
+
+/// The leading section label of `bytes`: upper-case letters, digits and spaces (what real
+/// labels such as `PRIVATE KEY` or `X509 CRL` consist of), at most 40 of them. Base64 has
+/// lower-case letters, `+`, `/` and `=`, so at most a few bytes of a DER header pass.
+fn label_of(bytes: &[u8]) -> &[u8] {
+    let len = bytes
+        .iter()
+        .take(40)
+        .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || **b == b' ')
+        .count();
+    &bytes[..len]
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

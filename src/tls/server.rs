@@ -279,6 +279,12 @@ impl TlsTransport {
 impl Transport for TlsTransport {
     type Stream = ServerTlsStream;
 
+    /// Always `true`: every connection is TLS (reported on `ConnectionStart`, before the
+    /// handshake).
+    fn tls(&self) -> bool {
+        true
+    }
+
     fn handshake(
         &self,
         socket: TcpStream,
