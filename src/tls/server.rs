@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use mllp_actors::{Established, Transport};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -130,6 +130,7 @@ impl TlsConfig {
             shared: Arc::new(Shared {
                 settings: self,
                 current: RwLock::new(current),
+                reloading: Mutex::new(()),
             }),
         })
     }
@@ -185,6 +186,9 @@ struct Shared {
     /// The configuration new handshakes use. A live connection holds its own `Arc` (inside its
     /// rustls connection), so swapping this never touches it.
     current: RwLock<Arc<ServerConfig>>,
+    /// Held across a whole reload (read the files, then swap), so that of two overlapping
+    /// reloads the one that read the files last is the one that stays.
+    reloading: Mutex<()>,
 }
 
 impl Shared {
@@ -194,6 +198,10 @@ impl Shared {
     }
 
     fn reload(&self) -> Result<(), TlsConfigError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let fresh = self.settings.load()?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         Ok(())
@@ -207,7 +215,7 @@ impl Shared {
 ///
 /// After the handshake, [`Established::tls`] is `true` and, with mutual TLS, [`Established::peer_identity`]
 /// is the verified client certificate's first subject CN, or its first SAN DNS name when it has
-/// no CN.
+/// no CN. It does not depend on which of the certificate's names matched a subject allow-list.
 #[derive(Clone)]
 pub struct TlsTransport {
     shared: Arc<Shared>,
