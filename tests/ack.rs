@@ -63,11 +63,12 @@ fn acks_to_every_fixture_follow_the_rules() {
         assert_eq!(raw(&m, "MSH-12"), raw(&incoming, "MSH-12"), "{file}");
         assert_eq!(m.message_code(), Some("ACK"), "{file}");
         assert_eq!(m.trigger_event(), incoming.trigger_event(), "{file}");
-        assert_eq!(m.message_structure(), Some("ACK"), "{file}");
+        let version = incoming.version().unwrap();
+        let structure = (!matches!(version, "2.1" | "2.2" | "2.3")).then_some("ACK");
+        assert_eq!(m.message_structure(), structure, "{file}");
         assert_eq!(raw(&m, "MSA-1"), b"AE", "{file}");
         assert_eq!(raw(&m, "MSA-2"), raw(&incoming, "MSH-10"), "{file}");
         assert_ne!(m.control_id(), incoming.control_id(), "{file}");
-        let version = incoming.version().unwrap();
         if before_25(version) {
             // The ACK structure before v2.5 is `MSH MSA [ERR]`: one ERR, ERR-1 repeating.
             assert_eq!(m.segments_by_id("ERR").count(), 1, "{file}");
@@ -130,6 +131,36 @@ fn parse_errors_become_parseable_rejects() {
         assert_eq!(back.code(), AckCode::AR);
         assert_eq!(back.acknowledged_control_id(), msa2);
         assert_eq!(raw(back.message(), "ERR-3.1"), code.to_string().as_bytes());
+    }
+}
+
+/// MSH-9 has the shape of the ACK's version: `ACK^<trigger>` up to v2.3, where MSH-9 is a
+/// two-component CM of at most 7 characters, and `ACK^<trigger>^ACK` from v2.3.1, which added the
+/// message structure; `ACK` alone when the incoming message names no trigger event.
+#[test]
+fn message_type_follows_the_version() {
+    for (version, trigger, expected) in [
+        ("2.1", "^A01", &b"ACK^A01"[..]),
+        ("2.2", "^A01", b"ACK^A01"),
+        ("2.3", "^A01^ADT_A01", b"ACK^A01"),
+        ("2.3.1", "^A01^ADT_A01", b"ACK^A01^ACK"),
+        ("2.4", "^A01", b"ACK^A01^ACK"),
+        ("2.5.1", "^A01^ADT_A01", b"ACK^A01^ACK"),
+        ("2.8", "^A01^ADT_A01", b"ACK^A01^ACK"),
+        ("", "^A01", b"ACK^A01^ACK"),
+        ("2.3", "", b"ACK"),
+        ("2.5", "", b"ACK"),
+    ] {
+        let incoming = Message::parse(Bytes::from(format!(
+            "MSH|^~\\&|A|B|C|D|20240101||ADT{trigger}|X1|P|{version}\rPID|1\r"
+        )))
+        .unwrap();
+        let ack = Ack::build(&incoming, AckCode::AA, &[], &AckOptions::default());
+        assert_eq!(
+            raw(ack.message(), "MSH-9"),
+            expected,
+            "version {version:?}, MSH-9 ADT{trigger}"
+        );
     }
 }
 

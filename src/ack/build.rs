@@ -143,13 +143,27 @@ fn number(digits: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// An MSH-12.1 value such as `2.3.1` as `(major, minor, patch)`, the patch 0 when absent;
+/// `None` when it does not start with `major.minor` in digits.
+fn version_number(version: &[u8]) -> Option<(u32, u32, u32)> {
+    let mut parts = version.split(|&b| b == b'.');
+    let major = parts.next().and_then(number)?;
+    let minor = parts.next().and_then(number)?;
+    let patch = parts.next().and_then(number).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// Whether MSH-9 of this version has a third component, the message structure: from v2.3.1 on.
+/// Up to v2.3 MSH-9 is `<message type>^<trigger event>`, at most 7 characters. An unreadable
+/// version gets the current shape.
+fn has_message_structure(version: &[u8]) -> bool {
+    version_number(version).is_none_or(|v| v >= (2, 3, 1))
+}
+
 impl Layout {
     /// The layout for an MSH-12.1 value such as `2.3.1`.
     fn for_version(version: &[u8]) -> Layout {
-        let mut parts = version.split(|&b| b == b'.');
-        let (Some(major), Some(minor)) =
-            (parts.next().and_then(number), parts.next().and_then(number))
-        else {
+        let Some((major, minor, _)) = version_number(version) else {
             return Layout::Both;
         };
         match (major, minor) {
@@ -175,6 +189,8 @@ struct Header<'a> {
     version: &'a [u8],
     charset: &'a [u8],
     layout: Layout,
+    /// Whether MSH-9 carries the message structure (`ACK^<trigger>^ACK`), from v2.3.1 on.
+    message_structure: bool,
 }
 
 impl<'a> Header<'a> {
@@ -182,6 +198,7 @@ impl<'a> Header<'a> {
         let msh = m.msh();
         let raw = |value: Option<Value<'a>>| value.map_or(&[][..], |v| v.as_bytes());
         let field = |n: usize| raw(msh.field(n));
+        let version_id = raw(msh.field(12).and_then(|v| v.component(1)));
         Header {
             delimiters: *m.delimiters(),
             encoding_characters: field(2),
@@ -192,7 +209,8 @@ impl<'a> Header<'a> {
             processing_id: field(11),
             version: field(12),
             charset: field(18),
-            layout: Layout::for_version(raw(msh.field(12).and_then(|v| v.component(1)))),
+            layout: Layout::for_version(version_id),
+            message_structure: has_message_structure(version_id),
         }
     }
 
@@ -209,6 +227,7 @@ impl<'a> Header<'a> {
             version: b"2.5",
             charset: b"",
             layout: Layout::Both,
+            message_structure: true,
         }
     }
 }
@@ -391,8 +410,10 @@ fn write(
     if !header.trigger.is_empty() {
         w.component();
         w.raw(header.trigger);
-        w.component();
-        w.raw(b"ACK");
+        if header.message_structure {
+            w.component();
+            w.raw(b"ACK");
+        }
     }
     w.field();
     w.raw(&control_id);
@@ -451,7 +472,8 @@ impl Ack {
     /// - MSH: the incoming delimiters (MSH-1, and MSH-2 verbatim, truncation character
     ///   included); MSH-3/4 = incoming MSH-5/6 (unless overridden in `options`) and MSH-5/6 =
     ///   incoming MSH-3/4; MSH-7 = now, UTC, `YYYYMMDDHHMMSS+0000`; MSH-9 = `ACK^<trigger>^ACK`
-    ///   with the incoming MSH-9.2, or `ACK` when it is absent; MSH-10 = a new unique control id;
+    ///   with the incoming MSH-9.2 (`ACK^<trigger>` before v2.3.1, whose MSH-9 has no message
+    ///   structure component), or `ACK` when it is absent; MSH-10 = a new unique control id;
     ///   MSH-11 and MSH-12 copied verbatim, never "upgraded" (a sender that gets a version it
     ///   does not speak may resend forever); MSH-18 copied when present.
     /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
