@@ -164,6 +164,61 @@ fn message_type_follows_the_version() {
     }
 }
 
+/// Before v2.5 the standard caps MSA-3 (text message) and each ERR-1 repetition at 80
+/// characters: a long diagnostic text is cut to fit, at a whole character and never inside an
+/// escape sequence, and the ACK still parses.
+#[test]
+fn legacy_texts_fit_their_field_lengths() {
+    let text = format!("{}|{}", "ä^b".repeat(30), "z".repeat(100));
+    for version in ["2.1", "2.3", "2.3.1", "2.4"] {
+        let incoming = Message::parse(Bytes::from(format!(
+            "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P|{version}\rPID|1\r"
+        )))
+        .unwrap();
+        let diagnostics = [
+            Diagnostic::error(ErrorCode::ApplicationInternalError, text.clone())
+                .at(Location::new("PID", 1).field(3)),
+            Diagnostic::error(ErrorCode::DataTypeError, text.clone()),
+        ];
+        let ack = Ack::build(&incoming, AckCode::AE, &diagnostics, &AckOptions::default());
+        let m = Message::parse(ack.as_bytes().clone()).unwrap();
+        let msa3 = m.get("MSA-3").unwrap().map(|v| v.as_bytes().to_vec());
+        if let Some(msa3) = msa3 {
+            assert!(msa3.len() <= 80, "{version}: MSA-3 is {} long", msa3.len());
+            let decoded = m.get("MSA-3").unwrap().unwrap().decoded().into_owned();
+            let decoded = String::from_utf8(decoded).expect("cut at a character boundary");
+            assert!(
+                !decoded.is_empty() && text.starts_with(&decoded),
+                "{version}"
+            );
+        }
+        let err1 = m.segment("ERR").unwrap().field(1).unwrap();
+        assert_eq!(err1.repetitions().count(), 2, "{version}");
+        for repetition in err1.repetitions() {
+            assert!(
+                repetition.as_bytes().len() <= 80,
+                "{version}: ERR-1 repetition is {} long",
+                repetition.as_bytes().len()
+            );
+            assert_eq!(
+                repetition
+                    .component(4)
+                    .unwrap()
+                    .subcomponent(3)
+                    .unwrap()
+                    .as_bytes(),
+                b"HL70357"
+            );
+            let code_text = repetition.component(4).unwrap().subcomponent(2).unwrap();
+            let decoded = String::from_utf8(code_text.decoded().into_owned()).unwrap();
+            assert!(
+                !decoded.is_empty() && text.starts_with(&decoded),
+                "{version}"
+            );
+        }
+    }
+}
+
 proptest! {
     /// Whatever the payload, the best-effort AR parses as an ACK with code AR.
     #[test]

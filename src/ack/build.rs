@@ -31,7 +31,8 @@ pub struct AckOptions {
     /// of error it is.
     pub include_err7: bool,
     /// Send each diagnostic's text to the sender: as ERR-8 (user message) from v2.5 on, and
-    /// before v2.5 as the text of ERR-1's code and, before v2.4, as MSA-3 (text message).
+    /// before v2.5 as the text of ERR-1's code and, before v2.4, as MSA-3 (text message), both
+    /// cut to the 80 characters those versions allow.
     /// Default is `true`: these texts are written by this library (naming only MSH values, such
     /// as the unrouted trigger event) or by your handler, which must keep patient data out of
     /// them; the partner needs them to fix what it sent. `false` sends table descriptions only.
@@ -244,6 +245,12 @@ fn encode_override(value: &str, d: &Delimiters) -> Vec<u8> {
     out
 }
 
+/// The coding system of table 0357 codes, in ERR-1.4.3 and ERR-3.3.
+const CODING_SYSTEM: &[u8] = b"HL70357";
+
+/// The maximum length of MSA-3 (text message) and of each ERR-1 repetition in v2.1 to v2.4.
+const LEGACY_TEXT_MAX: usize = 80;
+
 struct Writer {
     out: BytesMut,
     d: Delimiters,
@@ -257,6 +264,23 @@ impl Writer {
     fn text(&mut self, text: &str) {
         let escaped = escape(text.as_bytes(), &self.d);
         self.out.extend_from_slice(&escaped);
+    }
+
+    /// Writes `text` escaped, keeping only the leading whole characters whose escaped form fits
+    /// in `max` bytes. Used for the fields that the versions before v2.5 cap at 80 characters
+    /// (MSA-3, each ERR-1 repetition); bytes are counted, so non-ASCII text is cut a little
+    /// early rather than too late, and an escape sequence is never split.
+    fn text_within(&mut self, text: &str, max: usize) {
+        let mut left = max;
+        let mut buf = [0u8; 4];
+        for c in text.chars() {
+            let escaped = escape(c.encode_utf8(&mut buf).as_bytes(), &self.d);
+            if escaped.len() > left {
+                break;
+            }
+            left -= escaped.len();
+            self.out.extend_from_slice(&escaped);
+        }
     }
 
     fn field(&mut self) {
@@ -285,8 +309,10 @@ impl Writer {
         self.out.extend_from_slice(b"\r");
     }
 
-    /// `segment^sequence^field^code&text&HL70357`: ERR-1 (CM_ELD), used before v2.5.
+    /// `segment^sequence^field^code&text&HL70357`: ERR-1 (CM_ELD), used before v2.5. The text
+    /// is cut so that the repetition stays within ERR-1's 80 characters.
     fn err1(&mut self, diagnostic: &Diagnostic, options: &AckOptions) {
+        let start = self.out.len();
         if let Some(loc) = &diagnostic.location {
             self.text(&loc.segment);
             self.component();
@@ -300,13 +326,16 @@ impl Writer {
         self.component();
         self.number(Some(usize::from(diagnostic.code.code())));
         self.subcomponent();
+        // What follows the text: a subcomponent separator and the coding system.
+        let used = self.out.len() - start + 1 + CODING_SYSTEM.len();
+        let room = LEGACY_TEXT_MAX.saturating_sub(used);
         if options.include_err8 && !diagnostic.text.is_empty() {
-            self.text(&diagnostic.text);
+            self.text_within(&diagnostic.text, room);
         } else {
-            self.text(diagnostic.code.description());
+            self.text_within(diagnostic.code.description(), room);
         }
         self.subcomponent();
-        self.raw(b"HL70357");
+        self.raw(CODING_SYSTEM);
     }
 
     /// ERR-2 (ERL): segment^sequence^field^repetition^component^subcomponent, trailing empty
@@ -339,7 +368,7 @@ impl Writer {
             self.component();
             self.text(diagnostic.code.description());
             self.component();
-            self.raw(b"HL70357");
+            self.raw(CODING_SYSTEM);
             self.field();
             self.raw(diagnostic.severity.as_str().as_bytes());
             if options.include_err7 || options.include_err8 {
@@ -437,9 +466,9 @@ fn write(
     if let (Layout::Legacy { msa3: true }, Some(first)) = (header.layout, diagnostics.first()) {
         w.field();
         if (options.include_err7 || options.include_err8) && !first.text.is_empty() {
-            w.text(&first.text);
+            w.text_within(&first.text, LEGACY_TEXT_MAX);
         } else {
-            w.text(first.code.description());
+            w.text_within(first.code.description(), LEGACY_TEXT_MAX);
         }
     }
     w.end_segment();
@@ -478,9 +507,10 @@ impl Ack {
     ///   does not speak may resend forever); MSH-18 copied when present.
     /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
     ///   it was still current (deprecated from v2.4): the first diagnostic's code description,
-    ///   or its text with [`AckOptions::include_err7`].
+    ///   or its text with [`AckOptions::include_err7`], cut to the field's 80 characters.
     /// - Before v2.5 (by MSH-12.1), one ERR segment (the ACK structure allows one) whose ERR-1
-    ///   repeats once per diagnostic, in order: `segment^sequence^field^code&description&HL70357`.
+    ///   repeats once per diagnostic, in order: `segment^sequence^field^code&description&HL70357`,
+    ///   each repetition within ERR-1's 80 characters (a long text is cut).
     ///   From v2.5, one ERR segment per diagnostic, in order: ERR-2 = location (ERL),
     ///   ERR-3 = `code^description^HL70357`, ERR-4 = severity, ERR-7/ERR-8 = the diagnostic text
     ///   only when enabled. With no readable version, both layouts are written in each ERR.
