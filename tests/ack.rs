@@ -219,6 +219,50 @@ fn legacy_texts_fit_their_field_lengths() {
     }
 }
 
+/// The ACK copies MSH-18, so the texts it writes itself are in that character set: Latin-1
+/// bytes for `8859/1` (`?` for what Latin-1 cannot hold), `?` for non-ASCII under other
+/// single-byte sets, and UTF-8 unchanged for `UNICODE UTF-8` or when MSH-18 is absent.
+#[test]
+fn texts_are_written_in_the_declared_character_set() {
+    let text = "Prüfung fehlgeschlagen – 5 €";
+    let ack_to = |file: &str, charset: Option<&str>| {
+        let mut incoming = fixture(file);
+        if let Some(charset) = charset {
+            let raw = String::from_utf8_lossy(incoming.as_bytes())
+                .replace("|8859/1\r", &format!("|{charset}\r"))
+                .into_bytes();
+            incoming = Message::parse(Bytes::from(raw)).unwrap();
+        }
+        let options = AckOptions::default()
+            .include_err7(true)
+            .sending_application("Empfänger");
+        let diagnostic = Diagnostic::error(ErrorCode::ApplicationInternalError, text);
+        let ack = Ack::build(&incoming, AckCode::AE, &[diagnostic], &options);
+        let m = Message::parse(ack.as_bytes().clone()).unwrap();
+        let err7 = raw(&m, "ERR-7").to_vec();
+        (raw(&m, "MSH-18").to_vec(), raw(&m, "MSH-3").to_vec(), err7)
+    };
+    let (charset, app, err7) = ack_to("latin1.hl7", None);
+    assert_eq!(charset, b"8859/1");
+    assert_eq!(app, b"Empf\xe4nger");
+    assert_eq!(err7, b"Pr\xfcfung fehlgeschlagen ? 5 ?");
+    let (charset, app, err7) = ack_to("latin1.hl7", Some("8859/2"));
+    assert_eq!(charset, b"8859/2");
+    assert_eq!(app, b"Empf?nger");
+    assert_eq!(err7, b"Pr?fung fehlgeschlagen ? 5 ?");
+    let (charset, app, err7) = ack_to("utf8.hl7", None);
+    assert_eq!(charset, b"UNICODE UTF-8");
+    assert_eq!(app, "Empfänger".as_bytes());
+    assert_eq!(err7, text.as_bytes());
+    let (charset, _, err7) = ack_to("oru_r01.hl7", None);
+    assert_eq!(charset, b"");
+    assert_eq!(
+        err7,
+        text.as_bytes(),
+        "no MSH-18: the text is left as it is"
+    );
+}
+
 proptest! {
     /// Whatever the payload, the best-effort AR parses as an ACK with code AR.
     #[test]

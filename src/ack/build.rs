@@ -233,14 +233,62 @@ impl<'a> Header<'a> {
     }
 }
 
+/// How the texts the ACK writes itself (diagnostics, overrides, the control id prefix) are
+/// encoded: in the character set the ACK declares in MSH-18, copied from the incoming message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextEncoding {
+    /// `UNICODE UTF-8`, or no MSH-18: the text is written as it is. Without MSH-18 the standard
+    /// assumes ASCII, but many senders mean UTF-8 or their local character set by it, so the
+    /// text is not altered.
+    Utf8,
+    /// `8859/1`: characters up to U+00FF as one byte each, `?` for the others.
+    Latin1,
+    /// Any other character set: ASCII as it is, `?` for every other character (ASCII is common
+    /// to the single-byte sets of table 0211; this writer has no tables for their upper halves).
+    Ascii,
+}
+
+impl TextEncoding {
+    /// The encoding for an MSH-18 value (its first repetition names the default character set).
+    fn for_charset(msh18: &[u8], d: &Delimiters) -> Self {
+        let first = msh18.split(|&b| b == d.repetition()).next().unwrap_or(&[]);
+        match first {
+            b"" | b"UNICODE UTF-8" => TextEncoding::Utf8,
+            b"8859/1" => TextEncoding::Latin1,
+            _ => TextEncoding::Ascii,
+        }
+    }
+
+    fn encode(self, text: &str) -> Cow<'_, [u8]> {
+        if self == TextEncoding::Utf8 || text.is_ascii() {
+            return Cow::Borrowed(text.as_bytes());
+        }
+        let limit = if self == TextEncoding::Latin1 {
+            0xFF
+        } else {
+            0x7F
+        };
+        Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    u8::try_from(u32::from(c))
+                        .ok()
+                        .filter(|&b| u32::from(b) <= limit)
+                })
+                .map(|b| b.unwrap_or(b'?'))
+                .collect(),
+        )
+    }
+}
+
 /// Writes a `^`-separated override with the message's own delimiters.
-fn encode_override(value: &str, d: &Delimiters) -> Vec<u8> {
+fn encode_override(value: &str, d: &Delimiters, encoding: TextEncoding) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
     for (i, part) in value.split('^').enumerate() {
         if i > 0 {
             out.push(d.component());
         }
-        out.extend_from_slice(&escape(part.as_bytes(), d));
+        out.extend_from_slice(&escape(&encoding.encode(part), d));
     }
     out
 }
@@ -254,6 +302,7 @@ const LEGACY_TEXT_MAX: usize = 80;
 struct Writer {
     out: BytesMut,
     d: Delimiters,
+    encoding: TextEncoding,
 }
 
 impl Writer {
@@ -262,7 +311,8 @@ impl Writer {
     }
 
     fn text(&mut self, text: &str) {
-        let escaped = escape(text.as_bytes(), &self.d);
+        let encoded = self.encoding.encode(text);
+        let escaped = escape(&encoded, &self.d);
         self.out.extend_from_slice(&escaped);
     }
 
@@ -274,7 +324,8 @@ impl Writer {
         let mut left = max;
         let mut buf = [0u8; 4];
         for c in text.chars() {
-            let escaped = escape(c.encode_utf8(&mut buf).as_bytes(), &self.d);
+            let encoded = self.encoding.encode(c.encode_utf8(&mut buf));
+            let escaped = escape(&encoded, &self.d);
             if escaped.len() > left {
                 break;
             }
@@ -394,23 +445,26 @@ fn write(
     options: &AckOptions,
 ) -> Bytes {
     let d = header.delimiters;
+    let encoding = TextEncoding::for_charset(header.charset, &d);
     let mut w = Writer {
         out: BytesMut::with_capacity(256 + diagnostics.len() * 64),
         d,
+        encoding,
     };
     let sending_application = options
         .sending_application
         .as_deref()
         .map_or(Cow::Borrowed(header.sender.0), |s| {
-            Cow::Owned(encode_override(s, &d))
+            Cow::Owned(encode_override(s, &d, encoding))
         });
     let sending_facility = options
         .sending_facility
         .as_deref()
         .map_or(Cow::Borrowed(header.sender.1), |s| {
-            Cow::Owned(encode_override(s, &d))
+            Cow::Owned(encode_override(s, &d, encoding))
         });
-    let control_id = next_control_id(&escape(options.control_id_prefix.as_bytes(), &d));
+    let prefix = encoding.encode(&options.control_id_prefix);
+    let control_id = next_control_id(&escape(&prefix, &d));
 
     w.raw(b"MSH");
     w.field();
@@ -515,7 +569,10 @@ impl Ack {
     ///   ERR-3 = `code^description^HL70357`, ERR-4 = severity, ERR-7/ERR-8 = the diagnostic text
     ///   only when enabled. With no readable version, both layouts are written in each ERR.
     ///
-    /// Every text is escaped with the incoming delimiters. The code does not have to match the
+    /// Every text is escaped with the incoming delimiters, and written in the character set of
+    /// the incoming MSH-18, which the ACK copies: Latin-1 for `8859/1`, UTF-8 for
+    /// `UNICODE UTF-8` or no MSH-18, and ASCII for any other set, with `?` for what the set
+    /// cannot hold. The code does not have to match the
     /// diagnostics: AA with warning diagnostics is how warnings are reported.
     pub fn build(
         incoming: &Message,
