@@ -31,7 +31,8 @@ pub struct AckOptions {
     /// of error it is.
     pub include_err7: bool,
     /// Send each diagnostic's text to the sender: as ERR-8 (user message) from v2.5 on, and
-    /// before v2.5 as the text of ERR-1's code and, before v2.4, as MSA-3 (text message).
+    /// before v2.5 as the text of ERR-1's code and, before v2.4, as MSA-3 (text message), both
+    /// cut to the 80 characters those versions allow.
     /// Default is `true`: these texts are written by this library (naming only MSH values, such
     /// as the unrouted trigger event) or by your handler, which must keep patient data out of
     /// them; the partner needs them to fix what it sent. `false` sends table descriptions only.
@@ -143,13 +144,27 @@ fn number(digits: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// An MSH-12.1 value such as `2.3.1` as `(major, minor, patch)`, the patch 0 when absent;
+/// `None` when it does not start with `major.minor` in digits.
+fn version_number(version: &[u8]) -> Option<(u32, u32, u32)> {
+    let mut parts = version.split(|&b| b == b'.');
+    let major = parts.next().and_then(number)?;
+    let minor = parts.next().and_then(number)?;
+    let patch = parts.next().and_then(number).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// Whether MSH-9 of this version has a third component, the message structure: from v2.3.1 on.
+/// Up to v2.3 MSH-9 is `<message type>^<trigger event>`, at most 7 characters. An unreadable
+/// version gets the current shape.
+fn has_message_structure(version: &[u8]) -> bool {
+    version_number(version).is_none_or(|v| v >= (2, 3, 1))
+}
+
 impl Layout {
     /// The layout for an MSH-12.1 value such as `2.3.1`.
     fn for_version(version: &[u8]) -> Layout {
-        let mut parts = version.split(|&b| b == b'.');
-        let (Some(major), Some(minor)) =
-            (parts.next().and_then(number), parts.next().and_then(number))
-        else {
+        let Some((major, minor, _)) = version_number(version) else {
             return Layout::Both;
         };
         match (major, minor) {
@@ -175,6 +190,8 @@ struct Header<'a> {
     version: &'a [u8],
     charset: &'a [u8],
     layout: Layout,
+    /// Whether MSH-9 carries the message structure (`ACK^<trigger>^ACK`), from v2.3.1 on.
+    message_structure: bool,
 }
 
 impl<'a> Header<'a> {
@@ -182,6 +199,7 @@ impl<'a> Header<'a> {
         let msh = m.msh();
         let raw = |value: Option<Value<'a>>| value.map_or(&[][..], |v| v.as_bytes());
         let field = |n: usize| raw(msh.field(n));
+        let version_id = raw(msh.field(12).and_then(|v| v.component(1)));
         Header {
             delimiters: *m.delimiters(),
             encoding_characters: field(2),
@@ -192,7 +210,8 @@ impl<'a> Header<'a> {
             processing_id: field(11),
             version: field(12),
             charset: field(18),
-            layout: Layout::for_version(raw(msh.field(12).and_then(|v| v.component(1)))),
+            layout: Layout::for_version(version_id),
+            message_structure: has_message_structure(version_id),
         }
     }
 
@@ -209,25 +228,81 @@ impl<'a> Header<'a> {
             version: b"2.5",
             charset: b"",
             layout: Layout::Both,
+            message_structure: true,
         }
     }
 }
 
+/// How the texts the ACK writes itself (diagnostics, overrides, the control id prefix) are
+/// encoded: in the character set the ACK declares in MSH-18, copied from the incoming message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextEncoding {
+    /// `UNICODE UTF-8`, or no MSH-18: the text is written as it is. Without MSH-18 the standard
+    /// assumes ASCII, but many senders mean UTF-8 or their local character set by it, so the
+    /// text is not altered.
+    Utf8,
+    /// `8859/1`: characters up to U+00FF as one byte each, `?` for the others.
+    Latin1,
+    /// Any other character set: ASCII as it is, `?` for every other character (ASCII is common
+    /// to the single-byte sets of table 0211; this writer has no tables for their upper halves).
+    Ascii,
+}
+
+impl TextEncoding {
+    /// The encoding for an MSH-18 value (its first repetition names the default character set).
+    fn for_charset(msh18: &[u8], d: &Delimiters) -> Self {
+        let first = msh18.split(|&b| b == d.repetition()).next().unwrap_or(&[]);
+        match first {
+            b"" | b"UNICODE UTF-8" => TextEncoding::Utf8,
+            b"8859/1" => TextEncoding::Latin1,
+            _ => TextEncoding::Ascii,
+        }
+    }
+
+    fn encode(self, text: &str) -> Cow<'_, [u8]> {
+        if self == TextEncoding::Utf8 || text.is_ascii() {
+            return Cow::Borrowed(text.as_bytes());
+        }
+        let limit = if self == TextEncoding::Latin1 {
+            0xFF
+        } else {
+            0x7F
+        };
+        Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    u8::try_from(u32::from(c))
+                        .ok()
+                        .filter(|&b| u32::from(b) <= limit)
+                })
+                .map(|b| b.unwrap_or(b'?'))
+                .collect(),
+        )
+    }
+}
+
 /// Writes a `^`-separated override with the message's own delimiters.
-fn encode_override(value: &str, d: &Delimiters) -> Vec<u8> {
+fn encode_override(value: &str, d: &Delimiters, encoding: TextEncoding) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
     for (i, part) in value.split('^').enumerate() {
         if i > 0 {
             out.push(d.component());
         }
-        out.extend_from_slice(&escape(part.as_bytes(), d));
+        out.extend_from_slice(&escape(&encoding.encode(part), d));
     }
     out
 }
 
+/// The coding system of table 0357 codes, in ERR-1.4.3 and ERR-3.3.
+const CODING_SYSTEM: &[u8] = b"HL70357";
+
+/// The maximum length of MSA-3 (text message) and of each ERR-1 repetition in v2.1 to v2.4.
+const LEGACY_TEXT_MAX: usize = 80;
+
 struct Writer {
     out: BytesMut,
     d: Delimiters,
+    encoding: TextEncoding,
 }
 
 impl Writer {
@@ -236,8 +311,27 @@ impl Writer {
     }
 
     fn text(&mut self, text: &str) {
-        let escaped = escape(text.as_bytes(), &self.d);
+        let encoded = self.encoding.encode(text);
+        let escaped = escape(&encoded, &self.d);
         self.out.extend_from_slice(&escaped);
+    }
+
+    /// Writes `text` escaped, keeping only the leading whole characters whose escaped form fits
+    /// in `max` bytes. Used for the fields that the versions before v2.5 cap at 80 characters
+    /// (MSA-3, each ERR-1 repetition); bytes are counted, so non-ASCII text is cut a little
+    /// early rather than too late, and an escape sequence is never split.
+    fn text_within(&mut self, text: &str, max: usize) {
+        let mut left = max;
+        let mut buf = [0u8; 4];
+        for c in text.chars() {
+            let encoded = self.encoding.encode(c.encode_utf8(&mut buf));
+            let escaped = escape(&encoded, &self.d);
+            if escaped.len() > left {
+                break;
+            }
+            left -= escaped.len();
+            self.out.extend_from_slice(&escaped);
+        }
     }
 
     fn field(&mut self) {
@@ -266,8 +360,10 @@ impl Writer {
         self.out.extend_from_slice(b"\r");
     }
 
-    /// `segment^sequence^field^code&text&HL70357`: ERR-1 (CM_ELD), used before v2.5.
+    /// `segment^sequence^field^code&text&HL70357`: ERR-1 (CM_ELD), used before v2.5. The text
+    /// is cut so that the repetition stays within ERR-1's 80 characters.
     fn err1(&mut self, diagnostic: &Diagnostic, options: &AckOptions) {
+        let start = self.out.len();
         if let Some(loc) = &diagnostic.location {
             self.text(&loc.segment);
             self.component();
@@ -281,13 +377,16 @@ impl Writer {
         self.component();
         self.number(Some(usize::from(diagnostic.code.code())));
         self.subcomponent();
+        // What follows the text: a subcomponent separator and the coding system.
+        let used = self.out.len() - start + 1 + CODING_SYSTEM.len();
+        let room = LEGACY_TEXT_MAX.saturating_sub(used);
         if options.include_err8 && !diagnostic.text.is_empty() {
-            self.text(&diagnostic.text);
+            self.text_within(&diagnostic.text, room);
         } else {
-            self.text(diagnostic.code.description());
+            self.text_within(diagnostic.code.description(), room);
         }
         self.subcomponent();
-        self.raw(b"HL70357");
+        self.raw(CODING_SYSTEM);
     }
 
     /// ERR-2 (ERL): segment^sequence^field^repetition^component^subcomponent, trailing empty
@@ -320,7 +419,7 @@ impl Writer {
             self.component();
             self.text(diagnostic.code.description());
             self.component();
-            self.raw(b"HL70357");
+            self.raw(CODING_SYSTEM);
             self.field();
             self.raw(diagnostic.severity.as_str().as_bytes());
             if options.include_err7 || options.include_err8 {
@@ -346,23 +445,26 @@ fn write(
     options: &AckOptions,
 ) -> Bytes {
     let d = header.delimiters;
+    let encoding = TextEncoding::for_charset(header.charset, &d);
     let mut w = Writer {
         out: BytesMut::with_capacity(256 + diagnostics.len() * 64),
         d,
+        encoding,
     };
     let sending_application = options
         .sending_application
         .as_deref()
         .map_or(Cow::Borrowed(header.sender.0), |s| {
-            Cow::Owned(encode_override(s, &d))
+            Cow::Owned(encode_override(s, &d, encoding))
         });
     let sending_facility = options
         .sending_facility
         .as_deref()
         .map_or(Cow::Borrowed(header.sender.1), |s| {
-            Cow::Owned(encode_override(s, &d))
+            Cow::Owned(encode_override(s, &d, encoding))
         });
-    let control_id = next_control_id(&escape(options.control_id_prefix.as_bytes(), &d));
+    let prefix = encoding.encode(&options.control_id_prefix);
+    let control_id = next_control_id(&escape(&prefix, &d));
 
     w.raw(b"MSH");
     w.field();
@@ -391,8 +493,10 @@ fn write(
     if !header.trigger.is_empty() {
         w.component();
         w.raw(header.trigger);
-        w.component();
-        w.raw(b"ACK");
+        if header.message_structure {
+            w.component();
+            w.raw(b"ACK");
+        }
     }
     w.field();
     w.raw(&control_id);
@@ -416,9 +520,9 @@ fn write(
     if let (Layout::Legacy { msa3: true }, Some(first)) = (header.layout, diagnostics.first()) {
         w.field();
         if (options.include_err7 || options.include_err8) && !first.text.is_empty() {
-            w.text(&first.text);
+            w.text_within(&first.text, LEGACY_TEXT_MAX);
         } else {
-            w.text(first.code.description());
+            w.text_within(first.code.description(), LEGACY_TEXT_MAX);
         }
     }
     w.end_segment();
@@ -451,19 +555,24 @@ impl Ack {
     /// - MSH: the incoming delimiters (MSH-1, and MSH-2 verbatim, truncation character
     ///   included); MSH-3/4 = incoming MSH-5/6 (unless overridden in `options`) and MSH-5/6 =
     ///   incoming MSH-3/4; MSH-7 = now, UTC, `YYYYMMDDHHMMSS+0000`; MSH-9 = `ACK^<trigger>^ACK`
-    ///   with the incoming MSH-9.2, or `ACK` when it is absent; MSH-10 = a new unique control id;
+    ///   with the incoming MSH-9.2 (`ACK^<trigger>` before v2.3.1, whose MSH-9 has no message
+    ///   structure component), or `ACK` when it is absent; MSH-10 = a new unique control id;
     ///   MSH-11 and MSH-12 copied verbatim, never "upgraded" (a sender that gets a version it
     ///   does not speak may resend forever); MSH-18 copied when present.
     /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
     ///   it was still current (deprecated from v2.4): the first diagnostic's code description,
-    ///   or its text with [`AckOptions::include_err7`].
+    ///   or its text with [`AckOptions::include_err7`], cut to the field's 80 characters.
     /// - Before v2.5 (by MSH-12.1), one ERR segment (the ACK structure allows one) whose ERR-1
-    ///   repeats once per diagnostic, in order: `segment^sequence^field^code&description&HL70357`.
+    ///   repeats once per diagnostic, in order: `segment^sequence^field^code&description&HL70357`,
+    ///   each repetition within ERR-1's 80 characters (a long text is cut).
     ///   From v2.5, one ERR segment per diagnostic, in order: ERR-2 = location (ERL),
     ///   ERR-3 = `code^description^HL70357`, ERR-4 = severity, ERR-7/ERR-8 = the diagnostic text
     ///   only when enabled. With no readable version, both layouts are written in each ERR.
     ///
-    /// Every text is escaped with the incoming delimiters. The code does not have to match the
+    /// Every text is escaped with the incoming delimiters, and written in the character set of
+    /// the incoming MSH-18, which the ACK copies: Latin-1 for `8859/1`, UTF-8 for
+    /// `UNICODE UTF-8` or no MSH-18, and ASCII for any other set, with `?` for what the set
+    /// cannot hold. The code does not have to match the
     /// diagnostics: AA with warning diagnostics is how warnings are reported.
     pub fn build(
         incoming: &Message,
