@@ -3,6 +3,9 @@
 //!
 //! Run with: `cargo run --example adt_router`
 //! Then send it messages: `cargo run -- send --to 127.0.0.1:2575 tests/fixtures/`
+//! (ADT messages are accepted; the other types have no route and are answered AR or CR, so `send`
+//! exits with status 1. `adt_a08.hl7` asks for an ACK only on error (MSH-15 = `ER`), so `send`
+//! waits `--timeout`, 30 s, for it before counting it accepted.)
 
 use std::time::Duration;
 

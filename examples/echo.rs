@@ -1,4 +1,5 @@
-//! The smallest MLLP receiver: acknowledges every message AA.
+//! The smallest MLLP receiver: accepts every message (AA, or CA when its MSH-15 asks for an
+//! enhanced-mode accept ACK, as `adt_a01.hl7` does).
 //!
 //! Run with: `cargo run --example echo`
 //! Then send it a message: `cargo run -- send --to 127.0.0.1:2575 tests/fixtures/adt_a01.hl7`

@@ -1,5 +1,5 @@
 //! Run with: `OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 cargo run --example otel`
-//! (or without the variable: traces and metrics are then printed to stdout as JSON).
+//! (or without the variable: traces and metrics are then printed to stdout, as text).
 //!
 //! An MLLP receiver exporting its traces and metrics over OTLP/HTTP (protobuf) to an
 //! OpenTelemetry Collector, Jaeger or Tempo. Poke it with any MLLP sender on 127.0.0.1:2575

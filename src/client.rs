@@ -294,63 +294,63 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Sets [`reply_timeout`](Self::reply_timeout).
+    /// Sets [`reply_timeout`](Self::reply_timeout). Default is 30 s.
     #[must_use]
     pub fn reply_timeout(mut self, timeout: Duration) -> Self {
         self.reply_timeout = timeout;
         self
     }
 
-    /// Sets [`connect_timeout`](Self::connect_timeout).
+    /// Sets [`connect_timeout`](Self::connect_timeout). Default is 10 s.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Sets [`write_timeout`](Self::write_timeout).
+    /// Sets [`write_timeout`](Self::write_timeout). Default is 30 s.
     #[must_use]
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
     }
 
-    /// Sets [`max_message_size`](Self::max_message_size).
+    /// Sets [`max_message_size`](Self::max_message_size). Default is 10 MiB.
     #[must_use]
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
     }
 
-    /// Sets [`reconnect`](Self::reconnect).
+    /// Sets [`reconnect`](Self::reconnect). Default is 100 ms doubling to 10 s.
     #[must_use]
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.reconnect = backoff;
         self
     }
 
-    /// Sets [`max_retries`](Self::max_retries).
+    /// Sets [`max_retries`](Self::max_retries). Default is 2.
     #[must_use]
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
         self
     }
 
-    /// Sets [`retry_negative`](Self::retry_negative).
+    /// Sets [`retry_negative`](Self::retry_negative). Default is `false`.
     #[must_use]
     pub fn retry_negative(mut self, retry: bool) -> Self {
         self.retry_negative = retry;
         self
     }
 
-    /// Sets [`max_in_flight`](Self::max_in_flight).
+    /// Sets [`max_in_flight`](Self::max_in_flight). Default is 1.
     #[must_use]
     pub fn max_in_flight(mut self, depth: usize) -> Self {
         self.max_in_flight = depth;
         self
     }
 
-    /// Sets [`keepalive`](Self::keepalive).
+    /// Sets [`keepalive`](Self::keepalive). Default is `true`.
     #[must_use]
     pub fn keepalive(mut self, keepalive: bool) -> Self {
         self.keepalive = keepalive;

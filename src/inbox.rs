@@ -15,8 +15,9 @@
 //!   messages were handed to the inbox (for `mllp serve`, arrival order), even when a later,
 //!   smaller message finishes its `fsync` first;
 //! - the control id is MSH-10 sanitised: only `A-Z a-z 0-9 . _ -` are kept, every other byte
-//!   becomes `_`, it is cut to 64 bytes, and a missing or empty id becomes `none`. The result
-//!   never holds a path separator, so whatever MSH-10 contains the file lands inside the inbox;
+//!   becomes `_`, it is cut to 64 bytes, a missing or empty id becomes `none`, and an id of only
+//!   dots becomes as many `_`. The result never holds a path separator, so whatever MSH-10
+//!   contains the file lands inside the inbox;
 //! - the process id and a process-wide counter make names unique, so two messages with the same
 //!   control id (a resend) are both kept.
 //!

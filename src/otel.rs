@@ -34,8 +34,9 @@
 //! `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` set), [`OtelOptions::fallback`] decides:
 //! [`Fallback::LogsOnly`] (the default) installs the subscriber with its `fmt` layer only and no
 //! provider, so a plain `mllp serve` prints logs and pays nothing for traces;
-//! [`Fallback::Stdout`] exports traces and metrics as JSON to stdout instead (logs stay on
-//! stderr), which is handy to see the telemetry while developing.
+//! [`Fallback::Stdout`] exports traces and metrics to stdout instead, in `opentelemetry-stdout`'s
+//! human-readable text format (logs stay on stderr), which is handy to see the telemetry while
+//! developing.
 //!
 //! The exporters use `reqwest`'s blocking client without TLS: endpoints must be `http://`
 //! (a collector on the same host or a sidecar). An `https://` endpoint is refused by [`init`]
@@ -120,42 +121,44 @@ impl Default for OtelOptions {
 }
 
 impl OtelOptions {
-    /// Sets [`endpoint`](OtelOptions::endpoint).
+    /// Sets [`endpoint`](OtelOptions::endpoint). Default is `None` (the `OTEL_EXPORTER_OTLP_*`
+    /// variables, else [`fallback`](OtelOptions::fallback)).
     #[must_use]
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
     }
 
-    /// Sets [`service_name`](OtelOptions::service_name).
+    /// Sets [`service_name`](OtelOptions::service_name). Default is `"mllp"`.
     #[must_use]
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         self.service_name = name.into();
         self
     }
 
-    /// Sets [`log_format`](OtelOptions::log_format).
+    /// Sets [`log_format`](OtelOptions::log_format). Default is [`LogFormat::Text`].
     #[must_use]
     pub fn log_format(mut self, format: LogFormat) -> Self {
         self.log_format = format;
         self
     }
 
-    /// Sets [`filter`](OtelOptions::filter).
+    /// Sets [`filter`](OtelOptions::filter). Default is [`DEFAULT_FILTER`] (`info,ractor=warn`).
     #[must_use]
     pub fn filter(mut self, directives: impl Into<String>) -> Self {
         self.filter = directives.into();
         self
     }
 
-    /// Sets [`fallback`](OtelOptions::fallback).
+    /// Sets [`fallback`](OtelOptions::fallback). Default is [`Fallback::LogsOnly`].
     #[must_use]
     pub fn fallback(mut self, fallback: Fallback) -> Self {
         self.fallback = fallback;
         self
     }
 
-    /// Sets [`metrics_interval`](OtelOptions::metrics_interval).
+    /// Sets [`metrics_interval`](OtelOptions::metrics_interval). Default is `None`
+    /// (`OTEL_METRIC_EXPORT_INTERVAL`, else the SDK's 60 s).
     #[must_use]
     pub fn metrics_interval(mut self, interval: Duration) -> Self {
         self.metrics_interval = Some(interval);
@@ -211,7 +214,8 @@ pub enum Fallback {
     /// Logs only: no tracer or meter provider is installed, spans and metrics go nowhere.
     #[default]
     LogsOnly,
-    /// Traces and metrics are exported as JSON to stdout (logs stay on stderr).
+    /// Traces and metrics are printed to stdout in `opentelemetry-stdout`'s human-readable text
+    /// format (logs stay on stderr).
     Stdout,
 }
 
@@ -225,7 +229,7 @@ pub enum Export {
         /// The configured base URL, if it came from [`OtelOptions::endpoint`].
         endpoint: Option<String>,
     },
-    /// JSON to stdout ([`Fallback::Stdout`]).
+    /// Text to stdout ([`Fallback::Stdout`]).
     Stdout,
     /// Nothing: logs only ([`Fallback::LogsOnly`]).
     LogsOnly,

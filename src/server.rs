@@ -145,6 +145,7 @@ impl<T: Transport> ServerBuilder<T> {
 
     /// Adds a parser plugin; plugins run in the order added, after the built-in
     /// [`RequireMshFields`] check (see [`without_default_plugins`](Self::without_default_plugins)).
+    /// Default is no plugin besides that one.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Arc::new(plugin));
         self
@@ -257,7 +258,9 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
-    /// Registers an observer of telemetry events (metrics, audit, tests).
+    /// Registers an observer of telemetry events (metrics, audit, tests); observers are called
+    /// in the order registered, after the server's own span recorder and metrics. Default is
+    /// none.
     pub fn observer(mut self, observer: impl Observer<Hl7>) -> Self {
         self.observers.push(Arc::new(observer));
         self

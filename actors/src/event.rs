@@ -127,7 +127,7 @@ pub enum Event<'a, P: Protocol> {
         response: Option<&'a P::Response>,
         /// Encoded size of the response in bytes (0 when none was sent).
         response_size: usize,
-        /// The message's span ([`Protocol::message_span`](crate::Protocol::message_span)),
+        /// The message's span ([`Protocol::message_span`]),
         /// still open: record the outcome on it.
         span: &'a tracing::Span,
     },

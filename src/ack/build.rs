@@ -63,35 +63,35 @@ impl Default for AckOptions {
 }
 
 impl AckOptions {
-    /// Sets [`AckOptions::include_err7`].
+    /// Sets [`AckOptions::include_err7`]. Default is `false`.
     #[must_use]
     pub fn include_err7(mut self, include: bool) -> Self {
         self.include_err7 = include;
         self
     }
 
-    /// Sets [`AckOptions::include_err8`].
+    /// Sets [`AckOptions::include_err8`]. Default is `true`.
     #[must_use]
     pub fn include_err8(mut self, include: bool) -> Self {
         self.include_err8 = include;
         self
     }
 
-    /// Sets [`AckOptions::sending_application`].
+    /// Sets [`AckOptions::sending_application`]. Default is `None`: the incoming MSH-5.
     #[must_use]
     pub fn sending_application(mut self, application: impl Into<String>) -> Self {
         self.sending_application = Some(application.into());
         self
     }
 
-    /// Sets [`AckOptions::sending_facility`].
+    /// Sets [`AckOptions::sending_facility`]. Default is `None`: the incoming MSH-6.
     #[must_use]
     pub fn sending_facility(mut self, facility: impl Into<String>) -> Self {
         self.sending_facility = Some(facility.into());
         self
     }
 
-    /// Sets [`AckOptions::control_id_prefix`].
+    /// Sets [`AckOptions::control_id_prefix`]. Default is empty.
     #[must_use]
     pub fn control_id_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.control_id_prefix = prefix.into();

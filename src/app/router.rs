@@ -199,7 +199,9 @@ impl Router {
         self
     }
 
-    /// Replaces the default fallback for messages no route matches.
+    /// Replaces the default fallback for messages no route matches. Default is AR with ERR-3 =
+    /// 201 (unsupported event code) when a route names the message's type or takes any type, and
+    /// 200 (unsupported message type) otherwise; the text names the trigger.
     #[must_use]
     pub fn fallback<H, T>(mut self, handler: H) -> Self
     where

@@ -28,7 +28,7 @@ pub struct ParseOptions {
 }
 
 impl ParseOptions {
-    /// Sets [`ParseOptions::lenient_line_endings`].
+    /// Sets [`ParseOptions::lenient_line_endings`]. Default is `false`.
     #[must_use]
     pub fn lenient_line_endings(mut self, lenient: bool) -> Self {
         self.lenient_line_endings = lenient;

@@ -53,7 +53,7 @@ pub(crate) struct BenchArgs {
     pipeline: usize,
 
     /// The message to send (its first message, MSH-10 rewritten per message) [default: a
-    /// built-in synthetic ADT^A01 of about 1 KB]
+    /// built-in synthetic ADT^A01 of about 1.2 KB]
     #[arg(long, value_name = "FILE")]
     message: Option<PathBuf>,
 
