@@ -531,6 +531,34 @@ async fn json_logs_carry_msh_metadata_only() {
     assert!(saw_message, "no debug line names the control id:\n{stderr}");
 }
 
+/// The per-message log line uses the telemetry contract's keys with their meaning.
+#[tokio::test]
+async fn message_log_fields_follow_the_telemetry_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with_env(
+        dir.path(),
+        &["--no-inbox", "--log-format", "json"],
+        &[("RUST_LOG", "debug")],
+    )
+    .await;
+    let input = write(dir.path(), "one.hl7", &hl7("LOG-2", b"DOE"));
+    assert!(
+        mllp(&["send", "--to", &serve.to(), &input])
+            .await
+            .status
+            .success()
+    );
+    let (_, _, stderr) = serve.stop().await;
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("message accepted (not stored)"))
+        .unwrap_or_else(|| panic!("no per-message line:\n{stderr}"));
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(value["fields"]["hl7.message_type"], "ADT", "{line}");
+    assert_eq!(value["fields"]["hl7.trigger_event"], "A01", "{line}");
+    assert_eq!(value["fields"]["hl7.control_id"], "LOG-2", "{line}");
+}
+
 /// Invalid flags are refused with exit status 2 and a message naming the flag.
 #[tokio::test]
 async fn bad_flags_are_rejected_naming_the_flag() {

@@ -642,15 +642,14 @@ fn router(inbox: Option<Inbox>) -> Router {
         let inbox = inbox.clone();
         async move {
             let msg = req.message();
+            // MSH fields only, under the telemetry contract's keys: MSH-9.1, MSH-9.2, MSH-10.
             let control_id = msg.control_id().unwrap_or_default();
-            let message_type = format!(
-                "{}^{}",
-                msg.message_code().unwrap_or_default(),
-                msg.trigger_event().unwrap_or_default()
-            );
+            let message_type = msg.message_code().unwrap_or_default();
+            let trigger_event = msg.trigger_event().unwrap_or_default();
             let Some(inbox) = inbox else {
                 tracing::debug!(
-                    hl7.message_type = %message_type,
+                    hl7.message_type = message_type,
+                    hl7.trigger_event = trigger_event,
                     hl7.control_id = control_id,
                     "message accepted (not stored)"
                 );
@@ -665,7 +664,8 @@ fn router(inbox: Option<Inbox>) -> Router {
             {
                 Ok(path) => {
                     tracing::debug!(
-                        hl7.message_type = %message_type,
+                        hl7.message_type = message_type,
+                        hl7.trigger_event = trigger_event,
                         hl7.control_id = control_id,
                         file = %path.file_name().unwrap_or_default().to_string_lossy(),
                         "message stored"
@@ -674,7 +674,8 @@ fn router(inbox: Option<Inbox>) -> Router {
                 }
                 Err(e) => {
                     tracing::error!(
-                        hl7.message_type = %message_type,
+                        hl7.message_type = message_type,
+                        hl7.trigger_event = trigger_event,
                         hl7.control_id = control_id,
                         error = %exit::chain(&e),
                         "message could not be stored; answering AE"
