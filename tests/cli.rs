@@ -609,6 +609,34 @@ async fn bad_flags_are_rejected_naming_the_flag() {
             &["serve", "--message-trace-limit", "lots"],
             "--message-trace-limit",
         ),
+        (
+            &["serve", "--handler-failure", "ignore"],
+            "--handler-failure",
+        ),
+        (&["serve", "--max-restarts", "-1"], "--max-restarts"),
+        (&["serve", "--max-restarts", "many"], "--max-restarts"),
+        (&["serve", "--restart-window", "0s"], "--restart-window"),
+        (&["serve", "--restart-backoff", "soon"], "--restart-backoff"),
+        (
+            &["serve", "--restart-max-backoff", "later"],
+            "--restart-max-backoff",
+        ),
+        // A restart delay cap below the first delay names both flags, also when one of them
+        // keeps its default (100ms).
+        (
+            &[
+                "serve",
+                "--restart-backoff",
+                "2s",
+                "--restart-max-backoff",
+                "1s",
+            ],
+            "--restart-max-backoff must not be less than --restart-backoff",
+        ),
+        (
+            &["serve", "--restart-max-backoff", "50ms"],
+            "--restart-max-backoff must not be less than --restart-backoff (--restart-backoff 100ms",
+        ),
     ];
     for (args, flag) in cases {
         let out = mllp(args).await;
@@ -635,6 +663,12 @@ async fn bad_config_file_is_rejected_naming_the_key() {
         ("inbox = \"\"\n", "inbox"),
         ("allow-peer = []\n", "allow-peer"),
         ("allow-client-subject = []\n", "allow-client-subject"),
+        ("handler-failure = \"ignore\"\n", "handler-failure"),
+        ("max-restarts = -1\n", "max-restarts"),
+        ("max_restarts = \"many\"\n", "max-restarts"),
+        ("restart-window = \"0s\"\n", "restart-window"),
+        ("restart-backoff = \"soon\"\n", "restart-backoff"),
+        ("restart-max-backoff = \"later\"\n", "restart-max-backoff"),
     ] {
         let config = write(dir.path(), "mllp.toml", content.as_bytes());
         let out = mllp(&[
@@ -651,6 +685,27 @@ async fn bad_config_file_is_rejected_naming_the_key() {
         assert!(stderr.contains(key), "{content}: {stderr}");
         assert!(stderr.contains("mllp.toml"), "{content}: {stderr}");
     }
+    // Keys that are each valid but do not fit together are refused naming both.
+    let config = write(
+        dir.path(),
+        "mllp.toml",
+        b"restart-backoff = \"2s\"\nrestart-max-backoff = \"1s\"\n",
+    );
+    let out = mllp(&[
+        "serve",
+        "--no-inbox",
+        "--bind",
+        "127.0.0.1:0",
+        "--config",
+        &config,
+    ])
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("restart-max-backoff must not be less than --restart-backoff"),
+        "{stderr}"
+    );
 }
 
 /// Settings from the config file apply, and a flag wins over the file: a 100-byte limit from
@@ -686,6 +741,76 @@ async fn config_file_applies_and_flags_win() {
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(serve.stop().await.0.success());
     assert!(!dir.path().join("mllp-inbox").exists());
+}
+
+/// The handler-failure and restart settings are accepted by flag and by key, every policy
+/// name included, and the server then answers AA as usual. (The serve handler only writes to
+/// the inbox, so a panic or timeout cannot be provoked deterministically to show the policy
+/// acting; the library's tests cover that.)
+#[tokio::test]
+async fn handler_failure_and_restart_settings_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "one.hl7", &hl7("POL-1", b"DOE"));
+    let config = write(
+        dir.path(),
+        "mllp.toml",
+        b"no-inbox = true\nhandler-failure = \"no-response\"\nmax-restarts = 5\n\
+          restart-window = \"10s\"\nrestart_backoff = \"50ms\"\nrestart-max-backoff = \"2s\"\n",
+    );
+    let runs: [&[&str]; 4] = [
+        &["--config", &config],
+        &[
+            "--no-inbox",
+            "--handler-failure",
+            "respond",
+            "--max-restarts",
+            "0",
+        ],
+        &[
+            "--no-inbox",
+            "--handler-failure",
+            "close",
+            "--restart-window",
+            "1m",
+            "--restart-backoff",
+            "0s",
+            "--restart-max-backoff",
+            "0s",
+        ],
+        &["--config", &config, "--handler-failure", "close"],
+    ];
+    for args in runs {
+        let serve = Serve::start(dir.path(), args).await;
+        let out = mllp(&["send", "--to", &serve.to(), &input]).await;
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stdout));
+        serve.stop_cleanly().await;
+    }
+}
+
+/// A restart flag wins over the same key in the file: a file whose delay cap is below its
+/// first delay is refused alone, and starts once a flag replaces either value.
+#[tokio::test]
+async fn restart_flags_win_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "mllp.toml",
+        b"no-inbox = true\nrestart-backoff = \"2s\"\nrestart-max-backoff = \"1s\"\n",
+    );
+    let out = mllp(&["serve", "--bind", "127.0.0.1:0", "--config", &config]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--restart-backoff 2s, --restart-max-backoff 1s"),
+        "{}",
+        text(&out.stderr)
+    );
+    for flag in [
+        ["--restart-max-backoff", "3s"],
+        ["--restart-backoff", "500ms"],
+    ] {
+        let serve = Serve::start(dir.path(), &["--config", &config, flag[0], flag[1]]).await;
+        serve.stop_cleanly().await;
+    }
 }
 
 /// An in-process receiver that answers every message through `router`.
@@ -1148,6 +1273,15 @@ async fn refused_flags_create_no_inbox() {
         // `.invalid` never resolves (RFC 6761).
         &["serve", "--bind", "nosuchhost.invalid:2575"],
         &["serve", "--bind", "127.0.0.1:99999"],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--restart-backoff",
+            "2s",
+            "--restart-max-backoff",
+            "1s",
+        ],
         &[
             "serve",
             "--bind",

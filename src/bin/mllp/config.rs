@@ -61,6 +61,16 @@ pub(crate) fn ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A number of acceptor restarts; zero is allowed (never restart).
+pub(crate) fn restart_count(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().map_err(|_| "is too large".to_owned())
+    } else {
+        Err("expected a whole number (0: never restart)".to_owned())
+    }
+}
+
 fn check_positive(n: u64) -> Result<usize, String> {
     if n == 0 {
         return Err("must be greater than zero".to_owned());
@@ -109,6 +119,33 @@ impl From<Framing> for mllp::frame::FramingPolicy {
         match f {
             Framing::Strict => mllp::frame::FramingPolicy::Strict,
             Framing::Skip => mllp::frame::FramingPolicy::SkipToNextStart,
+        }
+    }
+}
+
+/// What a connection does when storing a message panics or passes `--handler-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HandlerFailure {
+    /// Answer AE with ERR-3 = 207, so the sender resends (the default).
+    Respond,
+    /// Send nothing for that message; the connection goes on.
+    NoResponse,
+    /// Send nothing and close the connection.
+    Close,
+}
+
+/// A [`HandlerFailure`] by its flag name (`respond`, `no-response`, `close`).
+pub(crate) fn handler_failure(s: &str) -> Result<HandlerFailure, String> {
+    <HandlerFailure as clap::ValueEnum>::from_str(s.trim(), false)
+        .map_err(|_| "expected respond, no-response or close".to_owned())
+}
+
+impl From<HandlerFailure> for mllp::HandlerFailurePolicy {
+    fn from(f: HandlerFailure) -> Self {
+        match f {
+            HandlerFailure::Respond => mllp::HandlerFailurePolicy::RespondWithFailure,
+            HandlerFailure::NoResponse => mllp::HandlerFailurePolicy::NoResponse,
+            HandlerFailure::Close => mllp::HandlerFailurePolicy::Close,
         }
     }
 }
@@ -166,6 +203,16 @@ pub(crate) struct ServeFile {
     pub(crate) framing: Option<Framing>,
     #[serde(alias = "shutdown_grace")]
     pub(crate) shutdown_grace: Option<String>,
+    #[serde(alias = "handler_failure")]
+    pub(crate) handler_failure: Option<String>,
+    #[serde(alias = "max_restarts")]
+    pub(crate) max_restarts: Option<NumberOrText>,
+    #[serde(alias = "restart_window")]
+    pub(crate) restart_window: Option<String>,
+    #[serde(alias = "restart_backoff")]
+    pub(crate) restart_backoff: Option<String>,
+    #[serde(alias = "restart_max_backoff")]
+    pub(crate) restart_max_backoff: Option<String>,
     #[serde(alias = "log_format")]
     pub(crate) log_format: Option<LogFormat>,
     #[serde(alias = "handshake_timeout")]
@@ -313,14 +360,48 @@ mod tests {
         );
     }
 
+    /// Restart counts are whole numbers from zero; anything else is refused.
+    #[test]
+    fn restart_counts_allow_zero() {
+        assert_eq!(restart_count("0"), Ok(0));
+        assert_eq!(restart_count(" 3 "), Ok(3));
+        for bad in ["-1", "", "three", "1.5", "99999999999"] {
+            assert!(restart_count(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The handler-failure names map to the library's policies; others are refused.
+    #[test]
+    fn handler_failure_names() {
+        use mllp::HandlerFailurePolicy as P;
+        for (name, policy) in [
+            ("respond", P::RespondWithFailure),
+            ("no-response", P::NoResponse),
+            ("close", P::Close),
+        ] {
+            assert_eq!(handler_failure(name).map(P::from), Ok(policy), "{name}");
+        }
+        for bad in ["ignore", "no_response", ""] {
+            assert!(handler_failure(bad).is_err(), "{bad}");
+        }
+    }
+
     /// Both spellings of a key are read.
     #[test]
     fn file_accepts_kebab_and_snake_case() {
-        let f: ServeFile =
-            toml::from_str("max-connections = 5\nidle_timeout = \"none\"\nframing = \"skip\"\n")
-                .unwrap();
+        let f: ServeFile = toml::from_str(
+            "max-connections = 5\nidle_timeout = \"none\"\nframing = \"skip\"\n\
+             handler_failure = \"close\"\nmax_restarts = 0\nrestart-window = \"1s\"\n\
+             restart_backoff = \"10ms\"\nrestart_max_backoff = \"1s\"\n",
+        )
+        .unwrap();
         assert!(matches!(f.max_connections, Some(NumberOrText::Number(5))));
         assert_eq!(f.idle_timeout.as_deref(), Some("none"));
         assert_eq!(f.framing, Some(Framing::Skip));
+        assert_eq!(f.handler_failure.as_deref(), Some("close"));
+        assert!(matches!(f.max_restarts, Some(NumberOrText::Number(0))));
+        assert_eq!(f.restart_window.as_deref(), Some("1s"));
+        assert_eq!(f.restart_backoff.as_deref(), Some("10ms"));
+        assert_eq!(f.restart_max_backoff.as_deref(), Some("1s"));
     }
 }

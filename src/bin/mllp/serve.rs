@@ -9,9 +9,9 @@ use mllp::app::{HandlerError, Request, Router};
 use mllp::inbox::Inbox;
 use mllp::server::{PlainTcp, Transport};
 use mllp::tls::{Admission, Admitted, TlsConfig, TlsReloader};
-use mllp::{Server, ShutdownReport};
+use mllp::{RestartPolicy, Server, ShutdownReport};
 
-use crate::config::{self, Framing, LogFormat, ServeFile, SettingError};
+use crate::config::{self, Framing, HandlerFailure, LogFormat, ServeFile, SettingError};
 use crate::exit;
 
 /// The address bound when neither `--bind` nor the file says otherwise.
@@ -90,9 +90,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
     frame_timeout: Option<Duration>,
 
-    /// Answer AE when storing or handling a message takes longer than this [default: 60s]
+    /// Give up on storing a message that takes longer than this, and answer per
+    /// --handler-failure (AE by default) [default: 60s]
     #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
     handler_timeout: Option<Duration>,
+
+    /// When storing a message panics or passes --handler-timeout: `respond` answers AE
+    /// (ERR-3 = 207) so the sender resends, `no-response` sends nothing for that message,
+    /// `close` sends nothing and closes the connection [default: respond]
+    #[arg(long, value_name = "POLICY", value_enum)]
+    handler_failure: Option<HandlerFailure>,
 
     /// Close a connection whose ACK cannot be written within this time [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
@@ -148,6 +155,24 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
     shutdown_grace: Option<Duration>,
 
+    /// Restarts of a failed listener allowed within --restart-window; one more failure stops
+    /// the server (exit status 1). `0`: never restart [default: 3]
+    #[arg(long, value_name = "N", value_parser = config::restart_count, allow_negative_numbers = true)]
+    max_restarts: Option<u32>,
+
+    /// The sliding window over which listener restarts are counted [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    restart_window: Option<Duration>,
+
+    /// Delay before the first listener restart, doubled after each one [default: 100ms]
+    #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
+    restart_backoff: Option<Duration>,
+
+    /// Upper bound of the doubling restart delay; not less than --restart-backoff
+    /// [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
+    restart_max_backoff: Option<Duration>,
+
     /// The fraction of messages traced with an `mllp.message` span, `0` to `1` or `0%` to
     /// `100%`; messages left out cost no span (metrics and logs still count every message)
     /// [default: 1]
@@ -195,11 +220,13 @@ pub(crate) struct Settings {
     pub(crate) frame_timeout: Option<Duration>,
     pub(crate) handler_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
+    pub(crate) handler_failure: Option<HandlerFailure>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) max_concurrent_handlers: Option<usize>,
     pub(crate) framing: Option<Framing>,
     pub(crate) shutdown_grace: Option<Duration>,
+    pub(crate) restart: Option<RestartPolicy>,
     pub(crate) message_trace_ratio: Option<f64>,
     pub(crate) message_trace_limit: Option<TraceLimit>,
     pub(crate) handshake_timeout: Option<Duration>,
@@ -305,6 +332,32 @@ impl ServeArgs {
         } else {
             self.allow_peer
         };
+        let restart = restart_policy(
+            self.max_restarts.or(config::file_value(
+                path,
+                "max-restarts",
+                num(file.max_restarts),
+                config::restart_count,
+            )?),
+            self.restart_window.or(config::file_value(
+                path,
+                "restart-window",
+                file.restart_window,
+                config::positive_duration,
+            )?),
+            self.restart_backoff.or(config::file_value(
+                path,
+                "restart-backoff",
+                file.restart_backoff,
+                config::any_duration,
+            )?),
+            self.restart_max_backoff.or(config::file_value(
+                path,
+                "restart-max-backoff",
+                file.restart_max_backoff,
+                config::any_duration,
+            )?),
+        )?;
         Ok(Settings {
             bind: self
                 .bind
@@ -341,6 +394,12 @@ impl ServeArgs {
                 file.write_timeout,
                 config::positive_duration,
             )?),
+            handler_failure: self.handler_failure.or(config::file_value(
+                path,
+                "handler-failure",
+                file.handler_failure,
+                config::handler_failure,
+            )?),
             max_connections: self.max_connections.or(config::file_value(
                 path,
                 "max-connections",
@@ -366,6 +425,7 @@ impl ServeArgs {
                 file.shutdown_grace,
                 config::any_duration,
             )?),
+            restart,
             message_trace_ratio: self.message_trace_ratio.or(config::file_value(
                 path,
                 "message-trace-ratio",
@@ -390,6 +450,59 @@ impl ServeArgs {
             #[cfg(feature = "otlp")]
             otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
         })
+    }
+}
+
+/// The acceptor's restart policy from its four settings, each unset one keeping the library
+/// default's value; `None` when none is set. Checked here with the library's own rule, so a
+/// combination the server would refuse is refused before anything is created on disk.
+fn restart_policy(
+    max_restarts: Option<u32>,
+    window: Option<Duration>,
+    backoff: Option<Duration>,
+    max_backoff: Option<Duration>,
+) -> Result<Option<RestartPolicy>, SettingError> {
+    if max_restarts.is_none() && window.is_none() && backoff.is_none() && max_backoff.is_none() {
+        return Ok(None);
+    }
+    let RestartPolicy::Backoff {
+        max_restarts: default_restarts,
+        window: default_window,
+        backoff: default_backoff,
+        max_backoff: default_max_backoff,
+    } = RestartPolicy::default()
+    else {
+        unreachable!("the library's default restart policy restarts with backoff")
+    };
+    // Zero restarts is the library's "never restart"; the other settings are still checked.
+    let policy = RestartPolicy::Backoff {
+        max_restarts: max_restarts.unwrap_or(default_restarts),
+        window: window.unwrap_or(default_window),
+        backoff: backoff.unwrap_or(default_backoff),
+        max_backoff: max_backoff.unwrap_or(default_max_backoff),
+    };
+    match mllp_actors::ServerConfig::default()
+        .restart(policy)
+        .validate()
+    {
+        Ok(()) => Ok(Some(policy)),
+        Err(e) => {
+            // The values in force, defaults included: one of the two may not have been set.
+            let values = if matches!(e, mllp_actors::ConfigError::BackoffRange) {
+                let shown = |d: Duration| humantime::format_duration(d).to_string();
+                format!(
+                    " (--restart-backoff {}, --restart-max-backoff {})",
+                    shown(backoff.unwrap_or(default_backoff)),
+                    shown(max_backoff.unwrap_or(default_max_backoff)),
+                )
+            } else {
+                String::new()
+            };
+            Err(SettingError::Invalid(format!(
+                "invalid setting: {}{values}",
+                flag_names(&e.into()),
+            )))
+        }
     }
 }
 
@@ -487,6 +600,9 @@ async fn serve(settings: Settings) -> ExitCode {
     if let Some(v) = settings.write_timeout {
         builder = builder.write_timeout(v);
     }
+    if let Some(v) = settings.handler_failure {
+        builder = builder.handler_failure(v.into());
+    }
     if let Some(v) = settings.max_connections {
         builder = builder.max_connections(v);
     }
@@ -501,6 +617,9 @@ async fn serve(settings: Settings) -> ExitCode {
     }
     if let Some(v) = settings.shutdown_grace {
         builder = builder.shutdown_grace(v);
+    }
+    if let Some(v) = settings.restart {
+        builder = builder.restart(v);
     }
     if let Some(v) = settings.handshake_timeout {
         builder = builder.handshake_timeout(v);
@@ -690,6 +809,16 @@ fn router(inbox: Option<Inbox>) -> Router {
 /// Rewrites the library's setting names (`max_connections`) as the flags (`--max-connections`).
 fn flag_names(error: &mllp::ConfigError) -> String {
     let mut text = exit::chain(error);
+    // The restart policy's settings first: their names contain the generic ones' words.
+    for (setting, flag) in [
+        (
+            "restart max_backoff must not be less than backoff",
+            "--restart-max-backoff must not be less than --restart-backoff",
+        ),
+        ("restart.window", "--restart-window"),
+    ] {
+        text = text.replace(setting, flag);
+    }
     for setting in [
         "max_message_size",
         "idle_timeout",
@@ -851,5 +980,58 @@ mod telemetry {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+
+    /// No restart setting leaves the library's policy alone; each one set replaces only its
+    /// own part of the default (3 within 5 s, 100 ms doubling to 5 s).
+    #[test]
+    fn restart_settings_change_only_their_part_of_the_default() {
+        assert_eq!(restart_policy(None, None, None, None).unwrap(), None);
+        assert_eq!(
+            restart_policy(Some(0), None, Some(250 * MS), None).unwrap(),
+            Some(RestartPolicy::Backoff {
+                max_restarts: 0,
+                window: 5 * S,
+                backoff: 250 * MS,
+                max_backoff: 5 * S,
+            })
+        );
+        assert_eq!(
+            restart_policy(None, Some(S), None, Some(S)).unwrap(),
+            Some(RestartPolicy::Backoff {
+                max_restarts: 3,
+                window: S,
+                backoff: 100 * MS,
+                max_backoff: S,
+            })
+        );
+    }
+
+    /// Combinations the library refuses are refused naming the flags, never a library name.
+    #[test]
+    fn bad_restart_combinations_name_the_flags() {
+        let err = restart_policy(None, None, Some(2 * S), Some(S))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--restart-max-backoff must not be less than --restart-backoff"),
+            "{err}"
+        );
+        let err = restart_policy(None, Some(Duration::ZERO), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--restart-window must be greater than zero"),
+            "{err}"
+        );
+        assert!(!err.contains('_'), "{err}");
     }
 }
