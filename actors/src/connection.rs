@@ -69,8 +69,9 @@ use crate::transport::Transport;
 const READ_CHUNK: usize = 2048;
 
 /// A read buffer that grew past this (for a large frame) is let go once a request is decoded
-/// and nothing else is buffered, so a connection keeps the memory of a large message only while
-/// it is handled, not until the connection closes.
+/// and nothing else is buffered, and a write buffer that did (for a large response) once the
+/// response is written: a connection keeps the memory of a large message only while it is
+/// handled, not until the connection closes.
 const KEEP_BUFFER: usize = 64 * 1024;
 
 /// The connection actor. Temporary: never restarted.
@@ -848,6 +849,11 @@ where
                 }) => unreachable!("never ready"),
             },
         };
+        if self.write_buf.capacity() > KEEP_BUFFER {
+            // A large response (an ACK echoes fields of its message) is not kept around for the
+            // connection's life.
+            self.write_buf = BytesMut::new();
+        }
         match result {
             Ok(Ok(())) => Ok(size),
             Err(_elapsed) => Err(CloseReason::WriteTimeout),
@@ -970,5 +976,34 @@ mod tests {
             "the read buffer kept the large request's allocation"
         );
         assert!(io.read_buf.capacity() <= 2 * READ_CHUNK);
+    }
+
+    /// A large response is written from a buffer that then lets that memory go: the next
+    /// (small) response does not find the large one's allocation still held.
+    #[tokio::test]
+    async fn write_buffer_shrinks_after_a_large_response() {
+        const LARGE: usize = 1 << 20;
+        let (mut peer, server) = tokio::io::duplex(4 * LARGE);
+        let mut io = io(server);
+        let abort = CancellationToken::new();
+        let mut queue = VecDeque::new();
+        let timeout = Duration::from_secs(60);
+        let size = io
+            .write("y".repeat(LARGE), &Lines, timeout, &abort, &mut queue)
+            .await
+            .unwrap();
+        assert_eq!(size, LARGE + 1);
+        io.write("small".to_owned(), &Lines, timeout, &abort, &mut queue)
+            .await
+            .unwrap();
+        let mut received = vec![0; LARGE + 1 + 6];
+        tokio::io::AsyncReadExt::read_exact(&mut peer, &mut received)
+            .await
+            .unwrap();
+        assert!(received.ends_with(b"\nsmall\n"));
+        assert!(
+            !io.write_buf.try_reclaim(LARGE / 2),
+            "the write buffer kept the large response's allocation"
+        );
     }
 }
