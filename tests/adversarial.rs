@@ -576,3 +576,52 @@ async fn failing_handlers_on_one_connection_never_stall_another() {
     }
     within(server.shutdown()).await;
 }
+
+/// A peer that half-closes in the middle of its second frame gets the first one answered, then
+/// the connection closes as `truncated`: the partial frame is never dispatched.
+#[tokio::test]
+async fn half_close_mid_frame_answers_the_whole_frames_only() {
+    let gate = Gate::new();
+    gate.open();
+    let (recorder, mut events) = Recorder::new();
+    let server = support::start(Server::builder().router(gate.router()).observer(recorder)).await;
+    let stream = TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let mut wire = frame(&hl7("ADT^A01", "WHOLE", "2.5"));
+    wire.extend_from_slice(&frame(&hl7("ADT^A01", "PART", "2.5"))[..60]);
+    let (read, mut write) = stream.into_split();
+    write.write_all(&wire).await.expect("write");
+    write.shutdown().await.expect("half-close");
+    let replies = read_replies(read).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(field(&replies[0], "MSA-2"), "WHOLE");
+    assert_eq!(next_stops(&mut events, 1).await, ["truncated"]);
+    assert_eq!(gate.started(), 1, "the partial frame was dispatched");
+    within(server.shutdown()).await;
+}
+
+/// A peer that resets while its handler is busy costs its slot only until the handler ends:
+/// the answer cannot be written, the connection closes, and the only slot serves the next peer.
+#[tokio::test]
+async fn reset_during_a_busy_handler_frees_the_slot() {
+    let gate = Gate::new();
+    let server = support::start(Server::builder().router(gate.router()).max_connections(1)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send(hl7("ADT^A01", "GONE", "2.5")).await;
+    within(async {
+        while gate.started() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    peer.framed.get_ref().set_zero_linger().expect("linger");
+    drop(peer);
+    gate.open();
+    let mut next = Peer::connect(server.local_addr()).await;
+    let reply = next.call(hl7("ADT^A01", "NEXT", "2.5")).await;
+    assert_eq!(field(&reply, "MSA-2"), "NEXT");
+    drop(next);
+    until_no_connections(&server).await;
+    within(server.shutdown()).await;
+}
