@@ -68,6 +68,12 @@ use crate::transport::Transport;
 /// Spare room the read buffer keeps before a read; it grows (doubling) for larger frames.
 const READ_CHUNK: usize = 2048;
 
+/// A read buffer that grew past this (for a large frame) is let go once a request is decoded
+/// and nothing else is buffered, and a write buffer that did (for a large response) once the
+/// response is written: a connection keeps the memory of a large message only while it is
+/// handled, not until the connection closes.
+const KEEP_BUFFER: usize = 64 * 1024;
+
 /// The connection actor. Temporary: never restarted.
 pub(crate) struct Connection<P, T>(PhantomData<fn() -> (P, T)>);
 
@@ -203,6 +209,7 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
             stream: established.stream,
             codec: shared.protocol.codec(),
             read_buf: BytesMut::new(),
+            large_buffer: false,
             write_buf: BytesMut::new(),
             eof: false,
             last_activity: Instant::now(),
@@ -689,6 +696,9 @@ struct Io<P: Protocol, S> {
     stream: S,
     codec: P::Codec,
     read_buf: BytesMut,
+    /// The read buffer grew past [`KEEP_BUFFER`]: it is replaced by an empty one when it next
+    /// holds nothing after a decoded request.
+    large_buffer: bool,
     write_buf: BytesMut,
     eof: bool,
     /// When the last byte arrived (or the last response went out); the idle clock starts here.
@@ -736,6 +746,12 @@ where
             match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(request)) => {
                     self.frame_deadline = None;
+                    if self.large_buffer && self.read_buf.is_empty() {
+                        // A zero-copy request keeps its own share of the allocation for as long
+                        // as it is handled; the connection no longer holds any of it.
+                        self.read_buf = BytesMut::new();
+                        self.large_buffer = false;
+                    }
                     return Poll::Ready(ReadEvent::Request(request));
                 }
                 Ok(None) => {}
@@ -750,10 +766,12 @@ where
             }
             // A connection that has never sent a byte has no buffer: the first read lets
             // `read_buf` allocate a small one (64 bytes), so idle connections stay small. Once
-            // bytes flow, the buffer grows to `READ_CHUNK`, and doubles for larger frames.
+            // bytes flow, the buffer grows to `READ_CHUNK`, and doubles for larger frames; one
+            // grown past `KEEP_BUFFER` is let go after its frame (see above).
             let capacity = self.read_buf.capacity();
             if capacity > 0 && capacity - self.read_buf.len() < READ_CHUNK / 2 {
                 self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
+                self.large_buffer |= self.read_buf.capacity() > KEEP_BUFFER;
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
             {
@@ -831,6 +849,11 @@ where
                 }) => unreachable!("never ready"),
             },
         };
+        if self.write_buf.capacity() > KEEP_BUFFER {
+            // A large response (an ACK echoes fields of its message) is not kept around for the
+            // connection's life.
+            self.write_buf = BytesMut::new();
+        }
         match result {
             Ok(Ok(())) => Ok(size),
             Err(_elapsed) => Err(CloseReason::WriteTimeout),
@@ -866,4 +889,121 @@ fn is_disconnect(error: &std::io::Error) -> bool {
         error.kind(),
         BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::{LinesCodec, LinesCodecError};
+
+    use super::*;
+
+    /// Lines in, lines out; the codec copies each line out of the read buffer, so the buffer's
+    /// allocation is the connection's alone.
+    struct Lines;
+
+    impl Protocol for Lines {
+        type Request = String;
+        type Response = String;
+        type Meta = ();
+        type Error = LinesCodecError;
+        type Codec = LinesCodec;
+
+        fn codec(&self) -> LinesCodec {
+            LinesCodec::new()
+        }
+
+        fn meta(&self, _request: &String) {}
+
+        fn handle(
+            &self,
+            request: String,
+            _meta: &(),
+            _connection: &ConnectionInfo,
+        ) -> impl Future<Output = Option<String>> + Unpin + Send + 'static {
+            std::future::ready(Some(request))
+        }
+
+        fn on_failure(&self, _meta: &(), _failure: &Failure) -> Option<String> {
+            None
+        }
+    }
+
+    fn io<S>(stream: S) -> Io<Lines, S> {
+        Io {
+            stream,
+            codec: Lines.codec(),
+            read_buf: BytesMut::new(),
+            large_buffer: false,
+            write_buf: BytesMut::new(),
+            eof: false,
+            last_activity: Instant::now(),
+            last_read: Instant::now(),
+            frame_deadline: None,
+            timer: None,
+        }
+    }
+
+    async fn next_line<S>(io: &mut Io<Lines, S>) -> String
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let event = poll_fn(|cx| io.poll_next_request(&Lines, None, Duration::from_secs(60), cx));
+        match event.await {
+            ReadEvent::Request(line) => line,
+            ReadEvent::Closed(reason) => panic!("closed: {reason:?}"),
+        }
+    }
+
+    /// One large request grows the read buffer; once it is decoded and nothing else is
+    /// buffered, the connection lets that memory go: an idle connection does not keep the
+    /// buffer of its largest message until it closes.
+    #[tokio::test]
+    async fn read_buffer_shrinks_after_a_large_request() {
+        const LARGE: usize = 1 << 20;
+        let (mut peer, server) = tokio::io::duplex(4 * LARGE);
+        let mut io = io(server);
+        let mut line = vec![b'x'; LARGE];
+        line.push(b'\n');
+        peer.write_all(&line).await.unwrap();
+        assert_eq!(next_line(&mut io).await.len(), LARGE);
+        peer.write_all(b"small\n").await.unwrap();
+        assert_eq!(next_line(&mut io).await, "small");
+        // What the buffer still owns without allocating: a released buffer has only a small
+        // one; a kept one can take back the large request's whole allocation.
+        assert!(
+            !io.read_buf.try_reclaim(LARGE / 2),
+            "the read buffer kept the large request's allocation"
+        );
+        assert!(io.read_buf.capacity() <= 2 * READ_CHUNK);
+    }
+
+    /// A large response is written from a buffer that then lets that memory go: the next
+    /// (small) response does not find the large one's allocation still held.
+    #[tokio::test]
+    async fn write_buffer_shrinks_after_a_large_response() {
+        const LARGE: usize = 1 << 20;
+        let (mut peer, server) = tokio::io::duplex(4 * LARGE);
+        let mut io = io(server);
+        let abort = CancellationToken::new();
+        let mut queue = VecDeque::new();
+        let timeout = Duration::from_secs(60);
+        let size = io
+            .write("y".repeat(LARGE), &Lines, timeout, &abort, &mut queue)
+            .await
+            .unwrap();
+        assert_eq!(size, LARGE + 1);
+        io.write("small".to_owned(), &Lines, timeout, &abort, &mut queue)
+            .await
+            .unwrap();
+        let mut received = vec![0; LARGE + 1 + 6];
+        tokio::io::AsyncReadExt::read_exact(&mut peer, &mut received)
+            .await
+            .unwrap();
+        assert!(received.ends_with(b"\nsmall\n"));
+        assert!(
+            !io.write_buf.try_reclaim(LARGE / 2),
+            "the write buffer kept the large response's allocation"
+        );
+    }
 }
