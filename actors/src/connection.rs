@@ -205,18 +205,7 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
     let _ = stats.span.set(span.clone());
 
     let mut conn = Conn {
-        io: Io {
-            stream: established.stream,
-            codec: shared.protocol.codec(),
-            read_buf: BytesMut::new(),
-            large_buffer: false,
-            write_buf: BytesMut::new(),
-            eof: false,
-            last_activity: Instant::now(),
-            last_read: Instant::now(),
-            frame_deadline: None,
-            timer: None,
-        },
+        io: Io::new(established.stream, shared.protocol.codec()),
         shared,
         info,
         stats,
@@ -717,6 +706,22 @@ where
     P: Protocol,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    /// A connection's I/O with empty buffers (allocated on first use) and its clocks at now.
+    fn new(stream: S, codec: P::Codec) -> Self {
+        Io {
+            stream,
+            codec,
+            read_buf: BytesMut::new(),
+            large_buffer: false,
+            write_buf: BytesMut::new(),
+            eof: false,
+            last_activity: Instant::now(),
+            last_read: Instant::now(),
+            frame_deadline: None,
+            timer: None,
+        }
+    }
+
     /// Decodes the next request, reading as needed. `idle` is the idle timeout when nothing is
     /// in flight. Cancel safe: every bit of progress (bytes read, deadlines) is kept in `self`.
     ///
@@ -929,19 +934,11 @@ mod tests {
         }
     }
 
-    fn io<S>(stream: S) -> Io<Lines, S> {
-        Io {
-            stream,
-            codec: Lines.codec(),
-            read_buf: BytesMut::new(),
-            large_buffer: false,
-            write_buf: BytesMut::new(),
-            eof: false,
-            last_activity: Instant::now(),
-            last_read: Instant::now(),
-            frame_deadline: None,
-            timer: None,
-        }
+    fn io<S>(stream: S) -> Io<Lines, S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        Io::new(stream, Lines.codec())
     }
 
     async fn next_line<S>(io: &mut Io<Lines, S>) -> String
