@@ -133,7 +133,10 @@ fn common_names(mut rdns: &[u8]) -> Vec<String> {
             if oid != OID_COMMON_NAME {
                 continue;
             }
-            if let Some(name) = tlv(value).and_then(|(t, v, _)| directory_string(t, v)) {
+            // An empty CN names no one: the identity falls back to the SAN DNS names.
+            if let Some(name) = tlv(value).and_then(|(t, v, _)| directory_string(t, v))
+                && !name.trim().is_empty()
+            {
                 names.push(name);
             }
         }
@@ -224,11 +227,17 @@ mod tests {
         assert_eq!(common_names(&name), [long]);
     }
 
-    /// A name without a CN yields nothing, and so does an empty one.
+    /// A name without a CN yields nothing, and so does an empty one, or an empty or blank CN
+    /// (which names no one: the identity falls back to the first SAN DNS name).
     #[test]
     fn name_without_common_name_is_empty() {
         assert!(common_names(&rdn(OID_ORG, 0x0c, b"Hospital")).is_empty());
         assert!(common_names(&[]).is_empty());
+        assert!(common_names(&rdn(OID_COMMON_NAME, 0x0c, b"")).is_empty());
+        assert!(common_names(&rdn(OID_COMMON_NAME, 0x13, b"  ")).is_empty());
+        let mut both = rdn(OID_COMMON_NAME, 0x0c, b"");
+        both.extend(rdn(OID_COMMON_NAME, 0x0c, b"lab-sender"));
+        assert_eq!(common_names(&both), ["lab-sender"]);
     }
 
     /// Truncated or hostile input never panics and never reads past the slice.
