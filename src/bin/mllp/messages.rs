@@ -102,8 +102,9 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<FileMessage>, InputError> {
 ///
 /// Segments may end in CR, LF or CRLF; each is sent ending in CR. A message starts at every line
 /// beginning with `MSH`. MLLP framing bytes (`0x0B`, `0x1C`) are dropped, so a captured MLLP
-/// stream can be replayed. Empty lines and batch envelope segments (`FHS`, `BHS`, `BTS`, `FTS`)
-/// are skipped.
+/// stream can be replayed, and so is a UTF-8 byte order mark at the start of a line. Blank
+/// lines (empty, or only spaces and tabs) and batch envelope segments (`FHS`, `BHS`, `BTS`,
+/// `FTS`) are skipped.
 ///
 /// # Errors
 /// The 1-based line number of the first other line found before the first `MSH`.
@@ -111,12 +112,17 @@ pub(crate) fn split_messages(bytes: &[u8]) -> Result<Vec<Bytes>, usize> {
     let mut messages = Vec::new();
     let mut current: Option<BytesMut> = None;
     for (n, line) in lines(bytes).enumerate() {
-        let line: Vec<u8> = line
+        let mut line: Vec<u8> = line
             .iter()
             .copied()
             .filter(|&b| b != START_BLOCK && b != END_BLOCK)
             .collect();
-        if line.is_empty() {
+        // A byte order mark (editors on Windows write one) is never part of a segment.
+        if line.starts_with(BOM) {
+            line.drain(..BOM.len());
+        }
+        // Blank to the eye is blank: no segment is made of spaces and tabs.
+        if line.iter().all(|&b| b == b' ' || b == b'\t') {
             continue;
         }
         if line.starts_with(b"MSH") {
@@ -143,6 +149,9 @@ pub(crate) fn split_messages(bytes: &[u8]) -> Result<Vec<Bytes>, usize> {
     }
     Ok(messages)
 }
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 fn is_batch_envelope(line: &[u8]) -> bool {
     [b"FHS", b"BHS", b"BTS", b"FTS"]
@@ -311,6 +320,35 @@ mod tests {
             )]
         );
         assert_eq!(split_messages(b"\nhello\nMSH|^~\\&|\n"), Err(2));
+    }
+
+    /// A UTF-8 byte order mark, as editors on Windows write it at the start of a file (or of
+    /// each file concatenated into one), is not part of the message.
+    #[test]
+    fn byte_order_mark_is_dropped() {
+        let file = b"\xef\xbb\xbfMSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\r\nPID|1\r\n\xef\xbb\xbfMSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\r\n";
+        let messages = split_messages(file).unwrap();
+        assert_eq!(
+            messages,
+            vec![
+                Bytes::from_static(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r"),
+                Bytes::from_static(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\r"),
+            ]
+        );
+    }
+
+    /// Lines holding only spaces or tabs (an editor's trailing "blank" lines) are blank lines,
+    /// not segments, and are skipped like empty ones, before and after a message.
+    #[test]
+    fn whitespace_only_lines_are_blank() {
+        let file = b" \nMSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\n\t\nPID|1\n  \n\t \n";
+        let messages = split_messages(file).unwrap();
+        assert_eq!(
+            messages,
+            vec![Bytes::from_static(
+                b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r"
+            )]
+        );
     }
 
     /// Bytes that are not UTF-8 are carried through untouched.
