@@ -1315,3 +1315,58 @@ async fn refused_flags_create_no_inbox() {
         );
     }
 }
+
+/// When `send` stops early (an unreachable receiver, `--stop-on-error`), every message left
+/// unsent gets its own `NOT SENT` line, with `--quiet` too, so the operator knows exactly which
+/// ones to send again.
+#[tokio::test]
+async fn send_lists_every_message_it_did_not_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "three.hl7",
+        &[
+            hl7("LEFT-1", b"DOE"),
+            hl7("LEFT-2", b"DOE"),
+            hl7("LEFT-3", b"DOE"),
+        ]
+        .concat(),
+    );
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    for quiet in [false, true] {
+        let mut args = vec!["send", "--to", &refused, "--retries", "0", &input];
+        if quiet {
+            args.push("--quiet");
+        }
+        let out = mllp(&args).await;
+        assert_eq!(out.status.code(), Some(3));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("three.hl7#1  LEFT-1  FAILED"), "{stdout}");
+        assert!(stdout.contains("three.hl7#2  LEFT-2  NOT SENT"), "{stdout}");
+        assert!(stdout.contains("three.hl7#3  LEFT-3  NOT SENT"), "{stdout}");
+        assert!(stdout.contains("2 not sent"), "{stdout}");
+    }
+
+    let ae = receiver(Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::internal("no"))
+    }))
+    .await;
+    let out = mllp(&[
+        "send",
+        "--to",
+        &ae.local_addr().to_string(),
+        "--stop-on-error",
+        "-q",
+        &input,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with("#1  LEFT-1  AE  no"), "{stdout}");
+    assert!(lines[1].ends_with("#2  LEFT-2  NOT SENT"), "{stdout}");
+    assert!(lines[2].ends_with("#3  LEFT-3  NOT SENT"), "{stdout}");
+    within(ae.shutdown()).await;
+}

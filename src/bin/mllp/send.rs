@@ -30,7 +30,8 @@ const PROGRESS_THRESHOLD: usize = 20;
 ///
 /// Messages go one at a time over one connection, each waiting for its ACK, whose MSA-2 must
 /// be the MSH-10 sent. One line per message on stdout: file#n, control id, ACK code, and the
-/// ERR text if any; then a summary.
+/// ERR text if any (`FAILED` and the reason without a valid ACK, `NOT SENT` for those left
+/// after a stop); then a summary.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = SEND_HELP)]
 pub(crate) struct SendArgs {
@@ -217,6 +218,14 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         }
         if stop_reason.is_some() {
             tally.not_sent = messages.len() - n - 1;
+            // Named one by one: the operator sends exactly these again.
+            for (message, id) in messages.iter().zip(&ids).skip(n + 1) {
+                say(format!(
+                    "{}  {}  NOT SENT",
+                    label(message),
+                    id.escape_debug()
+                ));
+            }
             break;
         }
     }
