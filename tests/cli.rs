@@ -1370,3 +1370,31 @@ async fn send_lists_every_message_it_did_not_send() {
     assert!(lines[2].ends_with("#3  LEFT-3  NOT SENT"), "{stdout}");
     within(ae.shutdown()).await;
 }
+
+/// Replaying an inbox sends each stored message byte for byte, even one with a line feed inside
+/// a field (senders put raw LFs in report text): the LF is data in a CR-terminated file, not a
+/// segment break that would cut the field and invent a segment.
+#[tokio::test]
+async fn send_replays_an_inbox_message_with_a_line_feed_in_a_field_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("replay");
+    std::fs::create_dir(&outbox).unwrap();
+    let original = b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20261122120000||ORU^R01|REPLAY-LF|P|2.5\r\
+        OBX|1|TX|TEXT||Result:\nNEG||||||F\r"
+        .to_vec();
+    write(
+        &outbox,
+        "20261122T120000.000001Z-REPLAY-LF-1-1.hl7",
+        &original,
+    );
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
+    let out = mllp(&["send", "--to", &serve.to(), &path_str(&outbox)]).await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serve.stop_cleanly().await;
+    assert_eq!(stored(&inbox)["REPLAY-LF"], vec![original]);
+}

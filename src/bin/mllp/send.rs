@@ -22,7 +22,8 @@ const PROGRESS_THRESHOLD: usize = 20;
 /// Send HL7 v2 messages over MLLP and check every acknowledgment.
 ///
 /// Each FILE may hold several messages: a message starts at every line beginning with `MSH`;
-/// segments may end in CR, LF or CRLF (sent as CR); MLLP framing bytes and a UTF-8 byte order
+/// segments may end in CR, LF or CRLF (sent as CR; in a message whose segments end in a bare CR,
+/// a bare LF is data and kept); MLLP framing bytes and a UTF-8 byte order
 /// mark in the file are ignored, as are blank lines and batch envelope segments (FHS, BHS, BTS,
 /// FTS). A DIR is read in file-name order, not
 /// recursively, skipping hidden files. Every message is checked before anything is sent: it
