@@ -1423,3 +1423,35 @@ async fn send_refuses_up_front_what_it_could_not_send() {
     serve.stop_cleanly().await;
     assert!(!inbox.exists() || stored(&inbox).is_empty());
 }
+
+/// `--timeout` bounds the write as well as the wait for the ACK: against a receiver that
+/// accepts connections but never reads, a message too large for the socket buffers is counted
+/// as a timeout and bench ends with status 3 instead of hanging.
+#[tokio::test]
+async fn bench_does_not_hang_on_a_receiver_that_stops_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    // Connections complete in the kernel's backlog; nothing ever reads them.
+    let stalled = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut big = hl7("BIG-1", b"DOE");
+    big.extend_from_slice(b"OBX|1|ED|PDF||");
+    big.resize(big.len() + 32 * 1024 * 1024, b'A');
+    big.extend_from_slice(b"\r");
+    let message = write(dir.path(), "big.hl7", &big);
+    let out = mllp(&[
+        "bench",
+        "--to",
+        &stalled.local_addr().unwrap().to_string(),
+        "--messages",
+        "1",
+        "--timeout",
+        "300ms",
+        "--message",
+        &message,
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error_kinds"]["timeout"], 1, "{v}");
+    drop(stalled);
+}
