@@ -1315,3 +1315,143 @@ async fn refused_flags_create_no_inbox() {
         );
     }
 }
+
+/// When `send` stops early (an unreachable receiver, `--stop-on-error`), every message left
+/// unsent gets its own `NOT SENT` line, with `--quiet` too, so the operator knows exactly which
+/// ones to send again.
+#[tokio::test]
+async fn send_lists_every_message_it_did_not_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "three.hl7",
+        &[
+            hl7("LEFT-1", b"DOE"),
+            hl7("LEFT-2", b"DOE"),
+            hl7("LEFT-3", b"DOE"),
+        ]
+        .concat(),
+    );
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    for quiet in [false, true] {
+        let mut args = vec!["send", "--to", &refused, "--retries", "0", &input];
+        if quiet {
+            args.push("--quiet");
+        }
+        let out = mllp(&args).await;
+        assert_eq!(out.status.code(), Some(3));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("three.hl7#1  LEFT-1  FAILED"), "{stdout}");
+        assert!(stdout.contains("three.hl7#2  LEFT-2  NOT SENT"), "{stdout}");
+        assert!(stdout.contains("three.hl7#3  LEFT-3  NOT SENT"), "{stdout}");
+        assert!(stdout.contains("2 not sent"), "{stdout}");
+    }
+
+    let ae = receiver(Router::new().route("*", |_r: Request| async {
+        Err::<(), _>(HandlerError::internal("no"))
+    }))
+    .await;
+    let out = mllp(&[
+        "send",
+        "--to",
+        &ae.local_addr().to_string(),
+        "--stop-on-error",
+        "-q",
+        &input,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with("#1  LEFT-1  AE  no"), "{stdout}");
+    assert!(lines[1].ends_with("#2  LEFT-2  NOT SENT"), "{stdout}");
+    assert!(lines[2].ends_with("#3  LEFT-3  NOT SENT"), "{stdout}");
+    within(ae.shutdown()).await;
+}
+
+/// Replaying an inbox sends each stored message byte for byte, even one with a line feed inside
+/// a field (senders put raw LFs in report text): the LF is data in a CR-terminated file, not a
+/// segment break that would cut the field and invent a segment.
+#[tokio::test]
+async fn send_replays_an_inbox_message_with_a_line_feed_in_a_field_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("replay");
+    std::fs::create_dir(&outbox).unwrap();
+    let original = b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20261122120000||ORU^R01|REPLAY-LF|P|2.5\r\
+        OBX|1|TX|TEXT||Result:\nNEG||||||F\r"
+        .to_vec();
+    write(
+        &outbox,
+        "20261122T120000.000001Z-REPLAY-LF-1-1.hl7",
+        &original,
+    );
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
+    let out = mllp(&["send", "--to", &serve.to(), &path_str(&outbox)]).await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serve.stop_cleanly().await;
+    assert_eq!(stored(&inbox)["REPLAY-LF"], vec![original]);
+}
+
+/// The check made before anything is sent is the one the sender applies: a message the client
+/// would refuse (a line feed inside a field that then reads as a malformed segment) stops the
+/// run with status 2 before the first message goes, instead of failing half-way.
+#[tokio::test]
+async fn send_refuses_up_front_what_it_could_not_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "a.hl7", &hl7("UPFRONT-1", b"DOE"));
+    let bad = write(
+        dir.path(),
+        "b.hl7",
+        b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20261122120000||ORU^R01|UPFRONT-2|P|2.5\r\
+          OBX|1|TX|TEXT||first line\nsecond line||||||F\r",
+    );
+    let (serve, inbox) = Serve::with_inbox(dir.path()).await;
+    let out = mllp(&["send", "--to", &serve.to(), &good, &bad]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("b.hl7#1") && text(&out.stderr).contains("nothing was sent"),
+        "{}",
+        text(&out.stderr)
+    );
+    serve.stop_cleanly().await;
+    assert!(!inbox.exists() || stored(&inbox).is_empty());
+}
+
+/// `--timeout` bounds the write as well as the wait for the ACK: against a receiver that
+/// accepts connections but never reads, a message too large for the socket buffers is counted
+/// as a timeout and bench ends with status 3 instead of hanging.
+#[tokio::test]
+async fn bench_does_not_hang_on_a_receiver_that_stops_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    // Connections complete in the kernel's backlog; nothing ever reads them.
+    let stalled = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut big = hl7("BIG-1", b"DOE");
+    big.extend_from_slice(b"OBX|1|ED|PDF||");
+    big.resize(big.len() + 32 * 1024 * 1024, b'A');
+    big.extend_from_slice(b"\r");
+    let message = write(dir.path(), "big.hl7", &big);
+    let out = mllp(&[
+        "bench",
+        "--to",
+        &stalled.local_addr().unwrap().to_string(),
+        "--messages",
+        "1",
+        "--timeout",
+        "300ms",
+        "--message",
+        &message,
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error_kinds"]["timeout"], 1, "{v}");
+    drop(stalled);
+}

@@ -33,6 +33,7 @@ use crate::{exit, logging};
 ///
 /// A connection that breaks (timeout, closed, mismatched ACK) counts its messages in flight as
 /// errors and reconnects; a connection that cannot be made counts all its remaining messages.
+/// `--timeout` bounds the connect, each write and each wait for an ACK.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = BENCH_HELP)]
 pub(crate) struct BenchArgs {
@@ -57,7 +58,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     message: Option<PathBuf>,
 
-    /// How long to wait for each acknowledgment
+    /// How long to wait for each acknowledgment (and for each connect and write)
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = config::positive_duration)]
     timeout: Duration,
 
@@ -361,13 +362,17 @@ impl Worker {
                 // Only flush when the pipeline is full or the work is done: pipelined
                 // messages then share TCP segments.
                 let flush = in_flight.len() + 1 == self.depth || *next + 1 == self.count;
+                // A receiver that stops reading must not hold the bench: the write is bounded
+                // by the same timeout as the wait for the ACK.
                 let sent = if flush {
-                    conn.send(message).await
+                    tokio::time::timeout(self.timeout, conn.send(message)).await
                 } else {
-                    conn.feed(message).await
+                    tokio::time::timeout(self.timeout, conn.feed(message)).await
                 };
-                if let Err(e) = sent {
-                    return Some(frame_error(&e));
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Some(frame_error(&e)),
+                    Err(_elapsed) => return Some(Broken::Timeout),
                 }
                 in_flight.push_back((id, Instant::now()));
                 *next += 1;

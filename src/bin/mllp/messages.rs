@@ -101,48 +101,88 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<FileMessage>, InputError> {
 /// Splits file contents into messages.
 ///
 /// Segments may end in CR, LF or CRLF; each is sent ending in CR. A message starts at every line
-/// beginning with `MSH`. MLLP framing bytes (`0x0B`, `0x1C`) are dropped, so a captured MLLP
-/// stream can be replayed. Empty lines and batch envelope segments (`FHS`, `BHS`, `BTS`, `FTS`)
-/// are skipped.
+/// beginning with `MSH`. In a message whose segments end in a bare CR (the HL7 convention: an
+/// inbox file, a capture), only CR and CRLF end a segment and a bare LF is data inside a field,
+/// kept as it is; in a message with no bare CR (an editor's LF or CRLF file) every line is a
+/// segment. MLLP framing bytes (`0x0B`, `0x1C`) are dropped, so a captured MLLP stream can be
+/// replayed, and so is a UTF-8 byte order mark at the start of a line. Blank lines (empty, or
+/// only spaces and tabs) and batch envelope segments (`FHS`, `BHS`, `BTS`, `FTS`) are skipped.
 ///
 /// # Errors
 /// The 1-based line number of the first other line found before the first `MSH`.
 pub(crate) fn split_messages(bytes: &[u8]) -> Result<Vec<Bytes>, usize> {
-    let mut messages = Vec::new();
-    let mut current: Option<BytesMut> = None;
-    for (n, line) in lines(bytes).enumerate() {
-        let line: Vec<u8> = line
-            .iter()
-            .copied()
-            .filter(|&b| b != START_BLOCK && b != END_BLOCK)
-            .collect();
-        if line.is_empty() {
-            continue;
+    let starts = message_starts(bytes);
+    let first = starts.first().copied().unwrap_or(bytes.len());
+    for (n, line) in lines(&bytes[..first], false).enumerate() {
+        let line = clean(line);
+        if !is_blank(&line) && !is_batch_envelope(&line) {
+            return Err(n + 1);
         }
-        if line.starts_with(b"MSH") {
-            if let Some(done) = current.take() {
-                messages.push(done.freeze());
-            }
-            current = Some(BytesMut::with_capacity(line.len() + 1));
-        }
-        match current.as_mut() {
-            Some(message) => {
+    }
+    let mut messages = Vec::with_capacity(starts.len());
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(bytes.len());
+        let chunk = &bytes[start..end];
+        let mut message = BytesMut::with_capacity(chunk.len() + 1);
+        for line in lines(chunk, has_bare_cr(chunk)) {
+            let line = clean(line);
+            if !is_blank(&line) {
                 message.extend_from_slice(&line);
                 message.extend_from_slice(b"\r");
             }
-            None if is_batch_envelope(&line) => {}
-            None => return Err(n + 1),
         }
-    }
-    if let Some(done) = current {
-        messages.push(done.freeze());
-    }
-    // Batch trailers after the last message belong to the envelope, not to the message.
-    for message in &mut messages {
-        *message = strip_trailing_envelope(message.clone());
+        // Batch trailers after a message belong to the envelope, not to the message.
+        messages.push(strip_trailing_envelope(message.freeze()));
     }
     Ok(messages)
 }
+
+/// Where each message starts: the lines (after any terminator) beginning with `MSH`, framing
+/// bytes and a byte order mark before it allowed.
+fn message_starts(bytes: &[u8]) -> Vec<usize> {
+    let line_starts = std::iter::once(0).chain(
+        memchr::memchr2_iter(b'\r', b'\n', bytes)
+            .map(|i| i + 1)
+            .filter(|&i| i < bytes.len()),
+    );
+    line_starts
+        .filter(|&start| {
+            let mut rest = &bytes[start..];
+            while let [first, tail @ ..] = rest
+                && (*first == START_BLOCK || *first == END_BLOCK)
+            {
+                rest = tail;
+            }
+            rest.strip_prefix(BOM).unwrap_or(rest).starts_with(b"MSH")
+        })
+        .collect()
+}
+
+/// Whether some CR in `bytes` is not followed by LF: segments end in CR, as on the wire.
+fn has_bare_cr(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', bytes).any(|i| bytes.get(i + 1) != Some(&b'\n'))
+}
+
+/// The line without MLLP framing bytes and without a leading byte order mark.
+fn clean(line: &[u8]) -> Vec<u8> {
+    let mut line: Vec<u8> = line
+        .iter()
+        .copied()
+        .filter(|&b| b != START_BLOCK && b != END_BLOCK)
+        .collect();
+    if line.starts_with(BOM) {
+        line.drain(..BOM.len());
+    }
+    line
+}
+
+/// Blank to the eye is blank: no segment is made of spaces and tabs.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| b == b' ' || b == b'\t')
+}
+
+/// The UTF-8 byte order mark (editors on Windows write one); never part of a segment.
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 fn is_batch_envelope(line: &[u8]) -> bool {
     [b"FHS", b"BHS", b"BTS", b"FTS"]
@@ -170,14 +210,20 @@ fn strip_trailing_envelope(message: Bytes) -> Bytes {
     message.slice(..end)
 }
 
-/// Lines separated by CR, LF or CRLF.
-fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// Lines separated by CR, LF or CRLF; with `lf_is_data`, by CR or CRLF only, a bare LF staying
+/// in its line except at the line's start or end (blank lines around a segment).
+fn lines(bytes: &[u8], lf_is_data: bool) -> impl Iterator<Item = &[u8]> {
     let mut rest = bytes;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        let end = if lf_is_data {
+            memchr::memchr(b'\r', rest)
+        } else {
+            memchr::memchr2(b'\r', b'\n', rest)
+        };
+        let line = match end {
             Some(i) => {
                 let line = &rest[..i];
                 let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
@@ -186,15 +232,27 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
                     1
                 };
                 rest = &rest[i + skip..];
-                Some(line)
+                line
             }
-            None => {
-                let line = rest;
-                rest = &[];
-                Some(line)
-            }
-        }
+            None => std::mem::take(&mut rest),
+        };
+        Some(if lf_is_data {
+            trim_line_feeds(line)
+        } else {
+            line
+        })
     })
+}
+
+/// `line` without leading and trailing LFs.
+fn trim_line_feeds(mut line: &[u8]) -> &[u8] {
+    while let [b'\n', tail @ ..] = line {
+        line = tail;
+    }
+    while let [head @ .., b'\n'] = line {
+        line = head;
+    }
+    line
 }
 
 /// A message with MSH-10 cut out, so that copies with any control id can be made cheaply.
@@ -311,6 +369,54 @@ mod tests {
             )]
         );
         assert_eq!(split_messages(b"\nhello\nMSH|^~\\&|\n"), Err(2));
+    }
+
+    /// A UTF-8 byte order mark, as editors on Windows write it at the start of a file (or of
+    /// each file concatenated into one), is not part of the message.
+    #[test]
+    fn byte_order_mark_is_dropped() {
+        let file = b"\xef\xbb\xbfMSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\r\nPID|1\r\n\xef\xbb\xbfMSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\r\n";
+        let messages = split_messages(file).unwrap();
+        assert_eq!(
+            messages,
+            vec![
+                Bytes::from_static(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r"),
+                Bytes::from_static(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\r"),
+            ]
+        );
+    }
+
+    /// Lines holding only spaces or tabs (an editor's trailing "blank" lines) are blank lines,
+    /// not segments, and are skipped like empty ones, before and after a message.
+    #[test]
+    fn whitespace_only_lines_are_blank() {
+        let file = b" \nMSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\n\t\nPID|1\n  \n\t \n";
+        let messages = split_messages(file).unwrap();
+        assert_eq!(
+            messages,
+            vec![Bytes::from_static(
+                b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r"
+            )]
+        );
+    }
+
+    /// In a message whose segments end in CR (an inbox file, a capture), a line feed is data
+    /// inside a field, not a segment break: the message is sent as it was received. Editor
+    /// files (LF or CRLF) in the same file still split at every line.
+    #[test]
+    fn line_feeds_inside_fields_of_cr_messages_are_kept() {
+        let file = b"MSH|^~\\&|A|B|C|D|1||ORU^R01|ID1|P|2.5\rOBX|1|TX|X||Result:\nNEG||||||F\r\
+MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\nPID|2\n\n";
+        let messages = split_messages(file).unwrap();
+        assert_eq!(
+            messages,
+            vec![
+                Bytes::from_static(
+                    b"MSH|^~\\&|A|B|C|D|1||ORU^R01|ID1|P|2.5\rOBX|1|TX|X||Result:\nNEG||||||F\r"
+                ),
+                Bytes::from_static(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\rPID|2\r"),
+            ]
+        );
     }
 
     /// Bytes that are not UTF-8 are carried through untouched.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mllp::ack::AckCode;
-use mllp::hl7::Message;
+use mllp::hl7::{Message, ParseOptions};
 use mllp::tls::TlsClientConfig;
 use mllp::{Client, ClientConfig, ClientError};
 
@@ -22,14 +22,17 @@ const PROGRESS_THRESHOLD: usize = 20;
 /// Send HL7 v2 messages over MLLP and check every acknowledgment.
 ///
 /// Each FILE may hold several messages: a message starts at every line beginning with `MSH`;
-/// segments may end in CR, LF or CRLF (sent as CR); MLLP framing bytes in the file are ignored,
-/// as are batch envelope segments (FHS, BHS, BTS, FTS). A DIR is read in file-name order, not
+/// segments may end in CR, LF or CRLF (sent as CR; in a message whose segments end in a bare CR,
+/// a bare LF is data and kept); MLLP framing bytes and a UTF-8 byte order
+/// mark in the file are ignored, as are blank lines and batch envelope segments (FHS, BHS, BTS,
+/// FTS). A DIR is read in file-name order, not
 /// recursively, skipping hidden files. Every message is checked before anything is sent: it
 /// must parse as HL7 and carry MSH-10.
 ///
 /// Messages go one at a time over one connection, each waiting for its ACK, whose MSA-2 must
 /// be the MSH-10 sent. One line per message on stdout: file#n, control id, ACK code, and the
-/// ERR text if any; then a summary.
+/// ERR text if any (`FAILED` and the reason without a valid ACK, `NOT SENT` for those left
+/// after a stop); then a summary.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = SEND_HELP)]
 pub(crate) struct SendArgs {
@@ -216,6 +219,14 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         }
         if stop_reason.is_some() {
             tally.not_sent = messages.len() - n - 1;
+            // Named one by one: the operator sends exactly these again.
+            for (message, id) in messages.iter().zip(&ids).skip(n + 1) {
+                say(format!(
+                    "{}  {}  NOT SENT",
+                    label(message),
+                    id.escape_debug()
+                ));
+            }
             break;
         }
     }
@@ -264,9 +275,15 @@ fn label(m: &FileMessage) -> String {
     format!("{}#{}", m.file.display(), m.index)
 }
 
-/// MSH-10 of a message read from a file, or why it cannot be sent.
+/// MSH-10 of a message read from a file, or why it cannot be sent. Parsed as
+/// [`Client::send`] parses it (a LF also ends a segment), so that what passes here is never
+/// refused half-way through the run.
 fn control_id(m: &FileMessage) -> Result<String, String> {
-    let parsed = Message::parse(m.payload.clone()).map_err(|e| format!("not valid HL7 ({e})"))?;
+    let parsed = Message::parse_with(
+        m.payload.clone(),
+        &ParseOptions::default().lenient_line_endings(true),
+    )
+    .map_err(|e| format!("not valid HL7 ({e})"))?;
     match parsed.control_id() {
         Some(id) if !id.is_empty() => Ok(id.to_owned()),
         _ => Err("no MSH-10 (message control ID) to correlate the acknowledgment".to_owned()),
