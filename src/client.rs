@@ -551,6 +551,20 @@ impl Client {
         }
     }
 
+    /// Checks `message` as [`send`](Self::send) and [`send_all`](Self::send_all) do before
+    /// they write it, and returns its MSH-10 (the control id its ACK must carry in MSA-2). Lets
+    /// a caller refuse a batch up front instead of half-way through.
+    ///
+    /// Segments may end in CR, LF or CRLF; a bare LF inside a field of a message whose segments
+    /// end in CR is data.
+    ///
+    /// # Errors
+    /// [`ClientError::Unframeable`] for an MLLP reserved byte, [`ClientError::InvalidMessage`]
+    /// when it does not parse as HL7, [`ClientError::MissingControlId`] without an MSH-10.
+    pub fn check(message: &Bytes) -> Result<String, ClientError> {
+        inspect(message).map(|(control_id, _)| control_id)
+    }
+
     /// Sends many messages with up to `max_in_flight` awaiting their ACKs (pipelining); ACKs are
     /// correlated in order. Results come back in input order, each as [`Client::send`] would
     /// give it. A message with MSH-15 = `ER` (an ACK only on error) is sent alone, after the
@@ -834,11 +848,15 @@ fn inspect(message: &Bytes) -> Result<(String, Expect), ClientError> {
             offset,
         }));
     }
-    let parsed = Message::parse_with(
-        message.clone(),
-        &crate::hl7::ParseOptions::default().lenient_line_endings(true),
-    )
-    .map_err(ClientError::InvalidMessage)?;
+    let lenient = crate::hl7::ParseOptions::default().lenient_line_endings(true);
+    let parsed = match Message::parse_with(message.clone(), &lenient) {
+        Ok(parsed) => parsed,
+        // A bare LF can be data inside a field of a message whose segments end in CR (a stored
+        // inbox file, a report text): read that way, it parses. Only the MSH segment is read
+        // here, and it is the same either way unless it holds the LF itself.
+        Err(lenient_error) => Message::parse(message.clone())
+            .map_err(|_| ClientError::InvalidMessage(lenient_error))?,
+    };
     let control_id = parsed
         .control_id()
         .map(str::to_owned)

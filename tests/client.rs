@@ -548,3 +548,24 @@ async fn send_all_to_an_unreachable_receiver_fails_the_batch_at_once() {
         "no reconnect backoff was waited out"
     );
 }
+
+/// A line feed inside a field of a CR-terminated message (report text) is data: the client
+/// sends the message and correlates its ACK, where reading the LF as a segment end would have
+/// refused it as malformed.
+#[tokio::test]
+async fn line_feed_inside_a_field_is_sent_as_data() {
+    let server =
+        start(Server::builder().router(Router::new().route("*", |_r: Request| async {}))).await;
+    let message = Bytes::from_static(
+        b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20261122120000||ORU^R01|LF-1|P|2.5\r\
+          OBX|1|TX|TEXT||first line\nsecond line||||||F\r",
+    );
+    assert_eq!(Client::check(&message).unwrap(), "LF-1");
+    let mut client = Client::new(server.local_addr().to_string());
+    let ack = within(client.send(message))
+        .await
+        .expect("sent and accepted")
+        .expect("an ACK (original mode)");
+    assert_eq!(ack.acknowledged_control_id().as_deref(), Some("LF-1"));
+    within(server.shutdown()).await;
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mllp::ack::AckCode;
-use mllp::hl7::{Message, ParseOptions};
 use mllp::tls::TlsClientConfig;
 use mllp::{Client, ClientConfig, ClientError};
 
@@ -275,17 +274,15 @@ fn label(m: &FileMessage) -> String {
     format!("{}#{}", m.file.display(), m.index)
 }
 
-/// MSH-10 of a message read from a file, or why it cannot be sent. Parsed as
-/// [`Client::send`] parses it (a LF also ends a segment), so that what passes here is never
-/// refused half-way through the run.
+/// MSH-10 of a message read from a file, or why it cannot be sent: the client's own check
+/// ([`Client::check`]), so that what passes here is never refused half-way through the run.
 fn control_id(m: &FileMessage) -> Result<String, String> {
-    let parsed = Message::parse_with(
-        m.payload.clone(),
-        &ParseOptions::default().lenient_line_endings(true),
-    )
-    .map_err(|e| format!("not valid HL7 ({e})"))?;
-    match parsed.control_id() {
-        Some(id) if !id.is_empty() => Ok(id.to_owned()),
-        _ => Err("no MSH-10 (message control ID) to correlate the acknowledgment".to_owned()),
+    match Client::check(&m.payload) {
+        Ok(id) if !id.is_empty() => Ok(id),
+        Ok(_) | Err(ClientError::MissingControlId) => {
+            Err("no MSH-10 (message control ID) to correlate the acknowledgment".to_owned())
+        }
+        Err(ClientError::InvalidMessage(e)) => Err(format!("not valid HL7 ({e})")),
+        Err(e) => Err(e.to_string()),
     }
 }
