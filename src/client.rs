@@ -415,7 +415,15 @@ pub struct Client {
     /// the last was cancelled (dropped mid-way): its frame may be half written or its reply
     /// still on the way, so its connection is not used again.
     busy: bool,
+    /// MSH-10s of the messages sent on this connection that asked for no ACK (MSH-15 = NE),
+    /// newest last, at most [`UNASKED_KEPT`]: a receiver that acknowledges them anyway (many
+    /// ignore MSH-15) sends replies nobody waits for, which are skipped, not read as the next
+    /// message's.
+    unasked: VecDeque<String>,
 }
+
+/// How many control ids of unacknowledged (MSH-15 = NE) messages a connection remembers.
+const UNASKED_KEPT: usize = 256;
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -443,6 +451,7 @@ impl Client {
             generation: 0,
             failed_attempts: 0,
             busy: false,
+            unasked: VecDeque::new(),
         }
     }
 
@@ -514,7 +523,8 @@ impl Client {
     /// What is waited for follows the message's own MSH-15 (accept acknowledgment type), as the
     /// receiver does: with MSH-15 absent (original mode), `AL` or `SU` an ACK is required and
     /// its absence is a [`ClientError::Timeout`]; with `NE` nothing is waited for and the
-    /// result is `Ok(None)` once the message is written; with `ER` an ACK comes only on error,
+    /// result is `Ok(None)` once the message is written (an ACK the receiver sends anyway, as
+    /// many do, is skipped when a later reply is read); with `ER` an ACK comes only on error,
     /// so silence for `reply_timeout` is `Ok(None)` (accepted) and the connection stays open.
     ///
     /// Returns the ACK when it is AA or CA.
@@ -616,6 +626,7 @@ impl Client {
                 match self.write(message).await {
                     Ok(()) if expect == Expect::Never => {
                         self.succeeded();
+                        self.sent_unasked(control_id);
                         results[index] = Some(Ok(None));
                     }
                     Ok(()) => pending.push_back((index, control_id, self.generation)),
@@ -681,6 +692,14 @@ impl Client {
         }
     }
 
+    /// Remembers a message sent with MSH-15 = NE on this connection (see `unasked`).
+    fn sent_unasked(&mut self, control_id: String) {
+        if self.unasked.len() == UNASKED_KEPT {
+            self.unasked.pop_front();
+        }
+        self.unasked.push_back(control_id);
+    }
+
     /// A message was delivered as its MSH-15 asks: the reconnect backoff starts over.
     fn succeeded(&mut self) {
         self.failed_attempts = 0;
@@ -696,6 +715,7 @@ impl Client {
         match expect {
             Expect::Never => {
                 self.succeeded();
+                self.sent_unasked(control_id.to_owned());
                 Ok(None)
             }
             Expect::Always => self.read_reply(control_id, false).await,
@@ -728,37 +748,49 @@ impl Client {
     /// timeout means accepted, and the connection is kept.
     async fn read_reply(&mut self, control_id: &str, silence_ok: bool) -> Reply {
         let timeout = self.config.reply_timeout;
-        let Some(conn) = self.connection.as_mut() else {
-            return Err(ClientError::Closed);
-        };
-        let reply = match tokio::time::timeout(timeout, conn.next()).await {
-            Err(_elapsed) if silence_ok => {
-                self.succeeded();
-                return Ok(None);
+        // One deadline for the reply, however many unasked-for ACKs come before it.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let ack = loop {
+            let Some(conn) = self.connection.as_mut() else {
+                return Err(ClientError::Closed);
+            };
+            let reply = match tokio::time::timeout_at(deadline, conn.next()).await {
+                Err(_elapsed) if silence_ok => {
+                    self.succeeded();
+                    return Ok(None);
+                }
+                Err(_elapsed) => Err(ClientError::Timeout(timeout)),
+                Ok(None) => Err(ClientError::Closed),
+                Ok(Some(Err(FrameError::Io(e)))) => Err(ClientError::Io(e)),
+                Ok(Some(Err(e))) => Err(ClientError::Frame(e)),
+                Ok(Some(Ok(payload))) => Acknowledgment::parse(payload),
+            };
+            let ack = match reply {
+                Ok(ack) => ack,
+                Err(e) => {
+                    self.lose_connection();
+                    return Err(e);
+                }
+            };
+            // Raw bytes on both sides, as a receiver copies MSH-10 into MSA-2.
+            let received = ack.acknowledged_control_id_bytes();
+            if received == control_id.as_bytes() {
+                break ack;
             }
-            Err(_elapsed) => Err(ClientError::Timeout(timeout)),
-            Ok(None) => Err(ClientError::Closed),
-            Ok(Some(Err(FrameError::Io(e)))) => Err(ClientError::Io(e)),
-            Ok(Some(Err(e))) => Err(ClientError::Frame(e)),
-            Ok(Some(Ok(payload))) => Acknowledgment::parse(payload),
-        };
-        let ack = match reply {
-            Ok(ack) => ack,
-            Err(e) => {
-                self.lose_connection();
-                return Err(e);
+            // An ACK for a message sent with MSH-15 = NE, from a receiver that answers anyway:
+            // nobody waits for it; the reply sought may still follow.
+            if let Some(at) = self.unasked.iter().position(|id| id.as_bytes() == received) {
+                self.unasked.remove(at);
+                tracing::debug!("skipping an acknowledgment of a message that asked for none");
+                continue;
             }
-        };
-        // Raw bytes on both sides, as a receiver copies MSH-10 into MSA-2.
-        let received = ack.acknowledged_control_id_bytes();
-        if received != control_id.as_bytes() {
             let received = String::from_utf8_lossy(received).into_owned();
             self.lose_connection();
             return Err(ClientError::Mismatch {
                 expected: control_id.to_owned(),
                 received,
             });
-        }
+        };
         self.succeeded();
         if ack.code().is_success() {
             Ok(Some(ack))
@@ -780,6 +812,7 @@ impl Client {
                 Ok(conn) => {
                     self.generation = self.generation.wrapping_add(1);
                     self.connection = Some(conn);
+                    self.unasked.clear();
                 }
                 Err(source) => {
                     self.failed_attempts = self.failed_attempts.saturating_add(1);

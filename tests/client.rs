@@ -569,3 +569,55 @@ async fn line_feed_inside_a_field_is_sent_as_data() {
     assert_eq!(ack.acknowledged_control_id().as_deref(), Some("LF-1"));
     within(server.shutdown()).await;
 }
+
+/// Many receivers ignore MSH-15 and acknowledge every message. An ACK for a message sent with
+/// MSH-15 = NE (for which the client waits for nothing) is skipped, not read as the reply to
+/// the next message, with `send` and with `send_all`.
+#[tokio::test]
+async fn acks_of_messages_that_asked_for_none_are_skipped() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(socket, MllpCodec::new());
+        // Acknowledges everything, MSH-15 or not.
+        while let Some(Ok(frame)) = framed.next().await {
+            framed.send(ack_for(&control_id(&frame))).await.unwrap();
+        }
+    });
+    let never = |id: &str| {
+        Bytes::from(format!(
+            "MSH|^~\\&|S|S|R|R|20261122120000||ADT^A01|{id}|P|2.5|||NE\rPID|1||X\r"
+        ))
+    };
+    let config = ClientConfig::default().max_retries(0).max_in_flight(4);
+    let mut client = Client::with_config(addr.to_string(), config);
+    assert!(within(client.send(never("N1"))).await.unwrap().is_none());
+    let ack = within(client.send(hl7("ADT^A01", "A1", "2.5")))
+        .await
+        .expect("A1 gets its own ACK, N1's is skipped")
+        .expect("an ACK");
+    assert_eq!(ack.acknowledged_control_id().as_deref(), Some("A1"));
+    let results = within(client.send_all([
+        never("N2"),
+        never("N3"),
+        hl7("ADT^A01", "A2", "2.5"),
+        never("N4"),
+        hl7("ADT^A01", "A3", "2.5"),
+    ]))
+    .await;
+    let acked: Vec<Option<String>> = results
+        .into_iter()
+        .map(|r| {
+            r.expect("no error")
+                .and_then(|a| a.acknowledged_control_id())
+        })
+        .collect();
+    assert_eq!(
+        acked,
+        [None, None, Some("A2".into()), None, Some("A3".into())]
+    );
+    assert!(client.is_connected(), "no mismatch dropped the connection");
+    client.close().await;
+    within(receiver).await.unwrap();
+}
