@@ -757,6 +757,8 @@ impl Client {
             let reply = match tokio::time::timeout_at(deadline, conn.next()).await {
                 Err(_elapsed) if silence_ok => {
                     self.succeeded();
+                    // Silence was its answer; a late ACK for it is skipped like an NE one.
+                    self.sent_unasked(control_id.to_owned());
                     return Ok(None);
                 }
                 Err(_elapsed) => Err(ClientError::Timeout(timeout)),
