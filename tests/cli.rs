@@ -1454,3 +1454,39 @@ async fn bench_does_not_hang_on_a_receiver_that_stops_reading() {
     assert_eq!(v["error_kinds"]["timeout"], 1, "{v}");
     drop(stalled);
 }
+
+/// An invalid `RUST_LOG` is refused by every command (exit 2, naming the variable) before
+/// anything runs, rather than logging something other than what was asked for.
+#[tokio::test]
+async fn invalid_rust_log_is_refused_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "one.hl7", &hl7("LOG-1", b"DOE"));
+    for args in [
+        &["serve", "--bind", "127.0.0.1:0", "--no-inbox"][..],
+        &["send", "--to", "127.0.0.1:9", &input],
+        &["bench", "--to", "127.0.0.1:9", "-n", "1"],
+    ] {
+        let out = within(
+            Command::new(BIN)
+                .args(args)
+                .current_dir(dir.path())
+                .env("RUST_LOG", "info,[=nonsense")
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("run mllp");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("invalid RUST_LOG"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

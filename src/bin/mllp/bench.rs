@@ -106,7 +106,9 @@ impl Outcome {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> ExitCode {
-    logging::init(LogFormat::Text, logging::CLIENT_FILTER);
+    if let Err(text) = logging::init(LogFormat::Text, logging::CLIENT_FILTER) {
+        return exit::fail_text(exit::USAGE, &text);
+    }
     let template = match load_template(args.message.as_ref()) {
         Ok(t) => t,
         Err(text) => return exit::fail_text(exit::USAGE, &text),

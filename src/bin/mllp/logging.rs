@@ -17,14 +17,16 @@ pub(crate) const SERVE_FILTER: &str = "info,ractor=warn";
 /// The filter used when `RUST_LOG` is unset for `send` and `bench`, whose results go to stdout.
 pub(crate) const CLIENT_FILTER: &str = "warn";
 
-/// Installs the global subscriber. `RUST_LOG` overrides `default_filter`; an invalid `RUST_LOG`
-/// is reported and the default used.
-pub(crate) fn init(format: LogFormat, default_filter: &str) {
+/// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
+///
+/// # Errors
+/// The reason, when `RUST_LOG` is set but is not a valid filter: refused like any other invalid
+/// setting (exit 2), as `serve` does, rather than silently logging something else.
+pub(crate) fn init(format: LogFormat, default_filter: &str) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
-            complain!("warning: ignoring invalid RUST_LOG ({e}); using {default_filter:?}");
-            EnvFilter::new(default_filter)
-        }),
+        Ok(spec) if !spec.trim().is_empty() => {
+            EnvFilter::try_new(&spec).map_err(|e| format!("invalid RUST_LOG: {e}"))?
+        }
         _ => EnvFilter::new(default_filter),
     };
     let builder = tracing_subscriber::fmt()
@@ -43,4 +45,5 @@ pub(crate) fn init(format: LogFormat, default_filter: &str) {
             .with_span_list(false)
             .try_init(),
     };
+    Ok(())
 }

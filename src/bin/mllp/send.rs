@@ -111,7 +111,9 @@ struct Tally {
 }
 
 pub(crate) async fn run(args: SendArgs) -> ExitCode {
-    logging::init(args.log_format, logging::CLIENT_FILTER);
+    if let Err(text) = logging::init(args.log_format, logging::CLIENT_FILTER) {
+        return exit::fail_text(exit::USAGE, &text);
+    }
     let messages = match messages::read_inputs(&args.paths) {
         Ok(m) => m,
         Err(e) => return exit::fail(exit::USAGE, &e),

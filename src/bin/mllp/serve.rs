@@ -958,7 +958,7 @@ mod telemetry {
     /// Installs the global subscriber.
     #[cfg(not(feature = "otlp"))]
     pub(super) fn init(settings: &Settings) -> Result<Telemetry, String> {
-        logging::init(settings.log_format, logging::SERVE_FILTER);
+        logging::init(settings.log_format, logging::SERVE_FILTER)?;
         Ok(Telemetry {})
     }
 
