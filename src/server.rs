@@ -32,6 +32,13 @@ use crate::frame::{FrameConfig, FramingPolicy, MllpCodec};
 use crate::hl7::ParseOptions;
 use crate::telemetry::{Metrics, Observer};
 
+/// A runtime setting out of range, as carried by [`ConfigError::Runtime`].
+pub use mllp_actors::ConfigError as RuntimeConfigError;
+/// Why a server stopped on its own, as returned by [`ServerHandle::wait`] and carried by
+/// [`Error::Stopped`].
+pub use mllp_actors::ServerError;
+/// Why the supervision tree could not start, as carried by [`Error::Start`].
+pub use mllp_actors::StartError;
 pub use mllp_actors::{
     ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
     ShutdownReport, Transport,
@@ -60,11 +67,11 @@ pub enum Error {
     },
     /// The supervision tree could not be started.
     #[error("server failed to start")]
-    Start(#[source] mllp_actors::StartError),
+    Start(#[source] StartError),
     /// The server stopped by itself: the acceptor failed more often than its restart policy
     /// allows (escalation).
     #[error("server stopped")]
-    Stopped(#[source] mllp_actors::ServerError),
+    Stopped(#[source] ServerError),
 }
 
 /// A setting that cannot be used.
@@ -73,7 +80,7 @@ pub enum Error {
 pub enum ConfigError {
     /// A runtime setting (timeouts, limits, policies) is out of range.
     #[error(transparent)]
-    Runtime(#[from] mllp_actors::ConfigError),
+    Runtime(#[from] RuntimeConfigError),
     /// `max_message_size` is zero.
     #[error("max_message_size must be at least 1 byte")]
     MaxMessageSize,
@@ -503,7 +510,7 @@ impl ServerHandle {
     ///
     /// # Errors
     /// The escalated failure.
-    pub async fn wait(&self) -> Result<(), mllp_actors::ServerError> {
+    pub async fn wait(&self) -> Result<(), ServerError> {
         self.inner.wait().await
     }
 }

@@ -28,6 +28,9 @@ pub use mllp_actors::Observer;
 
 pub use mllp_actors::CloseReason;
 
+/// What went wrong with a message, as carried by a `MessageException` [`Event`].
+pub use mllp_actors::Failure;
+
 /// The instrumentation scope name of every metric.
 pub const METER_NAME: &str = "mllp";
 
