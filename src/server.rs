@@ -112,13 +112,14 @@ pub struct ServerBuilder<T: Transport = mllp_actors::PlainTcp> {
     transport: T,
 }
 
-impl fmt::Debug for ServerBuilder {
+impl<T: Transport> fmt::Debug for ServerBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("runtime", &self.runtime)
             .field("frame", &self.frame)
             .field("router", &self.router)
             .field("plugins", &self.plugins.len())
+            .field("transport", &std::any::type_name::<T>())
             .finish_non_exhaustive()
     }
 }

@@ -106,3 +106,21 @@ fn public_futures_are_send() {
     }
     let _ = futures;
 }
+
+fn debug_text<T: std::fmt::Debug>(value: &T) -> String {
+    format!("{value:?}")
+}
+
+/// A builder switched to another transport is still `Debug` (C-DEBUG), and says which
+/// transport it serves over.
+#[test]
+fn server_builder_is_debug_for_every_transport() {
+    let plain = debug_text(&mllp::Server::builder());
+    assert!(plain.starts_with("ServerBuilder {"), "{plain}");
+    assert!(plain.contains("PlainTcp"), "{plain}");
+
+    let admitted = mllp::tls::Admitted::new(mllp::server::PlainTcp, mllp::tls::Admission::any());
+    let text = debug_text(&mllp::Server::builder().transport(admitted));
+    assert!(text.starts_with("ServerBuilder {"), "{text}");
+    assert!(text.contains("Admitted"), "{text}");
+}
