@@ -263,7 +263,7 @@ impl Backoff {
 }
 
 /// Client settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// How long to wait for each ACK. Default is 30 s.

@@ -124,3 +124,36 @@ fn server_builder_is_debug_for_every_transport() {
     assert!(text.starts_with("ServerBuilder {"), "{text}");
     assert!(text.contains("Admitted"), "{text}");
 }
+
+/// Configuration values compare by content (C-COMMON-TRAITS), so a caller can check a loaded
+/// configuration against the defaults or against the one in force.
+#[test]
+fn configurations_compare_by_content() {
+    use std::time::Duration;
+
+    use mllp::tls::{TlsClientConfig, TlsConfig};
+
+    assert_eq!(mllp::ClientConfig::default(), mllp::ClientConfig::default());
+    assert_ne!(
+        mllp::ClientConfig::default().reply_timeout(Duration::from_secs(1)),
+        mllp::ClientConfig::default()
+    );
+
+    assert_eq!(
+        TlsConfig::new("a.crt", "a.key"),
+        TlsConfig::new("a.crt", "a.key")
+    );
+    assert_ne!(
+        TlsConfig::new("a.crt", "a.key").client_ca("ca.pem"),
+        TlsConfig::new("a.crt", "a.key")
+    );
+
+    assert_eq!(
+        TlsClientConfig::new("ca.pem"),
+        TlsClientConfig::new("ca.pem")
+    );
+    assert_ne!(
+        TlsClientConfig::new("ca.pem").server_name("hl7.example"),
+        TlsClientConfig::new("ca.pem")
+    );
+}

@@ -46,7 +46,7 @@ pub type Connector = Arc<
 /// let connector = tls.connector("hl7.hospital.example:2575")?; // verifies "hl7.hospital.example"
 /// # Ok::<(), mllp::tls::TlsConfigError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsClientConfig {
     ca: PathBuf,
     identity: Option<(PathBuf, PathBuf)>,

@@ -37,7 +37,7 @@ use super::{DEFAULT_VERSIONS, TlsVersion, pem, provider, rustls_versions};
 ///     .build()?;
 /// # Ok::<(), mllp::tls::TlsConfigError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     cert: PathBuf,
     key: PathBuf,
