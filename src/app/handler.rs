@@ -22,14 +22,28 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// The type parameter only tells those two apart; you never name it.
 ///
 /// ```
-/// use mllp::app::{HandlerError, Request};
+/// use mllp::app::{HandlerError, Request, Router};
 /// async fn admit(req: Request) -> Result<(), HandlerError> {
 ///     let _pid = req.message().segment("PID").ok_or_else(|| {
 ///         HandlerError::reject(mllp::ack::ErrorCode::RequiredFieldMissing, "no PID segment")
 ///     })?;
 ///     Ok(())
 /// }
-/// # let _ = mllp::app::Router::new().route("ADT^A01", admit);
+/// let router = Router::new().route("ADT^A01", admit);
+/// # let _ = router;
+///
+/// // A handler is a plain async function: call it directly in a unit test.
+/// let message = mllp::hl7::Message::parse(bytes::Bytes::from_static(
+///     b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240102030405||ADT^A01|MSG001|P|2.5.1\r",
+/// ))?;
+/// let peer = "127.0.0.1:40000".parse()?;
+/// let local = "127.0.0.1:2575".parse()?;
+/// let request = Request::new(message, mllp::ConnectionInfo::new(1, peer, local, false, None));
+/// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// let error = runtime.block_on(admit(request)).unwrap_err();
+/// assert!(error.is_reject());
+/// assert_eq!(error.text(), "no PID segment");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Handler<T>: Clone + Send + Sync + 'static {
     /// Handles one request.

@@ -43,7 +43,7 @@ impl fmt::Debug for Next {
 ///     response
 /// }
 /// let router = Router::new().route("*", |_req: Request| async {}).layer(from_fn(audit));
-/// # let _ = router;
+/// assert_eq!(router.routes().map(ToString::to_string).collect::<Vec<_>>(), ["*"]);
 /// ```
 pub fn from_fn<F, Fut, R>(f: F) -> FromFnLayer<F>
 where

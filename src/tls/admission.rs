@@ -112,11 +112,16 @@ fn canonical(net: IpNet) -> IpNet {
 /// the inner transport.
 ///
 /// ```
+/// use mllp::server::PlainTcp;
 /// use mllp::tls::{Admission, Admitted};
-/// use mllp_actors::PlainTcp;
 ///
 /// let transport = Admitted::new(PlainTcp, Admission::allow_list(["10.0.0.0/8", "::1"])?);
-/// # Ok::<(), mllp::tls::AdmissionError>(())
+/// assert!(transport.admission().admits("10.1.2.3".parse()?));
+/// assert!(transport.admission().admits("::1".parse()?));
+/// assert!(!transport.admission().admits("192.0.2.7".parse()?));
+/// let server = mllp::Server::builder().transport(transport);
+/// # let _ = server;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Admitted<T> {
