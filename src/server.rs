@@ -510,7 +510,7 @@ impl ServerHandle {
     /// allows).
     ///
     /// # Errors
-    /// The escalated failure.
+    /// [`ServerError`], the escalated failure, when the server stopped by itself.
     pub async fn wait(&self) -> Result<(), ServerError> {
         self.inner.wait().await
     }
