@@ -242,7 +242,9 @@ pub enum RestartPolicy {
     Never,
     /// Restart after `backoff`, doubling after each restart up to `max_backoff`; when more than
     /// `max_restarts` failures happen within `window`, stop the server instead (OTP's
-    /// intensity and period).
+    /// intensity and period). Built with [`RestartPolicy::backoff`] (the variant may gain
+    /// fields).
+    #[non_exhaustive]
     Backoff {
         /// Restarts allowed within `window`. Zero behaves as [`RestartPolicy::Never`].
         max_restarts: u32,
@@ -255,14 +257,34 @@ pub enum RestartPolicy {
     },
 }
 
+impl RestartPolicy {
+    /// Restarts after `backoff`, doubling after each restart up to `max_backoff`; more than
+    /// `max_restarts` failures within `window` stop the server. The default is
+    /// `backoff(3, 5 s, 100 ms, 5 s)`. Checked when the server starts: `window` must not be
+    /// zero and `max_backoff` not less than `backoff`.
+    pub fn backoff(
+        max_restarts: u32,
+        window: Duration,
+        backoff: Duration,
+        max_backoff: Duration,
+    ) -> Self {
+        RestartPolicy::Backoff {
+            max_restarts,
+            window,
+            backoff,
+            max_backoff,
+        }
+    }
+}
+
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy::Backoff {
-            max_restarts: 3,
-            window: Duration::from_secs(5),
-            backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-        }
+        RestartPolicy::backoff(
+            3,
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        )
     }
 }
 

@@ -37,7 +37,11 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// A stream ready for the protocol, and what the handshake learnt about the peer.
+///
+/// Built with [`Established::new`] and its setters (the struct may gain fields, such as the
+/// negotiated ALPN protocol).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Established<S> {
     /// The stream.
     pub stream: S,
@@ -45,6 +49,31 @@ pub struct Established<S> {
     pub tls: bool,
     /// The verified peer identity (for example a client certificate's subject), if any.
     pub peer_identity: Option<String>,
+}
+
+impl<S> Established<S> {
+    /// A plain stream: not TLS, no peer identity.
+    pub fn new(stream: S) -> Self {
+        Established {
+            stream,
+            tls: false,
+            peer_identity: None,
+        }
+    }
+
+    /// Sets whether the stream is TLS. Default is `false`.
+    #[must_use]
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Sets the verified peer identity. Default is `None`.
+    #[must_use]
+    pub fn peer_identity(mut self, identity: Option<String>) -> Self {
+        self.peer_identity = identity;
+        self
+    }
 }
 
 /// Plain TCP: no handshake, everyone admitted.
@@ -55,10 +84,6 @@ impl Transport for PlainTcp {
     type Stream = TcpStream;
 
     async fn handshake(&self, socket: TcpStream) -> io::Result<Established<TcpStream>> {
-        Ok(Established {
-            stream: socket,
-            tls: false,
-            peer_identity: None,
-        })
+        Ok(Established::new(socket))
     }
 }

@@ -74,12 +74,12 @@ async fn failed_acceptor_is_restarted_and_connections_live_on() {
 /// Restarts older than the window do not count: failures spread out are restarted for ever.
 #[tokio::test(start_paused = true)]
 async fn failures_outside_the_window_are_forgotten() {
-    let server = TestServer::start(ServerConfig::default().restart(RestartPolicy::Backoff {
-        max_restarts: 1,
-        window: Duration::from_secs(5),
-        backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(1),
-    }))
+    let server = TestServer::start(ServerConfig::default().restart(RestartPolicy::backoff(
+        1,
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    )))
     .await;
     for _ in 0..3 {
         fail_and_recover(&server).await;
@@ -94,12 +94,12 @@ async fn failures_outside_the_window_are_forgotten() {
 /// acceptor's error; live connections are drained as in a shutdown.
 #[tokio::test(start_paused = true)]
 async fn restart_limit_exceeded_stops_the_server() {
-    let server = TestServer::start(ServerConfig::default().restart(RestartPolicy::Backoff {
-        max_restarts: 2,
-        window: Duration::from_secs(5),
-        backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(1),
-    }))
+    let server = TestServer::start(ServerConfig::default().restart(RestartPolicy::backoff(
+        2,
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    )))
     .await;
     let (mut live, live_id) = server.connect_registered().await;
     assert_eq!(live.request("hello").await, "hello");
@@ -157,11 +157,7 @@ impl Transport for PanicsOnce {
     }
 
     async fn handshake(&self, socket: TcpStream) -> io::Result<Established<TcpStream>> {
-        Ok(Established {
-            stream: socket,
-            tls: false,
-            peer_identity: None,
-        })
+        Ok(Established::new(socket))
     }
 }
 

@@ -23,11 +23,7 @@ impl Transport for RefuseAll {
     }
 
     async fn handshake(&self, socket: TcpStream) -> io::Result<Established<TcpStream>> {
-        Ok(Established {
-            stream: socket,
-            tls: false,
-            peer_identity: None,
-        })
+        Ok(Established::new(socket))
     }
 }
 
@@ -121,11 +117,9 @@ impl Transport for FakeTls {
     }
 
     async fn handshake(&self, socket: TcpStream) -> io::Result<Established<Wrapped>> {
-        Ok(Established {
-            stream: Wrapped(socket),
-            tls: true,
-            peer_identity: Some("CN=lab".into()),
-        })
+        Ok(Established::new(Wrapped(socket))
+            .tls(true)
+            .peer_identity(Some("CN=lab".into())))
     }
 }
 

@@ -276,11 +276,9 @@ impl TlsTransport {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| CertNames::of(leaf).identity().map(str::to_owned));
-        Ok(Established {
-            stream: ServerTlsStream::new(stream),
-            tls: true,
-            peer_identity,
-        })
+        Ok(Established::new(ServerTlsStream::new(stream))
+            .tls(true)
+            .peer_identity(peer_identity))
     }
 }
 

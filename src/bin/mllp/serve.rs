@@ -470,17 +470,18 @@ fn restart_policy(
         window: default_window,
         backoff: default_backoff,
         max_backoff: default_max_backoff,
+        ..
     } = RestartPolicy::default()
     else {
         unreachable!("the library's default restart policy restarts with backoff")
     };
     // Zero restarts is the library's "never restart"; the other settings are still checked.
-    let policy = RestartPolicy::Backoff {
-        max_restarts: max_restarts.unwrap_or(default_restarts),
-        window: window.unwrap_or(default_window),
-        backoff: backoff.unwrap_or(default_backoff),
-        max_backoff: max_backoff.unwrap_or(default_max_backoff),
-    };
+    let policy = RestartPolicy::backoff(
+        max_restarts.unwrap_or(default_restarts),
+        window.unwrap_or(default_window),
+        backoff.unwrap_or(default_backoff),
+        max_backoff.unwrap_or(default_max_backoff),
+    );
     match mllp_actors::ServerConfig::default()
         .restart(policy)
         .validate()
@@ -997,21 +998,11 @@ mod tests {
         assert_eq!(restart_policy(None, None, None, None).unwrap(), None);
         assert_eq!(
             restart_policy(Some(0), None, Some(250 * MS), None).unwrap(),
-            Some(RestartPolicy::Backoff {
-                max_restarts: 0,
-                window: 5 * S,
-                backoff: 250 * MS,
-                max_backoff: 5 * S,
-            })
+            Some(RestartPolicy::backoff(0, 5 * S, 250 * MS, 5 * S))
         );
         assert_eq!(
             restart_policy(None, Some(S), None, Some(S)).unwrap(),
-            Some(RestartPolicy::Backoff {
-                max_restarts: 3,
-                window: S,
-                backoff: 100 * MS,
-                max_backoff: S,
-            })
+            Some(RestartPolicy::backoff(3, S, 100 * MS, S))
         );
     }
 
