@@ -5,7 +5,12 @@
 //!   never a success;
 //! - a reply timeout closes the connection, so a late ACK can never be paired with the next
 //!   message;
-//! - reconnects back off exponentially up to a cap, and the backoff resets after a success.
+//! - reconnects back off exponentially up to a cap, and the backoff resets after a success;
+//! - a call cancelled mid-way (dropped by a caller's timeout or `select!`) leaves its
+//!   connection unusable: the next call drops it and reconnects, so its late reply is never
+//!   read as another message's;
+//! - an ACK that was not asked for (MSH-15 = NE, sent anyway by the many receivers that ignore
+//!   MSH-15) is recognised by its MSA-2 and skipped.
 //!
 //! Retries make delivery at-least-once: a message whose ACK was lost is sent again, and the
 //! receiver may see it twice (with the same MSH-10, which is how receivers deduplicate).
