@@ -5,39 +5,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use mllp_actors::{ConnectionInfo, Failure, PlainTcp, Protocol, Server, ServerConfig};
-use tokio_util::codec::{LinesCodec, LinesCodecError};
+mod support;
+
+use mllp_actors::{PlainTcp, Server, ServerConfig};
+use support::Lines;
 
 fn assert_send_sync<T: Send + Sync>() {}
 fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
 fn assert_send_future<F: Future + Send>(_: &F) {}
-
-/// A minimal protocol, only to name the generic futures.
-struct Echo;
-
-impl Protocol for Echo {
-    type Request = String;
-    type Response = String;
-    type Meta = ();
-    type Error = LinesCodecError;
-    type Codec = LinesCodec;
-
-    fn codec(&self) -> LinesCodec {
-        LinesCodec::new_with_max_length(64)
-    }
-    fn meta(&self, _line: &String) {}
-    fn handle(
-        &self,
-        line: String,
-        _meta: &(),
-        _connection: &ConnectionInfo,
-    ) -> impl Future<Output = Option<String>> + Unpin + Send + 'static {
-        std::future::ready(Some(line))
-    }
-    fn on_failure(&self, _meta: &(), _failure: &Failure) -> Option<String> {
-        None
-    }
-}
 
 /// Every public error type can be boxed into `Box<dyn Error + Send + Sync>` and sent across
 /// tasks.
@@ -58,7 +33,7 @@ fn public_handles_and_values_are_send_and_sync() {
     assert_send_sync::<mllp_actors::ShutdownReport>();
     assert_send_sync::<mllp_actors::Failure>();
     assert_send_sync::<mllp_actors::CloseReason>();
-    assert_send_sync::<mllp_actors::Event<'static, Echo>>();
+    assert_send_sync::<mllp_actors::Event<'static, Lines>>();
     assert_send_sync::<mllp_actors::PlainTcp>();
 }
 
@@ -71,10 +46,10 @@ fn public_futures_are_send() {
     async fn futures(handle: mllp_actors::ServerHandle, listener: tokio::net::TcpListener) {
         assert_send_future(&Server::start(
             listener,
-            Echo,
+            Lines::new(),
             PlainTcp,
             ServerConfig::default(),
-            Vec::<Arc<dyn mllp_actors::Observer<Echo>>>::new(),
+            Vec::<Arc<dyn mllp_actors::Observer<Lines>>>::new(),
         ));
         assert_send_future(&handle.shutdown());
         assert_send_future(&handle.wait());
