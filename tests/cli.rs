@@ -216,16 +216,21 @@ impl Serve {
 
 /// Runs the binary to completion.
 async fn mllp(args: &[&str]) -> Output {
-    within(
-        Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("run mllp")
+    mllp_in(Path::new("."), None, args).await
+}
+
+/// Runs the binary to completion in `dir`, with `RUST_LOG` set to `rust_log` (unset for
+/// `None`).
+async fn mllp_in(dir: &Path, rust_log: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).current_dir(dir);
+    match rust_log {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    within(command.stdin(Stdio::null()).kill_on_drop(true).output())
+        .await
+        .expect("run mllp")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -1273,17 +1278,7 @@ async fn refused_flags_create_no_inbox() {
             "missing-key.pem",
         ],
     ] {
-        let out = within(
-            Command::new(BIN)
-                .args(args)
-                .current_dir(dir.path())
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("run mllp");
+        let out = mllp_in(dir.path(), None, args).await;
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -1447,17 +1442,7 @@ async fn invalid_rust_log_is_refused_by_every_command() {
         &["send", "--to", "127.0.0.1:9", &input],
         &["bench", "--to", "127.0.0.1:9", "-n", "1"],
     ] {
-        let out = within(
-            Command::new(BIN)
-                .args(args)
-                .current_dir(dir.path())
-                .env("RUST_LOG", "info,[=nonsense")
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("run mllp");
+        let out = mllp_in(dir.path(), Some("info,[=nonsense"), args).await;
         assert_eq!(
             out.status.code(),
             Some(2),
