@@ -157,14 +157,14 @@ fn version_number(version: &[u8]) -> Option<(u32, u32, u32)> {
 /// Whether MSH-9 of this version has a third component, the message structure: from v2.3.1 on.
 /// Up to v2.3 MSH-9 is `<message type>^<trigger event>`, at most 7 characters. An unreadable
 /// version gets the current shape.
-fn has_message_structure(version: &[u8]) -> bool {
-    version_number(version).is_none_or(|v| v >= (2, 3, 1))
+fn has_message_structure(version: Option<(u32, u32, u32)>) -> bool {
+    version.is_none_or(|v| v >= (2, 3, 1))
 }
 
 impl Layout {
-    /// The layout for an MSH-12.1 value such as `2.3.1`.
-    fn for_version(version: &[u8]) -> Layout {
-        let Some((major, minor, _)) = version_number(version) else {
+    /// The layout for a parsed MSH-12.1 (such as `2.3.1`); `None` (unreadable) writes both.
+    fn for_number(version: Option<(u32, u32, u32)>) -> Layout {
+        let Some((major, minor, _)) = version else {
             return Layout::Both;
         };
         match (major, minor) {
@@ -199,7 +199,8 @@ impl<'a> Header<'a> {
         let msh = m.msh();
         let raw = |value: Option<Value<'a>>| value.map_or(&[][..], |v| v.as_bytes());
         let field = |n: usize| raw(msh.field(n));
-        let version_id = raw(msh.field(12).and_then(|v| v.component(1)));
+        // MSH-12.1, read once for both the ERR layout and the MSH-9 shape.
+        let version = version_number(raw(msh.field(12).and_then(|v| v.component(1))));
         Header {
             delimiters: *m.delimiters(),
             encoding_characters: field(2),
@@ -210,8 +211,8 @@ impl<'a> Header<'a> {
             processing_id: field(11),
             version: field(12),
             charset: field(18),
-            layout: Layout::for_version(version_id),
-            message_structure: has_message_structure(version_id),
+            layout: Layout::for_number(version),
+            message_structure: has_message_structure(version),
         }
     }
 
@@ -710,7 +711,7 @@ mod tests {
             (b"2.x", Layout::Both),
         ] {
             assert_eq!(
-                Layout::for_version(v),
+                Layout::for_number(version_number(v)),
                 layout,
                 "{}",
                 String::from_utf8_lossy(v)
