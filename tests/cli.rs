@@ -1437,10 +1437,13 @@ async fn bench_does_not_hang_on_a_receiver_that_stops_reading() {
 async fn invalid_rust_log_is_refused_by_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let input = write(dir.path(), "one.hl7", &hl7("LOG-1", b"DOE"));
+    // A receiver that is never served: refused before it, send and bench never get that far.
+    let receiver = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let to = receiver.local_addr().unwrap().to_string();
     for args in [
         &["serve", "--bind", "127.0.0.1:0", "--no-inbox"][..],
-        &["send", "--to", "127.0.0.1:9", &input],
-        &["bench", "--to", "127.0.0.1:9", "-n", "1"],
+        &["send", "--to", &to, &input],
+        &["bench", "--to", &to, "-n", "1"],
     ] {
         let out = mllp_in(dir.path(), Some("info,[=nonsense"), args).await;
         assert_eq!(
