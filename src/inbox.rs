@@ -224,6 +224,27 @@ impl Inbox {
     }
 }
 
+/// The file name the inbox gives a message received at `received_at` with MSH-10
+/// `control_id`, with `unique` in place of `<process id>-<counter>`:
+/// `<UTC timestamp>-<sanitised control id>-<unique>.hl7`. `mllp inbox export` names its files
+/// this way (with the store id as `unique`), so exported files sort and read like an inbox.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+/// assert_eq!(
+///     mllp::inbox::file_name(at, Some(b"MSG/1"), "42"),
+///     "20231114T221320.123456Z-MSG_1-42.hl7"
+/// );
+/// ```
+pub fn file_name(received_at: SystemTime, control_id: Option<&[u8]>, unique: &str) -> String {
+    format!(
+        "{}-{}-{unique}.hl7",
+        utc_timestamp(received_at),
+        sanitize_control_id(control_id)
+    )
+}
+
 /// The time for the next file name: now, or a microsecond after the previous one if the clock
 /// has not moved on (or went back), so names sort in the order `store` was called.
 fn next_stamp() -> SystemTime {

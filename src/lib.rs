@@ -73,6 +73,7 @@ pub mod inbox;
 #[cfg(feature = "otlp")]
 pub mod otel;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 

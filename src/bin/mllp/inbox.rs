@@ -1,0 +1,93 @@
+//! `mllp inbox`: operate the message store that `mllp serve` writes (list, show, export,
+//! import, replay, prune).
+
+mod export;
+mod filter;
+mod import;
+mod list;
+mod prune;
+mod replay;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use mllp::store::StoreSpec;
+
+use crate::exit;
+
+/// The store every verb reads: `mllp serve`'s default.
+pub(crate) const DEFAULT_STORE: &str = "sqlite:mllp-inbox.db";
+
+/// Operate the message store that `mllp serve` writes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InboxArgs {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Verb {
+    /// List stored messages, newest first (MSH fields only)
+    List(list::ListArgs),
+    /// Print one stored message: its raw bytes, or one segment per line with field numbers
+    Show(show::ShowArgs),
+    /// Write stored messages to a directory, one file each, named like a `dir:` store's files
+    Export(export::ExportArgs),
+    /// Store the messages of a directory (a `dir:` store, an export) in the SQLite store
+    Import(import::ImportArgs),
+    /// Send stored messages to a receiver, checking every acknowledgment
+    Replay(replay::ReplayArgs),
+    /// Delete the messages received before a time
+    Prune(prune::PruneArgs),
+}
+
+/// `--store`, as `mllp serve` takes it.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StoreArg {
+    /// The store: sqlite:PATH (these commands read SQLite stores)
+    #[arg(long, value_name = "STORE", default_value = DEFAULT_STORE)]
+    store: StoreSpec,
+}
+
+impl StoreArg {
+    /// The SQLite file, or a usage error for another kind of store.
+    fn sqlite(&self) -> Result<PathBuf, ExitCode> {
+        match &self.store {
+            StoreSpec::Sqlite(path) => Ok(path.clone()),
+            other => Err(exit::fail_text(
+                exit::USAGE,
+                &format!(
+                    "mllp inbox works on sqlite: stores, not {other} (a dir: store is a plain \
+                     directory of .hl7 files; `mllp inbox import` moves one into SQLite)"
+                ),
+            )),
+        }
+    }
+
+    /// Opens the SQLite file read-only; a missing file is a usage error (exit 2).
+    fn reader(&self) -> Result<mllp::store::sqlite::SqliteReader, ExitCode> {
+        let path = self.sqlite()?;
+        if !path.exists() {
+            return Err(exit::fail_text(
+                exit::USAGE,
+                &format!("no store at {} (see --store)", path.display()),
+            ));
+        }
+        mllp::store::sqlite::SqliteReader::open(&path).map_err(|e| {
+            let code = if e.is_startup() { exit::USAGE } else { exit::FAILURE };
+            exit::fail(code, &e)
+        })
+    }
+}
+
+pub(crate) async fn run(args: InboxArgs) -> ExitCode {
+    match args.verb {
+        Verb::List(args) => list::run(args),
+        Verb::Show(args) => show::run(args),
+        Verb::Export(args) => export::run(args),
+        Verb::Import(args) => import::run(args).await,
+        Verb::Replay(args) => replay::run(args).await,
+        Verb::Prune(args) => prune::run(args).await,
+    }
+}

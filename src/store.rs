@@ -1,0 +1,271 @@
+//! Durable message stores: a message is acknowledged only once it is safely stored.
+//!
+//! A [`Store`] appends one received message with its metadata ([`Record`]: receive time,
+//! listener, peer, TLS identity and the MSH header fields, never any other field) and resolves
+//! only when the message is durable, with a [`Receipt`]: the store id, or "duplicate of id".
+//! [`StoreLayer`] is the ready-made middleware: it stores every message before the handler runs
+//! and answers a duplicate resend without storing it again, so an embedder gets `mllp serve`'s
+//! guarantee in one line:
+//!
+//! ```no_run
+//! # #[cfg(feature = "sqlite")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use mllp::app::{Request, Router};
+//! use mllp::store::{SqliteStore, StoreLayer};
+//!
+//! let store = SqliteStore::open("inbox.db", Default::default()).await?;
+//! let router = Router::new()
+//!     .route("*", |_req: Request| async {})
+//!     .layer(StoreLayer::new(store));
+//! let server = mllp::Server::builder().router(router).bind("127.0.0.1:2575").await?;
+//! # let _ = server; Ok(()) }
+//! ```
+//!
+//! Stores shipped here:
+//!
+//! - [`SqliteStore`] (feature `sqlite`, on by default): one SQLite file in WAL mode with
+//!   `synchronous=FULL`, written by one thread that commits everything waiting in one
+//!   transaction (group commit), with duplicate detection, search, retention and replay.
+//! - [`DirStore`]: one file per message in a directory (the [`Inbox`](crate::inbox::Inbox) of
+//!   earlier releases); no duplicate detection.
+//!
+//! # Guarantees
+//!
+//! - Nothing is acknowledged before it is committed: [`Store::append`] resolves `Ok` only once
+//!   the message survives a crash or a power loss, and [`StoreLayer`] calls the handler (and so
+//!   lets the ACK be built) only after that.
+//! - A store that cannot commit answers `Err`; [`StoreLayer`] turns it into AE (CE in enhanced
+//!   mode) with ERR-3 207, never a success ACK.
+//! - At-least-once: when the future of `append` is dropped (the handler timed out) the message
+//!   may still be committed. Its resend is then recognised as a duplicate by stores that detect
+//!   them ([`SqliteStore`]) and acknowledged without a second copy; [`DirStore`] keeps both.
+
+mod digest;
+mod dir;
+mod layer;
+mod record;
+mod spec;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use dir::DirStore;
+pub use layer::{DuplicatePolicy, StoreLayer, Stored};
+pub use record::Record;
+pub use spec::{StoreSpec, StoreSpecError};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteConfig, SqliteStats, SqliteStore};
+
+/// The future returned by [`Store::append`].
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Receipt, StoreError>> + Send + 'static>>;
+
+/// A durable message store.
+///
+/// Implementations are cheap to share (`Arc<dyn Store>` is how [`StoreLayer`] holds one).
+pub trait Store: Send + Sync + 'static {
+    /// Appends `record` and resolves once it is durable (or known to be a duplicate of a
+    /// durable message).
+    ///
+    /// Cancel safety: dropping the future does not undo the append; the message may still be
+    /// stored (at-least-once).
+    fn append(&self, record: Record) -> AppendFuture;
+
+    /// Whether the store can take messages now: `false` after a failed commit until the next
+    /// successful one. Used for readiness.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
+
+    /// What the store writes to, for logs (`sqlite:mllp-inbox.db`); never patient data.
+    fn describe(&self) -> String;
+}
+
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn append(&self, record: Record) -> AppendFuture {
+        (**self).append(record)
+    }
+    fn health(&self) -> StoreHealth {
+        (**self).health()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+/// Whether a store is currently committing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreHealth {
+    /// The last commit succeeded (or none was tried yet).
+    Ok,
+    /// The last commit failed; messages are answered AE/CE until a commit succeeds again.
+    Failing,
+}
+
+/// The id a store gave a message: a row id for SQLite, a file name for a directory store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StoreId(Arc<str>);
+
+impl StoreId {
+    /// An id from its text.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as a number, when it is one (SQLite row ids are).
+    pub fn as_u64(&self) -> Option<u64> {
+        self.0.parse().ok()
+    }
+}
+
+impl From<u64> for StoreId {
+    fn from(id: u64) -> Self {
+        Self(id.to_string().into())
+    }
+}
+
+impl fmt::Display for StoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What [`Store::append`] did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Receipt {
+    /// The message is durable under `id`.
+    Stored {
+        /// Its id in the store.
+        id: StoreId,
+        /// Another message from the same sender with the same MSH-10 but other content is
+        /// inside the duplicate window: the sender reused a control id. The message is stored
+        /// all the same (data is never dropped) and flagged.
+        reused_control_id: bool,
+    },
+    /// The same message (same sender, MSH-10 and content, MSH-7 aside) is already stored,
+    /// inside the duplicate window: nothing new was stored.
+    Duplicate {
+        /// The id of the stored copy.
+        of: StoreId,
+    },
+}
+
+impl Receipt {
+    /// The id of the stored message (the earlier copy's for a duplicate).
+    pub fn id(&self) -> &StoreId {
+        match self {
+            Receipt::Stored { id, .. } => id,
+            Receipt::Duplicate { of } => of,
+        }
+    }
+
+    /// Whether this was a duplicate.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Receipt::Duplicate { .. })
+    }
+}
+
+/// Boxed source error of a [`StoreError`], so that no outside crate's type is in the API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store could not be opened or a message could not be stored.
+///
+/// Messages name paths and settings, never message content; the cause is the `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store could not be opened or created (missing directory, permissions, a file that
+    /// is not a database).
+    #[error("cannot open store {target}")]
+    Open {
+        /// What was opened (`sqlite:PATH`).
+        target: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The file is an SQLite database but not one written by `mllp`.
+    #[error(
+        "{target} is not an mllp store (application id {found:#x}); refusing to use it, \
+         choose another path"
+    )]
+    NotAStore {
+        /// What was opened.
+        target: String,
+        /// The application id found in the file header.
+        found: i64,
+    },
+    /// The store was written by a newer release of `mllp`, whose schema this one cannot read.
+    #[error(
+        "{target} has schema version {found}, newer than {supported} (what this release \
+         supports); upgrade mllp, or use another store path"
+    )]
+    NewerSchema {
+        /// What was opened.
+        target: String,
+        /// The schema version in the file.
+        found: i64,
+        /// The newest version this release knows.
+        supported: i64,
+    },
+    /// The store's file is damaged; it was left untouched.
+    #[error("{target} is corrupt; it was left untouched: restore it from a backup or move it away")]
+    Corrupt {
+        /// What was opened.
+        target: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A commit failed (disk full, read-only file, locked by another process, I/O error): the
+    /// message is not stored.
+    #[error("store commit failed")]
+    Commit(#[source] BoxError),
+    /// A read or a maintenance statement (prune, search) failed.
+    #[error("store query failed")]
+    Query(#[source] BoxError),
+    /// The store's writer has stopped (the store was closed, or its thread panicked).
+    #[error("store writer has stopped")]
+    Closed,
+    /// The directory store failed (see its source).
+    #[error("directory store failed")]
+    Dir(#[source] crate::inbox::InboxError),
+}
+
+impl StoreError {
+    /// Whether the failure is in the store's setup (refuse to start) rather than a passing one.
+    pub fn is_startup(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Open { .. }
+                | StoreError::NotAStore { .. }
+                | StoreError::NewerSchema { .. }
+                | StoreError::Corrupt { .. }
+        )
+    }
+}
+
+/// `error: cause: cause…`, one line, for logs.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

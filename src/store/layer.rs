@@ -1,0 +1,242 @@
+//! [`StoreLayer`]: store every message before the handler runs.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter};
+use tower::{BoxError, Layer, Service};
+
+use crate::ack::ErrorCode;
+use crate::app::{Next, Request, Response, Route, from_fn};
+use crate::store::{Receipt, Record, Store};
+
+/// What [`StoreLayer`] does with a message the store recognised as a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DuplicatePolicy {
+    /// Acknowledge it (AA/CA) without calling the handler: the handler already saw the stored
+    /// copy. The default.
+    #[default]
+    Acknowledge,
+    /// Call the handler anyway, with [`Stored`] saying it is a duplicate, for handlers whose
+    /// failure on the first copy must be retried on the resend.
+    Handle,
+}
+
+/// Put in the request's [`Extensions`](crate::app::Extensions) by [`StoreLayer`]: what the
+/// store did with this message (its id, whether it is a duplicate or reuses a control id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored(pub Receipt);
+
+/// Middleware that appends every message to a [`Store`] before the rest of the pipeline runs,
+/// and answers from what the store says:
+///
+/// - stored: the handler runs (and sees [`Stored`] in the request's extensions);
+/// - a duplicate: AA/CA, the handler is not called, nothing is stored again, and
+///   `mllp.server.duplicates` is counted (see [`DuplicatePolicy`] for the other choice);
+/// - the store failed: AE/CE with ERR-3 207 ("message could not be stored"), never a success
+///   ACK; the handler is not called.
+///
+/// A store that starts failing is logged once at `error` with the cause, and once at `info`
+/// when it recovers; in between, each refused message is logged at `debug`. Logs carry the
+/// store id, MSH-9 and MSH-10 only.
+///
+/// Added with [`Router::layer`](crate::app::Router::layer), it sees every message that reaches
+/// the router, routed or not.
+#[derive(Clone)]
+pub struct StoreLayer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    duplicates: DuplicatePolicy,
+    failing: AtomicBool,
+    duplicate_count: Counter<u64>,
+    reused_count: Counter<u64>,
+}
+
+impl fmt::Debug for StoreLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreLayer")
+            .field("store", &self.inner.store.describe())
+            .field("duplicates", &self.inner.duplicates)
+            .finish()
+    }
+}
+
+impl StoreLayer {
+    /// Stores into `store`, counting into the global meter provider (scope `mllp`), with
+    /// [`DuplicatePolicy::Acknowledge`].
+    pub fn new(store: impl Store) -> Self {
+        Self::build(
+            Arc::new(store),
+            DuplicatePolicy::default(),
+            &opentelemetry::global::meter("mllp"),
+        )
+    }
+
+    /// [`StoreLayer::new`] for a store already behind an `Arc`.
+    pub fn shared(store: Arc<dyn Store>) -> Self {
+        Self::build(
+            store,
+            DuplicatePolicy::default(),
+            &opentelemetry::global::meter("mllp"),
+        )
+    }
+
+    /// What to do with duplicates. Default is [`DuplicatePolicy::Acknowledge`].
+    pub fn duplicates(self, policy: DuplicatePolicy) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                store: inner.store.clone(),
+                duplicates: policy,
+                failing: AtomicBool::new(false),
+                duplicate_count: inner.duplicate_count.clone(),
+                reused_count: inner.reused_count.clone(),
+            }),
+        }
+    }
+
+    /// Counts duplicates into `meter` instead of the global meter provider.
+    pub fn meter(self, meter: &Meter) -> Self {
+        Self::build(self.inner.store.clone(), self.inner.duplicates, meter)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    fn build(store: Arc<dyn Store>, duplicates: DuplicatePolicy, meter: &Meter) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                duplicates,
+                failing: AtomicBool::new(false),
+                duplicate_count: meter
+                    .u64_counter("mllp.server.duplicates")
+                    .with_description(
+                        "Messages recognised as resends of a stored message and acknowledged \
+                         without being stored again",
+                    )
+                    .with_unit("{message}")
+                    .build(),
+                reused_count: meter
+                    .u64_counter("mllp.server.reused_control_ids")
+                    .with_description(
+                        "Messages stored although another message from the same sender with the \
+                         same control id and other content was stored inside the window",
+                    )
+                    .with_unit("{message}")
+                    .build(),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    async fn handle(self: Arc<Self>, mut request: Request, next: Next) -> Response {
+        let record = Record::from_request(&request);
+        let result = self.store.append(record).await;
+        let msg = request.message();
+        let message_type = msg.message_code().unwrap_or_default();
+        let trigger_event = msg.trigger_event().unwrap_or_default();
+        let control_id = msg.control_id().unwrap_or_default();
+        let receipt = match result {
+            Ok(receipt) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(store = %self.store.describe(), "store recovered: messages are stored again");
+                }
+                receipt
+            }
+            Err(error) => {
+                let error = crate::store::error_chain(&error);
+                if self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(
+                        hl7.message_type = message_type,
+                        hl7.trigger_event = trigger_event,
+                        hl7.control_id = control_id,
+                        %error,
+                        "message could not be stored; answering AE"
+                    );
+                } else {
+                    tracing::error!(
+                        store = %self.store.describe(),
+                        hl7.message_type = message_type,
+                        hl7.trigger_event = trigger_event,
+                        hl7.control_id = control_id,
+                        %error,
+                        "store failed: messages are answered AE (not stored) until it recovers"
+                    );
+                }
+                return Response::error(
+                    ErrorCode::ApplicationInternalError,
+                    "message could not be stored",
+                );
+            }
+        };
+        match &receipt {
+            Receipt::Duplicate { of } => {
+                self.duplicate_count.add(
+                    1,
+                    &[KeyValue::new("hl7.message_type", message_type.to_owned())],
+                );
+                tracing::info!(
+                    store.id = %of,
+                    hl7.message_type = message_type,
+                    hl7.trigger_event = trigger_event,
+                    hl7.control_id = control_id,
+                    "duplicate of a stored message: acknowledged, not stored again"
+                );
+                if self.duplicates == DuplicatePolicy::Acknowledge {
+                    return Response::accept();
+                }
+            }
+            Receipt::Stored {
+                id,
+                reused_control_id: true,
+            } => {
+                self.reused_count.add(
+                    1,
+                    &[KeyValue::new("hl7.message_type", message_type.to_owned())],
+                );
+                tracing::warn!(
+                    store.id = %id,
+                    hl7.message_type = message_type,
+                    hl7.trigger_event = trigger_event,
+                    hl7.control_id = control_id,
+                    "control id reused with other content: stored and flagged"
+                );
+            }
+            Receipt::Stored { id, .. } => {
+                tracing::debug!(
+                    store.id = %id,
+                    hl7.message_type = message_type,
+                    hl7.trigger_event = trigger_event,
+                    hl7.control_id = control_id,
+                    "message stored"
+                );
+            }
+        }
+        request.extensions_mut().insert(Stored(receipt));
+        next.run(request).await
+    }
+}
+
+impl<S> Layer<S> for StoreLayer
+where
+    S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Service = Route;
+
+    fn layer(&self, inner: S) -> Route {
+        let this = self.inner.clone();
+        from_fn(move |request: Request, next: Next| this.clone().handle(request, next)).layer(inner)
+    }
+}

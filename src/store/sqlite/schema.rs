@@ -1,0 +1,174 @@
+//! The file: connection settings, the schema, its version and migrations.
+//!
+//! The schema version is SQLite's `user_version`; `application_id` marks the file as an mllp
+//! store, so that another application's database is refused instead of altered. Each migration
+//! runs in its own transaction, from the file's version to [`VERSION`]; a file of a newer
+//! version is refused.
+
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::SqliteConfig;
+use crate::store::StoreError;
+
+/// `application_id` of an mllp store: "MLLP" in ASCII.
+pub(super) const APPLICATION_ID: i64 = 0x4D4C_4C50;
+
+/// The schema version this release writes.
+pub(super) const VERSION: i64 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [
+    // 0 → 1: messages, with the indexes behind duplicate detection and time-range search.
+    "CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at INTEGER NOT NULL,
+        listener TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        tls_identity TEXT,
+        sending_application TEXT NOT NULL,
+        sending_facility TEXT NOT NULL,
+        receiving_application TEXT NOT NULL,
+        receiving_facility TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        message_code TEXT NOT NULL,
+        trigger_event TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        processing_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        dedup_key BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        reused_control_id INTEGER NOT NULL DEFAULT 0,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX messages_dedup ON messages (dedup_key, received_at);
+    CREATE INDEX messages_received ON messages (received_at);",
+];
+
+fn target(path: &Path) -> String {
+    format!("sqlite:{}", path.display())
+}
+
+/// Whether an SQLite error says the file is damaged or not a database at all.
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    if is_corruption(&e) {
+        StoreError::Corrupt {
+            target: target(path),
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::Open {
+            target: target(path),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Opens the write connection: creates the file if missing, checks it is an mllp store of a
+/// version this release reads, migrates it, and sets WAL and `synchronous=FULL`.
+pub(super) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(path, e))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(|e| classify(path, e))?;
+    check_identity(path, &conn)?;
+    // WAL: readers never block the writer; FULL: the WAL is synced at every commit, so a
+    // committed message survives a power loss, not only a crash.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open {
+            target: target(path),
+            source: format!("the file system does not support WAL (journal mode {mode})").into(),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(|e| classify(path, e))?;
+    migrate(path, &conn)?;
+    if let Some(max) = config.max_size {
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| classify(path, e))?;
+        let pages = (max / u64::try_from(page_size.max(1)).unwrap_or(4096)).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| classify(path, e))?;
+    }
+    Ok(conn)
+}
+
+/// Refuses a database another application wrote, or a newer schema.
+pub(super) fn check_identity(path: &Path, conn: &Connection) -> Result<(), StoreError> {
+    let app: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    if app == 0 {
+        // A new file, or an SQLite database of no declared application: only an empty one is
+        // taken (a database with tables of its own is someone else's).
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(|e| classify(path, e))?;
+        if tables > 0 {
+            return Err(StoreError::NotAStore {
+                target: target(path),
+                found: 0,
+            });
+        }
+    } else if app != APPLICATION_ID {
+        return Err(StoreError::NotAStore {
+            target: target(path),
+            found: app,
+        });
+    }
+    if version > VERSION {
+        return Err(StoreError::NewerSchema {
+            target: target(path),
+            found: version,
+            supported: VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Applies the migrations from the file's version on, each in its own transaction.
+fn migrate(path: &Path, conn: &Connection) -> Result<(), StoreError> {
+    loop {
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| classify(path, e))?;
+        let Some(step) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            return Ok(());
+        };
+        let sql = format!(
+            "BEGIN IMMEDIATE;
+             {step}
+             PRAGMA application_id = {APPLICATION_ID};
+             PRAGMA user_version = {};
+             COMMIT;",
+            version + 1
+        );
+        if let Err(e) = conn.execute_batch(&sql) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(classify(path, e));
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The writer thread: group commit, duplicate detection, pruning between commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{SqliteConfig, micros};
+use crate::store::{Receipt, Record, StoreError, StoreId};
+
+/// What the writer is asked to do.
+pub(super) enum Job {
+    /// Store one message; answered after the commit that carries it.
+    Append {
+        record: Box<Record>,
+        reply: oneshot::Sender<Result<Receipt, StoreError>>,
+    },
+    /// Delete messages received before `cutoff` (µs), a small transaction at a time, while no
+    /// append waits. Answered with the count once all are gone.
+    Prune {
+        cutoff: i64,
+        reply: Option<oneshot::Sender<Result<u64, StoreError>>>,
+    },
+}
+
+type Batch = Vec<(Record, oneshot::Sender<Result<Receipt, StoreError>>)>;
+
+/// Rows one prune transaction deletes: small, so an append waits at most that long.
+const PRUNE_CHUNK: usize = 500;
+
+/// What the writer tells the store's handles.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// The last commit failed.
+    pub(super) failing: AtomicBool,
+    /// Transactions committed.
+    pub(super) commits: AtomicU64,
+    /// Messages stored.
+    pub(super) stored: AtomicU64,
+    /// Duplicates found.
+    pub(super) duplicates: AtomicU64,
+    /// Commits that failed.
+    pub(super) failures: AtomicU64,
+    /// Messages in the transaction being written now.
+    pub(super) committing: AtomicUsize,
+}
+
+pub(super) fn spawn(
+    conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    config: SqliteConfig,
+    counters: Arc<Counters>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("mllp-store-writer".into())
+        .spawn(move || {
+            Writer {
+                conn,
+                config,
+                counters,
+                prune: None,
+            }
+            .run(jobs)
+        })
+}
+
+struct Writer {
+    conn: Connection,
+    config: SqliteConfig,
+    counters: Arc<Counters>,
+    /// A prune under way: cutoff, deleted so far, who waits for the count.
+    prune: Option<Prune>,
+}
+
+struct Prune {
+    cutoff: i64,
+    deleted: u64,
+    replies: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+}
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(self.config.max_batch);
+        loop {
+            // Wait for work; with a prune under way, do a piece of it whenever nothing waits.
+            let first = if self.prune.is_some() {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => {
+                        self.prune_chunk();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                }
+            };
+            self.take(first, &mut batch);
+            // Everything else already waiting goes into the same transaction.
+            while batch.len() < self.config.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => self.take(job, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+        }
+        // The store was dropped: answer a prune still under way with what it did.
+        if let Some(prune) = self.prune.take() {
+            for reply in prune.replies {
+                let _ = reply.send(Ok(prune.deleted));
+            }
+        }
+    }
+
+    fn take(&mut self, job: Job, batch: &mut Batch) {
+        match job {
+            Job::Append { record, reply } => batch.push((*record, reply)),
+            Job::Prune { cutoff, reply } => {
+                let prune = self.prune.get_or_insert(Prune {
+                    cutoff,
+                    deleted: 0,
+                    replies: Vec::new(),
+                });
+                prune.cutoff = prune.cutoff.max(cutoff);
+                prune.replies.extend(reply);
+            }
+        }
+    }
+
+    /// One transaction for the whole batch; every waiter is answered after it.
+    fn commit(&mut self, batch: &mut Batch) {
+        let window = self.config.dedup_window.map(|w| {
+            micros(std::time::SystemTime::now()) - i64::try_from(w.as_micros()).unwrap_or(i64::MAX)
+        });
+        self.counters
+            .committing
+            .store(batch.len(), Ordering::Relaxed);
+        let result = (|| -> rusqlite::Result<Vec<Receipt>> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let receipts = batch
+                .iter()
+                .map(|(record, _)| append(&tx, record, window))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(receipts)
+        })();
+        self.counters.committing.store(0, Ordering::Relaxed);
+        match result {
+            Ok(receipts) => {
+                let c = &self.counters;
+                c.failing.store(false, Ordering::Relaxed);
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                let duplicates = receipts.iter().filter(|r| r.is_duplicate()).count() as u64;
+                c.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+                c.stored
+                    .fetch_add(receipts.len() as u64 - duplicates, Ordering::Relaxed);
+                for ((_, reply), receipt) in batch.drain(..).zip(receipts) {
+                    // A waiter that gave up (handler timeout) is gone: its message is stored
+                    // all the same, and its resend will be found a duplicate.
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            Err(e) => {
+                self.counters.failing.store(true, Ordering::Relaxed);
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                let e: Arc<rusqlite::Error> = Arc::new(e);
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Commit(Box::new(SharedError(e.clone())))));
+                }
+            }
+        }
+    }
+
+    /// Deletes one small chunk of the prune under way; ends it when nothing is left.
+    fn prune_chunk(&mut self) {
+        let Some(prune) = self.prune.as_mut() else {
+            return;
+        };
+        let result = self.conn.execute(
+            "DELETE FROM messages WHERE id IN
+                (SELECT id FROM messages WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)",
+            params![prune.cutoff, PRUNE_CHUNK as i64],
+        );
+        match result {
+            Ok(n) => {
+                prune.deleted += n as u64;
+                if n < PRUNE_CHUNK {
+                    let prune = self.prune.take().expect("checked above");
+                    if prune.deleted > 0 {
+                        tracing::info!(deleted = prune.deleted, "retention: old messages deleted");
+                    }
+                    for reply in prune.replies {
+                        let _ = reply.send(Ok(prune.deleted));
+                    }
+                }
+            }
+            Err(e) => {
+                let prune = self.prune.take().expect("checked above");
+                tracing::warn!(error = %crate::store::error_chain(&e), "retention: delete failed; will try again");
+                let e = Arc::new(e);
+                for reply in prune.replies {
+                    let _ = reply.send(Err(StoreError::Query(Box::new(SharedError(e.clone())))));
+                }
+            }
+        }
+    }
+}
+
+/// Looks for a duplicate, else inserts; inside the batch's transaction, so a duplicate inside
+/// the same batch is found too.
+fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlite::Result<Receipt> {
+    let key = record.dedup_key();
+    let mut reused = false;
+    if let Some(since) = window.filter(|_| !record.control_id().is_empty()) {
+        let mut query = tx.prepare_cached(
+            "SELECT id, digest FROM messages WHERE dedup_key = ?1 AND received_at >= ?2
+             ORDER BY id",
+        )?;
+        let mut rows = query.query(params![key, since])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let digest: Vec<u8> = row.get(1)?;
+            if digest == record.digest() {
+                return Ok(Receipt::Duplicate {
+                    of: StoreId::from(id as u64),
+                });
+            }
+            reused = true;
+        }
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (received_at, listener, peer, tls_identity,
+            sending_application, sending_facility, receiving_application, receiving_facility,
+            message_type, message_code, trigger_event, control_id, processing_id, version,
+            dedup_key, digest, reused_control_id, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?;
+    insert.execute(params![
+        micros(record.received_at()),
+        record.listener().to_string(),
+        record.peer().to_string(),
+        record.tls_identity(),
+        text(record.sending_application()),
+        text(record.sending_facility()),
+        text(record.receiving_application()),
+        text(record.receiving_facility()),
+        text(record.message_type()),
+        text(record.message_code()),
+        text(record.trigger_event()),
+        text(record.control_id()),
+        text(record.processing_id()),
+        text(record.version()),
+        key,
+        &record.digest()[..],
+        reused,
+        &record.payload()[..],
+    ])?;
+    let id = tx.last_insert_rowid();
+    Ok(Receipt::Stored {
+        id: StoreId::from(id as u64),
+        reused_control_id: reused,
+    })
+}
+
+/// One SQLite error reported to every waiter of a failed batch.
+#[derive(Debug)]
+struct SharedError(Arc<rusqlite::Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}

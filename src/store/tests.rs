@@ -1,0 +1,1 @@
+//! Tests of the store layer over real SQLite files and directories.

@@ -1,0 +1,435 @@
+//! The message store over real SQLite files and directories: group commit, duplicates, search,
+//! retention, failures and restarts.
+#![cfg(feature = "sqlite")]
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use mllp::hl7::Message;
+use mllp::store::sqlite::{Filter, SqliteReader};
+use mllp::store::{
+    DirStore, Receipt, Record, SqliteConfig, SqliteStore, Store, StoreError, StoreHealth,
+};
+
+fn message(sender: &str, control_id: &str, msh7: &str, kind: &str, body: &str) -> Message {
+    let text = format!(
+        "MSH|^~\\&|{sender}|HOSP|EHR|HOSP|{msh7}||{kind}|{control_id}|P|2.5.1\rPID|1||{body}\r"
+    );
+    Message::parse(Bytes::from(text)).unwrap()
+}
+
+fn record_at(message: &Message, at: SystemTime) -> Record {
+    Record::from_message(
+        message,
+        at,
+        "127.0.0.1:2575".parse().unwrap(),
+        "127.0.0.1:40000".parse().unwrap(),
+        None,
+    )
+}
+
+fn record(message: &Message) -> Record {
+    record_at(message, SystemTime::now())
+}
+
+fn adt(control_id: &str, body: &str) -> Message {
+    message("LAB", control_id, "20240101120000", "ADT^A01^ADT_A01", body)
+}
+
+async fn open(dir: &tempfile::TempDir, config: SqliteConfig) -> SqliteStore {
+    SqliteStore::open(dir.path().join("inbox.db"), config)
+        .await
+        .unwrap()
+}
+
+fn stored_id(receipt: &Receipt) -> u64 {
+    match receipt {
+        Receipt::Stored { id, .. } => id.as_u64().unwrap(),
+        other => panic!("expected Stored, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn appended_message_is_stored_byte_for_byte_with_its_msh_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let msg = adt("MSG1", "PATIENT^NAME");
+    let receipt = store.append(record(&msg)).await.unwrap();
+    let id = stored_id(&receipt);
+
+    let reader = store.reader().unwrap();
+    let stored = reader.get(id).unwrap().unwrap();
+    assert_eq!(stored.payload, *msg.as_bytes());
+    let s = &stored.summary;
+    assert_eq!(
+        (s.sending_application.as_str(), s.sending_facility.as_str()),
+        ("LAB", "HOSP")
+    );
+    assert_eq!(s.message_type, "ADT^A01^ADT_A01");
+    assert_eq!(s.control_id, "MSG1");
+    assert_eq!(
+        (s.processing_id.as_str(), s.version.as_str()),
+        ("P", "2.5.1")
+    );
+    assert_eq!(s.peer, "127.0.0.1:40000");
+    assert_eq!(s.size, msg.as_bytes().len() as u64);
+    assert!(!s.reused_control_id);
+}
+
+#[tokio::test]
+async fn duplicate_resend_is_acknowledged_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let first = store.append(record(&adt("MSG1", "X"))).await.unwrap();
+    // The sender re-stamped MSH-7 on the resend: still the same message.
+    let resend = message("LAB", "MSG1", "20240101120500", "ADT^A01^ADT_A01", "X");
+    let again = store.append(record(&resend)).await.unwrap();
+    assert_eq!(
+        again,
+        Receipt::Duplicate {
+            of: first.id().clone()
+        }
+    );
+    assert_eq!(store.reader().unwrap().count().unwrap(), 1);
+    assert_eq!(store.stats().duplicates, 1);
+}
+
+#[tokio::test]
+async fn reused_control_id_with_other_content_is_stored_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    store.append(record(&adt("MSG1", "X"))).await.unwrap();
+    let other = store.append(record(&adt("MSG1", "Y"))).await.unwrap();
+    assert!(matches!(
+        other,
+        Receipt::Stored {
+            reused_control_id: true,
+            ..
+        }
+    ));
+    // Another sender's MSG1 is neither a duplicate nor a reuse.
+    let elsewhere = message("RAD", "MSG1", "20240101120000", "ADT^A01", "X");
+    let third = store.append(record(&elsewhere)).await.unwrap();
+    assert!(matches!(
+        third,
+        Receipt::Stored {
+            reused_control_id: false,
+            ..
+        }
+    ));
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.count().unwrap(), 3);
+    let flagged = reader.get(stored_id(&other)).unwrap().unwrap();
+    assert!(flagged.summary.reused_control_id);
+}
+
+#[tokio::test]
+async fn resend_outside_the_window_or_with_dedup_off_is_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        &dir,
+        SqliteConfig::default().dedup_window(Some(Duration::from_secs(3600))),
+    )
+    .await;
+    let msg = adt("MSG1", "X");
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    store.append(record_at(&msg, two_hours_ago)).await.unwrap();
+    assert!(!store.append(record(&msg)).await.unwrap().is_duplicate());
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default().dedup_window(None)).await;
+    store.append(record(&msg)).await.unwrap();
+    assert!(!store.append(record(&msg)).await.unwrap().is_duplicate());
+    assert_eq!(store.reader().unwrap().count().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn duplicates_inside_one_batch_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let msg = adt("MSG1", "X");
+    let receipts =
+        futures_util::future::join_all((0..20).map(|_| store.append(record(&msg)))).await;
+    let stored = receipts
+        .iter()
+        .filter(|r| !r.as_ref().unwrap().is_duplicate())
+        .count();
+    assert_eq!(stored, 1);
+    assert_eq!(store.reader().unwrap().count().unwrap(), 1);
+}
+
+/// Holds SQLite's write lock from a second connection, as another process would.
+fn lock_file(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn waiting_messages_share_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    // Warm up: the schema exists and one commit is counted.
+    store.append(record(&adt("WARM", "X"))).await.unwrap();
+    // While another connection holds the write lock, the writer is stuck on its first batch
+    // and everything else queues behind it.
+    let lock = lock_file(&dir.path().join("inbox.db"));
+    let appends: Vec<_> = (0..200)
+        .map(|i| tokio::spawn(store.append(record(&adt(&format!("M{i}"), "X")))))
+        .collect();
+    let waiting = || {
+        let s = store.stats();
+        s.queued + s.committing
+    };
+    while waiting() < 200 {
+        tokio::task::yield_now().await;
+    }
+    lock.execute_batch("COMMIT").unwrap();
+    for append in appends {
+        assert!(!append.await.unwrap().unwrap().is_duplicate());
+    }
+    let stats = store.stats();
+    assert_eq!(stats.stored, 201);
+    // The warm-up, the batch the writer held while locked, and everything that waited behind
+    // it in one more commit.
+    assert!(stats.commits <= 3, "{stats:?}");
+}
+
+#[tokio::test]
+async fn full_store_answers_an_error_and_recovers_after_a_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default().max_size(Some(128 * 1024))).await;
+    let big = "X".repeat(8000);
+    let mut stored = 0;
+    let error = loop {
+        match store
+            .append(record(&adt(&format!("M{stored}"), &big)))
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 1000, "max_size never reached");
+    };
+    assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
+    assert_eq!(store.health(), StoreHealth::Failing);
+    assert_eq!(store.reader().unwrap().count().unwrap(), stored);
+
+    // Freeing space (what retention does) is enough: the next commit succeeds.
+    let deleted = store
+        .prune_before(SystemTime::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(deleted, stored);
+    store.append(record(&adt("AFTER", "X"))).await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
+}
+
+#[tokio::test]
+async fn locked_store_answers_an_error_and_recovers_when_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        &dir,
+        SqliteConfig::default().busy_timeout(Duration::from_millis(50)),
+    )
+    .await;
+    store.append(record(&adt("M0", "X"))).await.unwrap();
+    let lock = lock_file(&dir.path().join("inbox.db"));
+    let error = store.append(record(&adt("M1", "X"))).await.unwrap_err();
+    assert!(matches!(error, StoreError::Commit(_)));
+    assert_eq!(store.health(), StoreHealth::Failing);
+    drop(lock);
+    store.append(record(&adt("M1", "X"))).await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
+    assert_eq!(store.reader().unwrap().count().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn reopened_store_keeps_its_messages_and_never_reuses_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let a = stored_id(&store.append(record(&adt("A", "X"))).await.unwrap());
+    let b = stored_id(&store.append(record(&adt("B", "X"))).await.unwrap());
+    store
+        .prune_before(SystemTime::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    let c = stored_id(&store.append(record(&adt("C", "X"))).await.unwrap());
+    store.close().await;
+
+    let store = open(&dir, SqliteConfig::default()).await;
+    // A resend of C after the restart is still recognised.
+    assert!(
+        store
+            .append(record(&adt("C", "X")))
+            .await
+            .unwrap()
+            .is_duplicate()
+    );
+    let d = stored_id(&store.append(record(&adt("D", "X"))).await.unwrap());
+    assert!(a < b && b < c && c < d);
+    assert_eq!(store.reader().unwrap().count().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn foreign_corrupt_and_newer_files_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let foreign = dir.path().join("other.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE patients (name TEXT)")
+        .unwrap();
+    let before = std::fs::read(&foreign).unwrap();
+    let err = SqliteStore::open(&foreign, SqliteConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&foreign).unwrap(), before);
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(&garbage, SqliteConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("restore it from a backup"));
+    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5a; 8192]);
+
+    let newer = dir.path().join("newer.db");
+    SqliteStore::open(&newer, SqliteConfig::default())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let err = SqliteStore::open(&newer, SqliteConfig::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerSchema { found: 99, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade mllp"));
+}
+
+#[tokio::test]
+async fn search_filters_by_type_sender_control_id_and_time_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    store
+        .append(record_at(
+            &message("LAB", "1", "", "ADT^A01", "X"),
+            hour_ago,
+        ))
+        .await
+        .unwrap();
+    store
+        .append(record(&message("LAB", "2", "", "ADT^A08", "X")))
+        .await
+        .unwrap();
+    store
+        .append(record(&message("LAB", "3", "", "ORU^R01", "X")))
+        .await
+        .unwrap();
+    store
+        .append(record(&message("RAD", "4", "", "ADT^A01", "X")))
+        .await
+        .unwrap();
+    let reader = store.reader().unwrap();
+    let ids = |f: &Filter| -> Vec<String> {
+        reader
+            .list(f)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.control_id)
+            .collect()
+    };
+
+    assert_eq!(ids(&Filter::default()), ["4", "3", "2", "1"]);
+    let mut f = Filter::default();
+    f.message_type = Some("ADT^*".parse().unwrap());
+    assert_eq!(ids(&f), ["4", "2", "1"]);
+    f.message_type = Some("*^A01".parse().unwrap());
+    assert_eq!(ids(&f), ["4", "1"]);
+    f.sending_application = Some("LAB".into());
+    assert_eq!(ids(&f), ["1"]);
+    let mut f = Filter::default();
+    f.since = Some(SystemTime::now() - Duration::from_secs(60));
+    f.limit = Some(2);
+    assert_eq!(ids(&f), ["4", "3"]);
+    f.oldest_first = true;
+    assert_eq!(ids(&f), ["2", "3"]);
+    let mut f = Filter::default();
+    f.control_id = Some("3".into());
+    assert_eq!(ids(&f), ["3"]);
+    let mut payloads = 0;
+    reader
+        .for_each(&Filter::default(), |m| {
+            payloads += m.payload.len();
+            true
+        })
+        .unwrap();
+    assert!(payloads > 0);
+}
+
+#[tokio::test]
+async fn retention_deletes_old_messages_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for i in 0..1200 {
+        store
+            .append(record_at(&adt(&format!("OLD{i}"), "X"), two_days_ago))
+            .await
+            .unwrap();
+    }
+    store.append(record(&adt("NEW", "X"))).await.unwrap();
+    store.close().await;
+
+    // Reopened with a one-day retention: the first round runs at once, in chunks.
+    let store = open(
+        &dir,
+        SqliteConfig::default().retention(Some(Duration::from_secs(86_400))),
+    )
+    .await;
+    let reader = store.reader().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while reader.count().unwrap() != 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("retention never ran");
+    let left = reader.list(&Filter::default()).unwrap();
+    assert_eq!(left[0].control_id, "NEW");
+}
+
+#[tokio::test]
+async fn reader_refuses_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = SqliteReader::open(dir.path().join("nope.db")).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(!dir.path().join("nope.db").exists());
+}
+
+#[tokio::test]
+async fn dir_store_writes_one_file_per_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::open(dir.path().join("inbox")).unwrap();
+    let msg = adt("MSG1", "X");
+    let a = store.append(record(&msg)).await.unwrap();
+    let b = store.append(record(&msg)).await.unwrap();
+    assert_ne!(a.id(), b.id(), "the directory store keeps resends");
+    let file = dir.path().join("inbox").join(a.id().as_str());
+    assert_eq!(std::fs::read(file).unwrap(), msg.as_bytes().as_ref());
+    assert_eq!(
+        store.describe(),
+        format!("dir:{}", dir.path().join("inbox").display())
+    );
+}
