@@ -9,10 +9,10 @@ use mllp::app::Router;
 use mllp::inbox::Inbox;
 use mllp::server::Transport;
 use mllp::tls::{Admission, TlsConfig, TlsTransport};
-use mllp::{Server, ServerBuilder};
+use mllp::{Server, ServerBuilder, ServerConfig};
 
-use super::args::{IdleTimeout, TraceLimit};
-use super::settings::{self, Settings, TlsSettings};
+use super::args::TraceLimit;
+use super::settings::{self, ServerSettings, Settings, TlsSettings};
 use crate::exit;
 
 /// The peer allow-list. No `--allow-peer` means everyone; an empty allow-list would admit no one.
@@ -67,49 +67,18 @@ pub(super) fn inbox(dir: Option<&Path>) -> Result<Option<Inbox>, ExitCode> {
         .map_err(|e| exit::fail(exit::FAILURE, &e))
 }
 
-/// The server builder for these settings, routing every message to `router`.
+/// The server builder for these settings, routing every message to `router`: the runtime
+/// settings as one [`ServerConfig`], then the framer's and the tracing settings, which are not
+/// part of one (each set only when given, so the library's default stays otherwise).
 pub(super) fn builder(settings: &Settings, router: Router) -> ServerBuilder {
-    let server = &settings.server;
-    let (timeouts, limits) = (&server.timeouts, &server.limits);
-    let mut builder = Server::builder().router(router);
-    if let Some(v) = server.max_message_size {
+    let mut builder = Server::builder()
+        .router(router)
+        .config(server_config(&settings.server));
+    if let Some(v) = settings.server.max_message_size {
         builder = builder.max_message_size(v);
     }
-    if let Some(IdleTimeout(v)) = timeouts.idle_timeout {
-        builder = builder.idle_timeout(v);
-    }
-    if let Some(v) = timeouts.frame_timeout {
-        builder = builder.frame_timeout(v);
-    }
-    if let Some(v) = timeouts.handler_timeout {
-        builder = builder.handler_timeout(v);
-    }
-    if let Some(v) = timeouts.write_timeout {
-        builder = builder.write_timeout(v);
-    }
-    if let Some(v) = server.handler_failure {
-        builder = builder.handler_failure(v.into());
-    }
-    if let Some(v) = limits.max_connections {
-        builder = builder.max_connections(v);
-    }
-    if let Some(v) = limits.max_in_flight {
-        builder = builder.max_in_flight(v);
-    }
-    if let Some(v) = limits.max_concurrent_handlers {
-        builder = builder.max_concurrent_handlers(Some(v));
-    }
-    if let Some(v) = server.framing {
+    if let Some(v) = settings.server.framing {
         builder = builder.framing(v.into());
-    }
-    if let Some(v) = timeouts.shutdown_grace {
-        builder = builder.shutdown_grace(v);
-    }
-    if let Some(v) = server.restart {
-        builder = builder.restart(v);
-    }
-    if let Some(v) = timeouts.handshake_timeout {
-        builder = builder.handshake_timeout(v);
     }
     if let Some(v) = settings.telemetry.message_trace_ratio {
         builder = builder.message_trace_ratio(v);
@@ -118,6 +87,36 @@ pub(super) fn builder(settings: &Settings, router: Router) -> ServerBuilder {
         builder = builder.message_trace_limit(v);
     }
     builder
+}
+
+/// The runtime settings: each one given, over the library's default for the others.
+fn server_config(settings: &ServerSettings) -> ServerConfig {
+    let (timeouts, limits) = (&settings.timeouts, &settings.limits);
+    let default = ServerConfig::default();
+    ServerConfig::default()
+        .idle_timeout(timeouts.idle_timeout.map_or(default.idle_timeout, |t| t.0))
+        .frame_timeout(timeouts.frame_timeout.unwrap_or(default.frame_timeout))
+        .handler_timeout(timeouts.handler_timeout.unwrap_or(default.handler_timeout))
+        .write_timeout(timeouts.write_timeout.unwrap_or(default.write_timeout))
+        .handshake_timeout(
+            timeouts
+                .handshake_timeout
+                .unwrap_or(default.handshake_timeout),
+        )
+        .shutdown_grace(timeouts.shutdown_grace.unwrap_or(default.shutdown_grace))
+        .max_connections(limits.max_connections.unwrap_or(default.max_connections))
+        .max_in_flight(limits.max_in_flight.unwrap_or(default.max_in_flight))
+        .max_concurrent_handlers(
+            limits
+                .max_concurrent_handlers
+                .or(default.max_concurrent_handlers),
+        )
+        .handler_failure(
+            settings
+                .handler_failure
+                .map_or(default.handler_failure, Into::into),
+        )
+        .restart(settings.restart.unwrap_or(default.restart))
 }
 
 /// Checks the settings and binds. A setting the library refuses, or an address that does not
@@ -140,5 +139,59 @@ pub(super) async fn bind<T: Transport>(
             Err(exit::fail(exit::USAGE, &e))
         }
         Err(e) => Err(exit::fail(exit::FAILURE, &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mllp::{HandlerFailurePolicy, RestartPolicy};
+
+    use super::*;
+    use crate::config::HandlerFailure;
+    use crate::serve::args::IdleTimeout;
+
+    /// No setting given leaves every runtime setting at the library's default.
+    #[test]
+    fn no_settings_keep_the_library_defaults() {
+        assert_eq!(
+            server_config(&ServerSettings::default()),
+            ServerConfig::default()
+        );
+    }
+
+    /// Each setting given lands in its own field of the config, and only there.
+    #[test]
+    fn each_setting_lands_in_its_field() {
+        let s = Duration::from_secs;
+        let restart = RestartPolicy::backoff(0, s(9), s(1), s(2));
+        let mut settings = ServerSettings::default();
+        let timeouts = &mut settings.timeouts;
+        timeouts.idle_timeout = Some(IdleTimeout(None));
+        timeouts.frame_timeout = Some(s(1));
+        timeouts.handler_timeout = Some(s(2));
+        timeouts.write_timeout = Some(s(3));
+        timeouts.handshake_timeout = Some(s(4));
+        timeouts.shutdown_grace = Some(s(5));
+        let limits = &mut settings.limits;
+        limits.max_connections = Some(6);
+        limits.max_in_flight = Some(7);
+        limits.max_concurrent_handlers = Some(8);
+        settings.handler_failure = Some(HandlerFailure::Close);
+        settings.restart = Some(restart);
+        let expected = ServerConfig::default()
+            .idle_timeout(None)
+            .frame_timeout(s(1))
+            .handler_timeout(s(2))
+            .write_timeout(s(3))
+            .handshake_timeout(s(4))
+            .shutdown_grace(s(5))
+            .max_connections(6)
+            .max_in_flight(7)
+            .max_concurrent_handlers(Some(8))
+            .handler_failure(HandlerFailurePolicy::Close)
+            .restart(restart);
+        assert_eq!(server_config(&settings), expected);
     }
 }
