@@ -72,6 +72,8 @@ pub mod hl7;
 pub mod inbox;
 #[cfg(feature = "otlp")]
 pub mod otel;
+// The HL7 `Protocol` for mllp-actors; its public types are re-exported from `server`.
+mod protocol;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

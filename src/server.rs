@@ -14,8 +14,6 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod protocol;
-
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,7 +27,8 @@ use crate::app::plugin::{Plugin, RequireMshFields};
 use crate::app::{RoutePatternError, Router};
 use crate::frame::{FrameConfig, FramingPolicy, MllpCodec};
 use crate::hl7::ParseOptions;
-use crate::telemetry::{Metrics, Observer};
+use crate::protocol;
+use crate::telemetry::{Metrics, Observer, SpanRecorder};
 
 /// A runtime setting out of range, as carried by [`ConfigError::Runtime`].
 pub use mllp_actors::ConfigError as RuntimeConfigError;
@@ -45,7 +44,8 @@ pub use mllp_actors::{
     ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
     ShutdownReport, Transport,
 };
-pub use protocol::{Hl7, Hl7Codec, Inbound};
+
+pub use crate::protocol::{Hl7, Hl7Codec, Inbound};
 
 /// The default of [`ServerBuilder::message_trace_limit`]: at most 1000 `mllp.message` spans per
 /// second, server-wide.
@@ -429,7 +429,7 @@ impl<T: Transport> ServerBuilder<T> {
         });
         let mut observers = self.observers;
         observers.insert(0, Arc::new(self.metrics.unwrap_or_else(Metrics::global)));
-        observers.insert(0, Arc::new(protocol::SpanRecorder));
+        observers.insert(0, Arc::new(SpanRecorder));
         Ok(Server {
             listener,
             local_addr,
