@@ -30,8 +30,8 @@ use crate::owned::OwnedTask;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::supervisor::SupervisorMessage;
-use crate::task::panic_message;
 use crate::transport::Transport;
+use crate::util::panic_message;
 
 const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);

@@ -61,9 +61,10 @@ use crate::config::HandlerFailurePolicy;
 use crate::event::{CloseReason, Event};
 use crate::owned::OwnedTask;
 use crate::protocol::{ConnectionInfo, Failure, Protocol};
-use crate::shared::{ConnStats, ControlStep, Shared, deadline};
-use crate::task::{HandlerTask, panic_message};
+use crate::shared::{ConnStats, ControlStep, Shared};
+use crate::task::HandlerTask;
 use crate::transport::Transport;
+use crate::util::{deadline, panic_message};
 
 /// Spare room the read buffer keeps before a read; it grows (doubling) for larger frames.
 const READ_CHUNK: usize = 2048;

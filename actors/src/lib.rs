@@ -125,14 +125,17 @@ mod config;
 mod connection;
 mod error;
 mod owned;
+mod report;
 mod server;
 mod shared;
 mod supervisor;
 mod task;
+mod util;
 
 pub use config::{ConfigError, HandlerFailurePolicy, RestartPolicy, ServerConfig};
 pub use error::{ServerError, StartError};
 pub use event::{CloseReason, Event, Observer};
 pub use protocol::{ConnectionInfo, Failure, Protocol};
-pub use server::{ConnectionSnapshot, Server, ServerHandle, ShutdownReport};
+pub use report::{ConnectionSnapshot, ShutdownReport};
+pub use server::{Server, ServerHandle};
 pub use transport::{Established, PlainTcp, Transport};

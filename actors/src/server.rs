@@ -31,7 +31,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -47,6 +47,7 @@ use crate::config::{RestartPolicy, ServerConfig};
 use crate::error::{ServerError, StartError};
 use crate::event::{Event, Observer};
 use crate::protocol::Protocol;
+use crate::report::{ConnectionSnapshot, ShutdownReport};
 use crate::shared::{Control, Observers, Outcome, Shared, Slots};
 use crate::supervisor::{ConnectionSupervisor, SupervisorMessage};
 use crate::transport::Transport;
@@ -249,35 +250,6 @@ impl ServerHandle {
             },
         }
     }
-}
-
-/// What a graceful shutdown did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Connections that closed on their own terms after shutdown began: idle ones, ones that
-    /// answered what they had in flight, ones the peer closed.
-    pub drained: usize,
-    /// Connections still busy at the grace deadline, closed with their handlers aborted.
-    pub aborted: usize,
-}
-
-/// One live connection, as [`ServerHandle::connections`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectionSnapshot {
-    /// The connection's id (as in its events).
-    pub id: u64,
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// When the connection was accepted.
-    pub started: SystemTime,
-    /// Requests finished so far (answered, failed or aborted).
-    pub messages: u64,
-    /// Requests decoded and not yet answered.
-    pub in_flight: usize,
 }
 
 // ===== the root supervisor =====

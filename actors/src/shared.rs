@@ -7,11 +7,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
-use tokio::time::Instant;
-
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,22 +17,8 @@ use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::event::{CloseReason, Event, Observer};
 use crate::protocol::{ConnectionInfo, Protocol};
-use crate::server::ShutdownReport;
+use crate::report::ShutdownReport;
 use crate::transport::Transport;
-
-/// Connection ids are unique within the process, across servers.
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
-
-pub(crate) fn next_connection_id() -> u64 {
-    NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// `now + timeout`, or a far-future instant when the sum does not fit (a timeout of
-/// `Duration::MAX` means "never", not a panic).
-pub(crate) fn deadline(from: Instant, timeout: Duration) -> Instant {
-    from.checked_add(timeout)
-        .unwrap_or_else(|| from + Duration::from_secs(60 * 60 * 24 * 365 * 30))
-}
 
 pub(crate) struct Shared<P: Protocol, T: Transport> {
     pub(crate) protocol: P,
