@@ -9,7 +9,7 @@
 //!
 //! The I/O task, in order: the transport handshake (under `handshake_timeout`), then a loop that
 //! reads a request only while the connection is below `max_in_flight`, runs each request's
-//! handler under its deadline ([`crate::task`]), and writes the responses in arrival order under
+//! handler under its deadline ([`crate::handler_task`]), and writes the responses in arrival order under
 //! `write_timeout`. It ends with a [`CloseReason`], which it leaves in the shared
 //! [`ConnStats`] before stopping the actor; a panic in the task is caught and turned into an
 //! actor failure.
@@ -59,10 +59,10 @@ use tracing::Instrument;
 
 use crate::config::HandlerFailurePolicy;
 use crate::event::{CloseReason, Event};
+use crate::handler_task::HandlerTask;
 use crate::owned::OwnedTask;
 use crate::protocol::{ConnectionInfo, Failure, Protocol};
 use crate::shared::{ConnStats, ControlStep, Shared};
-use crate::task::HandlerTask;
 use crate::transport::Transport;
 use crate::util::{deadline, panic_message};
 

@@ -124,12 +124,12 @@ mod acceptor;
 mod config;
 mod connection;
 mod error;
+mod handler_task;
 mod owned;
 mod report;
 mod server;
 mod shared;
 mod supervisor;
-mod task;
 mod util;
 
 pub use config::{ConfigError, HandlerFailurePolicy, RestartPolicy, ServerConfig};
