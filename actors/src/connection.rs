@@ -58,13 +58,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::HandlerFailurePolicy;
+use crate::control::ControlStep;
 use crate::event::{CloseReason, Event};
 use crate::handler_task::HandlerTask;
 use crate::owned::OwnedTask;
 use crate::protocol::{ConnectionInfo, Failure, Protocol};
-use crate::shared::{ConnStats, ControlStep, Shared};
+use crate::shared::Shared;
 use crate::transport::Transport;
 use crate::util::{deadline, panic_message};
+
+mod stats;
+
+pub(crate) use stats::ConnStats;
 
 /// Spare room the read buffer keeps before a read; it grows (doubling) for larger frames.
 const READ_CHUNK: usize = 2048;

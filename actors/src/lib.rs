@@ -123,12 +123,15 @@ pub mod transport;
 mod acceptor;
 mod config;
 mod connection;
+mod control;
 mod error;
 mod handler_task;
+mod observers;
 mod owned;
 mod report;
 mod server;
 mod shared;
+mod slots;
 mod supervisor;
 mod util;
 

@@ -44,11 +44,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::acceptor::{Acceptor, AcceptorArgs, AcceptorMessage};
 use crate::config::{RestartPolicy, ServerConfig};
+use crate::control::{Control, Outcome};
 use crate::error::{ServerError, StartError};
 use crate::event::{Event, Observer};
+use crate::observers::Observers;
 use crate::protocol::Protocol;
 use crate::report::{ConnectionSnapshot, ShutdownReport};
-use crate::shared::{Control, Observers, Outcome, Shared, Slots};
+use crate::shared::Shared;
+use crate::slots::Slots;
 use crate::supervisor::{ConnectionSupervisor, SupervisorMessage};
 use crate::transport::Transport;
 
