@@ -129,6 +129,7 @@ mod handler_task;
 mod observers;
 mod owned;
 mod report;
+mod root;
 mod server;
 mod shared;
 mod slots;
