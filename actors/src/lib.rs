@@ -111,6 +111,12 @@
 //!   actor's `handle`, so the actor's mailbox (and ractor's `Stop`/`Kill`) is never blocked by
 //!   a read; the actor is what links the connection into the supervision tree.
 //!
+//! # Features
+//!
+//! - `test-util` (off by default): hooks that drive the tree into its failure paths in tests
+//!   (making the acceptor fail as if its listener had died). Hidden from these docs and not
+//!   part of the stable API.
+//!
 //! # MSRV
 //!
 //! Rust 1.88.

@@ -97,6 +97,8 @@ pub(crate) enum RootMessage {
     RestartAcceptor,
     /// Stop accepting: stop the acceptor, drop the listener. Replies when the acceptor is gone.
     StopAcceptor(RpcReplyPort<()>),
+    /// Test hook (`test-util`): fail the current acceptor.
+    #[cfg(feature = "test-util")]
     InjectAcceptorFailure,
 }
 
@@ -262,6 +264,7 @@ impl<P: Protocol, T: Transport> Actor for Root<P, T> {
                 }
                 let _ = reply.send(());
             }
+            #[cfg(feature = "test-util")]
             RootMessage::InjectAcceptorFailure => {
                 if let Some((acceptor, _)) = &state.acceptor {
                     let _ = acceptor.cast(AcceptorMessage::InjectFailure);

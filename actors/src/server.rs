@@ -92,6 +92,10 @@ pub struct ServerHandle {
 struct HandleInner {
     local_addr: SocketAddr,
     control: Arc<Control>,
+    #[cfg_attr(
+        not(feature = "test-util"),
+        expect(dead_code, reason = "only the test-util hook talks to the root")
+    )]
     root: ActorRef<RootMessage>,
     supervisor: ActorRef<SupervisorMessage>,
     slots: Slots,
@@ -178,7 +182,9 @@ impl ServerHandle {
     }
 
     /// Test hook: makes the current acceptor fail as if its listener had died, so that tests
-    /// can exercise the restart policy. Not part of the stable API.
+    /// can exercise the restart policy. Only with the `test-util` feature; not part of the
+    /// stable API.
+    #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn inject_acceptor_failure(&self) {
         let _ = self.inner.root.cast(RootMessage::InjectAcceptorFailure);
