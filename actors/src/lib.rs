@@ -110,6 +110,13 @@
 //! - The connection I/O runs in a task owned by the connection actor rather than in the
 //!   actor's `handle`, so the actor's mailbox (and ractor's `Stop`/`Kill`) is never blocked by
 //!   a read; the actor is what links the connection into the supervision tree.
+//! - Modules only import downward, as Ranch's roles call: `server` (this API) → `root` (the
+//!   root supervisor and its teardown driver) → `acceptor` → `supervisor` (the connection
+//!   supervisor, to which the acceptor hands sockets) → `connection` (the actor; under it
+//!   `serve`, the request loop, `io`, the socket and buffers, `in_flight` and `stats`) →
+//!   `handler_task`. Below them sit `shared` (with `control`, `slots` and `observers`) and the
+//!   leaves (`report`, `util`, `owned` and the public modules). `.ci/import-cycles` fails CI on
+//!   a cycle.
 //!
 //! # Features
 //!
