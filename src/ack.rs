@@ -34,9 +34,10 @@ mod clock;
 mod codes;
 
 pub use build::{Ack, AckOptions};
-pub use codes::{AckCode, Diagnostic, ErrorCode, Severity};
+pub use codes::AckCode;
 
 pub use crate::hl7::AckRequirement;
+pub use crate::hl7::diagnostic::{Diagnostic, ErrorCode, Severity};
 
 /// The MSH-15 rule: should an accept acknowledgment (CA/CE/CR) be sent for this outcome?
 ///

@@ -7,6 +7,7 @@
 //! turns it into exactly one acknowledgment.
 
 mod extensions;
+mod future;
 pub(crate) mod handler;
 mod middleware;
 pub mod plugin;
@@ -16,10 +17,11 @@ mod router;
 pub(crate) mod service;
 
 pub use extensions::Extensions;
-pub use handler::{BoxFuture, Handler, HandlerService, handler_service};
+pub use future::{BoxFuture, RouteFuture};
+pub use handler::{Handler, HandlerService, handler_service};
 pub use middleware::{FromFnLayer, Next, from_fn};
 pub use plugin::Plugin;
 pub use request::Request;
 pub use response::{HandlerError, IntoResponse, Response, Status};
 pub use router::{RoutePattern, RoutePatternError, Router};
-pub use service::{Route, RouteFuture};
+pub use service::Route;

@@ -32,6 +32,8 @@
 //! positions and lengths only, and [`ParseError`] messages name positions only.
 
 mod delimiters;
+// Public as `mllp::ack::{Diagnostic, ErrorCode, Severity}`, the paths they have always had.
+pub(crate) mod diagnostic;
 mod escape;
 mod message;
 mod parse;

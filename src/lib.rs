@@ -72,6 +72,8 @@ pub mod hl7;
 pub mod inbox;
 #[cfg(feature = "otlp")]
 pub mod otel;
+// The HL7 `Protocol` for mllp-actors; its public types are re-exported from `server`.
+mod protocol;
 pub mod server;
 pub mod store;
 pub mod telemetry;
@@ -80,7 +82,7 @@ pub mod tls;
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
     ConfigError, ConnectionInfo, ConnectionSnapshot, Error, HandlerFailurePolicy, RestartPolicy,
-    Server, ServerBuilder, ServerHandle, ShutdownReport, shutdown_signal,
+    Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport, shutdown_signal,
 };
 pub use telemetry::{Event, Observer};
 

@@ -14,15 +14,12 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod protocol;
-
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mllp_actors::ServerConfig;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::ack::AckOptions;
@@ -30,10 +27,14 @@ use crate::app::plugin::{Plugin, RequireMshFields};
 use crate::app::{RoutePatternError, Router};
 use crate::frame::{FrameConfig, FramingPolicy, MllpCodec};
 use crate::hl7::ParseOptions;
-use crate::telemetry::{Metrics, Observer};
+use crate::protocol;
+use crate::telemetry::{Metrics, Observer, SpanRecorder};
 
 /// A runtime setting out of range, as carried by [`ConfigError::Runtime`].
 pub use mllp_actors::ConfigError as RuntimeConfigError;
+/// The runtime settings (timeouts, limits, supervision policies), as taken whole by
+/// [`ServerBuilder::config`].
+pub use mllp_actors::ServerConfig;
 /// Why a server stopped on its own, as returned by [`ServerHandle::wait`] and carried by
 /// [`Error::Stopped`].
 pub use mllp_actors::ServerError;
@@ -43,7 +44,8 @@ pub use mllp_actors::{
     ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
     ShutdownReport, Transport,
 };
-pub use protocol::{Hl7, Hl7Codec, Inbound};
+
+pub use crate::protocol::{Hl7, Hl7Codec, Inbound};
 
 /// The default of [`ServerBuilder::message_trace_limit`]: at most 1000 `mllp.message` spans per
 /// second, server-wide.
@@ -93,9 +95,11 @@ pub enum ConfigError {
 }
 
 /// Builds a [`Server`]: every policy of docs/configuration.md, the router, plugins and
-/// telemetry. Setters consume and return the builder; nothing is checked until [`bind`].
+/// telemetry. Setters consume and return the builder; nothing is checked until [`bind`]. The
+/// runtime settings can also be handed over whole, as a [`ServerConfig`], with [`config`].
 ///
 /// [`bind`]: ServerBuilder::bind
+/// [`config`]: ServerBuilder::config
 #[must_use]
 pub struct ServerBuilder<T: Transport = mllp_actors::PlainTcp> {
     runtime: ServerConfig,
@@ -176,6 +180,50 @@ impl<T: Transport> ServerBuilder<T> {
     /// How payloads are parsed. Default is the wire rules: segments end in CR only.
     pub fn parse_options(mut self, options: ParseOptions) -> Self {
         self.parse = options;
+        self
+    }
+
+    /// Replaces every runtime setting at once with `config`: the timeouts (`idle_timeout`,
+    /// `frame_timeout`, `handler_timeout`, `write_timeout`, `handshake_timeout`), the limits
+    /// (`max_connections`, `max_in_flight`, `max_concurrent_handlers`), `handler_failure`,
+    /// `restart` and `shutdown_grace`. Use it when the settings come from your own configuration
+    /// rather than one setter at a time. Default is [`ServerConfig::default()`]: idle 60 s,
+    /// frame 30 s, handler 60 s, write 30 s, handshake 5 s, 1024 connections, 1 message in flight
+    /// per connection, no server-wide handler limit, AE 207 when a handler fails, 3 restarts
+    /// within 5 s with a backoff of 100 ms doubling to 5 s, and a shutdown grace of 10 s.
+    ///
+    /// What the setters of those settings set before this call is replaced; a setter called
+    /// after it changes its one setting. The framer's settings
+    /// ([`max_message_size`](Self::max_message_size), [`framing`](Self::framing)) and message
+    /// tracing ([`message_trace_ratio`](Self::message_trace_ratio),
+    /// [`message_trace_limit`](Self::message_trace_limit)) are not part of a [`ServerConfig`] and
+    /// are kept. As with the setters, nothing is checked until [`bind`](Self::bind), which
+    /// returns [`ConfigError::Runtime`] for a value out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mllp::server::{HandlerFailurePolicy, Server, ServerConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), mllp::Error> {
+    /// let config = ServerConfig::default()
+    ///     .idle_timeout(None) // a partner that keeps its link idle for hours
+    ///     .handler_timeout(Duration::from_secs(10))
+    ///     .handler_failure(HandlerFailurePolicy::Close)
+    ///     .max_connections(64);
+    /// let server = Server::builder()
+    ///     .config(config)
+    ///     .max_message_size(4 << 20) // the framer's setting: not part of `ServerConfig`
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// println!("listening on {}", server.local_addr());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.runtime = config;
         self
     }
 
@@ -381,7 +429,7 @@ impl<T: Transport> ServerBuilder<T> {
         });
         let mut observers = self.observers;
         observers.insert(0, Arc::new(self.metrics.unwrap_or_else(Metrics::global)));
-        observers.insert(0, Arc::new(protocol::SpanRecorder));
+        observers.insert(0, Arc::new(SpanRecorder));
         Ok(Server {
             listener,
             local_addr,

@@ -6,6 +6,8 @@
 //! service installs one), so an installed exporter sees them with no further glue.
 //! docs/telemetry.md lists every name: renaming one is a breaking change.
 
+mod span;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, UpDow
 use opentelemetry::{KeyValue, Value};
 
 use crate::ack::Ack;
-use crate::server::{Hl7, Inbound};
+use crate::protocol::{Hl7, Inbound};
 
 /// A telemetry event, as delivered to an [`Observer`].
 pub type Event<'a> = mllp_actors::Event<'a, Hl7>;
@@ -30,6 +32,8 @@ pub use mllp_actors::CloseReason;
 
 /// What went wrong with a message, as carried by a `MessageException` [`Event`].
 pub use mllp_actors::Failure;
+
+pub(crate) use span::SpanRecorder;
 
 /// The instrumentation scope name of every metric.
 pub const METER_NAME: &str = "mllp";
@@ -195,7 +199,7 @@ impl Metrics {
     }
 }
 
-fn message_attributes(meta: &crate::server::Inbound, ack_code: &'static str) -> [KeyValue; 3] {
+fn message_attributes(meta: &Inbound, ack_code: &'static str) -> [KeyValue; 3] {
     [
         KeyValue::new("hl7.message_type", code_value(meta.message_code_bytes())),
         KeyValue::new("hl7.trigger_event", code_value(meta.trigger_event_bytes())),
@@ -225,7 +229,7 @@ type Key = (u32, u32, u16);
 /// overflow one.
 fn with_message_attributes(
     counts: &Counts,
-    meta: &crate::server::Inbound,
+    meta: &Inbound,
     ack_code: &'static str,
     record: impl FnOnce(usize, &[KeyValue]),
 ) {
@@ -395,7 +399,7 @@ mod tests {
     /// past the number kept too (those are built per message).
     #[test]
     fn kept_attribute_sets_match_the_message() {
-        use crate::server::protocol::test_inbound;
+        use crate::protocol::test_inbound;
         let metrics = Metrics::new(&opentelemetry::global::meter("test"));
         let mut n = 0;
         for code in ["ADT", "ORU", "A1", "TOOLONG", ""] {
@@ -421,7 +425,7 @@ mod tests {
     /// not in the overflow one.
     #[test]
     fn servers_keep_their_own_attribute_sets() {
-        use crate::server::protocol::test_inbound;
+        use crate::protocol::test_inbound;
         let meter = opentelemetry::global::meter("test");
         let (flooded, other) = (Metrics::new(&meter), Metrics::new(&meter));
         for i in 0..=KEPT_ATTRIBUTE_SETS {

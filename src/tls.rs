@@ -38,9 +38,9 @@ mod pem;
 mod server;
 mod stream;
 
-pub use admission::{Admission, AdmissionError, Admitted};
+pub use admission::{Admission, Admitted};
 pub use client::{BoxedStream, Connector, IoStream, TlsClientConfig, TlsConnector};
-pub use error::{FileRole, HandshakeError, TlsConfigError};
+pub use error::{AdmissionError, FileRole, HandshakeError, TlsConfigError};
 pub use server::{TlsConfig, TlsReloader, TlsTransport};
 pub use stream::{ClientTlsStream, ServerTlsStream};
 

@@ -30,8 +30,8 @@ use crate::owned::OwnedTask;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::supervisor::SupervisorMessage;
-use crate::task::panic_message;
 use crate::transport::Transport;
+use crate::util::panic_message;
 
 const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -53,7 +53,8 @@ pub(crate) struct AcceptorArgs<P: Protocol, T: Transport> {
 pub(crate) enum AcceptorMessage {
     /// The accept loop hit an error that is not transient.
     Failed(io::Error),
-    /// Test hook: fail as if the listener had died.
+    /// Test hook (`test-util`): fail as if the listener had died.
+    #[cfg(feature = "test-util")]
     InjectFailure,
 }
 
@@ -106,6 +107,7 @@ impl<P: Protocol, T: Transport> Actor for Acceptor<P, T> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AcceptorMessage::Failed(error) => Err(Box::new(error)),
+            #[cfg(feature = "test-util")]
             AcceptorMessage::InjectFailure => {
                 Err(Box::new(io::Error::other("injected acceptor failure")))
             }

@@ -110,6 +110,19 @@
 //! - The connection I/O runs in a task owned by the connection actor rather than in the
 //!   actor's `handle`, so the actor's mailbox (and ractor's `Stop`/`Kill`) is never blocked by
 //!   a read; the actor is what links the connection into the supervision tree.
+//! - Modules only import downward, as Ranch's roles call: `server` (this API) → `root` (the
+//!   root supervisor and its teardown driver) → `acceptor` → `supervisor` (the connection
+//!   supervisor, to which the acceptor hands sockets) → `connection` (the actor; under it
+//!   `serve`, the request loop, `io`, the socket and buffers, `in_flight` and `stats`) →
+//!   `handler_task`. Below them sit `shared` (with `control`, `slots` and `observers`) and the
+//!   leaves (`report`, `util`, `owned` and the public modules). `.ci/import-cycles` fails CI on
+//!   a cycle.
+//!
+//! # Features
+//!
+//! - `test-util` (off by default): hooks that drive the tree into its failure paths in tests
+//!   (making the acceptor fail as if its listener had died). Hidden from these docs and not
+//!   part of the stable API.
 //!
 //! # MSRV
 //!
@@ -123,16 +136,23 @@ pub mod transport;
 mod acceptor;
 mod config;
 mod connection;
+mod control;
 mod error;
+mod handler_task;
+mod observers;
 mod owned;
+mod report;
+mod root;
 mod server;
 mod shared;
+mod slots;
 mod supervisor;
-mod task;
+mod util;
 
 pub use config::{ConfigError, HandlerFailurePolicy, RestartPolicy, ServerConfig};
 pub use error::{ServerError, StartError};
 pub use event::{CloseReason, Event, Observer};
 pub use protocol::{ConnectionInfo, Failure, Protocol};
-pub use server::{ConnectionSnapshot, Server, ServerHandle, ShutdownReport};
+pub use report::{ConnectionSnapshot, ShutdownReport};
+pub use server::{Server, ServerHandle};
 pub use transport::{Established, PlainTcp, Transport};

@@ -1,54 +1,28 @@
-//! The root of the tree: [`Server::start`], the root supervisor actor, and the
-//! [`ServerHandle`] that embedders keep.
-//!
-//! The root supervisor starts the connection supervisor, then the acceptor (rest_for_one, as
-//! `ranch_listener_sup`): an acceptor restart touches nothing started before it, so live
-//! connections are untouched. It owns the listening socket (in an `Arc` handed to each acceptor
-//! as an argument), so a restarted acceptor accepts on the same socket. It applies the
-//! [`RestartPolicy`] to acceptor failures and escalates past it. The connection supervisor is
-//! never restarted: it only fails through a bug in this crate, and restarting it would not bring
-//! its connections back; its failure stops the server.
-//!
-//! The teardown (on [`ServerHandle::shutdown`] or escalation) runs in a driver task, outside
-//! every actor's `handle`, in this order:
-//! 1. the shutdown token is cancelled: the accept loop ends; each connection stops reading,
-//!    answers what is in flight and closes (idle ones at once);
-//! 2. the root stops the acceptor and lets go of the listener: once the accept task has ended
-//!    the socket is closed, and new connects are refused by the kernel;
-//! 3. the driver waits, up to `shutdown_grace`, for the connection registry to empty; then the
-//!    abort token is cancelled and busy connections abort their handlers and close;
-//! 4. the root stops the connection supervisor, each actor awaiting its children's tasks;
-//! 5. the driver waits for every task the tree spawned (a `TaskTracker`), then publishes the
-//!    outcome that `shutdown()` and `wait()` return.
-//!
-//! The tree never relies on ractor killing linked children when a parent exits (ractor 0.16
-//! does, see `tests/ractor_semantics.rs`): connections are drained and stopped explicitly first.
+//! The public API: [`Server::start`] and the [`ServerHandle`] that embedders keep. The tree
+//! itself starts at the root supervisor (`root.rs`), which the handle talks to.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
+use ractor::ActorRef;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::acceptor::{Acceptor, AcceptorArgs, AcceptorMessage};
-use crate::config::{RestartPolicy, ServerConfig};
+use crate::config::ServerConfig;
+use crate::control::{Control, Outcome};
 use crate::error::{ServerError, StartError};
-use crate::event::{Event, Observer};
+use crate::event::Observer;
+use crate::observers::Observers;
 use crate::protocol::Protocol;
-use crate::shared::{Control, Observers, Outcome, Shared, Slots};
-use crate::supervisor::{ConnectionSupervisor, SupervisorMessage};
+use crate::report::{ConnectionSnapshot, ShutdownReport};
+use crate::root::{self, RootMessage};
+use crate::shared::Shared;
+use crate::slots::Slots;
+use crate::supervisor::SupervisorMessage;
 use crate::transport::Transport;
 
 /// Starts servers. See the [crate docs](crate) for the tree it builds.
@@ -61,8 +35,9 @@ impl Server {
     ///
     /// Taking a bound listener means the address is known before serving (bind
     /// `127.0.0.1:0` in tests and read [`ServerHandle::local_addr`]). `observers` receive
-    /// every [`Event`] of the server. Must be called within a tokio runtime; the tree lives on
-    /// that runtime until [`ServerHandle::shutdown`] returns (or the server stops on its own).
+    /// every [`Event`](crate::Event) of the server. Must be called within a tokio runtime; the
+    /// tree lives on that runtime until [`ServerHandle::shutdown`] returns (or the server stops
+    /// on its own).
     ///
     /// # Errors
     ///
@@ -92,34 +67,8 @@ impl Server {
             control: Arc::clone(&control),
             tasks: TaskTracker::new(),
         });
-        let (root, root_task) = Actor::spawn(
-            None,
-            Root::<P, T>(PhantomData),
-            RootArgs {
-                shared: Arc::clone(&shared),
-                listener: Arc::new(listener),
-            },
-        )
-        .await
-        .map_err(|error| StartError::Spawn(error.to_string()))?;
-        let supervisor = match root.call(RootMessage::Supervisor, None).await {
-            Ok(CallResult::Success(supervisor)) => supervisor,
-            _ => {
-                root.kill();
-                let _ = root_task.await;
-                return Err(StartError::Spawn("server supervisor did not answer".into()));
-            }
-        };
         let outcome = control.outcome.subscribe();
-        tokio::spawn(drive(
-            Arc::clone(&control),
-            root.clone(),
-            root_task,
-            supervisor.clone(),
-            shared.tasks.clone(),
-            shared.config.shutdown_grace,
-        ));
-        drop(shared);
+        let (root, supervisor) = root::start(shared, listener).await?;
         Ok(ServerHandle {
             inner: Arc::new(HandleInner {
                 local_addr,
@@ -143,6 +92,10 @@ pub struct ServerHandle {
 struct HandleInner {
     local_addr: SocketAddr,
     control: Arc<Control>,
+    #[cfg_attr(
+        not(feature = "test-util"),
+        expect(dead_code, reason = "only the test-util hook talks to the root")
+    )]
     root: ActorRef<RootMessage>,
     supervisor: ActorRef<SupervisorMessage>,
     slots: Slots,
@@ -204,7 +157,7 @@ impl ServerHandle {
     /// # Errors
     ///
     /// The [`ServerError`] that stopped the server when it stopped on its own (escalation: the
-    /// acceptor failed past its [`RestartPolicy`]).
+    /// acceptor failed past its [`RestartPolicy`](crate::RestartPolicy)).
     pub async fn wait(&self) -> Result<(), ServerError> {
         match self.outcome().await.error {
             Some(error) => Err(error),
@@ -229,7 +182,9 @@ impl ServerHandle {
     }
 
     /// Test hook: makes the current acceptor fail as if its listener had died, so that tests
-    /// can exercise the restart policy. Not part of the stable API.
+    /// can exercise the restart policy. Only with the `test-util` feature; not part of the
+    /// stable API.
+    #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn inject_acceptor_failure(&self) {
         let _ = self.inner.root.cast(RootMessage::InjectAcceptorFailure);
@@ -249,312 +204,6 @@ impl ServerHandle {
             },
         }
     }
-}
-
-/// What a graceful shutdown did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Connections that closed on their own terms after shutdown began: idle ones, ones that
-    /// answered what they had in flight, ones the peer closed.
-    pub drained: usize,
-    /// Connections still busy at the grace deadline, closed with their handlers aborted.
-    pub aborted: usize,
-}
-
-/// One live connection, as [`ServerHandle::connections`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectionSnapshot {
-    /// The connection's id (as in its events).
-    pub id: u64,
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// When the connection was accepted.
-    pub started: SystemTime,
-    /// Requests finished so far (answered, failed or aborted).
-    pub messages: u64,
-    /// Requests decoded and not yet answered.
-    pub in_flight: usize,
-}
-
-// ===== the root supervisor =====
-
-struct Root<P, T>(PhantomData<fn() -> (P, T)>);
-
-struct RootArgs<P: Protocol, T: Transport> {
-    shared: Arc<Shared<P, T>>,
-    listener: Arc<TcpListener>,
-}
-
-enum RootMessage {
-    Supervisor(RpcReplyPort<ActorRef<SupervisorMessage>>),
-    RestartAcceptor,
-    /// Stop accepting: stop the acceptor, drop the listener. Replies when the acceptor is gone.
-    StopAcceptor(RpcReplyPort<()>),
-    InjectAcceptorFailure,
-}
-
-struct RootState<P: Protocol, T: Transport> {
-    shared: Arc<Shared<P, T>>,
-    listener: Option<Arc<TcpListener>>,
-    supervisor: (ActorRef<SupervisorMessage>, Option<JoinHandle<()>>),
-    acceptor: Option<(ActorRef<AcceptorMessage>, JoinHandle<()>)>,
-    /// Acceptor tasks that ended, awaited in `post_stop`.
-    exited: Vec<JoinHandle<()>>,
-    /// Failure times within the restart window.
-    failures: VecDeque<Instant>,
-    stopping: bool,
-}
-
-impl<P: Protocol, T: Transport> RootState<P, T> {
-    async fn spawn_acceptor(&mut self, myself: &ActorRef<RootMessage>) -> Result<(), String> {
-        let Some(listener) = &self.listener else {
-            return Ok(());
-        };
-        let args = AcceptorArgs {
-            shared: Arc::clone(&self.shared),
-            listener: Arc::clone(listener),
-            supervisor: self.supervisor.0.clone(),
-        };
-        let (acceptor, task) = Actor::spawn_linked(None, Acceptor::new(), args, myself.get_cell())
-            .await
-            .map_err(|error| error.to_string())?;
-        self.acceptor = Some((acceptor, task));
-        Ok(())
-    }
-
-    /// Applies the restart policy to an acceptor failure.
-    fn acceptor_failed(&mut self, myself: &ActorRef<RootMessage>, error: io::Error) {
-        if let Some((_, task)) = self.acceptor.take() {
-            self.exited.push(task);
-        }
-        let now = Instant::now();
-        let (max_restarts, window, backoff, max_backoff) = match self.shared.config.restart {
-            RestartPolicy::Backoff {
-                max_restarts,
-                window,
-                backoff,
-                max_backoff,
-            } => (max_restarts, window, backoff, max_backoff),
-            RestartPolicy::Never => (0, Duration::ZERO, Duration::ZERO, Duration::ZERO),
-        };
-        while self
-            .failures
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= window)
-        {
-            self.failures.pop_front();
-        }
-        self.failures.push_back(now);
-        let failures = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
-        let text = error.to_string();
-        tracing::error!(error = %text, failures, "acceptor failed");
-        if failures > max_restarts {
-            self.shared.control.fail(ServerError::AcceptorFailed {
-                failures,
-                source: Arc::new(error),
-            });
-            return;
-        }
-        self.shared.observers.emit(Event::AcceptorRestart {
-            error: &text,
-            restarts: failures,
-        });
-        let delay = backoff
-            .checked_mul(1 << (failures - 1).min(30))
-            .unwrap_or(max_backoff)
-            .min(max_backoff);
-        let myself = myself.clone();
-        let shutdown = self.shared.control.shutdown.clone();
-        self.shared.tasks.spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(delay) => {
-                    let _ = myself.cast(RootMessage::RestartAcceptor);
-                }
-            }
-        });
-    }
-}
-
-impl<P: Protocol, T: Transport> Actor for Root<P, T> {
-    type Msg = RootMessage;
-    type State = RootState<P, T>;
-    type Arguments = RootArgs<P, T>;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        // Connection supervisor first, acceptor second (rest_for_one order).
-        let supervisor = Actor::spawn_linked(
-            None,
-            ConnectionSupervisor::new(),
-            Arc::clone(&args.shared),
-            myself.get_cell(),
-        )
-        .await?;
-        let mut state = RootState {
-            shared: args.shared,
-            listener: Some(args.listener),
-            supervisor: (supervisor.0, Some(supervisor.1)),
-            acceptor: None,
-            exited: Vec::new(),
-            failures: VecDeque::new(),
-            stopping: false,
-        };
-        state.spawn_acceptor(&myself).await?;
-        Ok(state)
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.stopping = true;
-        state.listener = None;
-        if let Some((acceptor, task)) = state.acceptor.take() {
-            let _ = acceptor.stop_and_wait(None, None).await;
-            let _ = task.await;
-        }
-        let _ = state.supervisor.0.stop_and_wait(None, None).await;
-        if let Some(task) = state.supervisor.1.take() {
-            let _ = task.await;
-        }
-        for task in state.exited.drain(..) {
-            let _ = task.await;
-        }
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            RootMessage::Supervisor(reply) => {
-                let _ = reply.send(state.supervisor.0.clone());
-            }
-            RootMessage::RestartAcceptor => {
-                if !state.stopping
-                    && state.acceptor.is_none()
-                    && let Err(error) = state.spawn_acceptor(&myself).await
-                {
-                    state.acceptor_failed(&myself, io::Error::other(error));
-                }
-            }
-            RootMessage::StopAcceptor(reply) => {
-                state.stopping = true;
-                state.listener = None;
-                if let Some((acceptor, task)) = state.acceptor.take() {
-                    let _ = acceptor.stop_and_wait(None, None).await;
-                    state.exited.push(task);
-                }
-                let _ = reply.send(());
-            }
-            RootMessage::InjectAcceptorFailure => {
-                if let Some((acceptor, _)) = &state.acceptor {
-                    let _ = acceptor.cast(AcceptorMessage::InjectFailure);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let (id, error): (ActorId, io::Error) = match event {
-            SupervisionEvent::ActorFailed(cell, error) => {
-                let error = match error.downcast::<io::Error>() {
-                    Ok(error) => *error,
-                    Err(other) => io::Error::other(other.to_string()),
-                };
-                (cell.get_id(), error)
-            }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell.get_id(),
-                io::Error::other(format!(
-                    "exited: {}",
-                    reason.as_deref().unwrap_or("no reason")
-                )),
-            ),
-            _ => return Ok(()),
-        };
-        if state.stopping {
-            return Ok(());
-        }
-        if id == state.supervisor.0.get_id() {
-            state.stopping = true;
-            state
-                .shared
-                .control
-                .fail(ServerError::SupervisorFailed(error.to_string()));
-        } else if state
-            .acceptor
-            .as_ref()
-            .is_some_and(|(acceptor, _)| acceptor.get_id() == id)
-        {
-            state.acceptor_failed(&myself, error);
-        }
-        Ok(())
-    }
-}
-
-/// Waits for a stop request (or the root's unexpected end), then tears the tree down in order
-/// and publishes the outcome.
-async fn drive(
-    control: Arc<Control>,
-    root: ActorRef<RootMessage>,
-    mut root_task: JoinHandle<()>,
-    supervisor: ActorRef<SupervisorMessage>,
-    tasks: TaskTracker,
-    grace: Duration,
-) {
-    let mut root_ended = false;
-    tokio::select! {
-        () = control.stop_requested.cancelled() => {}
-        _ = &mut root_task => {
-            root_ended = true;
-            control.fail(ServerError::SupervisorFailed("server supervisor exited".into()));
-        }
-    }
-    control.begin_shutdown();
-    if !root_ended {
-        let _ = root.call(RootMessage::StopAcceptor, None).await;
-    }
-    let report = match supervisor.call(SupervisorMessage::Drain, Some(grace)).await {
-        Ok(CallResult::Success(report)) => report,
-        Ok(CallResult::Timeout) => {
-            control.begin_abort();
-            match supervisor.call(SupervisorMessage::Drain, None).await {
-                Ok(CallResult::Success(report)) => report,
-                _ => ShutdownReport::default(),
-            }
-        }
-        _ => ShutdownReport::default(),
-    };
-    control.begin_abort();
-    if !root_ended {
-        let _ = root.stop_and_wait(None, None).await;
-        let _ = root_task.await;
-    }
-    tasks.close();
-    tasks.wait().await;
-    let error = control.take_fatal();
-    control
-        .outcome
-        .send_replace(Some(Outcome { report, error }));
 }
 
 #[cfg(test)]

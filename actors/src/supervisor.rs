@@ -26,12 +26,14 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::connection::{Connection, ConnectionArgs};
+use crate::connection::{ConnStats, Connection, ConnectionArgs};
 use crate::event::{CloseReason, Event};
 use crate::protocol::{ConnectionInfo, Protocol};
-use crate::server::{ConnectionSnapshot, ShutdownReport};
-use crate::shared::{ConnStats, Shared, Slot, next_connection_id};
+use crate::report::{ConnectionSnapshot, ShutdownReport};
+use crate::shared::Shared;
+use crate::slots::Slot;
 use crate::transport::Transport;
+use crate::util::next_connection_id;
 
 pub(crate) struct ConnectionSupervisor<P, T>(PhantomData<fn() -> (P, T)>);
 

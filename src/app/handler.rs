@@ -4,16 +4,12 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::ack::Diagnostic;
-use crate::app::service::RouteFuture;
+use crate::app::future::{BoxFuture, RouteFuture};
 use crate::app::{IntoResponse, Request, Response};
 use crate::hl7::Message;
-
-/// A boxed, `Send` future, as returned by handler services.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// An async function that handles a message.
 ///

@@ -5,7 +5,8 @@ use std::fmt;
 use tower::{BoxError, Layer, Service};
 
 use crate::ack::ErrorCode;
-use crate::app::handler::{BoxFuture, Handler};
+use crate::app::future::BoxFuture;
+use crate::app::handler::Handler;
 use crate::app::service::Route;
 use crate::app::{Request, Response};
 

@@ -17,8 +17,6 @@
 use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -29,7 +27,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::ack::ErrorCode;
-use crate::app::handler::BoxFuture;
+use crate::app::future::{BoxFuture, RouteFuture};
 use crate::app::{Request, Response};
 
 /// The type-erased request pipeline: what a [`Router::layer`](crate::app::Router::layer) wraps,
@@ -120,40 +118,8 @@ impl Service<Request> for Route {
 
     fn call(&mut self, request: Request) -> RouteFuture {
         match &mut self.0 {
-            Kind::Shared(f) => RouteFuture(Pending::Shared(f(request))),
-            Kind::Tower(service) => RouteFuture(Pending::Tower(service.call(request))),
-        }
-    }
-}
-
-/// The future of a [`Route`] (or a [`HandlerService`](crate::app::HandlerService)) called as a
-/// `tower::Service`.
-pub struct RouteFuture(Pending);
-
-impl RouteFuture {
-    pub(crate) fn new(response: BoxFuture<Response>) -> Self {
-        RouteFuture(Pending::Shared(response))
-    }
-}
-
-enum Pending {
-    Shared(BoxFuture<Response>),
-    Tower(BoxFuture<Result<Response, Infallible>>),
-}
-
-impl fmt::Debug for RouteFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RouteFuture")
-    }
-}
-
-impl Future for RouteFuture {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().0 {
-            Pending::Shared(f) => f.as_mut().poll(cx).map(Ok),
-            Pending::Tower(f) => f.as_mut().poll(cx),
+            Kind::Shared(f) => RouteFuture::new(f(request)),
+            Kind::Tower(service) => RouteFuture::tower(service.call(request)),
         }
     }
 }

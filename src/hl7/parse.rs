@@ -2,9 +2,9 @@
 
 use memchr::memchr;
 
+use super::diagnostic::{Diagnostic, ErrorCode, Severity};
 use super::path::is_segment_id;
 use super::{DelimiterError, Delimiters, Location};
-use crate::ack::{Diagnostic, ErrorCode, Severity};
 
 /// How strictly [`Message::parse_with`](crate::hl7::Message::parse_with) reads its input.
 ///

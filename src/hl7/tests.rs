@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
+use super::diagnostic::ErrorCode;
 use super::*;
-use crate::ack::ErrorCode;
 
 const ADT: &[u8] = b"MSH|^~\\&|SEND|FAC^1.2.3^ISO|RECV|RFAC|20240102030405||ADT^A01^ADT_A01|CTRL42|P^T|2.5.1|||AL|ER||8859/1~UNICODE UTF-8\r\
 EVN|A01|20240102030405\r\

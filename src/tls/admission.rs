@@ -8,6 +8,8 @@ use ipnet::{IpNet, Ipv4Net};
 use mllp_actors::{Established, Transport};
 use tokio::net::TcpStream;
 
+use super::error::AdmissionError;
+
 /// Which peer addresses may connect.
 ///
 /// Rules are single addresses (`192.0.2.7`, `2001:db8::7`) or CIDR ranges (`10.0.0.0/8`,
@@ -68,19 +70,6 @@ impl FromStr for Admission {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Admission::allow_list(s.split(',').map(str::trim))
     }
-}
-
-/// An allow-list rule that could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AdmissionError {
-    /// The rule is neither an IP address nor a CIDR range (`address/prefix`, prefix at most 32
-    /// for IPv4 and 128 for IPv6).
-    #[error("invalid peer address or CIDR range {rule:?}")]
-    InvalidRule {
-        /// The rule as given.
-        rule: String,
-    },
 }
 
 /// Parses one rule into a canonical network: host bits cleared, IPv4-mapped IPv6 as IPv4.

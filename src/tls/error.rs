@@ -1,4 +1,5 @@
-//! Configuration and handshake errors.
+//! Every error type of the TLS module: configuration, handshake, peer admission rules, and the
+//! verifier's refusal of a client subject (internal; it travels inside rustls).
 
 use std::fmt;
 use std::io;
@@ -237,7 +238,7 @@ impl HandshakeError {
             Error::NoCertificatesPresented => HandshakeError::ClientCertificateRequired,
             Error::AlertReceived(alert) => HandshakeError::AlertReceived(alert),
             Error::InvalidCertificate(CertificateError::Other(other)) => {
-                match other.0.downcast_ref::<super::identity::SubjectRefused>() {
+                match other.0.downcast_ref::<SubjectRefused>() {
                     Some(refused) => refused.to_handshake_error(),
                     None => HandshakeError::CertificateRejected(CertificateError::Other(other)),
                 }
@@ -247,6 +248,49 @@ impl HandshakeError {
         }
     }
 }
+
+/// An allow-list rule that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmissionError {
+    /// The rule is neither an IP address nor a CIDR range (`address/prefix`, prefix at most 32
+    /// for IPv4 and 128 for IPv6).
+    #[error("invalid peer address or CIDR range {rule:?}")]
+    InvalidRule {
+        /// The rule as given.
+        rule: String,
+    },
+}
+
+/// The verifier's refusal of a client certificate whose names are not on the allow-list. It
+/// travels inside `rustls::CertificateError::Other` and is turned into a [`HandshakeError`].
+#[derive(Debug)]
+pub(super) struct SubjectRefused {
+    /// The identity the certificate would have had; `None` if it has no CN or DNS name.
+    pub(super) subject: Option<String>,
+}
+
+impl SubjectRefused {
+    pub(super) fn to_handshake_error(&self) -> HandshakeError {
+        match &self.subject {
+            Some(subject) => HandshakeError::SubjectNotAllowed {
+                subject: subject.clone(),
+            },
+            None => HandshakeError::NoClientSubject,
+        }
+    }
+}
+
+impl fmt::Display for SubjectRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.subject {
+            Some(s) => write!(f, "client certificate subject {s:?} is not allowed"),
+            None => f.write_str("client certificate has no name to check against the allow-list"),
+        }
+    }
+}
+
+impl std::error::Error for SubjectRefused {}
 
 #[cfg(test)]
 mod tests {

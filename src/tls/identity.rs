@@ -6,11 +6,7 @@
 //! out raw: the certificate has been verified by then, and the walk only ever reads inside the
 //! slice it was given, stopping quietly at the first thing it does not understand.
 
-use std::fmt;
-
 use rustls_pki_types::CertificateDer;
-
-use super::error::HandshakeError;
 
 /// The names in a certificate that identify its holder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,36 +46,6 @@ impl CertNames {
             .any(|name| allowed.iter().any(|a| a.eq_ignore_ascii_case(name)))
     }
 }
-
-/// The verifier's refusal of a client certificate whose names are not on the allow-list. It
-/// travels inside `rustls::CertificateError::Other` and is turned into a [`HandshakeError`].
-#[derive(Debug)]
-pub(super) struct SubjectRefused {
-    /// The identity the certificate would have had; `None` if it has no CN or DNS name.
-    pub(super) subject: Option<String>,
-}
-
-impl SubjectRefused {
-    pub(super) fn to_handshake_error(&self) -> HandshakeError {
-        match &self.subject {
-            Some(subject) => HandshakeError::SubjectNotAllowed {
-                subject: subject.clone(),
-            },
-            None => HandshakeError::NoClientSubject,
-        }
-    }
-}
-
-impl fmt::Display for SubjectRefused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.subject {
-            Some(s) => write!(f, "client certificate subject {s:?} is not allowed"),
-            None => f.write_str("client certificate has no name to check against the allow-list"),
-        }
-    }
-}
-
-impl std::error::Error for SubjectRefused {}
 
 const TAG_SET: u8 = 0x31;
 const TAG_SEQUENCE: u8 = 0x30;

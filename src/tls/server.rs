@@ -18,8 +18,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::error::{HandshakeError, TlsConfigError};
-use super::identity::{CertNames, SubjectRefused};
+use super::error::{HandshakeError, SubjectRefused, TlsConfigError};
+use super::identity::CertNames;
 use super::stream::ServerTlsStream;
 use super::{DEFAULT_VERSIONS, TlsVersion, pem, provider, rustls_versions};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use mllp::ack::AckCode;
 use mllp::tls::TlsClientConfig;
-use mllp::{Client, ClientConfig, ClientError};
+use mllp::{Acknowledgment, Client, ClientConfig, ClientError};
 
 use crate::config::{self, LogFormat};
 use crate::messages::{self, FileMessage};
@@ -108,120 +108,112 @@ struct Tally {
     rejected: usize,
     failed: usize,
     not_sent: usize,
+    /// Why the run stopped before the last message, if it did.
+    stopped: Option<String>,
 }
 
+/// Checks every input message, then sends them one at a time and reports each outcome.
 pub(crate) async fn run(args: SendArgs) -> ExitCode {
     if let Err(text) = logging::init(args.log_format, logging::CLIENT_FILTER) {
         return exit::fail_text(exit::USAGE, &text);
     }
-    let messages = match messages::read_inputs(&args.paths) {
-        Ok(m) => m,
-        Err(e) => return exit::fail(exit::USAGE, &e),
+    let messages = match checked_messages(&args.paths) {
+        Ok(messages) => messages,
+        Err(code) => return code,
     };
-    let mut ids = Vec::with_capacity(messages.len());
-    for m in &messages {
-        match control_id(m) {
-            Ok(id) => ids.push(id),
+    let mut client = match client(&args) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let tally = send_each(&mut client, &messages, &args).await;
+    client.close().await;
+    summary(&tally, messages.len())
+}
+
+/// Every message of the input files with its MSH-10, or, when one cannot be sent, the usage
+/// exit status (reason printed): nothing is sent unless every message can be.
+fn checked_messages(paths: &[PathBuf]) -> Result<Vec<(FileMessage, String)>, ExitCode> {
+    let messages = messages::read_inputs(paths).map_err(|e| exit::fail(exit::USAGE, &e))?;
+    let mut checked = Vec::with_capacity(messages.len());
+    for m in messages {
+        match control_id(&m) {
+            Ok(id) => checked.push((m, id)),
             Err(reason) => {
-                return exit::fail_text(
+                return Err(exit::fail_text(
                     exit::USAGE,
-                    &format!("{}: {reason}; nothing was sent", label(m)),
-                );
+                    &format!("{}: {reason}; nothing was sent", label(&m)),
+                ));
             }
         }
     }
+    Ok(checked)
+}
 
+/// The client for `--to`, over TLS with `--tls-ca`; a bad TLS file is a usage error.
+fn client(args: &SendArgs) -> Result<Client, ExitCode> {
     let mut config = ClientConfig::default();
     config.reply_timeout = args.timeout;
     config.connect_timeout = args.connect_timeout;
     config.max_retries = args.retries;
-    let mut client = match &args.tls_ca {
-        None => Client::with_config(args.to.clone(), config),
-        Some(ca) => {
-            let mut tls = TlsClientConfig::new(ca);
-            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-                tls = tls.client_cert(cert, key);
-            }
-            if let Some(name) = &args.tls_server_name {
-                tls = tls.server_name(name);
-            }
-            match Client::with_tls(args.to.clone(), config, tls) {
-                Ok(client) => client,
-                Err(e) => return exit::fail(exit::USAGE, &e),
-            }
-        }
+    let Some(ca) = &args.tls_ca else {
+        return Ok(Client::with_config(args.to.clone(), config));
     };
+    let mut tls = TlsClientConfig::new(ca);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.client_cert(cert, key);
+    }
+    if let Some(name) = &args.tls_server_name {
+        tls = tls.server_name(name);
+    }
+    Client::with_tls(args.to.clone(), config, tls).map_err(|e| exit::fail(exit::USAGE, &e))
+}
 
-    let progress =
-        (std::io::stderr().is_terminal() && messages.len() >= PROGRESS_THRESHOLD).then(|| {
-            let bar = ProgressBar::new(messages.len() as u64);
-            if let Ok(style) =
-                ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
-            {
-                bar.set_style(style);
-            }
-            bar
-        });
+/// A progress bar on stderr, for a long run on a terminal only.
+fn progress_bar(total: usize) -> Option<ProgressBar> {
+    (std::io::stderr().is_terminal() && total >= PROGRESS_THRESHOLD).then(|| {
+        let bar = ProgressBar::new(total as u64);
+        if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    })
+}
+
+/// Sends the messages in order, one line each on stdout, until the last one or a stop
+/// (`--stop-on-error`, or a receiver that cannot be reached); the rest are listed NOT SENT.
+async fn send_each(
+    client: &mut Client,
+    messages: &[(FileMessage, String)],
+    args: &SendArgs,
+) -> Tally {
+    let progress = progress_bar(messages.len());
     let say = |line: String| match &progress {
         Some(bar) => bar.suspend(|| say!("{line}")),
         None => say!("{line}"),
     };
-
     let mut tally = Tally::default();
-    let mut stop_reason: Option<String> = None;
-    for (n, (message, id)) in messages.iter().zip(&ids).enumerate() {
+    for (n, (message, id)) in messages.iter().enumerate() {
         let result = client.send(message.payload.clone()).await;
         let mut line = format!("{}  {}  ", label(message), id.escape_debug());
-        let ok = match &result {
-            Ok(Some(ack)) => {
-                tally.accepted += 1;
-                let _ = write!(line, "{}", ack.code());
-                let text = ack.text();
-                if !text.is_empty() {
-                    let _ = write!(line, "  {}", text.escape_debug());
-                }
-                true
-            }
-            // MSH-15 asked for no ACK (NE), or for one only on error (ER) and none came.
-            Ok(None) => {
-                tally.unacknowledged += 1;
-                let _ = write!(line, "sent (no ACK requested by MSH-15)");
-                true
-            }
-            Err(ClientError::Negative { code, text, .. }) => {
-                match code {
-                    AckCode::AR | AckCode::CR => tally.rejected += 1,
-                    _ => tally.errors += 1,
-                }
-                let _ = write!(line, "{code}");
-                if !text.is_empty() {
-                    let _ = write!(line, "  {}", text.escape_debug());
-                }
-                false
-            }
-            Err(e) => {
-                tally.failed += 1;
-                let _ = write!(line, "FAILED  {}", exit::chain(e));
-                // Without a connection the rest cannot go either; say so once.
-                if matches!(e, ClientError::Connect { .. }) {
-                    stop_reason = Some(format!("cannot reach {}", args.to));
-                }
-                false
-            }
-        };
+        let ok = tally.record(&result, &mut line);
+        // Without a connection the rest cannot go either; say so once.
+        if matches!(result, Err(ClientError::Connect { .. })) {
+            tally.stopped = Some(format!("cannot reach {}", args.to));
+        }
         if !ok || !args.quiet {
             say(line);
         }
         if let Some(bar) = &progress {
             bar.inc(1);
         }
-        if !ok && args.stop_on_error && stop_reason.is_none() {
-            stop_reason = Some("--stop-on-error".to_owned());
+        if !ok && args.stop_on_error && tally.stopped.is_none() {
+            tally.stopped = Some("--stop-on-error".to_owned());
         }
-        if stop_reason.is_some() {
+        if tally.stopped.is_some() {
             tally.not_sent = messages.len() - n - 1;
             // Named one by one: the operator sends exactly these again.
-            for (message, id) in messages.iter().zip(&ids).skip(n + 1) {
+            for (message, id) in &messages[n + 1..] {
                 say(format!(
                     "{}  {}  NOT SENT",
                     label(message),
@@ -234,12 +226,60 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    client.close().await;
+    tally
+}
 
+impl Tally {
+    /// Counts one message's outcome and writes it at the end of `line`; `true` when it was
+    /// accepted (AA or CA, or no ACK as its MSH-15 asked).
+    fn record(
+        &mut self,
+        result: &Result<Option<Acknowledgment>, ClientError>,
+        line: &mut String,
+    ) -> bool {
+        match result {
+            Ok(Some(ack)) => {
+                self.accepted += 1;
+                let _ = write!(line, "{}", ack.code());
+                let text = ack.text();
+                if !text.is_empty() {
+                    let _ = write!(line, "  {}", text.escape_debug());
+                }
+                true
+            }
+            // MSH-15 asked for no ACK (NE), or for one only on error (ER) and none came.
+            Ok(None) => {
+                self.unacknowledged += 1;
+                let _ = write!(line, "sent (no ACK requested by MSH-15)");
+                true
+            }
+            Err(ClientError::Negative { code, text, .. }) => {
+                match code {
+                    AckCode::AR | AckCode::CR => self.rejected += 1,
+                    _ => self.errors += 1,
+                }
+                let _ = write!(line, "{code}");
+                if !text.is_empty() {
+                    let _ = write!(line, "  {}", text.escape_debug());
+                }
+                false
+            }
+            Err(e) => {
+                self.failed += 1;
+                let _ = write!(line, "FAILED  {}", exit::chain(e));
+                false
+            }
+        }
+    }
+}
+
+/// Prints the summary line, and on stderr why the run failed; the exit status follows the worst
+/// outcome: a transport failure (3), then a negative acknowledgment (1).
+fn summary(tally: &Tally, total: usize) -> ExitCode {
     say!(
         "sent {}: {} accepted (AA/CA), {} without ACK by MSH-15 (NE/ER), {} error (AE/CE), \
          {} rejected (AR/CR), {} failed (no valid ACK), {} not sent",
-        messages.len() - tally.not_sent,
+        total - tally.not_sent,
         tally.accepted,
         tally.unacknowledged,
         tally.errors,
@@ -248,7 +288,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         tally.not_sent
     );
     let _ = std::io::stdout().flush();
-    if let Some(reason) = &stop_reason {
+    if let Some(reason) = &tally.stopped {
         complain!(
             "error: stopped after a failure ({reason}); {} message(s) not sent",
             tally.not_sent

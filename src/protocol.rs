@@ -1,16 +1,20 @@
 //! The HL7 protocol as the supervision runtime sees it: frames in, ACKs out.
+//!
+//! Its public types are re-exported from [`server`](crate::server), where they have always been
+//! (`mllp::server::{Hl7, Hl7Codec, Inbound}`). Telemetry builds on it (events name [`Hl7`],
+//! metrics read [`Inbound`]), so it sits below `telemetry` and `server`, and imports neither.
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 use tracing::{Span, field};
 
-use mllp_actors::{ConnectionInfo, Event, Failure, Observer, Protocol};
+use mllp_actors::{ConnectionInfo, Failure, Protocol};
 
 use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
 use crate::app::BoxFuture;
@@ -360,98 +364,6 @@ impl Protocol for Hl7 {
         span.follows_from(connection_span);
         span
     }
-}
-
-/// Completes a message span from the runtime's `MessageStop` and `MessageException` events:
-/// the ACK code and size, and an error status for AE/AR answers and for failed handlers (panic,
-/// timeout, aborted; the runtime reports those only in `MessageException`, whatever the
-/// handler-failure policy). Registered first by
-/// [`ServerBuilder::listen`](crate::ServerBuilder::listen).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SpanRecorder;
-
-impl Observer<Hl7> for SpanRecorder {
-    fn on_event(&self, event: &Event<'_, Hl7>) {
-        match event {
-            Event::MessageStop { response, span, .. } => {
-                let status = response
-                    .filter(|ack| !ack.code().is_success())
-                    .map(|ack| ack.code().as_str());
-                record_outcome(span, *response, None, status);
-            }
-            Event::MessageException {
-                failure,
-                response,
-                span,
-                ..
-            } => {
-                let kind = failure.kind();
-                record_outcome(span, *response, Some(kind), Some(kind));
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The message span's fields that are recorded at its end, looked up once (every message span
-/// comes from the one callsite in [`Hl7::message_span`]).
-struct OutcomeFields {
-    ack_code: field::Field,
-    response_size: field::Field,
-    error_type: field::Field,
-    status_code: field::Field,
-    status_description: field::Field,
-}
-
-/// Records a message's outcome on its span in one call (each `record` is a round trip through
-/// every subscriber layer): the ACK code (`none` when nothing was sent) and size, the failure
-/// kind, and an error status with `description`.
-fn record_outcome(
-    span: &Span,
-    ack: Option<&Ack>,
-    error_type: Option<&'static str>,
-    description: Option<&'static str>,
-) {
-    static FIELDS: OnceLock<Option<OutcomeFields>> = OnceLock::new();
-    let Some(metadata) = span.metadata() else {
-        return; // disabled: nothing to record
-    };
-    let fields = FIELDS.get_or_init(|| {
-        let set = metadata.fields();
-        Some(OutcomeFields {
-            ack_code: set.field("hl7.ack_code")?,
-            response_size: set.field("mllp.response.size")?,
-            error_type: set.field("error.type")?,
-            status_code: set.field("otel.status_code")?,
-            status_description: set.field("otel.status_description")?,
-        })
-    });
-    let Some(f) = fields else { return };
-    let ack_code = ack.map_or("none", |ack| ack.code().as_str());
-    let size = ack.map(|ack| ack.as_bytes().len() as i64);
-    // Code first: tracing-opentelemetry turns a description into an error status with that
-    // text, and a later bare code would clear the text.
-    let status = description.map(|_| "ERROR");
-    let pairs = [
-        (&f.ack_code, Some(&ack_code as &dyn field::Value)),
-        (
-            &f.response_size,
-            size.as_ref().map(|v| v as &dyn field::Value),
-        ),
-        (
-            &f.error_type,
-            error_type.as_ref().map(|v| v as &dyn field::Value),
-        ),
-        (
-            &f.status_code,
-            status.as_ref().map(|v| v as &dyn field::Value),
-        ),
-        (
-            &f.status_description,
-            description.as_ref().map(|v| v as &dyn field::Value),
-        ),
-    ];
-    span.record_all(&metadata.fields().value_set(&pairs));
 }
 
 /// One message's answer: the plugins, then the pipeline, then the ACK stage.

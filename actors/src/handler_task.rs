@@ -13,7 +13,6 @@
 //! Handlers must not block: the first poll runs on the connection's task, later ones on a
 //! runtime worker, as for any tokio task.
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -25,7 +24,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 
 use crate::protocol::Failure;
-use crate::shared::deadline;
+use crate::util::{deadline, panic_message};
 
 /// What a handler produced: its response (or none), or why it has none.
 pub(crate) type HandlerResult<R> = Result<Option<R>, Failure>;
@@ -134,17 +133,6 @@ impl<R> Drop for Running<R> {
         // Dropping a JoinHandle only detaches the task; a connection that goes away takes its
         // handlers with it.
         self.task.abort();
-    }
-}
-
-/// The text of a panic payload: `panic!("...")` gives a `&str` or a `String`.
-pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    if let Some(text) = payload.downcast_ref::<&'static str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "panic payload is not a string".to_owned()
     }
 }
 

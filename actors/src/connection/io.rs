@@ -1,0 +1,364 @@
+//! A connection's socket, codec and buffers: decoding the next request (reading as needed,
+//! under the frame and idle deadlines) and writing a response (under the write timeout). Like
+//! hyper's `proto/h1/io.rs`, it knows bytes and deadlines; what to do with a request is the
+//! request loop's business ([`serve`](super::serve)). The one thing it does with requests is
+//! keep the in-flight handlers polled while a slow write waits, so their deadlines still fire.
+//!
+//! Reading is cancel safe: every bit of progress (bytes read, deadlines) is kept in [`Io`], so
+//! the request loop polls it beside its other branches and may drop that poll at any time.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::time::{Instant, Sleep};
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+
+use super::in_flight::{InFlight, poll_handlers};
+use crate::event::CloseReason;
+use crate::protocol::Protocol;
+use crate::util::deadline;
+
+/// Spare room the read buffer keeps before a read; it grows (doubling) for larger frames.
+const READ_CHUNK: usize = 2048;
+
+/// A read buffer that grew past this (for a large frame) is let go once a request is decoded
+/// and nothing else is buffered, and a write buffer that did (for a large response) once the
+/// response is written: a connection keeps the memory of a large message only while it is
+/// handled, not until the connection closes.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+pub(super) enum ReadEvent<R> {
+    Request(R),
+    Closed(CloseReason),
+}
+
+/// The socket, its codec and its buffers.
+pub(super) struct Io<P: Protocol, S> {
+    pub(super) stream: S,
+    codec: P::Codec,
+    read_buf: BytesMut,
+    /// The read buffer grew past [`KEEP_BUFFER`]: it is replaced by an empty one when it next
+    /// holds nothing after a decoded request.
+    large_buffer: bool,
+    write_buf: BytesMut,
+    eof: bool,
+    /// When the last byte arrived (or the last response went out); the idle clock starts here.
+    pub(super) last_activity: Instant,
+    /// When the last read returned bytes: a request decoded from them arrived then.
+    pub(super) last_read: Instant,
+    /// Set while the connection waits for the rest of a started frame.
+    frame_deadline: Option<Instant>,
+    /// The read timer (frame or idle deadline), created when first needed and re-armed lazily:
+    /// moving the idle deadline later on every byte costs nothing until the timer fires early.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<P, S> Io<P, S>
+where
+    P: Protocol,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// A connection's I/O with empty buffers (allocated on first use) and its clocks at now.
+    pub(super) fn new(stream: S, codec: P::Codec) -> Self {
+        Io {
+            stream,
+            codec,
+            read_buf: BytesMut::new(),
+            large_buffer: false,
+            write_buf: BytesMut::new(),
+            eof: false,
+            last_activity: Instant::now(),
+            last_read: Instant::now(),
+            frame_deadline: None,
+            timer: None,
+        }
+    }
+
+    /// Decodes the next request, reading as needed. `idle` is the idle timeout when nothing is
+    /// in flight. Cancel safe: every bit of progress (bytes read, deadlines) is kept in `self`.
+    ///
+    /// A poll function rather than an `async fn`, so that the connection loop can poll it
+    /// alongside its other branches by hand, with no future built and dropped on every turn.
+    pub(super) fn poll_next_request(
+        &mut self,
+        protocol: &P,
+        idle: Option<Duration>,
+        frame_timeout: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<ReadEvent<P::Request>> {
+        let codec_error = |error: P::Error| {
+            ReadEvent::Closed(CloseReason::Protocol {
+                kind: protocol.error_kind(&error),
+                detail: error.to_string(),
+            })
+        };
+        loop {
+            if self.eof {
+                return Poll::Ready(match self.codec.decode_eof(&mut self.read_buf) {
+                    Ok(Some(request)) => ReadEvent::Request(request),
+                    Ok(None) => ReadEvent::Closed(CloseReason::PeerClosed),
+                    Err(error) => codec_error(error),
+                });
+            }
+            match self.codec.decode(&mut self.read_buf) {
+                Ok(Some(request)) => {
+                    self.frame_deadline = None;
+                    if self.large_buffer && self.read_buf.is_empty() {
+                        // A zero-copy request keeps its own share of the allocation for as long
+                        // as it is handled; the connection no longer holds any of it.
+                        self.read_buf = BytesMut::new();
+                        self.large_buffer = false;
+                    }
+                    return Poll::Ready(ReadEvent::Request(request));
+                }
+                Ok(None) => {}
+                Err(error) => return Poll::Ready(codec_error(error)),
+            }
+            // A frame is in progress when the codec holds its bytes in the buffer, or says so
+            // itself (a codec may consume a start marker before the payload arrives).
+            if self.read_buf.is_empty() && !protocol.frame_in_progress(&self.codec) {
+                self.frame_deadline = None;
+            } else if self.frame_deadline.is_none() {
+                self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));
+            }
+            // A connection that has never sent a byte has no buffer: the first read lets
+            // `read_buf` allocate a small one (64 bytes), so idle connections stay small. Once
+            // bytes flow, the buffer grows to `READ_CHUNK`, and doubles for larger frames; one
+            // grown past `KEEP_BUFFER` is let go after its frame (see above).
+            let capacity = self.read_buf.capacity();
+            if capacity > 0 && capacity - self.read_buf.len() < READ_CHUNK / 2 {
+                self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
+                self.large_buffer |= self.read_buf.capacity() > KEEP_BUFFER;
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+            {
+                Poll::Ready(Ok(0)) => {
+                    self.eof = true;
+                    continue;
+                }
+                Poll::Ready(Ok(_)) => {
+                    self.last_read = Instant::now();
+                    self.last_activity = self.last_read;
+                    continue;
+                }
+                Poll::Ready(Err(error)) => {
+                    return Poll::Ready(ReadEvent::Closed(CloseReason::Io(error.to_string())));
+                }
+                Poll::Pending => {}
+            }
+            // Nothing to read yet: wait on the deadline that applies, if any.
+            let (at, reason) = match (self.frame_deadline, idle) {
+                (Some(at), _) => (at, CloseReason::FrameTimeout),
+                (None, Some(idle)) => (deadline(self.last_activity, idle), CloseReason::Idle),
+                (None, None) => return Poll::Pending,
+            };
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() > at {
+                timer.as_mut().reset(at);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() >= at => {
+                    return Poll::Ready(ReadEvent::Closed(reason));
+                }
+                // Armed for an older, earlier deadline: re-arm and wait again.
+                Poll::Ready(()) => timer.as_mut().reset(at),
+            }
+        }
+    }
+
+    /// Encodes and writes one response under `timeout`; returns its encoded size. While a write
+    /// waits for the peer, the handlers in `queue` are still polled, so each meets its deadline.
+    pub(super) async fn write(
+        &mut self,
+        response: P::Response,
+        protocol: &P,
+        timeout: Duration,
+        abort: &CancellationToken,
+        queue: &mut VecDeque<InFlight<P>>,
+    ) -> Result<usize, CloseReason> {
+        self.write_buf.clear();
+        if let Err(error) = self.codec.encode(response, &mut self.write_buf) {
+            return Err(CloseReason::Protocol {
+                kind: protocol.error_kind(&error),
+                detail: error.to_string(),
+            });
+        }
+        let size = self.write_buf.len();
+        let stream = &mut self.stream;
+        let buf = &mut self.write_buf;
+        // Most writes complete at once (the socket buffer has room): tried once first, such a
+        // write never arms the timer nor touches the abort token. The buffer keeps the progress,
+        // so the second attempt goes on where the first stopped.
+        let first = poll_fn(|cx| Poll::Ready(poll_send(stream, buf, cx))).await;
+        let result = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::select! {
+                biased;
+                result = tokio::time::timeout(timeout, poll_fn(|cx| poll_send(stream, buf, cx))) => result,
+                () = abort.cancelled() => return Err(CloseReason::Aborted),
+                // Never ready: keeps the handlers' deadlines running during a slow write.
+                () = poll_fn(|cx| {
+                    poll_handlers(queue, cx);
+                    Poll::<()>::Pending
+                }) => unreachable!("never ready"),
+            },
+        };
+        if self.write_buf.capacity() > KEEP_BUFFER {
+            // A large response (an ACK echoes fields of its message) is not kept around for the
+            // connection's life.
+            self.write_buf = BytesMut::new();
+        }
+        match result {
+            Ok(Ok(())) => Ok(size),
+            Err(_elapsed) => Err(CloseReason::WriteTimeout),
+            Ok(Err(error)) if self.eof && is_disconnect(&error) => Err(CloseReason::PeerClosed),
+            Ok(Err(error)) => Err(CloseReason::Io(error.to_string())),
+        }
+    }
+}
+
+/// Writes all of `buf` (advancing it), then flushes: a TLS stream sends its records only then.
+fn poll_send<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while !buf.is_empty() {
+        let written = ready!(tokio_util::io::poll_write_buf(
+            Pin::new(&mut *stream),
+            cx,
+            buf
+        ))?;
+        if written == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+    }
+    Pin::new(stream).poll_flush(cx)
+}
+
+/// A write failed because the peer is gone (after it half-closed, this is its full close).
+fn is_disconnect(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::{LinesCodec, LinesCodecError};
+
+    use super::*;
+    use crate::protocol::{ConnectionInfo, Failure};
+
+    /// Lines in, lines out; the codec copies each line out of the read buffer, so the buffer's
+    /// allocation is the connection's alone.
+    struct Lines;
+
+    impl Protocol for Lines {
+        type Request = String;
+        type Response = String;
+        type Meta = ();
+        type Error = LinesCodecError;
+        type Codec = LinesCodec;
+
+        fn codec(&self) -> LinesCodec {
+            LinesCodec::new()
+        }
+
+        fn meta(&self, _request: &String) {}
+
+        fn handle(
+            &self,
+            request: String,
+            _meta: &(),
+            _connection: &ConnectionInfo,
+        ) -> impl Future<Output = Option<String>> + Unpin + Send + 'static {
+            std::future::ready(Some(request))
+        }
+
+        fn on_failure(&self, _meta: &(), _failure: &Failure) -> Option<String> {
+            None
+        }
+    }
+
+    fn io<S>(stream: S) -> Io<Lines, S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        Io::new(stream, Lines.codec())
+    }
+
+    async fn next_line<S>(io: &mut Io<Lines, S>) -> String
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let event = poll_fn(|cx| io.poll_next_request(&Lines, None, Duration::from_secs(60), cx));
+        match event.await {
+            ReadEvent::Request(line) => line,
+            ReadEvent::Closed(reason) => panic!("closed: {reason:?}"),
+        }
+    }
+
+    /// One large request grows the read buffer; once it is decoded and nothing else is
+    /// buffered, the connection lets that memory go: an idle connection does not keep the
+    /// buffer of its largest message until it closes.
+    #[tokio::test]
+    async fn read_buffer_shrinks_after_a_large_request() {
+        const LARGE: usize = 1 << 20;
+        let (mut peer, server) = tokio::io::duplex(4 * LARGE);
+        let mut io = io(server);
+        let mut line = vec![b'x'; LARGE];
+        line.push(b'\n');
+        peer.write_all(&line).await.unwrap();
+        assert_eq!(next_line(&mut io).await.len(), LARGE);
+        peer.write_all(b"small\n").await.unwrap();
+        assert_eq!(next_line(&mut io).await, "small");
+        // What the buffer still owns without allocating: a released buffer has only a small
+        // one; a kept one can take back the large request's whole allocation.
+        assert!(
+            !io.read_buf.try_reclaim(LARGE / 2),
+            "the read buffer kept the large request's allocation"
+        );
+        assert!(io.read_buf.capacity() <= 2 * READ_CHUNK);
+    }
+
+    /// A large response is written from a buffer that then lets that memory go: the next
+    /// (small) response does not find the large one's allocation still held.
+    #[tokio::test]
+    async fn write_buffer_shrinks_after_a_large_response() {
+        const LARGE: usize = 1 << 20;
+        let (mut peer, server) = tokio::io::duplex(4 * LARGE);
+        let mut io = io(server);
+        let abort = CancellationToken::new();
+        let mut queue = VecDeque::new();
+        let timeout = Duration::from_secs(60);
+        let size = io
+            .write("y".repeat(LARGE), &Lines, timeout, &abort, &mut queue)
+            .await
+            .unwrap();
+        assert_eq!(size, LARGE + 1);
+        io.write("small".to_owned(), &Lines, timeout, &abort, &mut queue)
+            .await
+            .unwrap();
+        let mut received = vec![0; LARGE + 1 + 6];
+        tokio::io::AsyncReadExt::read_exact(&mut peer, &mut received)
+            .await
+            .unwrap();
+        assert!(received.ends_with(b"\nsmall\n"));
+        assert!(
+            !io.write_buf.try_reclaim(LARGE / 2),
+            "the write buffer kept the large response's allocation"
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! The request loop of one connection, from the established stream to the close: it reads a
+//! request only while the connection is below `max_in_flight`, starts each request's handler
+//! under its deadline, and answers in arrival order; then it closes the write side politely.
+//!
+//! # Cancel safety
+//!
+//! Each turn first checks the shutdown and abort flags (atomics), then polls, in order, the
+//! oldest in-flight handler, the server-wide handler permit, the next read, and the control
+//! waker (registered with the server's `Control`, which wakes every connection when shutdown or
+//! abort begins; polled only when nothing else is ready, it costs an atomic swap, not a lock
+//! shared by every connection). Nothing is lost between turns: reads go into the connection's
+//! own buffer (`read_buf`), deadlines are instants stored in the connection (the timers are
+//! re-armed from them), handlers are tasks or finished results, and the wait for a handler
+//! permit is kept, so the connection keeps its place in the semaphore's queue.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::in_flight::{Finished, InFlight, poll_front};
+use super::io::{Io, ReadEvent};
+use super::stats::ConnStats;
+use crate::config::HandlerFailurePolicy;
+use crate::control::ControlStep;
+use crate::event::{CloseReason, Event};
+use crate::handler_task::HandlerTask;
+use crate::protocol::{ConnectionInfo, Failure, Protocol};
+use crate::shared::Shared;
+use crate::transport::Transport;
+
+/// A decoded request and its wait for a server-wide handler permit. The wait is kept across
+/// turns of the loop, so the connection keeps its place in the semaphore's queue.
+struct Waiting<P: Protocol> {
+    request: P::Request,
+    decoded_at: Instant,
+    permit: Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>,
+}
+
+/// What one turn of the connection loop got.
+enum Step<P: Protocol> {
+    Abort,
+    Shutdown,
+    Answered(InFlight<P>),
+    Permit(OwnedSemaphorePermit),
+    Read(ReadEvent<P::Request>),
+}
+
+/// One established connection and its requests in flight.
+pub(super) struct Conn<P: Protocol, T: Transport> {
+    shared: Arc<Shared<P, T>>,
+    info: ConnectionInfo,
+    stats: Arc<ConnStats>,
+    span: tracing::Span,
+    io: Io<P, T::Stream>,
+    /// Handlers in arrival order; responses are written from the front.
+    queue: VecDeque<InFlight<P>>,
+    /// A decoded request waiting for a server-wide handler permit. While it waits, nothing more
+    /// is read.
+    ready: Option<Waiting<P>>,
+    /// Set when the connection stops reading (peer EOF, codec error, shutdown...): the requests
+    /// already in flight are answered, then the connection closes with this reason.
+    closing: Option<CloseReason>,
+}
+
+impl<P: Protocol, T: Transport> Conn<P, T> {
+    /// An established connection with nothing read yet.
+    pub(super) fn new(
+        shared: Arc<Shared<P, T>>,
+        stream: T::Stream,
+        info: ConnectionInfo,
+        stats: Arc<ConnStats>,
+        span: tracing::Span,
+    ) -> Self {
+        Conn {
+            io: Io::new(stream, shared.protocol.codec()),
+            shared,
+            info,
+            stats,
+            span,
+            queue: VecDeque::new(),
+            ready: None,
+            closing: None,
+        }
+    }
+
+    /// Serves requests until the connection closes, and says why.
+    pub(super) async fn serve(&mut self) -> CloseReason {
+        let config = &self.shared.config;
+        let max_in_flight = config.max_in_flight;
+        let idle_timeout = config.idle_timeout;
+        let frame_timeout = config.frame_timeout;
+        let control = Arc::clone(&self.shared.control);
+        // Woken when shutdown or abort begins; the flags are atomics read on every turn.
+        let wake = control.register(self.info.id());
+        loop {
+            let quiet = self.queue.is_empty() && self.ready.is_none();
+            if quiet && let Some(reason) = self.closing.take() {
+                return reason;
+            }
+            // The flags are checked first on every turn (an atomic load each), so a peer that
+            // keeps sending cannot keep a draining connection reading. The control branch below
+            // is only polled when nothing else is ready, to register the wake-up.
+            let step = if control.is_aborting() {
+                Step::Abort
+            } else if self.closing.is_none() && control.is_shutting_down() {
+                Step::Shutdown
+            } else {
+                let can_read = self.closing.is_none()
+                    && self.ready.is_none()
+                    && self.queue.len() < max_in_flight;
+                let draining = self.closing.is_some();
+                let protocol = &self.shared.protocol;
+                let idle = if quiet { idle_timeout } else { None };
+                let (queue, ready, io) = (&mut self.queue, &mut self.ready, &mut self.io);
+                // In order: the oldest handler, the handler permit, the next read, then the
+                // control waker (registered only when nothing else is ready). Polled by hand so
+                // that the permit wait lives in `self.ready` and keeps its place across turns.
+                poll_fn(|cx| {
+                    if !queue.is_empty()
+                        && let Poll::Ready(done) = poll_front(queue, cx)
+                    {
+                        return Poll::Ready(Step::Answered(done));
+                    }
+                    if let Some(waiting) = ready.as_mut()
+                        && let Poll::Ready(permit) = waiting.permit.as_mut().poll(cx)
+                    {
+                        return Poll::Ready(Step::Permit(permit));
+                    }
+                    if can_read
+                        && let Poll::Ready(event) =
+                            io.poll_next_request(protocol, idle, frame_timeout, cx)
+                    {
+                        return Poll::Ready(Step::Read(event));
+                    }
+                    wake.poll(cx, draining).map(|step| match step {
+                        ControlStep::Abort => Step::Abort,
+                        ControlStep::Shutdown => Step::Shutdown,
+                    })
+                })
+                .await
+            };
+            let finished = match step {
+                Step::Abort => {
+                    if quiet {
+                        // Nothing was in flight: this is a clean close, not an abort.
+                        return CloseReason::Shutdown;
+                    }
+                    self.abort_in_flight();
+                    return CloseReason::Aborted;
+                }
+                Step::Shutdown => {
+                    self.closing = Some(CloseReason::Shutdown);
+                    None
+                }
+                Step::Answered(done) => Some(done.finished()),
+                Step::Permit(permit) => self.ready.take().and_then(|waiting| {
+                    self.start(waiting.request, waiting.decoded_at, Some(permit))
+                }),
+                Step::Read(ReadEvent::Request(request)) => {
+                    // The time its last byte arrived: the read that completed it (not moved by
+                    // answers, so a frame that waited in the buffer behind another keeps it).
+                    let decoded_at = self.io.last_read;
+                    if let Some(permits) = &self.shared.handler_permits {
+                        let permits = Arc::clone(permits);
+                        self.ready = Some(Waiting {
+                            request,
+                            decoded_at,
+                            permit: Box::pin(async move {
+                                permits
+                                    .acquire_owned()
+                                    .await
+                                    .expect("the handler semaphore is never closed")
+                            }),
+                        });
+                        self.publish_in_flight();
+                        None
+                    } else {
+                        self.start(request, decoded_at, None)
+                    }
+                }
+                Step::Read(ReadEvent::Closed(reason)) => {
+                    self.closing = Some(reason);
+                    None
+                }
+            };
+            if let Some(finished) = finished
+                && let Err(reason) = self.answer(finished).await
+            {
+                self.abort_in_flight();
+                return reason;
+            }
+        }
+    }
+
+    /// Closes the write side politely (a TLS stream sends `close_notify`, TCP a FIN) when the
+    /// peer may still be listening; bounded by `write_timeout` and the abort token, so a peer
+    /// that stopped reading cannot hold the connection open.
+    pub(super) async fn goodbye(&mut self, reason: &CloseReason) {
+        if matches!(
+            reason,
+            CloseReason::WriteTimeout | CloseReason::Io(_) | CloseReason::Aborted
+        ) {
+            return;
+        }
+        let timeout = self.shared.config.write_timeout;
+        let abort = &self.shared.control.abort;
+        let stream = &mut self.io.stream;
+        tokio::select! {
+            biased;
+            () = abort.cancelled() => {}
+            _ = tokio::time::timeout(timeout, stream.shutdown()) => {}
+        }
+    }
+
+    /// Emits `MessageStart` and starts the request's handler. Most handlers finish on their
+    /// first poll: when nothing older is waiting for its answer, such a request is returned to
+    /// be answered at once (it never enters the queue). Otherwise it is queued.
+    fn start(
+        &mut self,
+        request: P::Request,
+        decoded_at: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<Finished<P>> {
+        let protocol = &self.shared.protocol;
+        let meta = protocol.meta(&request);
+        let span = protocol.message_span(&self.span, &self.info, &meta);
+        if !self.shared.observers.is_empty() {
+            self.shared.observers.emit(Event::MessageStart {
+                connection: &self.info,
+                meta: &meta,
+            });
+        }
+        // `handle` may do its work before returning the future (`std::future::ready(f())`): a
+        // panic there is the handler's failure too, so the future is made inside the task's
+        // `catch_unwind`.
+        let tasks = &self.shared.tasks;
+        let limit = self.shared.config.handler_timeout;
+        let info = &self.info;
+        let make = || {
+            protocol
+                .handle(request, &meta, info)
+                .instrument(span.clone())
+        };
+        let mut handler = match permit {
+            None => HandlerTask::start(tasks, make, limit),
+            Some(permit) => HandlerTask::start(
+                tasks,
+                || {
+                    let handler = make();
+                    Box::pin(async move {
+                        // The server-wide permit is held for exactly as long as the handler
+                        // runs.
+                        let _permit = permit;
+                        handler.await
+                    })
+                },
+                limit,
+            ),
+        };
+        if self.queue.is_empty()
+            && let Some(outcome) = handler.take_done()
+        {
+            return Some(Finished {
+                meta,
+                decoded_at,
+                span,
+                outcome,
+            });
+        }
+        self.queue.push_back(InFlight {
+            meta,
+            decoded_at,
+            span,
+            handler,
+            outcome: None,
+        });
+        self.publish_in_flight();
+        None
+    }
+
+    /// Requests decoded and not yet answered, for the registry.
+    fn publish_in_flight(&self) {
+        let waiting = usize::from(self.ready.is_some());
+        self.stats
+            .in_flight
+            .store(self.queue.len() + waiting, Ordering::Relaxed);
+    }
+
+    /// Writes the oldest request's answer and reports it. An error closes the connection.
+    async fn answer(&mut self, done: Finished<P>) -> Result<(), CloseReason> {
+        self.publish_in_flight();
+        let Finished {
+            meta,
+            decoded_at,
+            span,
+            outcome,
+        } = done;
+        let result = match outcome {
+            Ok(response) => {
+                let (written, result) = self.write(response).await;
+                let now = self.answered_now();
+                let duration = now.saturating_duration_since(decoded_at);
+                let observed = !self.shared.observers.is_empty();
+                if observed && result.is_err() {
+                    // The answer could not be written (the peer is gone, or stopped reading):
+                    // the message was not answered, which is not the same as a handler that
+                    // chose to send nothing.
+                    self.shared.observers.emit(Event::MessageException {
+                        connection: &self.info,
+                        meta: &meta,
+                        duration,
+                        failure: &Failure::Aborted,
+                        response: None,
+                        span: &span,
+                    });
+                } else if observed {
+                    let (response, response_size) = written.unzip();
+                    self.shared.observers.emit(Event::MessageStop {
+                        connection: &self.info,
+                        meta: &meta,
+                        duration,
+                        response: response.as_ref().and_then(Option::as_ref),
+                        response_size: response_size.unwrap_or(0),
+                        span: &span,
+                    });
+                }
+                result
+            }
+            Err(failure) => {
+                span.in_scope(|| {
+                    tracing::warn!(
+                        connection.id = self.info.id() as i64,
+                        failure.kind = failure.kind(),
+                        // Not the failure's text: a panic message may quote patient data.
+                        "handler failed"
+                    );
+                });
+                let policy = self.shared.config.handler_failure;
+                let response = match policy {
+                    HandlerFailurePolicy::RespondWithFailure => {
+                        self.shared.protocol.on_failure(&meta, &failure)
+                    }
+                    _ => None,
+                };
+                let (written, result) = self.write(response).await;
+                let now = self.answered_now();
+                let response = written.and_then(|(response, _)| response);
+                self.shared.observers.emit(Event::MessageException {
+                    connection: &self.info,
+                    meta: &meta,
+                    duration: now.saturating_duration_since(decoded_at),
+                    failure: &failure,
+                    response: response.as_ref(),
+                    span: &span,
+                });
+                match (result, policy) {
+                    (Err(reason), _) => Err(reason),
+                    (Ok(()), HandlerFailurePolicy::Close) => Err(CloseReason::HandlerFailure),
+                    (Ok(()), _) => Ok(()),
+                }
+            }
+        };
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// The time an answer went out (one clock read): also the start of the idle clock once
+    /// nothing is left in flight.
+    fn answered_now(&mut self) -> Instant {
+        let now = Instant::now();
+        if self.queue.is_empty() {
+            self.io.last_activity = now;
+        }
+        now
+    }
+
+    /// Encodes and writes a response. Returns what was written, for the observers (the
+    /// response itself only when observers are registered; it is cloned for them), and whether
+    /// the connection can go on.
+    #[allow(clippy::type_complexity)]
+    async fn write(
+        &mut self,
+        response: Option<P::Response>,
+    ) -> (
+        Option<(Option<P::Response>, usize)>,
+        Result<(), CloseReason>,
+    ) {
+        let Some(response) = response else {
+            return (None, Ok(()));
+        };
+        let kept = (!self.shared.observers.is_empty()).then(|| response.clone());
+        match self
+            .io
+            .write(
+                response,
+                &self.shared.protocol,
+                self.shared.config.write_timeout,
+                &self.shared.control.abort,
+                &mut self.queue,
+            )
+            .await
+        {
+            Ok(size) => (Some((kept, size)), Ok(())),
+            Err(reason) => (None, Err(reason)),
+        }
+    }
+
+    /// Aborts every handler still queued (a policy or an I/O failure closes the connection,
+    /// or the shutdown grace ran out). Each is reported once: with the failure it already had
+    /// (timed out, panicked), else as `Failure::Aborted`.
+    fn abort_in_flight(&mut self) {
+        while let Some(entry) = self.queue.pop_front() {
+            // Dropping the entry aborts its task. A handler that already failed (past its
+            // deadline, or panicked) is reported with that failure; one that finished or is
+            // still running was aborted.
+            let failure = match entry.outcome {
+                Some(Err(failure)) => failure,
+                _ => Failure::Aborted,
+            };
+            self.shared.observers.emit(Event::MessageException {
+                connection: &self.info,
+                meta: &entry.meta,
+                duration: entry.decoded_at.elapsed(),
+                failure: &failure,
+                response: None,
+                span: &entry.span,
+            });
+            self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ready = None;
+        self.stats.in_flight.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<P: Protocol, T: Transport> Drop for Conn<P, T> {
+    /// Every path that ends the loop answers or aborts what is in flight; this covers the ones
+    /// that cannot: a panic on the connection's task (in the codec, the protocol or an observer)
+    /// and a kill. Each message still queued gets its one end event, as `abort_in_flight` gives
+    /// it.
+    fn drop(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        // An observer that panicked once may panic again: that must not become a panic in drop.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.abort_in_flight()));
+    }
+}

@@ -1,0 +1,199 @@
+//! The flags of `mllp serve` (clap), and the value types only `serve` parses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{self, Framing, HandlerFailure, LogFormat};
+
+/// An idle timeout: a duration, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct IdleTimeout(pub(super) Option<Duration>);
+
+/// Parses `--idle-timeout` and the `idle-timeout` key.
+pub(super) fn idle_timeout(s: &str) -> Result<IdleTimeout, String> {
+    config::optional_duration(s).map(IdleTimeout)
+}
+
+/// A cap on message spans per second, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TraceLimit(pub(super) Option<u32>);
+
+/// Parses `--message-trace-limit` and the `message-trace-limit` key.
+pub(super) fn trace_limit(s: &str) -> Result<TraceLimit, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(TraceLimit(None));
+    }
+    s.parse()
+        .map(|n| TraceLimit(Some(n)))
+        .map_err(|_| "expected a whole number of spans per second, or none".to_owned())
+}
+
+/// Receive HL7 v2 messages over MLLP and acknowledge them.
+///
+/// Every accepted message is written to the inbox directory (one file per message: write to a
+/// temporary file, fsync, link to its final name, fsync the directory) BEFORE it is acknowledged
+/// AA, so an AA means the message is on disk. A message that cannot be stored is answered AE.
+/// Messages that are not HL7, or lack MSH-9 or MSH-10, are answered AR and never stored.
+///
+/// Prints `listening on IP:PORT` on stdout once bound. SIGTERM or SIGINT starts a graceful
+/// drain: no new connections, each connection finishes its message in flight, then the drain
+/// report is printed; exit status 0 after a clean drain.
+///
+/// Every setting can also come from a TOML file (`--config`), with the flag names as keys
+/// (`max-message-size = "4MiB"`, `idle-timeout = "none"`); flags win over the file.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = SERVE_EXAMPLES)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on, IP:PORT (port 0 picks a free port; the `listening on` line shows
+    /// it) [default: 127.0.0.1:2575]
+    #[arg(long, value_name = "ADDR")]
+    pub(super) bind: Option<String>,
+
+    /// Directory that receives one file per accepted message, created if missing
+    /// [default: ./mllp-inbox]
+    #[arg(long, value_name = "DIR")]
+    pub(super) inbox: Option<PathBuf>,
+
+    /// Do not store messages: only log and acknowledge them
+    #[arg(long, conflicts_with = "inbox")]
+    pub(super) no_inbox: bool,
+
+    /// TOML file holding any of these settings (keys as the flag names, e.g.
+    /// `max-connections = 64`); unknown keys are rejected; flags win over the file
+    #[arg(long, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
+
+    /// Largest message accepted, in bytes (units: KiB, MiB, GiB, KB, MB, GB); a larger frame
+    /// closes the connection [default: 10MiB]
+    #[arg(long, value_name = "BYTES", value_parser = config::byte_size)]
+    pub(super) max_message_size: Option<usize>,
+
+    /// Close a connection that sent nothing for this long (`none`: never) [default: 60s]
+    #[arg(long, value_name = "DUR|none", value_parser = idle_timeout)]
+    pub(super) idle_timeout: Option<IdleTimeout>,
+
+    /// Close a connection whose frame is not finished this long after its start block
+    /// (slow-sender guard) [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    pub(super) frame_timeout: Option<Duration>,
+
+    /// Give up on storing a message that takes longer than this, and answer per
+    /// --handler-failure (AE by default) [default: 60s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    pub(super) handler_timeout: Option<Duration>,
+
+    /// When storing a message panics or passes --handler-timeout: `respond` answers AE
+    /// (ERR-3 = 207) so the sender resends, `no-response` sends nothing for that message,
+    /// `close` sends nothing and closes the connection [default: respond]
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub(super) handler_failure: Option<HandlerFailure>,
+
+    /// Close a connection whose ACK cannot be written within this time [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    pub(super) write_timeout: Option<Duration>,
+
+    /// Close a connection whose TLS handshake is not done within this time [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    pub(super) handshake_timeout: Option<Duration>,
+
+    /// PEM certificate chain (leaf first); with --tls-key, serve MLLP over TLS 1.3/1.2.
+    /// SIGHUP re-reads the certificate files [default: none: plain TCP]
+    #[arg(long, value_name = "PEM")]
+    pub(super) tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert (PKCS#8, PKCS#1 or SEC1; unencrypted)
+    #[arg(long, value_name = "PEM")]
+    pub(super) tls_key: Option<PathBuf>,
+
+    /// Require client certificates issued by the CAs in this PEM bundle (mutual TLS)
+    #[arg(long, value_name = "PEM")]
+    pub(super) tls_client_ca: Option<PathBuf>,
+
+    /// Admit only clients whose certificate CN or SAN DNS name is NAME (repeatable; needs
+    /// --tls-client-ca) [default: any verified client]
+    #[arg(long, value_name = "NAME")]
+    pub(super) allow_client_subject: Vec<String>,
+
+    /// Admit only peers from this address or CIDR range, e.g. 10.20.0.0/16 (repeatable; plain
+    /// TCP and TLS alike; refused peers are closed at once) [default: every address]
+    #[arg(long, value_name = "CIDR")]
+    pub(super) allow_peer: Vec<String>,
+
+    /// Connections served at once; more wait in the kernel's backlog [default: 1024]
+    #[arg(long, value_name = "N", value_parser = config::positive_count)]
+    pub(super) max_connections: Option<usize>,
+
+    /// Messages read ahead on one connection while earlier ones are handled (pipelining
+    /// senders); ACKs stay in order [default: 1]
+    #[arg(long, value_name = "N", value_parser = config::positive_count)]
+    pub(super) max_in_flight: Option<usize>,
+
+    /// Handlers (inbox writes) running at once across all connections [default: unlimited]
+    #[arg(long, value_name = "N", value_parser = config::positive_count)]
+    pub(super) max_concurrent_handlers: Option<usize>,
+
+    /// Bytes outside a frame: `strict` closes the connection, `skip` discards them up to the
+    /// next start block [default: strict]
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub(super) framing: Option<Framing>,
+
+    /// On SIGTERM/SIGINT, how long busy connections may finish before they are aborted
+    /// [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
+    pub(super) shutdown_grace: Option<Duration>,
+
+    /// Restarts of a failed listener allowed within --restart-window; one more failure stops
+    /// the server (exit status 1). `0`: never restart [default: 3]
+    #[arg(long, value_name = "N", value_parser = config::restart_count, allow_negative_numbers = true)]
+    pub(super) max_restarts: Option<u32>,
+
+    /// The sliding window over which listener restarts are counted [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    pub(super) restart_window: Option<Duration>,
+
+    /// Delay before the first listener restart, doubled after each one [default: 100ms]
+    #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
+    pub(super) restart_backoff: Option<Duration>,
+
+    /// Upper bound of the doubling restart delay; not less than --restart-backoff
+    /// [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = config::any_duration)]
+    pub(super) restart_max_backoff: Option<Duration>,
+
+    /// The fraction of messages traced with an `mllp.message` span, `0` to `1` or `0%` to
+    /// `100%`; messages left out cost no span (metrics and logs still count every message)
+    /// [default: 1]
+    #[arg(long, value_name = "RATIO", value_parser = config::ratio)]
+    pub(super) message_trace_ratio: Option<f64>,
+
+    /// At most N `mllp.message` spans per second (of the messages --message-trace-ratio kept),
+    /// so a burst cannot make tracing expensive; `none` for no limit [default: 1000]
+    #[arg(long, value_name = "N|none", value_parser = trace_limit)]
+    pub(super) message_trace_limit: Option<TraceLimit>,
+
+    /// Log line format on stderr; the `RUST_LOG` variable filters (default filter:
+    /// `info,ractor=warn`) [default: text]
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub(super) log_format: Option<LogFormat>,
+
+    /// Export traces and metrics over OTLP/HTTP (protobuf) to this base URL, e.g.
+    /// `http://localhost:4318` (`/v1/traces`, `/v1/metrics` are appended; http:// only). The
+    /// standard `OTEL_EXPORTER_OTLP_*` and `OTEL_SERVICE_NAME` variables apply too
+    /// [default: none: logs only]
+    #[cfg(feature = "otlp")]
+    #[arg(long, value_name = "URL")]
+    pub(super) otlp_endpoint: Option<String>,
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  mllp serve                                  # 127.0.0.1:2575, inbox ./mllp-inbox
+  mllp serve --bind 0.0.0.0:2575 --inbox /var/lib/mllp/inbox --idle-timeout none
+  mllp serve --bind 127.0.0.1:0 --no-inbox    # any free port, acknowledge only
+  RUST_LOG=debug mllp serve --log-format json # per-message lines (MSH-9, MSH-10 only)
+
+Signals: SIGTERM or SIGINT drains (see --shutdown-grace); a second one exits at once.
+Exit status: 0 after a clean drain, 1 when the server failed, connections had to be aborted
+at the end of --shutdown-grace, or a second signal cut the drain short; 2 for invalid flags or
+configuration.";

@@ -1,0 +1,159 @@
+//! Every setting of `mllp serve`, resolved: the flag, else the config file's key, else the
+//! default. Unset policies stay `None`, so the library's documented defaults apply.
+//!
+//! [`ServeArgs::resolve`] resolves one concern after another; the larger ones have a file here
+//! (`server`: the server's policies, `restart`: the acceptor's restart policy), beside `file`,
+//! the config file that every concern reads.
+
+mod file;
+mod restart;
+mod server;
+
+use std::path::PathBuf;
+
+pub(super) use server::{ServerSettings, flag_names};
+
+use super::args::{self, ServeArgs, TraceLimit};
+use crate::config::{self, LogFormat, ServeFile, SettingError};
+use file::ConfigFile;
+
+/// The address bound when neither `--bind` nor the file says otherwise.
+const DEFAULT_BIND: &str = "127.0.0.1:2575";
+/// The inbox used when neither `--inbox` nor the file says otherwise.
+const DEFAULT_INBOX: &str = "mllp-inbox";
+
+/// Every setting, resolved: flags, then the file, then the defaults.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) bind: String,
+    /// `None` with `--no-inbox`.
+    pub(super) inbox: Option<PathBuf>,
+    pub(super) tls: Option<TlsSettings>,
+    /// Empty: every peer is admitted.
+    pub(super) allow_peer: Vec<String>,
+    pub(super) server: ServerSettings,
+    pub(super) telemetry: TelemetrySettings,
+}
+
+/// The TLS settings, resolved and checked for completeness.
+#[derive(Debug, Clone)]
+pub(super) struct TlsSettings {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) client_ca: Option<PathBuf>,
+    pub(super) allow_client_subject: Vec<String>,
+}
+
+/// Logs, export, and how many messages get a span.
+#[derive(Debug, Clone)]
+pub(super) struct TelemetrySettings {
+    pub(super) log_format: LogFormat,
+    #[cfg(feature = "otlp")]
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) message_trace_ratio: Option<f64>,
+    pub(super) message_trace_limit: Option<TraceLimit>,
+}
+
+/// A repeatable flag's values, else the file's list, else none.
+fn list(flag: &[String], file: &Option<Vec<String>>) -> Vec<String> {
+    if flag.is_empty() {
+        file.clone().unwrap_or_default()
+    } else {
+        flag.to_vec()
+    }
+}
+
+impl ServeArgs {
+    /// Merges the flags over the config file over the defaults. Unset policies stay `None`, so
+    /// the library's documented defaults apply.
+    pub(super) fn resolve(self) -> Result<Settings, SettingError> {
+        let file = ConfigFile::load(self.config.as_deref())?;
+        file.refuse_empty_keys()?;
+        let tls = self.tls(&file.values)?;
+        let server = self.server(&file)?;
+        let telemetry = self.telemetry(&file)?;
+        Ok(Settings {
+            bind: self
+                .bind
+                .clone()
+                .or_else(|| file.values.bind.clone())
+                .unwrap_or_else(|| DEFAULT_BIND.to_owned()),
+            inbox: self.inbox(&file.values),
+            tls,
+            allow_peer: list(&self.allow_peer, &file.values.allow_peer),
+            server,
+            telemetry,
+        })
+    }
+
+    /// The inbox directory: `--no-inbox` beats `--inbox`, which beats the file's keys.
+    fn inbox(&self, file: &ServeFile) -> Option<PathBuf> {
+        if self.no_inbox {
+            None
+        } else if let Some(dir) = &self.inbox {
+            Some(dir.clone())
+        } else if file.no_inbox == Some(true) {
+            None
+        } else {
+            Some(
+                file.inbox
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_INBOX)),
+            )
+        }
+    }
+
+    /// TLS when both a certificate and its key are given; the client settings need them.
+    fn tls(&self, file: &ServeFile) -> Result<Option<TlsSettings>, SettingError> {
+        let cert = self.tls_cert.clone().or_else(|| file.tls_cert.clone());
+        let key = self.tls_key.clone().or_else(|| file.tls_key.clone());
+        let client_ca = self
+            .tls_client_ca
+            .clone()
+            .or_else(|| file.tls_client_ca.clone());
+        let allow_client_subject = list(&self.allow_client_subject, &file.allow_client_subject);
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+                cert,
+                key,
+                client_ca,
+                allow_client_subject,
+            })),
+            (None, None) if client_ca.is_some() || !allow_client_subject.is_empty() => {
+                Err(SettingError::Invalid(
+                    "--tls-client-ca and --allow-client-subject need --tls-cert and --tls-key"
+                        .to_owned(),
+                ))
+            }
+            (None, None) => Ok(None),
+            _ => Err(SettingError::Invalid(
+                "--tls-cert and --tls-key go together".to_owned(),
+            )),
+        }
+    }
+
+    /// Logs, OTLP export, and which messages get a span.
+    fn telemetry(&self, file: &ConfigFile) -> Result<TelemetrySettings, SettingError> {
+        let f = &file.values;
+        Ok(TelemetrySettings {
+            message_trace_ratio: file.pick(
+                self.message_trace_ratio,
+                "message-trace-ratio",
+                config::number_text(f.message_trace_ratio.clone()),
+                config::ratio,
+            )?,
+            message_trace_limit: file.pick(
+                self.message_trace_limit,
+                "message-trace-limit",
+                config::number_text(f.message_trace_limit.clone()),
+                args::trace_limit,
+            )?,
+            log_format: self.log_format.or(f.log_format).unwrap_or_default(),
+            #[cfg(feature = "otlp")]
+            otlp_endpoint: self
+                .otlp_endpoint
+                .clone()
+                .or_else(|| f.otlp_endpoint.clone()),
+        })
+    }
+}
