@@ -1,6 +1,5 @@
 //! The message store over real SQLite files and directories: group commit, duplicates, search,
 //! retention, failures and restarts.
-#![cfg(feature = "sqlite")]
 
 use std::time::{Duration, SystemTime};
 
