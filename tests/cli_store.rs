@@ -362,7 +362,11 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
         })
         .unwrap();
     assert!(acked.len() >= kill_after);
-    eprintln!("acknowledged before the kill: {}, stored: {}", acked.len(), found.values().map(Vec::len).sum::<usize>());
+    eprintln!(
+        "acknowledged before the kill: {}, stored: {}",
+        acked.len(),
+        found.values().map(Vec::len).sum::<usize>()
+    );
     for (id, message) in acked.iter() {
         let copies = found.get(id).map_or(0, Vec::len);
         assert_eq!(
