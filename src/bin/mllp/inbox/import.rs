@@ -9,6 +9,8 @@ use bytes::Bytes;
 use mllp::hl7::Message;
 use mllp::store::{Receipt, Record, SqliteConfig, SqliteStore, Store};
 
+use futures_util::StreamExt;
+
 use super::StoreArg;
 use crate::exit;
 
@@ -55,23 +57,33 @@ pub(crate) async fn run(args: ImportArgs) -> ExitCode {
     };
     let unknown: SocketAddr = ([0, 0, 0, 0], 0).into();
     let (mut stored, mut duplicates, mut skipped) = (0u64, 0u64, 0u64);
-    for file in &files {
-        let record = std::fs::read(file)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| Message::parse(Bytes::from(bytes)).map_err(|e| e.to_string()))
-            .map(|m| Record::from_message(&m, received_at(file), unknown, unknown, None));
-        let record = match record {
-            Ok(r) => r,
+    // Up to IN_FLIGHT appends wait at once, so the store commits them in groups; they are
+    // queued in file order, which is the order of their ids.
+    let mut outcomes = futures_util::stream::iter(&files)
+        .map(|file| {
+            let record = std::fs::read(file)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| Message::parse(Bytes::from(bytes)).map_err(|e| e.to_string()))
+                .map(|m| Record::from_message(&m, received_at(file), unknown, unknown, None));
+            let append = record.map(|r| store.append(r));
+            async move {
+                match append {
+                    Ok(append) => (file, Ok(append.await)),
+                    Err(reason) => (file, Err(reason)),
+                }
+            }
+        })
+        .buffered(IN_FLIGHT);
+    while let Some((file, outcome)) = outcomes.next().await {
+        match outcome {
             Err(reason) => {
                 complain!("skipped {}: {reason}", file.display());
                 skipped += 1;
-                continue;
             }
-        };
-        match store.append(record).await {
-            Ok(Receipt::Duplicate { .. }) => duplicates += 1,
-            Ok(_) => stored += 1,
-            Err(e) => {
+            Ok(Ok(Receipt::Duplicate { .. })) => duplicates += 1,
+            Ok(Ok(_)) => stored += 1,
+            Ok(Err(e)) => {
+                drop(outcomes);
                 store.close().await;
                 return exit::fail_text(
                     exit::FAILURE,
@@ -80,6 +92,7 @@ pub(crate) async fn run(args: ImportArgs) -> ExitCode {
             }
         }
     }
+    drop(outcomes);
     store.close().await;
     say!(
         "imported {} file(s): {stored} stored, {duplicates} duplicate(s), {skipped} skipped",
@@ -91,6 +104,9 @@ pub(crate) async fn run(args: ImportArgs) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+/// Appends waiting at once.
+const IN_FLIGHT: usize = 64;
 
 /// The `.hl7` files directly in `dir`, by name.
 fn hl7_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

@@ -50,8 +50,8 @@ pub(crate) async fn run(args: ReplayArgs) -> ExitCode {
     };
     let mut filter = args.filter.filter();
     filter.oldest_first = true;
-    let total = match reader.list(&filter) {
-        Ok(all) => all.len(),
+    let total = match reader.count_matching(&filter) {
+        Ok(n) => n as usize,
         Err(e) => return exit::fail(exit::FAILURE, &e),
     };
     let mut client = match send::client(&args.connect) {
