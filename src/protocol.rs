@@ -314,7 +314,7 @@ impl Protocol for Hl7 {
     }
 
     fn connection_span(&self, connection: &ConnectionInfo) -> Span {
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "mllp.connection",
             mllp.connection.id = connection.id() as i64,
             network.peer.address = %connection.peer().ip(),
@@ -325,7 +325,25 @@ impl Protocol for Hl7 {
             tls.client.subject = connection.peer_identity(),
             close_reason = field::Empty,
             messages = field::Empty,
-        )
+        );
+        // The runtime opens this span once per connection (after the handshake, or when it
+        // failed), so this is where the documented `mllp.connection.start` event is emitted,
+        // inside the span (an OpenTelemetry span event). Nothing is computed when nobody
+        // listens (the callsite's interest is checked first).
+        tracing::event!(
+            name: "mllp.connection.start",
+            target: EVENTS_TARGET,
+            parent: &span,
+            tracing::Level::DEBUG,
+            mllp.connection.id = connection.id() as i64,
+            network.peer.address = connection.peer_ip(),
+            network.peer.port = i64::from(connection.peer().port()),
+            server.port = i64::from(connection.local().port()),
+            tls = connection.tls(),
+            system_time = unix_nanos(std::time::SystemTime::now()),
+            "mllp.connection.start"
+        );
+        span
     }
 
     fn message_span(
@@ -364,6 +382,16 @@ impl Protocol for Hl7 {
         span.follows_from(connection_span);
         span
     }
+}
+
+/// The `tracing` target of the telemetry events; re-exported as
+/// [`telemetry::EVENTS_TARGET`](crate::telemetry::EVENTS_TARGET), which sits above this module.
+pub(crate) const EVENTS_TARGET: &str = "mllp::events";
+
+/// Nanoseconds since the Unix epoch, as an `i64` (tracing-opentelemetry exports `u64` as text).
+fn unix_nanos(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// One message's answer: the plugins, then the pipeline, then the ACK stage.

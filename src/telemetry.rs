@@ -35,6 +35,11 @@ pub use mllp_actors::Failure;
 
 pub(crate) use span::SpanRecorder;
 
+/// The `tracing` target of the telemetry events (`mllp.connection.start`,
+/// `mllp.connection.stop`, `mllp.message.start`, `mllp.message.stop`, `mllp.message.exception`),
+/// all at `DEBUG`: enable them with the filter directive `mllp::events=debug`.
+pub const EVENTS_TARGET: &str = crate::protocol::EVENTS_TARGET;
+
 /// The instrumentation scope name of every metric.
 pub const METER_NAME: &str = "mllp";
 

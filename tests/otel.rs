@@ -1107,3 +1107,38 @@ async fn documented_span_attributes_are_exactly_the_exported_ones() {
     expected.remove("tls.client.subject");
     assert_eq!(exported, expected);
 }
+
+/// The documented events reach OpenTelemetry as span events, by name: the connection's start
+/// and stop on `mllp.connection`, the message's start and stop on `mllp.message`.
+#[tokio::test]
+async fn documented_events_are_span_events() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route("ADT^A01", |_req: Request| async {});
+    assert_eq!(
+        telemetry
+            .answer_one(Server::builder().router(router), phi_message("ADT^A01", "E1"))
+            .await,
+        "AA"
+    );
+    let spans = telemetry.spans();
+    let names = |span: &SpanData| -> Vec<String> {
+        span.events
+            .iter()
+            .map(|e| e.name.to_string())
+            .filter(|n| n.starts_with("mllp."))
+            .collect()
+    };
+    assert_eq!(
+        names(only(&spans, "mllp.connection")),
+        ["mllp.connection.start", "mllp.connection.stop"]
+    );
+    let message = only(&spans, "mllp.message");
+    assert_eq!(names(message), ["mllp.message.start", "mllp.message.stop"]);
+    let stop = message
+        .events
+        .iter()
+        .find(|e| e.name == "mllp.message.stop")
+        .expect("stop event");
+    let code = stop.attributes.iter().find(|kv| kv.key.as_str() == "hl7.ack_code");
+    assert_eq!(code.map(|kv| kv.value.as_str().into_owned()), Some("AA".to_owned()));
+}

@@ -103,6 +103,9 @@ pub enum Event<'a, P: Protocol> {
         reason: &'a CloseReason,
         /// How many requests it handled (answered, failed or silently completed).
         messages: u64,
+        /// The connection's span ([`Protocol::connection_span`]), still open, or `None` when
+        /// the connection ended before one was made (it failed to start).
+        span: Option<&'a tracing::Span>,
     },
     /// A request was decoded and its handler task is about to start.
     ///
@@ -114,6 +117,9 @@ pub enum Event<'a, P: Protocol> {
         connection: &'a ConnectionInfo,
         /// The request's metadata.
         meta: &'a P::Meta,
+        /// The message's span ([`Protocol::message_span`]), just opened: the handler will run
+        /// inside it.
+        span: &'a tracing::Span,
     },
     /// A handler returned. `response` is `None` when it chose to send nothing.
     MessageStop {

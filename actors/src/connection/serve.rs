@@ -237,6 +237,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             self.shared.observers.emit(Event::MessageStart {
                 connection: &self.info,
                 meta: &meta,
+                span: &span,
             });
         }
         // `handle` may do its work before returning the future (`std::future::ready(f())`): a
