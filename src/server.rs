@@ -148,10 +148,10 @@ impl Default for ServerBuilder {
 }
 
 impl<T: Transport> ServerBuilder<T> {
-    /// The router (dispatcher with its middleware). Default is a router with no routes, which
-    /// answers every message AR (unsupported message type).
-    pub fn router(mut self, router: Router) -> Self {
-        self.router = Some(router);
+    /// The router (dispatcher with its middleware, and its state if it has one). Default is a
+    /// router with no routes, which answers every message AR (unsupported message type).
+    pub fn router<S: Clone + Send + Sync + 'static>(mut self, router: Router<S>) -> Self {
+        self.router = Some(router.without_state());
         self
     }
 

@@ -72,7 +72,11 @@ impl Capture {
 
 fn has(event: &Captured, keys: &[&str]) {
     for key in keys {
-        assert!(event.fields.contains_key(*key), "{} lacks {key}: {event:?}", event.name);
+        assert!(
+            event.fields.contains_key(*key),
+            "{} lacks {key}: {event:?}",
+            event.name
+        );
     }
 }
 
@@ -81,10 +85,15 @@ fn has(event: &Captured, keys: &[&str]) {
 #[tokio::test(start_paused = true)]
 async fn every_documented_event_reaches_a_subscriber_with_its_fields() {
     let capture = Capture::default();
-    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
     let router = Router::new()
         .route("ADT^A01", |_req: Request| async {})
-        .route("ADT^A02", |_req: Request| async { Err::<(), _>(mllp::app::HandlerError::from(std::io::Error::other(format!("{SENTINEL} locked")))) })
+        .route("ADT^A02", |_req: Request| async {
+            Err::<(), _>(mllp::app::HandlerError::from(std::io::Error::other(
+                format!("{SENTINEL} locked"),
+            )))
+        })
         .route("ADT^A03", |_req: Request| std::future::pending::<()>());
     let server = support::start(
         Server::builder()
@@ -116,7 +125,15 @@ async fn every_documented_event_reaches_a_subscriber_with_its_fields() {
 
     let stop = capture.only("mllp.connection.stop");
     assert_eq!(stop.span.as_deref(), Some("mllp.connection"));
-    has(&stop, &["mllp.connection.id", "network.peer.address", "duration", "close_reason"]);
+    has(
+        &stop,
+        &[
+            "mllp.connection.id",
+            "network.peer.address",
+            "duration",
+            "close_reason",
+        ],
+    );
     // The peer left and the server shut down at about the same time: either ended it.
     assert!(["peer_closed", "shutdown"].contains(&stop.fields["close_reason"].as_str()));
     assert_eq!(stop.fields["messages"], "3");
@@ -125,17 +142,30 @@ async fn every_documented_event_reaches_a_subscriber_with_its_fields() {
     assert_eq!(starts.len(), 3);
     for (start, id) in starts.iter().zip(["C1", "C2", "C3"]) {
         assert_eq!(start.span.as_deref(), Some("mllp.message"));
-        has(start, &["mllp.connection.id", "network.peer.address", "mllp.message.size"]);
+        has(
+            start,
+            &[
+                "mllp.connection.id",
+                "network.peer.address",
+                "mllp.message.size",
+            ],
+        );
         assert_eq!(start.fields["hl7.message_type"], "ADT");
         assert_eq!(start.fields["hl7.control_id"], id);
     }
 
     let stops = capture.named("mllp.message.stop");
-    let codes: Vec<_> = stops.iter().map(|e| e.fields["hl7.ack_code"].clone()).collect();
+    let codes: Vec<_> = stops
+        .iter()
+        .map(|e| e.fields["hl7.ack_code"].clone())
+        .collect();
     assert_eq!(codes, ["AA", "AE"]);
     for stop in &stops {
         assert_eq!(stop.span.as_deref(), Some("mllp.message"));
-        has(stop, &["duration", "mllp.response.size", "mllp.connection.id"]);
+        has(
+            stop,
+            &["duration", "mllp.response.size", "mllp.connection.id"],
+        );
     }
 
     let exception = capture.only("mllp.message.exception");
@@ -155,8 +185,11 @@ async fn every_documented_event_reaches_a_subscriber_with_its_fields() {
 #[tokio::test]
 async fn events_are_off_below_their_level() {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(capture.clone().with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let subscriber = tracing_subscriber::registry().with(
+        capture
+            .clone()
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+    );
     let _default = tracing::subscriber::set_default(subscriber);
     let router = Router::new().route("*", |_req: Request| async {});
     let server = support::start(Server::builder().router(router)).await;

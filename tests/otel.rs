@@ -1116,7 +1116,10 @@ async fn documented_events_are_span_events() {
     let router = Router::new().route("ADT^A01", |_req: Request| async {});
     assert_eq!(
         telemetry
-            .answer_one(Server::builder().router(router), phi_message("ADT^A01", "E1"))
+            .answer_one(
+                Server::builder().router(router),
+                phi_message("ADT^A01", "E1")
+            )
             .await,
         "AA"
     );
@@ -1139,6 +1142,12 @@ async fn documented_events_are_span_events() {
         .iter()
         .find(|e| e.name == "mllp.message.stop")
         .expect("stop event");
-    let code = stop.attributes.iter().find(|kv| kv.key.as_str() == "hl7.ack_code");
-    assert_eq!(code.map(|kv| kv.value.as_str().into_owned()), Some("AA".to_owned()));
+    let code = stop
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "hl7.ack_code");
+    assert_eq!(
+        code.map(|kv| kv.value.as_str().into_owned()),
+        Some("AA".to_owned())
+    );
 }

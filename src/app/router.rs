@@ -126,11 +126,21 @@ type LayerFn = Box<dyn Fn(Route) -> Route + Send + Sync>;
 /// let routes: Vec<String> = router.routes().map(|p| p.to_string()).collect();
 /// assert_eq!(routes, ["ADT^A01", "ADT^*"]);
 /// ```
-pub struct Router {
+///
+/// # State
+///
+/// Application state (a database pool, a client, counters) is given once with
+/// [`with_state`](Self::with_state) and handed to every handler that takes
+/// [`State<S>`](crate::app::State) as its first argument, as with axum. `S` is the state's type: `()`
+/// (the default) until `with_state` is called. Unlike axum, the state is given *before* the
+/// routes that use it, so the routes are built at once and a handler that needs a state the
+/// router does not have is a compile error.
+pub struct Router<S = ()> {
     routes: Vec<(RoutePattern, Route)>,
     fallback: Option<Route>,
     layers: Vec<LayerFn>,
     errors: Vec<RoutePatternError>,
+    state: S,
 }
 
 impl Default for Router {
@@ -139,7 +149,7 @@ impl Default for Router {
     }
 }
 
-impl fmt::Debug for Router {
+impl<S> fmt::Debug for Router<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
             .field(
@@ -157,14 +167,37 @@ impl fmt::Debug for Router {
 }
 
 impl Router {
-    /// A router with no routes: every message gets the default fallback's AR.
+    /// A router with no routes and no state: every message gets the default fallback's AR.
     pub fn new() -> Self {
         Self {
             routes: Vec::new(),
             fallback: None,
             layers: Vec::new(),
             errors: Vec::new(),
+            state: (),
         }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Router<S> {
+    /// Gives the router a state, handed to the handlers registered after this call that take
+    /// [`State<S2>`](crate::app::State) first (`|State(db): State<Db>, req: Request| ..`). The state is
+    /// cloned for each such message: wrap what is costly to clone in an `Arc`. Routes
+    /// registered before keep the state they were built with. Default is no state (`()`).
+    #[must_use]
+    pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> Router<S2> {
+        Router {
+            routes: self.routes,
+            fallback: self.fallback,
+            layers: self.layers,
+            errors: self.errors,
+            state,
+        }
+    }
+
+    /// The router's state.
+    pub fn state(&self) -> &S {
+        &self.state
     }
 
     /// Routes messages matching `pattern` to `handler`.
@@ -173,11 +206,14 @@ impl Router {
     #[must_use]
     pub fn route<H, T>(mut self, pattern: &str, handler: H) -> Self
     where
-        H: Handler<T>,
+        H: Handler<T, S>,
         T: 'static,
     {
         match RoutePattern::parse(pattern) {
-            Ok(pattern) => self.routes.push((pattern, handler_route(handler))),
+            Ok(pattern) => {
+                let route = handler_route(handler, self.state.clone());
+                self.routes.push((pattern, route));
+            }
             Err(e) => self.errors.push(e),
         }
         self
@@ -187,11 +223,11 @@ impl Router {
     /// middleware (`ServiceBuilder::new().layer(..).service(handler_service(h))`), for example.
     /// Service errors become AE with ERR-3 = 207.
     #[must_use]
-    pub fn route_service<S>(mut self, pattern: &str, service: S) -> Self
+    pub fn route_service<Svc>(mut self, pattern: &str, service: Svc) -> Self
     where
-        S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
+        Svc: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
+        Svc::Error: Into<BoxError>,
+        Svc::Future: Send + 'static,
     {
         match RoutePattern::parse(pattern) {
             Ok(pattern) => self.routes.push((pattern, Route::from_service(service))),
@@ -206,10 +242,10 @@ impl Router {
     #[must_use]
     pub fn fallback<H, T>(mut self, handler: H) -> Self
     where
-        H: Handler<T>,
+        H: Handler<T, S>,
         T: 'static,
     {
-        self.fallback = Some(handler_route(handler));
+        self.fallback = Some(handler_route(handler, self.state.clone()));
         self
     }
 
@@ -242,6 +278,12 @@ impl Router {
     /// The route patterns in match order (the fallback is not listed).
     pub fn routes(&self) -> impl Iterator<Item = &RoutePattern> {
         self.routes.iter().map(|(pattern, _)| pattern)
+    }
+
+    /// The same routes and layers without the state (every route already holds what it
+    /// needs), as the server takes them.
+    pub fn without_state(self) -> Router {
+        self.with_state(())
     }
 
     /// Builds the request pipeline: the dispatcher wrapped in the layers.
@@ -318,12 +360,13 @@ impl Dispatch {
 }
 
 /// A handler as a shared route: called in place, one boxed future per message.
-fn handler_route<H, T>(handler: H) -> Route
+fn handler_route<H, T, S>(handler: H, state: S) -> Route
 where
-    H: Handler<T>,
+    H: Handler<T, S>,
     T: 'static,
+    S: Clone + Send + Sync + 'static,
 {
-    Route::shared(move |request| handler.call(request))
+    Route::shared(move |request| handler.call(request, state.clone()))
 }
 
 #[cfg(test)]
