@@ -546,6 +546,49 @@ impl ServerHandle {
         self.inner.connections().await
     }
 
+    /// The current connection limit: `max_connections` as built, or as last set by
+    /// [`set_max_connections`](Self::set_max_connections).
+    pub fn max_connections(&self) -> usize {
+        self.inner.max_connections()
+    }
+
+    /// Changes the connection limit while the server runs (Ranch's `set_max_connections`).
+    /// Raising it lets waiting peers in at once; lowering it closes no connection: new peers
+    /// wait in the kernel backlog until the server is under the new limit.
+    ///
+    /// # Errors
+    /// [`ConfigError::Runtime`] when `limit` is zero or too large; the limit is unchanged.
+    pub fn set_max_connections(&self, limit: usize) -> Result<(), ConfigError> {
+        Ok(self.inner.set_max_connections(limit)?)
+    }
+
+    /// Stops accepting new connections (Ranch's `suspend_listener`) and returns once the
+    /// acceptor has stopped; live connections are served as before. The listening socket stays
+    /// bound (the port stays yours): peers that connect meanwhile wait in the kernel backlog
+    /// and are served after [`resume`](Self::resume). Idempotent.
+    pub async fn suspend(&self) {
+        self.inner.suspend().await;
+    }
+
+    /// Starts accepting again after [`suspend`](Self::suspend) (Ranch's `resume_listener`).
+    /// Idempotent.
+    pub async fn resume(&self) {
+        self.inner.resume().await;
+    }
+
+    /// Whether accepting is suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.inner.is_suspended()
+    }
+
+    /// Closes the connection with this id (as in [`connections`](Self::connections) and the
+    /// telemetry events) gracefully: it stops reading, answers the messages in flight, and
+    /// closes with the reason `server_closed`. Returns whether such a connection was being
+    /// served (a TLS connection still in its handshake is not). Returns at once.
+    pub fn close_connection(&self, id: u64) -> bool {
+        self.inner.close_connection(id)
+    }
+
     /// Stops accepting, lets each connection finish the message in flight and write its ACK,
     /// closes idle connections at once, aborts what remains after the shutdown grace, and
     /// returns once every actor and task has ended. Safe to call more than once.
@@ -555,7 +598,7 @@ impl ServerHandle {
 
     /// Resolves when the server has stopped: `Ok` after [`shutdown`](Self::shutdown), `Err`
     /// when it stopped by itself (the acceptor failed more often than the restart policy
-    /// allows).
+    /// allows). Observers see an `Event::Escalation` with the same error first.
     ///
     /// # Errors
     /// [`ServerError`], the escalated failure, when the server stopped by itself.
