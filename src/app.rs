@@ -23,5 +23,6 @@ pub use middleware::{FromFnLayer, Next, from_fn};
 pub use plugin::Plugin;
 pub use request::Request;
 pub use response::{HandlerError, IntoResponse, Response, Status};
+pub(crate) use router::Deadlines;
 pub use router::{RoutePattern, RoutePatternError, Router};
 pub use service::Route;

@@ -18,6 +18,7 @@ use mllp_actors::{ConnectionInfo, Failure, Protocol};
 
 use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
 use crate::app::BoxFuture;
+use crate::app::Deadlines;
 use crate::app::plugin::Plugin;
 use crate::app::service::Route;
 use crate::app::{Request, Response, Status};
@@ -35,6 +36,8 @@ pub struct Hl7 {
 
 pub(crate) struct Hl7Inner {
     pub(crate) pipeline: Route,
+    /// Per-route handler deadlines (`Router::route_with_timeout`).
+    pub(crate) deadlines: Deadlines,
     pub(crate) plugins: Vec<Arc<dyn Plugin>>,
     pub(crate) ack: AckOptions,
     pub(crate) parse: ParseOptions,
@@ -281,6 +284,12 @@ impl Protocol for Hl7 {
                 diagnostic: error.to_diagnostic(),
             },
         })
+    }
+
+    fn handler_timeout(&self, meta: &Inbound) -> Option<std::time::Duration> {
+        self.inner
+            .deadlines
+            .for_message(meta.message_code_bytes(), meta.trigger_event_bytes())
     }
 
     fn on_failure(&self, meta: &Inbound, failure: &Failure) -> Option<Ack> {

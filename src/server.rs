@@ -409,11 +409,17 @@ impl<T: Transport> ServerBuilder<T> {
             addr: "listener".to_owned(),
             source,
         })?;
-        let pipeline = self
+        let (pipeline, deadlines) = self
             .router
             .unwrap_or_default()
             .into_service()
             .map_err(ConfigError::from)?;
+        if deadlines.has_zero() {
+            return Err(ConfigError::Runtime(RuntimeConfigError::Zero {
+                setting: "handler_timeout",
+            })
+            .into());
+        }
         let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
         if self.default_plugins {
             plugins.push(Arc::new(RequireMshFields));
@@ -421,6 +427,7 @@ impl<T: Transport> ServerBuilder<T> {
         plugins.extend(self.plugins);
         let protocol = Hl7::new(protocol::Hl7Inner {
             pipeline,
+            deadlines,
             plugins,
             ack: self.ack,
             parse: self.parse,

@@ -143,3 +143,62 @@ async fn state_reaches_the_handlers_that_take_it() {
     assert_eq!(lab.admitted.load(Ordering::Relaxed), 2);
     assert_eq!(lab.results.load(Ordering::Relaxed), 101);
 }
+
+/// A route's deadline follows the handler-failure policy like `handler_timeout` (here
+/// `NoResponse`: no answer, a timeout exception carrying the route's limit), and may be longer
+/// than the server's `handler_timeout`.
+#[tokio::test(start_paused = true)]
+async fn route_deadlines_follow_the_failure_policy_and_may_be_longer() {
+    use std::time::Duration;
+    use support::{Recorder, Seen, next_matching};
+    let (recorder, mut events) = Recorder::new();
+    let slow = |secs: u64| {
+        move |_req: Request| async move { tokio::time::sleep(Duration::from_secs(secs)).await }
+    };
+    let router = Router::new()
+        .route_with_timeout("ADT^A01", slow(5), Duration::from_secs(2))
+        .route_with_timeout("ADT^A02", slow(5), Duration::from_secs(10))
+        .route("ADT^A03", slow(5));
+    let server = support::start(
+        Server::builder()
+            .router(router)
+            .handler_timeout(Duration::from_secs(3))
+            .handler_failure(mllp::HandlerFailurePolicy::NoResponse)
+            .observer(recorder),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.send(hl7("ADT^A01", "1", "2.5")).await;
+    let exception =
+        next_matching(&mut events, |s| matches!(s, Seen::MessageException { .. })).await;
+    assert_eq!(
+        exception,
+        Seen::MessageException {
+            kind: "timeout".into(),
+            ack: None
+        }
+    );
+    // Longer than handler_timeout (3 s): the 5 s handler finishes within its route's 10 s.
+    let ack = peer.call(hl7("ADT^A02", "2", "2.5")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    assert_eq!(field(&ack, "MSA-2"), "2", "the A01 got no answer");
+    // No deadline of its own: the server's 3 s.
+    peer.send(hl7("ADT^A03", "3", "2.5")).await;
+    let exception =
+        next_matching(&mut events, |s| matches!(s, Seen::MessageException { .. })).await;
+    assert!(matches!(exception, Seen::MessageException { ref kind, .. } if kind == "timeout"));
+    drop(peer);
+    within(server.shutdown()).await;
+
+    // A zero deadline is refused when the server is built.
+    let zero = Router::new().route_with_timeout("*", slow(0), Duration::ZERO);
+    let error = Server::builder()
+        .router(zero)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, mllp::Error::Config(mllp::ConfigError::Runtime(_))),
+        "{error:?}"
+    );
+}

@@ -1151,3 +1151,55 @@ async fn documented_events_are_span_events() {
         Some("AA".to_owned())
     );
 }
+
+/// A route's own deadline is a handler timeout in every respect: AE 207 under the default
+/// policy, `error.type = timeout` and the error status on the span, a timeout exception in the
+/// metrics; the server's (longer) `handler_timeout` does not apply to that route.
+#[tokio::test(start_paused = true)]
+async fn route_deadline_records_a_timeout_exception() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route_with_timeout(
+        "ADT^A01",
+        |_req: Request| std::future::pending::<()>(),
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        telemetry
+            .answer_one(
+                Server::builder().router(router),
+                phi_message("ADT^A01", "T1")
+            )
+            .await,
+        "AE"
+    );
+    let spans = telemetry.spans();
+    let message = only(&spans, "mllp.message");
+    assert_eq!(string(message, "error.type"), "timeout");
+    assert_eq!(error_description(message), "timeout");
+    let exception = message
+        .events
+        .iter()
+        .find(|e| e.name == "mllp.message.exception")
+        .expect("exception event");
+    assert!(
+        exception
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "error.type" && kv.value.as_str() == "timeout")
+    );
+    let metrics = telemetry.metrics();
+    assert_eq!(
+        metrics.sum(
+            "mllp.server.handler.exceptions",
+            &[("error.type", "timeout")]
+        ),
+        1
+    );
+    let (count, seconds) =
+        metrics.histogram("mllp.server.message.duration", &[("hl7.ack_code", "AE")]);
+    assert_eq!(count, 1);
+    assert!(
+        (2.0..60.0).contains(&seconds),
+        "the route's 2 s, not 60 s: {seconds}"
+    );
+}

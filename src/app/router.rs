@@ -1,6 +1,7 @@
 //! The dispatcher: routes a message to a handler by its MSH-9 trigger event.
 
 use std::fmt;
+use std::time::Duration;
 
 use tower::{BoxError, Layer, Service};
 
@@ -137,6 +138,8 @@ type LayerFn = Box<dyn Fn(Route) -> Route + Send + Sync>;
 /// router does not have is a compile error.
 pub struct Router<S = ()> {
     routes: Vec<(RoutePattern, Route)>,
+    /// Each route's own handler deadline, by index in `routes`.
+    deadlines: Vec<Option<Duration>>,
     fallback: Option<Route>,
     layers: Vec<LayerFn>,
     errors: Vec<RoutePatternError>,
@@ -171,6 +174,7 @@ impl Router {
     pub fn new() -> Self {
         Self {
             routes: Vec::new(),
+            deadlines: Vec::new(),
             fallback: None,
             layers: Vec::new(),
             errors: Vec::new(),
@@ -188,6 +192,7 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> Router<S2> {
         Router {
             routes: self.routes,
+            deadlines: self.deadlines,
             fallback: self.fallback,
             layers: self.layers,
             errors: self.errors,
@@ -204,15 +209,55 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     ///
     /// An invalid pattern is reported when the server is built (`ConfigError`), not here.
     #[must_use]
-    pub fn route<H, T>(mut self, pattern: &str, handler: H) -> Self
+    pub fn route<H, T>(self, pattern: &str, handler: H) -> Self
     where
         H: Handler<T, S>,
         T: 'static,
     {
+        let route = handler_route(handler, self.state.clone());
+        self.push(pattern, route, None)
+    }
+
+    /// Like [`route`](Self::route), with this route's own handler deadline instead of the
+    /// server's `handler_timeout` (default 60 s).
+    ///
+    /// The deadline behaves exactly like `handler_timeout`, because it is one: it is given to
+    /// the runtime per message (the route is picked from MSH-9 before the handler starts), so
+    /// past it the handler task is aborted, the message is answered per the server's
+    /// `handler_failure` policy (AE 207 by default), and it is reported as a handler failure
+    /// (`Failure::TimedOut`, the `mllp.message.exception` event, `error.type = timeout` on the
+    /// span, `mllp.server.handler.exceptions`). It runs from the handler task's start, so the
+    /// router's middleware is inside it, as with `handler_timeout`. It may be longer than
+    /// `handler_timeout` as well as shorter. A zero deadline is a `ConfigError` at `bind()`.
+    ///
+    /// A `tower::timeout::Timeout` layer around a route is not the same: its expiry is an
+    /// ordinary error answered AE 207 by the ACK stage, with no exception event and no
+    /// handler-failure policy, and the handler's task is not aborted but dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mllp::app::{Request, Router};
+    ///
+    /// let router = Router::new()
+    ///     .route_with_timeout("ORU^R01", |_req: Request| async {}, Duration::from_secs(5))
+    ///     .route("ADT^*", |_req: Request| async {}); // the server's handler_timeout
+    /// # let _ = router;
+    /// ```
+    #[must_use]
+    pub fn route_with_timeout<H, T>(self, pattern: &str, handler: H, timeout: Duration) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let route = handler_route(handler, self.state.clone());
+        self.push(pattern, route, Some(timeout))
+    }
+
+    fn push(mut self, pattern: &str, route: Route, deadline: Option<Duration>) -> Self {
         match RoutePattern::parse(pattern) {
             Ok(pattern) => {
-                let route = handler_route(handler, self.state.clone());
                 self.routes.push((pattern, route));
+                self.deadlines.push(deadline);
             }
             Err(e) => self.errors.push(e),
         }
@@ -223,17 +268,13 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     /// middleware (`ServiceBuilder::new().layer(..).service(handler_service(h))`), for example.
     /// Service errors become AE with ERR-3 = 207.
     #[must_use]
-    pub fn route_service<Svc>(mut self, pattern: &str, service: Svc) -> Self
+    pub fn route_service<Svc>(self, pattern: &str, service: Svc) -> Self
     where
         Svc: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
         Svc::Error: Into<BoxError>,
         Svc::Future: Send + 'static,
     {
-        match RoutePattern::parse(pattern) {
-            Ok(pattern) => self.routes.push((pattern, Route::from_service(service))),
-            Err(e) => self.errors.push(e),
-        }
-        self
+        self.push(pattern, Route::from_service(service), None)
     }
 
     /// Replaces the default fallback for messages no route matches. Default is AR with ERR-3 =
@@ -286,11 +327,19 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         self.with_state(())
     }
 
-    /// Builds the request pipeline: the dispatcher wrapped in the layers.
-    pub(crate) fn into_service(self) -> Result<Route, RoutePatternError> {
+    /// Builds the request pipeline (the dispatcher wrapped in the layers) and the per-route
+    /// deadlines.
+    pub(crate) fn into_service(self) -> Result<(Route, Deadlines), RoutePatternError> {
         if let Some(error) = self.errors.into_iter().next() {
             return Err(error);
         }
+        let deadlines = Deadlines::new(
+            self.routes
+                .iter()
+                .zip(&self.deadlines)
+                .map(|((pattern, _), deadline)| (pattern.clone(), *deadline))
+                .collect(),
+        );
         let known_codes: Vec<String> = self
             .routes
             .iter()
@@ -308,7 +357,44 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         for layer in self.layers.iter().rev() {
             service = layer(service);
         }
-        Ok(service)
+        Ok((service, deadlines))
+    }
+}
+
+/// The per-route handler deadlines, looked up by MSH-9 the way the dispatcher picks a route
+/// (first match in registration order), before the handler starts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Deadlines {
+    /// Every route's pattern and deadline, or empty when no route has its own deadline (then
+    /// the lookup costs nothing).
+    routes: Vec<(RoutePattern, Option<Duration>)>,
+}
+
+impl Deadlines {
+    fn new(routes: Vec<(RoutePattern, Option<Duration>)>) -> Self {
+        if routes.iter().all(|(_, deadline)| deadline.is_none()) {
+            return Self::default();
+        }
+        Self { routes }
+    }
+
+    /// The deadline of the route a message of this MSH-9.1 and MSH-9.2 goes to, if it has one.
+    pub(crate) fn for_message(
+        &self,
+        code: Option<&[u8]>,
+        event: Option<&[u8]>,
+    ) -> Option<Duration> {
+        self.routes
+            .iter()
+            .find(|(pattern, _)| pattern.matches_bytes(code, event))
+            .and_then(|(_, deadline)| *deadline)
+    }
+
+    /// Whether a route's deadline is zero.
+    pub(crate) fn has_zero(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|(_, d)| d.is_some_and(|d| d.is_zero()))
     }
 }
 
@@ -400,5 +486,27 @@ mod tests {
     fn invalid_pattern_is_reported_at_build() {
         let router = Router::new().route("ADT^A01^X", |_r: Request| async {});
         assert!(router.into_service().is_err());
+    }
+
+    /// A message gets the deadline of the route the dispatcher would pick: the first match,
+    /// even when that route has none.
+    #[test]
+    fn deadlines_follow_the_first_matching_route() {
+        let s = Duration::from_secs;
+        let (_, deadlines) = Router::new()
+            .route("ADT^A01", |_r: Request| async {})
+            .route_with_timeout("ADT^*", |_r: Request| async {}, s(5))
+            .route_with_timeout("*", |_r: Request| async {}, s(9))
+            .into_service()
+            .unwrap();
+        let get = |c: &str, e: &str| deadlines.for_message(Some(c.as_bytes()), Some(e.as_bytes()));
+        assert_eq!(get("ADT", "A01"), None);
+        assert_eq!(get("ADT", "A08"), Some(s(5)));
+        assert_eq!(get("ORU", "R01"), Some(s(9)));
+        let (_, none) = Router::new()
+            .route("*", |_r: Request| async {})
+            .into_service()
+            .unwrap();
+        assert!(none.routes.is_empty());
     }
 }

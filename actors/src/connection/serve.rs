@@ -253,7 +253,9 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         // panic there is the handler's failure too, so the future is made inside the task's
         // `catch_unwind`.
         let tasks = &self.shared.tasks;
-        let limit = self.shared.config.handler_timeout;
+        let limit = protocol
+            .handler_timeout(&meta)
+            .unwrap_or(self.shared.config.handler_timeout);
         let info = &self.info;
         let make = || {
             protocol
