@@ -78,12 +78,15 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 
+/// The `bytes` crate, re-exported: messages and payloads are `Bytes` (`Client::send_all`,
+/// `Message::parse`, `Ack::into_bytes`), so no separate dependency is needed to build them.
+pub use bytes;
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
     ConfigError, ConnectionInfo, ConnectionSnapshot, Error, HandlerFailurePolicy, RestartPolicy,
     Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport, shutdown_signal,
 };
-pub use telemetry::{Event, Observer};
+pub use telemetry::{Event, Hl7, Observer, observer_fn};
 
 /// Long-form documentation, rendered from `docs/`.
 pub mod docs {
