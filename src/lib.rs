@@ -84,7 +84,8 @@ pub use bytes;
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
     ConfigError, ConnectionInfo, ConnectionSnapshot, Error, HandlerFailurePolicy, RestartPolicy,
-    Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport, shutdown_signal,
+    RestartPolicyBuilder, Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport,
+    shutdown_signal,
 };
 pub use telemetry::{Event, Hl7, Observer, observer_fn};
 

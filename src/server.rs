@@ -42,7 +42,7 @@ pub use mllp_actors::ServerError;
 pub use mllp_actors::StartError;
 pub use mllp_actors::{
     ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
-    ShutdownReport, Transport,
+    RestartPolicyBuilder, ShutdownReport, Transport,
 };
 
 pub use crate::protocol::{Hl7, Hl7Codec, Inbound};
@@ -302,8 +302,10 @@ impl<T: Transport> ServerBuilder<T> {
     }
 
     /// How often the acceptor is restarted after its listener fails before the server gives
-    /// up. Default is 3 restarts within 5 s, backoff 100 ms doubling to 5 s.
-    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+    /// up: a [`RestartPolicy`], or a [`RestartPolicy::builder()`] with named settings
+    /// (`RestartPolicy::builder().max_restarts(5).window(Duration::from_secs(60))`). Default is
+    /// 3 restarts within 5 s, backoff 100 ms doubling to 5 s.
+    pub fn restart(mut self, policy: impl Into<RestartPolicy>) -> Self {
         self.runtime = self.runtime.restart(policy);
         self
     }
