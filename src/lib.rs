@@ -51,8 +51,10 @@
 //!
 //! # Features
 //!
-//! - `cli` (default): the `mllp` command-line tool (`serve`, `send`, `bench`).
 //! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
+//!
+//! The `mllp` command-line tool (`serve`, `send`, `bench`) is a separate package of the
+//! workspace, `mllp-cli`, so this library's dependencies never include the CLI's.
 //!
 //! Minimum supported Rust version: 1.88.
 //!
