@@ -69,6 +69,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Export what is still buffered and stop the exporter threads. Blocking: off the runtime.
-    tokio::task::spawn_blocking(move || telemetry.shutdown()).await??;
+    telemetry.shutdown_async().await?;
     Ok(())
 }

@@ -18,10 +18,11 @@ pub(crate) mod service;
 
 pub use extensions::Extensions;
 pub use future::{BoxFuture, RouteFuture};
-pub use handler::{Handler, HandlerService, handler_service};
+pub use handler::{Handler, HandlerService, State, handler_service};
 pub use middleware::{FromFnLayer, Next, from_fn};
 pub use plugin::Plugin;
 pub use request::Request;
 pub use response::{HandlerError, IntoResponse, Response, Status};
+pub(crate) use router::Deadlines;
 pub use router::{RoutePattern, RoutePatternError, Router};
 pub use service::Route;

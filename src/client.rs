@@ -22,7 +22,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -552,6 +552,7 @@ impl Client {
         self.begin();
         let mut attempt = 0;
         loop {
+            self.drop_if_closed_by_peer();
             let result = self.send_once(&message, &control_id, expect).await;
             match &result {
                 Err(e) if attempt < self.config.max_retries && self.retryable(e) => {
@@ -628,6 +629,9 @@ impl Client {
                     held = Some((index, message, control_id));
                     break;
                 }
+                if pending.is_empty() {
+                    self.drop_if_closed_by_peer();
+                }
                 match self.write(message).await {
                     Ok(()) if expect == Expect::Never => {
                         self.succeeded();
@@ -655,6 +659,7 @@ impl Client {
                 let reply = match &unreachable {
                     Some(failure) => Err(failure.repeat(&self.addr)),
                     None => {
+                        self.drop_if_closed_by_peer();
                         self.send_once(&message, &control_id, Expect::OnErrorOnly)
                             .await
                     }
@@ -681,6 +686,43 @@ impl Client {
     fn begin(&mut self) {
         if std::mem::replace(&mut self.busy, true) && self.connection.take().is_some() {
             tracing::debug!("dropping the connection of a cancelled send");
+        }
+    }
+
+    /// Before a message is written on a connection that has no reply pending: drops the
+    /// connection if the receiver has closed it meanwhile (an idle timeout, a restart), so the
+    /// message goes out on a fresh one instead of failing on the dead one. Reads only what has
+    /// already arrived, without waiting: EOF or a read error drops the connection (not a
+    /// failure of the receiver: no reconnect backoff). A late ACK of a message sent with
+    /// MSH-15 = NE is skipped; any other unsolicited frame makes the connection untrustworthy,
+    /// and it is dropped too.
+    fn drop_if_closed_by_peer(&mut self) {
+        loop {
+            let Some(conn) = self.connection.as_mut() else {
+                return;
+            };
+            // `now_or_never` polls once with a no-op waker; a `Framed` read is cancel safe (the
+            // bytes stay in its buffer), and the next real read registers a real waker.
+            let frame = match conn.next().now_or_never() {
+                None => return, // nothing arrived: the connection is open and idle
+                Some(frame) => frame,
+            };
+            if let Some(Ok(payload)) = &frame
+                && let Ok(ack) = Acknowledgment::parse(payload.clone())
+                && let Some(at) = self
+                    .unasked
+                    .iter()
+                    .position(|id| id.as_bytes() == ack.acknowledged_control_id_bytes())
+            {
+                self.unasked.remove(at);
+                continue;
+            }
+            tracing::debug!(
+                closed = matches!(frame, None | Some(Err(_))),
+                "dropping a connection the receiver closed or wrote to unasked"
+            );
+            self.connection = None;
+            return;
         }
     }
 

@@ -51,9 +51,11 @@
 //!
 //! # Features
 //!
-//! - `cli` (default): the `mllp` command-line tool (`serve`, `send`, `bench`).
 //! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
 //! - `sqlite` (default): [`store::SqliteStore`], the embedded message store (SQLite compiled in).
+//!
+//! The `mllp` command-line tool (`serve`, `send`, `bench`) is a separate package of the
+//! workspace, `mllp-cli`, so this library's dependencies never include the CLI's.
 //!
 //! Minimum supported Rust version: 1.89.
 //!
@@ -80,12 +82,16 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 
+/// The `bytes` crate, re-exported: messages and payloads are `Bytes` (`Client::send_all`,
+/// `Message::parse`, `Ack::into_bytes`), so no separate dependency is needed to build them.
+pub use bytes;
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
     ConfigError, ConnectionInfo, ConnectionSnapshot, Error, HandlerFailurePolicy, RestartPolicy,
-    Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport, shutdown_signal,
+    RestartPolicyBuilder, Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport,
+    shutdown_signal,
 };
-pub use telemetry::{Event, Observer};
+pub use telemetry::{Event, Hl7, Observer, observer_fn};
 
 /// Long-form documentation, rendered from `docs/`.
 pub mod docs {

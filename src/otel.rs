@@ -15,8 +15,37 @@
 //! let telemetry = init(OtelOptions::default().service_name("lab-receiver"))?;
 //! let server = mllp::Server::builder().bind("0.0.0.0:2575").await?;
 //! server.serve_with_shutdown(mllp::shutdown_signal()).await?;
-//! telemetry.shutdown()?;
+//! // Not `shutdown()` here: it blocks the thread until the exporters are done, and this is
+//! // async code. `shutdown_async` runs it on tokio's blocking pool.
+//! telemetry.shutdown_async().await?;
 //! # Ok(()) }
+//! ```
+//!
+//! **Composing it with your own telemetry.** The parts of [`init`] are public:
+//! [`providers`] builds the tracer and meter providers around exporters you choose (OTLP with
+//! your own settings, an in-memory exporter in tests, any other);
+//! [`init_with`] installs the usual subscriber and the globals around providers you built; and
+//! [`layer`] is the tracing-opentelemetry layer as `init` configures it, to add to a
+//! subscriber of your own:
+//!
+//! ```
+//! use mllp::otel::{OtelOptions, layer, providers};
+//! use opentelemetry_sdk::metrics::InMemoryMetricExporter;
+//! use opentelemetry_sdk::trace::InMemorySpanExporter;
+//! use tracing_subscriber::layer::SubscriberExt;
+//!
+//! let spans = InMemorySpanExporter::default();
+//! let metrics = InMemoryMetricExporter::default();
+//! let (tracer, meter) = providers(spans.clone(), metrics.clone(), &OtelOptions::default());
+//! let subscriber = tracing_subscriber::registry().with(layer(&tracer));
+//! tracing::subscriber::with_default(subscriber, || {
+//!     tracing::info_span!("mllp.example").in_scope(|| {});
+//! });
+//! tracer.force_flush()?;
+//! assert_eq!(spans.get_finished_spans()?.len(), 1);
+//! // Pass `&meter.meter("mllp")` to `ServerBuilder::meter`, or set it globally.
+//! # drop(meter);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! What [`init`] installs:
@@ -233,6 +262,8 @@ pub enum Export {
     Stdout,
     /// Nothing: logs only ([`Fallback::LogsOnly`]).
     LogsOnly,
+    /// Providers given to [`init_with`].
+    Custom,
 }
 
 /// Why [`init`] or [`OtelGuard::shutdown`] failed.
@@ -344,10 +375,30 @@ impl OtelGuard {
     /// Flushes what is pending and shuts both providers down. Spans and metrics recorded
     /// afterwards are dropped; logs keep going to stderr.
     ///
+    /// Blocks the calling thread until the exporters are done: from async code, use
+    /// [`shutdown_async`](Self::shutdown_async) instead.
+    ///
     /// # Errors
     /// [`OtelError::Shutdown`] when the final export failed or timed out.
     pub fn shutdown(mut self) -> Result<(), OtelError> {
         self.close()
+    }
+
+    /// [`shutdown`](Self::shutdown) for async code: runs it on tokio's blocking pool
+    /// (`spawn_blocking`), so no runtime worker is blocked while the exporters finish. Must be
+    /// called within a tokio runtime.
+    ///
+    /// # Errors
+    /// [`OtelError::Shutdown`] when the final export failed or timed out, or the blocking task
+    /// could not run.
+    pub async fn shutdown_async(self) -> Result<(), OtelError> {
+        match tokio::task::spawn_blocking(move || self.shutdown()).await {
+            Ok(result) => result,
+            Err(error) => Err(OtelError::Shutdown {
+                signal: "traces and metrics",
+                source: Box::new(error),
+            }),
+        }
     }
 
     fn close(&mut self) -> Result<(), OtelError> {
@@ -403,20 +454,98 @@ pub fn init(options: OtelOptions) -> Result<OtelGuard, OtelError> {
             (Some(tracer), Some(meter))
         }
         Export::Stdout => {
-            let tracer = SdkTracerProvider::builder()
-                .with_resource(resource.clone())
-                .with_batch_exporter(opentelemetry_stdout::SpanExporter::default())
-                .build();
-            let reader = periodic(opentelemetry_stdout::MetricExporter::default(), &options);
-            let meter = SdkMeterProvider::builder()
-                .with_resource(resource)
-                .with_reader(reader)
-                .build();
+            let (tracer, meter) = providers(
+                opentelemetry_stdout::SpanExporter::default(),
+                opentelemetry_stdout::MetricExporter::default(),
+                &options,
+            );
             (Some(tracer), Some(meter))
         }
-        Export::LogsOnly => (None, None),
+        Export::LogsOnly | Export::Custom => (None, None),
     };
+    install(&options, filter, tracer, meter, export)
+}
 
+/// Like [`init`], around providers you built (from your own exporters, with [`providers`] or
+/// the SDK's builders): installs the global subscriber (filter, `fmt` layer, and the
+/// tracing-opentelemetry [`layer`] when `tracer` is given) and sets the providers as the
+/// global tracer and meter providers. The endpoint and fallback options are not used;
+/// [`OtelGuard::export`] says [`Export::Custom`].
+///
+/// # Errors
+/// [`OtelError::Filter`] for a bad `RUST_LOG` or filter, [`OtelError::SubscriberInstalled`]
+/// when a global subscriber already exists. On error nothing was installed.
+pub fn init_with(
+    options: OtelOptions,
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+) -> Result<OtelGuard, OtelError> {
+    let filter = env_filter(&options.filter)?;
+    install(&options, filter, tracer, meter, Export::Custom)
+}
+
+/// A tracer provider (batch span processor) and a meter provider (periodic reader, every
+/// [`OtelOptions::metrics_interval`]) around the given exporters, with the service name of
+/// `options` as their resource: the providers [`init`] builds for OTLP, with exporters of your
+/// choice. Nothing is installed; hand them to [`init_with`], or use them yourself.
+pub fn providers<T, M>(
+    spans: T,
+    metrics: M,
+    options: &OtelOptions,
+) -> (SdkTracerProvider, SdkMeterProvider)
+where
+    T: opentelemetry_sdk::trace::SpanExporter + 'static,
+    M: opentelemetry_sdk::metrics::exporter::PushMetricExporter,
+{
+    let resource = resource(&options.service_name);
+    let tracer = SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_batch_exporter(spans)
+        .build();
+    let meter = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(periodic(metrics, options))
+        .build();
+    (tracer, meter)
+}
+
+/// The tracing-opentelemetry layer as [`init`] configures it, for a subscriber of your own:
+/// spans go to `provider`'s tracer (scope `mllp`), without thread, source-location or
+/// busy/idle attributes and without context activation (docs/telemetry.md says why), and the
+/// spans of the exporters' own HTTP stack are left out (so exporting never makes spans to
+/// export).
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber
+        + for<'span> tracing_subscriber::registry::LookupSpan<'span>
+        + Send
+        + Sync,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(crate::telemetry::METER_NAME))
+        // Thread and source-location attributes say nothing useful about async message
+        // handling (the span name is the location), and busy/idle timing costs two clock
+        // reads per poll: off, for throughput (benches/otel.rs). Context activation (making
+        // each entered span `opentelemetry::Context::current()`) costs a context attach on
+        // every poll of every instrumented future; code that needs a span's context for
+        // propagation takes it with `OpenTelemetrySpanExt::context()` (docs/telemetry.md).
+        .with_threads(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            !is_exporter_stack(metadata.target())
+        }))
+}
+
+/// Installs the global subscriber and providers; what [`init`] and [`init_with`] share.
+fn install(
+    options: &OtelOptions,
+    filter: EnvFilter,
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+    export: Export,
+) -> Result<OtelGuard, OtelError> {
     let (text, json) = match options.log_format {
         LogFormat::Text => (
             Some(
@@ -437,23 +566,7 @@ pub fn init(options: OtelOptions) -> Result<OtelGuard, OtelError> {
             ),
         ),
     };
-    let otel = tracer.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(crate::telemetry::METER_NAME))
-            // Thread and source-location attributes say nothing useful about async message
-            // handling (the span name is the location), and busy/idle timing costs two clock
-            // reads per poll: off, for throughput (benches/otel.rs). Context activation (making
-            // each entered span `opentelemetry::Context::current()`) costs a context attach on
-            // every poll of every instrumented future; code that needs a span's context for
-            // propagation takes it with `OpenTelemetrySpanExt::context()` (docs/telemetry.md).
-            .with_threads(false)
-            .with_location(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-                !is_exporter_stack(metadata.target())
-            }))
-    });
+    let otel = tracer.as_ref().map(layer);
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(text)
@@ -493,6 +606,7 @@ pub fn init(options: OtelOptions) -> Result<OtelGuard, OtelError> {
         Export::LogsOnly => {
             tracing::info!("no otlp endpoint: traces and metrics are not exported")
         }
+        Export::Custom => tracing::info!("exporting traces and metrics to the given providers"),
     }
     Ok(guard)
 }
@@ -586,15 +700,8 @@ fn otlp_providers(
         signal: "metrics",
         source: Box::new(e),
     })?;
-    let tracer = SdkTracerProvider::builder()
-        .with_resource(resource.clone())
-        .with_batch_exporter(spans)
-        .build();
-    let meter = SdkMeterProvider::builder()
-        .with_resource(resource)
-        .with_reader(periodic(metrics, options))
-        .build();
-    Ok((tracer, meter))
+    let _ = resource; // `providers` builds the same resource from the options
+    Ok(providers(spans, metrics, options))
 }
 
 fn periodic<E>(exporter: E, options: &OtelOptions) -> PeriodicReader<E>

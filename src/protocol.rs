@@ -18,6 +18,7 @@ use mllp_actors::{ConnectionInfo, Failure, Protocol};
 
 use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
 use crate::app::BoxFuture;
+use crate::app::Deadlines;
 use crate::app::plugin::Plugin;
 use crate::app::service::Route;
 use crate::app::{Request, Response, Status};
@@ -35,6 +36,8 @@ pub struct Hl7 {
 
 pub(crate) struct Hl7Inner {
     pub(crate) pipeline: Route,
+    /// Per-route handler deadlines (`Router::route_with_timeout`).
+    pub(crate) deadlines: Deadlines,
     pub(crate) plugins: Vec<Arc<dyn Plugin>>,
     pub(crate) ack: AckOptions,
     pub(crate) parse: ParseOptions,
@@ -283,6 +286,12 @@ impl Protocol for Hl7 {
         })
     }
 
+    fn handler_timeout(&self, meta: &Inbound) -> Option<std::time::Duration> {
+        self.inner
+            .deadlines
+            .for_message(meta.message_code_bytes(), meta.trigger_event_bytes())
+    }
+
     fn on_failure(&self, meta: &Inbound, failure: &Failure) -> Option<Ack> {
         // The handler's own text (a panic message) may hold anything: the partner gets a fixed
         // text naming the kind of failure, never the payload of the panic.
@@ -314,7 +323,7 @@ impl Protocol for Hl7 {
     }
 
     fn connection_span(&self, connection: &ConnectionInfo) -> Span {
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "mllp.connection",
             mllp.connection.id = connection.id() as i64,
             network.peer.address = %connection.peer().ip(),
@@ -325,7 +334,25 @@ impl Protocol for Hl7 {
             tls.client.subject = connection.peer_identity(),
             close_reason = field::Empty,
             messages = field::Empty,
-        )
+        );
+        // The runtime opens this span once per connection (after the handshake, or when it
+        // failed), so this is where the documented `mllp.connection.start` event is emitted,
+        // inside the span (an OpenTelemetry span event). Nothing is computed when nobody
+        // listens (the callsite's interest is checked first).
+        tracing::event!(
+            name: "mllp.connection.start",
+            target: EVENTS_TARGET,
+            parent: &span,
+            tracing::Level::DEBUG,
+            mllp.connection.id = connection.id() as i64,
+            network.peer.address = connection.peer_ip(),
+            network.peer.port = i64::from(connection.peer().port()),
+            server.port = i64::from(connection.local().port()),
+            tls = connection.tls(),
+            system_time = unix_nanos(std::time::SystemTime::now()),
+            "mllp.connection.start"
+        );
+        span
     }
 
     fn message_span(
@@ -364,6 +391,16 @@ impl Protocol for Hl7 {
         span.follows_from(connection_span);
         span
     }
+}
+
+/// The `tracing` target of the telemetry events; re-exported as
+/// [`telemetry::EVENTS_TARGET`](crate::telemetry::EVENTS_TARGET), which sits above this module.
+pub(crate) const EVENTS_TARGET: &str = "mllp::events";
+
+/// Nanoseconds since the Unix epoch, as an `i64` (tracing-opentelemetry exports `u64` as text).
+fn unix_nanos(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// One message's answer: the plugins, then the pipeline, then the ACK stage.

@@ -42,7 +42,7 @@ pub use mllp_actors::ServerError;
 pub use mllp_actors::StartError;
 pub use mllp_actors::{
     ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
-    ShutdownReport, Transport,
+    RestartPolicyBuilder, ShutdownReport, Transport,
 };
 
 pub use crate::protocol::{Hl7, Hl7Codec, Inbound};
@@ -148,10 +148,10 @@ impl Default for ServerBuilder {
 }
 
 impl<T: Transport> ServerBuilder<T> {
-    /// The router (dispatcher with its middleware). Default is a router with no routes, which
-    /// answers every message AR (unsupported message type).
-    pub fn router(mut self, router: Router) -> Self {
-        self.router = Some(router);
+    /// The router (dispatcher with its middleware, and its state if it has one). Default is a
+    /// router with no routes, which answers every message AR (unsupported message type).
+    pub fn router<S: Clone + Send + Sync + 'static>(mut self, router: Router<S>) -> Self {
+        self.router = Some(router.without_state());
         self
     }
 
@@ -302,8 +302,10 @@ impl<T: Transport> ServerBuilder<T> {
     }
 
     /// How often the acceptor is restarted after its listener fails before the server gives
-    /// up. Default is 3 restarts within 5 s, backoff 100 ms doubling to 5 s.
-    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+    /// up: a [`RestartPolicy`], or a [`RestartPolicy::builder()`] with named settings
+    /// (`RestartPolicy::builder().max_restarts(5).window(Duration::from_secs(60))`). Default is
+    /// 3 restarts within 5 s, backoff 100 ms doubling to 5 s.
+    pub fn restart(mut self, policy: impl Into<RestartPolicy>) -> Self {
         self.runtime = self.runtime.restart(policy);
         self
     }
@@ -409,11 +411,17 @@ impl<T: Transport> ServerBuilder<T> {
             addr: "listener".to_owned(),
             source,
         })?;
-        let pipeline = self
+        let (pipeline, deadlines) = self
             .router
             .unwrap_or_default()
             .into_service()
             .map_err(ConfigError::from)?;
+        if deadlines.has_zero() {
+            return Err(ConfigError::Runtime(RuntimeConfigError::Zero {
+                setting: "handler_timeout",
+            })
+            .into());
+        }
         let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
         if self.default_plugins {
             plugins.push(Arc::new(RequireMshFields));
@@ -421,6 +429,7 @@ impl<T: Transport> ServerBuilder<T> {
         plugins.extend(self.plugins);
         let protocol = Hl7::new(protocol::Hl7Inner {
             pipeline,
+            deadlines,
             plugins,
             ack: self.ack,
             parse: self.parse,
@@ -546,6 +555,49 @@ impl ServerHandle {
         self.inner.connections().await
     }
 
+    /// The current connection limit: `max_connections` as built, or as last set by
+    /// [`set_max_connections`](Self::set_max_connections).
+    pub fn max_connections(&self) -> usize {
+        self.inner.max_connections()
+    }
+
+    /// Changes the connection limit while the server runs (Ranch's `set_max_connections`).
+    /// Raising it lets waiting peers in at once; lowering it closes no connection: new peers
+    /// wait in the kernel backlog until the server is under the new limit.
+    ///
+    /// # Errors
+    /// [`ConfigError::Runtime`] when `limit` is zero or too large; the limit is unchanged.
+    pub fn set_max_connections(&self, limit: usize) -> Result<(), ConfigError> {
+        Ok(self.inner.set_max_connections(limit)?)
+    }
+
+    /// Stops accepting new connections (Ranch's `suspend_listener`) and returns once the
+    /// acceptor has stopped; live connections are served as before. The listening socket stays
+    /// bound (the port stays yours): peers that connect meanwhile wait in the kernel backlog
+    /// and are served after [`resume`](Self::resume). Idempotent.
+    pub async fn suspend(&self) {
+        self.inner.suspend().await;
+    }
+
+    /// Starts accepting again after [`suspend`](Self::suspend) (Ranch's `resume_listener`).
+    /// Idempotent.
+    pub async fn resume(&self) {
+        self.inner.resume().await;
+    }
+
+    /// Whether accepting is suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.inner.is_suspended()
+    }
+
+    /// Closes the connection with this id (as in [`connections`](Self::connections) and the
+    /// telemetry events) gracefully: it stops reading, answers the messages in flight, and
+    /// closes with the reason `server_closed`. Returns whether such a connection was being
+    /// served (a TLS connection still in its handshake is not). Returns at once.
+    pub fn close_connection(&self, id: u64) -> bool {
+        self.inner.close_connection(id)
+    }
+
     /// Stops accepting, lets each connection finish the message in flight and write its ACK,
     /// closes idle connections at once, aborts what remains after the shutdown grace, and
     /// returns once every actor and task has ended. Safe to call more than once.
@@ -555,7 +607,7 @@ impl ServerHandle {
 
     /// Resolves when the server has stopped: `Ok` after [`shutdown`](Self::shutdown), `Err`
     /// when it stopped by itself (the acceptor failed more often than the restart policy
-    /// allows).
+    /// allows). Observers see an `Event::Escalation` with the same error first.
     ///
     /// # Errors
     /// [`ServerError`], the escalated failure, when the server stopped by itself.

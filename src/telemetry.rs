@@ -18,15 +18,82 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, UpDow
 use opentelemetry::{KeyValue, Value};
 
 use crate::ack::Ack;
-use crate::protocol::{Hl7, Inbound};
+use crate::protocol::Inbound;
 
 /// A telemetry event, as delivered to an [`Observer`].
 pub type Event<'a> = mllp_actors::Event<'a, Hl7>;
 
 /// Receives every telemetry [`Event`] synchronously: keep `on_event` cheap and never block.
 ///
-/// Register one with [`ServerBuilder::observer`](crate::ServerBuilder::observer).
+/// Register one with [`ServerBuilder::observer`](crate::ServerBuilder::observer). The type
+/// parameter is the protocol, always [`Hl7`] for this crate's server:
+/// `impl Observer<Hl7> for MyObserver`. For a closure, [`observer_fn`] does it for you.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use mllp::telemetry::{Event, Hl7, Observer};
+///
+/// #[derive(Default)]
+/// struct Answered(AtomicU64);
+///
+/// impl Observer<Hl7> for Answered {
+///     fn on_event(&self, event: &Event<'_>) {
+///         if let Event::MessageStop { .. } = event {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// let builder = mllp::Server::builder().observer(Answered::default());
+/// # let _ = builder;
+/// ```
 pub use mllp_actors::Observer;
+
+/// The HL7 protocol as the runtime sees it: the type parameter of [`Observer`] and [`Event`]
+/// (also at `mllp::server::Hl7`).
+pub use crate::protocol::Hl7;
+
+/// An [`Observer`] made from a closure, by [`observer_fn`].
+pub struct ObserverFn<F>(F);
+
+impl<F> std::fmt::Debug for ObserverFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObserverFn")
+    }
+}
+
+impl<F> Observer<Hl7> for ObserverFn<F>
+where
+    F: Fn(&Event<'_>) + Send + Sync + 'static,
+{
+    fn on_event(&self, event: &Event<'_>) {
+        (self.0)(event);
+    }
+}
+
+/// An observer from a closure, called synchronously with every telemetry [`Event`] (keep it
+/// cheap, never block: count, or send to a channel).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use mllp::{Event, observer_fn};
+///
+/// let failures = Arc::new(AtomicU64::new(0));
+/// let counted = Arc::clone(&failures);
+/// let builder = mllp::Server::builder().observer(observer_fn(move |event: &Event<'_>| {
+///     if let Event::MessageException { failure, .. } = event {
+///         tracing::warn!(kind = failure.kind(), "handler failed");
+///         counted.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }));
+/// # let _ = builder;
+/// ```
+pub fn observer_fn<F>(f: F) -> ObserverFn<F>
+where
+    F: Fn(&Event<'_>) + Send + Sync + 'static,
+{
+    ObserverFn(f)
+}
 
 pub use mllp_actors::CloseReason;
 
@@ -34,6 +101,11 @@ pub use mllp_actors::CloseReason;
 pub use mllp_actors::Failure;
 
 pub(crate) use span::SpanRecorder;
+
+/// The `tracing` target of the telemetry events (`mllp.connection.start`,
+/// `mllp.connection.stop`, `mllp.message.start`, `mllp.message.stop`, `mllp.message.exception`),
+/// all at `DEBUG`: enable them with the filter directive `mllp::events=debug`.
+pub const EVENTS_TARGET: &str = crate::protocol::EVENTS_TARGET;
 
 /// The instrumentation scope name of every metric.
 pub const METER_NAME: &str = "mllp";

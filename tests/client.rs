@@ -621,3 +621,44 @@ async fn acks_of_messages_that_asked_for_none_are_skipped() {
     client.close().await;
     within(receiver).await.unwrap();
 }
+
+/// A connection the receiver closed while it was idle (its idle timeout) is noticed before the
+/// next write: with retries off, the next message goes out on a fresh connection and succeeds.
+#[tokio::test(start_paused = true)]
+async fn idle_connection_closed_by_the_receiver_is_replaced_before_the_next_send() {
+    use support::{Recorder, Seen, next_matching};
+    let (recorder, mut events) = Recorder::new();
+    let router = Router::new().route("*", |_req: Request| async {});
+    let server = start(
+        Server::builder()
+            .router(router)
+            .idle_timeout(Some(Duration::from_secs(1)))
+            .observer(recorder),
+    )
+    .await;
+    let mut client = Client::with_config(
+        server.local_addr().to_string(),
+        ClientConfig::default().max_retries(0),
+    );
+    let ack = within(client.send(hl7("ADT^A01", "FIRST", "2.5"))).await;
+    assert!(ack.unwrap().is_some());
+    let stop = next_matching(&mut events, |s| matches!(s, Seen::ConnectionStop { .. })).await;
+    assert!(
+        matches!(&stop, Seen::ConnectionStop { reason, .. } if reason == "idle"),
+        "{stop:?}"
+    );
+    let ack = within(client.send(hl7("ADT^A01", "SECOND", "2.5"))).await;
+    assert_eq!(
+        ack.expect("sent on a fresh connection")
+            .expect("an ACK")
+            .acknowledged_control_id()
+            .as_deref(),
+        Some("SECOND")
+    );
+    // The same through the pipeline.
+    let stop = next_matching(&mut events, |s| matches!(s, Seen::ConnectionStop { .. })).await;
+    assert!(matches!(&stop, Seen::ConnectionStop { reason, .. } if reason == "idle"));
+    let results = within(client.send_all([hl7("ADT^A01", "THIRD", "2.5")])).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    within(server.shutdown()).await;
+}

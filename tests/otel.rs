@@ -1107,3 +1107,99 @@ async fn documented_span_attributes_are_exactly_the_exported_ones() {
     expected.remove("tls.client.subject");
     assert_eq!(exported, expected);
 }
+
+/// The documented events reach OpenTelemetry as span events, by name: the connection's start
+/// and stop on `mllp.connection`, the message's start and stop on `mllp.message`.
+#[tokio::test]
+async fn documented_events_are_span_events() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route("ADT^A01", |_req: Request| async {});
+    assert_eq!(
+        telemetry
+            .answer_one(
+                Server::builder().router(router),
+                phi_message("ADT^A01", "E1")
+            )
+            .await,
+        "AA"
+    );
+    let spans = telemetry.spans();
+    let names = |span: &SpanData| -> Vec<String> {
+        span.events
+            .iter()
+            .map(|e| e.name.to_string())
+            .filter(|n| n.starts_with("mllp."))
+            .collect()
+    };
+    assert_eq!(
+        names(only(&spans, "mllp.connection")),
+        ["mllp.connection.start", "mllp.connection.stop"]
+    );
+    let message = only(&spans, "mllp.message");
+    assert_eq!(names(message), ["mllp.message.start", "mllp.message.stop"]);
+    let stop = message
+        .events
+        .iter()
+        .find(|e| e.name == "mllp.message.stop")
+        .expect("stop event");
+    let code = stop
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "hl7.ack_code");
+    assert_eq!(
+        code.map(|kv| kv.value.as_str().into_owned()),
+        Some("AA".to_owned())
+    );
+}
+
+/// A route's own deadline is a handler timeout in every respect: AE 207 under the default
+/// policy, `error.type = timeout` and the error status on the span, a timeout exception in the
+/// metrics; the server's (longer) `handler_timeout` does not apply to that route.
+#[tokio::test(start_paused = true)]
+async fn route_deadline_records_a_timeout_exception() {
+    let telemetry = Telemetry::install();
+    let router = Router::new().route_with_timeout(
+        "ADT^A01",
+        |_req: Request| std::future::pending::<()>(),
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        telemetry
+            .answer_one(
+                Server::builder().router(router),
+                phi_message("ADT^A01", "T1")
+            )
+            .await,
+        "AE"
+    );
+    let spans = telemetry.spans();
+    let message = only(&spans, "mllp.message");
+    assert_eq!(string(message, "error.type"), "timeout");
+    assert_eq!(error_description(message), "timeout");
+    let exception = message
+        .events
+        .iter()
+        .find(|e| e.name == "mllp.message.exception")
+        .expect("exception event");
+    assert!(
+        exception
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "error.type" && kv.value.as_str() == "timeout")
+    );
+    let metrics = telemetry.metrics();
+    assert_eq!(
+        metrics.sum(
+            "mllp.server.handler.exceptions",
+            &[("error.type", "timeout")]
+        ),
+        1
+    );
+    let (count, seconds) =
+        metrics.histogram("mllp.server.message.duration", &[("hl7.ack_code", "AE")]);
+    assert_eq!(count, 1);
+    assert!(
+        (2.0..60.0).contains(&seconds),
+        "the route's 2 s, not 60 s: {seconds}"
+    );
+}

@@ -150,8 +150,8 @@ impl ServerConfig {
     /// Sets [`ServerConfig::restart`]. Default is 3 restarts within 5 s, backoff 100 ms doubling
     /// to 5 s.
     #[must_use]
-    pub fn restart(mut self, policy: RestartPolicy) -> Self {
-        self.restart = policy;
+    pub fn restart(mut self, policy: impl Into<RestartPolicy>) -> Self {
+        self.restart = policy.into();
         self
     }
 
@@ -258,10 +258,33 @@ pub enum RestartPolicy {
 }
 
 impl RestartPolicy {
+    /// A builder for [`RestartPolicy::Backoff`] with named settings, starting from the
+    /// default (3 restarts within 5 s, backoff 100 ms doubling to 5 s); set only what differs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mllp_actors::{RestartPolicy, ServerConfig};
+    ///
+    /// let config = ServerConfig::default().restart(
+    ///     RestartPolicy::builder()
+    ///         .max_restarts(5)
+    ///         .window(Duration::from_secs(60))
+    ///         .max_backoff(Duration::from_secs(10)),
+    /// );
+    /// assert_eq!(
+    ///     config.restart,
+    ///     RestartPolicy::backoff(5, Duration::from_secs(60), Duration::from_millis(100), Duration::from_secs(10))
+    /// );
+    /// ```
+    pub fn builder() -> RestartPolicyBuilder {
+        RestartPolicyBuilder::default()
+    }
+
     /// Restarts after `backoff`, doubling after each restart up to `max_backoff`; more than
     /// `max_restarts` failures within `window` stop the server. The default is
     /// `backoff(3, 5 s, 100 ms, 5 s)`. Checked when the server starts: `window` must not be
-    /// zero and `max_backoff` not less than `backoff`.
+    /// zero and `max_backoff` not less than `backoff`. [`RestartPolicy::builder`] names each
+    /// setting instead of taking three durations by position.
     pub fn backoff(
         max_restarts: u32,
         window: Duration,
@@ -274,6 +297,73 @@ impl RestartPolicy {
             backoff,
             max_backoff,
         }
+    }
+}
+
+/// Builds a [`RestartPolicy::Backoff`] with named settings; see [`RestartPolicy::builder`].
+/// Converts into a [`RestartPolicy`] (`.build()`, or `into()` where one is expected, as
+/// [`ServerConfig::restart`] does). Nothing is checked until the server starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct RestartPolicyBuilder {
+    max_restarts: u32,
+    window: Duration,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for RestartPolicyBuilder {
+    fn default() -> Self {
+        Self {
+            max_restarts: 3,
+            window: Duration::from_secs(5),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RestartPolicyBuilder {
+    /// Restarts allowed within the window; one more failure stops the server. Zero behaves as
+    /// [`RestartPolicy::Never`]. Default is 3.
+    pub fn max_restarts(mut self, restarts: u32) -> Self {
+        self.max_restarts = restarts;
+        self
+    }
+
+    /// The sliding window over which failures are counted; must not be zero. Default is 5 s.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The delay before the first restart in a window, doubled after each restart. Default is
+    /// 100 ms.
+    pub fn backoff(mut self, delay: Duration) -> Self {
+        self.backoff = delay;
+        self
+    }
+
+    /// The cap of the doubling delay; must not be less than `backoff`. Default is 5 s.
+    pub fn max_backoff(mut self, delay: Duration) -> Self {
+        self.max_backoff = delay;
+        self
+    }
+
+    /// The policy.
+    pub fn build(self) -> RestartPolicy {
+        RestartPolicy::backoff(
+            self.max_restarts,
+            self.window,
+            self.backoff,
+            self.max_backoff,
+        )
+    }
+}
+
+impl From<RestartPolicyBuilder> for RestartPolicy {
+    fn from(builder: RestartPolicyBuilder) -> Self {
+        builder.build()
     }
 }
 

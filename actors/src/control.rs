@@ -22,10 +22,13 @@ pub(crate) struct Control {
     pub(crate) shutdown: CancellationToken,
     /// Cancelled at the grace deadline: busy connections abort their handlers and close.
     pub(crate) abort: CancellationToken,
-    /// The connection loops to wake when a flag below is set, by connection id. A loop registers
-    /// its waker with an atomic swap when it goes to sleep, rather than polling the tokens
-    /// (whose waiter lists sit behind locks shared by every connection).
-    wakers: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
+    /// The connection loops to wake when a flag below (or their own close flag) is set, by
+    /// connection id. A loop registers its waker with an atomic swap when it goes to sleep,
+    /// rather than polling the tokens (whose waiter lists sit behind locks shared by every
+    /// connection).
+    wakers: Mutex<HashMap<u64, Arc<ConnectionFlags>>>,
+    /// Whether accepting is suspended (`ServerHandle::suspend`); set by the root supervisor.
+    pub(crate) suspended: AtomicBool,
     /// Mirrors of the two tokens that connections check on every turn for the price of an
     /// atomic load (a token's `is_cancelled` and a registered waiter's poll take a lock shared
     /// by every connection). Set before the token is cancelled.
@@ -54,6 +57,7 @@ impl Control {
             fatal: Mutex::new(None),
             outcome: watch::Sender::new(None),
             wakers: Mutex::new(HashMap::new()),
+            suspended: AtomicBool::new(false),
         }
     }
 
@@ -74,23 +78,41 @@ impl Control {
     /// Wakes every connection loop, after a flag was set: each re-reads the flags.
     fn wake_connections(&self) {
         let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        for waker in wakers.values() {
-            waker.wake();
+        for flags in wakers.values() {
+            flags.waker.wake();
+        }
+    }
+
+    /// Asks one connection to close (`ServerHandle::close_connection`): it stops reading,
+    /// answers what it has in flight and closes as `ServerClosed`. Returns whether a
+    /// connection with that id is being served.
+    pub(crate) fn close_connection(&self, id: u64) -> bool {
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        match wakers.get(&id) {
+            Some(flags) => {
+                flags.close.store(true, Ordering::Release);
+                flags.waker.wake();
+                true
+            }
+            None => false,
         }
     }
 
     /// Registers a connection loop to be woken when shutdown or abort begins. The returned guard
     /// deregisters it when dropped.
     pub(crate) fn register(self: &Arc<Self>, id: u64) -> ControlWaker {
-        let waker = Arc::new(AtomicWaker::new());
+        let flags = Arc::new(ConnectionFlags {
+            waker: AtomicWaker::new(),
+            close: AtomicBool::new(false),
+        });
         self.wakers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::clone(&waker));
+            .insert(id, Arc::clone(&flags));
         ControlWaker {
             control: Arc::clone(self),
             id,
-            waker,
+            flags,
         }
     }
 
@@ -118,32 +140,48 @@ impl Control {
     }
 }
 
-/// A connection loop's registration with [`Control`]: woken when shutdown or abort begins.
+/// One connection's entry in [`Control`]: its loop's waker and its own close flag.
+struct ConnectionFlags {
+    waker: AtomicWaker,
+    close: AtomicBool,
+}
+
+/// A connection loop's registration with [`Control`]: woken when shutdown or abort begins, or
+/// when this connection is asked to close.
 pub(crate) struct ControlWaker {
     control: Arc<Control>,
     id: u64,
-    waker: Arc<AtomicWaker>,
+    flags: Arc<ConnectionFlags>,
 }
 
 /// What the control flags ask of a connection loop.
 pub(crate) enum ControlStep {
     Abort,
     Shutdown,
+    Close,
 }
 
 impl ControlWaker {
-    /// Ready when the server aborts, or begins its shutdown while `draining` is false.
-    /// Registers the waker first, then reads the flags, so a flag set in between is not missed.
+    /// Whether this connection was asked to close (an atomic load of its own flag).
+    pub(crate) fn close_requested(&self) -> bool {
+        self.flags.close.load(Ordering::Acquire)
+    }
+
+    /// Ready when the server aborts, or begins its shutdown, or asks this connection to close,
+    /// while `draining` is false. Registers the waker first, then reads the flags, so a flag
+    /// set in between is not missed.
     pub(crate) fn poll(
         &self,
         cx: &mut std::task::Context<'_>,
         draining: bool,
     ) -> std::task::Poll<ControlStep> {
-        self.waker.register(cx.waker());
+        self.flags.waker.register(cx.waker());
         if self.control.is_aborting() {
             std::task::Poll::Ready(ControlStep::Abort)
         } else if !draining && self.control.is_shutting_down() {
             std::task::Poll::Ready(ControlStep::Shutdown)
+        } else if !draining && self.close_requested() {
+            std::task::Poll::Ready(ControlStep::Close)
         } else {
             std::task::Poll::Pending
         }

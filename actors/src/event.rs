@@ -43,6 +43,10 @@ pub enum CloseReason {
     HandlerFailure,
     /// The server is shutting down and the connection was drained.
     Shutdown,
+    /// The embedder closed this connection
+    /// ([`ServerHandle::close_connection`](crate::ServerHandle::close_connection)); it was
+    /// drained like a shutdown.
+    ServerClosed,
     /// The server is shutting down and the connection was still busy at the grace deadline.
     Aborted,
     /// The connection's own code panicked (a bug in the runtime or the codec).
@@ -63,6 +67,7 @@ impl CloseReason {
             CloseReason::Io(_) => "io",
             CloseReason::HandlerFailure => "handler_failure",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ServerClosed => "server_closed",
             CloseReason::Aborted => "aborted",
             CloseReason::Panicked(_) => "panic",
         }
@@ -103,6 +108,9 @@ pub enum Event<'a, P: Protocol> {
         reason: &'a CloseReason,
         /// How many requests it handled (answered, failed or silently completed).
         messages: u64,
+        /// The connection's span ([`Protocol::connection_span`]), still open, or `None` when
+        /// the connection ended before one was made (it failed to start).
+        span: Option<&'a tracing::Span>,
     },
     /// A request was decoded and its handler task is about to start.
     ///
@@ -114,6 +122,9 @@ pub enum Event<'a, P: Protocol> {
         connection: &'a ConnectionInfo,
         /// The request's metadata.
         meta: &'a P::Meta,
+        /// The message's span ([`Protocol::message_span`]), just opened: the handler will run
+        /// inside it.
+        span: &'a tracing::Span,
     },
     /// A handler returned. `response` is `None` when it chose to send nothing.
     MessageStop {
@@ -159,6 +170,14 @@ pub enum Event<'a, P: Protocol> {
         /// Restarts within the current window, this one included.
         restarts: u32,
     },
+    /// The server stops by itself (the acceptor failed past its
+    /// [`RestartPolicy`](crate::RestartPolicy), or a supervisor failed): escalation, as in
+    /// OTP. Emitted once, as the teardown begins, before
+    /// [`ServerHandle::wait`](crate::ServerHandle::wait) returns this error.
+    Escalation {
+        /// Why the server stops.
+        error: &'a crate::ServerError,
+    },
 }
 
 impl<P: Protocol> fmt::Debug for Event<'_, P> {
@@ -171,6 +190,7 @@ impl<P: Protocol> fmt::Debug for Event<'_, P> {
             Event::MessageException { .. } => "MessageException",
             Event::ConnectionRefused { .. } => "ConnectionRefused",
             Event::AcceptorRestart { .. } => "AcceptorRestart",
+            Event::Escalation { .. } => "Escalation",
         };
         f.write_str(name)
     }

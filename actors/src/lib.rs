@@ -149,7 +149,9 @@ mod slots;
 mod supervisor;
 mod util;
 
-pub use config::{ConfigError, HandlerFailurePolicy, RestartPolicy, ServerConfig};
+pub use config::{
+    ConfigError, HandlerFailurePolicy, RestartPolicy, RestartPolicyBuilder, ServerConfig,
+};
 pub use error::{ServerError, StartError};
 pub use event::{CloseReason, Event, Observer};
 pub use protocol::{ConnectionInfo, Failure, Protocol};

@@ -61,6 +61,16 @@ pub trait Protocol: Send + Sync + 'static {
         connection: &ConnectionInfo,
     ) -> impl Future<Output = Option<Self::Response>> + Unpin + Send + 'static;
 
+    /// The deadline of this request's handler, when it differs from the server's
+    /// `handler_timeout` (a per-route deadline, say). Past it the handler is aborted and
+    /// answered exactly as past `handler_timeout`: the handler-failure policy applies and the
+    /// failure is `Failure::TimedOut` with this limit. Default is `None`: the server's
+    /// `handler_timeout`.
+    fn handler_timeout(&self, meta: &Self::Meta) -> Option<std::time::Duration> {
+        let _ = meta;
+        None
+    }
+
     /// The answer to a request whose handler failed, or `None` to send nothing.
     fn on_failure(&self, meta: &Self::Meta, failure: &Failure) -> Option<Self::Response>;
 

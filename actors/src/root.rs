@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -97,6 +98,11 @@ pub(crate) enum RootMessage {
     RestartAcceptor,
     /// Stop accepting: stop the acceptor, drop the listener. Replies when the acceptor is gone.
     StopAcceptor(RpcReplyPort<()>),
+    /// Suspend accepting: stop the acceptor, keep the listener (the port stays bound and the
+    /// kernel backlog holds new peers). Replies when the acceptor is gone.
+    Suspend(RpcReplyPort<()>),
+    /// Resume accepting after `Suspend`: start an acceptor again. Replies once it is started.
+    Resume(RpcReplyPort<()>),
     /// Test hook (`test-util`): fail the current acceptor.
     #[cfg(feature = "test-util")]
     InjectAcceptorFailure,
@@ -112,6 +118,8 @@ struct RootState<P: Protocol, T: Transport> {
     /// Failure times within the restart window.
     failures: VecDeque<Instant>,
     stopping: bool,
+    /// Accepting is suspended: no acceptor runs, and a pending restart does not start one.
+    suspended: bool,
 }
 
 impl<P: Protocol, T: Transport> RootState<P, T> {
@@ -129,6 +137,16 @@ impl<P: Protocol, T: Transport> RootState<P, T> {
             .map_err(|error| error.to_string())?;
         self.acceptor = Some((acceptor, task));
         Ok(())
+    }
+
+    /// Stops the server by itself: reports the escalation, then begins the teardown (whose end
+    /// `wait()` returns the error).
+    fn escalate(&mut self, error: ServerError) {
+        tracing::error!(%error, "server stopping: escalation");
+        self.shared
+            .observers
+            .emit(Event::Escalation { error: &error });
+        self.shared.control.fail(error);
     }
 
     /// Applies the restart policy to an acceptor failure.
@@ -158,7 +176,7 @@ impl<P: Protocol, T: Transport> RootState<P, T> {
         let text = error.to_string();
         tracing::error!(error = %text, failures, "acceptor failed");
         if failures > max_restarts {
-            self.shared.control.fail(ServerError::AcceptorFailed {
+            self.escalate(ServerError::AcceptorFailed {
                 failures,
                 source: Arc::new(error),
             });
@@ -211,6 +229,7 @@ impl<P: Protocol, T: Transport> Actor for Root<P, T> {
             exited: Vec::new(),
             failures: VecDeque::new(),
             stopping: false,
+            suspended: false,
         };
         state.spawn_acceptor(&myself).await?;
         Ok(state)
@@ -249,6 +268,7 @@ impl<P: Protocol, T: Transport> Actor for Root<P, T> {
             }
             RootMessage::RestartAcceptor => {
                 if !state.stopping
+                    && !state.suspended
                     && state.acceptor.is_none()
                     && let Err(error) = state.spawn_acceptor(&myself).await
                 {
@@ -261,6 +281,35 @@ impl<P: Protocol, T: Transport> Actor for Root<P, T> {
                 if let Some((acceptor, task)) = state.acceptor.take() {
                     let _ = acceptor.stop_and_wait(None, None).await;
                     state.exited.push(task);
+                }
+                let _ = reply.send(());
+            }
+            RootMessage::Suspend(reply) => {
+                state.suspended = true;
+                state
+                    .shared
+                    .control
+                    .suspended
+                    .store(true, Ordering::Release);
+                // Taken out first, so its end is not seen as a failure.
+                if let Some((acceptor, task)) = state.acceptor.take() {
+                    let _ = acceptor.stop_and_wait(None, None).await;
+                    state.exited.push(task);
+                }
+                let _ = reply.send(());
+            }
+            RootMessage::Resume(reply) => {
+                state.suspended = false;
+                state
+                    .shared
+                    .control
+                    .suspended
+                    .store(false, Ordering::Release);
+                if !state.stopping
+                    && state.acceptor.is_none()
+                    && let Err(error) = state.spawn_acceptor(&myself).await
+                {
+                    state.acceptor_failed(&myself, io::Error::other(error));
                 }
                 let _ = reply.send(());
             }
@@ -302,10 +351,7 @@ impl<P: Protocol, T: Transport> Actor for Root<P, T> {
         }
         if id == state.supervisor.0.get_id() {
             state.stopping = true;
-            state
-                .shared
-                .control
-                .fail(ServerError::SupervisorFailed(error.to_string()));
+            state.escalate(ServerError::SupervisorFailed(error.to_string()));
         } else if state
             .acceptor
             .as_ref()

@@ -92,10 +92,6 @@ pub struct ServerHandle {
 struct HandleInner {
     local_addr: SocketAddr,
     control: Arc<Control>,
-    #[cfg_attr(
-        not(feature = "test-util"),
-        expect(dead_code, reason = "only the test-util hook talks to the root")
-    )]
     root: ActorRef<RootMessage>,
     supervisor: ActorRef<SupervisorMessage>,
     slots: Slots,
@@ -135,6 +131,60 @@ impl ServerHandle {
     /// supervisor or served by a connection). Never more than `max_connections`.
     pub fn slots_in_use(&self) -> usize {
         self.inner.slots.in_use()
+    }
+
+    /// The current connection limit: [`ServerConfig::max_connections`] as started, or as last
+    /// set by [`set_max_connections`](Self::set_max_connections).
+    pub fn max_connections(&self) -> usize {
+        self.inner.slots.max()
+    }
+
+    /// Changes the connection limit while the server runs (`ranch:set_max_connections`).
+    ///
+    /// Raising it lets the acceptor take new peers at once. Lowering it never closes a live
+    /// connection: the acceptor takes no new peer until the number of connections is below
+    /// the new limit (the kernel backlog holds them meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`](crate::ConfigError) when `limit` is zero or larger than the runtime
+    /// can count; the limit is then unchanged.
+    pub fn set_max_connections(&self, limit: usize) -> Result<(), crate::ConfigError> {
+        self.inner.slots.set_max(limit)
+    }
+
+    /// Stops accepting new connections, and returns once the acceptor has stopped
+    /// (`ranch:suspend_listener`). Live connections go on as before. Unlike Ranch, the
+    /// listening socket stays open, so the port stays yours: peers that connect meanwhile
+    /// wait in the kernel backlog (up to its size) and are served after
+    /// [`resume`](Self::resume), unless they give up first. Does nothing if already
+    /// suspended or stopped.
+    pub async fn suspend(&self) {
+        let _ = self.inner.root.call(RootMessage::Suspend, None).await;
+    }
+
+    /// Starts accepting again after [`suspend`](Self::suspend) (`ranch:resume_listener`), and
+    /// returns once the acceptor is running. Does nothing if accepting or stopped.
+    pub async fn resume(&self) {
+        let _ = self.inner.root.call(RootMessage::Resume, None).await;
+    }
+
+    /// Whether accepting is suspended by [`suspend`](Self::suspend).
+    pub fn is_suspended(&self) -> bool {
+        self.inner
+            .control
+            .suspended
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Asks the connection with this id (as in [`connections`](Self::connections) and its
+    /// events) to close: it stops reading, answers the requests it has in flight, and closes
+    /// with [`CloseReason::ServerClosed`](crate::CloseReason::ServerClosed). Returns whether
+    /// such a connection was being served; one still in its TLS handshake is not (yet), and
+    /// `false` is returned. Returns at once; the connection's `ConnectionStop` event says
+    /// when it has closed.
+    pub fn close_connection(&self, id: u64) -> bool {
+        self.inner.control.close_connection(id)
     }
 
     /// Stops the server gracefully and returns once every actor and task of it has ended.

@@ -287,6 +287,7 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
             duration: start.elapsed(),
             reason: &reason,
             messages,
+            span: stats.span.get(),
         });
         task
     }

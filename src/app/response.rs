@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use tower::BoxError;
+
 use crate::ack::{AckCode, Diagnostic, ErrorCode};
 
 /// The business outcome of one message, before it becomes an ACK.
@@ -129,9 +131,28 @@ impl Default for Response {
 /// `HandlerError::internal` and the `?` conversion from any error give AE with ERR-3 = 207;
 /// [`HandlerError::new`] gives AE with another code; [`HandlerError::reject`] gives AR.
 ///
-/// Converting an arbitrary error with `?` keeps it as the [`source`](Self::source) for your own
-/// logging, but the text sent to the partner is the generic "application internal error": an
-/// error's `Display` may carry database details or patient data, and ERR text leaves the building.
+/// Everything that converts into a [`tower::BoxError`] converts into a `HandlerError`, with `?`
+/// or as a handler's `Err(..)`: any `std::error::Error + Send + Sync + 'static`, a
+/// `Box<dyn Error + Send + Sync>`, an `anyhow::Error`, a `String` or a `&'static str`. Such a
+/// conversion keeps the error as the [`source`](Self::source) for your own logging, but the text
+/// sent to the partner is the generic "application internal error", even for a `String`: an
+/// error's text may carry database details or patient data, and ERR text leaves the building.
+/// To send a text on purpose, say so: [`HandlerError::internal`], [`new`](Self::new) or
+/// [`reject`](Self::reject).
+///
+/// ```
+/// use mllp::app::{HandlerError, Request};
+///
+/// async fn store(_req: Request) -> Result<(), HandlerError> {
+///     let boxed: Result<(), Box<dyn std::error::Error + Send + Sync>> = Err("db down".into());
+///     boxed?; // AE 207 "application internal error"; "db down" stays in `source()`
+///     Ok(())
+/// }
+/// // A closure may return its own error type directly: a `String` here.
+/// let _router = mllp::app::Router::new()
+///     .route("ADT^A01", store)
+///     .route("ORU^R01", |_req: Request| async { Err::<(), _>(String::from("no bed")) });
+/// ```
 pub struct HandlerError {
     status: Status,
     code: ErrorCode,
@@ -209,19 +230,19 @@ impl fmt::Display for HandlerError {
     }
 }
 
-// HandlerError deliberately does not implement `std::error::Error`, so that any error converts
-// into it with `?` (the anyhow pattern); without that the blanket impl below would overlap
-// `From<T> for T`.
+// HandlerError deliberately does not implement `std::error::Error` (nor convert into a
+// `BoxError`), so that everything that converts into a `BoxError` converts into it with `?`
+// (the anyhow pattern); without that the blanket impl below would overlap `From<T> for T`.
 impl<E> From<E> for HandlerError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<BoxError>,
 {
     fn from(error: E) -> Self {
         Self {
             status: Status::Error,
             code: ErrorCode::ApplicationInternalError,
             text: "application internal error".to_owned(),
-            source: Some(Box::new(error)),
+            source: Some(error.into()),
         }
     }
 }
@@ -237,7 +258,15 @@ impl From<HandlerError> for Response {
 
 /// Anything a handler or middleware may return.
 ///
-/// `()` and `Ok(())` accept (AA); [`Response`] is used as is; `Err(HandlerError)` becomes AE or AR.
+/// `()` and `Ok(())` accept (AA); [`Response`] is used as is; [`HandlerError`] becomes AE or AR;
+/// `Result<T, E>` is `T` or, for `Err`, the error converted into a [`HandlerError`] (anything
+/// `Into<tower::BoxError>`: AE 207 with a generic text). A handler that never returns (it only
+/// panics: `async { panic!(..) }`) is accepted too.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's answer",
+    label = "not an answer",
+    note = "a handler or middleware returns `()` (AA), `Response`, `HandlerError` (AE/AR), or `Result<T, E>` where `T` is one of those and `E` is `HandlerError`, `String`, `&'static str`, any `std::error::Error + Send + Sync + 'static`, `Box<dyn Error + Send + Sync>` or `anyhow::Error`"
+)]
 pub trait IntoResponse {
     /// Converts into a response.
     fn into_response(self) -> Response;
@@ -258,6 +287,27 @@ impl IntoResponse for () {
 impl IntoResponse for HandlerError {
     fn into_response(self) -> Response {
         self.into()
+    }
+}
+
+/// Names the never type `!` on stable Rust (`<fn() -> ! as ..>::Output`), so that a handler
+/// whose body only panics (an `async` block of type `!` under edition 2024's never-type
+/// fallback) is a handler.
+trait HasOutput {
+    type Output;
+}
+
+impl<T> HasOutput for fn() -> T {
+    type Output = T;
+}
+
+type Never = <fn() -> ! as HasOutput>::Output;
+
+// The impl is for `!` itself; the private trait only names it.
+#[allow(private_interfaces)]
+impl IntoResponse for Never {
+    fn into_response(self) -> Response {
+        self
     }
 }
 
@@ -292,6 +342,33 @@ mod tests {
         let resp = Err::<(), _>(err).into_response();
         assert_eq!(resp.status(), Status::Error);
         assert!(!format!("{resp:?}").contains("SMITH"));
+    }
+
+    /// Strings, boxed errors and any `Into<BoxError>` become AE 207 with the generic text; the
+    /// text is kept as the source only.
+    #[test]
+    fn strings_and_boxed_errors_become_ae_with_a_generic_text() {
+        let cases: Vec<HandlerError> = vec![
+            String::from("SMITH not found").into(),
+            "SMITH not found".into(),
+            Box::<dyn std::error::Error + Send + Sync>::from("SMITH not found").into(),
+            std::io::Error::other("SMITH not found").into(),
+        ];
+        for err in cases {
+            assert_eq!(err.code(), ErrorCode::ApplicationInternalError);
+            assert!(!err.is_reject());
+            assert_eq!(err.text(), "application internal error");
+            assert_eq!(err.source().unwrap().to_string(), "SMITH not found");
+            let resp = Err::<(), _>(err).into_response();
+            assert_eq!(resp.status(), Status::Error);
+            assert!(!format!("{resp:?}").contains("SMITH"));
+        }
+        fn question_mark() -> Result<(), HandlerError> {
+            Err(Box::<dyn std::error::Error + Send + Sync>::from("x"))?;
+            Ok(())
+        }
+        assert!(question_mark().is_err());
+        assert_eq!(Err::<(), _>("no").into_response().status(), Status::Error);
     }
 
     /// Reject maps to AR, plain errors to AE, unit to AA; enhanced mode gives the C codes.

@@ -1,6 +1,7 @@
 //! The dispatcher: routes a message to a handler by its MSH-9 trigger event.
 
 use std::fmt;
+use std::time::Duration;
 
 use tower::{BoxError, Layer, Service};
 
@@ -126,11 +127,23 @@ type LayerFn = Box<dyn Fn(Route) -> Route + Send + Sync>;
 /// let routes: Vec<String> = router.routes().map(|p| p.to_string()).collect();
 /// assert_eq!(routes, ["ADT^A01", "ADT^*"]);
 /// ```
-pub struct Router {
+///
+/// # State
+///
+/// Application state (a database pool, a client, counters) is given once with
+/// [`with_state`](Self::with_state) and handed to every handler that takes
+/// [`State<S>`](crate::app::State) as its first argument, as with axum. `S` is the state's type: `()`
+/// (the default) until `with_state` is called. Unlike axum, the state is given *before* the
+/// routes that use it, so the routes are built at once and a handler that needs a state the
+/// router does not have is a compile error.
+pub struct Router<S = ()> {
     routes: Vec<(RoutePattern, Route)>,
+    /// Each route's own handler deadline, by index in `routes`.
+    deadlines: Vec<Option<Duration>>,
     fallback: Option<Route>,
     layers: Vec<LayerFn>,
     errors: Vec<RoutePatternError>,
+    state: S,
 }
 
 impl Default for Router {
@@ -139,7 +152,7 @@ impl Default for Router {
     }
 }
 
-impl fmt::Debug for Router {
+impl<S> fmt::Debug for Router<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
             .field(
@@ -157,27 +170,95 @@ impl fmt::Debug for Router {
 }
 
 impl Router {
-    /// A router with no routes: every message gets the default fallback's AR.
+    /// A router with no routes and no state: every message gets the default fallback's AR.
     pub fn new() -> Self {
         Self {
             routes: Vec::new(),
+            deadlines: Vec::new(),
             fallback: None,
             layers: Vec::new(),
             errors: Vec::new(),
+            state: (),
         }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Router<S> {
+    /// Gives the router a state, handed to the handlers registered after this call that take
+    /// [`State<S2>`](crate::app::State) first (`|State(db): State<Db>, req: Request| ..`). The state is
+    /// cloned for each such message: wrap what is costly to clone in an `Arc`. Routes
+    /// registered before keep the state they were built with. Default is no state (`()`).
+    #[must_use]
+    pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> Router<S2> {
+        Router {
+            routes: self.routes,
+            deadlines: self.deadlines,
+            fallback: self.fallback,
+            layers: self.layers,
+            errors: self.errors,
+            state,
+        }
+    }
+
+    /// The router's state.
+    pub fn state(&self) -> &S {
+        &self.state
     }
 
     /// Routes messages matching `pattern` to `handler`.
     ///
     /// An invalid pattern is reported when the server is built (`ConfigError`), not here.
     #[must_use]
-    pub fn route<H, T>(mut self, pattern: &str, handler: H) -> Self
+    pub fn route<H, T>(self, pattern: &str, handler: H) -> Self
     where
-        H: Handler<T>,
+        H: Handler<T, S>,
         T: 'static,
     {
+        let route = handler_route(handler, self.state.clone());
+        self.push(pattern, route, None)
+    }
+
+    /// Like [`route`](Self::route), with this route's own handler deadline instead of the
+    /// server's `handler_timeout` (default 60 s).
+    ///
+    /// The deadline behaves exactly like `handler_timeout`, because it is one: it is given to
+    /// the runtime per message (the route is picked from MSH-9 before the handler starts), so
+    /// past it the handler task is aborted, the message is answered per the server's
+    /// `handler_failure` policy (AE 207 by default), and it is reported as a handler failure
+    /// (`Failure::TimedOut`, the `mllp.message.exception` event, `error.type = timeout` on the
+    /// span, `mllp.server.handler.exceptions`). It runs from the handler task's start, so the
+    /// router's middleware is inside it, as with `handler_timeout`. It may be longer than
+    /// `handler_timeout` as well as shorter. A zero deadline is a `ConfigError` at `bind()`.
+    ///
+    /// A `tower::timeout::Timeout` layer around a route is not the same: its expiry is an
+    /// ordinary error answered AE 207 by the ACK stage, with no exception event and no
+    /// handler-failure policy, and the handler's task is not aborted but dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mllp::app::{Request, Router};
+    ///
+    /// let router = Router::new()
+    ///     .route_with_timeout("ORU^R01", |_req: Request| async {}, Duration::from_secs(5))
+    ///     .route("ADT^*", |_req: Request| async {}); // the server's handler_timeout
+    /// # let _ = router;
+    /// ```
+    #[must_use]
+    pub fn route_with_timeout<H, T>(self, pattern: &str, handler: H, timeout: Duration) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let route = handler_route(handler, self.state.clone());
+        self.push(pattern, route, Some(timeout))
+    }
+
+    fn push(mut self, pattern: &str, route: Route, deadline: Option<Duration>) -> Self {
         match RoutePattern::parse(pattern) {
-            Ok(pattern) => self.routes.push((pattern, handler_route(handler))),
+            Ok(pattern) => {
+                self.routes.push((pattern, route));
+                self.deadlines.push(deadline);
+            }
             Err(e) => self.errors.push(e),
         }
         self
@@ -187,17 +268,13 @@ impl Router {
     /// middleware (`ServiceBuilder::new().layer(..).service(handler_service(h))`), for example.
     /// Service errors become AE with ERR-3 = 207.
     #[must_use]
-    pub fn route_service<S>(mut self, pattern: &str, service: S) -> Self
+    pub fn route_service<Svc>(self, pattern: &str, service: Svc) -> Self
     where
-        S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
+        Svc: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
+        Svc::Error: Into<BoxError>,
+        Svc::Future: Send + 'static,
     {
-        match RoutePattern::parse(pattern) {
-            Ok(pattern) => self.routes.push((pattern, Route::from_service(service))),
-            Err(e) => self.errors.push(e),
-        }
-        self
+        self.push(pattern, Route::from_service(service), None)
     }
 
     /// Replaces the default fallback for messages no route matches. Default is AR with ERR-3 =
@@ -206,10 +283,10 @@ impl Router {
     #[must_use]
     pub fn fallback<H, T>(mut self, handler: H) -> Self
     where
-        H: Handler<T>,
+        H: Handler<T, S>,
         T: 'static,
     {
-        self.fallback = Some(handler_route(handler));
+        self.fallback = Some(handler_route(handler, self.state.clone()));
         self
     }
 
@@ -244,11 +321,25 @@ impl Router {
         self.routes.iter().map(|(pattern, _)| pattern)
     }
 
-    /// Builds the request pipeline: the dispatcher wrapped in the layers.
-    pub(crate) fn into_service(self) -> Result<Route, RoutePatternError> {
+    /// The same routes and layers without the state (every route already holds what it
+    /// needs), as the server takes them.
+    pub fn without_state(self) -> Router {
+        self.with_state(())
+    }
+
+    /// Builds the request pipeline (the dispatcher wrapped in the layers) and the per-route
+    /// deadlines.
+    pub(crate) fn into_service(self) -> Result<(Route, Deadlines), RoutePatternError> {
         if let Some(error) = self.errors.into_iter().next() {
             return Err(error);
         }
+        let deadlines = Deadlines::new(
+            self.routes
+                .iter()
+                .zip(&self.deadlines)
+                .map(|((pattern, _), deadline)| (pattern.clone(), *deadline))
+                .collect(),
+        );
         let known_codes: Vec<String> = self
             .routes
             .iter()
@@ -266,7 +357,44 @@ impl Router {
         for layer in self.layers.iter().rev() {
             service = layer(service);
         }
-        Ok(service)
+        Ok((service, deadlines))
+    }
+}
+
+/// The per-route handler deadlines, looked up by MSH-9 the way the dispatcher picks a route
+/// (first match in registration order), before the handler starts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Deadlines {
+    /// Every route's pattern and deadline, or empty when no route has its own deadline (then
+    /// the lookup costs nothing).
+    routes: Vec<(RoutePattern, Option<Duration>)>,
+}
+
+impl Deadlines {
+    fn new(routes: Vec<(RoutePattern, Option<Duration>)>) -> Self {
+        if routes.iter().all(|(_, deadline)| deadline.is_none()) {
+            return Self::default();
+        }
+        Self { routes }
+    }
+
+    /// The deadline of the route a message of this MSH-9.1 and MSH-9.2 goes to, if it has one.
+    pub(crate) fn for_message(
+        &self,
+        code: Option<&[u8]>,
+        event: Option<&[u8]>,
+    ) -> Option<Duration> {
+        self.routes
+            .iter()
+            .find(|(pattern, _)| pattern.matches_bytes(code, event))
+            .and_then(|(_, deadline)| *deadline)
+    }
+
+    /// Whether a route's deadline is zero.
+    pub(crate) fn has_zero(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|(_, d)| d.is_some_and(|d| d.is_zero()))
     }
 }
 
@@ -318,12 +446,13 @@ impl Dispatch {
 }
 
 /// A handler as a shared route: called in place, one boxed future per message.
-fn handler_route<H, T>(handler: H) -> Route
+fn handler_route<H, T, S>(handler: H, state: S) -> Route
 where
-    H: Handler<T>,
+    H: Handler<T, S>,
     T: 'static,
+    S: Clone + Send + Sync + 'static,
 {
-    Route::shared(move |request| handler.call(request))
+    Route::shared(move |request| handler.call(request, state.clone()))
 }
 
 #[cfg(test)]
@@ -357,5 +486,27 @@ mod tests {
     fn invalid_pattern_is_reported_at_build() {
         let router = Router::new().route("ADT^A01^X", |_r: Request| async {});
         assert!(router.into_service().is_err());
+    }
+
+    /// A message gets the deadline of the route the dispatcher would pick: the first match,
+    /// even when that route has none.
+    #[test]
+    fn deadlines_follow_the_first_matching_route() {
+        let s = Duration::from_secs;
+        let (_, deadlines) = Router::new()
+            .route("ADT^A01", |_r: Request| async {})
+            .route_with_timeout("ADT^*", |_r: Request| async {}, s(5))
+            .route_with_timeout("*", |_r: Request| async {}, s(9))
+            .into_service()
+            .unwrap();
+        let get = |c: &str, e: &str| deadlines.for_message(Some(c.as_bytes()), Some(e.as_bytes()));
+        assert_eq!(get("ADT", "A01"), None);
+        assert_eq!(get("ADT", "A08"), Some(s(5)));
+        assert_eq!(get("ORU", "R01"), Some(s(9)));
+        let (_, none) = Router::new()
+            .route("*", |_r: Request| async {})
+            .into_service()
+            .unwrap();
+        assert!(none.routes.is_empty());
     }
 }

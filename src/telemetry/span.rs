@@ -1,13 +1,23 @@
-//! The span recorder: completes each `mllp.message` span from the runtime's events.
+//! The span recorder: completes each `mllp.message` span from the runtime's events, and emits
+//! the documented `tracing` events (`mllp.connection.stop`, `mllp.message.start`,
+//! `mllp.message.stop`, `mllp.message.exception`; `mllp.connection.start` is emitted where the
+//! connection span is opened, in the protocol glue).
 //!
 //! The spans themselves are opened by the protocol glue ([`Hl7`]'s `connection_span` and
 //! `message_span`); what only the end of a message knows (the ACK code and size, the failure,
 //! the error status) is recorded here, from `MessageStop` and `MessageException`.
+//!
+//! The events are `DEBUG` with target [`EVENTS_TARGET`], inside their span (so a
+//! tracing-opentelemetry layer exports them as span events). Each `tracing` macro first checks
+//! its callsite's cached interest: when no subscriber wants the event it costs a load and a
+//! compare, and none of its fields is computed.
 
 use std::sync::OnceLock;
 
 use mllp_actors::{Event, Observer};
 use tracing::{Span, field};
+
+use super::EVENTS_TARGET;
 
 use crate::ack::Ack;
 use crate::protocol::Hl7;
@@ -23,20 +33,96 @@ pub(crate) struct SpanRecorder;
 impl Observer<Hl7> for SpanRecorder {
     fn on_event(&self, event: &Event<'_, Hl7>) {
         match event {
-            Event::MessageStop { response, span, .. } => {
+            Event::MessageStart {
+                connection,
+                meta,
+                span,
+            } => {
+                tracing::event!(
+                    name: "mllp.message.start",
+                    target: EVENTS_TARGET,
+                    parent: *span,
+                    tracing::Level::DEBUG,
+                    mllp.connection.id = connection.id() as i64,
+                    network.peer.address = connection.peer_ip(),
+                    network.peer.port = i64::from(connection.peer().port()),
+                    mllp.message.size = meta.size() as i64,
+                    hl7.message_type = meta.message_code(),
+                    hl7.trigger_event = meta.trigger_event(),
+                    hl7.control_id = meta.control_id(),
+                    "mllp.message.start"
+                );
+            }
+            Event::MessageStop {
+                connection,
+                response,
+                duration,
+                span,
+                ..
+            } => {
                 let status = response
                     .filter(|ack| !ack.code().is_success())
                     .map(|ack| ack.code().as_str());
+                tracing::event!(
+                    name: "mllp.message.stop",
+                    target: EVENTS_TARGET,
+                    parent: *span,
+                    tracing::Level::DEBUG,
+                    mllp.connection.id = connection.id() as i64,
+                    network.peer.address = connection.peer_ip(),
+                    network.peer.port = i64::from(connection.peer().port()),
+                    duration = duration.as_secs_f64(),
+                    mllp.response.size = response.map(|ack| ack.as_bytes().len() as i64),
+                    hl7.ack_code = response.map_or("none", |ack| ack.code().as_str()),
+                    "mllp.message.stop"
+                );
                 record_outcome(span, *response, None, status);
             }
             Event::MessageException {
+                connection,
                 failure,
                 response,
+                duration,
                 span,
                 ..
             } => {
                 let kind = failure.kind();
+                // The failure's kind only: a panic message may quote patient data.
+                tracing::event!(
+                    name: "mllp.message.exception",
+                    target: EVENTS_TARGET,
+                    parent: *span,
+                    tracing::Level::DEBUG,
+                    mllp.connection.id = connection.id() as i64,
+                    network.peer.address = connection.peer_ip(),
+                    network.peer.port = i64::from(connection.peer().port()),
+                    duration = duration.as_secs_f64(),
+                    error.type = kind,
+                    hl7.ack_code = response.map_or("none", |ack| ack.code().as_str()),
+                    "mllp.message.exception"
+                );
                 record_outcome(span, *response, Some(kind), Some(kind));
+            }
+            Event::ConnectionStop {
+                connection,
+                duration,
+                reason,
+                messages,
+                span,
+            } => {
+                tracing::event!(
+                    name: "mllp.connection.stop",
+                    target: EVENTS_TARGET,
+                    parent: span.and_then(Span::id),
+                    tracing::Level::DEBUG,
+                    mllp.connection.id = connection.id() as i64,
+                    network.peer.address = connection.peer_ip(),
+                    network.peer.port = i64::from(connection.peer().port()),
+                    duration = duration.as_secs_f64(),
+                    close_reason = reason.as_str(),
+                    messages = i64::try_from(*messages).unwrap_or(i64::MAX),
+                    "mllp.connection.stop"
+                );
             }
             _ => {}
         }

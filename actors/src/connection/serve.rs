@@ -49,6 +49,7 @@ struct Waiting<P: Protocol> {
 enum Step<P: Protocol> {
     Abort,
     Shutdown,
+    Close,
     Answered(InFlight<P>),
     Permit(OwnedSemaphorePermit),
     Read(ReadEvent<P::Request>),
@@ -113,6 +114,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 Step::Abort
             } else if self.closing.is_none() && control.is_shutting_down() {
                 Step::Shutdown
+            } else if self.closing.is_none() && wake.close_requested() {
+                Step::Close
             } else {
                 let can_read = self.closing.is_none()
                     && self.ready.is_none()
@@ -144,6 +147,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     wake.poll(cx, draining).map(|step| match step {
                         ControlStep::Abort => Step::Abort,
                         ControlStep::Shutdown => Step::Shutdown,
+                        ControlStep::Close => Step::Close,
                     })
                 })
                 .await
@@ -159,6 +163,11 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 }
                 Step::Shutdown => {
                     self.closing = Some(CloseReason::Shutdown);
+                    None
+                }
+                Step::Close => {
+                    // Asked to close by the embedder: like a drain, for this connection only.
+                    self.closing = Some(CloseReason::ServerClosed);
                     None
                 }
                 Step::Answered(done) => Some(done.finished()),
@@ -237,13 +246,16 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             self.shared.observers.emit(Event::MessageStart {
                 connection: &self.info,
                 meta: &meta,
+                span: &span,
             });
         }
         // `handle` may do its work before returning the future (`std::future::ready(f())`): a
         // panic there is the handler's failure too, so the future is made inside the task's
         // `catch_unwind`.
         let tasks = &self.shared.tasks;
-        let limit = self.shared.config.handler_timeout;
+        let limit = protocol
+            .handler_timeout(&meta)
+            .unwrap_or(self.shared.config.handler_timeout);
         let info = &self.info;
         let make = || {
             protocol

@@ -244,6 +244,9 @@ pub enum Rec {
         error: String,
         restarts: u32,
     },
+    Escalation {
+        error: String,
+    },
 }
 
 pub struct Recorder {
@@ -356,7 +359,7 @@ impl Recorder {
                     entry.1 += 1;
                     assert!(entry.1 <= entry.0, "message ended twice on {id}");
                 }
-                Rec::Refused { .. } | Rec::AcceptorRestart { .. } => {}
+                Rec::Refused { .. } | Rec::AcceptorRestart { .. } | Rec::Escalation { .. } => {}
             }
         }
         assert!(open.is_empty(), "connections never stopped: {open:?}");
@@ -422,6 +425,9 @@ impl Observer<Lines> for Recorder {
             Event::AcceptorRestart { error, restarts } => Rec::AcceptorRestart {
                 error: (*error).to_owned(),
                 restarts: *restarts,
+            },
+            Event::Escalation { error } => Rec::Escalation {
+                error: error.to_string(),
             },
             _ => return,
         };

@@ -6,7 +6,7 @@
 
 #[path = "support/cli.rs"]
 mod cli_support;
-#[path = "support/pki.rs"]
+#[path = "../../tests/support/pki.rs"]
 mod pki;
 
 use cli_support::*;
@@ -987,7 +987,7 @@ async fn tls_flags_serve_and_send_over_mutual_tls() {
 async fn send_follows_msh_15_of_enhanced_mode_messages() {
     let dir = tempfile::tempdir().unwrap();
     let (serve, inbox) = Serve::with_inbox(dir.path()).await;
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
     let out = mllp(&["send", "--to", &serve.to(), "--timeout", "1s", fixtures]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
