@@ -41,7 +41,8 @@
 //! The file system work runs on tokio's blocking pool. Dropping the future returned by
 //! [`Inbox::store`] does not stop it: the message may still be stored, but the caller did not
 //! learn it and must not acknowledge it. That is at-least-once delivery: the sender resends and
-//! the inbox keeps both copies.
+//! the inbox keeps both copies. ([`DirStore`](crate::store::DirStore), which `mllp serve` uses,
+//! recognises such a resend while the process runs.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -212,15 +213,37 @@ impl Inbox {
         payload: Bytes,
         control_id: Option<&[u8]>,
     ) -> impl Future<Output = Result<PathBuf, InboxError>> + Send + 'static {
-        // The name's time is taken now, at the call, not when the blocking pool gets to it.
-        let stamp = utc_timestamp(next_stamp());
-        let dir = self.dir.clone();
-        let id = sanitize_control_id(control_id);
+        let write = self.prepare(control_id);
         async move {
-            tokio::task::spawn_blocking(move || store_blocking(&dir, &payload, &id, &stamp))
+            tokio::task::spawn_blocking(move || write.run(&payload))
                 .await
                 .map_err(InboxError::Task)?
         }
+    }
+
+    /// One message's write, named now (the name's time is taken at this call, not when a
+    /// blocking thread gets to it), to be run on a blocking thread with [`PendingWrite::run`].
+    pub(crate) fn prepare(&self, control_id: Option<&[u8]>) -> PendingWrite {
+        PendingWrite {
+            stamp: utc_timestamp(next_stamp()),
+            dir: self.dir.clone(),
+            id: sanitize_control_id(control_id),
+        }
+    }
+}
+
+/// One message's durable write, named when it was prepared ([`Inbox::prepare`]).
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    dir: PathBuf,
+    id: String,
+    stamp: String,
+}
+
+impl PendingWrite {
+    /// The whole durable write, blocking: see [`Inbox::store`].
+    pub(crate) fn run(&self, payload: &[u8]) -> Result<PathBuf, InboxError> {
+        store_blocking(&self.dir, payload, &self.id, &self.stamp)
     }
 }
 

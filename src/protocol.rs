@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 use tracing::{Span, field};
 
-use mllp_actors::{ConnectionInfo, Failure, Protocol};
+use mllp_actors::{ConnectionInfo, Failure, Lease, Protocol};
 
 use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
 use crate::app::BoxFuture;
@@ -132,6 +132,32 @@ impl Hl7 {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// The answer to one message: the plugins, the pipeline and the ACK stage, or the AR of a
+    /// payload that is not HL7.
+    fn answer(
+        &self,
+        request: Bytes,
+        meta: &Inbound,
+        connection: &ConnectionInfo,
+        lease: Option<Lease>,
+    ) -> HandleFuture {
+        let inner = Arc::clone(&self.inner);
+        HandleFuture(match &meta.parsed {
+            Ok(message) => Handle::Start {
+                inner,
+                message: message.clone(),
+                connection: connection.clone(),
+                lease,
+            },
+            // Not HL7: the best-effort AR, and the handler never sees it.
+            Err((error, _)) => Handle::Unparseable {
+                inner,
+                raw: request,
+                diagnostic: error.to_diagnostic(),
+            },
+        })
     }
 }
 
@@ -267,20 +293,19 @@ impl Protocol for Hl7 {
         meta: &Inbound,
         connection: &ConnectionInfo,
     ) -> impl Future<Output = Option<Ack>> + Unpin + Send + 'static {
-        let inner = Arc::clone(&self.inner);
-        HandleFuture(match &meta.parsed {
-            Ok(message) => Handle::Start {
-                inner,
-                message: message.clone(),
-                connection: connection.clone(),
-            },
-            // Not HL7: the best-effort AR, and the handler never sees it.
-            Err((error, _)) => Handle::Unparseable {
-                inner,
-                raw: request,
-                diagnostic: error.to_diagnostic(),
-            },
-        })
+        self.answer(request, meta, connection, None)
+    }
+
+    fn handle_leased(
+        &self,
+        request: Bytes,
+        meta: &Inbound,
+        connection: &ConnectionInfo,
+        lease: &Lease,
+    ) -> impl Future<Output = Option<Ack>> + Unpin + Send + 'static {
+        // The request carries the lease to the pipeline: a store keeps it (in its `Record`)
+        // for as long as its write runs, even past the handler timeout.
+        self.answer(request, meta, connection, Some(lease.clone()))
     }
 
     fn on_failure(&self, meta: &Inbound, failure: &Failure) -> Option<Ack> {
@@ -384,6 +409,7 @@ enum Handle {
         inner: Arc<Hl7Inner>,
         message: Message,
         connection: ConnectionInfo,
+        lease: Option<Lease>,
     },
     Running {
         inner: Arc<Hl7Inner>,
@@ -416,8 +442,12 @@ impl Future for HandleFuture {
                     inner,
                     message,
                     connection,
+                    lease,
                 } => {
                     let mut request = Request::new(message.clone(), connection);
+                    if let Some(lease) = lease {
+                        request = request.with_lease(lease);
+                    }
                     for plugin in &inner.plugins {
                         if let Err(response) = plugin.inspect(&mut request) {
                             let attached = request.diagnostics().to_vec();

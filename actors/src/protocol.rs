@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::lease::Lease;
+
 /// A protocol served by the supervision tree.
 ///
 /// The runtime drives one codec per connection, calls [`Protocol::meta`] on every decoded request
@@ -60,6 +62,22 @@ pub trait Protocol: Send + Sync + 'static {
         meta: &Self::Meta,
         connection: &ConnectionInfo,
     ) -> impl Future<Output = Option<Self::Response>> + Unpin + Send + 'static;
+
+    /// Handles one request holding its [`Lease`]: what the runtime calls. Override it, rather
+    /// than [`Protocol::handle`], when the handler hands work off to something the runtime
+    /// cannot abort (a blocking write, a job queued for another thread) and that work should
+    /// keep counting against the limits after a handler timeout: give that work a clone of
+    /// `lease`. Default is [`Protocol::handle`], with the lease dropped at once.
+    fn handle_leased(
+        &self,
+        request: Self::Request,
+        meta: &Self::Meta,
+        connection: &ConnectionInfo,
+        lease: &Lease,
+    ) -> impl Future<Output = Option<Self::Response>> + Unpin + Send + 'static {
+        let _ = lease;
+        self.handle(request, meta, connection)
+    }
 
     /// The answer to a request whose handler failed, or `None` to send nothing.
     fn on_failure(&self, meta: &Self::Meta, failure: &Failure) -> Option<Self::Response>;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use mllp_actors::Lease;
 
 use crate::app::Request;
 use crate::hl7::Message;
@@ -13,6 +14,12 @@ use crate::store::digest;
 /// A received message and its metadata: receive time, listener, peer, TLS identity, and the
 /// MSH fields 3, 4, 5, 6, 9, 10, 11 and 12, raw (zero-copy slices of the payload). No other
 /// field is ever copied out of the payload.
+///
+/// A record made from a request holds the request's [`Lease`] on the server's limits: a store
+/// that keeps the record while it writes (a blocking write that goes on after a handler
+/// timeout, a job waiting for a writer thread) keeps the request counted against
+/// `max_in_flight`, `max_concurrent_handlers` and `max_buffered_bytes` until it drops the
+/// record. Stores should drop records once the write has finished or been given up.
 ///
 /// `Debug` prints the metadata but not the payload.
 #[derive(Clone)]
@@ -26,6 +33,7 @@ pub struct Record {
     code_event: [Bytes; 2],
     digest: [u8; 32],
     payload: Bytes,
+    lease: Option<Lease>,
 }
 
 /// MSH field numbers kept, in the order of `Record::msh`.
@@ -35,13 +43,15 @@ impl Record {
     /// The record of `request`, received now.
     pub fn from_request(request: &Request) -> Self {
         let connection = request.connection();
-        Self::from_message(
+        let mut record = Self::from_message(
             request.message(),
             SystemTime::now(),
             connection.local(),
             connection.peer(),
             connection.peer_identity().map(str::to_owned),
-        )
+        );
+        record.lease = request.lease().cloned();
+        record
     }
 
     /// The record of `message`, with the metadata given.
@@ -75,6 +85,7 @@ impl Record {
             code_event,
             digest,
             payload,
+            lease: None,
         }
     }
 
@@ -157,6 +168,11 @@ impl Record {
     /// The payload, byte for byte as received.
     pub fn payload(&self) -> &Bytes {
         &self.payload
+    }
+
+    /// The lease of the request this record was made from (see the type's docs).
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     /// The key under which duplicates are looked for: MSH-3, MSH-4 and MSH-10, each

@@ -1,6 +1,8 @@
 //! The request loop of one connection, from the established stream to the close: it reads a
-//! request only while the connection is below `max_in_flight`, starts each request's handler
-//! under its deadline, and answers in arrival order; then it closes the write side politely.
+//! request only while the connection is below `max_in_flight` (the requests in its queue, plus
+//! answered ones whose [`Lease`] is still held by work their handler handed off), starts each
+//! request's handler under its deadline, and answers in arrival order; then it closes the write
+//! side politely.
 //!
 //! # Cancel safety
 //!
@@ -33,6 +35,7 @@ use crate::config::HandlerFailurePolicy;
 use crate::control::ControlStep;
 use crate::event::{CloseReason, Event};
 use crate::handler_task::HandlerTask;
+use crate::lease::{self, Lease, Lingering};
 use crate::protocol::{ConnectionInfo, Failure, Protocol};
 use crate::shared::Shared;
 use crate::transport::Transport;
@@ -69,6 +72,9 @@ pub(super) struct Conn<P: Protocol, T: Transport> {
     /// Set when the connection stops reading (peer EOF, codec error, shutdown...): the requests
     /// already in flight are answered, then the connection closes with this reason.
     closing: Option<CloseReason>,
+    /// Answered requests whose leases are still held (work handed off by a handler that timed
+    /// out): they keep their place in `max_in_flight` until the last clone is dropped.
+    lingering: Arc<Lingering>,
 }
 
 impl<P: Protocol, T: Transport> Conn<P, T> {
@@ -89,6 +95,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             queue: VecDeque::new(),
             ready: None,
             closing: None,
+            lingering: Arc::default(),
         }
     }
 
@@ -117,6 +124,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 let can_read = self.closing.is_none()
                     && self.ready.is_none()
                     && self.queue.len() < max_in_flight;
+                let room = max_in_flight.saturating_sub(self.queue.len());
+                let lingering = &*self.lingering;
                 let draining = self.closing.is_some();
                 let protocol = &self.shared.protocol;
                 let idle = if quiet { idle_timeout } else { None };
@@ -135,7 +144,10 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     {
                         return Poll::Ready(Step::Permit(permit));
                     }
+                    // Answered requests whose handed-off work still holds their lease keep
+                    // their place too; a lease let go wakes this loop.
                     if can_read
+                        && lease::poll_below(lingering, room, cx).is_ready()
                         && let Poll::Ready(event) =
                             io.poll_next_request(protocol, idle, frame_timeout, cx)
                     {
@@ -245,27 +257,15 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let tasks = &self.shared.tasks;
         let limit = self.shared.config.handler_timeout;
         let info = &self.info;
+        // The server-wide permit goes into the lease: it is held while the handler runs, until
+        // the request is answered, and for as long as work the handler handed off holds a clone.
+        let lease = Lease::new(Arc::clone(&self.lingering), permit, None);
         let make = || {
             protocol
-                .handle(request, &meta, info)
+                .handle_leased(request, &meta, info, &lease)
                 .instrument(span.clone())
         };
-        let mut handler = match permit {
-            None => HandlerTask::start(tasks, make, limit),
-            Some(permit) => HandlerTask::start(
-                tasks,
-                || {
-                    let handler = make();
-                    Box::pin(async move {
-                        // The server-wide permit is held for exactly as long as the handler
-                        // runs.
-                        let _permit = permit;
-                        handler.await
-                    })
-                },
-                limit,
-            ),
-        };
+        let mut handler = HandlerTask::start(tasks, make, limit);
         if self.queue.is_empty()
             && let Some(outcome) = handler.take_done()
         {
@@ -274,6 +274,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 decoded_at,
                 span,
                 outcome,
+                lease,
             });
         }
         self.queue.push_back(InFlight {
@@ -282,6 +283,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             span,
             handler,
             outcome: None,
+            lease,
         });
         self.publish_in_flight();
         None
@@ -303,6 +305,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             decoded_at,
             span,
             outcome,
+            lease,
         } = done;
         let result = match outcome {
             Ok(response) => {
@@ -370,6 +373,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             }
         };
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        lease.release_answered();
         result
     }
 

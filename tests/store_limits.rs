@@ -1,0 +1,246 @@
+//! Store writes count against the server's limits for as long as they run, even after their
+//! handler timed out, and a store slower than `handler_timeout` answers AE without storing a
+//! message twice.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use mllp::app::{Request, Router};
+use mllp::hl7::Message;
+use mllp::store::{
+    AppendFuture, DirStore, Receipt, Record, SqliteConfig, SqliteStore, Store, StoreLayer,
+};
+use support::{Peer, field, hl7, within};
+use tokio::sync::Semaphore;
+
+/// A store whose writes of messages with an MSH-10 starting `SLOW` run on their own (as a
+/// blocking write does: the runtime cannot abort them) until the test opens the gate; it
+/// counts those writes started and the most running at once. Other messages are stored at
+/// once.
+#[derive(Clone)]
+struct GatedStore {
+    gate: Arc<Semaphore>,
+    started: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Default for GatedStore {
+    fn default() -> Self {
+        Self {
+            gate: Arc::new(Semaphore::new(0)),
+            started: Arc::default(),
+            running: Arc::default(),
+            most: Arc::default(),
+        }
+    }
+}
+
+impl Store for GatedStore {
+    fn append(&self, record: Record) -> AppendFuture {
+        let this = self.clone();
+        if !record.control_id().starts_with(b"SLOW") {
+            return Box::pin(std::future::ready(Ok(Receipt::Stored {
+                id: mllp::store::StoreId::from(2),
+                reused_control_id: false,
+            })));
+        }
+        this.started.fetch_add(1, Ordering::SeqCst);
+        let now = this.running.fetch_add(1, Ordering::SeqCst) + 1;
+        this.most.fetch_max(now, Ordering::SeqCst);
+        let (done, written) = tokio::sync::oneshot::channel();
+        // The write holds the record until it has finished, as a real store's does.
+        tokio::spawn(async move {
+            this.gate.acquire().await.expect("gate open").forget();
+            this.running.fetch_sub(1, Ordering::SeqCst);
+            let _ = done.send(Receipt::Stored {
+                id: mllp::store::StoreId::from(1),
+                reused_control_id: false,
+            });
+            drop(record);
+        });
+        Box::pin(async move { written.await.map_err(|_| mllp::store::StoreError::Closed) })
+    }
+
+    fn describe(&self) -> String {
+        "gated".into()
+    }
+}
+
+/// Waits until a connection of `server` has a message read and decoded, not yet answered
+/// (waiting for a handler permit, or being handled). Polls the registry; the short sleeps let
+/// paused time reach the hang guard should that never happen.
+async fn read_and_decoded(server: &mllp::ServerHandle) {
+    within(async {
+        while !server.connections().await.iter().any(|c| c.in_flight == 1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+fn router(store: impl Store) -> Router {
+    Router::new()
+        .route("*", |_req: Request| async {})
+        .layer(StoreLayer::new(store))
+}
+
+/// The server-wide handler limit bounds store writes, not only handlers: a write still running
+/// after its handler timed out (its sender answered AE) keeps its permit, so the next message
+/// waits instead of starting a second write.
+#[tokio::test(start_paused = true)]
+async fn store_write_past_the_handler_timeout_keeps_its_handler_permit() {
+    let store = GatedStore::default();
+    let server = support::start(
+        mllp::Server::builder()
+            .router(router(store.clone()))
+            .handler_timeout(Duration::from_secs(1))
+            .max_concurrent_handlers(Some(1)),
+    )
+    .await;
+    let mut first = Peer::connect(server.local_addr()).await;
+    let ack = first.call(hl7("ADT^A01", "SLOW-1", "2.5")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AE");
+    let mut second = Peer::connect(server.local_addr()).await;
+    second.send(hl7("ADT^A01", "NEXT-1", "2.5")).await;
+    // The second message has been read and decoded: it waits for a permit, or is running.
+    read_and_decoded(&server).await;
+    assert_eq!(
+        store.started.load(Ordering::SeqCst),
+        1,
+        "a second store write started while the timed-out one still ran"
+    );
+    store.gate.add_permits(2);
+    let ack = within(second.recv()).await.expect("an answer");
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    assert_eq!(store.most.load(Ordering::SeqCst), 1);
+    drop((first, second));
+    within(server.shutdown()).await;
+}
+
+/// After a handler timeout the connection reads the sender's next message (its resend) only
+/// once the timed-out write has finished: one connection never has more store writes running
+/// than `max_in_flight`.
+#[tokio::test(start_paused = true)]
+async fn store_write_past_the_handler_timeout_keeps_its_in_flight_place() {
+    let store = GatedStore::default();
+    let server = support::start(
+        mllp::Server::builder()
+            .router(router(store.clone()))
+            .handler_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    let mut sender = Peer::connect(server.local_addr()).await;
+    let message = hl7("ADT^A01", "SLOW-2", "2.5");
+    let ack = sender.call(message.clone()).await;
+    assert_eq!(field(&ack, "MSA-1"), "AE");
+    sender.send(message).await;
+    // A second connection's round trip is the barrier: on this single-threaded runtime, once
+    // it completes, the first connection's task has run since its bytes arrived.
+    let mut probe = Peer::connect(server.local_addr()).await;
+    let ack = probe.call(hl7("ADT^A01", "PROBE", "2.5")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    assert_eq!(
+        store.started.load(Ordering::SeqCst),
+        1,
+        "the resend was read and written while the timed-out write still ran"
+    );
+    store.gate.add_permits(2);
+    let ack = within(sender.recv()).await.expect("an answer");
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    assert_eq!(store.most.load(Ordering::SeqCst), 1);
+    drop((sender, probe));
+    within(server.shutdown()).await;
+}
+
+/// Holds SQLite's write lock from a second connection, as another process (a backup) would.
+fn lock_file(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    conn
+}
+
+/// A commit slower than the handler timeout: the sender gets AE, the abandoned job keeps its
+/// handler permit while it waits for the writer (no second job queues behind it past the
+/// limit), the message is committed once, and its resend is acknowledged AA as a duplicate.
+///
+/// Real time: the writer is a thread of its own, blocked on a lock the test holds until it has
+/// seen the AE, so the timeout cannot be missed.
+#[tokio::test]
+async fn sqlite_commit_slower_than_the_handler_timeout_stores_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let store = SqliteStore::open(
+        &path,
+        SqliteConfig::default().busy_timeout(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let server = support::start(
+        mllp::Server::builder()
+            .router(router(store.clone()))
+            .handler_timeout(Duration::from_millis(100))
+            .max_concurrent_handlers(Some(1)),
+    )
+    .await;
+    let lock = lock_file(&path);
+    let mut first = Peer::connect(server.local_addr()).await;
+    let message = hl7("ADT^A01", "SLOW-3", "2.5");
+    let ack = first.call(message.clone()).await;
+    assert_eq!(field(&ack, "MSA-1"), "AE");
+    let mut second = Peer::connect(server.local_addr()).await;
+    second.send(hl7("ADT^A01", "NEXT-3", "2.5")).await;
+    read_and_decoded(&server).await;
+    let stats = store.stats();
+    assert_eq!(
+        stats.queued + stats.committing,
+        1,
+        "a second job queued for the writer past max_concurrent_handlers"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    let ack = within(second.recv()).await.expect("an answer");
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    let ack = first.call(message).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    assert_eq!(store.reader().unwrap().count().unwrap(), 2);
+    assert_eq!(store.stats().duplicates, 1);
+    drop((first, second));
+    within(server.shutdown()).await;
+}
+
+fn record(message: &Bytes) -> Record {
+    Record::from_message(
+        &Message::parse(message.clone()).unwrap(),
+        SystemTime::now(),
+        "127.0.0.1:2575".parse().unwrap(),
+        "127.0.0.1:40000".parse().unwrap(),
+        None,
+    )
+}
+
+/// The directory store: a write whose caller gave up (the handler timed out) still finishes,
+/// and the resend of that message is answered as a duplicate of its file, not written again.
+#[tokio::test]
+async fn dir_store_resend_of_an_abandoned_write_is_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::open(dir.path().join("inbox")).unwrap();
+    let message = hl7("ADT^A01", "GAVE-UP", "2.5");
+    // Polled once (the write starts), then dropped, as at a handler deadline.
+    assert!(store.append(record(&message)).now_or_never().is_none());
+    let receipt = within(store.append(record(&message))).await.unwrap();
+    assert!(receipt.is_duplicate(), "{receipt:?}");
+    let files = std::fs::read_dir(dir.path().join("inbox"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            !name.to_string_lossy().starts_with('.')
+        })
+        .count();
+    assert_eq!(files, 1);
+    assert!(receipt.id().as_str().ends_with(".hl7"));
+}
