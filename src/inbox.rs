@@ -104,7 +104,8 @@ pub enum InboxError {
         source: io::Error,
     },
     /// Flushing the directory after the final name was created failed: the message may not
-    /// survive a crash.
+    /// survive a crash, so its file was removed again (or, if that failed too, renamed to a
+    /// hidden `.unacked-` name, and the failure logged).
     #[error("cannot sync inbox directory {}", path.display())]
     SyncDir {
         /// The inbox directory.
@@ -193,7 +194,8 @@ impl Inbox {
     /// # Errors
     ///
     /// An [`InboxError`] naming the step and path that failed. Nothing is left under a final
-    /// name when it fails before the link; the temporary file is removed.
+    /// name when it fails, whatever the step: a directory sync that fails after the link
+    /// removes the file again. The temporary file is removed.
     pub fn store(
         &self,
         payload: &[u8],
@@ -341,11 +343,44 @@ fn store_blocking(
             path: dir.to_path_buf(),
         });
     };
-    sync_dir(dir).map_err(|source| InboxError::SyncDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    if let Err(source) = sync_dir(dir) {
+        // The caller answers AE: the message must not stay under its final name, where a
+        // reader would take it as stored (and its resend would be a second copy).
+        withdraw(dir, &dest);
+        return Err(InboxError::SyncDir {
+            path: dir.to_path_buf(),
+            source,
+        });
+    }
     Ok(dest)
+}
+
+/// Takes a file whose store failed after its link out of the inbox: removes it, or, if that
+/// fails too, renames it to a hidden `.unacked-` name that readers skip. Says so in the log
+/// when neither works (the name only: it holds a sanitised MSH-10 at most).
+fn withdraw(dir: &Path, dest: &Path) {
+    if fs::remove_file(dest).is_ok() {
+        // Best effort: the removal reaches the disk with the directory's next sync.
+        let _ = sync_dir(dir);
+        return;
+    }
+    let hidden = dest
+        .file_name()
+        .map(|name| dir.join(format!(".unacked-{}", name.to_string_lossy())));
+    if let Some(hidden) = hidden
+        && fs::rename(dest, &hidden).is_ok()
+    {
+        tracing::error!(
+            file = %hidden.display(),
+            "inbox: a message answered AE could not be removed; it was renamed to a hidden name"
+        );
+        return;
+    }
+    tracing::error!(
+        file = %dest.display(),
+        "inbox: a message answered AE could not be removed from the inbox; delete it, or \
+         expect its resend as a second copy"
+    );
 }
 
 /// Creates a fresh `.tmp-` file in `dir`, never reusing an existing one.
@@ -374,9 +409,19 @@ fn link_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     fs::hard_link(from, to)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next directory syncs on this thread fail, as a failing disk's would.
+    static FAIL_SYNC_DIR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Flushes a directory's entries to disk, so that a file created or renamed in it survives a
 /// crash. Only Unix lets a directory be opened and synced; elsewhere this does nothing.
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if FAIL_SYNC_DIR.with(std::cell::Cell::get) {
+        return Err(io::Error::other("injected directory sync failure"));
+    }
     #[cfg(unix)]
     {
         File::open(dir)?.sync_all()

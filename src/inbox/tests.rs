@@ -307,3 +307,18 @@ async fn files_and_created_directory_are_closed_to_others() {
         assert_eq!(mode & 0o007, 0, "{} has mode {mode:o}", p.display());
     }
 }
+
+/// A directory `fsync` that fails after the link: the message is answered AE, so its file must
+/// not stay under its final name (a reader would take it as stored, and the resend would make
+/// a second copy). Nothing is left, not even the temporary file.
+#[test]
+fn failed_directory_sync_leaves_no_stored_file() {
+    let tmp = temp_dir();
+    let inbox = Inbox::open(tmp.path()).unwrap();
+    FAIL_SYNC_DIR.with(|fail| fail.set(true));
+    let result = inbox.prepare(Some(b"SYNCFAIL")).run(b"MSH|^~\\&|A\r");
+    FAIL_SYNC_DIR.with(|fail| fail.set(false));
+    let err = result.unwrap_err();
+    assert!(matches!(err, InboxError::SyncDir { .. }), "{err:?}");
+    assert_eq!(entries(tmp.path()), Vec::<String>::new());
+}

@@ -172,6 +172,13 @@ impl Writer {
                 }
             }
             Err(e) => {
+                // The transaction was rolled back when it was dropped (rusqlite rolls back an
+                // unfinished one, also after a failed COMMIT): none of the batch is visible. If
+                // that rollback failed too, the connection would stay inside the transaction and
+                // every later batch would fail to begin: roll back once more.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
                 self.counters.failing.store(true, Ordering::Relaxed);
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 let e: Arc<rusqlite::Error> = Arc::new(e);

@@ -1,6 +1,10 @@
-//! Store writes count against the server's limits for as long as they run, even after their
-//! handler timed out, and a store slower than `handler_timeout` answers AE without storing a
-//! message twice.
+//! Reliability under abuse (a slow or failing disk, hostile peers), over real sockets and
+//! files:
+//!
+//! - store writes count against the server's limits for as long as they run, even after their
+//!   handler timed out, and a store slower than `handler_timeout` answers AE without storing a
+//!   message twice;
+//! - a failed store leaves nothing a reader would take as stored.
 
 mod support;
 
@@ -243,4 +247,49 @@ async fn dir_store_resend_of_an_abandoned_write_is_not_written_twice() {
         .count();
     assert_eq!(files, 1);
     assert!(receipt.id().as_str().ends_with(".hl7"));
+}
+
+/// A transaction that fails part-way (the file reaches `max_size` a few messages in) is rolled
+/// back whole: every message of it is answered with an error, and none of them is visible.
+#[tokio::test]
+async fn failed_sqlite_batch_leaves_none_of_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let big = "X".repeat(20_000);
+    let message = |n: usize| {
+        Bytes::from(format!(
+            "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|BATCH-{n}|P|2.5\rPID|1||{big}\r"
+        ))
+    };
+    let store = SqliteStore::open(
+        &path,
+        SqliteConfig::default()
+            .max_size(Some(128 * 1024))
+            .busy_timeout(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    // While another connection holds the lock, the writer is stuck on the first message and
+    // the other nine wait: they make one transaction once the lock goes.
+    let lock = lock_file(&path);
+    let appends: Vec<_> = (0..10)
+        .map(|n| tokio::spawn(store.append(record(&message(n)))))
+        .collect();
+    within(async {
+        while store.stats().queued + store.stats().committing < 10 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    lock.execute_batch("COMMIT").unwrap();
+    let mut stored = 0;
+    for append in appends {
+        if append.await.unwrap().is_ok() {
+            stored += 1;
+        }
+    }
+    assert!(stored <= 1, "{stored} of the batch were answered as stored");
+    // What was answered as stored is there (the first message, when the writer took it alone
+    // before the lock went); nothing of the failed transaction is.
+    assert_eq!(store.reader().unwrap().count().unwrap(), stored);
 }
