@@ -140,6 +140,12 @@ impl Inbox {
     /// Checks that the directory can be written to, so that a server fails at start-up rather
     /// than on its first message.
     ///
+    /// Removes the leftovers of writes a crash interrupted: `.tmp-<pid>-<n>` files of a process
+    /// that is no longer running (on Linux, where `/proc` says which are; elsewhere, those of
+    /// other processes older than an hour). They hold patient data and were never
+    /// acknowledged. One log line says how many were removed, and one how many `.unacked-`
+    /// files (complete messages answered AE, see [`InboxError::SyncDir`]) are kept.
+    ///
     /// # Errors
     ///
     /// [`InboxError::NotADirectory`] if `dir` is a file; [`InboxError::Open`] if the directory
@@ -173,6 +179,7 @@ impl Inbox {
         let (probe, file) = create_temp(&dir).map_err(open_err)?;
         drop(file);
         fs::remove_file(&probe).map_err(open_err)?;
+        sweep(&dir);
         Ok(Inbox { dir })
     }
 
@@ -285,6 +292,79 @@ fn next_stamp() -> SystemTime {
             Ok(_) => return UNIX_EPOCH + std::time::Duration::from_micros(next),
             Err(actual) => last = actual,
         }
+    }
+}
+
+/// Removes the `.tmp-` leftovers of interrupted writes and counts the `.unacked-` files; logs
+/// one line for each when there are any. A leftover that cannot be removed is counted as kept
+/// and the sweep goes on: it never stops the inbox from opening.
+fn sweep(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let (mut removed, mut kept, mut unacked) = (0usize, 0usize, 0usize);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".unacked-") {
+            unacked += 1;
+            continue;
+        }
+        let Some(rest) = name.strip_prefix(".tmp-") else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if !is_leftover(pid, &entry) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(_) => kept += 1,
+        }
+    }
+    if removed > 0 {
+        // The removals reach the disk with the directory's next sync; a crash before it only
+        // brings back files the next start removes again.
+        let _ = sync_dir(dir);
+        tracing::warn!(
+            dir = %dir.display(),
+            removed,
+            "inbox: removed {removed} leftover temporary file(s) of writes interrupted by a crash \
+             (never acknowledged)"
+        );
+    }
+    if kept > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            kept,
+            "inbox: {kept} leftover temporary file(s) could not be removed"
+        );
+    }
+    if unacked > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            unacked,
+            "inbox: {unacked} .unacked- file(s) hold messages answered AE (not acknowledged)"
+        );
+    }
+}
+
+/// Whether a `.tmp-` file of process `pid` is the leftover of an interrupted write rather than
+/// a write under way: its process has ended. On Linux `/proc` says which processes run; where
+/// it cannot, a file of another process counts as a leftover once it is an hour old.
+fn is_leftover(pid: Option<u32>, entry: &fs::DirEntry) -> bool {
+    let own = std::process::id();
+    match pid {
+        Some(pid) if pid == own => false,
+        Some(pid) if Path::new("/proc/self").exists() => {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        _ => entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
     }
 }
 

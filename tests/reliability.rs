@@ -4,8 +4,11 @@
 //! - store writes count against the server's limits for as long as they run, even after their
 //!   handler timed out, and a store slower than `handler_timeout` answers AE without storing a
 //!   message twice;
-//! - a failed store leaves nothing a reader would take as stored.
+//! - a failed store leaves nothing a reader would take as stored;
+//! - `mllp serve` cleans up after a crash.
 
+#[path = "support/cli.rs"]
+mod cli_support;
 mod support;
 
 use std::sync::Arc;
@@ -292,4 +295,101 @@ async fn failed_sqlite_batch_leaves_none_of_its_messages() {
     // What was answered as stored is there (the first message, when the writer took it alone
     // before the lock went); nothing of the failed transaction is.
     assert_eq!(store.reader().unwrap().count().unwrap(), stored);
+}
+
+/// `mllp serve --store dir:` is killed with SIGKILL while 16 connections send large messages
+/// (so writes are under way); started again, it removes every `.tmp-` leftover of the
+/// interrupted writes and says how many in one log line, and every message answered AA is
+/// there exactly once. One leftover of a dead process is planted, so the count is never zero
+/// (on a fast disk the kill rarely lands inside a write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_dir_store_leaves_leftovers_that_the_restart_removes() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use mllp::{Client, ClientConfig, ClientError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let store = format!("dir:{}", inbox.display());
+    let serve = cli_support::Serve::start(dir.path(), &["--store", &store]).await;
+    let to = serve.to();
+    let acked: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let kill_after = 50 + fastrand::usize(..100);
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let body = "B".repeat(256 * 1024);
+    let senders: Vec<_> = (0..16)
+        .map(|c| {
+            let (to, acked, reached, body) =
+                (to.clone(), acked.clone(), reached.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut config = ClientConfig::default();
+                config.max_retries = 0;
+                let mut client = Client::with_config(to, config);
+                for n in 0.. {
+                    let id = format!("D{c}-{n}");
+                    let message = format!(
+                        "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|{id}|P|2.5\rOBX|1||{body}\r"
+                    )
+                    .into_bytes();
+                    match client.send(Bytes::from(message.clone())).await {
+                        Ok(_) => {
+                            let mut acked = acked.lock().unwrap();
+                            acked.insert(id, message);
+                            if acked.len() == kill_after {
+                                reached.notify_one();
+                            }
+                        }
+                        Err(ClientError::Negative { .. }) => panic!("{id} refused"),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    within(reached.notified()).await;
+    let pid = serve.child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for sender in senders {
+        within(sender).await.unwrap();
+    }
+    drop(serve);
+
+    let leftovers = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with(".tmp-")
+            })
+            .count()
+    };
+    let crashed = leftovers(&inbox);
+    std::fs::write(inbox.join(format!(".tmp-{}-0", u32::MAX - 1)), b"MSH|").unwrap();
+    eprintln!("leftovers of the killed process: {crashed}");
+
+    let restarted = cli_support::Serve::start(dir.path(), &["--store", &store]).await;
+    let (status, _, stderr) = restarted.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(leftovers(&inbox), 0);
+    let lines: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("leftover temporary file"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&format!("removed {} leftover", crashed + 1)),
+        "{stderr}"
+    );
+
+    let stored = cli_support::stored(&inbox);
+    for (id, message) in acked.lock().unwrap().iter() {
+        let copies = stored.get(id).map_or(0, Vec::len);
+        assert_eq!(copies, 1, "{id} was acknowledged and is stored {copies} times");
+        assert_eq!(&stored[id][0], message, "{id} is not byte-identical");
+    }
 }
