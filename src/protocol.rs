@@ -221,6 +221,12 @@ impl Inbound {
         self.message()?.control_id()
     }
 
+    /// MSH-10 as text, decoded per MSH-18 (a Latin-1 id too; see
+    /// [`Message::control_id_text`]).
+    pub fn control_id_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.message()?.control_id_text()
+    }
+
     /// MSH-12, the version ID.
     pub fn version(&self) -> Option<&str> {
         self.message()?.version()
@@ -382,7 +388,7 @@ impl Protocol for Hl7 {
             mllp.response.size = field::Empty,
             hl7.message_type = meta.message_code(),
             hl7.trigger_event = meta.trigger_event(),
-            hl7.control_id = meta.control_id(),
+            hl7.control_id = meta.control_id_text().as_deref(),
             hl7.version = meta.version(),
             hl7.ack_code = field::Empty,
         );

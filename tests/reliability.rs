@@ -393,3 +393,34 @@ async fn sigkill_of_a_dir_store_leaves_leftovers_that_the_restart_removes() {
         assert_eq!(&stored[id][0], message, "{id} is not byte-identical");
     }
 }
+
+/// A Latin-1 MSH-10 (MSH-18 = `8859/1`) is a control id like any other: the message is
+/// accepted and stored (never refused as "required field missing"), the ACK's MSA-2 carries the
+/// same bytes, and the store keeps the id as text decoded per MSH-18, so it can be searched.
+#[tokio::test]
+async fn latin1_control_id_is_accepted_stored_and_acknowledged_with_its_bytes() {
+    use mllp::store::sqlite::Filter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("inbox.db"), SqliteConfig::default())
+        .await
+        .unwrap();
+    let server = support::start(mllp::Server::builder().router(router(store.clone()))).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    // MSH-10 is "Müller-1" in Latin-1: 0xFC is not UTF-8.
+    let message = Bytes::from_static(
+        b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|M\xFCller-1|P|2.5||||||8859/1\rPID|1\r",
+    );
+    let ack = peer.call(message).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA", "MSA-3: {}", field(&ack, "MSA-3"));
+    assert_eq!(
+        ack.get("MSA-2").unwrap().unwrap().as_bytes(),
+        b"M\xFCller-1".as_slice()
+    );
+    let mut filter = Filter::default();
+    filter.control_id = Some("Müller-1".into());
+    let found = store.reader().unwrap().list(&filter).unwrap();
+    assert_eq!(found.len(), 1);
+    drop(peer);
+    within(server.shutdown()).await;
+}

@@ -148,8 +148,9 @@ pub(crate) struct Index {
     /// Offsets of every field separator, in order.
     pub(crate) separators: Vec<u32>,
     /// Where MSH-9.1 (message code), MSH-9.2 (trigger event) and MSH-10 (control ID) are, when
-    /// present, non-empty and UTF-8: read by the router, the plugins, telemetry and the ACK for
-    /// every message, so found once. Filled in by [`Message::parse_with`](super::Message).
+    /// present and non-empty (in any character set): read by the router, the plugins,
+    /// telemetry and the ACK for every message, so found once. Filled in by
+    /// [`Message::parse_with`](super::Message).
     pub(crate) msh_cache: [Option<(u32, u32)>; 3],
 }
 

@@ -1,5 +1,6 @@
 //! One received message with the metadata a store keeps beside it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -34,6 +35,8 @@ pub struct Record {
     digest: [u8; 32],
     payload: Bytes,
     lease: Option<Lease>,
+    /// MSH-18 says `8859/1`: [`Record::text`] decodes Latin-1.
+    latin1: bool,
 }
 
 /// MSH field numbers kept, in the order of `Record::msh`.
@@ -76,6 +79,7 @@ impl Record {
         };
         let code_event = [component(1), component(2)];
         let digest = digest::content_digest(message);
+        let latin1 = message.is_latin1();
         Self {
             received_at,
             listener,
@@ -86,6 +90,18 @@ impl Record {
             digest,
             payload,
             lease: None,
+            latin1,
+        }
+    }
+
+    /// Raw bytes of this record (one of its MSH fields) as text, decoded per the message's
+    /// MSH-18 as [`Message::text`] does: Latin-1 for `8859/1`, UTF-8 otherwise (U+FFFD for
+    /// bytes that do not decode). What a store writes where it keeps text.
+    pub fn text<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
+        if self.latin1 && !bytes.is_ascii() {
+            Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
+        } else {
+            String::from_utf8_lossy(bytes)
         }
     }
 
