@@ -314,6 +314,15 @@ impl Protocol for Hl7 {
         self.answer(request, meta, connection, Some(lease.clone()))
     }
 
+    fn request_overhead(&self, request: &Bytes) -> usize {
+        // The parse index: drawn from `max_buffered_bytes` before the parse allocates it.
+        Message::index_size_bound(request, &self.inner.parse)
+    }
+
+    fn meta_overhead(&self, meta: &Inbound) -> usize {
+        meta.message().map_or(0, Message::index_size)
+    }
+
     fn on_failure(&self, meta: &Inbound, failure: &Failure) -> Option<Ack> {
         // The handler's own text (a panic message) may hold anything: the partner gets a fixed
         // text naming the kind of failure, never the payload of the panic.

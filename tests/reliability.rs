@@ -424,3 +424,81 @@ async fn latin1_control_id_is_accepted_stored_and_acknowledged_with_its_bytes() 
     drop(peer);
     within(server.shutdown()).await;
 }
+
+/// Messages made only of tiny segments (an index of about 5 times their size) under a small
+/// `max_buffered_bytes`: each message's index is drawn from the budget before it is parsed, so
+/// once the budget is full the next message waits (its connection stops reading) instead of
+/// being parsed past it; when the handlers finish, every message is answered.
+#[tokio::test]
+async fn separator_flood_waits_for_the_memory_budget() {
+    const BUDGET: usize = 4 << 20;
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let (g, s) = (gate.clone(), started.clone());
+    let router = Router::new().route("*", move |_req: Request| {
+        let (gate, started) = (g.clone(), s.clone());
+        async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.expect("gate open").forget();
+        }
+    });
+    let server = support::start(
+        mllp::Server::builder()
+            .router(router)
+            .max_message_size(256 * 1024)
+            .max_buffered_bytes(Some(BUDGET)),
+    )
+    .await;
+    let mut flood = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|FLOOD|P|2.5".to_vec();
+    while flood.len() < 250 * 1024 {
+        flood.extend_from_slice(b"\rZZZ");
+    }
+    let flood = Bytes::from(flood);
+    let index = Message::parse(flood.clone()).unwrap().index_size();
+    assert!(index > 5 * flood.len() / 2, "{index}");
+    let mut peers = Vec::new();
+    for _ in 0..6 {
+        let mut peer = Peer::connect(server.local_addr()).await;
+        peer.send(flood.clone()).await;
+        peers.push(peer);
+    }
+    within(async {
+        while server.buffered_bytes() != Some(BUDGET) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let handled = started.load(Ordering::SeqCst);
+    assert!(
+        (1..6).contains(&handled) && handled * (index + flood.len()) <= BUDGET,
+        "{handled} messages of {} bytes (index {index}) handled within {BUDGET}",
+        flood.len()
+    );
+    gate.add_permits(6);
+    for peer in &mut peers {
+        let ack = within(peer.recv()).await.expect("an answer");
+        assert_eq!(field(&ack, "MSA-1"), "AA");
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 6);
+    drop(peers);
+    within(server.shutdown()).await;
+}
+
+/// A `max_buffered_bytes` too small to read a message of `max_message_size` is refused when the
+/// server is built.
+#[tokio::test]
+async fn budget_too_small_for_the_largest_message_is_a_config_error() {
+    let error = mllp::Server::builder()
+        .max_message_size(1 << 20)
+        .max_buffered_bytes(Some(1 << 20))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            mllp::Error::Config(mllp::server::ConfigError::MaxBufferedBytes { .. })
+        ),
+        "{error:?}"
+    );
+}

@@ -33,6 +33,8 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::budget::Memory;
+
 /// A request's hold on the server's limits (its place in `max_in_flight`, its server-wide
 /// handler permit, its share of `max_buffered_bytes`).
 ///
@@ -57,7 +59,7 @@ struct LeaseInner {
     /// The server-wide handler permit, if `max_concurrent_handlers` is set.
     _handler: Option<OwnedSemaphorePermit>,
     /// The request's share of `max_buffered_bytes`, if set.
-    _memory: Option<OwnedSemaphorePermit>,
+    _memory: Memory,
 }
 
 impl fmt::Debug for Lease {
@@ -73,7 +75,7 @@ impl Lease {
     pub(crate) fn new(
         connection: Arc<Lingering>,
         handler: Option<OwnedSemaphorePermit>,
-        memory: Option<OwnedSemaphorePermit>,
+        memory: Memory,
     ) -> Self {
         Lease {
             inner: Arc::new(LeaseInner {
@@ -155,7 +157,7 @@ mod tests {
     #[test]
     fn sole_lease_released_leaves_nothing() {
         let lingering = Arc::new(Lingering::default());
-        let lease = Lease::new(Arc::clone(&lingering), None, None);
+        let lease = Lease::new(Arc::clone(&lingering), None, Memory::default());
         lease.release_answered();
         assert_eq!(lingering.count(), 0);
     }
@@ -167,7 +169,7 @@ mod tests {
         let lingering = Arc::new(Lingering::default());
         let permits = Arc::new(tokio::sync::Semaphore::new(1));
         let permit = Arc::clone(&permits).try_acquire_owned().unwrap();
-        let lease = Lease::new(Arc::clone(&lingering), Some(permit), None);
+        let lease = Lease::new(Arc::clone(&lingering), Some(permit), Memory::default());
         let handed_off = lease.clone();
         lease.release_answered();
         assert_eq!(lingering.count(), 1);
@@ -184,7 +186,7 @@ mod tests {
     #[test]
     fn clone_dropped_before_the_answer_never_lingers() {
         let lingering = Arc::new(Lingering::default());
-        let lease = Lease::new(Arc::clone(&lingering), None, None);
+        let lease = Lease::new(Arc::clone(&lingering), None, Memory::default());
         drop(lease.clone());
         lease.release_answered();
         assert_eq!(lingering.count(), 0);

@@ -134,6 +134,7 @@ pub mod signal;
 pub mod transport;
 
 mod acceptor;
+mod budget;
 mod config;
 mod connection;
 mod control;

@@ -79,6 +79,24 @@ pub trait Protocol: Send + Sync + 'static {
         self.handle(request, meta, connection)
     }
 
+    /// At most how many bytes handling `request` allocates beside the request itself, before
+    /// its metadata is taken (for HL7, the parse index that [`Protocol::meta`] builds). With
+    /// `max_buffered_bytes` set, the runtime draws this much from the budget before it calls
+    /// [`Protocol::meta`], waiting (and reading nothing more) until the budget has it, so that
+    /// the allocation never goes past the budget. Default is 0.
+    fn request_overhead(&self, request: &Self::Request) -> usize {
+        let _ = request;
+        0
+    }
+
+    /// How many bytes `meta` holds beside the request (the parse index as built): after
+    /// [`Protocol::meta`], the request's draw of [`Protocol::request_overhead`] is trimmed to
+    /// this, and held until the request is answered. Default is 0.
+    fn meta_overhead(&self, meta: &Self::Meta) -> usize {
+        let _ = meta;
+        0
+    }
+
     /// The answer to a request whose handler failed, or `None` to send nothing.
     fn on_failure(&self, meta: &Self::Meta, failure: &Failure) -> Option<Self::Response>;
 

@@ -24,8 +24,9 @@ use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError
 /// `Debug` prints segment ids and lengths only, never content: HL7 carries patient data.
 ///
 /// The index holds 4 bytes per field separator and 20 per segment: typically less than the
-/// message itself, and never more than about 9 times its size (a payload made only of
-/// delimiters), so the frame size limit bounds it.
+/// message itself, and at most 5 times its size (a payload made only of delimiters); above
+/// 64 KiB it is allocated once at its exact size ([`Message::index_size`]), so the frame size
+/// limit bounds it.
 ///
 /// # Examples
 ///
@@ -253,6 +254,25 @@ impl Message {
         self.msh_field(18)
             .and_then(|v| v.repetition(1))
             .is_some_and(|v| v.as_bytes() == b"8859/1")
+    }
+
+    /// The memory the index takes beside the message's bytes, in bytes (its vectors as
+    /// allocated). At most 5 times the message's size for a message above 64 KiB, whose index
+    /// is allocated once at its exact size; at most about 10 times below that (at most
+    /// 640 KiB), from the growth of its vectors.
+    pub fn index_size(&self) -> usize {
+        let index = &self.inner.index;
+        std::mem::size_of::<Inner>()
+            + parse::SEPARATOR_BYTES * index.separators.capacity()
+            + parse::SEGMENT_BYTES * index.segments.capacity()
+    }
+
+    /// The most [`Message::index_size`] can be for a message of these bytes, known before it
+    /// is parsed: exact for a message above 64 KiB (a quick count of its delimiters), the worst
+    /// case of the index's growth below. A server draws this from its memory budget
+    /// (`max_buffered_bytes`) before it parses, so that parsing never allocates past it.
+    pub fn index_size_bound(bytes: &[u8], options: &ParseOptions) -> usize {
+        std::mem::size_of::<Inner>() + parse::index_size_bound(bytes, options)
     }
 
     /// The message exactly as received.
