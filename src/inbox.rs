@@ -41,7 +41,8 @@
 //! The file system work runs on tokio's blocking pool. Dropping the future returned by
 //! [`Inbox::store`] does not stop it: the message may still be stored, but the caller did not
 //! learn it and must not acknowledge it. That is at-least-once delivery: the sender resends and
-//! the inbox keeps both copies.
+//! the inbox keeps both copies. ([`DirStore`](crate::store::DirStore), which `mllp serve` uses,
+//! recognises such a resend while the process runs.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -103,7 +104,8 @@ pub enum InboxError {
         source: io::Error,
     },
     /// Flushing the directory after the final name was created failed: the message may not
-    /// survive a crash.
+    /// survive a crash, so its file was removed again (or, if that failed too, renamed to a
+    /// hidden `.unacked-` name, and the failure logged).
     #[error("cannot sync inbox directory {}", path.display())]
     SyncDir {
         /// The inbox directory.
@@ -138,6 +140,12 @@ impl Inbox {
     /// Checks that the directory can be written to, so that a server fails at start-up rather
     /// than on its first message.
     ///
+    /// Removes the leftovers of writes a crash interrupted: `.tmp-<pid>-<n>` files of a process
+    /// that is no longer running (on Linux, where `/proc` says which are; elsewhere, those of
+    /// other processes older than an hour). They hold patient data and were never
+    /// acknowledged. One log line says how many were removed, and one how many `.unacked-`
+    /// files (complete messages answered AE, see [`InboxError::SyncDir`]) are kept.
+    ///
     /// # Errors
     ///
     /// [`InboxError::NotADirectory`] if `dir` is a file; [`InboxError::Open`] if the directory
@@ -171,6 +179,7 @@ impl Inbox {
         let (probe, file) = create_temp(&dir).map_err(open_err)?;
         drop(file);
         fs::remove_file(&probe).map_err(open_err)?;
+        sweep(&dir);
         Ok(Inbox { dir })
     }
 
@@ -192,7 +201,8 @@ impl Inbox {
     /// # Errors
     ///
     /// An [`InboxError`] naming the step and path that failed. Nothing is left under a final
-    /// name when it fails before the link; the temporary file is removed.
+    /// name when it fails, whatever the step: a directory sync that fails after the link
+    /// removes the file again. The temporary file is removed.
     pub fn store(
         &self,
         payload: &[u8],
@@ -212,15 +222,37 @@ impl Inbox {
         payload: Bytes,
         control_id: Option<&[u8]>,
     ) -> impl Future<Output = Result<PathBuf, InboxError>> + Send + 'static {
-        // The name's time is taken now, at the call, not when the blocking pool gets to it.
-        let stamp = utc_timestamp(next_stamp());
-        let dir = self.dir.clone();
-        let id = sanitize_control_id(control_id);
+        let write = self.prepare(control_id);
         async move {
-            tokio::task::spawn_blocking(move || store_blocking(&dir, &payload, &id, &stamp))
+            tokio::task::spawn_blocking(move || write.run(&payload))
                 .await
                 .map_err(InboxError::Task)?
         }
+    }
+
+    /// One message's write, named now (the name's time is taken at this call, not when a
+    /// blocking thread gets to it), to be run on a blocking thread with [`PendingWrite::run`].
+    pub(crate) fn prepare(&self, control_id: Option<&[u8]>) -> PendingWrite {
+        PendingWrite {
+            stamp: utc_timestamp(next_stamp()),
+            dir: self.dir.clone(),
+            id: sanitize_control_id(control_id),
+        }
+    }
+}
+
+/// One message's durable write, named when it was prepared ([`Inbox::prepare`]).
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    dir: PathBuf,
+    id: String,
+    stamp: String,
+}
+
+impl PendingWrite {
+    /// The whole durable write, blocking: see [`Inbox::store`].
+    pub(crate) fn run(&self, payload: &[u8]) -> Result<PathBuf, InboxError> {
+        store_blocking(&self.dir, payload, &self.id, &self.stamp)
     }
 }
 
@@ -260,6 +292,79 @@ fn next_stamp() -> SystemTime {
             Ok(_) => return UNIX_EPOCH + std::time::Duration::from_micros(next),
             Err(actual) => last = actual,
         }
+    }
+}
+
+/// Removes the `.tmp-` leftovers of interrupted writes and counts the `.unacked-` files; logs
+/// one line for each when there are any. A leftover that cannot be removed is counted as kept
+/// and the sweep goes on: it never stops the inbox from opening.
+fn sweep(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let (mut removed, mut kept, mut unacked) = (0usize, 0usize, 0usize);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".unacked-") {
+            unacked += 1;
+            continue;
+        }
+        let Some(rest) = name.strip_prefix(".tmp-") else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if !is_leftover(pid, &entry) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(_) => kept += 1,
+        }
+    }
+    if removed > 0 {
+        // The removals reach the disk with the directory's next sync; a crash before it only
+        // brings back files the next start removes again.
+        let _ = sync_dir(dir);
+        tracing::warn!(
+            dir = %dir.display(),
+            removed,
+            "inbox: removed {removed} leftover temporary file(s) of writes interrupted by a crash \
+             (never acknowledged)"
+        );
+    }
+    if kept > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            kept,
+            "inbox: {kept} leftover temporary file(s) could not be removed"
+        );
+    }
+    if unacked > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            unacked,
+            "inbox: {unacked} .unacked- file(s) hold messages answered AE (not acknowledged)"
+        );
+    }
+}
+
+/// Whether a `.tmp-` file of process `pid` is the leftover of an interrupted write rather than
+/// a write under way: its process has ended. On Linux `/proc` says which processes run; where
+/// it cannot, a file of another process counts as a leftover once it is an hour old.
+fn is_leftover(pid: Option<u32>, entry: &fs::DirEntry) -> bool {
+    let own = std::process::id();
+    match pid {
+        Some(pid) if pid == own => false,
+        Some(pid) if Path::new("/proc/self").exists() => {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        }
+        _ => entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
     }
 }
 
@@ -318,11 +423,44 @@ fn store_blocking(
             path: dir.to_path_buf(),
         });
     };
-    sync_dir(dir).map_err(|source| InboxError::SyncDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    if let Err(source) = sync_dir(dir) {
+        // The caller answers AE: the message must not stay under its final name, where a
+        // reader would take it as stored (and its resend would be a second copy).
+        withdraw(dir, &dest);
+        return Err(InboxError::SyncDir {
+            path: dir.to_path_buf(),
+            source,
+        });
+    }
     Ok(dest)
+}
+
+/// Takes a file whose store failed after its link out of the inbox: removes it, or, if that
+/// fails too, renames it to a hidden `.unacked-` name that readers skip. Says so in the log
+/// when neither works (the name only: it holds a sanitised MSH-10 at most).
+fn withdraw(dir: &Path, dest: &Path) {
+    if fs::remove_file(dest).is_ok() {
+        // Best effort: the removal reaches the disk with the directory's next sync.
+        let _ = sync_dir(dir);
+        return;
+    }
+    let hidden = dest
+        .file_name()
+        .map(|name| dir.join(format!(".unacked-{}", name.to_string_lossy())));
+    if let Some(hidden) = hidden
+        && fs::rename(dest, &hidden).is_ok()
+    {
+        tracing::error!(
+            file = %hidden.display(),
+            "inbox: a message answered AE could not be removed; it was renamed to a hidden name"
+        );
+        return;
+    }
+    tracing::error!(
+        file = %dest.display(),
+        "inbox: a message answered AE could not be removed from the inbox; delete it, or \
+         expect its resend as a second copy"
+    );
 }
 
 /// Creates a fresh `.tmp-` file in `dir`, never reusing an existing one.
@@ -351,9 +489,19 @@ fn link_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     fs::hard_link(from, to)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next directory syncs on this thread fail, as a failing disk's would.
+    static FAIL_SYNC_DIR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Flushes a directory's entries to disk, so that a file created or renamed in it survives a
 /// crash. Only Unix lets a directory be opened and synced; elsewhere this does nothing.
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if FAIL_SYNC_DIR.with(std::cell::Cell::get) {
+        return Err(io::Error::other("injected directory sync failure"));
+    }
     #[cfg(unix)]
     {
         File::open(dir)?.sync_all()

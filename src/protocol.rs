@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 use tracing::{Span, field};
 
-use mllp_actors::{ConnectionInfo, Failure, Protocol};
+use mllp_actors::{ConnectionInfo, Failure, Lease, Protocol};
 
 use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
 use crate::app::BoxFuture;
@@ -136,6 +136,32 @@ impl Hl7 {
             inner: Arc::new(inner),
         }
     }
+
+    /// The answer to one message: the plugins, the pipeline and the ACK stage, or the AR of a
+    /// payload that is not HL7.
+    fn answer(
+        &self,
+        request: Bytes,
+        meta: &Inbound,
+        connection: &ConnectionInfo,
+        lease: Option<Lease>,
+    ) -> HandleFuture {
+        let inner = Arc::clone(&self.inner);
+        HandleFuture(match &meta.parsed {
+            Ok(message) => Handle::Start {
+                inner,
+                message: message.clone(),
+                connection: connection.clone(),
+                lease,
+            },
+            // Not HL7: the best-effort AR, and the handler never sees it.
+            Err((error, _)) => Handle::Unparseable {
+                inner,
+                raw: request,
+                diagnostic: error.to_diagnostic(),
+            },
+        })
+    }
 }
 
 impl fmt::Debug for Hl7 {
@@ -196,6 +222,12 @@ impl Inbound {
     /// MSH-10, the message control ID.
     pub fn control_id(&self) -> Option<&str> {
         self.message()?.control_id()
+    }
+
+    /// MSH-10 as text, decoded per MSH-18 (a Latin-1 id too; see
+    /// [`Message::control_id_text`]).
+    pub fn control_id_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.message()?.control_id_text()
     }
 
     /// MSH-12, the version ID.
@@ -270,20 +302,28 @@ impl Protocol for Hl7 {
         meta: &Inbound,
         connection: &ConnectionInfo,
     ) -> impl Future<Output = Option<Ack>> + Unpin + Send + 'static {
-        let inner = Arc::clone(&self.inner);
-        HandleFuture(match &meta.parsed {
-            Ok(message) => Handle::Start {
-                inner,
-                message: message.clone(),
-                connection: connection.clone(),
-            },
-            // Not HL7: the best-effort AR, and the handler never sees it.
-            Err((error, _)) => Handle::Unparseable {
-                inner,
-                raw: request,
-                diagnostic: error.to_diagnostic(),
-            },
-        })
+        self.answer(request, meta, connection, None)
+    }
+
+    fn handle_leased(
+        &self,
+        request: Bytes,
+        meta: &Inbound,
+        connection: &ConnectionInfo,
+        lease: &Lease,
+    ) -> impl Future<Output = Option<Ack>> + Unpin + Send + 'static {
+        // The request carries the lease to the pipeline: a store keeps it (in its `Record`)
+        // for as long as its write runs, even past the handler timeout.
+        self.answer(request, meta, connection, Some(lease.clone()))
+    }
+
+    fn request_overhead(&self, request: &Bytes) -> usize {
+        // The parse index: drawn from `max_buffered_bytes` before the parse allocates it.
+        Message::index_size_bound(request, &self.inner.parse)
+    }
+
+    fn meta_overhead(&self, meta: &Inbound) -> usize {
+        meta.message().map_or(0, Message::index_size)
     }
 
     fn handler_timeout(&self, meta: &Inbound) -> Option<std::time::Duration> {
@@ -384,7 +424,7 @@ impl Protocol for Hl7 {
             mllp.response.size = field::Empty,
             hl7.message_type = meta.message_code(),
             hl7.trigger_event = meta.trigger_event(),
-            hl7.control_id = meta.control_id(),
+            hl7.control_id = meta.control_id_text().as_deref(),
             hl7.version = meta.version(),
             hl7.ack_code = field::Empty,
         );
@@ -421,6 +461,7 @@ enum Handle {
         inner: Arc<Hl7Inner>,
         message: Message,
         connection: ConnectionInfo,
+        lease: Option<Lease>,
     },
     Running {
         inner: Arc<Hl7Inner>,
@@ -453,8 +494,12 @@ impl Future for HandleFuture {
                     inner,
                     message,
                     connection,
+                    lease,
                 } => {
                     let mut request = Request::new(message.clone(), connection);
+                    if let Some(lease) = lease {
+                        request = request.with_lease(lease);
+                    }
                     for plugin in &inner.plugins {
                         if let Err(response) = plugin.inspect(&mut request) {
                             let attached = request.diagnostics().to_vec();

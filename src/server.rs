@@ -86,6 +86,18 @@ pub enum ConfigError {
     /// `max_message_size` is zero.
     #[error("max_message_size must be at least 1 byte")]
     MaxMessageSize,
+    /// `max_buffered_bytes` cannot hold a message of `max_message_size` while its read buffer
+    /// grows (twice `max_message_size`, plus 64 KiB).
+    #[error(
+        "max_buffered_bytes ({limit} bytes) must be at least twice max_message_size plus 64 KiB \
+         ({needed} bytes)"
+    )]
+    MaxBufferedBytes {
+        /// The `max_buffered_bytes` given.
+        limit: usize,
+        /// The least it may be with this `max_message_size`.
+        needed: usize,
+    },
     /// `message_trace_ratio` is not a number between 0 and 1.
     #[error("message_trace_ratio must be between 0.0 and 1.0, got {0}")]
     TraceRatio(f64),
@@ -288,9 +300,23 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
-    /// Handlers running at once across all connections; `None` is unlimited. Default is `None`.
+    /// Handlers running at once across all connections; `None` is unlimited. A message holds
+    /// its permit until it is answered and its store write (any work its handler handed off
+    /// with [`Request::lease`](crate::app::Request::lease)) has finished. Default is `None`.
     pub fn max_concurrent_handlers(mut self, limit: Option<usize>) -> Self {
         self.runtime = self.runtime.max_concurrent_handlers(limit);
+        self
+    }
+
+    /// Bytes the server holds for messages at once, across every connection: read buffers,
+    /// messages in flight and their parse indexes. At the limit connections stop reading, so
+    /// TCP pushes back on the senders, until memory is given back; no read buffer or parse
+    /// index is allocated past it. `None` is unlimited. Must be at least twice
+    /// [`max_message_size`](Self::max_message_size) plus 64 KiB (checked by `bind`). Default is
+    /// a quarter of the memory the process may use (its cgroup's limit, else the machine's),
+    /// at least 64 MiB.
+    pub fn max_buffered_bytes(mut self, limit: Option<usize>) -> Self {
+        self.runtime = self.runtime.max_buffered_bytes(limit);
         self
     }
 
@@ -454,6 +480,18 @@ impl<T: Transport> ServerBuilder<T> {
         if self.frame.max_message_size == 0 {
             return Err(ConfigError::MaxMessageSize);
         }
+        if let Some(limit) = self.runtime.max_buffered_bytes {
+            // A frame of the largest size is read into a buffer that grows by copying: the old
+            // allocation and the new one (up to twice the frame) are held at once at the end.
+            let needed = self
+                .frame
+                .max_message_size
+                .saturating_mul(2)
+                .saturating_add(64 * 1024);
+            if limit < needed {
+                return Err(ConfigError::MaxBufferedBytes { limit, needed });
+            }
+        }
         if !(0.0..=1.0).contains(&self.trace_ratio) {
             return Err(ConfigError::TraceRatio(self.trace_ratio));
         }
@@ -596,6 +634,13 @@ impl ServerHandle {
     /// served (a TLS connection still in its handshake is not). Returns at once.
     pub fn close_connection(&self, id: u64) -> bool {
         self.inner.close_connection(id)
+    }
+
+    /// Bytes held now of [`max_buffered_bytes`](ServerBuilder::max_buffered_bytes): read
+    /// buffers, messages in flight and their parse indexes. Never more than the limit; `None`
+    /// without one.
+    pub fn buffered_bytes(&self) -> Option<usize> {
+        self.inner.buffered_bytes()
     }
 
     /// Stops accepting, lets each connection finish the message in flight and write its ACK,

@@ -36,9 +36,15 @@
 //!   lets the ACK be built) only after that.
 //! - A store that cannot commit answers `Err`; [`StoreLayer`] turns it into AE (CE in enhanced
 //!   mode) with ERR-3 207, never a success ACK.
-//! - At-least-once: when the future of `append` is dropped (the handler timed out) the message
-//!   may still be committed. Its resend is then recognised as a duplicate by stores that detect
-//!   them ([`SqliteStore`]) and acknowledged without a second copy; [`DirStore`] keeps both.
+//! - At-least-once: when the future of `append` is dropped (the handler timed out, and the
+//!   sender was answered AE) the message may still be committed. Its resend is then recognised
+//!   and acknowledged without a second copy: by [`SqliteStore`]'s duplicate detection, and by
+//!   [`DirStore`] while the process runs (it remembers writes that finished after their caller
+//!   gave up).
+//! - Store writes count against the server's limits: a [`Record`] made from a request holds
+//!   the request's lease ([`Request::lease`](crate::app::Request::lease)), and a store keeps
+//!   the record until its write has finished, so a write that outlives its handler still holds
+//!   the request's place in `max_in_flight` and its `max_concurrent_handlers` permit.
 
 mod digest;
 mod dir;

@@ -51,8 +51,17 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// Handler tasks that may run at once across the whole server. A connection that decoded a
     /// request waits for a permit before starting its handler (and reads nothing meanwhile).
-    /// `None` means no server-wide limit. Default is `None`.
+    /// A request holds its permit until it is answered and the work its handler handed off (see
+    /// [`Lease`](crate::Lease)) has ended. `None` means no server-wide limit. Default is `None`.
     pub max_concurrent_handlers: Option<usize>,
+    /// Bytes the server may hold for messages at once, across every connection: read buffers,
+    /// requests in flight, and what handling them allocates beside them
+    /// ([`Protocol::request_overhead`](crate::Protocol::request_overhead), a parse index). At the
+    /// limit, connections stop reading (TCP pushes back on the senders) until memory is given
+    /// back; the server never allocates a read buffer past it. `None` means no limit. Default is
+    /// a quarter of the memory the process may use (its cgroup's `memory.max`, else the
+    /// machine's), at least 64 MiB; 1 GiB where that cannot be read.
+    pub max_buffered_bytes: Option<usize>,
     /// What happens when a handler panics or passes `handler_timeout`. Default is
     /// [`HandlerFailurePolicy::RespondWithFailure`].
     pub handler_failure: HandlerFailurePolicy,
@@ -75,6 +84,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_in_flight: 1,
             max_concurrent_handlers: None,
+            max_buffered_bytes: Some(crate::budget::default_max_buffered_bytes()),
             handler_failure: HandlerFailurePolicy::default(),
             restart: RestartPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
@@ -139,6 +149,14 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`ServerConfig::max_buffered_bytes`]. Default is a quarter of the memory the
+    /// process may use, at least 64 MiB.
+    #[must_use]
+    pub fn max_buffered_bytes(mut self, limit: Option<usize>) -> Self {
+        self.max_buffered_bytes = limit;
+        self
+    }
+
     /// Sets [`ServerConfig::handler_failure`]. Default is
     /// [`HandlerFailurePolicy::RespondWithFailure`].
     #[must_use]
@@ -199,6 +217,9 @@ impl ServerConfig {
         count("max_in_flight", self.max_in_flight)?;
         if let Some(limit) = self.max_concurrent_handlers {
             count("max_concurrent_handlers", limit)?;
+        }
+        if let Some(limit) = self.max_buffered_bytes {
+            count("max_buffered_bytes", limit)?;
         }
         if let RestartPolicy::Backoff {
             backoff,
@@ -418,6 +439,7 @@ mod tests {
         assert_eq!(c.max_connections, 1024);
         assert_eq!(c.max_in_flight, 1);
         assert_eq!(c.max_concurrent_handlers, None);
+        assert!(c.max_buffered_bytes.is_some_and(|b| b >= 64 << 20));
         assert_eq!(c.handler_failure, HandlerFailurePolicy::RespondWithFailure);
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(

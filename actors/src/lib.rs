@@ -134,11 +134,13 @@ pub mod signal;
 pub mod transport;
 
 mod acceptor;
+mod budget;
 mod config;
 mod connection;
 mod control;
 mod error;
 mod handler_task;
+mod lease;
 mod observers;
 mod owned;
 mod report;
@@ -154,6 +156,7 @@ pub use config::{
 };
 pub use error::{ServerError, StartError};
 pub use event::{CloseReason, Event, Observer};
+pub use lease::Lease;
 pub use protocol::{ConnectionInfo, Failure, Protocol};
 pub use report::{ConnectionSnapshot, ShutdownReport};
 pub use server::{Server, ServerHandle};

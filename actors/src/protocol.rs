@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::lease::Lease;
+
 /// A protocol served by the supervision tree.
 ///
 /// The runtime drives one codec per connection, calls [`Protocol::meta`] on every decoded request
@@ -69,6 +71,40 @@ pub trait Protocol: Send + Sync + 'static {
     fn handler_timeout(&self, meta: &Self::Meta) -> Option<std::time::Duration> {
         let _ = meta;
         None
+    }
+
+    /// Handles one request holding its [`Lease`]: what the runtime calls. Override it, rather
+    /// than [`Protocol::handle`], when the handler hands work off to something the runtime
+    /// cannot abort (a blocking write, a job queued for another thread) and that work should
+    /// keep counting against the limits after a handler timeout: give that work a clone of
+    /// `lease`. Default is [`Protocol::handle`], with the lease dropped at once.
+    fn handle_leased(
+        &self,
+        request: Self::Request,
+        meta: &Self::Meta,
+        connection: &ConnectionInfo,
+        lease: &Lease,
+    ) -> impl Future<Output = Option<Self::Response>> + Unpin + Send + 'static {
+        let _ = lease;
+        self.handle(request, meta, connection)
+    }
+
+    /// At most how many bytes handling `request` allocates beside the request itself, before
+    /// its metadata is taken (for HL7, the parse index that [`Protocol::meta`] builds). With
+    /// `max_buffered_bytes` set, the runtime draws this much from the budget before it calls
+    /// [`Protocol::meta`], waiting (and reading nothing more) until the budget has it, so that
+    /// the allocation never goes past the budget. Default is 0.
+    fn request_overhead(&self, request: &Self::Request) -> usize {
+        let _ = request;
+        0
+    }
+
+    /// How many bytes `meta` holds beside the request (the parse index as built): after
+    /// [`Protocol::meta`], the request's draw of [`Protocol::request_overhead`] is trimmed to
+    /// this, and held until the request is answered. Default is 0.
+    fn meta_overhead(&self, meta: &Self::Meta) -> usize {
+        let _ = meta;
+        0
     }
 
     /// The answer to a request whose handler failed, or `None` to send nothing.

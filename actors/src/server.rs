@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
+use crate::budget::Budget;
 use crate::config::ServerConfig;
 use crate::control::{Control, Outcome};
 use crate::error::{ServerError, StartError};
@@ -52,6 +53,7 @@ impl Server {
     ) -> Result<ServerHandle, StartError> {
         config.validate()?;
         let local_addr = listener.local_addr().map_err(StartError::Listener)?;
+        let budget = config.max_buffered_bytes.map(Budget::new);
         let control = Arc::new(Control::new());
         let slots = Slots::new(config.max_connections);
         let shared = Arc::new(Shared {
@@ -60,6 +62,7 @@ impl Server {
             handler_permits: config
                 .max_concurrent_handlers
                 .map(|limit| Arc::new(Semaphore::new(limit))),
+            budget: budget.clone(),
             config,
             observers: Observers::new(observers),
             local_addr,
@@ -77,6 +80,7 @@ impl Server {
                 supervisor,
                 slots,
                 outcome,
+                budget,
             }),
         })
     }
@@ -96,6 +100,7 @@ struct HandleInner {
     supervisor: ActorRef<SupervisorMessage>,
     slots: Slots,
     outcome: watch::Receiver<Option<Outcome>>,
+    budget: Option<Budget>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -185,6 +190,13 @@ impl ServerHandle {
     /// when it has closed.
     pub fn close_connection(&self, id: u64) -> bool {
         self.inner.control.close_connection(id)
+    }
+
+    /// Bytes drawn from `max_buffered_bytes` now: read buffers and requests in flight (see
+    /// [`ServerConfig::max_buffered_bytes`]). Never more than the limit. `None` without a
+    /// limit.
+    pub fn buffered_bytes(&self) -> Option<usize> {
+        self.inner.budget.as_ref().map(Budget::in_use)
     }
 
     /// Stops the server gracefully and returns once every actor and task of it has ended.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::Budget;
 use crate::config::ServerConfig;
 use crate::control::Control;
 use crate::observers::Observers;
@@ -24,6 +25,8 @@ pub(crate) struct Shared<P: Protocol, T: Transport> {
     pub(crate) slots: Slots,
     /// The server-wide handler limit (`max_concurrent_handlers`), if any.
     pub(crate) handler_permits: Option<Arc<Semaphore>>,
+    /// The server-wide memory budget (`max_buffered_bytes`), if any.
+    pub(crate) budget: Option<Budget>,
     pub(crate) control: Arc<Control>,
     /// Every task the tree spawns (accept loops, connection I/O, handlers, restart timers), so
     /// that shutdown can wait for all of them.

@@ -38,7 +38,7 @@ impl Plugin for RequireMshFields {
 
     fn inspect(&self, request: &mut Request) -> Result<(), Response> {
         let message = request.message();
-        // Presence only: the values were checked (non-empty UTF-8) when the message was parsed.
+        // Presence only, in any character set: a Latin-1 MSH-10 (MSH-18 = 8859/1) is there.
         if message.message_code_bytes().is_none() {
             return Err(Response::reject(
                 ErrorCode::RequiredFieldMissing,

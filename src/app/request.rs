@@ -3,7 +3,7 @@
 use crate::ack::Diagnostic;
 use crate::app::Extensions;
 use crate::hl7::Message;
-use mllp_actors::ConnectionInfo;
+use mllp_actors::{ConnectionInfo, Lease};
 
 /// One inbound message with everything known about it: the parsed [`Message`], the diagnostics
 /// that parser plugins attached, the connection it came on, and typed per-message data that
@@ -19,6 +19,7 @@ pub struct Request {
     /// the handler stage adds the rest (attached by middleware) to its response.
     carried: usize,
     extensions: Extensions,
+    lease: Option<Lease>,
 }
 
 impl Request {
@@ -30,7 +31,25 @@ impl Request {
             diagnostics: Vec::new(),
             carried: 0,
             extensions: Extensions::new(),
+            lease: None,
         }
+    }
+
+    /// The request with the runtime's [`Lease`] on the server's limits (the server sets it).
+    pub(crate) fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The request's hold on the server's limits: its place in `max_in_flight`, its
+    /// `max_concurrent_handlers` permit and its share of `max_buffered_bytes`. Give a clone to
+    /// work that may outlive the handler (a blocking write, a job for another thread): the
+    /// request keeps counting against the limits until the last clone is dropped, even after a
+    /// handler timeout. [`Record::from_request`](crate::store::Record::from_request) takes one,
+    /// so a store holds it for as long as it holds the record. `None` for a request built
+    /// outside a server.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     /// The parsed message.

@@ -24,8 +24,9 @@ use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError
 /// `Debug` prints segment ids and lengths only, never content: HL7 carries patient data.
 ///
 /// The index holds 4 bytes per field separator and 20 per segment: typically less than the
-/// message itself, and never more than about 9 times its size (a payload made only of
-/// delimiters), so the frame size limit bounds it.
+/// message itself, and at most 5 times its size (a payload made only of delimiters); above
+/// 64 KiB it is allocated once at its exact size ([`Message::index_size`]), so the frame size
+/// limit bounds it.
 ///
 /// # Examples
 ///
@@ -101,10 +102,9 @@ impl fmt::Display for AckRequirement {
     }
 }
 
-/// `Some(str)` when the value is non-empty valid UTF-8.
 /// Where MSH-9.1, MSH-9.2 and MSH-10 are (see `Index::msh_cache`): read straight from the
-/// index, as the accessors would (first repetition, then components), kept only when non-empty
-/// UTF-8.
+/// index, as the accessors would (first repetition, then components), kept when non-empty,
+/// whatever their character set (a Latin-1 MSH-10 is present, not missing).
 fn msh_cache(bytes: &[u8], index: &Index) -> [Option<(u32, u32)>; 3] {
     let Some(msh) = index.segments.first() else {
         return [None; 3];
@@ -117,9 +117,7 @@ fn msh_cache(bytes: &[u8], index: &Index) -> [Option<(u32, u32)>; 3] {
         Some((from, to))
     };
     let keep = |from: usize, to: usize| -> Option<(u32, u32)> {
-        let text = &bytes[from..to];
-        let text_ok = text.is_ascii() || std::str::from_utf8(text).is_ok();
-        (!text.is_empty() && text_ok).then_some((from as u32, to as u32))
+        (from < to).then_some((from as u32, to as u32))
     };
     let d = &index.delimiters;
     let mut cache = [None; 3];
@@ -191,25 +189,90 @@ impl Message {
         std::str::from_utf8(self.cached_bytes(slot)?).ok()
     }
 
-    /// The bytes of a field found at parse time, known to be non-empty UTF-8.
+    /// The bytes of a field found at parse time, known to be non-empty.
     fn cached_bytes(&self, slot: usize) -> Option<&[u8]> {
         let (start, end) = self.inner.index.msh_cache[slot]?;
         Some(&self.inner.bytes[start as usize..end as usize])
     }
 
-    /// [`Message::message_code`] as bytes, not checked again.
-    pub(crate) fn message_code_bytes(&self) -> Option<&[u8]> {
+    /// MSH-9.1, the message code, raw: in whatever character set MSH-18 declares. `None` when
+    /// absent or empty. [`Message::message_code`] is the same as `&str` when it is UTF-8.
+    pub fn message_code_bytes(&self) -> Option<&[u8]> {
         self.cached_bytes(0)
     }
 
-    /// [`Message::trigger_event`] as bytes, not checked again.
-    pub(crate) fn trigger_event_bytes(&self) -> Option<&[u8]> {
+    /// MSH-9.2, the trigger event, raw; `None` when absent or empty.
+    pub fn trigger_event_bytes(&self) -> Option<&[u8]> {
         self.cached_bytes(1)
     }
 
-    /// [`Message::control_id`] as bytes, not checked again.
-    pub(crate) fn control_id_bytes(&self) -> Option<&[u8]> {
+    /// MSH-10, the message control ID, raw and whole: in whatever character set MSH-18
+    /// declares (a Latin-1 id is present, not missing). `None` when absent or empty. This is
+    /// what an ACK's MSA-2 repeats; [`Message::control_id_text`] is it as text.
+    pub fn control_id_bytes(&self) -> Option<&[u8]> {
         self.cached_bytes(2)
+    }
+
+    /// MSH-10 as text, decoded per MSH-18 ([`Message::text`]): for logs, telemetry and
+    /// searches. `None` when absent or empty.
+    pub fn control_id_text(&self) -> Option<Cow<'_, str>> {
+        self.control_id_bytes().map(|id| self.text(id))
+    }
+
+    /// Bytes of this message (a field, a component) as text, decoded per the character set
+    /// MSH-18 declares: `8859/1` as Latin-1 (every byte is a character); `UNICODE UTF-8`, no
+    /// MSH-18 (ASCII), and the other sets as UTF-8, with U+FFFD for bytes that do not decode
+    /// (their ASCII range is the same; this decoder has no tables for their upper halves).
+    /// Escape sequences are left as they are (see [`Value::decoded`]). Borrows when nothing
+    /// needs converting.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use mllp::hl7::Message;
+    /// let latin1 = Message::parse(Bytes::from_static(
+    ///     b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M\xFCller-1|P|2.5||||||8859/1\r",
+    /// ))?;
+    /// assert_eq!(latin1.control_id(), None); // not UTF-8
+    /// assert_eq!(latin1.control_id_bytes(), Some(&b"M\xFCller-1"[..]));
+    /// assert_eq!(latin1.control_id_text().as_deref(), Some("Müller-1"));
+    /// # Ok::<(), mllp::hl7::ParseError>(())
+    /// ```
+    pub fn text<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
+        if bytes.is_ascii() {
+            // ASCII is the same in every set of table 0211 that this decodes.
+            return Cow::Borrowed(std::str::from_utf8(bytes).unwrap_or_default());
+        }
+        if self.is_latin1() {
+            Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
+        } else {
+            String::from_utf8_lossy(bytes)
+        }
+    }
+
+    /// Whether MSH-18 (its first repetition) declares `8859/1`.
+    pub(crate) fn is_latin1(&self) -> bool {
+        self.msh_field(18)
+            .and_then(|v| v.repetition(1))
+            .is_some_and(|v| v.as_bytes() == b"8859/1")
+    }
+
+    /// The memory the index takes beside the message's bytes, in bytes (its vectors as
+    /// allocated). At most 5 times the message's size for a message above 64 KiB, whose index
+    /// is allocated once at its exact size; at most about 10 times below that (at most
+    /// 640 KiB), from the growth of its vectors.
+    pub fn index_size(&self) -> usize {
+        let index = &self.inner.index;
+        std::mem::size_of::<Inner>()
+            + parse::SEPARATOR_BYTES * index.separators.capacity()
+            + parse::SEGMENT_BYTES * index.segments.capacity()
+    }
+
+    /// The most [`Message::index_size`] can be for a message of these bytes, known before it
+    /// is parsed: exact for a message above 64 KiB (a quick count of its delimiters), the worst
+    /// case of the index's growth below. A server draws this from its memory budget
+    /// (`max_buffered_bytes`) before it parses, so that parsing never allocates past it.
+    pub fn index_size_bound(bytes: &[u8], options: &ParseOptions) -> usize {
+        std::mem::size_of::<Inner>() + parse::index_size_bound(bytes, options)
     }
 
     /// The message exactly as received.
@@ -326,7 +389,8 @@ impl Message {
         non_empty_str(self.msh_field(9).and_then(|v| v.component(3)))
     }
 
-    /// MSH-10, the message control ID, whole and raw. `None` when absent, empty or not UTF-8.
+    /// MSH-10, the message control ID, whole and raw. `None` when absent, empty or not UTF-8
+    /// (a Latin-1 id: see [`Message::control_id_bytes`] and [`Message::control_id_text`]).
     pub fn control_id(&self) -> Option<&str> {
         self.cached(2)
     }

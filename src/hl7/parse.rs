@@ -148,8 +148,9 @@ pub(crate) struct Index {
     /// Offsets of every field separator, in order.
     pub(crate) separators: Vec<u32>,
     /// Where MSH-9.1 (message code), MSH-9.2 (trigger event) and MSH-10 (control ID) are, when
-    /// present, non-empty and UTF-8: read by the router, the plugins, telemetry and the ACK for
-    /// every message, so found once. Filled in by [`Message::parse_with`](super::Message).
+    /// present and non-empty (in any character set): read by the router, the plugins,
+    /// telemetry and the ACK for every message, so found once. Filled in by
+    /// [`Message::parse_with`](super::Message).
     pub(crate) msh_cache: [Option<(u32, u32)>; 3],
 }
 
@@ -199,18 +200,17 @@ pub(crate) fn index(b: &[u8], options: &ParseOptions) -> Result<Index, ParseErro
         return Err(ParseError::MissingMsh);
     }
     let delimiters = delimiters(b, msh, lenient)?;
+    let fs = delimiters.field();
+    let (separators, segments) = capacities(b, msh, fs, lenient);
 
     let mut builder = Builder {
         bytes: b,
         lenient,
-        segments: Vec::with_capacity(16),
-        // A typical segment has one separator per 5-10 bytes; past 1024 a few reallocations cost
-        // less than reserving for a 10 MiB base64 field.
-        separators: Vec::with_capacity((b.len() / 4).clamp(16, 1024)),
+        segments: Vec::with_capacity(segments),
+        separators: Vec::with_capacity(separators),
         segment_start: msh,
         first_separator: 0,
     };
-    let fs = delimiters.field();
     if lenient {
         scan::<true>(&mut builder, msh, fs)?;
     } else {
@@ -223,6 +223,76 @@ pub(crate) fn index(b: &[u8], options: &ParseOptions) -> Result<Index, ParseErro
         separators: builder.separators,
         msh_cache: [None; 3],
     })
+}
+
+/// Messages larger than this get an index allocated once at its exact size, from a first
+/// pass that counts the delimiters: no growth, so no slack and no copies, and a size known
+/// before anything is allocated ([`index_size_bound`]).
+const EXACT_FROM: usize = 64 * 1024;
+
+/// The capacities of the index (separators, segments) for the message in `b`, whose MSH starts
+/// at `msh`: exact above [`EXACT_FROM`] bytes; below, a typical segment's worth, grown as
+/// needed (a few reallocations of small vectors cost less than a counting pass).
+fn capacities(b: &[u8], msh: usize, fs: u8, lenient: bool) -> (usize, usize) {
+    if b.len() <= EXACT_FROM {
+        // A typical segment has one separator per 5-10 bytes.
+        return ((b.len() / 4).clamp(16, 1024), 16);
+    }
+    let rest = &b[msh..];
+    let (separators, ends) = count_delimiters(rest, fs, lenient);
+    // Every segment but the last ends at a terminator; empty ones (a run of terminators) are
+    // not kept, and a kept one takes at least 4 bytes (its id and its terminator).
+    (separators, (ends + 1).min(rest.len() / 4 + 1))
+}
+
+/// How many field separators and segment terminators `b` holds.
+fn count_delimiters(b: &[u8], fs: u8, lenient: bool) -> (usize, usize) {
+    let splat = |byte: u8| u64::from_ne_bytes([byte; 8]);
+    let (fs_word, cr_word, lf_word) = (splat(fs), splat(CR), splat(LF));
+    let (mut separators, mut ends) = (0usize, 0usize);
+    let mut chunks = b.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        separators += zero_bytes(word ^ fs_word).count_ones() as usize;
+        let mut end = zero_bytes(word ^ cr_word);
+        if lenient {
+            end |= zero_bytes(word ^ lf_word);
+        }
+        ends += end.count_ones() as usize;
+    }
+    for &byte in chunks.remainder() {
+        separators += usize::from(byte == fs);
+        ends += usize::from(byte == CR || (lenient && byte == LF));
+    }
+    (separators, ends)
+}
+
+/// Bytes of one index entry: a field separator, a segment.
+pub(crate) const SEPARATOR_BYTES: usize = std::mem::size_of::<u32>();
+pub(crate) const SEGMENT_BYTES: usize = std::mem::size_of::<SegmentEntry>();
+
+/// The most the index of the message in `b` can take, in bytes, before it is parsed: exact
+/// above [`EXACT_FROM`] bytes (at most 5 times the message: 20 bytes per segment of at least 4
+/// bytes, 4 per field separator), and the worst case of the growing vectors below.
+pub(crate) fn index_size_bound(b: &[u8], options: &ParseOptions) -> usize {
+    let lenient = options.lenient_line_endings;
+    let len = b.len();
+    if len <= EXACT_FROM {
+        let (separators, segments) = ((len / 4).clamp(16, 1024), 16);
+        // A vector grows by doubling: at most twice what it holds, which is at most one
+        // separator per byte and one segment per four.
+        return SEPARATOR_BYTES * separators.max(2 * len)
+            + SEGMENT_BYTES * segments.max(2 * (len / 4 + 1));
+    }
+    let is_end = |byte: u8| byte == CR || (lenient && byte == LF);
+    let Some(msh) = b.iter().position(|&byte| !is_end(byte)) else {
+        return 0;
+    };
+    let Some(&fs) = b.get(msh + 3) else {
+        return 0;
+    };
+    let (separators, segments) = capacities(b, msh, fs, lenient);
+    SEPARATOR_BYTES * separators + SEGMENT_BYTES * segments
 }
 
 /// `0x80` in every byte of `word` that is zero, `0x00` elsewhere (exact: no false positives).
@@ -319,5 +389,59 @@ impl Builder<'_> {
         });
         self.first_separator = self.separators.len();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::hl7::{Message, ParseOptions};
+
+    /// A 1 MiB message of `fill` after its MSH.
+    fn flood(fill: &[u8]) -> Bytes {
+        let mut message = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5".to_vec();
+        while message.len() < 1 << 20 {
+            message.extend_from_slice(fill);
+        }
+        Bytes::from(message)
+    }
+
+    /// Messages made only of delimiters (field separators, tiny segments, runs of segment
+    /// terminators) get an index of at most 5 times their size, allocated once at its exact
+    /// size: what `index_size_bound` promised before the parse.
+    #[test]
+    fn index_of_a_delimiter_flood_stays_within_five_times_the_message() {
+        let options = ParseOptions::default();
+        for fill in [&b"|"[..], b"\rZZZ", b"\rZZZ|", b"\r", b"\rZZZ|^~&"] {
+            let bytes = flood(fill);
+            let bound = Message::index_size_bound(&bytes, &options);
+            let message = Message::parse(bytes.clone()).unwrap();
+            let size = message.index_size();
+            assert!(size <= bound, "{fill:?}: {size} > bound {bound}");
+            assert!(
+                size <= 5 * bytes.len() + 256,
+                "{fill:?}: index {size} for {} bytes",
+                bytes.len()
+            );
+        }
+    }
+
+    /// Below 64 KiB the bound covers the growth of the index's vectors.
+    #[test]
+    fn bound_covers_small_messages() {
+        let options = ParseOptions::default();
+        for fill in [&b"|"[..], b"\rZZZ", b"\rPID|1||123^^^H^MR||DOE^JOHN"] {
+            for len in [64, 1000, 20_000, 60_000] {
+                let mut message = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5".to_vec();
+                while message.len() < len {
+                    message.extend_from_slice(fill);
+                }
+                let bytes = Bytes::from(message);
+                let bound = Message::index_size_bound(&bytes, &options);
+                let size = Message::parse(bytes).unwrap().index_size();
+                assert!(size <= bound, "{fill:?} x {len}: {size} > {bound}");
+            }
+        }
     }
 }

@@ -307,3 +307,62 @@ async fn files_and_created_directory_are_closed_to_others() {
         assert_eq!(mode & 0o007, 0, "{} has mode {mode:o}", p.display());
     }
 }
+
+/// A directory `fsync` that fails after the link: the message is answered AE, so its file must
+/// not stay under its final name (a reader would take it as stored, and the resend would make
+/// a second copy). Nothing is left, not even the temporary file.
+#[test]
+fn failed_directory_sync_leaves_no_stored_file() {
+    let tmp = temp_dir();
+    let inbox = Inbox::open(tmp.path()).unwrap();
+    FAIL_SYNC_DIR.with(|fail| fail.set(true));
+    let result = inbox.prepare(Some(b"SYNCFAIL")).run(b"MSH|^~\\&|A\r");
+    FAIL_SYNC_DIR.with(|fail| fail.set(false));
+    let err = result.unwrap_err();
+    assert!(matches!(err, InboxError::SyncDir { .. }), "{err:?}");
+    assert_eq!(entries(tmp.path()), Vec::<String>::new());
+}
+
+/// Opening an inbox removes the `.tmp-` leftovers of a crashed process (one no longer
+/// running), keeps those of running processes and every stored message, and says how many it
+/// removed in one log line.
+#[test]
+fn open_removes_leftovers_of_crashed_writes_and_logs_how_many() {
+    use std::sync::{Arc, Mutex};
+
+    let tmp = temp_dir();
+    // No process runs with a pid this large (Linux's largest pid is 4194304).
+    let dead = u32::MAX - 1;
+    for n in 0..3 {
+        fs::write(tmp.path().join(format!(".tmp-{dead}-{n}")), b"MSH|partial").unwrap();
+    }
+    let live = format!(".tmp-{}-999999", std::process::id());
+    fs::write(tmp.path().join(&live), b"MSH|in progress").unwrap();
+    fs::write(tmp.path().join("20260101T000000.000000Z-A-1-1.hl7"), b"MSH|").unwrap();
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || Inbox::open(tmp.path()).unwrap());
+
+    let mut left = entries(tmp.path());
+    left.sort();
+    assert_eq!(left, [live, "20260101T000000.000000Z-A-1-1.hl7".to_owned()]);
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.contains("removed 3 leftover temporary file(s)"), "{log}");
+}

@@ -145,7 +145,8 @@ impl Inner {
         let msg = request.message();
         let message_type = msg.message_code().unwrap_or_default();
         let trigger_event = msg.trigger_event().unwrap_or_default();
-        let control_id = msg.control_id().unwrap_or_default();
+        let control_id = msg.control_id_text().unwrap_or_default();
+        let control_id = control_id.as_ref();
         let receipt = match result {
             Ok(receipt) => {
                 if self.failing.swap(false, Ordering::Relaxed) {

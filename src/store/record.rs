@@ -1,10 +1,12 @@
 //! One received message with the metadata a store keeps beside it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use mllp_actors::Lease;
 
 use crate::app::Request;
 use crate::hl7::Message;
@@ -13,6 +15,12 @@ use crate::store::digest;
 /// A received message and its metadata: receive time, listener, peer, TLS identity, and the
 /// MSH fields 3, 4, 5, 6, 9, 10, 11 and 12, raw (zero-copy slices of the payload). No other
 /// field is ever copied out of the payload.
+///
+/// A record made from a request holds the request's [`Lease`] on the server's limits: a store
+/// that keeps the record while it writes (a blocking write that goes on after a handler
+/// timeout, a job waiting for a writer thread) keeps the request counted against
+/// `max_in_flight`, `max_concurrent_handlers` and `max_buffered_bytes` until it drops the
+/// record. Stores should drop records once the write has finished or been given up.
 ///
 /// `Debug` prints the metadata but not the payload.
 #[derive(Clone)]
@@ -26,6 +34,9 @@ pub struct Record {
     code_event: [Bytes; 2],
     digest: [u8; 32],
     payload: Bytes,
+    lease: Option<Lease>,
+    /// MSH-18 says `8859/1`: [`Record::text`] decodes Latin-1.
+    latin1: bool,
 }
 
 /// MSH field numbers kept, in the order of `Record::msh`.
@@ -35,13 +46,15 @@ impl Record {
     /// The record of `request`, received now.
     pub fn from_request(request: &Request) -> Self {
         let connection = request.connection();
-        Self::from_message(
+        let mut record = Self::from_message(
             request.message(),
             SystemTime::now(),
             connection.local(),
             connection.peer(),
             connection.peer_identity().map(str::to_owned),
-        )
+        );
+        record.lease = request.lease().cloned();
+        record
     }
 
     /// The record of `message`, with the metadata given.
@@ -66,6 +79,7 @@ impl Record {
         };
         let code_event = [component(1), component(2)];
         let digest = digest::content_digest(message);
+        let latin1 = message.is_latin1();
         Self {
             received_at,
             listener,
@@ -75,6 +89,19 @@ impl Record {
             code_event,
             digest,
             payload,
+            lease: None,
+            latin1,
+        }
+    }
+
+    /// Raw bytes of this record (one of its MSH fields) as text, decoded per the message's
+    /// MSH-18 as [`Message::text`] does: Latin-1 for `8859/1`, UTF-8 otherwise (U+FFFD for
+    /// bytes that do not decode). What a store writes where it keeps text.
+    pub fn text<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
+        if self.latin1 && !bytes.is_ascii() {
+            Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
+        } else {
+            String::from_utf8_lossy(bytes)
         }
     }
 
@@ -157,6 +184,11 @@ impl Record {
     /// The payload, byte for byte as received.
     pub fn payload(&self) -> &Bytes {
         &self.payload
+    }
+
+    /// The lease of the request this record was made from (see the type's docs).
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     /// The key under which duplicates are looked for: MSH-3, MSH-4 and MSH-10, each

@@ -15,7 +15,7 @@
 //! Inside the same transaction, before each insert, the writer looks up messages from the same
 //! sender (MSH-3 and MSH-4) with the same MSH-10 received inside
 //! [`SqliteConfig::dedup_window`] (an index lookup, O(log n)). The same content (compared by
-//! SHA-256 with MSH-7 left out) is a [`Receipt::Duplicate`] and is not stored; other content is
+//! SHA-256 with MSH-7 left out) is a [`Receipt::Duplicate`](crate::store::Receipt::Duplicate) and is not stored; other content is
 //! stored and flagged (`reused_control_id`).
 //!
 //! # Readers

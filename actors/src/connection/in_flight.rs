@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use crate::handler_task::HandlerTask;
+use crate::lease::Lease;
 use crate::protocol::{Failure, Protocol};
 
 /// A request whose handler is running or has finished, in arrival order.
@@ -18,6 +19,8 @@ pub(super) struct InFlight<P: Protocol> {
     pub(super) span: tracing::Span,
     pub(super) handler: HandlerTask<P::Response>,
     pub(super) outcome: Option<Result<Option<P::Response>, Failure>>,
+    /// The runtime's clone of the request's lease, given up once the request is answered.
+    pub(super) lease: Lease,
 }
 
 /// A request whose handler has finished, ready to be answered.
@@ -26,6 +29,7 @@ pub(super) struct Finished<P: Protocol> {
     pub(super) decoded_at: Instant,
     pub(super) span: tracing::Span,
     pub(super) outcome: Result<Option<P::Response>, Failure>,
+    pub(super) lease: Lease,
 }
 
 impl<P: Protocol> InFlight<P> {
@@ -37,6 +41,7 @@ impl<P: Protocol> InFlight<P> {
             outcome: self
                 .outcome
                 .expect("poll_front returns finished requests only"),
+            lease: self.lease,
         }
     }
 }

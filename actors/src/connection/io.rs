@@ -14,11 +14,13 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use super::in_flight::{InFlight, poll_handlers};
+use crate::budget::{Allocation, Budget};
 use crate::event::CloseReason;
 use crate::protocol::Protocol;
 use crate::util::deadline;
@@ -26,16 +28,28 @@ use crate::util::deadline;
 /// Spare room the read buffer keeps before a read; it grows (doubling) for larger frames.
 const READ_CHUNK: usize = 2048;
 
+/// The first read buffer of a connection: small, so idle connections stay small.
+const FIRST_READ: usize = 64;
+
 /// A read buffer that grew past this (for a large frame) is let go once a request is decoded
 /// and nothing else is buffered, and a write buffer that did (for a large response) once the
 /// response is written: a connection keeps the memory of a large message only while it is
 /// handled, not until the connection closes.
 const KEEP_BUFFER: usize = 64 * 1024;
 
+/// [`KEEP_BUFFER`] under a memory budget: what the budget holds for one idle connection.
+const KEEP_BUFFER_BUDGETED: usize = 2 * READ_CHUNK;
+
 pub(super) enum ReadEvent<R> {
-    Request(R),
+    /// A request, and the draw of the read-buffer allocation its bytes live in (with
+    /// `max_buffered_bytes`).
+    Request(R, Option<Allocation>),
     Closed(CloseReason),
 }
+
+/// A wait for the budget to grow the read buffer to `target` bytes, kept across polls (it keeps
+/// the connection's place in the budget's queue).
+type Growth = (usize, Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>);
 
 /// The socket, its codec and its buffers.
 pub(super) struct Io<P: Protocol, S> {
@@ -56,6 +70,13 @@ pub(super) struct Io<P: Protocol, S> {
     /// The read timer (frame or idle deadline), created when first needed and re-armed lazily:
     /// moving the idle deadline later on every byte costs nothing until the timer fires early.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The server's memory budget (`max_buffered_bytes`), if any. With one, the read buffer is
+    /// reallocated by this code, at a size drawn from the budget first, never by `BytesMut`.
+    budget: Option<Budget>,
+    /// The draw of `read_buf`'s allocation, shared with the requests decoded from it.
+    allocation: Option<Allocation>,
+    /// A growth of the read buffer waiting for the budget.
+    growth: Option<Growth>,
 }
 
 impl<P, S> Io<P, S>
@@ -64,7 +85,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     /// A connection's I/O with empty buffers (allocated on first use) and its clocks at now.
-    pub(super) fn new(stream: S, codec: P::Codec) -> Self {
+    pub(super) fn new(stream: S, codec: P::Codec, budget: Option<Budget>) -> Self {
         Io {
             stream,
             codec,
@@ -76,6 +97,9 @@ where
             last_read: Instant::now(),
             frame_deadline: None,
             timer: None,
+            budget,
+            allocation: None,
+            growth: None,
         }
     }
 
@@ -100,7 +124,7 @@ where
         loop {
             if self.eof {
                 return Poll::Ready(match self.codec.decode_eof(&mut self.read_buf) {
-                    Ok(Some(request)) => ReadEvent::Request(request),
+                    Ok(Some(request)) => ReadEvent::Request(request, self.allocation.clone()),
                     Ok(None) => ReadEvent::Closed(CloseReason::PeerClosed),
                     Err(error) => codec_error(error),
                 });
@@ -108,13 +132,17 @@ where
             match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(request)) => {
                     self.frame_deadline = None;
+                    // The request's bytes live in the buffer's allocation (zero copy): its draw
+                    // counts until both have let it go.
+                    let allocation = self.allocation.clone();
                     if self.large_buffer && self.read_buf.is_empty() {
                         // A zero-copy request keeps its own share of the allocation for as long
                         // as it is handled; the connection no longer holds any of it.
                         self.read_buf = BytesMut::new();
                         self.large_buffer = false;
+                        self.allocation = None;
                     }
-                    return Poll::Ready(ReadEvent::Request(request));
+                    return Poll::Ready(ReadEvent::Request(request, allocation));
                 }
                 Ok(None) => {}
                 Err(error) => return Poll::Ready(codec_error(error)),
@@ -131,12 +159,31 @@ where
             // bytes flow, the buffer grows to `READ_CHUNK`, and doubles for larger frames; one
             // grown past `KEEP_BUFFER` is let go after its frame (see above).
             let capacity = self.read_buf.capacity();
-            if capacity > 0 && capacity - self.read_buf.len() < READ_CHUNK / 2 {
-                self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
-                self.large_buffer |= self.read_buf.capacity() > KEEP_BUFFER;
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
-            {
+            let room = capacity - self.read_buf.len();
+            let read = if self.budget.is_some() {
+                if room < READ_CHUNK / 2 {
+                    self.poll_grow(cx)
+                } else {
+                    Poll::Ready(())
+                }
+            } else {
+                if capacity > 0 && room < READ_CHUNK / 2 {
+                    self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
+                    self.large_buffer |= self.read_buf.capacity() > KEEP_BUFFER;
+                }
+                Poll::Ready(())
+            };
+            // Without the budget's bytes for more room, nothing is read (TCP pushes back on
+            // the sender); the deadlines below still run.
+            let read = match read {
+                Poll::Ready(()) => tokio_util::io::poll_read_buf(
+                    Pin::new(&mut self.stream),
+                    cx,
+                    &mut self.read_buf,
+                ),
+                Poll::Pending => Poll::Pending,
+            };
+            match read {
                 Poll::Ready(Ok(0)) => {
                     self.eof = true;
                     continue;
@@ -172,6 +219,53 @@ where
                 Poll::Ready(()) => timer.as_mut().reset(at),
             }
         }
+    }
+
+    /// Makes room in the read buffer, drawing it from the budget first: the buffer is
+    /// reallocated here, at the size drawn, so its allocation never exceeds the budget (a
+    /// `BytesMut::reserve` could double past it). Pending while the budget has not the bytes;
+    /// ready once the buffer has room, or when it cannot grow (it holds as much as the budget
+    /// allows: the frame timeout ends that).
+    fn poll_grow(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(budget) = &self.budget else {
+            return Poll::Ready(());
+        };
+        let len = self.read_buf.len();
+        let held = self.allocation.as_ref().map_or(0, |a| a.num_permits());
+        let wanted = if self.read_buf.capacity() == 0 {
+            FIRST_READ
+        } else {
+            len + READ_CHUNK.max(len)
+        };
+        // The old allocation is still drawn while the bytes are copied: both must fit.
+        let target = wanted.min(budget.total().saturating_sub(held));
+        if target <= len {
+            // As large as the budget allows beside the old allocation: read into what is left.
+            return Poll::Ready(());
+        }
+        let permit = match &mut self.growth {
+            Some((at, wait)) if *at == target => ready!(wait.as_mut().poll(cx)),
+            _ => match budget.try_draw(target, held) {
+                Some(permit) => permit,
+                None => {
+                    let mut wait: Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>> =
+                        Box::pin(budget.draw(target, held));
+                    let polled = wait.as_mut().poll(cx);
+                    self.growth = Some((target, wait));
+                    ready!(polled)
+                }
+            },
+        };
+        self.growth = None;
+        let mut grown = BytesMut::with_capacity(target);
+        grown.extend_from_slice(&self.read_buf);
+        self.read_buf = grown;
+        // Under a budget, a buffer is let go after its frame as soon as it grew past the size
+        // of an ordinary message: an idle connection must not keep memory that others wait for.
+        self.large_buffer = target > KEEP_BUFFER_BUDGETED;
+        // The old allocation's draw goes with the last request that still holds a slice of it.
+        self.allocation = Some(std::sync::Arc::new(permit));
+        Poll::Ready(())
     }
 
     /// Encodes and writes one response under `timeout`; returns its encoded size. While a write
@@ -296,7 +390,7 @@ mod tests {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        Io::new(stream, Lines.codec())
+        Io::new(stream, Lines.codec(), None)
     }
 
     async fn next_line<S>(io: &mut Io<Lines, S>) -> String
@@ -305,7 +399,7 @@ mod tests {
     {
         let event = poll_fn(|cx| io.poll_next_request(&Lines, None, Duration::from_secs(60), cx));
         match event.await {
-            ReadEvent::Request(line) => line,
+            ReadEvent::Request(line, _) => line,
             ReadEvent::Closed(reason) => panic!("closed: {reason:?}"),
         }
     }

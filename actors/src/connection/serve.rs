@@ -1,6 +1,8 @@
 //! The request loop of one connection, from the established stream to the close: it reads a
-//! request only while the connection is below `max_in_flight`, starts each request's handler
-//! under its deadline, and answers in arrival order; then it closes the write side politely.
+//! request only while the connection is below `max_in_flight` (the requests in its queue, plus
+//! answered ones whose [`Lease`] is still held by work their handler handed off), starts each
+//! request's handler under its deadline, and answers in arrival order; then it closes the write
+//! side politely.
 //!
 //! # Cancel safety
 //!
@@ -29,20 +31,30 @@ use tracing::Instrument;
 use super::in_flight::{Finished, InFlight, poll_front};
 use super::io::{Io, ReadEvent};
 use super::stats::ConnStats;
+use crate::budget::{Allocation, Charge, Memory};
 use crate::config::HandlerFailurePolicy;
 use crate::control::ControlStep;
 use crate::event::{CloseReason, Event};
 use crate::handler_task::HandlerTask;
+use crate::lease::{self, Lease, Lingering};
 use crate::protocol::{ConnectionInfo, Failure, Protocol};
 use crate::shared::Shared;
 use crate::transport::Transport;
 
-/// A decoded request and its wait for a server-wide handler permit. The wait is kept across
-/// turns of the loop, so the connection keeps its place in the semaphore's queue.
+/// What a decoded request needs before its handler starts: its overhead drawn from the memory
+/// budget (`max_buffered_bytes`), and a server-wide handler permit (`max_concurrent_handlers`).
+struct Admission {
+    overhead: Charge,
+    handler: Option<OwnedSemaphorePermit>,
+}
+
+/// A decoded request and its wait for its [`Admission`]. The wait is kept across turns of the
+/// loop, so the connection keeps its place in the semaphores' queues.
 struct Waiting<P: Protocol> {
     request: P::Request,
     decoded_at: Instant,
-    permit: Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>,
+    allocation: Option<Allocation>,
+    admission: Pin<Box<dyn Future<Output = Admission> + Send>>,
 }
 
 /// What one turn of the connection loop got.
@@ -51,7 +63,7 @@ enum Step<P: Protocol> {
     Shutdown,
     Close,
     Answered(InFlight<P>),
-    Permit(OwnedSemaphorePermit),
+    Admitted(Admission),
     Read(ReadEvent<P::Request>),
 }
 
@@ -70,6 +82,9 @@ pub(super) struct Conn<P: Protocol, T: Transport> {
     /// Set when the connection stops reading (peer EOF, codec error, shutdown...): the requests
     /// already in flight are answered, then the connection closes with this reason.
     closing: Option<CloseReason>,
+    /// Answered requests whose leases are still held (work handed off by a handler that timed
+    /// out): they keep their place in `max_in_flight` until the last clone is dropped.
+    lingering: Arc<Lingering>,
 }
 
 impl<P: Protocol, T: Transport> Conn<P, T> {
@@ -82,7 +97,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         span: tracing::Span,
     ) -> Self {
         Conn {
-            io: Io::new(stream, shared.protocol.codec()),
+            io: Io::new(stream, shared.protocol.codec(), shared.budget.clone()),
             shared,
             info,
             stats,
@@ -90,6 +105,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             queue: VecDeque::new(),
             ready: None,
             closing: None,
+            lingering: Arc::default(),
         }
     }
 
@@ -120,6 +136,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 let can_read = self.closing.is_none()
                     && self.ready.is_none()
                     && self.queue.len() < max_in_flight;
+                let room = max_in_flight.saturating_sub(self.queue.len());
+                let lingering = &*self.lingering;
                 let draining = self.closing.is_some();
                 let protocol = &self.shared.protocol;
                 let idle = if quiet { idle_timeout } else { None };
@@ -134,11 +152,14 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                         return Poll::Ready(Step::Answered(done));
                     }
                     if let Some(waiting) = ready.as_mut()
-                        && let Poll::Ready(permit) = waiting.permit.as_mut().poll(cx)
+                        && let Poll::Ready(admission) = waiting.admission.as_mut().poll(cx)
                     {
-                        return Poll::Ready(Step::Permit(permit));
+                        return Poll::Ready(Step::Admitted(admission));
                     }
+                    // Answered requests whose handed-off work still holds their lease keep
+                    // their place too; a lease let go wakes this loop.
                     if can_read
+                        && lease::poll_below(lingering, room, cx).is_ready()
                         && let Poll::Ready(event) =
                             io.poll_next_request(protocol, idle, frame_timeout, cx)
                     {
@@ -171,29 +192,30 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     None
                 }
                 Step::Answered(done) => Some(done.finished()),
-                Step::Permit(permit) => self.ready.take().and_then(|waiting| {
-                    self.start(waiting.request, waiting.decoded_at, Some(permit))
+                Step::Admitted(admission) => self.ready.take().and_then(|waiting| {
+                    self.start(
+                        waiting.request,
+                        waiting.decoded_at,
+                        waiting.allocation,
+                        admission,
+                    )
                 }),
-                Step::Read(ReadEvent::Request(request)) => {
+                Step::Read(ReadEvent::Request(request, allocation)) => {
                     // The time its last byte arrived: the read that completed it (not moved by
                     // answers, so a frame that waited in the buffer behind another keeps it).
                     let decoded_at = self.io.last_read;
-                    if let Some(permits) = &self.shared.handler_permits {
-                        let permits = Arc::clone(permits);
-                        self.ready = Some(Waiting {
-                            request,
-                            decoded_at,
-                            permit: Box::pin(async move {
-                                permits
-                                    .acquire_owned()
-                                    .await
-                                    .expect("the handler semaphore is never closed")
-                            }),
-                        });
-                        self.publish_in_flight();
-                        None
-                    } else {
-                        self.start(request, decoded_at, None)
+                    match self.admit(&request, allocation.as_ref()) {
+                        Ok(admission) => self.start(request, decoded_at, allocation, admission),
+                        Err(admission) => {
+                            self.ready = Some(Waiting {
+                                request,
+                                decoded_at,
+                                allocation,
+                                admission,
+                            });
+                            self.publish_in_flight();
+                            None
+                        }
                     }
                 }
                 Step::Read(ReadEvent::Closed(reason)) => {
@@ -230,6 +252,58 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         }
     }
 
+    /// What `request` needs before it starts, taken now if it is there: its overhead from the
+    /// memory budget, then a handler permit. Otherwise the wait for them, which holds what it
+    /// already took.
+    #[allow(clippy::type_complexity)]
+    fn admit(
+        &self,
+        request: &P::Request,
+        allocation: Option<&Allocation>,
+    ) -> Result<Admission, Pin<Box<dyn Future<Output = Admission> + Send>>> {
+        let shared = &self.shared;
+        let overhead = match &shared.budget {
+            Some(_) => shared.protocol.request_overhead(request),
+            None => 0,
+        };
+        // What the request's bytes already hold: the draw of its overhead is cut so that both
+        // fit in the budget together.
+        let held = allocation.map_or(0, |a| a.num_permits());
+        let drawn = match &shared.budget {
+            Some(budget) if overhead > 0 => budget.try_draw(overhead, held).map(Charge::from),
+            _ => Some(Charge::default()),
+        };
+        let permit = match &shared.handler_permits {
+            None => Some(None),
+            Some(permits) => Arc::clone(permits).try_acquire_owned().ok().map(Some),
+        };
+        match (drawn, permit) {
+            (Some(overhead), Some(handler)) => Ok(Admission { overhead, handler }),
+            (drawn, permit) => {
+                let budget = shared.budget.clone();
+                let permits = shared.handler_permits.clone();
+                Err(Box::pin(async move {
+                    let overhead = match (drawn, budget) {
+                        (Some(drawn), _) => drawn,
+                        (None, Some(budget)) => Charge::from(budget.draw(overhead, held).await),
+                        (None, None) => Charge::default(),
+                    };
+                    let handler = match (permit, permits) {
+                        (Some(permit), _) => permit,
+                        (None, Some(permits)) => Some(
+                            permits
+                                .acquire_owned()
+                                .await
+                                .expect("the handler semaphore is never closed"),
+                        ),
+                        (None, None) => None,
+                    };
+                    Admission { overhead, handler }
+                }))
+            }
+        }
+    }
+
     /// Emits `MessageStart` and starts the request's handler. Most handlers finish on their
     /// first poll: when nothing older is waiting for its answer, such a request is returned to
     /// be answered at once (it never enters the queue). Otherwise it is queued.
@@ -237,10 +311,19 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         &mut self,
         request: P::Request,
         decoded_at: Instant,
-        permit: Option<OwnedSemaphorePermit>,
+        allocation: Option<Allocation>,
+        admission: Admission,
     ) -> Option<Finished<P>> {
         let protocol = &self.shared.protocol;
         let meta = protocol.meta(&request);
+        let Admission {
+            mut overhead,
+            handler: permit,
+        } = admission;
+        if self.shared.budget.is_some() {
+            // What was drawn was the most the metadata could take; keep what it took.
+            overhead.trim(protocol.meta_overhead(&meta));
+        }
         let span = protocol.message_span(&self.span, &self.info, &meta);
         if !self.shared.observers.is_empty() {
             self.shared.observers.emit(Event::MessageStart {
@@ -257,27 +340,19 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             .handler_timeout(&meta)
             .unwrap_or(self.shared.config.handler_timeout);
         let info = &self.info;
+        // The server-wide permit goes into the lease: it is held while the handler runs, until
+        // the request is answered, and for as long as work the handler handed off holds a clone.
+        let memory = Memory {
+            allocation,
+            overhead,
+        };
+        let lease = Lease::new(Arc::clone(&self.lingering), permit, memory);
         let make = || {
             protocol
-                .handle(request, &meta, info)
+                .handle_leased(request, &meta, info, &lease)
                 .instrument(span.clone())
         };
-        let mut handler = match permit {
-            None => HandlerTask::start(tasks, make, limit),
-            Some(permit) => HandlerTask::start(
-                tasks,
-                || {
-                    let handler = make();
-                    Box::pin(async move {
-                        // The server-wide permit is held for exactly as long as the handler
-                        // runs.
-                        let _permit = permit;
-                        handler.await
-                    })
-                },
-                limit,
-            ),
-        };
+        let mut handler = HandlerTask::start(tasks, make, limit);
         if self.queue.is_empty()
             && let Some(outcome) = handler.take_done()
         {
@@ -286,6 +361,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 decoded_at,
                 span,
                 outcome,
+                lease,
             });
         }
         self.queue.push_back(InFlight {
@@ -294,6 +370,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             span,
             handler,
             outcome: None,
+            lease,
         });
         self.publish_in_flight();
         None
@@ -315,6 +392,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             decoded_at,
             span,
             outcome,
+            lease,
         } = done;
         let result = match outcome {
             Ok(response) => {
@@ -382,6 +460,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             }
         };
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        lease.release_answered();
         result
     }
 

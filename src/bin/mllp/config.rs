@@ -239,6 +239,8 @@ pub(crate) struct ServeFile {
     pub(crate) allow_client_subject: Option<Vec<String>>,
     #[serde(alias = "allow_peer")]
     pub(crate) allow_peer: Option<Vec<String>>,
+    #[serde(alias = "max_buffered_bytes")]
+    pub(crate) max_buffered_bytes: Option<NumberOrText>,
     #[cfg(feature = "otlp")]
     #[serde(alias = "otlp_endpoint")]
     pub(crate) otlp_endpoint: Option<String>,

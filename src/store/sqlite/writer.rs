@@ -172,6 +172,13 @@ impl Writer {
                 }
             }
             Err(e) => {
+                // The transaction was rolled back when it was dropped (rusqlite rolls back an
+                // unfinished one, also after a failed COMMIT): none of the batch is visible. If
+                // that rollback failed too, the connection would stay inside the transaction and
+                // every later batch would fail to begin: roll back once more.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
                 self.counters.failing.store(true, Ordering::Relaxed);
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 let e: Arc<rusqlite::Error> = Arc::new(e);
@@ -239,7 +246,8 @@ fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlit
             reused = true;
         }
     }
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // MSH fields as text per MSH-18 (a Latin-1 MSH-10 is searchable as it reads).
+    let text = |b: &[u8]| record.text(b).into_owned();
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (received_at, listener, peer, tls_identity,
             sending_application, sending_facility, receiving_application, receiving_facility,

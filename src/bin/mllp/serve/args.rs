@@ -23,6 +23,22 @@ pub(super) fn maybe_duration(s: &str) -> Result<MaybeDuration, String> {
     config::optional_duration(s).map(MaybeDuration)
 }
 
+/// A number of bytes, or none (`--max-buffered-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MaybeBytes(pub(super) Option<usize>);
+
+/// Parses a size in bytes (units as `--max-message-size`) or `none`.
+pub(super) fn maybe_bytes(s: &str) -> Result<MaybeBytes, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(MaybeBytes(None));
+    }
+    let bytes = config::byte_size(s)?;
+    if bytes == 0 {
+        return Err("must be greater than zero (none: no limit)".to_owned());
+    }
+    Ok(MaybeBytes(Some(bytes)))
+}
+
 /// A cap on message spans per second, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TraceLimit(pub(super) Option<u32>);
@@ -149,9 +165,17 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = config::positive_count)]
     pub(super) max_in_flight: Option<usize>,
 
-    /// Handlers (store writes) running at once across all connections [default: unlimited]
+    /// Handlers (store writes) running at once across all connections; a store write that
+    /// outlives --handler-timeout keeps its place until it finishes [default: unlimited]
     #[arg(long, value_name = "N", value_parser = config::positive_count)]
     pub(super) max_concurrent_handlers: Option<usize>,
+
+    /// Bytes held for messages at once across all connections (read buffers, messages in
+    /// flight, their parse indexes); at the limit connections stop reading until memory is
+    /// freed; at least twice --max-message-size plus 64KiB; `none`: no limit (units as
+    /// --max-message-size) [default: a quarter of the memory, at least 64MiB]
+    #[arg(long, value_name = "BYTES|none", value_parser = maybe_bytes)]
+    pub(super) max_buffered_bytes: Option<MaybeBytes>,
 
     /// Bytes outside a frame: `strict` closes the connection, `skip` discards them up to the
     /// next start block [default: strict]

@@ -102,6 +102,11 @@ fn server_config(settings: &ServerSettings) -> ServerConfig {
                 .max_concurrent_handlers
                 .or(default.max_concurrent_handlers),
         )
+        .max_buffered_bytes(
+            limits
+                .max_buffered_bytes
+                .map_or(default.max_buffered_bytes, |bytes| bytes.0),
+        )
         .handler_failure(
             settings
                 .handler_failure
@@ -169,6 +174,7 @@ mod tests {
         limits.max_connections = Some(6);
         limits.max_in_flight = Some(7);
         limits.max_concurrent_handlers = Some(8);
+        limits.max_buffered_bytes = Some(crate::serve::args::MaybeBytes(Some(9 << 20)));
         settings.handler_failure = Some(HandlerFailure::Close);
         settings.restart = Some(restart);
         let expected = ServerConfig::default()
@@ -181,6 +187,7 @@ mod tests {
             .max_connections(6)
             .max_in_flight(7)
             .max_concurrent_handlers(Some(8))
+            .max_buffered_bytes(Some(9 << 20))
             .handler_failure(HandlerFailurePolicy::Close)
             .restart(restart);
         assert_eq!(server_config(&settings), expected);

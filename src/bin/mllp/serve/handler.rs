@@ -19,7 +19,7 @@ pub(super) fn router(store: Option<Arc<dyn Store>>) -> Router {
             tracing::debug!(
                 hl7.message_type = msg.message_code().unwrap_or_default(),
                 hl7.trigger_event = msg.trigger_event().unwrap_or_default(),
-                hl7.control_id = msg.control_id().unwrap_or_default(),
+                hl7.control_id = msg.control_id_text().unwrap_or_default().as_ref(),
                 "message accepted (not stored)"
             );
         }

@@ -8,7 +8,7 @@ use mllp::RestartPolicy;
 use super::file::ConfigFile;
 use crate::config::{self, Framing, HandlerFailure, SettingError};
 use crate::exit;
-use crate::serve::args::{self, IdleTimeout, ServeArgs};
+use crate::serve::args::{self, IdleTimeout, MaybeBytes, ServeArgs};
 
 /// The server's policies; `None` keeps the library's default.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +40,7 @@ pub(crate) struct Limits {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) max_concurrent_handlers: Option<usize>,
+    pub(crate) max_buffered_bytes: Option<MaybeBytes>,
 }
 
 impl ServeArgs {
@@ -129,6 +130,12 @@ impl ServeArgs {
                 number(&file.values.max_concurrent_handlers),
                 config::positive_count,
             )?,
+            max_buffered_bytes: file.pick(
+                self.max_buffered_bytes,
+                "max-buffered-bytes",
+                number(&file.values.max_buffered_bytes),
+                args::maybe_bytes,
+            )?,
         })
     }
 }
@@ -155,6 +162,7 @@ pub(crate) fn flag_names(error: &mllp::ConfigError) -> String {
         "max_connections",
         "max_in_flight",
         "max_concurrent_handlers",
+        "max_buffered_bytes",
         "shutdown_grace",
         "message_trace_ratio",
     ] {
