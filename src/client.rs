@@ -2,7 +2,8 @@
 //!
 //! Safety rules this client keeps (each was a real bug in a peer project):
 //! - every reply's MSA-2 is checked against the MSH-10 that was sent; a mismatch is an error,
-//!   never a success;
+//!   never a success (a negative ACK with an empty MSA-2, the way many receivers refuse a
+//!   message they could not read, is that message's answer: a failure either way);
 //! - a reply timeout closes the connection, so a late ACK can never be paired with the next
 //!   message;
 //! - reconnects back off exponentially up to a cap, and the backoff resets after a success;
@@ -539,7 +540,8 @@ impl Client {
     /// connection and reconnects, so a late reply is never read as another message's.
     ///
     /// # Errors
-    /// [`ClientError::Negative`] for AE/AR/CE/CR, [`ClientError::Mismatch`] when MSA-2 is not the
+    /// [`ClientError::Negative`] for AE/AR/CE/CR (also when MSA-2 is empty, as receivers that
+    /// could not read the message send it), [`ClientError::Mismatch`] when MSA-2 is not the
     /// sent MSH-10, [`ClientError::Unframeable`] (nothing sent) for a message holding an MLLP
     /// reserved byte, and the transport errors ([`ClientError::Connect`],
     /// [`ClientError::WriteTimeout`], [`ClientError::Timeout`], ...) when retries are exhausted.
@@ -782,6 +784,12 @@ impl Client {
             // Raw bytes on both sides, as a receiver copies MSH-10 into MSA-2.
             let received = ack.acknowledged_control_id_bytes();
             if received == control_id.as_bytes() {
+                break ack;
+            }
+            // A negative ACK with an empty MSA-2 is how many receivers (hl7apy, simple-hl7)
+            // refuse a message they could not read: replies come in order, so it answers the
+            // message awaited. A positive one is never taken without the matching id.
+            if received.is_empty() && !ack.code().is_success() {
                 break ack;
             }
             // An ACK for a message sent with MSH-15 = NE, from a receiver that answers anyway:

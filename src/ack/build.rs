@@ -491,13 +491,16 @@ fn write(
     w.field(); // MSH-8, security
     w.field();
     w.raw(b"ACK");
-    if !header.trigger.is_empty() {
+    // From v2.3.1 MSH-9.3 (message structure) is always `ACK`, with or without a trigger:
+    // parsers that look the structure up (hl7apy) cannot read an ACK without it.
+    if header.message_structure {
         w.component();
         w.raw(header.trigger);
-        if header.message_structure {
-            w.component();
-            w.raw(b"ACK");
-        }
+        w.component();
+        w.raw(b"ACK");
+    } else if !header.trigger.is_empty() {
+        w.component();
+        w.raw(header.trigger);
     }
     w.field();
     w.raw(&control_id);
@@ -557,7 +560,7 @@ impl Ack {
     ///   included); MSH-3/4 = incoming MSH-5/6 (unless overridden in `options`) and MSH-5/6 =
     ///   incoming MSH-3/4; MSH-7 = now, UTC, `YYYYMMDDHHMMSS+0000`; MSH-9 = `ACK^<trigger>^ACK`
     ///   with the incoming MSH-9.2 (`ACK^<trigger>` before v2.3.1, whose MSH-9 has no message
-    ///   structure component), or `ACK` when it is absent; MSH-10 = a new unique control id;
+    ///   structure component), or `ACK^^ACK` when it is absent (`ACK` before v2.3.1); MSH-10 = a new unique control id;
     ///   MSH-11 and MSH-12 copied verbatim, never "upgraded" (a sender that gets a version it
     ///   does not speak may resend forever); MSH-18 copied when present.
     /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
@@ -591,7 +594,7 @@ impl Ack {
     /// further on: a bad segment id, LF line endings), the ACK is [`Ack::build`] of that MSH:
     /// its delimiters, version and processing id, and MSA-2 = its MSH-10. Nothing is guessed from
     /// a damaged MSH, though: otherwise the ACK uses `|^~\&`, empty MSH-3..6 (or the overrides),
-    /// MSH-9 `ACK`, MSH-11 `P`, MSH-12 `2.5`, an empty MSA-2, and an ERR carrying both ERR-1 and
+    /// MSH-9 `ACK^^ACK`, MSH-11 `P`, MSH-12 `2.5`, an empty MSA-2, and an ERR carrying both ERR-1 and
     /// ERR-2..4, since the sender's version is unknown. One ERR holds `diagnostic` (typically
     /// [`ParseError::to_diagnostic`](crate::hl7::ParseError::to_diagnostic): code 100 or 102).
     pub fn reject_unparseable(raw: &[u8], diagnostic: &Diagnostic, options: &AckOptions) -> Ack {
