@@ -472,8 +472,8 @@ impl Future for HandleFuture {
 /// The ACK stage: one outcome in, at most one acknowledgment out.
 ///
 /// With MSH-15 (accept acknowledgment type) present the message is in enhanced mode: the answer
-/// is an accept ACK (CA/CE/CR), sent or not per the MSH-15 rule. Otherwise original mode
-/// (AA/AE/AR), always sent.
+/// is an accept ACK (CA/CE/CR), sent or not per the MSH-15 rule. Otherwise, or with
+/// `AckOptions::original_mode_only`, original mode (AA/AE/AR), always sent.
 ///
 /// `in_span`: called while the message span is entered (from the handler future), so a failure
 /// that MSH-15 keeps from being answered can still be marked on it.
@@ -489,7 +489,9 @@ fn finish(
     // Errors first (stable: each in the order it was added), so MSA-3 and the first ERR, which
     // senders read, name what went wrong rather than an earlier warning.
     diagnostics.sort_by_key(|d| !is_error(d.severity));
-    let requirement = message.accept_ack_type();
+    let requirement = message
+        .accept_ack_type()
+        .filter(|_| !inner.ack.original_mode_only);
     let enhanced = requirement.is_some();
     if enhanced && !accept_ack_wanted(requirement, status == Status::Accepted) {
         if in_span && status != Status::Accepted {

@@ -48,6 +48,12 @@ pub struct AckOptions {
     /// part is at most 20 characters in practice, so a prefix makes the id longer than the
     /// 20 characters that versions before 2.5 allow: keep it out for such partners.
     pub control_id_prefix: String,
+    /// Answer every message in original mode (AA/AE/AR, always sent), whatever its MSH-15
+    /// (accept acknowledgment type) asks. Default is `false`: with MSH-15 present the answer is
+    /// an enhanced-mode accept ACK (CA/CE/CR), sent or not per MSH-15. Turn it on for senders
+    /// that fill MSH-15 (often `NE` or `ER` from a template) but wait for an ACK regardless,
+    /// and hang or resend without one.
+    pub original_mode_only: bool,
 }
 
 impl Default for AckOptions {
@@ -58,6 +64,7 @@ impl Default for AckOptions {
             sending_application: None,
             sending_facility: None,
             control_id_prefix: String::new(),
+            original_mode_only: false,
         }
     }
 }
@@ -95,6 +102,13 @@ impl AckOptions {
     #[must_use]
     pub fn control_id_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.control_id_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`AckOptions::original_mode_only`]. Default is `false`.
+    #[must_use]
+    pub fn original_mode_only(mut self, original: bool) -> Self {
+        self.original_mode_only = original;
         self
     }
 }

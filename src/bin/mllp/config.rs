@@ -239,6 +239,18 @@ pub(crate) struct ServeFile {
     pub(crate) allow_client_subject: Option<Vec<String>>,
     #[serde(alias = "allow_peer")]
     pub(crate) allow_peer: Option<Vec<String>>,
+    #[serde(alias = "lenient_line_endings")]
+    pub(crate) lenient_line_endings: Option<bool>,
+    #[serde(alias = "original_mode")]
+    pub(crate) original_mode: Option<bool>,
+    #[serde(alias = "ack_sending_application")]
+    pub(crate) ack_sending_application: Option<String>,
+    #[serde(alias = "ack_sending_facility")]
+    pub(crate) ack_sending_facility: Option<String>,
+    #[serde(alias = "allow_version")]
+    pub(crate) allow_version: Option<Vec<String>>,
+    #[serde(alias = "allow_processing_id")]
+    pub(crate) allow_processing_id: Option<Vec<String>>,
     #[cfg(feature = "otlp")]
     #[serde(alias = "otlp_endpoint")]
     pub(crate) otlp_endpoint: Option<String>,

@@ -2,12 +2,13 @@
 //!
 //! [`run`] is the command, step by step; each step lives in its own file: `args` (the flags),
 //! `settings` (flags over the config file over the defaults), `telemetry` (logs and export),
-//! `build` (admission, TLS, the server builder), `store` (opening `--store`), `handler` (the
-//! route that stores, then accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
+//! `build` (admission, TLS, the server builder), `partner` (the lenient-partner switches),
+//! `store` (opening `--store`), `handler` (the route that stores, then accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
 
 mod args;
 mod build;
 mod handler;
+mod partner;
 mod settings;
 mod signals;
 mod store;

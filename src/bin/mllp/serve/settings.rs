@@ -16,6 +16,7 @@ pub(super) use server::{ServerSettings, flag_names};
 pub(super) use store::StoreSettings;
 
 use super::args::{self, ServeArgs, TraceLimit};
+use super::partner::{PartnerKeys, PartnerSettings};
 use crate::config::{self, LogFormat, ServeFile, SettingError};
 use file::ConfigFile;
 
@@ -31,6 +32,7 @@ pub(super) struct Settings {
     /// Empty: every peer is admitted.
     pub(super) allow_peer: Vec<String>,
     pub(super) server: ServerSettings,
+    pub(super) partner: PartnerSettings,
     pub(super) telemetry: TelemetrySettings,
 }
 
@@ -72,6 +74,16 @@ impl ServeArgs {
         let server = self.server(&file)?;
         let telemetry = self.telemetry(&file)?;
         let store = self.store(&file)?;
+        let f = &file.values;
+        let keys = PartnerKeys {
+            lenient_line_endings: f.lenient_line_endings,
+            original_mode: f.original_mode,
+            ack_sending_application: f.ack_sending_application.clone(),
+            ack_sending_facility: f.ack_sending_facility.clone(),
+            allow_version: f.allow_version.clone(),
+            allow_processing_id: f.allow_processing_id.clone(),
+        };
+        let partner = PartnerSettings::resolve(&self.partner, &keys, file.path())?;
         Ok(Settings {
             bind: self
                 .bind
@@ -82,6 +94,7 @@ impl ServeArgs {
             tls,
             allow_peer: list(&self.allow_peer, &file.values.allow_peer),
             server,
+            partner,
             telemetry,
         })
     }

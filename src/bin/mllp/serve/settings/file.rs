@@ -37,6 +37,11 @@ impl ConfigFile {
         Ok(flag.or(from_file))
     }
 
+    /// The file's path (empty without one).
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// An error naming `key` in this file.
     pub(super) fn invalid(&self, key: &'static str, message: &str) -> SettingError {
         SettingError::Value {

@@ -1,0 +1,156 @@
+//! `mllp serve` for partners beyond the happy path: the lenient-partner switches, as flags and
+//! as config keys, against a raw MLLP client on a loopback port.
+
+#[path = "support/cli.rs"]
+mod cli_support;
+
+use cli_support::*;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use mllp::frame::MllpCodec;
+use mllp::hl7::Message;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// A raw MLLP connection: writes frames and reads the replies, nothing checked.
+struct Raw(Framed<TcpStream, MllpCodec>);
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        Raw(Framed::new(
+            within(TcpStream::connect(addr)).await.unwrap(),
+            MllpCodec::new(),
+        ))
+    }
+
+    /// Sends `payload` and returns the reply, parsed.
+    async fn exchange(&mut self, payload: impl Into<Bytes>) -> Message {
+        within(self.0.send(payload.into())).await.unwrap();
+        let reply = within(self.0.next()).await.expect("a reply").unwrap();
+        Message::parse(reply).expect("the reply is HL7")
+    }
+}
+
+fn field(m: &Message, path: &str) -> String {
+    m.get(path)
+        .unwrap()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+/// A message with the given MSH-10, version, processing id and MSH tail, segments ending in
+/// `eol`.
+fn message(id: &str, version: &str, processing: &str, tail: &str, eol: &str) -> String {
+    format!(
+        "MSH|^~\\&|LAB|HOSP|EHR|WARD|20260101||ORU^R01^ORU_R01|{id}|{processing}|{version}{tail}{eol}\
+         PID|1||P1{eol}OBX|1|TX|X||text{eol}"
+    )
+}
+
+/// Every switch at once, from flags or from the config file: LF and CRLF segments are
+/// accepted, MSH-15 `NE` still gets an AA, the ACK names the configured sending application and
+/// facility, and other versions and processing ids are refused with AR 203 and 202.
+#[tokio::test]
+async fn lenient_switches_apply_from_flags_and_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "partner.toml",
+        br#"
+lenient-line-endings = true
+original-mode = true
+ack-sending-application = "MLLPRX"
+ack-sending-facility = "HOSP^1.2.3^ISO"
+allow-version = ["2.5", "2.5.1"]
+allow-processing-id = ["P"]
+"#,
+    );
+    let flags = [
+        "--no-store",
+        "--lenient-line-endings",
+        "--original-mode",
+        "--ack-sending-application",
+        "MLLPRX",
+        "--ack-sending-facility",
+        "HOSP^1.2.3^ISO",
+        "--allow-version",
+        "2.5",
+        "--allow-version",
+        "2.5.1",
+        "--allow-processing-id",
+        "P",
+    ];
+    for args in [&flags[..], &["--no-store", "--config", &config]] {
+        let serve = Serve::start(dir.path(), args).await;
+        let mut raw = Raw::connect(serve.addr).await;
+
+        let ack = raw.exchange(message("LF-1", "2.5", "P", "", "\n")).await;
+        assert_eq!(field(&ack, "MSA-1"), "AA", "{args:?}");
+        assert_eq!(field(&ack, "MSA-2"), "LF-1");
+        assert_eq!(field(&ack, "MSH-3"), "MLLPRX");
+        assert_eq!(field(&ack, "MSH-4"), "HOSP^1.2.3^ISO");
+        let ack = raw
+            .exchange(message("CRLF-1", "2.5.1", "P", "", "\r\n"))
+            .await;
+        assert_eq!(field(&ack, "MSA-1"), "AA");
+
+        let ack = raw
+            .exchange(message("NE-1", "2.5", "P", "|||NE|NE", "\r"))
+            .await;
+        assert_eq!(field(&ack, "MSA-1"), "AA", "original mode whatever MSH-15");
+        assert_eq!(field(&ack, "MSA-2"), "NE-1");
+
+        let ack = raw.exchange(message("V23-1", "2.3", "P", "", "\r")).await;
+        assert_eq!(field(&ack, "MSA-1"), "AR");
+        assert!(
+            field(&ack, "ERR-1").contains("203"),
+            "{}",
+            field(&ack, "ERR-1")
+        );
+        let ack = raw.exchange(message("T-1", "2.5", "T", "", "\r")).await;
+        assert_eq!(field(&ack, "MSA-1"), "AR");
+        assert_eq!(field(&ack, "ERR-3.1"), "202");
+        serve.stop_cleanly().await;
+    }
+}
+
+/// Without the switches the wire rules hold: LF segments are refused (AR 100), MSH-15 `AL`
+/// gets an enhanced-mode CA, and the ACK's MSH-3/4 are the message's MSH-5/6.
+#[tokio::test]
+async fn strict_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--no-store"]).await;
+    let mut raw = Raw::connect(serve.addr).await;
+    let ack = raw.exchange(message("LF-1", "2.5", "P", "", "\n")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AR");
+    assert_eq!(field(&ack, "ERR-3.1"), "100");
+    let ack = raw
+        .exchange(message("AL-1", "2.3", "T", "|||AL|NE", "\r"))
+        .await;
+    assert_eq!(field(&ack, "MSA-1"), "CA");
+    assert_eq!(field(&ack, "MSH-3"), "EHR");
+    assert_eq!(field(&ack, "MSH-4"), "WARD");
+    serve.stop_cleanly().await;
+}
+
+/// An empty allow-list in the file is refused (exit 2) naming the key.
+#[tokio::test]
+async fn an_empty_allow_list_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "bad.toml", b"allow-version = []\n");
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["serve", "--no-store", "--config", &config],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("allow-version"),
+        "{}",
+        text(&out.stderr)
+    );
+}
