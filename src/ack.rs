@@ -32,9 +32,11 @@
 mod build;
 mod clock;
 mod codes;
+mod reply;
 
 pub use build::{Ack, AckOptions};
 pub use codes::AckCode;
+pub use reply::{Reply, ReplyBuilder, ReplyError};
 
 pub use crate::hl7::AckRequirement;
 pub use crate::hl7::diagnostic::{Diagnostic, ErrorCode, Severity};

@@ -38,12 +38,14 @@ mod escape;
 mod message;
 mod parse;
 mod path;
+mod translate;
 
 pub use delimiters::{DelimiterError, Delimiters};
 pub use escape::{decode, escape};
 pub use message::{AckRequirement, Message, Segment, Value, Values};
 pub use parse::{ParseError, ParseOptions};
 pub use path::{FieldPath, Location, PathError};
+pub use translate::{translate, with_delimiters};
 
 #[cfg(test)]
 mod tests;

@@ -471,6 +471,9 @@ impl Future for HandleFuture {
 
 /// The ACK stage: one outcome in, at most one acknowledgment out.
 ///
+/// A handler's own reply is checked and sent as it is (AE 207 when it is not HL7), whatever
+/// MSH-15 says.
+///
 /// With MSH-15 (accept acknowledgment type) present the message is in enhanced mode: the answer
 /// is an accept ACK (CA/CE/CR), sent or not per the MSH-15 rule. Otherwise, or with
 /// `AckOptions::original_mode_only`, original mode (AA/AE/AR), always sent.
@@ -480,10 +483,27 @@ impl Future for HandleFuture {
 fn finish(
     inner: &Hl7Inner,
     message: &Message,
-    response: Response,
+    mut response: Response,
     mut diagnostics: Vec<Diagnostic>,
     in_span: bool,
 ) -> Option<Ack> {
+    if let Some(reply) = response.take_reply() {
+        match reply.finish(message) {
+            Ok(reply) => return Some(reply),
+            Err(error) => {
+                // The reason names positions only; the reply itself is never logged.
+                tracing::warn!(
+                    error = %error,
+                    hl7.control_id = message.control_id().unwrap_or_default(),
+                    "handler reply refused, answered AE 207"
+                );
+                response = Response::error(
+                    ErrorCode::ApplicationInternalError,
+                    "application internal error: invalid reply",
+                );
+            }
+        }
+    }
     let (status, extra) = response.into_parts();
     diagnostics.extend(extra);
     // Errors first (stable: each in the order it was added), so MSA-3 and the first ERR, which

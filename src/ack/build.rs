@@ -191,7 +191,7 @@ impl Layout {
 }
 
 /// What the ACK takes from the message it answers, raw (already encoded with `delimiters`).
-struct Header<'a> {
+pub(super) struct Header<'a> {
     delimiters: Delimiters,
     encoding_characters: &'a [u8],
     /// Incoming MSH-5/6, which become the ACK's MSH-3/4.
@@ -209,7 +209,7 @@ struct Header<'a> {
 }
 
 impl<'a> Header<'a> {
-    fn from_message(m: &'a Message) -> Self {
+    pub(super) fn from_message(m: &'a Message) -> Self {
         let msh = m.msh();
         let raw = |value: Option<Value<'a>>| value.map_or(&[][..], |v| v.as_bytes());
         let field = |n: usize| raw(msh.field(n));
@@ -314,7 +314,7 @@ const CODING_SYSTEM: &[u8] = b"HL70357";
 /// The maximum length of MSA-3 (text message) and of each ERR-1 repetition in v2.1 to v2.4.
 const LEGACY_TEXT_MAX: usize = 80;
 
-struct Writer {
+pub(super) struct Writer {
     out: BytesMut,
     d: Delimiters,
     encoding: TextEncoding,
@@ -453,19 +453,72 @@ impl Writer {
     }
 }
 
-fn write(
+/// What MSH-9 of a written message says.
+#[derive(Clone, Copy)]
+pub(super) enum MessageType<'a> {
+    /// `ACK^<trigger>^ACK` by the version's rules.
+    Ack,
+    /// This value, already encoded with the message's delimiters (a reply's own type).
+    Given(&'a [u8]),
+}
+
+impl Writer {
+    /// A writer in the character set and with the delimiters of `header`.
+    pub(super) fn for_header(header: &Header<'_>, capacity: usize) -> Writer {
+        let d = header.delimiters;
+        Writer {
+            out: BytesMut::with_capacity(capacity),
+            d,
+            encoding: TextEncoding::for_charset(header.charset, &d),
+        }
+    }
+
+    /// Writes `text`, whose delimiters are the standard `|^~\&`, with this writer's delimiters
+    /// and character set: separators become this message's, escape sequences are kept (with
+    /// this message's escape character), and data bytes that are delimiters here are escaped.
+    pub(super) fn standard_text(&mut self, text: &str) {
+        let encoded = self.encoding.encode(text);
+        let translated = crate::hl7::translate(&encoded, &Delimiters::default(), &self.d);
+        self.out.extend_from_slice(&translated);
+    }
+
+    /// Writes a field separator (for the reply builder).
+    pub(super) fn separator(&mut self) {
+        self.field();
+    }
+
+    /// Writes raw bytes and a segment terminator (for the reply builder).
+    pub(super) fn segment_end(&mut self) {
+        self.end_segment();
+    }
+
+    /// Writes raw bytes (for the reply builder).
+    pub(super) fn bytes(&mut self, bytes: &[u8]) {
+        self.raw(bytes);
+    }
+
+    /// How many bytes were written so far.
+    pub(super) fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// What was written so far.
+    pub(super) fn finish(self) -> Bytes {
+        self.out.freeze()
+    }
+}
+
+/// Writes the MSH segment of a message answering `header`'s message: sender and receiver
+/// swapped (or overridden in `options`), MSH-7 now, a new MSH-10, MSH-11/12 copied, MSH-18
+/// copied when present.
+pub(super) fn write_msh(
+    w: &mut Writer,
     header: &Header<'_>,
-    code: AckCode,
-    diagnostics: &[Diagnostic],
     options: &AckOptions,
-) -> Bytes {
+    message_type: MessageType<'_>,
+) {
     let d = header.delimiters;
-    let encoding = TextEncoding::for_charset(header.charset, &d);
-    let mut w = Writer {
-        out: BytesMut::with_capacity(256 + diagnostics.len() * 64),
-        d,
-        encoding,
-    };
+    let encoding = w.encoding;
     let sending_application = options
         .sending_application
         .as_deref()
@@ -504,17 +557,22 @@ fn write(
     w.raw(stamp.as_bytes());
     w.field(); // MSH-8, security
     w.field();
-    w.raw(b"ACK");
-    // From v2.3.1 MSH-9.3 (message structure) is always `ACK`, with or without a trigger:
-    // parsers that look the structure up (hl7apy) cannot read an ACK without it.
-    if header.message_structure {
-        w.component();
-        w.raw(header.trigger);
-        w.component();
-        w.raw(b"ACK");
-    } else if !header.trigger.is_empty() {
-        w.component();
-        w.raw(header.trigger);
+    match message_type {
+        MessageType::Given(value) => w.raw(value),
+        MessageType::Ack => {
+            w.raw(b"ACK");
+            // From v2.3.1 MSH-9.3 (message structure) is always `ACK`, with or without a
+            // trigger: parsers that look the structure up (hl7apy) cannot read an ACK without it.
+            if header.message_structure {
+                w.component();
+                w.raw(header.trigger);
+                w.component();
+                w.raw(b"ACK");
+            } else if !header.trigger.is_empty() {
+                w.component();
+                w.raw(header.trigger);
+            }
+        }
     }
     w.field();
     w.raw(&control_id);
@@ -529,12 +587,26 @@ fn write(
         w.raw(header.charset);
     }
     w.end_segment();
+}
 
+/// Writes MSA-1 and MSA-2 (the acknowledged MSH-10), without a segment terminator.
+pub(super) fn write_msa(w: &mut Writer, header: &Header<'_>, code: AckCode) {
     w.raw(b"MSA");
     w.field();
     w.raw(code.as_str().as_bytes());
     w.field();
     w.raw(header.acknowledged_id);
+}
+
+fn write(
+    header: &Header<'_>,
+    code: AckCode,
+    diagnostics: &[Diagnostic],
+    options: &AckOptions,
+) -> Bytes {
+    let mut w = Writer::for_header(header, 256 + diagnostics.len() * 64);
+    write_msh(&mut w, header, options, MessageType::Ack);
+    write_msa(&mut w, header, code);
     if let (Layout::Legacy { msa3: true }, Some(first)) = (header.layout, diagnostics.first()) {
         w.field();
         if (options.include_err7 || options.include_err8) && !first.text.is_empty() {
@@ -640,6 +712,15 @@ impl Ack {
             code,
             bytes,
             parsed: OnceLock::new(),
+        }
+    }
+
+    /// A message sent as the answer with `code` recorded for it (a handler's reply).
+    pub(super) fn from_parts(code: AckCode, message: Message) -> Ack {
+        Ack {
+            code,
+            bytes: message.as_bytes().clone(),
+            parsed: OnceLock::from(message),
         }
     }
 
