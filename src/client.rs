@@ -29,8 +29,12 @@ use tokio_util::codec::Framed;
 
 use crate::ack::{AckCode, AckRequirement};
 use crate::frame::{END_BLOCK, FrameError, MllpCodec, START_BLOCK};
-use crate::hl7::{Message, ParseError};
+use crate::hl7::{BatchError, Message, ParseError};
+
+mod batch;
+
 use crate::tls::{BoxedStream, Connector, TlsClientConfig, TlsConfigError};
+pub use batch::BatchItem;
 
 type Connection = Framed<BoxedStream, MllpCodec>;
 
@@ -77,6 +81,12 @@ pub enum ClientError {
     /// The message to send is not HL7.
     #[error("message to send is not valid HL7")]
     InvalidMessage(#[source] ParseError),
+    /// The batch to send ([`Client::send_batch`]) has a malformed envelope.
+    #[error("batch to send is malformed")]
+    InvalidBatch(#[source] BatchError),
+    /// The batch acknowledgment holds no ACK for this message, though its MSH-15 asked for one.
+    #[error("the batch acknowledgment has no acknowledgment for this message")]
+    Unanswered,
     /// The message to send contains a byte MLLP reserves (`0x0B` or `0x1C`), so no receiver could
     /// frame it. Nothing was sent and the connection is untouched.
     #[error("message to send cannot be framed")]
@@ -139,6 +149,8 @@ impl fmt::Debug for ClientError {
             ClientError::Frame(e) => f.debug_tuple("Frame").field(e).finish(),
             ClientError::MissingControlId => f.write_str("MissingControlId"),
             ClientError::InvalidMessage(e) => f.debug_tuple("InvalidMessage").field(e).finish(),
+            ClientError::InvalidBatch(e) => f.debug_tuple("InvalidBatch").field(e).finish(),
+            ClientError::Unanswered => f.write_str("Unanswered"),
             ClientError::Unframeable(e) => f.debug_tuple("Unframeable").field(e).finish(),
             ClientError::NotAnAck(why) => f.debug_tuple("NotAnAck").field(why).finish(),
             ClientError::Mismatch { expected, received } => f

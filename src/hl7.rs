@@ -31,6 +31,7 @@
 //! Patient data: `Debug` output of [`Message`], [`Segment`] and [`Value`] shows segment ids,
 //! positions and lengths only, and [`ParseError`] messages name positions only.
 
+mod batch;
 mod delimiters;
 // Public as `mllp::ack::{Diagnostic, ErrorCode, Severity}`, the paths they have always had.
 pub(crate) mod diagnostic;
@@ -40,6 +41,8 @@ mod parse;
 mod path;
 mod translate;
 
+pub(crate) use batch::header_field as batch_header_field;
+pub use batch::{Batch, BatchError, BatchGroup, is_batch};
 pub use delimiters::{DelimiterError, Delimiters};
 pub use escape::{decode, escape};
 pub use message::{AckRequirement, Message, Segment, Value, Values};

@@ -22,7 +22,7 @@ use crate::app::plugin::Plugin;
 use crate::app::service::Route;
 use crate::app::{Request, Response, Status};
 use crate::frame::{FrameError, MllpCodec};
-use crate::hl7::{Message, ParseError, ParseOptions};
+use crate::hl7::{Batch, Message, ParseError, ParseOptions, is_batch};
 
 /// The HL7 v2 protocol over MLLP, as plugged into the supervision runtime.
 ///
@@ -160,9 +160,18 @@ impl Inbound {
         self.size
     }
 
-    /// The parsed message, unless the payload was not HL7.
+    /// The parsed message, unless the payload was not HL7 (or was a batch).
     pub fn message(&self) -> Option<&Message> {
         self.parsed.as_ref().ok()
+    }
+
+    /// Whether the payload is a batch (it starts with FHS or BHS): its messages are handled
+    /// one by one and answered together ([`Ack::batch`]); [`Inbound::message`] is `None`.
+    pub fn is_batch(&self) -> bool {
+        match &self.parsed {
+            Ok(_) => false,
+            Err((_, raw)) => is_batch(raw),
+        }
     }
 
     /// Why the payload could not be parsed, if it could not.
@@ -274,6 +283,11 @@ impl Protocol for Hl7 {
                 message: message.clone(),
                 connection: connection.clone(),
             },
+            // A batch: each message through plugins, router and ACK stage on its own, in
+            // order, then one batch acknowledgment. Rare enough to be boxed.
+            Err(_) if is_batch(&request) => {
+                Handle::Batch(Box::pin(handle_batch(inner, request, connection.clone())))
+            }
             // Not HL7: the best-effort AR, and the handler never sees it.
             Err((error, _)) => Handle::Unparseable {
                 inner,
@@ -294,6 +308,13 @@ impl Protocol for Hl7 {
         let response = Response::error(ErrorCode::ApplicationInternalError, text);
         let ack = match &meta.parsed {
             Ok(message) => finish(&self.inner, message, response, Vec::new(), false),
+            // The whole batch failed (its deadline covers every message): one AE for it.
+            Err((_, raw)) if is_batch(raw) => Some(Ack::reject_batch(
+                raw,
+                crate::ack::AckCode::AE,
+                &[Diagnostic::error(ErrorCode::ApplicationInternalError, text)],
+                &self.inner.ack,
+            )),
             Err((error, raw)) => Some(Ack::reject_unparseable(
                 raw,
                 &error.to_diagnostic(),
@@ -391,6 +412,7 @@ enum Handle {
         attached: Vec<Diagnostic>,
         response: BoxFuture<Response>,
     },
+    Batch(BoxFuture<Option<Ack>>),
     Done,
 }
 
@@ -463,10 +485,59 @@ impl Future for HandleFuture {
                         }
                     };
                 }
+                Handle::Batch(mut batch) => {
+                    return match batch.as_mut().poll(cx) {
+                        Poll::Ready(ack) => Poll::Ready(ack),
+                        Poll::Pending => {
+                            *state = Handle::Batch(batch);
+                            Poll::Pending
+                        }
+                    };
+                }
                 Handle::Done => panic!("HandleFuture polled after completion"),
             }
         }
     }
+}
+
+/// A batch: a malformed envelope is one AR; otherwise each message goes through the plugins,
+/// the router (and its store layer) and the ACK stage on its own, in order, as if it had come
+/// in its own frame, and the answers are sent back as one batch acknowledgment. The runtime's
+/// deadline (`handler_timeout`) covers the whole batch.
+async fn handle_batch(inner: Arc<Hl7Inner>, raw: Bytes, connection: ConnectionInfo) -> Option<Ack> {
+    let batch = match Batch::parse(raw.clone(), &inner.parse) {
+        Ok(batch) => batch,
+        Err(error) => {
+            let diagnostic = Diagnostic::error(error.error_code(), error.to_string());
+            return Some(Ack::reject_batch(
+                &raw,
+                crate::ack::AckCode::AR,
+                &[diagnostic],
+                &inner.ack,
+            ));
+        }
+    };
+    let mut answers = Vec::with_capacity(batch.groups().len());
+    for group in batch.groups() {
+        let mut acks = Vec::with_capacity(group.messages().len());
+        for bytes in group.messages() {
+            let handle = match Message::parse_with(bytes.clone(), &inner.parse) {
+                Ok(message) => Handle::Start {
+                    inner: Arc::clone(&inner),
+                    message,
+                    connection: connection.clone(),
+                },
+                Err(error) => Handle::Unparseable {
+                    inner: Arc::clone(&inner),
+                    raw: bytes.clone(),
+                    diagnostic: error.to_diagnostic(),
+                },
+            };
+            acks.extend(HandleFuture(handle).await);
+        }
+        answers.push(acks);
+    }
+    Some(Ack::batch(&batch, &answers, &inner.ack))
 }
 
 /// The ACK stage: one outcome in, at most one acknowledgment out.

@@ -715,6 +715,21 @@ impl Ack {
         }
     }
 
+    /// A batch acknowledgment: its bytes, its worst code, and the message that stands for it.
+    pub(super) fn from_batch(code: AckCode, bytes: Bytes, first: Message) -> Ack {
+        Ack {
+            code,
+            bytes,
+            parsed: OnceLock::from(first),
+        }
+    }
+
+    /// The same ACK recorded with another code (its bytes unchanged).
+    pub(super) fn with_code(mut self, code: AckCode) -> Ack {
+        self.code = code;
+        self
+    }
+
     /// A message sent as the answer with `code` recorded for it (a handler's reply).
     pub(super) fn from_parts(code: AckCode, message: Message) -> Ack {
         Ack {
