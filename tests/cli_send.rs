@@ -204,3 +204,81 @@ async fn subdirectories_are_reported_not_silently_skipped() {
     assert!(stderr.contains("archive"), "{stderr}");
     assert!(stderr.contains("not sent"), "{stderr}");
 }
+
+fn partner_fixture(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/partner/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `--batch` sends a batch file as one frame and reports each message from the batch
+/// acknowledgment (exit 1 for the one rejected); a file of plain messages is wrapped in BHS …
+/// BTS; a receiver that answers the whole batch with one AR gets every message reported AR.
+#[tokio::test]
+async fn batch_flag_sends_one_frame_and_reports_each_message() {
+    use mllp::ack::ErrorCode;
+    use mllp::app::{HandlerError, Request, Router};
+    let router = Router::new()
+        .route("ORU^R01", |_r: Request| async {})
+        .route("ADT^A08", |_r: Request| async {
+            Err::<(), _>(HandlerError::reject(
+                ErrorCode::UnsupportedEventCode,
+                "no updates",
+            ))
+        });
+    let server = mllp::Server::builder()
+        .router(router)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let to = server.local_addr().to_string();
+    let out = mllp(&[
+        "send",
+        "--batch",
+        "--to",
+        &to,
+        &partner_fixture("batch_fhs.hl7"),
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("batch_fhs.hl7#1  B1-M1  AA"), "{stdout}");
+    assert!(stdout.contains("batch_fhs.hl7#2  B1-M2  AA"), "{stdout}");
+    assert!(
+        stdout.contains("batch_fhs.hl7#3  B1-M3  AR  no updates"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sent 3: 2 accepted"), "{stdout}");
+    within(server.shutdown()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write(
+        dir.path(),
+        "plain.hl7",
+        &[hl7("PLAIN-1", b"DOE"), hl7("PLAIN-2", b"DOE")].concat(),
+    );
+    let (addr, mut frames) = receiver(Behaviour::Accept).await;
+    let out = mllp(&["send", "--batch", "--to", &addr.to_string(), &plain]).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let frame = within(frames.recv()).await.unwrap();
+    assert!(frame.starts_with(b"BHS|^~\\&\rMSH|"), "{frame:?}");
+    assert!(frame.ends_with(b"BTS|2\r"), "{frame:?}");
+    assert!(frames.try_recv().is_err(), "one frame for the batch");
+
+    let (addr, _frames) = receiver(Behaviour::RejectWithoutId).await;
+    let out = mllp(&["send", "--batch", "--to", &addr.to_string(), &plain]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("plain.hl7#1  PLAIN-1  AR  message not understood"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("plain.hl7#2  PLAIN-2  AR  message not understood"),
+        "{stdout}"
+    );
+}

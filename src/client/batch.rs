@@ -30,6 +30,16 @@ enum BatchReply {
 }
 
 impl Client {
+    /// Checks a batch as [`send_batch`](Self::send_batch) does before writing it, and returns
+    /// the MSH-10 of each of its messages, in order.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidBatch`] for a malformed envelope, and the errors of
+    /// [`Client::check`] for a message in it.
+    pub fn check_batch(batch: &Bytes) -> Result<Vec<String>, ClientError> {
+        inspect_batch(batch).map(|messages| messages.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Sends a batch (`[FHS] BHS {MSH ...} BTS [FTS]`, segments ending in CR, LF or CRLF) as one
     /// frame and waits for the reply, retrying the whole batch per the config after a
     /// transient failure. The reply is read as a batch acknowledgment (each ACK matched to its

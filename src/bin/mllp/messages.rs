@@ -103,6 +103,111 @@ pub(crate) fn read_inputs(paths: &[PathBuf]) -> Result<Inputs, InputError> {
     Ok(inputs)
 }
 
+/// One file (or standard input) to send as one batch frame.
+#[derive(Debug, Clone)]
+pub(crate) struct FileBatch {
+    /// The file it came from.
+    pub(crate) file: PathBuf,
+    /// The batch, segments ending in CR.
+    pub(crate) payload: Bytes,
+}
+
+/// Every input as one batch each: files in the order given (`-` is standard input),
+/// directories walked as [`read_inputs`] walks them.
+pub(crate) fn read_batches(
+    paths: &[PathBuf],
+) -> Result<(Vec<FileBatch>, Vec<PathBuf>), InputError> {
+    // The same walk, then each file read again whole: batches keep their envelope.
+    let mut batches = Vec::new();
+    let mut subdirectories = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).map_err(|source| {
+                InputError::Read {
+                    path: PathBuf::from(STDIN_LABEL),
+                    source,
+                }
+            })?;
+            batches.push(batch_of(Path::new(STDIN_LABEL), &bytes)?);
+            continue;
+        }
+        let meta = fs::metadata(path).map_err(|source| InputError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let listed = read_inputs(std::slice::from_ref(path))?;
+            subdirectories.extend(listed.subdirectories);
+            let mut files: Vec<PathBuf> = listed.messages.into_iter().map(|m| m.file).collect();
+            files.dedup();
+            for file in files {
+                let bytes = fs::read(&file).map_err(|source| InputError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                batches.push(batch_of(&file, &bytes)?);
+            }
+        } else {
+            let bytes = fs::read(path).map_err(|source| InputError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            batches.push(batch_of(path, &bytes)?);
+        }
+    }
+    Ok((batches, subdirectories))
+}
+
+/// The batch in `bytes`: a batch file (starting with FHS or BHS) with its segments ending in
+/// CR, or plain messages wrapped in `BHS` (the first message's delimiters) and `BTS|n`.
+fn batch_of(path: &Path, bytes: &[u8]) -> Result<FileBatch, InputError> {
+    let lf_is_data = has_bare_cr(bytes);
+    let mut segments = lines(bytes, lf_is_data)
+        .map(clean)
+        .filter(|line| !is_blank(line))
+        .peekable();
+    let enveloped = segments
+        .peek()
+        .is_some_and(|first| first.starts_with(b"FHS") || first.starts_with(b"BHS"));
+    let payload = if enveloped {
+        let mut out = BytesMut::with_capacity(bytes.len() + 8);
+        for segment in segments {
+            out.extend_from_slice(&segment);
+            out.extend_from_slice(b"\r");
+        }
+        out.freeze()
+    } else {
+        let messages = messages_of(path, bytes)?;
+        let first = &messages[0].payload;
+        // MSH-1 and MSH-2 of the first message: "MSH|^~\&" is 8 bytes, one more with a
+        // truncation character.
+        let delimiters_end = first[4..]
+            .iter()
+            .position(|&b| b == first[3] || b == b'\r')
+            .map_or(first.len(), |p| p + 4);
+        let mut out = BytesMut::with_capacity(bytes.len() + 32);
+        out.extend_from_slice(b"BHS");
+        out.extend_from_slice(&first[3..delimiters_end]);
+        out.extend_from_slice(b"\r");
+        for message in &messages {
+            out.extend_from_slice(&message.payload);
+            if !message.payload.ends_with(b"\r") {
+                out.extend_from_slice(b"\r");
+            }
+        }
+        out.extend_from_slice(b"BTS");
+        out.extend_from_slice(&first[3..4]);
+        out.extend_from_slice(messages.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r");
+        out.freeze()
+    };
+    Ok(FileBatch {
+        file: path.to_path_buf(),
+        payload,
+    })
+}
+
 /// The messages in one file.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<FileMessage>, InputError> {
     let bytes = fs::read(path).map_err(|source| InputError::Read {

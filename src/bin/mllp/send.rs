@@ -40,15 +40,21 @@ const PROGRESS_THRESHOLD: usize = 20;
 #[command(after_long_help = SEND_HELP)]
 pub(crate) struct SendArgs {
     #[command(flatten)]
-    connect: ConnectArgs,
+    pub(crate) connect: ConnectArgs,
 
     /// Stop at the first message not answered AA or CA (the rest count as not sent)
     #[arg(long)]
-    stop_on_error: bool,
+    pub(crate) stop_on_error: bool,
 
     /// Print only the messages not answered AA or CA, and the summary
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
+
+    /// Send each file as one batch frame: a batch file (FHS/BHS … BTS/FTS) as it is, a file of
+    /// plain messages wrapped in BHS … BTS; each message's outcome is read from the batch
+    /// acknowledgment
+    #[arg(long)]
+    batch: bool,
 
     /// Log line format on stderr (`RUST_LOG` filters; default filter: warn)
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -57,7 +63,7 @@ pub(crate) struct SendArgs {
     /// Files and directories holding the messages, sent in the order given (`-`: standard
     /// input)
     #[arg(required = true, value_name = "FILE|DIR")]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 /// Where and how to send: the receiver, timeouts, retries, TLS (shared by `send` and
@@ -131,6 +137,9 @@ pub(crate) struct Tally {
 pub(crate) async fn run(args: SendArgs) -> ExitCode {
     if let Err(text) = logging::init(args.log_format, logging::CLIENT_FILTER) {
         return exit::fail_text(exit::USAGE, &text);
+    }
+    if args.batch {
+        return crate::send_batch::run(&args).await;
     }
     let messages = match checked_messages(&args.paths) {
         Ok(messages) => messages,
