@@ -32,6 +32,7 @@
 //! positions and lengths only, and [`ParseError`] messages name positions only.
 
 mod batch;
+mod charset;
 mod delimiters;
 // Public as `mllp::ack::{Diagnostic, ErrorCode, Severity}`, the paths they have always had.
 pub(crate) mod diagnostic;
@@ -43,6 +44,7 @@ mod translate;
 
 pub(crate) use batch::header_field as batch_header_field;
 pub use batch::{Batch, BatchError, BatchGroup, is_batch};
+pub use charset::{Charset, CharsetError, TextError};
 pub use delimiters::{DelimiterError, Delimiters};
 pub use escape::{decode, escape};
 pub use message::{AckRequirement, Message, Segment, Value, Values};

@@ -154,3 +154,55 @@ async fn an_empty_allow_list_is_refused() {
         text(&out.stderr)
     );
 }
+
+fn partner_fixture(name: &str) -> Bytes {
+    let path = format!(
+        "{}/tests/fixtures/partner/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    Bytes::from(std::fs::read(path).unwrap())
+}
+
+/// `--charsets` and `--charset-errors reject` (or the keys): a set off the list gets AR 103,
+/// mislabelled text AR 102, a message in a listed set and valid in it AA.
+#[tokio::test]
+async fn charset_check_from_flags_and_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "charsets.toml",
+        b"charsets = [\"UNICODE UTF-8\", \"8859/1\"]\ncharset-errors = \"reject\"\n",
+    );
+    let flags = [
+        "--no-store",
+        "--charsets",
+        "UNICODE UTF-8",
+        "--charsets",
+        "8859/1",
+        "--charset-errors",
+        "reject",
+    ];
+    for args in [&flags[..], &["--no-store", "--config", &config]] {
+        let serve = Serve::start(dir.path(), args).await;
+        let mut raw = Raw::connect(serve.addr).await;
+        let ack = raw.exchange(partner_fixture("utf8.hl7")).await;
+        assert_eq!(field(&ack, "MSA-1"), "AA", "{args:?}");
+        let ack = raw
+            .exchange(partner_fixture("utf8_labelled_latin1.hl7"))
+            .await;
+        assert_eq!(field(&ack, "MSA-1"), "AR");
+        assert_eq!(field(&ack, "ERR-3.1"), "102");
+        let ack = raw.exchange(message("ASCII-1", "2.5", "P", "", "\r")).await;
+        assert_eq!(field(&ack, "MSA-1"), "AR", "no MSH-18 is ASCII, not listed");
+        assert_eq!(field(&ack, "ERR-3.1"), "103");
+        serve.stop_cleanly().await;
+    }
+    let bad = write(dir.path(), "bad.toml", b"charset-errors = \"maybe\"\n");
+    let out = mllp_in(dir.path(), None, &["serve", "--no-store", "--config", &bad]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("charset-errors"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -251,6 +251,9 @@ pub(crate) struct ServeFile {
     pub(crate) allow_version: Option<Vec<String>>,
     #[serde(alias = "allow_processing_id")]
     pub(crate) allow_processing_id: Option<Vec<String>>,
+    pub(crate) charsets: Option<Vec<String>>,
+    #[serde(alias = "charset_errors")]
+    pub(crate) charset_errors: Option<String>,
     #[cfg(feature = "otlp")]
     #[serde(alias = "otlp_endpoint")]
     pub(crate) otlp_endpoint: Option<String>,

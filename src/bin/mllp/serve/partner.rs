@@ -6,6 +6,7 @@ use std::path::Path;
 use mllp::ServerBuilder;
 use mllp::ack::AckOptions;
 use mllp::app::plugin::{AllowedProcessingIds, AllowedVersions};
+use mllp::app::{Charsets, InvalidText};
 use mllp::hl7::ParseOptions;
 use mllp::server::Transport;
 
@@ -45,6 +46,28 @@ pub(crate) struct PartnerFlags {
     /// are answered AR with ERR-3 = 202 [default: any]
     #[arg(long, value_name = "ID")]
     allow_processing_id: Vec<String>,
+
+    /// Accept only this character set in MSH-18 (an HL7 table 0211 name such as 8859/1 or
+    /// "UNICODE UTF-8"; ASCII for no MSH-18; repeatable); others are answered AR with ERR-3 =
+    /// 103. Turns the character-set check on [default: any set, not checked]
+    #[arg(long, value_name = "NAME")]
+    charsets: Vec<String>,
+
+    /// A message whose bytes are invalid in the character set its MSH-18 declares (UTF-8
+    /// labelled 8859/1, 8-bit text without MSH-18): `accept` it and log a warning, or `reject`
+    /// it (AR, ERR-3 = 102; 103 for an MSH-18 that cannot be decoded). Turns the check on
+    /// [default: not checked]
+    #[arg(long, value_name = "POLICY", value_parser = charset_errors)]
+    charset_errors: Option<InvalidText>,
+}
+
+/// Parses `--charset-errors` and the `charset-errors` key.
+pub(crate) fn charset_errors(s: &str) -> Result<InvalidText, String> {
+    match s.trim() {
+        "accept" => Ok(InvalidText::Accept),
+        "reject" => Ok(InvalidText::Reject),
+        _ => Err("expected accept or reject".to_owned()),
+    }
 }
 
 /// The same settings as written in a config file or a `[[listener]]` table.
@@ -56,6 +79,8 @@ pub(crate) struct PartnerKeys {
     pub(crate) ack_sending_facility: Option<String>,
     pub(crate) allow_version: Option<Vec<String>>,
     pub(crate) allow_processing_id: Option<Vec<String>>,
+    pub(crate) charsets: Option<Vec<String>>,
+    pub(crate) charset_errors: Option<String>,
 }
 
 /// The lenient-partner settings, resolved: flags over the file's keys over the strict defaults.
@@ -69,6 +94,10 @@ pub(crate) struct PartnerSettings {
     pub(crate) allow_version: Vec<String>,
     /// Empty: every processing ID.
     pub(crate) allow_processing_id: Vec<String>,
+    /// Empty: every character set.
+    pub(crate) charsets: Vec<String>,
+    /// `None` (and no `charsets`): no character-set check.
+    pub(crate) charset_errors: Option<InvalidText>,
 }
 
 impl PartnerSettings {
@@ -93,6 +122,13 @@ impl PartnerSettings {
         };
         refuse_empty("allow-version", &keys.allow_version)?;
         refuse_empty("allow-processing-id", &keys.allow_processing_id)?;
+        refuse_empty("charsets", &keys.charsets)?;
+        let from_file = crate::config::file_value(
+            path,
+            "charset-errors",
+            keys.charset_errors.clone(),
+            charset_errors,
+        )?;
         let list = |flag: &[String], key: &Option<Vec<String>>| {
             if flag.is_empty() {
                 key.clone().unwrap_or_default()
@@ -114,6 +150,8 @@ impl PartnerSettings {
                 .or_else(|| keys.ack_sending_facility.clone()),
             allow_version: list(&flags.allow_version, &keys.allow_version),
             allow_processing_id: list(&flags.allow_processing_id, &keys.allow_processing_id),
+            charsets: list(&flags.charsets, &keys.charsets),
+            charset_errors: flags.charset_errors.or(from_file),
         })
     }
 
@@ -134,6 +172,13 @@ impl PartnerSettings {
         }
         if !self.allow_processing_id.is_empty() {
             builder = builder.plugin(AllowedProcessingIds::new(self.allow_processing_id.clone()));
+        }
+        if !self.charsets.is_empty() || self.charset_errors.is_some() {
+            let mut plugin = Charsets::new().invalid_text(self.charset_errors.unwrap_or_default());
+            if !self.charsets.is_empty() {
+                plugin = plugin.allow(self.charsets.clone());
+            }
+            builder = builder.plugin(plugin);
         }
         builder
     }

@@ -82,6 +82,8 @@ impl ServeArgs {
             ack_sending_facility: f.ack_sending_facility.clone(),
             allow_version: f.allow_version.clone(),
             allow_processing_id: f.allow_processing_id.clone(),
+            charsets: f.charsets.clone(),
+            charset_errors: f.charset_errors.clone(),
         };
         let partner = PartnerSettings::resolve(&self.partner, &keys, file.path())?;
         Ok(Settings {
