@@ -206,3 +206,47 @@ async fn charset_check_from_flags_and_from_the_file() {
         text(&out.stderr)
     );
 }
+
+/// `--forward`: server A stores each message, forwards it to server B and answers with B's
+/// code; with B gone, A answers AE 207 and still has the message stored (store first).
+#[tokio::test]
+async fn forward_stores_first_then_relays_the_downstream_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Serve::start(dir.path(), &["--no-store", "--allow-version", "2.5"]).await;
+    let inbox = dir.path().join("a-inbox");
+    let a = Serve::start(
+        dir.path(),
+        &[
+            "--inbox",
+            &path_str(&inbox),
+            "--forward",
+            &b.to(),
+            "--forward-timeout",
+            "5s",
+        ],
+    )
+    .await;
+    let mut raw = Raw::connect(a.addr).await;
+    let ack = raw.exchange(message("FWD-1", "2.5", "P", "", "\r")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    assert_eq!(field(&ack, "MSA-2"), "FWD-1");
+    let ack = raw.exchange(message("FWD-2", "2.3", "P", "", "\r")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AR", "B's refusal relayed");
+    assert_eq!(field(&ack, "MSA-2"), "FWD-2");
+    assert!(
+        field(&ack, "ERR-1").contains("203"),
+        "{}",
+        field(&ack, "ERR-1")
+    );
+    b.stop_cleanly().await;
+    let ack = raw.exchange(message("FWD-3", "2.5", "P", "", "\r")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AE");
+    assert_eq!(field(&ack, "ERR-3.1"), "207");
+    a.stop_cleanly().await;
+    let stored = stored(&inbox);
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        ["FWD-1", "FWD-2", "FWD-3"],
+        "every message stored before it was forwarded"
+    );
+}

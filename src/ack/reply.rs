@@ -116,6 +116,21 @@ impl Reply {
         }
     }
 
+    /// Starts an acknowledgment of `incoming` written by [`Ack::build`]'s rules (MSH-9
+    /// `ACK^<trigger>^ACK`, MSA-1 = `code`, MSA-2 = the incoming MSH-10), to which segments
+    /// are added as to any reply: for acknowledgments whose ERR segments come from elsewhere
+    /// (a downstream receiver's, relayed).
+    pub fn acknowledgment(incoming: &Message, code: AckCode, options: &AckOptions) -> ReplyBuilder {
+        let header = Header::from_message(incoming);
+        let mut writer = Writer::for_header(&header, 256);
+        write_msh(&mut writer, &header, options, MessageType::Ack);
+        ReplyBuilder {
+            incoming: incoming.clone(),
+            writer,
+        }
+        .msa(code)
+    }
+
     /// Whether the server rewrites this reply with the delimiters of the message it answers
     /// (MSH-1 and MSH-2, every separator, escapes where data collides), for replies written
     /// with other delimiters than the sender's (usually the standard `|^~\&`). Default is

@@ -252,6 +252,9 @@ pub(crate) struct ServeFile {
     #[serde(alias = "allow_processing_id")]
     pub(crate) allow_processing_id: Option<Vec<String>>,
     pub(crate) charsets: Option<Vec<String>>,
+    pub(crate) forward: Option<String>,
+    #[serde(alias = "forward_timeout")]
+    pub(crate) forward_timeout: Option<String>,
     #[serde(alias = "charset_errors")]
     pub(crate) charset_errors: Option<String>,
     #[cfg(feature = "otlp")]

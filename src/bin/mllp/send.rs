@@ -182,7 +182,7 @@ fn checked_messages(paths: &[PathBuf]) -> Result<Vec<(FileMessage, String)>, Exi
 
 /// `--to`: HOST:PORT with a host and a port number, or a usage error (exit 2) naming the flag,
 /// rather than a connect failure (exit 3) once messages are read.
-fn host_port(s: &str) -> Result<String, String> {
+pub(crate) fn host_port(s: &str) -> Result<String, String> {
     let (host, port) = s
         .rsplit_once(':')
         .ok_or("expected HOST:PORT (the port is missing)")?;

@@ -155,8 +155,8 @@ impl PartnerSettings {
         })
     }
 
-    /// These settings on `builder`: its ACK and parse options, and the allow-list plugins.
-    pub(crate) fn apply<T: Transport>(&self, mut builder: ServerBuilder<T>) -> ServerBuilder<T> {
+    /// How ACKs are written under these settings.
+    pub(crate) fn ack_options(&self) -> AckOptions {
         let mut ack = AckOptions::default().original_mode_only(self.original_mode);
         if let Some(application) = &self.ack_sending_application {
             ack = ack.sending_application(application);
@@ -164,8 +164,13 @@ impl PartnerSettings {
         if let Some(facility) = &self.ack_sending_facility {
             ack = ack.sending_facility(facility);
         }
+        ack
+    }
+
+    /// These settings on `builder`: its ACK and parse options, and the allow-list plugins.
+    pub(crate) fn apply<T: Transport>(&self, mut builder: ServerBuilder<T>) -> ServerBuilder<T> {
         builder = builder
-            .ack_options(ack)
+            .ack_options(self.ack_options())
             .parse_options(ParseOptions::default().lenient_line_endings(self.lenient_line_endings));
         if !self.allow_version.is_empty() {
             builder = builder.plugin(AllowedVersions::new(self.allow_version.clone()));

@@ -16,6 +16,7 @@ pub(super) use server::{ServerSettings, flag_names};
 pub(super) use store::StoreSettings;
 
 use super::args::{self, ServeArgs, TraceLimit};
+use super::forward::ForwardSettings;
 use super::partner::{PartnerKeys, PartnerSettings};
 use crate::config::{self, LogFormat, ServeFile, SettingError};
 use file::ConfigFile;
@@ -33,6 +34,7 @@ pub(super) struct Settings {
     pub(super) allow_peer: Vec<String>,
     pub(super) server: ServerSettings,
     pub(super) partner: PartnerSettings,
+    pub(super) forward: Option<ForwardSettings>,
     pub(super) telemetry: TelemetrySettings,
 }
 
@@ -86,6 +88,12 @@ impl ServeArgs {
             charset_errors: f.charset_errors.clone(),
         };
         let partner = PartnerSettings::resolve(&self.partner, &keys, file.path())?;
+        let forward = ForwardSettings::resolve(
+            &self.forward,
+            f.forward.clone(),
+            f.forward_timeout.clone(),
+            file.path(),
+        )?;
         Ok(Settings {
             bind: self
                 .bind
@@ -97,6 +105,7 @@ impl ServeArgs {
             allow_peer: list(&self.allow_peer, &file.values.allow_peer),
             server,
             partner,
+            forward,
             telemetry,
         })
     }
