@@ -250,3 +250,160 @@ async fn forward_stores_first_then_relays_the_downstream_ack() {
         "every message stored before it was forwarded"
     );
 }
+
+/// Starts `mllp serve ARGS` (no `--bind`: the config's `[[listener]]` tables bind) and returns
+/// the child and the address of each listener, from its `listening on` line, in order.
+async fn serve_listeners(
+    cwd: &std::path::Path,
+    args: &[&str],
+    count: usize,
+) -> (tokio::process::Child, Vec<SocketAddr>) {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addrs = Vec::new();
+    while addrs.len() < count {
+        let line = within(lines.next_line())
+            .await
+            .unwrap()
+            .expect("a listening line");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        addrs.push(addr);
+    }
+    // Keep reading, so the drain report never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addrs)
+}
+
+/// Two `[[listener]]` tables, two policies in one process: the first strict and without a
+/// store (the top level's `no-store`), the second lenient, limited to v2.5 and storing into
+/// its own directory (its `inbox` replaces the top level's store). SIGTERM drains both and
+/// exits 0.
+#[tokio::test]
+async fn listener_tables_run_several_listeners_with_their_own_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "listeners.toml",
+        br#"
+max-connections = 8
+no-store = true
+
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[listener]]
+bind = "127.0.0.1:0"
+inbox = "lab-inbox"
+lenient-line-endings = true
+allow-version = ["2.5"]
+ack-sending-application = "LABRX"
+"#,
+    );
+    let (mut child, addrs) = serve_listeners(dir.path(), &["--config", &config], 2).await;
+    let mut strict = Raw::connect(addrs[0]).await;
+    let mut lab = Raw::connect(addrs[1]).await;
+
+    let ack = strict.exchange(message("S-LF", "2.5", "P", "", "\n")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AR", "the first listener is strict");
+    let ack = strict.exchange(message("S-23", "2.3", "P", "", "\r")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA", "and takes any version");
+
+    let ack = lab.exchange(message("L-LF", "2.5", "P", "", "\n")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA", "the second is lenient");
+    assert_eq!(field(&ack, "MSH-3"), "LABRX");
+    let ack = lab.exchange(message("L-23", "2.3", "P", "", "\r")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AR");
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = within(child.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let stored = stored(&dir.path().join("lab-inbox"));
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["L-LF"]);
+}
+
+/// A bad listener table refuses to start (exit 2) naming the table and the key; so does a
+/// `--bind` beside the tables.
+#[tokio::test]
+async fn a_bad_listener_table_is_refused_naming_table_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content, expected) in [
+        (
+            "zero.toml",
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[[listener]]\nbind = \"127.0.0.1:0\"\nmax-connections = 0\n",
+            &["[[listener]] 2", "max-connections"][..],
+        ),
+        (
+            "typo.toml",
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nallow-peers = [\"10.0.0.0/8\"]\n",
+            &["[[listener]] 1", "allow-peers"],
+        ),
+        (
+            "global.toml",
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nlog-format = \"json\"\n",
+            &["[[listener]] 1", "log-format"],
+        ),
+        (
+            "nobind.toml",
+            "[[listener]]\nmax-connections = 4\n",
+            &["[[listener]] 1", "bind"],
+        ),
+    ] {
+        let config = write(dir.path(), name, content.as_bytes());
+        let out = mllp_in(
+            dir.path(),
+            None,
+            &["serve", "--no-store", "--config", &config],
+        )
+        .await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        for word in expected {
+            assert!(stderr.contains(word), "{name}: {stderr}");
+        }
+    }
+    let config = write(
+        dir.path(),
+        "ok.toml",
+        b"[[listener]]\nbind = \"127.0.0.1:0\"\n",
+    );
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &[
+            "serve",
+            "--no-store",
+            "--bind",
+            "127.0.0.1:0",
+            "--config",
+            &config,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("[[listener]]"),
+        "{}",
+        text(&out.stderr)
+    );
+}

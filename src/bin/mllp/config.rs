@@ -253,6 +253,8 @@ pub(crate) struct ServeFile {
     pub(crate) allow_processing_id: Option<Vec<String>>,
     pub(crate) charsets: Option<Vec<String>>,
     pub(crate) forward: Option<String>,
+    /// `[[listener]]` tables: each a listener of its own, its keys over the top level's.
+    pub(crate) listener: Option<Vec<toml::Table>>,
     #[serde(alias = "forward_timeout")]
     pub(crate) forward_timeout: Option<String>,
     #[serde(alias = "charset_errors")]

@@ -3,13 +3,15 @@
 //! [`run`] is the command, step by step; each step lives in its own file: `args` (the flags),
 //! `settings` (flags over the config file over the defaults), `telemetry` (logs and export),
 //! `build` (admission, TLS, the server builder), `partner` (the lenient-partner switches),
-//! `forward` (`--forward`: the downstream receiver),
+//! `forward` (`--forward`: the downstream receiver), `listeners` (`[[listener]]` tables: several
+//! servers in one process),
 //! `store` (opening `--store`), `handler` (the route that stores, then accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
 
 mod args;
 mod build;
 mod forward;
 mod handler;
+mod listeners;
 mod partner;
 mod settings;
 mod signals;
@@ -54,6 +56,9 @@ async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     // Registered before anything is printed: a signal that arrives right after `listening on`
     // must start a drain, not kill the process with the default disposition.
     let signal = ShutdownSignal::register().map_err(|e| exit::fail(exit::FAILURE, &e))?;
+    if !settings.listeners.is_empty() {
+        return listeners::serve_many(settings, signal).await;
+    }
 
     // Everything that can be refused as a usage error is checked before anything is created on
     // disk: a bad flag must not leave a store behind.

@@ -36,6 +36,11 @@ pub(super) struct Settings {
     pub(super) partner: PartnerSettings,
     pub(super) forward: Option<ForwardSettings>,
     pub(super) telemetry: TelemetrySettings,
+    /// How this listener is named in messages (`[[listener]] 2 (bind …)`); `None` for the
+    /// one listener of the flags and the file's top level.
+    pub(super) label: Option<String>,
+    /// One entry per `[[listener]]` table; empty: serve these settings alone.
+    pub(super) listeners: Vec<Settings>,
 }
 
 /// The TLS settings, resolved and checked for completeness.
@@ -69,8 +74,41 @@ fn list(flag: &[String], file: &Option<Vec<String>>) -> Vec<String> {
 impl ServeArgs {
     /// Merges the flags over the config file over the defaults. Unset policies stay `None`, so
     /// the library's documented defaults apply.
+    ///
+    /// With `[[listener]]` tables in the file, [`Settings::listeners`] holds one entry per
+    /// table: its keys over the file's top level, the flags over both (as everywhere, a flag
+    /// wins over the file). A bind at the top level or `--bind` is refused then: each listener
+    /// has its own.
     pub(super) fn resolve(self) -> Result<Settings, SettingError> {
         let file = ConfigFile::load(self.config.as_deref())?;
+        let mut settings = self.resolve_file(&file)?;
+        if file.listeners.is_empty() {
+            return Ok(settings);
+        }
+        if self.bind.is_some() || file.values.bind.is_some() {
+            return Err(SettingError::Invalid(
+                "--bind (or a top-level bind) cannot be combined with [[listener]] tables: give \
+                 each listener its bind"
+                    .to_owned(),
+            ));
+        }
+        for (n, listener) in file.listeners.iter().enumerate() {
+            let mut resolved = self.resolve_file(listener).map_err(|e| {
+                SettingError::Invalid(format!(
+                    "{} in {}: {}",
+                    listener.label(n + 1),
+                    file.path().display(),
+                    crate::exit::chain(&e)
+                ))
+            })?;
+            resolved.label = Some(listener.label(n + 1));
+            settings.listeners.push(resolved);
+        }
+        Ok(settings)
+    }
+
+    /// The settings of one listener: the flags over `file` over the defaults.
+    fn resolve_file(&self, file: &ConfigFile) -> Result<Settings, SettingError> {
         file.refuse_empty_keys()?;
         let tls = self.tls(&file.values)?;
         let server = self.server(&file)?;
@@ -107,6 +145,8 @@ impl ServeArgs {
             partner,
             forward,
             telemetry,
+            label: None,
+            listeners: Vec::new(),
         })
     }
 
