@@ -15,6 +15,8 @@
 //! # let _ = server; Ok(()) }
 //! ```
 
+mod application;
+
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +28,8 @@ use crate::app::{Response, Status};
 use crate::client::{Acknowledgment, Client, ClientConfig, ClientError};
 use crate::hl7::{Message, translate};
 use crate::tls::Connector;
+
+pub use application::ApplicationAcks;
 
 /// A pool of connections to one downstream MLLP receiver, cheap to clone and shared by every
 /// handler that forwards.

@@ -144,3 +144,64 @@ async fn a_rewritten_message_is_acknowledged_with_the_upstream_id() {
     within(a.shutdown()).await;
     within(b.shutdown()).await;
 }
+
+/// MSH-16 (application acknowledgment type): the sender gets its accept ACK (CA/CE) on the
+/// connection, and the handler's outcome goes to the sender's own endpoint as an application
+/// ACK (AA/AE, MSA-2 = the message's MSH-10) when MSH-16 asks for one: `AL` always, `ER` only
+/// on failure.
+#[tokio::test]
+async fn msh16_application_acks_go_to_the_senders_endpoint() {
+    use mllp::app::from_fn;
+    use mllp::forward::ApplicationAcks;
+    use mllp::hl7::Message;
+    use tokio::sync::mpsc;
+
+    // The sender's own receiver: records every application ACK it gets.
+    let (tx, mut received) = mpsc::unbounded_channel::<Message>();
+    let endpoint = start(Server::builder().router(Router::new().route(
+        "ACK^*",
+        move |req: Request| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(req.message().clone());
+            }
+        },
+    )))
+    .await;
+    let acks = ApplicationAcks::to(Forwarder::new(endpoint.local_addr().to_string()));
+    let router = Router::new()
+        .route("ADT^A01", |_r: Request| async {})
+        .route("ADT^A08", |_r: Request| async {
+            Err::<(), _>(HandlerError::internal("database unavailable"))
+        })
+        .layer(from_fn(move |req, next| {
+            let acks = acks.clone();
+            async move { acks.respond(req, next).await }
+        }));
+    let server = start(Server::builder().router(router)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let with_msh16 = |kind: &str, id: &str, msh16: &str| {
+        Bytes::from(format!(
+            "MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20261122120000||{kind}|{id}|P|2.5|||AL|{msh16}\rPID|1\r"
+        ))
+    };
+
+    let accept = peer.call(with_msh16("ADT^A01", "APP-1", "AL")).await;
+    assert_eq!(field(&accept, "MSA-1"), "CA");
+    let app = within(received.recv()).await.unwrap();
+    assert_eq!(field(&app, "MSA-1"), "AA");
+    assert_eq!(field(&app, "MSA-2"), "APP-1");
+    assert_eq!(field(&app, "MSH-5"), "SENDAPP", "addressed to the sender");
+
+    // ER: nothing on success; on failure an AE with the handler's error.
+    let accept = peer.call(with_msh16("ADT^A01", "APP-2", "ER")).await;
+    assert_eq!(field(&accept, "MSA-1"), "CA");
+    let accept = peer.call(with_msh16("ADT^A08", "APP-3", "ER")).await;
+    assert_eq!(field(&accept, "MSA-1"), "CE");
+    let app = within(received.recv()).await.unwrap();
+    assert_eq!(field(&app, "MSA-2"), "APP-3", "APP-2 got none");
+    assert_eq!(field(&app, "MSA-1"), "AE");
+    assert_eq!(field(&app, "ERR-3.1"), "207");
+    within(server.shutdown()).await;
+    within(endpoint.shutdown()).await;
+}

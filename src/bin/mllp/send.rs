@@ -351,7 +351,7 @@ impl Tally {
                 }
                 let _ = write!(line, "{code}");
                 if !text.is_empty() {
-                    let _ = write!(line, "  {}", printable(&text));
+                    let _ = write!(line, "  {}", printable(text));
                 }
                 false
             }

@@ -111,9 +111,9 @@ impl ServeArgs {
     fn resolve_file(&self, file: &ConfigFile) -> Result<Settings, SettingError> {
         file.refuse_empty_keys()?;
         let tls = self.tls(&file.values)?;
-        let server = self.server(&file)?;
-        let telemetry = self.telemetry(&file)?;
-        let store = self.store(&file)?;
+        let server = self.server(file)?;
+        let telemetry = self.telemetry(file)?;
+        let store = self.store(file)?;
         let f = &file.values;
         let keys = PartnerKeys {
             lenient_line_endings: f.lenient_line_endings,

@@ -82,7 +82,7 @@ impl ConfigFile {
             // A store named in the table replaces the top level's, whichever key names it
             // (`store`, `inbox`, `no-store`): only one of them may be given.
             if table.keys().any(|k| STORE_KEYS.contains(&k.as_str())) {
-                merged.retain(|k, _| !STORE_KEYS.contains(&k.as_ref()));
+                merged.retain(|k, _| !STORE_KEYS.contains(&k));
             }
             merged.extend(table.clone());
             let values: ServeFile = merged
