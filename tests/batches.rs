@@ -192,3 +192,31 @@ async fn client_sends_a_batch_and_reports_each_message() {
     );
     within(server.shutdown()).await;
 }
+
+/// A receiver that reads a batch as one message (python-hl7's server does) answers one ACK
+/// for its first MSH-10: `send_batch` gives that message the ACK and reports the others
+/// unanswered, rather than taking one AA for all.
+#[tokio::test]
+async fn a_single_ack_for_one_message_does_not_answer_the_whole_batch() {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = tokio_util::codec::Framed::new(stream, mllp::frame::MllpCodec::new());
+        while let Some(Ok(_batch)) = framed.next().await {
+            let ack = "MSH|^~\\&|R|R|S|S|20260101||ACK^R01^ACK|X1|P|2.5\rMSA|AA|B2-M1\r";
+            let _ = framed.send(Bytes::from_static(ack.as_bytes())).await;
+        }
+    });
+    let mut client = Client::new(addr.to_string());
+    let items = within(client.send_batch(fixture("batch_bhs.hl7")))
+        .await
+        .unwrap();
+    assert!(items[0].result.is_ok(), "{:?}", items[0].result);
+    assert!(
+        matches!(items[1].result, Err(ClientError::Unanswered)),
+        "{:?}",
+        items[1].result
+    );
+}

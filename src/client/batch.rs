@@ -37,7 +37,7 @@ impl Client {
     /// [`ClientError::InvalidBatch`] for a malformed envelope, and the errors of
     /// [`Client::check`] for a message in it.
     pub fn check_batch(batch: &Bytes) -> Result<Vec<String>, ClientError> {
-        inspect_batch(batch).map(|messages| messages.into_iter().map(|(id, _)| id).collect())
+        inspect_batch(batch).map(|(messages, _)| messages.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Sends a batch (`[FHS] BHS {MSH ...} BTS [FTS]`, segments ending in CR, LF or CRLF) as one
@@ -57,7 +57,7 @@ impl Client {
         batch: impl Into<Bytes>,
     ) -> Result<Vec<BatchItem>, ClientError> {
         let batch = batch.into();
-        let expected = inspect_batch(&batch)?;
+        let (expected, batch_ids) = inspect_batch(&batch)?;
         self.begin();
         let mut attempt = 0;
         let reply = loop {
@@ -71,7 +71,7 @@ impl Client {
             }
         };
         self.busy = false;
-        Ok(correlate(expected, reply?))
+        Ok(correlate(expected, &batch_ids, reply?))
     }
 
     async fn batch_once(&mut self, batch: &Bytes) -> Result<BatchReply, ClientError> {
@@ -116,8 +116,9 @@ fn parse_reply(payload: Bytes) -> Result<BatchReply, ClientError> {
         .map(BatchReply::Batch)
 }
 
-/// Each message's MSH-10 and what reply it asks for; the envelope checked.
-fn inspect_batch(batch: &Bytes) -> Result<Vec<(String, Expect)>, ClientError> {
+/// Each message's MSH-10 and what reply it asks for, and the batch's own control ids (FHS-11,
+/// BHS-11s); the envelope checked.
+fn inspect_batch(batch: &Bytes) -> Result<(Vec<(String, Expect)>, Vec<Bytes>), ClientError> {
     if let Some(offset) = memchr::memchr2(START_BLOCK, END_BLOCK, batch) {
         return Err(ClientError::Unframeable(FrameError::ReservedByte {
             byte: batch[offset],
@@ -126,12 +127,26 @@ fn inspect_batch(batch: &Bytes) -> Result<Vec<(String, Expect)>, ClientError> {
     }
     let lenient = ParseOptions::default().lenient_line_endings(true);
     let parsed = Batch::parse(batch.clone(), &lenient).map_err(ClientError::InvalidBatch)?;
-    parsed.messages().map(inspect).collect()
+    let messages = parsed.messages().map(inspect).collect::<Result<_, _>>()?;
+    let ids = std::iter::once(parsed.file_control_id())
+        .chain(parsed.groups().iter().map(|g| g.control_id()))
+        .filter(|id| !id.is_empty())
+        .map(Bytes::copy_from_slice)
+        .collect();
+    Ok((messages, ids))
 }
 
 /// Matches the reply to the messages: by MSA-2; a negative ACK with an empty MSA-2 answers the
-/// first message still unanswered; one ACK for the batch answers them all.
-fn correlate(expected: Vec<(String, Expect)>, reply: BatchReply) -> Vec<BatchItem> {
+/// first message still unanswered. One ACK alone answers them all when its MSA-2 is empty or a
+/// batch control id (a refused envelope); with a message's MSH-10 it answers that message only
+/// (a receiver that read the batch as one message), the others are
+/// [`ClientError::Unanswered`]; with another id, every message is a
+/// [`ClientError::Mismatch`].
+fn correlate(
+    expected: Vec<(String, Expect)>,
+    batch_ids: &[Bytes],
+    reply: BatchReply,
+) -> Vec<BatchItem> {
     let outcome = |ack: &Acknowledgment| -> Result<Option<Acknowledgment>, ClientError> {
         if ack.code().is_success() {
             Ok(Some(ack.clone()))
@@ -144,13 +159,27 @@ fn correlate(expected: Vec<(String, Expect)>, reply: BatchReply) -> Vec<BatchIte
         }
     };
     match reply {
-        BatchReply::Whole(ack) => expected
-            .into_iter()
-            .map(|(control_id, _)| BatchItem {
-                control_id,
-                result: outcome(&ack),
-            })
-            .collect(),
+        BatchReply::Whole(ack) => {
+            let received = ack.acknowledged_control_id_bytes();
+            let whole = received.is_empty() || batch_ids.iter().any(|id| id == received);
+            let one = expected.iter().any(|(id, _)| id.as_bytes() == received);
+            expected
+                .into_iter()
+                .map(|(control_id, _)| {
+                    let result = if whole || control_id.as_bytes() == received {
+                        outcome(&ack)
+                    } else if one {
+                        Err(ClientError::Unanswered)
+                    } else {
+                        Err(ClientError::Mismatch {
+                            expected: control_id.clone(),
+                            received: String::from_utf8_lossy(received).into_owned(),
+                        })
+                    };
+                    BatchItem { control_id, result }
+                })
+                .collect()
+        }
         BatchReply::Batch(acks) => {
             let mut unused: Vec<Option<Acknowledgment>> = acks.into_iter().map(Some).collect();
             let mut answers: Vec<Option<Acknowledgment>> = expected
