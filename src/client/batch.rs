@@ -116,9 +116,12 @@ fn parse_reply(payload: Bytes) -> Result<BatchReply, ClientError> {
         .map(BatchReply::Batch)
 }
 
+/// Each message's MSH-10 and what reply it asks for, then the batch's own control ids.
+type Inspected = (Vec<(String, Expect)>, Vec<Bytes>);
+
 /// Each message's MSH-10 and what reply it asks for, and the batch's own control ids (FHS-11,
 /// BHS-11s); the envelope checked.
-fn inspect_batch(batch: &Bytes) -> Result<(Vec<(String, Expect)>, Vec<Bytes>), ClientError> {
+fn inspect_batch(batch: &Bytes) -> Result<Inspected, ClientError> {
     if let Some(offset) = memchr::memchr2(START_BLOCK, END_BLOCK, batch) {
         return Err(ClientError::Unframeable(FrameError::ReservedByte {
             byte: batch[offset],
