@@ -29,12 +29,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod batch;
 mod build;
 mod clock;
 mod codes;
+mod reply;
 
 pub use build::{Ack, AckOptions};
 pub use codes::AckCode;
+pub use reply::{Reply, ReplyBuilder, ReplyError};
 
 pub use crate::hl7::AckRequirement;
 pub use crate::hl7::diagnostic::{Diagnostic, ErrorCode, Severity};

@@ -6,6 +6,7 @@
 //! route chosen from MSH-9, and the handler. What comes back is a [`Response`]; the ACK stage
 //! turns it into exactly one acknowledgment.
 
+mod charsets;
 mod extensions;
 mod future;
 pub(crate) mod handler;
@@ -16,6 +17,7 @@ mod response;
 mod router;
 pub(crate) mod service;
 
+pub use charsets::{Charsets, InvalidText};
 pub use extensions::Extensions;
 pub use future::{BoxFuture, RouteFuture};
 pub use handler::{Handler, HandlerService, State, handler_service};

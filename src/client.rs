@@ -2,7 +2,8 @@
 //!
 //! Safety rules this client keeps (each was a real bug in a peer project):
 //! - every reply's MSA-2 is checked against the MSH-10 that was sent; a mismatch is an error,
-//!   never a success;
+//!   never a success (a negative ACK with an empty MSA-2, the way many receivers refuse a
+//!   message they could not read, is that message's answer: a failure either way);
 //! - a reply timeout closes the connection, so a late ACK can never be paired with the next
 //!   message;
 //! - reconnects back off exponentially up to a cap, and the backoff resets after a success;
@@ -28,8 +29,12 @@ use tokio_util::codec::Framed;
 
 use crate::ack::{AckCode, AckRequirement};
 use crate::frame::{END_BLOCK, FrameError, MllpCodec, START_BLOCK};
-use crate::hl7::{Message, ParseError};
+use crate::hl7::{BatchError, Message, ParseError};
+
+mod batch;
+
 use crate::tls::{BoxedStream, Connector, TlsClientConfig, TlsConfigError};
+pub use batch::BatchItem;
 
 type Connection = Framed<BoxedStream, MllpCodec>;
 
@@ -76,6 +81,12 @@ pub enum ClientError {
     /// The message to send is not HL7.
     #[error("message to send is not valid HL7")]
     InvalidMessage(#[source] ParseError),
+    /// The batch to send ([`Client::send_batch`]) has a malformed envelope.
+    #[error("batch to send is malformed")]
+    InvalidBatch(#[source] BatchError),
+    /// The batch acknowledgment holds no ACK for this message, though its MSH-15 asked for one.
+    #[error("the batch acknowledgment has no acknowledgment for this message")]
+    Unanswered,
     /// The message to send contains a byte MLLP reserves (`0x0B` or `0x1C`), so no receiver could
     /// frame it. Nothing was sent and the connection is untouched.
     #[error("message to send cannot be framed")]
@@ -138,6 +149,8 @@ impl fmt::Debug for ClientError {
             ClientError::Frame(e) => f.debug_tuple("Frame").field(e).finish(),
             ClientError::MissingControlId => f.write_str("MissingControlId"),
             ClientError::InvalidMessage(e) => f.debug_tuple("InvalidMessage").field(e).finish(),
+            ClientError::InvalidBatch(e) => f.debug_tuple("InvalidBatch").field(e).finish(),
+            ClientError::Unanswered => f.write_str("Unanswered"),
             ClientError::Unframeable(e) => f.debug_tuple("Unframeable").field(e).finish(),
             ClientError::NotAnAck(why) => f.debug_tuple("NotAnAck").field(why).finish(),
             ClientError::Mismatch { expected, received } => f
@@ -539,7 +552,8 @@ impl Client {
     /// connection and reconnects, so a late reply is never read as another message's.
     ///
     /// # Errors
-    /// [`ClientError::Negative`] for AE/AR/CE/CR, [`ClientError::Mismatch`] when MSA-2 is not the
+    /// [`ClientError::Negative`] for AE/AR/CE/CR (also when MSA-2 is empty, as receivers that
+    /// could not read the message send it), [`ClientError::Mismatch`] when MSA-2 is not the
     /// sent MSH-10, [`ClientError::Unframeable`] (nothing sent) for a message holding an MLLP
     /// reserved byte, and the transport errors ([`ClientError::Connect`],
     /// [`ClientError::WriteTimeout`], [`ClientError::Timeout`], ...) when retries are exhausted.
@@ -824,6 +838,12 @@ impl Client {
             // Raw bytes on both sides, as a receiver copies MSH-10 into MSA-2.
             let received = ack.acknowledged_control_id_bytes();
             if received == control_id.as_bytes() {
+                break ack;
+            }
+            // A negative ACK with an empty MSA-2 is how many receivers (hl7apy, simple-hl7)
+            // refuse a message they could not read: replies come in order, so it answers the
+            // message awaited. A positive one is never taken without the matching id.
+            if received.is_empty() && !ack.code().is_success() {
                 break ack;
             }
             // An ACK for a message sent with MSH-15 = NE, from a receiver that answers anyway:

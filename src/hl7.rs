@@ -31,6 +31,8 @@
 //! Patient data: `Debug` output of [`Message`], [`Segment`] and [`Value`] shows segment ids,
 //! positions and lengths only, and [`ParseError`] messages name positions only.
 
+mod batch;
+mod charset;
 mod delimiters;
 // Public as `mllp::ack::{Diagnostic, ErrorCode, Severity}`, the paths they have always had.
 pub(crate) mod diagnostic;
@@ -38,12 +40,17 @@ mod escape;
 mod message;
 mod parse;
 mod path;
+mod translate;
 
+pub(crate) use batch::header_field as batch_header_field;
+pub use batch::{Batch, BatchError, BatchGroup, is_batch};
+pub use charset::{Charset, CharsetError, TextError};
 pub use delimiters::{DelimiterError, Delimiters};
 pub use escape::{decode, escape};
 pub use message::{AckRequirement, Message, Segment, Value, Values};
 pub use parse::{ParseError, ParseOptions};
 pub use path::{FieldPath, Location, PathError};
+pub use translate::{translate, with_delimiters};
 
 #[cfg(test)]
 mod tests;

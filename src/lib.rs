@@ -70,6 +70,7 @@
 pub mod ack;
 pub mod app;
 pub mod client;
+pub mod forward;
 pub mod frame;
 pub mod hl7;
 pub mod inbox;

@@ -23,7 +23,7 @@ use crate::app::plugin::Plugin;
 use crate::app::service::Route;
 use crate::app::{Request, Response, Status};
 use crate::frame::{FrameError, MllpCodec};
-use crate::hl7::{Message, ParseError, ParseOptions};
+use crate::hl7::{Batch, Message, ParseError, ParseOptions, is_batch};
 
 /// The HL7 v2 protocol over MLLP, as plugged into the supervision runtime.
 ///
@@ -154,6 +154,11 @@ impl Hl7 {
                 connection: connection.clone(),
                 lease,
             },
+            // A batch: each message through plugins, router and ACK stage on its own, in
+            // order, then one batch acknowledgment. Rare enough to be boxed.
+            Err(_) if is_batch(&request) => {
+                Handle::Batch(Box::pin(handle_batch(inner, request, connection.clone())))
+            }
             // Not HL7: the best-effort AR, and the handler never sees it.
             Err((error, _)) => Handle::Unparseable {
                 inner,
@@ -189,9 +194,18 @@ impl Inbound {
         self.size
     }
 
-    /// The parsed message, unless the payload was not HL7.
+    /// The parsed message, unless the payload was not HL7 (or was a batch).
     pub fn message(&self) -> Option<&Message> {
         self.parsed.as_ref().ok()
+    }
+
+    /// Whether the payload is a batch (it starts with FHS or BHS): its messages are handled
+    /// one by one and answered together ([`Ack::batch`]); [`Inbound::message`] is `None`.
+    pub fn is_batch(&self) -> bool {
+        match &self.parsed {
+            Ok(_) => false,
+            Err((_, raw)) => is_batch(raw),
+        }
     }
 
     /// Why the payload could not be parsed, if it could not.
@@ -343,6 +357,13 @@ impl Protocol for Hl7 {
         let response = Response::error(ErrorCode::ApplicationInternalError, text);
         let ack = match &meta.parsed {
             Ok(message) => finish(&self.inner, message, response, Vec::new(), false),
+            // The whole batch failed (its deadline covers every message): one AE for it.
+            Err((_, raw)) if is_batch(raw) => Some(Ack::reject_batch(
+                raw,
+                crate::ack::AckCode::AE,
+                &[Diagnostic::error(ErrorCode::ApplicationInternalError, text)],
+                &self.inner.ack,
+            )),
             Err((error, raw)) => Some(Ack::reject_unparseable(
                 raw,
                 &error.to_diagnostic(),
@@ -469,6 +490,7 @@ enum Handle {
         attached: Vec<Diagnostic>,
         response: BoxFuture<Response>,
     },
+    Batch(BoxFuture<Option<Ack>>),
     Done,
 }
 
@@ -545,33 +567,106 @@ impl Future for HandleFuture {
                         }
                     };
                 }
+                Handle::Batch(mut batch) => {
+                    return match batch.as_mut().poll(cx) {
+                        Poll::Ready(ack) => Poll::Ready(ack),
+                        Poll::Pending => {
+                            *state = Handle::Batch(batch);
+                            Poll::Pending
+                        }
+                    };
+                }
                 Handle::Done => panic!("HandleFuture polled after completion"),
             }
         }
     }
 }
 
+/// A batch: a malformed envelope is one AR; otherwise each message goes through the plugins,
+/// the router (and its store layer) and the ACK stage on its own, in order, as if it had come
+/// in its own frame, and the answers are sent back as one batch acknowledgment. The runtime's
+/// deadline (`handler_timeout`) covers the whole batch.
+async fn handle_batch(inner: Arc<Hl7Inner>, raw: Bytes, connection: ConnectionInfo) -> Option<Ack> {
+    let batch = match Batch::parse(raw.clone(), &inner.parse) {
+        Ok(batch) => batch,
+        Err(error) => {
+            let diagnostic = Diagnostic::error(error.error_code(), error.to_string());
+            return Some(Ack::reject_batch(
+                &raw,
+                crate::ack::AckCode::AR,
+                &[diagnostic],
+                &inner.ack,
+            ));
+        }
+    };
+    let mut answers = Vec::with_capacity(batch.groups().len());
+    for group in batch.groups() {
+        let mut acks = Vec::with_capacity(group.messages().len());
+        for bytes in group.messages() {
+            let handle = match Message::parse_with(bytes.clone(), &inner.parse) {
+                Ok(message) => Handle::Start {
+                    inner: Arc::clone(&inner),
+                    message,
+                    connection: connection.clone(),
+                    // The batch's own request holds the connection's lease for all of it.
+                    lease: None,
+                },
+                Err(error) => Handle::Unparseable {
+                    inner: Arc::clone(&inner),
+                    raw: bytes.clone(),
+                    diagnostic: error.to_diagnostic(),
+                },
+            };
+            acks.extend(HandleFuture(handle).await);
+        }
+        answers.push(acks);
+    }
+    Some(Ack::batch(&batch, &answers, &inner.ack))
+}
+
 /// The ACK stage: one outcome in, at most one acknowledgment out.
 ///
+/// A handler's own reply is checked and sent as it is (AE 207 when it is not HL7), whatever
+/// MSH-15 says.
+///
 /// With MSH-15 (accept acknowledgment type) present the message is in enhanced mode: the answer
-/// is an accept ACK (CA/CE/CR), sent or not per the MSH-15 rule. Otherwise original mode
-/// (AA/AE/AR), always sent.
+/// is an accept ACK (CA/CE/CR), sent or not per the MSH-15 rule. Otherwise, or with
+/// `AckOptions::original_mode_only`, original mode (AA/AE/AR), always sent.
 ///
 /// `in_span`: called while the message span is entered (from the handler future), so a failure
 /// that MSH-15 keeps from being answered can still be marked on it.
 fn finish(
     inner: &Hl7Inner,
     message: &Message,
-    response: Response,
+    mut response: Response,
     mut diagnostics: Vec<Diagnostic>,
     in_span: bool,
 ) -> Option<Ack> {
+    if let Some(reply) = response.take_reply() {
+        match reply.finish(message) {
+            Ok(reply) => return Some(reply),
+            Err(error) => {
+                // The reason names positions only; the reply itself is never logged.
+                tracing::warn!(
+                    error = %error,
+                    hl7.control_id = message.control_id().unwrap_or_default(),
+                    "handler reply refused, answered AE 207"
+                );
+                response = Response::error(
+                    ErrorCode::ApplicationInternalError,
+                    "application internal error: invalid reply",
+                );
+            }
+        }
+    }
     let (status, extra) = response.into_parts();
     diagnostics.extend(extra);
     // Errors first (stable: each in the order it was added), so MSA-3 and the first ERR, which
     // senders read, name what went wrong rather than an earlier warning.
     diagnostics.sort_by_key(|d| !is_error(d.severity));
-    let requirement = message.accept_ack_type();
+    let requirement = message
+        .accept_ack_type()
+        .filter(|_| !inner.ack.original_mode_only);
     let enhanced = requirement.is_some();
     if enhanced && !accept_ack_wanted(requirement, status == Status::Accepted) {
         if in_span && status != Status::Accepted {

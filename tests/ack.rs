@@ -149,7 +149,7 @@ fn message_type_follows_the_version() {
         ("2.8", "^A01^ADT_A01", b"ACK^A01^ACK"),
         ("", "^A01", b"ACK^A01^ACK"),
         ("2.3", "", b"ACK"),
-        ("2.5", "", b"ACK"),
+        ("2.5", "", b"ACK^^ACK"),
     ] {
         let incoming = Message::parse(Bytes::from(format!(
             "MSH|^~\\&|A|B|C|D|20240101||ADT{trigger}|X1|P|{version}\rPID|1\r"

@@ -999,7 +999,11 @@ async fn send_follows_msh_15_of_enhanced_mode_messages() {
         stdout.contains("adt_a08.hl7#1  UPD-88  sent (no ACK requested by MSH-15)"),
         "{stdout}"
     );
-    let sent = std::fs::read_dir(fixtures).unwrap().count();
+    // Files only: subdirectories (fixtures of other tests) are not sent.
+    let sent = std::fs::read_dir(fixtures)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_file())
+        .count();
     let files: usize = stored(&inbox).values().map(Vec::len).sum();
     assert_eq!(files, sent, "one stored file per message, no resends");
     let bench = mllp(&[

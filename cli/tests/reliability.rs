@@ -390,7 +390,10 @@ async fn sigkill_of_a_dir_store_leaves_leftovers_that_the_restart_removes() {
     let stored = cli_support::stored(&inbox);
     for (id, message) in acked.lock().unwrap().iter() {
         let copies = stored.get(id).map_or(0, Vec::len);
-        assert_eq!(copies, 1, "{id} was acknowledged and is stored {copies} times");
+        assert_eq!(
+            copies, 1,
+            "{id} was acknowledged and is stored {copies} times"
+        );
         assert_eq!(&stored[id][0], message, "{id} is not byte-identical");
     }
 }
@@ -413,7 +416,12 @@ async fn latin1_control_id_is_accepted_stored_and_acknowledged_with_its_bytes() 
         b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|M\xFCller-1|P|2.5||||||8859/1\rPID|1\r",
     );
     let ack = peer.call(message).await;
-    assert_eq!(field(&ack, "MSA-1"), "AA", "MSA-3: {}", field(&ack, "MSA-3"));
+    assert_eq!(
+        field(&ack, "MSA-1"),
+        "AA",
+        "MSA-3: {}",
+        field(&ack, "MSA-3")
+    );
     assert_eq!(
         ack.get("MSA-2").unwrap().unwrap().as_bytes(),
         b"M\xFCller-1".as_slice()

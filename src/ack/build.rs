@@ -48,6 +48,12 @@ pub struct AckOptions {
     /// part is at most 20 characters in practice, so a prefix makes the id longer than the
     /// 20 characters that versions before 2.5 allow: keep it out for such partners.
     pub control_id_prefix: String,
+    /// Answer every message in original mode (AA/AE/AR, always sent), whatever its MSH-15
+    /// (accept acknowledgment type) asks. Default is `false`: with MSH-15 present the answer is
+    /// an enhanced-mode accept ACK (CA/CE/CR), sent or not per MSH-15. Turn it on for senders
+    /// that fill MSH-15 (often `NE` or `ER` from a template) but wait for an ACK regardless,
+    /// and hang or resend without one.
+    pub original_mode_only: bool,
 }
 
 impl Default for AckOptions {
@@ -58,6 +64,7 @@ impl Default for AckOptions {
             sending_application: None,
             sending_facility: None,
             control_id_prefix: String::new(),
+            original_mode_only: false,
         }
     }
 }
@@ -95,6 +102,13 @@ impl AckOptions {
     #[must_use]
     pub fn control_id_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.control_id_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`AckOptions::original_mode_only`]. Default is `false`.
+    #[must_use]
+    pub fn original_mode_only(mut self, original: bool) -> Self {
+        self.original_mode_only = original;
         self
     }
 }
@@ -177,7 +191,7 @@ impl Layout {
 }
 
 /// What the ACK takes from the message it answers, raw (already encoded with `delimiters`).
-struct Header<'a> {
+pub(super) struct Header<'a> {
     delimiters: Delimiters,
     encoding_characters: &'a [u8],
     /// Incoming MSH-5/6, which become the ACK's MSH-3/4.
@@ -195,7 +209,7 @@ struct Header<'a> {
 }
 
 impl<'a> Header<'a> {
-    fn from_message(m: &'a Message) -> Self {
+    pub(super) fn from_message(m: &'a Message) -> Self {
         let msh = m.msh();
         let raw = |value: Option<Value<'a>>| value.map_or(&[][..], |v| v.as_bytes());
         let field = |n: usize| raw(msh.field(n));
@@ -300,7 +314,7 @@ const CODING_SYSTEM: &[u8] = b"HL70357";
 /// The maximum length of MSA-3 (text message) and of each ERR-1 repetition in v2.1 to v2.4.
 const LEGACY_TEXT_MAX: usize = 80;
 
-struct Writer {
+pub(super) struct Writer {
     out: BytesMut,
     d: Delimiters,
     encoding: TextEncoding,
@@ -439,19 +453,72 @@ impl Writer {
     }
 }
 
-fn write(
+/// What MSH-9 of a written message says.
+#[derive(Clone, Copy)]
+pub(super) enum MessageType<'a> {
+    /// `ACK^<trigger>^ACK` by the version's rules.
+    Ack,
+    /// This value, already encoded with the message's delimiters (a reply's own type).
+    Given(&'a [u8]),
+}
+
+impl Writer {
+    /// A writer in the character set and with the delimiters of `header`.
+    pub(super) fn for_header(header: &Header<'_>, capacity: usize) -> Writer {
+        let d = header.delimiters;
+        Writer {
+            out: BytesMut::with_capacity(capacity),
+            d,
+            encoding: TextEncoding::for_charset(header.charset, &d),
+        }
+    }
+
+    /// Writes `text`, whose delimiters are the standard `|^~\&`, with this writer's delimiters
+    /// and character set: separators become this message's, escape sequences are kept (with
+    /// this message's escape character), and data bytes that are delimiters here are escaped.
+    pub(super) fn standard_text(&mut self, text: &str) {
+        let encoded = self.encoding.encode(text);
+        let translated = crate::hl7::translate(&encoded, &Delimiters::default(), &self.d);
+        self.out.extend_from_slice(&translated);
+    }
+
+    /// Writes a field separator (for the reply builder).
+    pub(super) fn separator(&mut self) {
+        self.field();
+    }
+
+    /// Writes raw bytes and a segment terminator (for the reply builder).
+    pub(super) fn segment_end(&mut self) {
+        self.end_segment();
+    }
+
+    /// Writes raw bytes (for the reply builder).
+    pub(super) fn bytes(&mut self, bytes: &[u8]) {
+        self.raw(bytes);
+    }
+
+    /// How many bytes were written so far.
+    pub(super) fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// What was written so far.
+    pub(super) fn finish(self) -> Bytes {
+        self.out.freeze()
+    }
+}
+
+/// Writes the MSH segment of a message answering `header`'s message: sender and receiver
+/// swapped (or overridden in `options`), MSH-7 now, a new MSH-10, MSH-11/12 copied, MSH-18
+/// copied when present.
+pub(super) fn write_msh(
+    w: &mut Writer,
     header: &Header<'_>,
-    code: AckCode,
-    diagnostics: &[Diagnostic],
     options: &AckOptions,
-) -> Bytes {
+    message_type: MessageType<'_>,
+) {
     let d = header.delimiters;
-    let encoding = TextEncoding::for_charset(header.charset, &d);
-    let mut w = Writer {
-        out: BytesMut::with_capacity(256 + diagnostics.len() * 64),
-        d,
-        encoding,
-    };
+    let encoding = w.encoding;
     let sending_application = options
         .sending_application
         .as_deref()
@@ -490,13 +557,21 @@ fn write(
     w.raw(stamp.as_bytes());
     w.field(); // MSH-8, security
     w.field();
-    w.raw(b"ACK");
-    if !header.trigger.is_empty() {
-        w.component();
-        w.raw(header.trigger);
-        if header.message_structure {
-            w.component();
+    match message_type {
+        MessageType::Given(value) => w.raw(value),
+        MessageType::Ack => {
             w.raw(b"ACK");
+            // From v2.3.1 MSH-9.3 (message structure) is always `ACK`, with or without a
+            // trigger: parsers that look the structure up (hl7apy) cannot read an ACK without it.
+            if header.message_structure {
+                w.component();
+                w.raw(header.trigger);
+                w.component();
+                w.raw(b"ACK");
+            } else if !header.trigger.is_empty() {
+                w.component();
+                w.raw(header.trigger);
+            }
         }
     }
     w.field();
@@ -512,12 +587,26 @@ fn write(
         w.raw(header.charset);
     }
     w.end_segment();
+}
 
+/// Writes MSA-1 and MSA-2 (the acknowledged MSH-10), without a segment terminator.
+pub(super) fn write_msa(w: &mut Writer, header: &Header<'_>, code: AckCode) {
     w.raw(b"MSA");
     w.field();
     w.raw(code.as_str().as_bytes());
     w.field();
     w.raw(header.acknowledged_id);
+}
+
+fn write(
+    header: &Header<'_>,
+    code: AckCode,
+    diagnostics: &[Diagnostic],
+    options: &AckOptions,
+) -> Bytes {
+    let mut w = Writer::for_header(header, 256 + diagnostics.len() * 64);
+    write_msh(&mut w, header, options, MessageType::Ack);
+    write_msa(&mut w, header, code);
     if let (Layout::Legacy { msa3: true }, Some(first)) = (header.layout, diagnostics.first()) {
         w.field();
         if (options.include_err7 || options.include_err8) && !first.text.is_empty() {
@@ -557,7 +646,7 @@ impl Ack {
     ///   included); MSH-3/4 = incoming MSH-5/6 (unless overridden in `options`) and MSH-5/6 =
     ///   incoming MSH-3/4; MSH-7 = now, UTC, `YYYYMMDDHHMMSS+0000`; MSH-9 = `ACK^<trigger>^ACK`
     ///   with the incoming MSH-9.2 (`ACK^<trigger>` before v2.3.1, whose MSH-9 has no message
-    ///   structure component), or `ACK` when it is absent; MSH-10 = a new unique control id;
+    ///   structure component), or `ACK^^ACK` when it is absent (`ACK` before v2.3.1); MSH-10 = a new unique control id;
     ///   MSH-11 and MSH-12 copied verbatim, never "upgraded" (a sender that gets a version it
     ///   does not speak may resend forever); MSH-18 copied when present.
     /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
@@ -591,7 +680,7 @@ impl Ack {
     /// further on: a bad segment id, LF line endings), the ACK is [`Ack::build`] of that MSH:
     /// its delimiters, version and processing id, and MSA-2 = its MSH-10. Nothing is guessed from
     /// a damaged MSH, though: otherwise the ACK uses `|^~\&`, empty MSH-3..6 (or the overrides),
-    /// MSH-9 `ACK`, MSH-11 `P`, MSH-12 `2.5`, an empty MSA-2, and an ERR carrying both ERR-1 and
+    /// MSH-9 `ACK^^ACK`, MSH-11 `P`, MSH-12 `2.5`, an empty MSA-2, and an ERR carrying both ERR-1 and
     /// ERR-2..4, since the sender's version is unknown. One ERR holds `diagnostic` (typically
     /// [`ParseError::to_diagnostic`](crate::hl7::ParseError::to_diagnostic): code 100 or 102).
     pub fn reject_unparseable(raw: &[u8], diagnostic: &Diagnostic, options: &AckOptions) -> Ack {
@@ -623,6 +712,30 @@ impl Ack {
             code,
             bytes,
             parsed: OnceLock::new(),
+        }
+    }
+
+    /// A batch acknowledgment: its bytes, its worst code, and the message that stands for it.
+    pub(super) fn from_batch(code: AckCode, bytes: Bytes, first: Message) -> Ack {
+        Ack {
+            code,
+            bytes,
+            parsed: OnceLock::from(first),
+        }
+    }
+
+    /// The same ACK recorded with another code (its bytes unchanged).
+    pub(super) fn with_code(mut self, code: AckCode) -> Ack {
+        self.code = code;
+        self
+    }
+
+    /// A message sent as the answer with `code` recorded for it (a handler's reply).
+    pub(super) fn from_parts(code: AckCode, message: Message) -> Ack {
+        Ack {
+            code,
+            bytes: message.as_bytes().clone(),
+            parsed: OnceLock::from(message),
         }
     }
 

@@ -53,16 +53,25 @@ fn timestamp_is_utc_with_offset() {
     assert!(ts.starts_with(b"20"));
 }
 
-/// Without a trigger event MSH-9 is just `ACK`.
+/// Without a trigger event MSH-9 is `ACK^^ACK` from v2.3.1 on (MSH-9.3 is required there, and
+/// parsers such as hl7apy look it up), and just `ACK` before.
 #[test]
-fn message_type_without_trigger_is_ack() {
+fn message_type_without_trigger_keeps_the_structure() {
     let ack = Ack::build(
         &msg(b"MSH|^~\\&|A|B|C|D|20240101||ADT|X1|P|2.5\r"),
         AckCode::AA,
         &[],
         &AckOptions::default(),
     );
-    assert_eq!(field(ack.message(), "MSH-9"), b"ACK");
+    assert_eq!(field(ack.message(), "MSH-9"), b"ACK^^ACK");
+    assert_eq!(ack.message().message_structure(), Some("ACK"));
+    let old = Ack::build(
+        &msg(b"MSH|^~\\&|A|B|C|D|20240101||ADT|X1|P|2.3\r"),
+        AckCode::AA,
+        &[],
+        &AckOptions::default(),
+    );
+    assert_eq!(field(old.message(), "MSH-9"), b"ACK");
 }
 
 /// From v2.5 each diagnostic becomes ERR-2 (location), ERR-3 (code) and ERR-4 (severity).
@@ -300,7 +309,7 @@ fn reject_unparseable_garbage_is_a_valid_ack() {
     let m = reparsed.message();
     assert_eq!(m.delimiters(), &crate::hl7::Delimiters::default());
     assert_eq!(reparsed.acknowledged_control_id(), b"");
-    assert_eq!(field(m, "MSH-9"), b"ACK");
+    assert_eq!(field(m, "MSH-9"), b"ACK^^ACK");
     assert_eq!(field(m, "MSH-11"), b"P");
     assert_eq!(field(m, "MSH-12"), b"2.5");
     assert_eq!(

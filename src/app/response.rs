@@ -4,17 +4,22 @@ use std::fmt;
 
 use tower::BoxError;
 
-use crate::ack::{AckCode, Diagnostic, ErrorCode};
+use crate::ack::{AckCode, Diagnostic, ErrorCode, Reply};
 
 /// The business outcome of one message, before it becomes an ACK.
 ///
 /// Handlers return anything [`IntoResponse`]; middleware sees and may change a `Response` on the
 /// way out. Only the ACK stage builds the acknowledgment message itself (MSH, MSA, ERR), from the
 /// inbound message's header, so handlers never write an MSH by hand.
+///
+/// A handler that answers with a message of its own (an RSP to a query) returns a [`Reply`]
+/// instead ([`Response::reply`]): the server checks it and sends it in the ACK's place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     status: Status,
     diagnostics: Vec<Diagnostic>,
+    /// Sent instead of the automatic ACK, when set.
+    reply: Option<Reply>,
 }
 
 /// The acknowledgment family a [`Response`] asks for.
@@ -49,9 +54,17 @@ impl Status {
 impl Response {
     /// Accepted (AA), no diagnostics.
     pub fn accept() -> Self {
+        Self::new(Status::Accepted, Vec::new())
+    }
+
+    /// Answers with `reply` instead of the automatic ACK (status accepted). The server checks
+    /// it is HL7 and frameable before sending it, and answers AE (ERR-3 = 207) instead when it
+    /// is not; it is sent whatever MSH-15 asks, since the handler chose to answer. Diagnostics
+    /// of the response are not written into it.
+    pub fn reply(reply: Reply) -> Self {
         Self {
-            status: Status::Accepted,
-            diagnostics: Vec::new(),
+            reply: Some(reply),
+            ..Self::accept()
         }
     }
 
@@ -59,20 +72,14 @@ impl Response {
     ///
     /// The text goes to the sending system in ERR; never put patient data in it.
     pub fn error(code: ErrorCode, text: impl Into<String>) -> Self {
-        Self {
-            status: Status::Error,
-            diagnostics: vec![Diagnostic::error(code, text)],
-        }
+        Self::new(Status::Error, vec![Diagnostic::error(code, text)])
     }
 
     /// Application reject (AR) with one ERR segment carrying `code` and `text`.
     ///
     /// The text goes to the sending system in ERR; never put patient data in it.
     pub fn reject(code: ErrorCode, text: impl Into<String>) -> Self {
-        Self {
-            status: Status::Rejected,
-            diagnostics: vec![Diagnostic::error(code, text)],
-        }
+        Self::new(Status::Rejected, vec![Diagnostic::error(code, text)])
     }
 
     /// A response with the given status and diagnostics.
@@ -80,6 +87,7 @@ impl Response {
         Self {
             status,
             diagnostics,
+            reply: None,
         }
     }
 
@@ -113,6 +121,16 @@ impl Response {
     /// Whether the message was accepted.
     pub fn is_accepted(&self) -> bool {
         self.status == Status::Accepted
+    }
+
+    /// The reply sent instead of the automatic ACK, if the handler gave one.
+    pub fn reply_message(&self) -> Option<&Reply> {
+        self.reply.as_ref()
+    }
+
+    /// Takes the reply out, so that the automatic ACK is sent (middleware that replaces it).
+    pub fn take_reply(&mut self) -> Option<Reply> {
+        self.reply.take()
     }
 
     pub(crate) fn into_parts(self) -> (Status, Vec<Diagnostic>) {
@@ -275,6 +293,12 @@ pub trait IntoResponse {
 impl IntoResponse for Response {
     fn into_response(self) -> Response {
         self
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        Response::reply(self)
     }
 }
 

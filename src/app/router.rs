@@ -439,8 +439,10 @@ impl Dispatch {
             None => {
                 let message = request.message();
                 // Decoded per MSH-18: a non-UTF-8 code is named, not reported as missing.
-                let code = message.message_code_bytes().map(|c| message.text(c));
-                let event = message.trigger_event_bytes().map(|e| message.text(e));
+                let code = message.message_code_bytes().map(|c| message.decode_text(c));
+                let event = message
+                    .trigger_event_bytes()
+                    .map(|e| message.decode_text(e));
                 let response = self.unrouted(code.as_deref(), event.as_deref());
                 Box::pin(std::future::ready(response))
             }

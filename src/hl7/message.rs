@@ -213,10 +213,10 @@ impl Message {
         self.cached_bytes(2)
     }
 
-    /// MSH-10 as text, decoded per MSH-18 ([`Message::text`]): for logs, telemetry and
+    /// MSH-10 as text, decoded per MSH-18 ([`Message::decode_text`]): for logs, telemetry and
     /// searches. `None` when absent or empty.
     pub fn control_id_text(&self) -> Option<Cow<'_, str>> {
-        self.control_id_bytes().map(|id| self.text(id))
+        self.control_id_bytes().map(|id| self.decode_text(id))
     }
 
     /// Bytes of this message (a field, a component) as text, decoded per the character set
@@ -237,7 +237,7 @@ impl Message {
     /// assert_eq!(latin1.control_id_text().as_deref(), Some("Müller-1"));
     /// # Ok::<(), mllp::hl7::ParseError>(())
     /// ```
-    pub fn text<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
+    pub fn decode_text<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
         if bytes.is_ascii() {
             // ASCII is the same in every set of table 0211 that this decodes.
             return Cow::Borrowed(std::str::from_utf8(bytes).unwrap_or_default());

@@ -453,7 +453,10 @@ fn msh_fields_located_at_parse_match_the_field_accessors() {
     let mut messages: Vec<Vec<u8>> =
         std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
             .unwrap()
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+            .map(|entry| entry.unwrap().path())
+            // Files only: subdirectories hold other tests' fixtures (batches, for one).
+            .filter(|path| path.is_file())
+            .map(|path| std::fs::read(path).unwrap())
             .collect();
     for msh in [
         &b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01~ORU^R01|C1|P|2.5"[..],

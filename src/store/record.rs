@@ -95,7 +95,7 @@ impl Record {
     }
 
     /// Raw bytes of this record (one of its MSH fields) as text, decoded per the message's
-    /// MSH-18 as [`Message::text`] does: Latin-1 for `8859/1`, UTF-8 otherwise (U+FFFD for
+    /// MSH-18 as [`Message::decode_text`] does: Latin-1 for `8859/1`, UTF-8 otherwise (U+FFFD for
     /// bytes that do not decode). What a store writes where it keeps text.
     pub fn text<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
         if self.latin1 && !bytes.is_ascii() {

@@ -241,6 +241,26 @@ pub(crate) struct ServeFile {
     pub(crate) allow_peer: Option<Vec<String>>,
     #[serde(alias = "max_buffered_bytes")]
     pub(crate) max_buffered_bytes: Option<NumberOrText>,
+    #[serde(alias = "lenient_line_endings")]
+    pub(crate) lenient_line_endings: Option<bool>,
+    #[serde(alias = "original_mode")]
+    pub(crate) original_mode: Option<bool>,
+    #[serde(alias = "ack_sending_application")]
+    pub(crate) ack_sending_application: Option<String>,
+    #[serde(alias = "ack_sending_facility")]
+    pub(crate) ack_sending_facility: Option<String>,
+    #[serde(alias = "allow_version")]
+    pub(crate) allow_version: Option<Vec<String>>,
+    #[serde(alias = "allow_processing_id")]
+    pub(crate) allow_processing_id: Option<Vec<String>>,
+    pub(crate) charsets: Option<Vec<String>>,
+    pub(crate) forward: Option<String>,
+    /// `[[listener]]` tables: each a listener of its own, its keys over the top level's.
+    pub(crate) listener: Option<Vec<toml::Table>>,
+    #[serde(alias = "forward_timeout")]
+    pub(crate) forward_timeout: Option<String>,
+    #[serde(alias = "charset_errors")]
+    pub(crate) charset_errors: Option<String>,
     #[cfg(feature = "otlp")]
     #[serde(alias = "otlp_endpoint")]
     pub(crate) otlp_endpoint: Option<String>,

@@ -27,6 +27,7 @@ mod inbox;
 mod logging;
 mod messages;
 mod send;
+mod send_batch;
 mod serve;
 
 use std::process::ExitCode;

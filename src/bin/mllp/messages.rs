@@ -39,12 +39,37 @@ pub(crate) enum InputError {
     Empty { path: PathBuf },
 }
 
-/// Every message in `paths`: files in the order given, directories walked (not recursively) in
-/// file-name order, skipping hidden files (names starting with `.`, such as the inbox's
-/// `.tmp-` files) and subdirectories.
-pub(crate) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<FileMessage>, InputError> {
-    let mut messages = Vec::new();
+/// What [`read_inputs`] found: the messages, and the subdirectories it did not enter.
+#[derive(Debug, Default)]
+pub(crate) struct Inputs {
+    pub(crate) messages: Vec<FileMessage>,
+    /// Subdirectories of a directory given, not entered (the walk is one level deep): the
+    /// caller says so, since their messages are not sent.
+    pub(crate) subdirectories: Vec<PathBuf>,
+}
+
+/// The name a message read from standard input (`-`) is labelled with.
+pub(crate) const STDIN_LABEL: &str = "stdin";
+
+/// Every message in `paths`: files in the order given (`-` is standard input), directories
+/// walked (not recursively) in file-name order, skipping hidden files (names starting with `.`,
+/// such as the inbox's `.tmp-` files); subdirectories are listed in [`Inputs::subdirectories`].
+pub(crate) fn read_inputs(paths: &[PathBuf]) -> Result<Inputs, InputError> {
+    let mut inputs = Inputs::default();
     for path in paths {
+        if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).map_err(|source| {
+                InputError::Read {
+                    path: PathBuf::from(STDIN_LABEL),
+                    source,
+                }
+            })?;
+            inputs
+                .messages
+                .extend(messages_of(Path::new(STDIN_LABEL), &bytes)?);
+            continue;
+        }
         let read_err = |source| InputError::Read {
             path: path.clone(),
             source,
@@ -55,21 +80,132 @@ pub(crate) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<FileMessage>, InputEr
             for entry in fs::read_dir(path).map_err(read_err)? {
                 let entry = entry.map_err(read_err)?;
                 let hidden = entry.file_name().as_encoded_bytes().first() == Some(&b'.');
+                if hidden {
+                    continue;
+                }
                 let is_file = entry.file_type().map_err(read_err)?.is_file()
                     || fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
-                if is_file && !hidden {
+                if is_file {
                     files.push(entry.path());
+                } else if fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
+                    inputs.subdirectories.push(entry.path());
                 }
             }
             files.sort();
             for file in files {
-                messages.extend(read_file(&file)?);
+                inputs.messages.extend(read_file(&file)?);
             }
         } else {
-            messages.extend(read_file(path)?);
+            inputs.messages.extend(read_file(path)?);
         }
     }
-    Ok(messages)
+    inputs.subdirectories.sort();
+    Ok(inputs)
+}
+
+/// One file (or standard input) to send as one batch frame.
+#[derive(Debug, Clone)]
+pub(crate) struct FileBatch {
+    /// The file it came from.
+    pub(crate) file: PathBuf,
+    /// The batch, segments ending in CR.
+    pub(crate) payload: Bytes,
+}
+
+/// Every input as one batch each: files in the order given (`-` is standard input),
+/// directories walked as [`read_inputs`] walks them.
+pub(crate) fn read_batches(
+    paths: &[PathBuf],
+) -> Result<(Vec<FileBatch>, Vec<PathBuf>), InputError> {
+    // The same walk, then each file read again whole: batches keep their envelope.
+    let mut batches = Vec::new();
+    let mut subdirectories = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).map_err(|source| {
+                InputError::Read {
+                    path: PathBuf::from(STDIN_LABEL),
+                    source,
+                }
+            })?;
+            batches.push(batch_of(Path::new(STDIN_LABEL), &bytes)?);
+            continue;
+        }
+        let meta = fs::metadata(path).map_err(|source| InputError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let listed = read_inputs(std::slice::from_ref(path))?;
+            subdirectories.extend(listed.subdirectories);
+            let mut files: Vec<PathBuf> = listed.messages.into_iter().map(|m| m.file).collect();
+            files.dedup();
+            for file in files {
+                let bytes = fs::read(&file).map_err(|source| InputError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                batches.push(batch_of(&file, &bytes)?);
+            }
+        } else {
+            let bytes = fs::read(path).map_err(|source| InputError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            batches.push(batch_of(path, &bytes)?);
+        }
+    }
+    Ok((batches, subdirectories))
+}
+
+/// The batch in `bytes`: a batch file (starting with FHS or BHS) with its segments ending in
+/// CR, or plain messages wrapped in `BHS` (the first message's delimiters) and `BTS|n`.
+fn batch_of(path: &Path, bytes: &[u8]) -> Result<FileBatch, InputError> {
+    let lf_is_data = has_bare_cr(bytes);
+    let mut segments = lines(bytes, lf_is_data)
+        .map(clean)
+        .filter(|line| !is_blank(line))
+        .peekable();
+    let enveloped = segments
+        .peek()
+        .is_some_and(|first| first.starts_with(b"FHS") || first.starts_with(b"BHS"));
+    let payload = if enveloped {
+        let mut out = BytesMut::with_capacity(bytes.len() + 8);
+        for segment in segments {
+            out.extend_from_slice(&segment);
+            out.extend_from_slice(b"\r");
+        }
+        out.freeze()
+    } else {
+        let messages = messages_of(path, bytes)?;
+        let first = &messages[0].payload;
+        // MSH-1 and MSH-2 of the first message: "MSH|^~\&" is 8 bytes, one more with a
+        // truncation character.
+        let delimiters_end = first[4..]
+            .iter()
+            .position(|&b| b == first[3] || b == b'\r')
+            .map_or(first.len(), |p| p + 4);
+        let mut out = BytesMut::with_capacity(bytes.len() + 32);
+        out.extend_from_slice(b"BHS");
+        out.extend_from_slice(&first[3..delimiters_end]);
+        out.extend_from_slice(b"\r");
+        for message in &messages {
+            out.extend_from_slice(&message.payload);
+            if !message.payload.ends_with(b"\r") {
+                out.extend_from_slice(b"\r");
+            }
+        }
+        out.extend_from_slice(b"BTS");
+        out.extend_from_slice(&first[3..4]);
+        out.extend_from_slice(messages.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r");
+        out.freeze()
+    };
+    Ok(FileBatch {
+        file: path.to_path_buf(),
+        payload,
+    })
 }
 
 /// The messages in one file.
@@ -78,7 +214,12 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<FileMessage>, InputError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let payloads = split_messages(&bytes).map_err(|line| InputError::BeforeMsh {
+    messages_of(path, &bytes)
+}
+
+/// The messages in `bytes`, read from `path`.
+fn messages_of(path: &Path, bytes: &[u8]) -> Result<Vec<FileMessage>, InputError> {
+    let payloads = split_messages(bytes).map_err(|line| InputError::BeforeMsh {
         path: path.to_path_buf(),
         line,
     })?;
@@ -107,6 +248,8 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<FileMessage>, InputError> {
 /// segment. MLLP framing bytes (`0x0B`, `0x1C`) are dropped, so a captured MLLP stream can be
 /// replayed, and so is a UTF-8 byte order mark at the start of a line. Blank lines (empty, or
 /// only spaces and tabs) and batch envelope segments (`FHS`, `BHS`, `BTS`, `FTS`) are skipped.
+/// When the file ends inside the last message's last segment (no CR or LF after it: a message
+/// stored as it arrived without a final CR), no CR is added to it, so it is sent byte for byte.
 ///
 /// # Errors
 /// The 1-based line number of the first other line found before the first `MSH`.
@@ -131,8 +274,14 @@ pub(crate) fn split_messages(bytes: &[u8]) -> Result<Vec<Bytes>, usize> {
                 message.extend_from_slice(b"\r");
             }
         }
+        let full = message.len();
         // Batch trailers after a message belong to the envelope, not to the message.
-        messages.push(strip_trailing_envelope(message.freeze()));
+        let mut message = strip_trailing_envelope(message.freeze());
+        let last = i + 1 == starts.len();
+        if last && message.len() == full && ends_unterminated(chunk) {
+            message.truncate(message.len() - 1);
+        }
+        messages.push(message);
     }
     Ok(messages)
 }
@@ -156,6 +305,12 @@ fn message_starts(bytes: &[u8]) -> Vec<usize> {
             rest.strip_prefix(BOM).unwrap_or(rest).starts_with(b"MSH")
         })
         .collect()
+}
+
+/// Whether `bytes` ends in a segment with no terminator after it (and not in a blank line).
+fn ends_unterminated(bytes: &[u8]) -> bool {
+    let tail = memchr::memrchr2(b'\r', b'\n', bytes).map_or(bytes, |i| &bytes[i + 1..]);
+    !is_blank(&clean(tail))
 }
 
 /// Whether some CR in `bytes` is not followed by LF: segments end in CR, as on the wire.
@@ -417,6 +572,24 @@ MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\nPID|2\n\n";
                 Bytes::from_static(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5\rPID|2\r"),
             ]
         );
+    }
+
+    /// A file that ends right after the last segment (no CR: a message stored as it arrived)
+    /// gives that message without a final CR; a trailing blank line or envelope does not count.
+    #[test]
+    fn unterminated_last_segment_stays_unterminated() {
+        let one = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1";
+        assert_eq!(split_messages(one).unwrap(), vec![Bytes::from_static(one)]);
+        let two = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\nMSH|^~\\&|A|B|C|D|1||ADT^A01|ID2|P|2.5";
+        let messages = split_messages(two).unwrap();
+        assert!(messages[0].ends_with(b"\r"));
+        assert!(messages[1].ends_with(b"2.5"));
+        for ended in [
+            &b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\r  "[..],
+            b"MSH|^~\\&|A|B|C|D|1||ADT^A01|ID1|P|2.5\rPID|1\rBTS|1",
+        ] {
+            assert!(split_messages(ended).unwrap()[0].ends_with(b"PID|1\r"));
+        }
     }
 
     /// Bytes that are not UTF-8 are carried through untouched.

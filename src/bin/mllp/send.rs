@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use mllp::ack::AckCode;
 use mllp::tls::TlsClientConfig;
@@ -20,39 +21,49 @@ const PROGRESS_THRESHOLD: usize = 20;
 
 /// Send HL7 v2 messages over MLLP and check every acknowledgment.
 ///
-/// Each FILE may hold several messages: a message starts at every line beginning with `MSH`;
+/// Each FILE (`-`: standard input) may hold several messages: a message starts at every line
+/// beginning with `MSH`;
 /// segments may end in CR, LF or CRLF (sent as CR; in a message whose segments end in a bare CR,
 /// a bare LF is data and kept); MLLP framing bytes and a UTF-8 byte order
 /// mark in the file are ignored, as are blank lines and batch envelope segments (FHS, BHS, BTS,
-/// FTS). A DIR is read in file-name order, not
-/// recursively, skipping hidden files. Every message is checked before anything is sent: it
+/// FTS); a file ending right after a segment, without CR or LF, is sent without a final CR. A
+/// DIR is read in file-name order, not recursively (its subdirectories are named on stderr,
+/// not sent), skipping hidden files. Every message is checked before anything is sent: it
 /// must parse as HL7 and carry MSH-10.
 ///
 /// Messages go one at a time over one connection, each waiting for its ACK, whose MSA-2 must
-/// be the MSH-10 sent. One line per message on stdout: file#n, control id, ACK code, and the
-/// ERR text if any (`FAILED` and the reason without a valid ACK, `NOT SENT` for those left
-/// after a stop); then a summary.
+/// be the MSH-10 sent (a negative ACK with an empty MSA-2 counts as this message's). One line
+/// per message on stdout: file#n, control id, ACK code, and the ERR text if any (`FAILED` and
+/// the reason without a valid ACK, `NOT SENT` for those left after a stop), and one `RETRY`
+/// line before each retry; then a summary, with the number of attempts when there were retries.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = SEND_HELP)]
 pub(crate) struct SendArgs {
     #[command(flatten)]
-    connect: ConnectArgs,
+    pub(crate) connect: ConnectArgs,
 
     /// Stop at the first message not answered AA or CA (the rest count as not sent)
     #[arg(long)]
-    stop_on_error: bool,
+    pub(crate) stop_on_error: bool,
 
     /// Print only the messages not answered AA or CA, and the summary
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
+
+    /// Send each file as one batch frame: a batch file (FHS/BHS … BTS/FTS) as it is, a file of
+    /// plain messages wrapped in BHS … BTS; each message's outcome is read from the batch
+    /// acknowledgment
+    #[arg(long)]
+    batch: bool,
 
     /// Log line format on stderr (`RUST_LOG` filters; default filter: warn)
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Files and directories holding the messages, sent in the order given
+    /// Files and directories holding the messages, sent in the order given (`-`: standard
+    /// input)
     #[arg(required = true, value_name = "FILE|DIR")]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 /// Where and how to send: the receiver, timeouts, retries, TLS (shared by `send` and
@@ -60,7 +71,7 @@ pub(crate) struct SendArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ConnectArgs {
     /// The receiver, HOST:PORT
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     pub(crate) to: String,
 
     /// How long to wait for each acknowledgment; on expiry the connection is closed
@@ -74,7 +85,7 @@ pub(crate) struct ConnectArgs {
     /// Times a message is sent again after a timeout or a lost connection (the receiver may
     /// then get it twice, with the same MSH-10); negative ACKs are never retried
     #[arg(long, value_name = "N", default_value_t = 2)]
-    retries: u32,
+    pub(crate) retries: u32,
 
     /// Speak TLS, trusting only the CAs in this PEM bundle to vouch for the receiver
     /// [default: none: plain TCP]
@@ -109,6 +120,8 @@ Examples:
 /// What became of each message.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
+    /// Every time a message was written, retries included.
+    pub(crate) attempts: usize,
     pub(crate) accepted: usize,
     /// Sent with MSH-15 = NE, or ER and no error came back: accepted by the rules of MSH-15.
     pub(crate) unacknowledged: usize,
@@ -124,6 +137,9 @@ pub(crate) struct Tally {
 pub(crate) async fn run(args: SendArgs) -> ExitCode {
     if let Err(text) = logging::init(args.log_format, logging::CLIENT_FILTER) {
         return exit::fail_text(exit::USAGE, &text);
+    }
+    if args.batch {
+        return crate::send_batch::run(&args).await;
     }
     let messages = match checked_messages(&args.paths) {
         Ok(messages) => messages,
@@ -141,7 +157,14 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
 /// Every message of the input files with its MSH-10, or, when one cannot be sent, the usage
 /// exit status (reason printed): nothing is sent unless every message can be.
 fn checked_messages(paths: &[PathBuf]) -> Result<Vec<(FileMessage, String)>, ExitCode> {
-    let messages = messages::read_inputs(paths).map_err(|e| exit::fail(exit::USAGE, &e))?;
+    let inputs = messages::read_inputs(paths).map_err(|e| exit::fail(exit::USAGE, &e))?;
+    for dir in &inputs.subdirectories {
+        complain!(
+            "warning: {}: a subdirectory, not sent (directories are read one level deep)",
+            dir.display()
+        );
+    }
+    let messages = inputs.messages;
     let mut checked = Vec::with_capacity(messages.len());
     for m in messages {
         match control_id(&m) {
@@ -157,12 +180,28 @@ fn checked_messages(paths: &[PathBuf]) -> Result<Vec<(FileMessage, String)>, Exi
     Ok(checked)
 }
 
-/// The client for `--to`, over TLS with `--tls-ca`; a bad TLS file is a usage error.
+/// `--to`: HOST:PORT with a host and a port number, or a usage error (exit 2) naming the flag,
+/// rather than a connect failure (exit 3) once messages are read.
+pub(crate) fn host_port(s: &str) -> Result<String, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or("expected HOST:PORT (the port is missing)")?;
+    if host.is_empty() || host == "[]" {
+        return Err("expected HOST:PORT (the host is missing)".to_owned());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("expected HOST:PORT, {port:?} is not a port number")),
+        Ok(_) => Ok(s.to_owned()),
+    }
+}
+
+/// The client for `--to`, over TLS with `--tls-ca`; a bad TLS file is a usage error. It does
+/// not retry by itself: [`deliver`] does, so that each retry can be shown.
 pub(crate) fn client(args: &ConnectArgs) -> Result<Client, ExitCode> {
     let mut config = ClientConfig::default();
     config.reply_timeout = args.timeout;
     config.connect_timeout = args.connect_timeout;
-    config.max_retries = args.retries;
+    config.max_retries = 0;
     let Some(ca) = &args.tls_ca else {
         return Ok(Client::with_config(args.to.clone(), config));
     };
@@ -174,6 +213,48 @@ pub(crate) fn client(args: &ConnectArgs) -> Result<Client, ExitCode> {
         tls = tls.server_name(name);
     }
     Client::with_tls(args.to.clone(), config, tls).map_err(|e| exit::fail(exit::USAGE, &e))
+}
+
+/// Sends one message, retrying up to `retries` times after a transient failure (timeout, lost
+/// connection) as the client would, but calling `on_retry(attempt, error)` before each retry.
+/// Returns the last result and the number of attempts.
+pub(crate) async fn deliver(
+    client: &mut Client,
+    payload: &Bytes,
+    retries: u32,
+    mut on_retry: impl FnMut(u32, &ClientError),
+) -> (Result<Option<Acknowledgment>, ClientError>, usize) {
+    let mut attempts = 0;
+    loop {
+        let result = client.send(payload.clone()).await;
+        attempts += 1;
+        match &result {
+            Err(e) if e.is_transient() && attempts <= retries as usize => {
+                on_retry(attempts as u32, e);
+            }
+            _ => return (result, attempts),
+        }
+    }
+}
+
+/// The `RETRY` line shown before a message is sent again.
+pub(crate) fn retry_line(head: &str, attempt: u32, retries: u32, error: &ClientError) -> String {
+    format!("{head}RETRY {attempt}/{retries}  {}", exit::chain(error))
+}
+
+/// Text from a message or an ACK as it is, but with control characters (CR, LF, tabs, ...)
+/// escaped, so that one outcome stays on one line. Backslashes, the HL7 escape character, are
+/// left alone: a control id `ID\E\1` is printed as it is on the wire.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A progress bar on stderr, for a long run on a terminal only.
@@ -201,9 +282,15 @@ async fn send_each(
         None => say!("{line}"),
     };
     let mut tally = Tally::default();
+    let retries = args.connect.retries;
     for (n, (message, id)) in messages.iter().enumerate() {
-        let result = client.send(message.payload.clone()).await;
-        let mut line = format!("{}  {}  ", label(message), id.escape_debug());
+        let head = format!("{}  {}  ", label(message), printable(id));
+        let (result, attempts) = deliver(client, &message.payload, retries, |attempt, e| {
+            say(retry_line(&head, attempt, retries, e));
+        })
+        .await;
+        tally.attempts += attempts;
+        let mut line = head;
         let ok = tally.record(&result, &mut line);
         // Without a connection the rest cannot go either; say so once.
         if matches!(result, Err(ClientError::Connect { .. })) {
@@ -222,11 +309,7 @@ async fn send_each(
             tally.not_sent = messages.len() - n - 1;
             // Named one by one: the operator sends exactly these again.
             for (message, id) in &messages[n + 1..] {
-                say(format!(
-                    "{}  {}  NOT SENT",
-                    label(message),
-                    id.escape_debug()
-                ));
+                say(format!("{}  {}  NOT SENT", label(message), printable(id)));
             }
             break;
         }
@@ -251,7 +334,7 @@ impl Tally {
                 let _ = write!(line, "{}", ack.code());
                 let text = ack.text();
                 if !text.is_empty() {
-                    let _ = write!(line, "  {}", text.escape_debug());
+                    let _ = write!(line, "  {}", printable(&text));
                 }
                 true
             }
@@ -268,7 +351,7 @@ impl Tally {
                 }
                 let _ = write!(line, "{code}");
                 if !text.is_empty() {
-                    let _ = write!(line, "  {}", text.escape_debug());
+                    let _ = write!(line, "  {}", printable(text));
                 }
                 false
             }
@@ -284,10 +367,16 @@ impl Tally {
 /// Prints the summary line, and on stderr why the run failed; the exit status follows the worst
 /// outcome: a transport failure (3), then a negative acknowledgment (1).
 pub(crate) fn summary(tally: &Tally, total: usize) -> ExitCode {
+    let sent = total - tally.not_sent;
+    // Retries are part of what happened: a receiver may have got a message more than once.
+    let attempts = if tally.attempts > sent {
+        format!(" in {} attempts", tally.attempts)
+    } else {
+        String::new()
+    };
     say!(
-        "sent {}: {} accepted (AA/CA), {} without ACK by MSH-15 (NE/ER), {} error (AE/CE), \
-         {} rejected (AR/CR), {} failed (no valid ACK), {} not sent",
-        total - tally.not_sent,
+        "sent {sent}{attempts}: {} accepted (AA/CA), {} without ACK by MSH-15 (NE/ER), {} error \
+         (AE/CE), {} rejected (AR/CR), {} failed (no valid ACK), {} not sent",
         tally.accepted,
         tally.unacknowledged,
         tally.errors,

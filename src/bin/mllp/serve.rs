@@ -2,12 +2,17 @@
 //!
 //! [`run`] is the command, step by step; each step lives in its own file: `args` (the flags),
 //! `settings` (flags over the config file over the defaults), `telemetry` (logs and export),
-//! `build` (admission, TLS, the server builder), `store` (opening `--store`), `handler` (the
-//! route that stores, then accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
+//! `build` (admission, TLS, the server builder), `partner` (the lenient-partner switches),
+//! `forward` (`--forward`: the downstream receiver), `listeners` (`[[listener]]` tables: several
+//! servers in one process),
+//! `store` (opening `--store`), `handler` (the route that stores, then accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
 
 mod args;
 mod build;
+mod forward;
 mod handler;
+mod listeners;
+mod partner;
 mod settings;
 mod signals;
 mod store;
@@ -51,6 +56,9 @@ async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     // Registered before anything is printed: a signal that arrives right after `listening on`
     // must start a drain, not kill the process with the default disposition.
     let signal = ShutdownSignal::register().map_err(|e| exit::fail(exit::FAILURE, &e))?;
+    if !settings.listeners.is_empty() {
+        return listeners::serve_many(settings, signal).await;
+    }
 
     // Everything that can be refused as a usage error is checked before anything is created on
     // disk: a bad flag must not leave a store behind.
@@ -59,7 +67,11 @@ async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     build::check_bind(&settings.bind).await?;
 
     let store = store::open(&settings.store).await?;
-    let builder = build::builder(&settings, handler::router(store.clone()));
+    let forwarder = settings
+        .forward
+        .as_ref()
+        .map(|f| f.forwarder(settings.partner.ack_options()));
+    let builder = build::builder(&settings, handler::router(store.clone(), forwarder));
     match tls {
         None => {
             let builder = builder.transport(Admitted::new(PlainTcp, admission));
@@ -85,6 +97,9 @@ async fn serve_on<T: Transport>(
     match &store {
         Some(store) => tracing::info!(store = %store.describe(), "storing messages"),
         None => tracing::warn!("--no-store: messages are acknowledged but not stored"),
+    }
+    if let Some(forward) = &settings.forward {
+        tracing::info!(downstream = %forward.addr, "forwarding messages");
     }
     let hangup_task = signal.spawn_reloader(reloader);
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");

@@ -78,10 +78,19 @@ pub(crate) async fn run(args: ReplayArgs) -> ExitCode {
         filter.after_id = Some(last.summary.id);
         for message in page {
             let id = message.summary.id;
-            let control_id = message.summary.control_id.clone();
-            let result = client.send(message.payload).await;
+            let head = format!(
+                "store#{id}  {}  ",
+                send::printable(&message.summary.control_id)
+            );
+            let retries = args.connect.retries;
+            let (result, attempts) =
+                send::deliver(&mut client, &message.payload, retries, |attempt, e| {
+                    say(send::retry_line(&head, attempt, retries, e));
+                })
+                .await;
             sent += 1;
-            let mut line = format!("store#{id}  {}  ", control_id.escape_debug());
+            tally.attempts += attempts;
+            let mut line = head;
             let ok = tally.record(&result, &mut line);
             if matches!(result, Err(mllp::ClientError::Connect { .. })) {
                 tally.stopped = Some(format!("cannot reach {}", args.connect.to));

@@ -95,6 +95,12 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(super) store_options: StoreFlags,
 
+    #[command(flatten)]
+    pub(super) partner: super::partner::PartnerFlags,
+
+    #[command(flatten)]
+    pub(super) forward: super::forward::ForwardFlags,
+
     /// TOML file holding any of these settings (keys as the flag names, e.g.
     /// `max-connections = 64`); unknown keys are rejected; flags win over the file
     #[arg(long, value_name = "FILE")]

@@ -77,7 +77,7 @@ pub(super) fn builder(settings: &Settings, router: Router) -> ServerBuilder {
     if let Some(TraceLimit(v)) = settings.telemetry.message_trace_limit {
         builder = builder.message_trace_limit(v);
     }
-    builder
+    settings.partner.apply(builder)
 }
 
 /// The runtime settings: each one given, over the library's default for the others.

@@ -1,9 +1,11 @@
-//! The message route of `mllp serve`: store the message (unless `--no-store`), then accept it.
+//! The message route of `mllp serve`: store the message (unless `--no-store`), then accept it,
+//! or forward it and answer with the downstream's acknowledgment (`--forward`).
 
 use std::sync::Arc;
 
 use mllp::app::{Request, Router};
-use mllp::store::{Store, StoreLayer};
+use mllp::forward::Forwarder;
+use mllp::store::{DuplicatePolicy, Store, StoreLayer};
 
 /// One route for every message type that accepts; with a store, [`StoreLayer`] in front of it
 /// stores each message first (AE when it cannot), and acknowledges a duplicate resend without
@@ -11,7 +13,23 @@ use mllp::store::{Store, StoreLayer};
 ///
 /// The route only sees messages that parsed and carry MSH-9 and MSH-10; everything else was
 /// already answered AR by the library and is never stored.
-pub(super) fn router(store: Option<Arc<dyn Store>>) -> Router {
+///
+/// With a forwarder, the route forwards instead of accepting, and a duplicate resend is
+/// forwarded again rather than acknowledged from the store: the first copy may have been
+/// refused downstream, and the downstream deduplicates by MSH-10.
+pub(super) fn router(store: Option<Arc<dyn Store>>, forward: Option<Forwarder>) -> Router {
+    if let Some(forwarder) = forward {
+        let router = Router::new().route("*", move |req: Request| {
+            let forwarder = forwarder.clone();
+            async move { forwarder.forward(req.message()).await }
+        });
+        return match store {
+            Some(store) => {
+                router.layer(StoreLayer::shared(store).duplicates(DuplicatePolicy::Handle))
+            }
+            None => router,
+        };
+    }
     let router = Router::new().route("*", |req: Request| async move {
         if req.extensions().get::<mllp::store::Stored>().is_none() {
             let msg = req.message();

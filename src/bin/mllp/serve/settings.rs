@@ -16,6 +16,8 @@ pub(super) use server::{ServerSettings, flag_names};
 pub(super) use store::StoreSettings;
 
 use super::args::{self, ServeArgs, TraceLimit};
+use super::forward::ForwardSettings;
+use super::partner::{PartnerKeys, PartnerSettings};
 use crate::config::{self, LogFormat, ServeFile, SettingError};
 use file::ConfigFile;
 
@@ -31,7 +33,14 @@ pub(super) struct Settings {
     /// Empty: every peer is admitted.
     pub(super) allow_peer: Vec<String>,
     pub(super) server: ServerSettings,
+    pub(super) partner: PartnerSettings,
+    pub(super) forward: Option<ForwardSettings>,
     pub(super) telemetry: TelemetrySettings,
+    /// How this listener is named in messages (`[[listener]] 2 (bind …)`); `None` for the
+    /// one listener of the flags and the file's top level.
+    pub(super) label: Option<String>,
+    /// One entry per `[[listener]]` table; empty: serve these settings alone.
+    pub(super) listeners: Vec<Settings>,
 }
 
 /// The TLS settings, resolved and checked for completeness.
@@ -65,13 +74,64 @@ fn list(flag: &[String], file: &Option<Vec<String>>) -> Vec<String> {
 impl ServeArgs {
     /// Merges the flags over the config file over the defaults. Unset policies stay `None`, so
     /// the library's documented defaults apply.
+    ///
+    /// With `[[listener]]` tables in the file, [`Settings::listeners`] holds one entry per
+    /// table: its keys over the file's top level, the flags over both (as everywhere, a flag
+    /// wins over the file). A bind at the top level or `--bind` is refused then: each listener
+    /// has its own.
     pub(super) fn resolve(self) -> Result<Settings, SettingError> {
         let file = ConfigFile::load(self.config.as_deref())?;
+        let mut settings = self.resolve_file(&file)?;
+        if file.listeners.is_empty() {
+            return Ok(settings);
+        }
+        if self.bind.is_some() || file.values.bind.is_some() {
+            return Err(SettingError::Invalid(
+                "--bind (or a top-level bind) cannot be combined with [[listener]] tables: give \
+                 each listener its bind"
+                    .to_owned(),
+            ));
+        }
+        for (n, listener) in file.listeners.iter().enumerate() {
+            let mut resolved = self.resolve_file(listener).map_err(|e| {
+                SettingError::Invalid(format!(
+                    "{} in {}: {}",
+                    listener.label(n + 1),
+                    file.path().display(),
+                    crate::exit::chain(&e)
+                ))
+            })?;
+            resolved.label = Some(listener.label(n + 1));
+            settings.listeners.push(resolved);
+        }
+        Ok(settings)
+    }
+
+    /// The settings of one listener: the flags over `file` over the defaults.
+    fn resolve_file(&self, file: &ConfigFile) -> Result<Settings, SettingError> {
         file.refuse_empty_keys()?;
         let tls = self.tls(&file.values)?;
-        let server = self.server(&file)?;
-        let telemetry = self.telemetry(&file)?;
-        let store = self.store(&file)?;
+        let server = self.server(file)?;
+        let telemetry = self.telemetry(file)?;
+        let store = self.store(file)?;
+        let f = &file.values;
+        let keys = PartnerKeys {
+            lenient_line_endings: f.lenient_line_endings,
+            original_mode: f.original_mode,
+            ack_sending_application: f.ack_sending_application.clone(),
+            ack_sending_facility: f.ack_sending_facility.clone(),
+            allow_version: f.allow_version.clone(),
+            allow_processing_id: f.allow_processing_id.clone(),
+            charsets: f.charsets.clone(),
+            charset_errors: f.charset_errors.clone(),
+        };
+        let partner = PartnerSettings::resolve(&self.partner, &keys, file.path())?;
+        let forward = ForwardSettings::resolve(
+            &self.forward,
+            f.forward.clone(),
+            f.forward_timeout.clone(),
+            file.path(),
+        )?;
         Ok(Settings {
             bind: self
                 .bind
@@ -82,7 +142,11 @@ impl ServeArgs {
             tls,
             allow_peer: list(&self.allow_peer, &file.values.allow_peer),
             server,
+            partner,
+            forward,
             telemetry,
+            label: None,
+            listeners: Vec::new(),
         })
     }
 

@@ -44,15 +44,23 @@ impl ShutdownSignal {
         &mut self,
         reloader: Option<TlsReloader>,
     ) -> Option<tokio::task::JoinHandle<()>> {
+        self.spawn_reloaders(reloader.into_iter().collect())
+    }
+
+    /// As [`spawn_reloader`](Self::spawn_reloader), for every TLS listener at once.
+    pub(super) fn spawn_reloaders(
+        &mut self,
+        reloaders: Vec<TlsReloader>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         #[cfg(unix)]
         {
             self.hup
                 .take()
-                .map(|hangups| tokio::spawn(on_sighup(hangups, reloader)))
+                .map(|hangups| tokio::spawn(on_sighup(hangups, reloaders)))
         }
         #[cfg(not(unix))]
         {
-            let _ = reloader; // no SIGHUP here: certificates reload through the API only
+            let _ = reloaders; // no SIGHUP here: certificates reload through the API only
             None
         }
     }
@@ -93,18 +101,21 @@ impl ShutdownSignal {
 /// live ones keep theirs, and a failed reload keeps the old one and says why), or, without TLS,
 /// logs that there is nothing to reload.
 #[cfg(unix)]
-async fn on_sighup(mut hangups: tokio::signal::unix::Signal, reloader: Option<TlsReloader>) {
+async fn on_sighup(mut hangups: tokio::signal::unix::Signal, reloaders: Vec<TlsReloader>) {
     while hangups.recv().await.is_some() {
-        let Some(reloader) = reloader.clone() else {
+        if reloaders.is_empty() {
             tracing::info!("SIGHUP ignored: no TLS certificates to reload");
             continue;
-        };
-        match tokio::task::spawn_blocking(move || reloader.reload()).await {
-            Ok(Ok(())) => tracing::info!("tls certificates reloaded"),
-            Ok(Err(error)) => {
-                tracing::error!(error = %exit::chain(&error), "tls reload failed; keeping the previous certificate");
+        }
+        for reloader in &reloaders {
+            let reloader = reloader.clone();
+            match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                Ok(Ok(())) => tracing::info!("tls certificates reloaded"),
+                Ok(Err(error)) => {
+                    tracing::error!(error = %exit::chain(&error), "tls reload failed; keeping the previous certificate");
+                }
+                Err(error) => tracing::error!(%error, "tls reload task failed"),
             }
-            Err(error) => tracing::error!(%error, "tls reload task failed"),
         }
     }
 }

@@ -8,20 +8,93 @@ use crate::config::{self, ServeFile, SettingError};
 pub(super) struct ConfigFile {
     pub(super) values: ServeFile,
     path: PathBuf,
+    /// One file per `[[listener]]` table: the table's keys over the top level's.
+    pub(super) listeners: Vec<ConfigFile>,
 }
+
+/// Keys that set the whole process, not one listener: refused in a `[[listener]]` table.
+const PROCESS_KEYS: &[&str] = &[
+    "log-format",
+    "log_format",
+    "otlp-endpoint",
+    "otlp_endpoint",
+    "message-trace-ratio",
+    "message_trace_ratio",
+    "message-trace-limit",
+    "message_trace_limit",
+    "listener",
+];
+
+/// The keys that choose the store, of which one may be given.
+const STORE_KEYS: &[&str] = &[
+    "store", "inbox", "no-store", "no_store", "no-inbox", "no_inbox",
+];
 
 impl ConfigFile {
     pub(super) fn load(path: Option<&Path>) -> Result<Self, SettingError> {
-        Ok(match path {
-            Some(path) => Self {
-                values: ServeFile::load(path)?,
-                path: path.to_path_buf(),
-            },
-            None => Self {
+        let Some(path) = path else {
+            return Ok(Self {
                 values: ServeFile::default(),
                 path: PathBuf::new(),
-            },
+                listeners: Vec::new(),
+            });
+        };
+        let values = ServeFile::load(path)?;
+        let listeners = match &values.listener {
+            Some(tables) => Self::listeners(path, tables)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            values,
+            path: path.to_path_buf(),
+            listeners,
         })
+    }
+
+    /// Each `[[listener]]` table merged over the file's top level (already known to parse).
+    fn listeners(path: &Path, tables: &[toml::Table]) -> Result<Vec<ConfigFile>, SettingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut top: toml::Table = toml::from_str(&text).map_err(|e| SettingError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_owned(),
+        })?;
+        top.remove("listener");
+        let mut listeners = Vec::with_capacity(tables.len());
+        for (n, table) in tables.iter().enumerate() {
+            let invalid = |message: String| SettingError::Parse {
+                path: path.to_path_buf(),
+                message: format!("[[listener]] {} ({}): {message}", n + 1, describe(table)),
+            };
+            if let Some(key) = table.keys().find(|k| PROCESS_KEYS.contains(&k.as_str())) {
+                return Err(invalid(format!(
+                    "{key} sets the whole process; put it at the top level of the file"
+                )));
+            }
+            if !table.contains_key("bind") {
+                return Err(invalid(
+                    "bind is required in every listener table".to_owned(),
+                ));
+            }
+            let mut merged = top.clone();
+            // A store named in the table replaces the top level's, whichever key names it
+            // (`store`, `inbox`, `no-store`): only one of them may be given.
+            if table.keys().any(|k| STORE_KEYS.contains(&k.as_str())) {
+                merged.retain(|k, _| !STORE_KEYS.contains(&k));
+            }
+            merged.extend(table.clone());
+            let values: ServeFile = merged
+                .try_into()
+                .map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
+            listeners.push(ConfigFile {
+                values,
+                path: path.to_path_buf(),
+                listeners: Vec::new(),
+            });
+        }
+        Ok(listeners)
     }
 
     /// `flag` when given, else this file's `key` read with the flag's parser. The file's value
@@ -35,6 +108,19 @@ impl ConfigFile {
     ) -> Result<Option<T>, SettingError> {
         let from_file = config::file_value(&self.path, key, value, parse)?;
         Ok(flag.or(from_file))
+    }
+
+    /// How a `[[listener]]` table is named in messages: its position and `bind`.
+    pub(super) fn label(&self, n: usize) -> String {
+        format!(
+            "[[listener]] {n} (bind {})",
+            self.values.bind.as_deref().unwrap_or("?")
+        )
+    }
+
+    /// The file's path (empty without one).
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// An error naming `key` in this file.
@@ -83,5 +169,13 @@ impl ConfigFile {
             ));
         }
         Ok(())
+    }
+}
+
+/// A table as named in an error: its `bind`, when it has one.
+fn describe(table: &toml::Table) -> String {
+    match table.get("bind").and_then(|b| b.as_str()) {
+        Some(bind) => format!("bind {bind}"),
+        None => "no bind".to_owned(),
     }
 }
