@@ -130,7 +130,11 @@ impl NatsServer {
     fn wait_ready(&mut self, log: &Path) {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 panic!(
                     "nats-server exited with {status}:\n{}",
@@ -138,7 +142,10 @@ impl NatsServer {
                 );
             }
             let ready = std::fs::read_to_string(log).is_ok_and(|text| {
-                text.lines().filter(|l| l.contains("Server is ready")).count() >= self.starts
+                text.lines()
+                    .filter(|l| l.contains("Server is ready"))
+                    .count()
+                    >= self.starts
             });
             if ready && greets(self.port) {
                 return;
