@@ -74,6 +74,8 @@ pub mod inbox;
 pub mod otel;
 // The HL7 `Protocol` for mllp-actors; its public types are re-exported from `server`.
 mod protocol;
+#[cfg(any(feature = "sqlite", feature = "nats"))]
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod telemetry;
