@@ -53,8 +53,9 @@
 //!
 //! - `cli` (default): the `mllp` command-line tool (`serve`, `send`, `bench`).
 //! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
+//! - `sqlite` (default): [`store::SqliteStore`], the embedded message store (SQLite compiled in).
 //!
-//! Minimum supported Rust version: 1.88.
+//! Minimum supported Rust version: 1.89.
 //!
 //! # Further reading
 //!

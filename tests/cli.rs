@@ -4,14 +4,14 @@
 //! Every server binds 127.0.0.1:0 and is found through its `listening on` line. Children are
 //! spawned with `kill_on_drop`, so a failing test never leaves one running.
 
+#[path = "support/cli.rs"]
+mod cli_support;
 #[path = "support/pki.rs"]
 mod pki;
 
-use std::collections::BTreeMap;
-use std::future::Future;
+use cli_support::*;
+
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,231 +22,10 @@ use mllp::ack::{AckCode, ErrorCode};
 use mllp::app::{HandlerError, Request, Router};
 use mllp::frame::MllpCodec;
 use mllp::{Acknowledgment, Client, ClientConfig, Server, ServerHandle};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::codec::Framed;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mllp");
-
-/// Stands in for patient data in every test message: it must never appear in a log line.
-const SENTINEL: &str = "ZZSENTINELPHI";
-
-/// A hang guard, not a synchronisation point.
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(15), f)
-        .await
-        .expect("test step hung")
-}
-
-/// A synthetic ADT^A01 with the given MSH-10 and PID-5 family name, segments ending in CR.
-fn hl7(control_id: &str, family_name: &[u8]) -> Vec<u8> {
-    hl7_with(control_id, family_name, "")
-}
-
-/// Like [`hl7`], with extra MSH fields after MSH-12 (e.g. `|||AL|NE` for enhanced mode).
-fn hl7_with(control_id: &str, family_name: &[u8], msh_tail: &str) -> Vec<u8> {
-    let mut m = format!(
-        "MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20261122120000||ADT^A01^ADT_A01|{control_id}|P|2.5{msh_tail}\r\
-         EVN|A01|20261122120000\r\
-         PID|1||PATID1234^^^HOSP^MR||"
-    )
-    .into_bytes();
-    m.extend_from_slice(family_name);
-    m.extend_from_slice(format!("^{SENTINEL}||19700101|M\r").as_bytes());
-    m
-}
-
-/// MSH-10 of a stored message.
-fn msh10(message: &[u8]) -> String {
-    let msh = message.split(|&b| b == b'\r').next().unwrap_or_default();
-    let field = msh.split(|&b| b == b'|').nth(9).unwrap_or_default();
-    String::from_utf8_lossy(field).into_owned()
-}
-
-/// The inbox's files by MSH-10 (several per id when repeated); fails on anything that is not a
-/// regular file or is a leftover temporary file.
-fn stored(inbox: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let mut by_id: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    for entry in std::fs::read_dir(inbox).expect("inbox exists") {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        assert!(entry.file_type().unwrap().is_file(), "{name} is not a file");
-        assert!(!name.starts_with('.'), "leftover temporary file {name}");
-        assert!(name.ends_with(".hl7"), "unexpected file {name}");
-        let content = std::fs::read(entry.path()).unwrap();
-        by_id.entry(msh10(&content)).or_default().push(content);
-    }
-    by_id
-}
-
-/// A running `mllp serve` child.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    stdout: mpsc::UnboundedReceiver<String>,
-    stderr: Arc<Mutex<String>>,
-    stderr_done: tokio::task::JoinHandle<()>,
-}
-
-impl Serve {
-    /// Starts `mllp serve` in `cwd` storing into `cwd/inbox`; returns it and the inbox path.
-    async fn with_inbox(cwd: &Path) -> (Serve, std::path::PathBuf) {
-        let inbox = cwd.join("inbox");
-        let serve = Self::start(cwd, &["--inbox", &path_str(&inbox)]).await;
-        (serve, inbox)
-    }
-
-    /// Sends SIGTERM, waits for the exit and asserts it was a clean drain (status 0).
-    async fn stop_cleanly(self) {
-        let (status, stdout, stderr) = self.stop().await;
-        assert!(
-            status.success(),
-            "serve did not exit cleanly: {stdout}{stderr}"
-        );
-    }
-
-    /// Starts `mllp serve --bind 127.0.0.1:0 ARGS` in `cwd` and waits for its `listening on`.
-    async fn start(cwd: &Path, args: &[&str]) -> Serve {
-        Self::start_with_env(cwd, args, &[]).await
-    }
-
-    async fn start_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(cwd)
-            .env_remove("RUST_LOG")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn mllp serve");
-
-        let (tx, mut stdout) = mpsc::unbounded_channel();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let mut err = child.stderr.take().unwrap();
-        let stderr_done = tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-
-        let line = within(stdout.recv()).await.unwrap_or_else(|| {
-            panic!(
-                "mllp serve exited before listening; stderr:\n{}",
-                stderr.lock().unwrap()
-            )
-        });
-        let addr = line
-            .split_once("listening on ")
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in first stdout line {line:?}"));
-        Serve {
-            child,
-            addr,
-            stdout,
-            stderr,
-            stderr_done,
-        }
-    }
-
-    fn to(&self) -> String {
-        self.addr.to_string()
-    }
-
-    /// Sends SIGHUP.
-    fn hangup(&self) {
-        let pid = self.child.id().expect("child still running");
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    /// Sends SIGTERM.
-    fn terminate(&self) {
-        let pid = self.child.id().expect("child still running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    /// SIGTERM, then the exit status, the rest of stdout and all of stderr.
-    async fn stop(mut self) -> (ExitStatus, String, String) {
-        self.terminate();
-        let status = within(self.child.wait()).await.expect("wait for serve");
-        let mut out = String::new();
-        while let Some(line) = within(self.stdout.recv()).await {
-            out.push_str(&line);
-            out.push('\n');
-        }
-        within(&mut self.stderr_done).await.unwrap();
-        let err = self.stderr.lock().unwrap().clone();
-        (status, out, err)
-    }
-}
-
-/// Runs the binary to completion.
-async fn mllp(args: &[&str]) -> Output {
-    mllp_in(Path::new("."), None, args).await
-}
-
-/// Runs the binary to completion in `dir`, with `RUST_LOG` set to `rust_log` (unset for
-/// `None`).
-async fn mllp_in(dir: &Path, rust_log: Option<&str>, args: &[&str]) -> Output {
-    let mut command = Command::new(BIN);
-    command.args(args).current_dir(dir);
-    match rust_log {
-        Some(filter) => command.env("RUST_LOG", filter),
-        None => command.env_remove("RUST_LOG"),
-    };
-    within(command.stdin(Stdio::null()).kill_on_drop(true).output())
-        .await
-        .expect("run mllp")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Writes `content` to `dir/name` and returns the path as a string.
-fn write(dir: &Path, name: &str, content: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
-fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
 
 /// Messages sent with `mllp send` are stored byte for byte (Latin-1 and UTF-8 alike), with
 /// LF line endings in the file turned into CR on the wire, and each is reported AA.
@@ -399,10 +178,10 @@ async fn rejected_messages_are_not_stored() {
     serve.stop_cleanly().await;
 }
 
-/// Without `--inbox`, messages go to `./mllp-inbox`; with `--no-inbox` they are acknowledged
-/// and nothing is written.
+/// Without a store flag, messages go to the SQLite file `./mllp-inbox.db`; with `--no-inbox`
+/// (`--no-store`) they are acknowledged and nothing is written.
 #[tokio::test]
-async fn default_inbox_is_created_and_no_inbox_stores_nothing() {
+async fn default_store_is_sqlite_and_no_inbox_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = write(dir.path(), "one.hl7", &hl7("DEF-1", b"DOE"));
 
@@ -410,11 +189,12 @@ async fn default_inbox_is_created_and_no_inbox_stores_nothing() {
     let serve = Serve::start(with_default.path(), &[]).await;
     let out = mllp(&["send", "--to", &serve.to(), &input]).await;
     assert!(out.status.success());
-    assert_eq!(
-        stored(&with_default.path().join("mllp-inbox"))["DEF-1"].len(),
-        1
-    );
     assert!(serve.stop().await.0.success());
+    let reader =
+        mllp::store::sqlite::SqliteReader::open(with_default.path().join("mllp-inbox.db")).unwrap();
+    let rows = reader.list(&Default::default()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].control_id, "DEF-1");
 
     let without = tempfile::tempdir().unwrap();
     let serve = Serve::start(without.path(), &["--no-inbox"]).await;
@@ -559,7 +339,15 @@ async fn bad_flags_are_rejected_naming_the_flag() {
         ),
         (&["serve", "--framing", "sloppy"], "--framing"),
         (&["serve", "--log-format", "xml"], "--log-format"),
-        (&["serve", "--inbox", "x", "--no-inbox"], "--no-inbox"),
+        (&["serve", "--inbox", "x", "--no-inbox"], "--no-store"),
+        (&["serve", "--store", "x", "--inbox", "y"], "--store"),
+        (&["serve", "--store", "mongodb:x"], "--store"),
+        (&["serve", "--dedup-window", "soon"], "--dedup-window"),
+        (&["serve", "--retention", "0s"], "--retention"),
+        (
+            &["serve", "--store-max-size", "10parsecs"],
+            "--store-max-size",
+        ),
         (&["send", "file.hl7"], "--to"),
         (
             &["send", "--to", "127.0.0.1:1", "--timeout", "soon", "f"],
@@ -727,6 +515,7 @@ async fn config_file_applies_and_flags_win() {
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(serve.stop().await.0.success());
     assert!(!dir.path().join("mllp-inbox").exists());
+    assert!(!dir.path().join("mllp-inbox.db").exists());
 }
 
 /// The handler-failure and restart settings are accepted by flag and by key, every policy
@@ -1286,8 +1075,8 @@ async fn refused_flags_create_no_inbox() {
             text(&out.stderr)
         );
         assert!(
-            !dir.path().join("mllp-inbox").exists(),
-            "{args:?} created the inbox"
+            !dir.path().join("mllp-inbox").exists() && !dir.path().join("mllp-inbox.db").exists(),
+            "{args:?} created the store"
         );
     }
 }

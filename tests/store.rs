@@ -1,6 +1,5 @@
 //! The message store over real SQLite files and directories: group commit, duplicates, search,
 //! retention, failures and restarts.
-#![cfg(feature = "sqlite")]
 
 use std::time::{Duration, SystemTime};
 
@@ -432,4 +431,59 @@ async fn dir_store_writes_one_file_per_message() {
         store.describe(),
         format!("dir:{}", dir.path().join("inbox").display())
     );
+}
+
+/// Through a real server: the handler runs once per stored message and sees its receipt; a
+/// duplicate is acknowledged without calling it, or with `DuplicatePolicy::Handle` with a
+/// duplicate receipt.
+#[tokio::test]
+async fn store_layer_runs_the_handler_after_the_commit_and_skips_duplicates() {
+    use std::sync::{Arc, Mutex};
+
+    use mllp::app::{Request, Router};
+    use mllp::store::{DuplicatePolicy, StoreLayer, Stored};
+
+    for policy in [DuplicatePolicy::Acknowledge, DuplicatePolicy::Handle] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, SqliteConfig::default()).await;
+        let seen: Arc<Mutex<Vec<Receipt>>> = Arc::default();
+        let log = seen.clone();
+        let probe = Arc::new(Mutex::new(store.reader().unwrap()));
+        let router = Router::new()
+            .route("*", move |req: Request| {
+                let log = log.clone();
+                // The receipt is there, and the message is already readable: committed.
+                let Stored(receipt) = req.extensions().get::<Stored>().unwrap().clone();
+                let id = receipt.id().as_u64().unwrap();
+                assert!(probe.lock().unwrap().get(id).unwrap().is_some());
+                log.lock().unwrap().push(receipt);
+                async {}
+            })
+            .layer(StoreLayer::new(store.clone()).duplicates(policy));
+        let server = mllp::Server::builder()
+            .router(router)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .spawn()
+            .await
+            .unwrap();
+        let mut client = mllp::Client::new(server.local_addr().to_string());
+        let msg = adt("L-1", "X");
+        for _ in 0..2 {
+            let ack = client.send(msg.as_bytes().clone()).await.unwrap().unwrap();
+            assert_eq!(ack.code(), mllp::ack::AckCode::AA);
+        }
+        client.close().await;
+        server.shutdown().await;
+        let seen = seen.lock().unwrap();
+        match policy {
+            DuplicatePolicy::Acknowledge => assert_eq!(seen.len(), 1),
+            _ => {
+                assert_eq!(seen.len(), 2);
+                assert!(seen[1].is_duplicate());
+            }
+        }
+        assert_eq!(store.reader().unwrap().count().unwrap(), 1);
+    }
 }

@@ -126,7 +126,7 @@
 //!
 //! # MSRV
 //!
-//! Rust 1.88.
+//! Rust 1.89.
 
 pub mod event;
 pub mod protocol;

@@ -177,9 +177,21 @@ pub(crate) enum NumberOrText {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub(crate) struct ServeFile {
     pub(crate) bind: Option<String>,
+    pub(crate) store: Option<String>,
     pub(crate) inbox: Option<PathBuf>,
+    #[serde(alias = "no_store")]
+    pub(crate) no_store: Option<bool>,
     #[serde(alias = "no_inbox")]
     pub(crate) no_inbox: Option<bool>,
+    #[serde(alias = "dedup_window")]
+    pub(crate) dedup_window: Option<String>,
+    pub(crate) retention: Option<String>,
+    #[serde(alias = "store_max_size")]
+    pub(crate) store_max_size: Option<NumberOrText>,
+    #[serde(alias = "store_busy_timeout")]
+    pub(crate) store_busy_timeout: Option<String>,
+    #[serde(alias = "store_max_batch")]
+    pub(crate) store_max_batch: Option<NumberOrText>,
     #[serde(alias = "max_message_size")]
     pub(crate) max_message_size: Option<NumberOrText>,
     #[serde(alias = "idle_timeout")]

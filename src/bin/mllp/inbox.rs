@@ -75,7 +75,11 @@ impl StoreArg {
             ));
         }
         mllp::store::sqlite::SqliteReader::open(&path).map_err(|e| {
-            let code = if e.is_startup() { exit::USAGE } else { exit::FAILURE };
+            let code = if e.is_startup() {
+                exit::USAGE
+            } else {
+                exit::FAILURE
+            };
             exit::fail(code, &e)
         })
     }

@@ -23,6 +23,7 @@ macro_rules! complain {
 
 mod bench;
 mod config;
+mod inbox;
 mod logging;
 mod messages;
 mod send;
@@ -48,6 +49,8 @@ enum Command {
     Send(send::SendArgs),
     /// Load a receiver with unique messages and report throughput and latency
     Bench(bench::BenchArgs),
+    /// List, show, export, import, replay and prune the messages `serve` stored
+    Inbox(inbox::InboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Inbox(args) => inbox::run(args).await,
         }
     })
 }

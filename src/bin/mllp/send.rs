@@ -35,9 +35,33 @@ const PROGRESS_THRESHOLD: usize = 20;
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = SEND_HELP)]
 pub(crate) struct SendArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+
+    /// Stop at the first message not answered AA or CA (the rest count as not sent)
+    #[arg(long)]
+    stop_on_error: bool,
+
+    /// Print only the messages not answered AA or CA, and the summary
+    #[arg(long, short)]
+    quiet: bool,
+
+    /// Log line format on stderr (`RUST_LOG` filters; default filter: warn)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Files and directories holding the messages, sent in the order given
+    #[arg(required = true, value_name = "FILE|DIR")]
+    paths: Vec<PathBuf>,
+}
+
+/// Where and how to send: the receiver, timeouts, retries, TLS (shared by `send` and
+/// `inbox replay`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConnectArgs {
     /// The receiver, HOST:PORT
     #[arg(long, value_name = "HOST:PORT")]
-    to: String,
+    pub(crate) to: String,
 
     /// How long to wait for each acknowledgment; on expiry the connection is closed
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = config::positive_duration)]
@@ -68,22 +92,6 @@ pub(crate) struct SendArgs {
     /// The name the receiver's certificate must carry [default: the host part of --to]
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     tls_server_name: Option<String>,
-
-    /// Stop at the first message not answered AA or CA (the rest count as not sent)
-    #[arg(long)]
-    stop_on_error: bool,
-
-    /// Print only the messages not answered AA or CA, and the summary
-    #[arg(long, short)]
-    quiet: bool,
-
-    /// Log line format on stderr (`RUST_LOG` filters; default filter: warn)
-    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-
-    /// Files and directories holding the messages, sent in the order given
-    #[arg(required = true, value_name = "FILE|DIR")]
-    paths: Vec<PathBuf>,
 }
 
 const SEND_HELP: &str = "\
@@ -100,16 +108,16 @@ Examples:
 
 /// What became of each message.
 #[derive(Debug, Default)]
-struct Tally {
-    accepted: usize,
+pub(crate) struct Tally {
+    pub(crate) accepted: usize,
     /// Sent with MSH-15 = NE, or ER and no error came back: accepted by the rules of MSH-15.
-    unacknowledged: usize,
-    errors: usize,
-    rejected: usize,
-    failed: usize,
-    not_sent: usize,
+    pub(crate) unacknowledged: usize,
+    pub(crate) errors: usize,
+    pub(crate) rejected: usize,
+    pub(crate) failed: usize,
+    pub(crate) not_sent: usize,
     /// Why the run stopped before the last message, if it did.
-    stopped: Option<String>,
+    pub(crate) stopped: Option<String>,
 }
 
 /// Checks every input message, then sends them one at a time and reports each outcome.
@@ -121,7 +129,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
         Ok(messages) => messages,
         Err(code) => return code,
     };
-    let mut client = match client(&args) {
+    let mut client = match client(&args.connect) {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -150,7 +158,7 @@ fn checked_messages(paths: &[PathBuf]) -> Result<Vec<(FileMessage, String)>, Exi
 }
 
 /// The client for `--to`, over TLS with `--tls-ca`; a bad TLS file is a usage error.
-fn client(args: &SendArgs) -> Result<Client, ExitCode> {
+pub(crate) fn client(args: &ConnectArgs) -> Result<Client, ExitCode> {
     let mut config = ClientConfig::default();
     config.reply_timeout = args.timeout;
     config.connect_timeout = args.connect_timeout;
@@ -169,7 +177,7 @@ fn client(args: &SendArgs) -> Result<Client, ExitCode> {
 }
 
 /// A progress bar on stderr, for a long run on a terminal only.
-fn progress_bar(total: usize) -> Option<ProgressBar> {
+pub(crate) fn progress_bar(total: usize) -> Option<ProgressBar> {
     (std::io::stderr().is_terminal() && total >= PROGRESS_THRESHOLD).then(|| {
         let bar = ProgressBar::new(total as u64);
         if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
@@ -199,7 +207,7 @@ async fn send_each(
         let ok = tally.record(&result, &mut line);
         // Without a connection the rest cannot go either; say so once.
         if matches!(result, Err(ClientError::Connect { .. })) {
-            tally.stopped = Some(format!("cannot reach {}", args.to));
+            tally.stopped = Some(format!("cannot reach {}", args.connect.to));
         }
         if !ok || !args.quiet {
             say(line);
@@ -232,7 +240,7 @@ async fn send_each(
 impl Tally {
     /// Counts one message's outcome and writes it at the end of `line`; `true` when it was
     /// accepted (AA or CA, or no ACK as its MSH-15 asked).
-    fn record(
+    pub(crate) fn record(
         &mut self,
         result: &Result<Option<Acknowledgment>, ClientError>,
         line: &mut String,
@@ -275,7 +283,7 @@ impl Tally {
 
 /// Prints the summary line, and on stderr why the run failed; the exit status follows the worst
 /// outcome: a transport failure (3), then a negative acknowledgment (1).
-fn summary(tally: &Tally, total: usize) -> ExitCode {
+pub(crate) fn summary(tally: &Tally, total: usize) -> ExitCode {
     say!(
         "sent {}: {} accepted (AA/CA), {} without ACK by MSH-15 (NE/ER), {} error (AE/CE), \
          {} rejected (AR/CR), {} failed (no valid ACK), {} not sent",

@@ -2,22 +2,24 @@
 //!
 //! [`run`] is the command, step by step; each step lives in its own file: `args` (the flags),
 //! `settings` (flags over the config file over the defaults), `telemetry` (logs and export),
-//! `build` (admission, TLS, inbox, the server builder), `handler` (the route that stores, then
-//! accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
+//! `build` (admission, TLS, the server builder), `store` (opening `--store`), `handler` (the
+//! route that stores, then accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
 
 mod args;
 mod build;
 mod handler;
 mod settings;
 mod signals;
+mod store;
 mod telemetry;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use mllp::ServerBuilder;
-use mllp::inbox::Inbox;
 use mllp::server::{PlainTcp, Transport};
+use mllp::store::Store;
 use mllp::tls::{Admitted, TlsReloader};
 
 pub(crate) use args::ServeArgs;
@@ -51,22 +53,22 @@ async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     let signal = ShutdownSignal::register().map_err(|e| exit::fail(exit::FAILURE, &e))?;
 
     // Everything that can be refused as a usage error is checked before anything is created on
-    // disk: a bad flag must not leave an inbox directory behind.
+    // disk: a bad flag must not leave a store behind.
     let admission = build::admission(&settings.allow_peer)?;
     let tls = build::tls(settings.tls.as_ref())?;
     build::check_bind(&settings.bind).await?;
 
-    let inbox = build::inbox(settings.inbox.as_deref())?;
-    let builder = build::builder(&settings, handler::router(inbox.clone()));
+    let store = store::open(&settings.store).await?;
+    let builder = build::builder(&settings, handler::router(store.clone()));
     match tls {
         None => {
             let builder = builder.transport(Admitted::new(PlainTcp, admission));
-            serve_on(builder, &settings, signal, inbox, None).await
+            serve_on(builder, &settings, signal, store, None).await
         }
         Some(transport) => {
             let reloader = transport.reloader();
             let builder = builder.transport(Admitted::new(transport, admission));
-            serve_on(builder, &settings, signal, inbox, Some(reloader)).await
+            serve_on(builder, &settings, signal, store, Some(reloader)).await
         }
     }
 }
@@ -76,13 +78,13 @@ async fn serve_on<T: Transport>(
     builder: ServerBuilder<T>,
     settings: &Settings,
     mut signal: ShutdownSignal,
-    inbox: Option<Inbox>,
+    store: Option<Arc<dyn Store>>,
     reloader: Option<TlsReloader>,
 ) -> Result<ExitCode, ExitCode> {
     let server = build::bind(builder, &settings.bind).await?;
-    match &inbox {
-        Some(inbox) => tracing::info!(inbox = %inbox.dir().display(), "storing messages"),
-        None => tracing::warn!("--no-inbox: messages are acknowledged but not stored"),
+    match &store {
+        Some(store) => tracing::info!(store = %store.describe(), "storing messages"),
+        None => tracing::warn!("--no-store: messages are acknowledged but not stored"),
     }
     let hangup_task = signal.spawn_reloader(reloader);
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");

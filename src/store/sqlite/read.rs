@@ -188,6 +188,23 @@ impl SqliteReader {
             .map_err(query_err)
     }
 
+    /// How many messages `filter` selects (its `limit` applies too).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] when the read fails.
+    pub fn count_matching(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let (sql, args) = select("id", filter);
+        self.conn
+            .query_row(
+                &format!("SELECT count(*) FROM ({sql})"),
+                params_from_iter(args),
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(query_err)
+    }
+
     /// How many messages the store holds.
     ///
     /// # Errors

@@ -59,7 +59,11 @@ pub(crate) fn run(args: ListArgs) -> ExitCode {
             "BYTES"
         );
         for row in &rows {
-            let flag = if row.reused_control_id { "  reused-id" } else { "" };
+            let flag = if row.reused_control_id {
+                "  reused-id"
+            } else {
+                ""
+            };
             say!(
                 "{:>8}  {:<27}  {:<16}  {:<20}  {:<20}  {:<21}  {:>8}{flag}",
                 row.id,

@@ -14,6 +14,15 @@ pub(super) fn idle_timeout(s: &str) -> Result<IdleTimeout, String> {
     config::optional_duration(s).map(IdleTimeout)
 }
 
+/// A duration, or none (`--dedup-window`, `--retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MaybeDuration(pub(super) Option<Duration>);
+
+/// Parses a duration or `none`.
+pub(super) fn maybe_duration(s: &str) -> Result<MaybeDuration, String> {
+    config::optional_duration(s).map(MaybeDuration)
+}
+
 /// A cap on message spans per second, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TraceLimit(pub(super) Option<u32>);
@@ -31,10 +40,14 @@ pub(super) fn trace_limit(s: &str) -> Result<TraceLimit, String> {
 
 /// Receive HL7 v2 messages over MLLP and acknowledge them.
 ///
-/// Every accepted message is written to the inbox directory (one file per message: write to a
-/// temporary file, fsync, link to its final name, fsync the directory) BEFORE it is acknowledged
-/// AA, so an AA means the message is on disk. A message that cannot be stored is answered AE.
-/// Messages that are not HL7, or lack MSH-9 or MSH-10, are answered AR and never stored.
+/// Every accepted message is stored durably BEFORE it is acknowledged AA, so an AA means the
+/// message survives a crash. The default store is one SQLite file (`sqlite:mllp-inbox.db`,
+/// WAL, synchronous=FULL, many messages per commit under load) that also recognises resends:
+/// the same message from the same sender within --dedup-window is acknowledged again and not
+/// stored twice. `--store dir:DIR` (or `--inbox DIR`) keeps one file per message instead. A
+/// message that cannot be stored is answered AE. Messages that are not HL7, or lack MSH-9 or
+/// MSH-10, are answered AR and never stored. `mllp inbox` lists, shows, exports and replays
+/// what was stored.
 ///
 /// Prints `listening on IP:PORT` on stdout once bound. SIGTERM or SIGINT starts a graceful
 /// drain: no new connections, each connection finishes its message in flight, then the drain
@@ -50,14 +63,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub(super) bind: Option<String>,
 
-    /// Directory that receives one file per accepted message, created if missing
-    /// [default: ./mllp-inbox]
-    #[arg(long, value_name = "DIR")]
+    /// Where accepted messages are stored: sqlite:PATH (one SQLite file, created if missing),
+    /// dir:PATH (one file per message), or none [default: sqlite:mllp-inbox.db]
+    #[arg(long, value_name = "STORE", conflicts_with_all = ["inbox", "no_store"])]
+    pub(super) store: Option<mllp::store::StoreSpec>,
+
+    /// Same as --store dir:DIR (one file per accepted message, directory created if missing)
+    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
     pub(super) inbox: Option<PathBuf>,
 
-    /// Do not store messages: only log and acknowledge them
-    #[arg(long, conflicts_with = "inbox")]
-    pub(super) no_inbox: bool,
+    /// Do not store messages: only log and acknowledge them (same as --store none)
+    #[arg(long, alias = "no-inbox")]
+    pub(super) no_store: bool,
+
+    #[command(flatten)]
+    pub(super) store_options: StoreFlags,
 
     /// TOML file holding any of these settings (keys as the flag names, e.g.
     /// `max-connections = 64`); unknown keys are rejected; flags win over the file
@@ -129,7 +149,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = config::positive_count)]
     pub(super) max_in_flight: Option<usize>,
 
-    /// Handlers (inbox writes) running at once across all connections [default: unlimited]
+    /// Handlers (store writes) running at once across all connections [default: unlimited]
     #[arg(long, value_name = "N", value_parser = config::positive_count)]
     pub(super) max_concurrent_handlers: Option<usize>,
 
@@ -188,12 +208,42 @@ pub(crate) struct ServeArgs {
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
-  mllp serve                                  # 127.0.0.1:2575, inbox ./mllp-inbox
-  mllp serve --bind 0.0.0.0:2575 --inbox /var/lib/mllp/inbox --idle-timeout none
-  mllp serve --bind 127.0.0.1:0 --no-inbox    # any free port, acknowledge only
+  mllp serve                                  # 127.0.0.1:2575, store ./mllp-inbox.db
+  mllp serve --bind 0.0.0.0:2575 --store sqlite:/var/lib/mllp/inbox.db --retention 30d
+  mllp serve --store dir:/var/lib/mllp/inbox --idle-timeout none
+  mllp serve --bind 127.0.0.1:0 --no-store    # any free port, acknowledge only
   RUST_LOG=debug mllp serve --log-format json # per-message lines (MSH-9, MSH-10 only)
 
 Signals: SIGTERM or SIGINT drains (see --shutdown-grace); a second one exits at once.
 Exit status: 0 after a clean drain, 1 when the server failed, connections had to be aborted
 at the end of --shutdown-grace, or a second signal cut the drain short; 2 for invalid flags or
 configuration.";
+
+/// The SQLite store's settings (ignored by dir: stores, which keep every resend).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StoreFlags {
+    /// How far back a resend (same MSH-3, MSH-4, MSH-10 and content, MSH-7 aside) is
+    /// acknowledged without being stored again; none turns duplicate detection off
+    /// [default: 24h]
+    #[arg(long, value_name = "DUR", value_parser = maybe_duration)]
+    pub(super) dedup_window: Option<MaybeDuration>,
+
+    /// Delete messages older than this in the background; none keeps everything
+    /// [default: none]
+    #[arg(long, value_name = "DUR", value_parser = maybe_duration)]
+    pub(super) retention: Option<MaybeDuration>,
+
+    /// Refuse new messages (AE) once the store file reaches this size, until retention or
+    /// `mllp inbox prune` frees room (units as --max-message-size) [default: no limit]
+    #[arg(long, value_name = "BYTES", value_parser = config::byte_size)]
+    pub(super) store_max_size: Option<usize>,
+
+    /// How long a commit waits for a lock another process holds (a prune, a backup) before the
+    /// messages are answered AE [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = config::positive_duration)]
+    pub(super) store_busy_timeout: Option<Duration>,
+
+    /// Most messages in one commit [default: 1024]
+    #[arg(long, value_name = "N", value_parser = config::positive_count)]
+    pub(super) store_max_batch: Option<usize>,
+}

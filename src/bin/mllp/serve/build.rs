@@ -1,12 +1,10 @@
-//! Building the server from the settings: peer admission, TLS, the bind address, the inbox and
+//! Building the server from the settings: peer admission, TLS, the bind address and
 //! the server builder. Each step fails with the exit status of its error, the reason already
 //! printed: usage errors (2) for what the flags or the file got wrong, 1 for the rest.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use mllp::app::Router;
-use mllp::inbox::Inbox;
 use mllp::server::Transport;
 use mllp::tls::{Admission, TlsConfig, TlsTransport};
 use mllp::{Server, ServerBuilder, ServerConfig};
@@ -58,13 +56,6 @@ pub(super) async fn check_bind(bind: &str) -> Result<(), ExitCode> {
             &format!("invalid --bind {bind}: {e}"),
         )),
     }
-}
-
-/// Opens (creating it if missing) the inbox directory; `None` with `--no-inbox`.
-pub(super) fn inbox(dir: Option<&Path>) -> Result<Option<Inbox>, ExitCode> {
-    dir.map(Inbox::open)
-        .transpose()
-        .map_err(|e| exit::fail(exit::FAILURE, &e))
 }
 
 /// The server builder for these settings, routing every message to `router`: the runtime

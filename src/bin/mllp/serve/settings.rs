@@ -8,10 +8,12 @@
 mod file;
 mod restart;
 mod server;
+mod store;
 
 use std::path::PathBuf;
 
 pub(super) use server::{ServerSettings, flag_names};
+pub(super) use store::StoreSettings;
 
 use super::args::{self, ServeArgs, TraceLimit};
 use crate::config::{self, LogFormat, ServeFile, SettingError};
@@ -19,15 +21,12 @@ use file::ConfigFile;
 
 /// The address bound when neither `--bind` nor the file says otherwise.
 const DEFAULT_BIND: &str = "127.0.0.1:2575";
-/// The inbox used when neither `--inbox` nor the file says otherwise.
-const DEFAULT_INBOX: &str = "mllp-inbox";
 
 /// Every setting, resolved: flags, then the file, then the defaults.
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub(super) bind: String,
-    /// `None` with `--no-inbox`.
-    pub(super) inbox: Option<PathBuf>,
+    pub(super) store: StoreSettings,
     pub(super) tls: Option<TlsSettings>,
     /// Empty: every peer is admitted.
     pub(super) allow_peer: Vec<String>,
@@ -72,35 +71,19 @@ impl ServeArgs {
         let tls = self.tls(&file.values)?;
         let server = self.server(&file)?;
         let telemetry = self.telemetry(&file)?;
+        let store = self.store(&file)?;
         Ok(Settings {
             bind: self
                 .bind
                 .clone()
                 .or_else(|| file.values.bind.clone())
                 .unwrap_or_else(|| DEFAULT_BIND.to_owned()),
-            inbox: self.inbox(&file.values),
+            store,
             tls,
             allow_peer: list(&self.allow_peer, &file.values.allow_peer),
             server,
             telemetry,
         })
-    }
-
-    /// The inbox directory: `--no-inbox` beats `--inbox`, which beats the file's keys.
-    fn inbox(&self, file: &ServeFile) -> Option<PathBuf> {
-        if self.no_inbox {
-            None
-        } else if let Some(dir) = &self.inbox {
-            Some(dir.clone())
-        } else if file.no_inbox == Some(true) {
-            None
-        } else {
-            Some(
-                file.inbox
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_INBOX)),
-            )
-        }
     }
 
     /// TLS when both a certificate and its key are given; the client settings need them.

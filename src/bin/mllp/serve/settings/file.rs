@@ -37,6 +37,15 @@ impl ConfigFile {
         Ok(flag.or(from_file))
     }
 
+    /// An error naming `key` in this file.
+    pub(super) fn invalid(&self, key: &'static str, message: &str) -> SettingError {
+        SettingError::Value {
+            path: self.path.clone(),
+            key,
+            message: message.to_owned(),
+        }
+    }
+
     /// Keys present but empty are mistakes (a template that expanded to nothing), not
     /// defaults: an empty inbox path would be the working directory, and an empty allow-list
     /// reads as "nobody" to a reader but would be taken as "no list".
@@ -54,7 +63,7 @@ impl ConfigFile {
         {
             return Err(empty(
                 "inbox",
-                "must not be empty (no-inbox = true runs without storing)",
+                "must not be empty (no-store = true runs without storing)",
             ));
         }
         if file.allow_peer.as_ref().is_some_and(Vec::is_empty) {

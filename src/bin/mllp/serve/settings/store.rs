@@ -1,0 +1,119 @@
+//! Where messages are stored: `--store`, its aliases (`--inbox`, `--no-store`, `--no-inbox`)
+//! and the SQLite store's settings.
+
+use std::path::PathBuf;
+
+use mllp::store::{SqliteConfig, StoreSpec};
+
+use super::file::ConfigFile;
+use crate::config::{self, SettingError};
+use crate::serve::args::{self, ServeArgs};
+
+/// The store used when neither a flag nor the file names one.
+pub(crate) const DEFAULT_STORE: &str = crate::inbox::DEFAULT_STORE;
+
+/// The store and its settings.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreSettings {
+    pub(crate) spec: StoreSpec,
+    pub(crate) sqlite: SqliteConfig,
+}
+
+impl ServeArgs {
+    pub(super) fn store(&self, file: &ConfigFile) -> Result<StoreSettings, SettingError> {
+        Ok(StoreSettings {
+            spec: self.store_spec(file)?,
+            sqlite: self.sqlite(file)?,
+        })
+    }
+
+    /// A flag beats the file; in the file, as on the command line, only one of `store`,
+    /// `inbox`, `no-store` (`no-inbox`) may be given.
+    fn store_spec(&self, file: &ConfigFile) -> Result<StoreSpec, SettingError> {
+        let f = &file.values;
+        let from_file = {
+            let given: Vec<&str> = [
+                ("store", f.store.is_some()),
+                ("inbox", f.inbox.is_some()),
+                ("no-store", f.no_store.is_some()),
+                ("no-inbox", f.no_inbox.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            if given.len() > 1 {
+                return Err(file.invalid(
+                    given[1],
+                    &format!("cannot be used with {} (choose one)", given[0]),
+                ));
+            }
+            let spec = file.pick(None, "store", f.store.clone(), |s| {
+                s.parse::<StoreSpec>().map_err(|e| e.to_string())
+            })?;
+            spec.or_else(|| f.inbox.clone().map(StoreSpec::Dir))
+                .or_else(|| {
+                    (f.no_store == Some(true) || f.no_inbox == Some(true))
+                        .then_some(StoreSpec::None)
+                })
+        };
+        let from_flags = if self.no_store {
+            Some(StoreSpec::None)
+        } else {
+            self.store
+                .clone()
+                .or_else(|| self.inbox.clone().map(StoreSpec::Dir))
+        };
+        Ok(from_flags.or(from_file).unwrap_or_else(|| {
+            DEFAULT_STORE
+                .parse()
+                .unwrap_or(StoreSpec::Sqlite(PathBuf::from("mllp-inbox.db")))
+        }))
+    }
+
+    fn sqlite(&self, file: &ConfigFile) -> Result<SqliteConfig, SettingError> {
+        let f = &file.values;
+        let o = &self.store_options;
+        let mut config = SqliteConfig::default();
+        if let Some(args::MaybeDuration(window)) = file.pick(
+            o.dedup_window,
+            "dedup-window",
+            f.dedup_window.clone(),
+            args::maybe_duration,
+        )? {
+            config = config.dedup_window(window);
+        }
+        if let Some(args::MaybeDuration(retention)) = file.pick(
+            o.retention,
+            "retention",
+            f.retention.clone(),
+            args::maybe_duration,
+        )? {
+            config = config.retention(retention);
+        }
+        if let Some(size) = file.pick(
+            o.store_max_size,
+            "store-max-size",
+            config::number_text(f.store_max_size.clone()),
+            config::byte_size,
+        )? {
+            config = config.max_size(Some(size as u64));
+        }
+        if let Some(timeout) = file.pick(
+            o.store_busy_timeout,
+            "store-busy-timeout",
+            f.store_busy_timeout.clone(),
+            config::positive_duration,
+        )? {
+            config = config.busy_timeout(timeout);
+        }
+        if let Some(batch) = file.pick(
+            o.store_max_batch,
+            "store-max-batch",
+            config::number_text(f.store_max_batch.clone()),
+            config::positive_count,
+        )? {
+            config = config.max_batch(batch);
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,37 @@
+//! Opening the store `--store` names, before the server binds.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use mllp::store::{DirStore, SqliteStore, Store, StoreError, StoreSpec};
+
+use super::settings::StoreSettings;
+use crate::exit;
+
+/// The store, or `None` for `--no-store`. A file that is not an mllp store, of a newer schema,
+/// or corrupt is a usage error (exit 2, saying what to do); a store that cannot be created or
+/// opened (permissions, missing directory) is exit 1.
+pub(super) async fn open(settings: &StoreSettings) -> Result<Option<Arc<dyn Store>>, ExitCode> {
+    let opened: Result<Arc<dyn Store>, StoreError> = match &settings.spec {
+        StoreSpec::None => return Ok(None),
+        StoreSpec::Dir(dir) => DirStore::open(dir).map(|s| Arc::new(s) as Arc<dyn Store>),
+        StoreSpec::Sqlite(path) => SqliteStore::open(path, settings.sqlite.clone())
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
+        other => {
+            return Err(exit::fail_text(
+                exit::USAGE,
+                &format!("--store {other} is not supported by this build"),
+            ));
+        }
+    };
+    opened.map(Some).map_err(|e| {
+        let code = match e {
+            StoreError::NotAStore { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::Corrupt { .. } => exit::USAGE,
+            _ => exit::FAILURE,
+        };
+        exit::fail(code, &e)
+    })
+}
