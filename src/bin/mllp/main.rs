@@ -26,6 +26,9 @@ mod config;
 mod inbox;
 mod logging;
 mod messages;
+#[cfg(feature = "nats")]
+mod nats;
+mod relay;
 mod send;
 mod serve;
 
@@ -51,6 +54,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List, show, export, import, replay and prune the messages `serve` stored
     Inbox(inbox::InboxArgs),
+    /// Send a store's messages to a receiver in order, each marked done after its AA/CA
+    Relay(Box<relay::RelayArgs>),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Inbox(args) => inbox::run(args).await,
+            Command::Relay(args) => relay::run(*args).await,
         }
     })
 }

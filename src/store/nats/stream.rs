@@ -22,6 +22,9 @@ pub(crate) async fn open(
         target: target.clone(),
         source,
     };
+    // Before the stream is looked for (or created): a server that cannot carry the largest
+    // message is refused without leaving a stream behind.
+    check_max_payload(context, &target, config)?;
     let info = match context.get_stream(name).await {
         Ok(mut stream) => stream
             .info()
@@ -65,20 +68,53 @@ pub(crate) async fn open(
         },
         Err(e) => return Err(open_err(Box::new(e))),
     };
-    check(&info, context, &target, config)?;
+    check(&info, &target, config)?;
     Ok(info)
+}
+
+fn needed(config: &JetStreamConfig) -> u64 {
+    config.max_message_size.saturating_add(header::BUDGET) as u64
+}
+
+fn too_small(
+    target: &str,
+    config: &JetStreamConfig,
+    limit_name: &'static str,
+    limit: u64,
+) -> StoreError {
+    StoreError::LimitTooSmall {
+        target: target.to_owned(),
+        limit_name,
+        limit,
+        needed: needed(config),
+        headers: header::BUDGET as u64,
+        suggested: limit.saturating_sub(header::BUDGET as u64),
+    }
+}
+
+/// The server's `max_payload` (headers and payload together) must admit the largest message.
+fn check_max_payload(
+    context: &jetstream::Context,
+    target: &str,
+    config: &JetStreamConfig,
+) -> Result<(), StoreError> {
+    let max_payload = context.client().server_info().max_payload as u64;
+    if max_payload < needed(config) {
+        return Err(too_small(
+            target,
+            config,
+            "the server's max_payload",
+            max_payload,
+        ));
+    }
+    Ok(())
 }
 
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
-fn check(
-    info: &Info,
-    context: &jetstream::Context,
-    target: &str,
-    config: &JetStreamConfig,
-) -> Result<(), StoreError> {
+fn check(info: &Info, target: &str, config: &JetStreamConfig) -> Result<(), StoreError> {
     let stream = &info.config;
     if !stream
         .subjects
@@ -91,25 +127,17 @@ fn check(
             subjects: format!("{}.>", config.subject_prefix),
         });
     }
-    let needed = config.max_message_size.saturating_add(header::BUDGET) as u64;
-    let too_small = |limit_name, limit: u64| StoreError::LimitTooSmall {
-        target: target.to_owned(),
-        limit_name,
-        limit,
-        needed,
-        headers: header::BUDGET as u64,
-        suggested: limit.saturating_sub(header::BUDGET as u64),
-    };
     // -1 (and 0, unset) is "no limit of the stream's own".
     if let Ok(limit) = u64::try_from(stream.max_message_size)
         && limit > 0
-        && limit < needed
+        && limit < needed(config)
     {
-        return Err(too_small("the stream's max_msg_size", limit));
-    }
-    let max_payload = context.client().server_info().max_payload as u64;
-    if max_payload < needed {
-        return Err(too_small("the server's max_payload", max_payload));
+        return Err(too_small(
+            target,
+            config,
+            "the stream's max_msg_size",
+            limit,
+        ));
     }
     if stream.duplicate_window < config.duplicate_window {
         tracing::warn!(
