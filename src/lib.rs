@@ -54,6 +54,8 @@
 //! - `cli` (default): the `mllp` command-line tool (`serve`, `send`, `bench`).
 //! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
 //! - `sqlite` (default): [`store::SqliteStore`], the embedded message store (SQLite compiled in).
+//! - `nats` (default): [`store::JetStreamStore`], the NATS JetStream store for several
+//!   receivers behind a balancer, and the relay's JetStream source (async-nats).
 //!
 //! Minimum supported Rust version: 1.89.
 //!
@@ -63,7 +65,8 @@
 //! - [`docs::configuration`]: every setting, its default and why.
 //! - [`docs::telemetry`]: the telemetry contract.
 //! - [`docs::tls`]: TLS, mutual TLS, admission, reload.
-//! - [`docs::operations`]: running `mllp serve` and `mllp send`.
+//! - [`docs::operations`]: running `mllp serve`, `mllp send`, `mllp inbox` and `mllp relay`.
+//! - [`docs::scale_out`]: N receivers on a replicated JetStream log, behind haproxy.
 
 pub mod ack;
 pub mod app;
@@ -101,6 +104,8 @@ pub mod docs {
     pub mod tls {}
     #[doc = include_str!("../docs/operations.md")]
     pub mod operations {}
+    #[doc = include_str!("../docs/scale-out.md")]
+    pub mod scale_out {}
 }
 
 /// The README's code blocks, compiled as doctests so the quick start stays true.

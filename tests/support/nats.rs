@@ -58,8 +58,14 @@ impl NatsServer {
 
     /// Starts a server with `extra` appended to its configuration file (`max_payload: 4096`).
     pub fn start_with(extra: &str) -> NatsServer {
+        Self::start_in(&std::env::temp_dir(), extra)
+    }
+
+    /// Starts a server whose store directory is under `parent` (the disk under test, for
+    /// benchmarks), with `extra` appended to its configuration.
+    pub fn start_in(parent: &Path, extra: &str) -> NatsServer {
         let mut server = NatsServer {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir: tempfile::tempdir_in(parent).expect("temp dir"),
             port: free_port(),
             extra: extra.to_owned(),
             child: None,

@@ -1,5 +1,6 @@
 //! `mllp`: receive HL7 v2 over MLLP into a durable inbox (`serve`), send HL7 files to a
-//! receiver (`send`), and measure a receiver (`bench`).
+//! receiver (`send`), measure a receiver (`bench`), operate the store (`inbox`), and forward
+//! a store downstream (`relay`).
 //!
 //! Run `mllp help <command>` for every flag; docs/operations.md explains running `serve` in
 //! production, the inbox layout and the exit codes.
