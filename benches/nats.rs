@@ -115,7 +115,7 @@ async fn collect(start: Instant, tasks: Vec<tokio::task::JoinHandle<Vec<Duration
 /// Thirteen headers of the sizes the store sends, `Nats-Msg-Id` unique per message.
 fn headers(control_id: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("Nats-Msg-Id", format!("{:0>32}", control_id).as_str());
+    h.insert("Nats-Msg-Id", format!("{control_id:0>32}").as_str());
     h.insert("Mllp-Received-At", "2026-12-04T17:01:42.123456Z");
     h.insert("Mllp-Listener", "127.0.0.1:2575");
     h.insert("Mllp-Peer", "127.0.0.1:40000");
