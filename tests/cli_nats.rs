@@ -216,3 +216,60 @@ async fn relay_killed_with_sigkill_resumes_and_the_downstream_stores_each_once()
     let expected: Vec<String> = (0..60).map(|i| format!("R-{i:03}")).collect();
     assert_eq!(stored_ids(&down_dir.path().join("mllp-inbox.db")), expected);
 }
+
+/// The JetStream settings are keys of the config file too: a subject prefix and a created
+/// stream from the file; `--stream-replicas` without `--create-stream` is refused.
+#[tokio::test]
+async fn jetstream_settings_come_from_the_config_file() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "serve.toml",
+        format!(
+            "store = \"{}/IN\"\ncreate-stream = true\nstream-replicas = 1\n\
+             stream-storage = \"file\"\nnats-subject-prefix = \"site1.in\"\n\
+             nats-ack-timeout = \"3s\"\nnats-duplicate-window = \"10m\"\n\
+             max-message-size = \"256KiB\"\n",
+            nats.url()
+        )
+        .as_bytes(),
+    );
+    let serve = Serve::start(dir.path(), &["--config", &config]).await;
+    let a = write(dir.path(), "a.hl7", &hl7("CF-1", b"DOE"));
+    let out = mllp(&["send", "--to", &serve.to(), &a]).await;
+    assert!(
+        text(&out.stdout).contains("CF-1  AA"),
+        "{}",
+        text(&out.stdout)
+    );
+    serve.stop_cleanly().await;
+
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut stream = js.get_stream("IN").await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.config.subjects, ["site1.in.>"]);
+    assert_eq!(
+        info.config.duplicate_window,
+        std::time::Duration::from_secs(600)
+    );
+    let stored = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(stored.subject.as_str(), "site1.in.ADT.A01");
+
+    let out = mllp(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--store",
+        &format!("{}/IN", nats.url()),
+        "--stream-replicas",
+        "3",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--create-stream"),
+        "{}",
+        text(&out.stderr)
+    );
+}

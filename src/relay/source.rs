@@ -90,6 +90,7 @@ impl Source {
 
     /// The next message after the last one handed out. With `wait`, a source that can block
     /// for new messages (JetStream) waits a while before answering [`Next::Idle`].
+    #[cfg_attr(not(feature = "nats"), allow(unused_variables))]
     pub(crate) async fn next(&mut self, wait: bool) -> Result<Next, String> {
         match self {
             #[cfg(feature = "sqlite")]

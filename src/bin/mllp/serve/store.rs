@@ -15,6 +15,7 @@ use crate::exit;
 /// A nats:// store must admit messages of `max_message_size` (the server's setting, 10 MiB
 /// when unset): a stream or server limit below it, a missing stream, or one that does not
 /// capture the subjects is a usage error too; NATS unreachable is exit 1.
+#[cfg_attr(not(feature = "nats"), allow(unused_variables))]
 pub(super) async fn open(
     settings: &StoreSettings,
     max_message_size: Option<usize>,
