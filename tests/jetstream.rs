@@ -1,9 +1,12 @@
 //! The JetStream store against a real nats-server (started by the tests): stored before
-//! acknowledged, failures answered AE, recovery, duplicates across receivers, size checks.
+//! acknowledged, failures answered AE, recovery, duplicates across receivers, size checks,
+//! TLS.
 #![cfg(feature = "nats")]
 
 #[path = "support/nats.rs"]
 mod nats_server;
+#[path = "support/pki.rs"]
+mod pki;
 mod support;
 
 use std::time::Duration;
@@ -11,7 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream::Config};
 use bytes::Bytes;
 use mllp::app::{Request, Router};
-use mllp::store::nats::{JetStreamConfig, JetStreamStore, StreamSettings, header};
+use mllp::store::nats::{JetStreamConfig, JetStreamStore, NatsOptions, StreamSettings, header};
 use mllp::store::{NatsSpec, Receipt, Store, StoreError, StoreHealth, StoreLayer, StoreSpec};
 use mllp::{Server, ServerHandle};
 use nats_server::NatsServer;
@@ -394,4 +397,47 @@ async fn unreachable_server_is_a_startup_error() {
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+/// With TLS on the NATS server (client certificates required): the store connects with the CA
+/// and a client certificate, and refuses to start without the certificate or with another CA.
+#[tokio::test]
+async fn tls_to_nats_with_a_ca_and_a_client_certificate() {
+    let pki = pki::Pki::new();
+    let nats = NatsServer::start_with(&format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}",
+        pki.server.cert, pki.server.key, pki.ca.cert
+    ));
+    let with = |options: NatsOptions| config().nats(options);
+    let good = NatsOptions::default()
+        .tls_ca(&pki.ca.cert)
+        .tls_client_cert(&pki.client.cert, &pki.client.key);
+    let store = within(JetStreamStore::open(&spec(&nats), with(good)))
+        .await
+        .expect("open over TLS");
+    let message = mllp::hl7::Message::parse(hl7("ADT^A01", "TLS-1", "2.5")).unwrap();
+    let record = mllp::store::Record::from_message(
+        &message,
+        std::time::SystemTime::now(),
+        "127.0.0.1:2575".parse().unwrap(),
+        "127.0.0.1:40000".parse().unwrap(),
+        None,
+    );
+    assert!(matches!(
+        store.append(record).await.unwrap(),
+        Receipt::Stored { .. }
+    ));
+
+    let no_cert = NatsOptions::default().tls_ca(&pki.ca.cert);
+    let err = within(JetStreamStore::open(&spec(&nats), with(no_cert)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let other_ca = NatsOptions::default()
+        .tls_ca(&pki.other_ca.cert)
+        .tls_client_cert(&pki.client.cert, &pki.client.key);
+    let err = within(JetStreamStore::open(&spec(&nats), with(other_ca)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
 }
