@@ -53,6 +53,8 @@
 //!
 //! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
 //! - `sqlite` (default): [`store::SqliteStore`], the embedded message store (SQLite compiled in).
+//! - `nats` (default): [`store::JetStreamStore`], the NATS JetStream store for several
+//!   receivers behind a balancer, and the relay's JetStream source (async-nats).
 //!
 //! The `mllp` command-line tool (`serve`, `send`, `bench`) is a separate package of the
 //! workspace, `mllp-cli`, so this library's dependencies never include the CLI's.
@@ -65,7 +67,8 @@
 //! - [`docs::configuration`]: every setting, its default and why.
 //! - [`docs::telemetry`]: the telemetry contract.
 //! - [`docs::tls`]: TLS, mutual TLS, admission, reload.
-//! - [`docs::operations`]: running `mllp serve` and `mllp send`.
+//! - [`docs::operations`]: running `mllp serve`, `mllp send`, `mllp inbox` and `mllp relay`.
+//! - [`docs::scale_out`]: N receivers on a replicated JetStream log, behind haproxy.
 
 pub mod ack;
 pub mod app;
@@ -78,6 +81,8 @@ pub mod inbox;
 pub mod otel;
 // The HL7 `Protocol` for mllp-actors; its public types are re-exported from `server`.
 mod protocol;
+#[cfg(any(feature = "sqlite", feature = "nats"))]
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod telemetry;
@@ -106,6 +111,8 @@ pub mod docs {
     pub mod tls {}
     #[doc = include_str!("../docs/operations.md")]
     pub mod operations {}
+    #[doc = include_str!("../docs/scale-out.md")]
+    pub mod scale_out {}
 }
 
 /// The README's code blocks, compiled as doctests so the quick start stays true.

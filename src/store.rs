@@ -28,6 +28,9 @@
 //!   transaction (group commit), with duplicate detection, search, retention and replay.
 //! - [`DirStore`]: one file per message in a directory (the [`Inbox`](crate::inbox::Inbox) of
 //!   earlier releases); no duplicate detection.
+//! - [`JetStreamStore`] (feature `nats`, on by default): a NATS JetStream stream, for N
+//!   stateless receivers behind a load balancer; acknowledged after the stream's PubAck, resends
+//!   recognised by the stream (`Nats-Msg-Id`) whichever receiver gets them.
 //!
 //! # Guarantees
 //!
@@ -49,6 +52,8 @@
 mod digest;
 mod dir;
 mod layer;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod record;
 mod spec;
 #[cfg(feature = "sqlite")]
@@ -61,8 +66,10 @@ use std::sync::Arc;
 
 pub use dir::DirStore;
 pub use layer::{DuplicatePolicy, StoreLayer, Stored};
+#[cfg(feature = "nats")]
+pub use nats::{JetStreamConfig, JetStreamStore};
 pub use record::Record;
-pub use spec::{StoreSpec, StoreSpecError};
+pub use spec::{NatsSpec, StoreSpec, StoreSpecError};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteConfig, SqliteStats, SqliteStore};
 
@@ -246,6 +253,68 @@ pub enum StoreError {
     /// The directory store failed (see its source).
     #[error("directory store failed")]
     Dir(#[source] crate::inbox::InboxError),
+    /// The log (a NATS server) cannot be reached now; the client reconnects by itself. The
+    /// message was not sent.
+    #[error("{target} is unreachable (reconnecting); message not stored")]
+    Unavailable {
+        /// The log (`nats://HOST:PORT/STREAM`).
+        target: String,
+    },
+    /// The log did not confirm the message: no stream answered for its subject, the
+    /// confirmation timed out, or the stream refused it. It may have been stored all the same;
+    /// the sender's resend is then recognised as a duplicate.
+    #[error("{target} did not confirm the message")]
+    Publish {
+        /// The log.
+        target: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The stream does not exist, and creating it was not asked for.
+    #[error(
+        "stream {stream} not found on {target}: create it (docs/scale-out.md shows how), or \
+         let mllp create it (--create-stream)"
+    )]
+    StreamNotFound {
+        /// The servers.
+        target: String,
+        /// The stream's name.
+        stream: String,
+    },
+    /// The stream does not capture the subjects messages are published to.
+    #[error(
+        "stream {stream} on {target} does not capture {subjects}: add it to the stream's \
+         subjects, or choose the subject prefix the stream captures"
+    )]
+    StreamSubjects {
+        /// The servers.
+        target: String,
+        /// The stream's name.
+        stream: String,
+        /// The subjects messages go to (`hl7.>`).
+        subjects: String,
+    },
+    /// A size limit of the log is below the largest message the receiver accepts.
+    #[error(
+        "{target}: {limit_name} is {limit} bytes, below the {needed} bytes a message may take \
+         (the max message size plus {headers} bytes of headers); raise {limit_name}, or lower \
+         the max message size to {suggested} or less"
+    )]
+    LimitTooSmall {
+        /// The log.
+        target: String,
+        /// Which limit: `the server's max_payload`, `the stream's max_msg_size`.
+        limit_name: &'static str,
+        /// Its value.
+        limit: u64,
+        /// What a largest message needs.
+        needed: u64,
+        /// The room kept for headers.
+        headers: u64,
+        /// The largest max message size the limit admits.
+        suggested: u64,
+    },
 }
 
 impl StoreError {
@@ -257,6 +326,9 @@ impl StoreError {
                 | StoreError::NotAStore { .. }
                 | StoreError::NewerSchema { .. }
                 | StoreError::Corrupt { .. }
+                | StoreError::StreamNotFound { .. }
+                | StoreError::StreamSubjects { .. }
+                | StoreError::LimitTooSmall { .. }
         )
     }
 }

@@ -1,9 +1,13 @@
 //! [`StoreSpec`]: where messages go, as written on the command line (`sqlite:PATH`,
-//! `dir:PATH`, `none`).
+//! `dir:PATH`, `nats://HOST:PORT/STREAM`, `none`).
+
+mod nats;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+
+pub use nats::NatsSpec;
 
 /// Where a store lives, parsed from `KIND:LOCATION`.
 ///
@@ -11,6 +15,7 @@ use std::str::FromStr;
 /// |---|---|
 /// | `sqlite:PATH` | [`SqliteStore`](crate::store::SqliteStore) in the file `PATH` |
 /// | `dir:PATH` | [`DirStore`](crate::store::DirStore) in the directory `PATH` |
+/// | `nats://HOST:PORT/STREAM` | `JetStreamStore` (feature `nats`) on the JetStream stream `STREAM`; see [`NatsSpec`] |
 /// | `none` | no store: messages are acknowledged without being stored |
 ///
 /// ```
@@ -27,13 +32,18 @@ pub enum StoreSpec {
     Sqlite(PathBuf),
     /// A directory of one file per message.
     Dir(PathBuf),
+    /// A NATS JetStream stream.
+    Nats(NatsSpec),
     /// No store.
     None,
 }
 
 /// Why a store specification was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid store {text:?}: {reason}; expected sqlite:PATH, dir:PATH or none")]
+#[error(
+    "invalid store {text:?}: {reason}; expected sqlite:PATH, dir:PATH, nats://HOST:PORT/STREAM \
+     or none"
+)]
 pub struct StoreSpecError {
     text: String,
     reason: &'static str,
@@ -49,6 +59,9 @@ impl FromStr for StoreSpec {
         };
         if text == "none" {
             return Ok(StoreSpec::None);
+        }
+        if text.starts_with("nats://") || text.starts_with("tls://") {
+            return NatsSpec::parse(text).map(StoreSpec::Nats).map_err(err);
         }
         let (kind, location) = text.split_once(':').ok_or_else(|| err("no store kind"))?;
         if location.is_empty() {
@@ -67,6 +80,7 @@ impl fmt::Display for StoreSpec {
         match self {
             StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
             StoreSpec::Dir(path) => write!(f, "dir:{}", path.display()),
+            StoreSpec::Nats(spec) => spec.fmt(f),
             StoreSpec::None => f.write_str("none"),
         }
     }

@@ -31,6 +31,7 @@
 //! itself once the cause is gone. [`Store::health`] is [`StoreHealth::Failing`] in between.
 
 mod read;
+mod relay;
 mod schema;
 mod writer;
 
@@ -42,6 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 pub use read::{Filter, SqliteReader, StoredMessage, Summary};
+pub use relay::{DeadLetter, RelayLog};
 
 use crate::store::{AppendFuture, Record, Store, StoreError, StoreHealth};
 use writer::{Counters, Job};

@@ -192,6 +192,36 @@ pub(crate) struct ServeFile {
     pub(crate) store_busy_timeout: Option<String>,
     #[serde(alias = "store_max_batch")]
     pub(crate) store_max_batch: Option<NumberOrText>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "nats_subject_prefix")]
+    pub(crate) nats_subject_prefix: Option<String>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "nats_ack_timeout")]
+    pub(crate) nats_ack_timeout: Option<String>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "nats_duplicate_window")]
+    pub(crate) nats_duplicate_window: Option<String>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "create_stream")]
+    pub(crate) create_stream: Option<bool>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "stream_replicas")]
+    pub(crate) stream_replicas: Option<NumberOrText>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "stream_storage")]
+    pub(crate) stream_storage: Option<String>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "nats_creds")]
+    pub(crate) nats_creds: Option<PathBuf>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "nats_tls_ca")]
+    pub(crate) nats_tls_ca: Option<PathBuf>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "nats_tls_cert")]
+    pub(crate) nats_tls_cert: Option<PathBuf>,
+    #[cfg(feature = "nats")]
+    #[serde(alias = "nats_tls_key")]
+    pub(crate) nats_tls_key: Option<PathBuf>,
     #[serde(alias = "max_message_size")]
     pub(crate) max_message_size: Option<NumberOrText>,
     #[serde(alias = "idle_timeout")]

@@ -1,5 +1,6 @@
 //! `mllp`: receive HL7 v2 over MLLP into a durable inbox (`serve`), send HL7 files to a
-//! receiver (`send`), and measure a receiver (`bench`).
+//! receiver (`send`), measure a receiver (`bench`), operate the store (`inbox`), and forward
+//! a store downstream (`relay`).
 //!
 //! Run `mllp help <command>` for every flag; docs/operations.md explains running `serve` in
 //! production, the inbox layout and the exit codes.
@@ -26,6 +27,9 @@ mod config;
 mod inbox;
 mod logging;
 mod messages;
+#[cfg(feature = "nats")]
+mod nats;
+mod relay;
 mod send;
 mod send_batch;
 mod serve;
@@ -52,6 +56,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List, show, export, import, replay and prune the messages `serve` stored
     Inbox(inbox::InboxArgs),
+    /// Send a store's messages to a receiver in order, each marked done after its AA/CA
+    Relay(Box<relay::RelayArgs>),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Inbox(args) => inbox::run(args).await,
+            Command::Relay(args) => relay::run(*args).await,
         }
     })
 }

@@ -66,7 +66,7 @@ async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     let tls = build::tls(settings.tls.as_ref())?;
     build::check_bind(&settings.bind).await?;
 
-    let store = store::open(&settings.store).await?;
+    let store = store::open(&settings.store, settings.server.max_message_size).await?;
     let forwarder = settings
         .forward
         .as_ref()

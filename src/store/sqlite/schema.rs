@@ -16,10 +16,10 @@ use crate::store::StoreError;
 pub(super) const APPLICATION_ID: i64 = 0x4D4C_4C50;
 
 /// The schema version this release writes.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 0 → 1: messages, with the indexes behind duplicate detection and time-range search.
     "CREATE TABLE messages (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -44,6 +44,21 @@ const MIGRATIONS: [&str; 1] = [
     );
     CREATE INDEX messages_dedup ON messages (dedup_key, received_at);
     CREATE INDEX messages_received ON messages (received_at);",
+    // 1 → 2: `mllp relay`: where each named relay is (the last id delivered downstream), and
+    // the messages it gave up on. No foreign key to `messages`: retention may delete a message
+    // whose dead letter stays.
+    "CREATE TABLE relay_cursors (
+        name TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL,
+        relay TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX dead_letters_relay ON dead_letters (relay, id);",
 ];
 
 fn target(path: &Path) -> String {

@@ -80,7 +80,9 @@ pub(crate) struct ServeArgs {
     pub(super) bind: Option<String>,
 
     /// Where accepted messages are stored: sqlite:PATH (one SQLite file, created if missing),
-    /// dir:PATH (one file per message), or none [default: sqlite:mllp-inbox.db]
+    /// dir:PATH (one file per message), nats://HOST:PORT[,HOST:PORT…]/STREAM (a NATS
+    /// JetStream stream, for several receivers behind a balancer), or none
+    /// [default: sqlite:mllp-inbox.db]
     #[arg(long, value_name = "STORE", conflicts_with_all = ["inbox", "no_store"])]
     pub(super) store: Option<mllp::store::StoreSpec>,
 
@@ -100,6 +102,12 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(super) forward: super::forward::ForwardFlags,
+    #[cfg(feature = "nats")]
+    #[command(
+        flatten,
+        next_help_heading = "NATS JetStream store (--store nats://HOST:PORT/STREAM)"
+    )]
+    pub(super) jetstream: crate::nats::JetStreamFlags,
 
     /// TOML file holding any of these settings (keys as the flag names, e.g.
     /// `max-connections = 64`); unknown keys are rejected; flags win over the file

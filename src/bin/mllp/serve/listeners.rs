@@ -54,7 +54,8 @@ pub(super) async fn serve_many(
             let store = match stores.get(&key) {
                 Some(store) => store.clone(),
                 None => {
-                    let opened = store::open(&listener.store).await?;
+                    let opened =
+                        store::open(&listener.store, listener.server.max_message_size).await?;
                     stores.insert(key, opened.clone());
                     opened
                 }

@@ -6,6 +6,8 @@
 //! the config file that every concern reads.
 
 mod file;
+#[cfg(feature = "nats")]
+mod jetstream;
 mod restart;
 mod server;
 mod store;

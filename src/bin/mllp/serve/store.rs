@@ -11,13 +11,31 @@ use crate::exit;
 /// The store, or `None` for `--no-store`. A file that is not an mllp store, of a newer schema,
 /// or corrupt is a usage error (exit 2, saying what to do); a store that cannot be created or
 /// opened (permissions, missing directory) is exit 1.
-pub(super) async fn open(settings: &StoreSettings) -> Result<Option<Arc<dyn Store>>, ExitCode> {
+///
+/// A nats:// store must admit messages of `max_message_size` (the server's setting, 10 MiB
+/// when unset): a stream or server limit below it, a missing stream, or one that does not
+/// capture the subjects is a usage error too; NATS unreachable is exit 1.
+#[cfg_attr(not(feature = "nats"), allow(unused_variables))]
+pub(super) async fn open(
+    settings: &StoreSettings,
+    max_message_size: Option<usize>,
+) -> Result<Option<Arc<dyn Store>>, ExitCode> {
     let opened: Result<Arc<dyn Store>, StoreError> = match &settings.spec {
         StoreSpec::None => return Ok(None),
         StoreSpec::Dir(dir) => DirStore::open(dir).map(|s| Arc::new(s) as Arc<dyn Store>),
         StoreSpec::Sqlite(path) => SqliteStore::open(path, settings.sqlite.clone())
             .await
             .map(|s| Arc::new(s) as Arc<dyn Store>),
+        #[cfg(feature = "nats")]
+        StoreSpec::Nats(spec) => {
+            let mut config = settings.jetstream.clone();
+            if let Some(size) = max_message_size {
+                config = config.max_message_size(size);
+            }
+            mllp::store::JetStreamStore::open(spec, config)
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+        }
         other => {
             return Err(exit::fail_text(
                 exit::USAGE,
@@ -29,7 +47,10 @@ pub(super) async fn open(settings: &StoreSettings) -> Result<Option<Arc<dyn Stor
         let code = match e {
             StoreError::NotAStore { .. }
             | StoreError::NewerSchema { .. }
-            | StoreError::Corrupt { .. } => exit::USAGE,
+            | StoreError::Corrupt { .. }
+            | StoreError::StreamNotFound { .. }
+            | StoreError::StreamSubjects { .. }
+            | StoreError::LimitTooSmall { .. } => exit::USAGE,
             _ => exit::FAILURE,
         };
         exit::fail(code, &e)

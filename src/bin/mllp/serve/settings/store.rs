@@ -17,6 +17,9 @@ pub(crate) const DEFAULT_STORE: &str = crate::inbox::DEFAULT_STORE;
 pub(crate) struct StoreSettings {
     pub(crate) spec: StoreSpec,
     pub(crate) sqlite: SqliteConfig,
+    /// Without `max_message_size`, which `serve` sets from the server's.
+    #[cfg(feature = "nats")]
+    pub(crate) jetstream: mllp::store::JetStreamConfig,
 }
 
 impl ServeArgs {
@@ -24,6 +27,8 @@ impl ServeArgs {
         Ok(StoreSettings {
             spec: self.store_spec(file)?,
             sqlite: self.sqlite(file)?,
+            #[cfg(feature = "nats")]
+            jetstream: self.jetstream(file)?,
         })
     }
 
