@@ -37,6 +37,8 @@ mod delimiters;
 // Public as `mllp::ack::{Diagnostic, ErrorCode, Severity}`, the paths they have always had.
 pub(crate) mod diagnostic;
 mod escape;
+#[cfg(test)]
+mod index_tests;
 mod message;
 mod parse;
 mod path;
