@@ -313,6 +313,10 @@ impl Protocol for Hl7 {
         error.kind()
     }
 
+    fn error_offset(&self, error: &FrameError) -> Option<u64> {
+        error.offset()
+    }
+
     fn connection_span(&self, connection: &ConnectionInfo) -> Span {
         tracing::info_span!(
             "mllp.connection",

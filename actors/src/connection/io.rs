@@ -98,6 +98,7 @@ where
             ReadEvent::Closed(CloseReason::Protocol {
                 kind: protocol.error_kind(&error),
                 detail: error.to_string(),
+                offset: protocol.error_offset(&error),
             })
         };
         loop {
@@ -193,6 +194,8 @@ where
             return Err(CloseReason::Protocol {
                 kind: protocol.error_kind(&error),
                 detail: error.to_string(),
+                // An encoding error is about the response, not the inbound stream.
+                offset: None,
             });
         }
         let size = self.write_buf.len();
