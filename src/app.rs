@@ -22,6 +22,7 @@ pub use handler::{Handler, HandlerService, handler_service};
 pub use middleware::{FromFnLayer, Next, from_fn};
 pub use plugin::Plugin;
 pub use request::Request;
+pub(crate) use request::StoreIdSlot;
 pub use response::{HandlerError, IntoResponse, Response, Status};
 pub use router::{RoutePattern, RoutePatternError, Router};
 pub use service::Route;

@@ -81,7 +81,8 @@ pub mod tls;
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
     ConfigError, ConnectionInfo, ConnectionSnapshot, Error, HandlerFailurePolicy, RestartPolicy,
-    Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport, shutdown_signal,
+    Server, ServerBuilder, ServerConfig, ServerHandle, ServerState, ShutdownReport, Snapshot,
+    shutdown_signal,
 };
 pub use telemetry::{Event, Observer};
 

@@ -6,8 +6,8 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +20,7 @@ use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wa
 use crate::app::BoxFuture;
 use crate::app::plugin::Plugin;
 use crate::app::service::Route;
-use crate::app::{Request, Response, Status};
+use crate::app::{Request, Response, Status, StoreIdSlot};
 use crate::frame::{FrameError, MllpCodec};
 use crate::hl7::{Message, ParseError, ParseOptions};
 
@@ -40,6 +40,8 @@ pub(crate) struct Hl7Inner {
     pub(crate) parse: ParseOptions,
     pub(crate) codec: MllpCodec,
     pub(crate) sampler: Sampler,
+    /// Whether the message log is on: each message then gets a slot for its store id.
+    pub(crate) message_log: bool,
 }
 
 /// Decides which messages get an `mllp.message` span
@@ -152,6 +154,11 @@ pub struct Inbound {
     /// The parsed message (it holds the payload), or why the payload is not HL7 and the payload
     /// itself, for the best-effort AR.
     parsed: Result<Message, (ParseError, Bytes)>,
+    /// Where the payload stopped being HL7 (only when it is not).
+    error_offset: Option<usize>,
+    /// The store id the pipeline recorded ([`Request::set_store_id`]), when the message log
+    /// is on.
+    store_id: Option<StoreIdSlot>,
 }
 
 impl Inbound {
@@ -198,6 +205,19 @@ impl Inbound {
     /// MSH-12, the version ID.
     pub fn version(&self) -> Option<&str> {
         self.message()?.version()
+    }
+
+    /// When the payload is not HL7: the offset of the offending byte in it
+    /// ([`ParseError::offset`]).
+    pub fn error_offset(&self) -> Option<usize> {
+        self.error_offset
+    }
+
+    /// The id under which the pipeline stored the message
+    /// ([`Request::set_store_id`](crate::app::Request::set_store_id)), when the message log is
+    /// on and it was recorded.
+    pub fn store_id(&self) -> Option<&str> {
+        self.store_id.as_ref()?.get().map(|id| &**id)
     }
 }
 
@@ -254,10 +274,16 @@ impl Protocol for Hl7 {
     }
 
     fn meta(&self, request: &Bytes) -> Inbound {
+        let parsed = Message::parse_with(request.clone(), &self.inner.parse)
+            .map_err(|error| (error, request.clone()));
         Inbound {
             size: request.len(),
-            parsed: Message::parse_with(request.clone(), &self.inner.parse)
-                .map_err(|error| (error, request.clone())),
+            error_offset: parsed
+                .as_ref()
+                .err()
+                .and_then(|(error, raw)| error.offset(raw, &self.inner.parse)),
+            parsed,
+            store_id: self.inner.message_log.then(|| Arc::new(OnceLock::new())),
         }
     }
 
@@ -273,6 +299,7 @@ impl Protocol for Hl7 {
                 inner,
                 message: message.clone(),
                 connection: connection.clone(),
+                store_id: meta.store_id.clone(),
             },
             // Not HL7: the best-effort AR, and the handler never sees it.
             Err((error, _)) => Handle::Unparseable {
@@ -388,6 +415,7 @@ enum Handle {
         inner: Arc<Hl7Inner>,
         message: Message,
         connection: ConnectionInfo,
+        store_id: Option<StoreIdSlot>,
     },
     Running {
         inner: Arc<Hl7Inner>,
@@ -420,8 +448,10 @@ impl Future for HandleFuture {
                     inner,
                     message,
                     connection,
+                    store_id,
                 } => {
-                    let mut request = Request::new(message.clone(), connection);
+                    let mut request =
+                        Request::new(message.clone(), connection).with_store_id_slot(store_id);
                     for plugin in &inner.plugins {
                         if let Err(response) = plugin.inspect(&mut request) {
                             let attached = request.diagnostics().to_vec();
@@ -526,6 +556,8 @@ pub(crate) fn test_inbound(code: &str, event: &str) -> Inbound {
     Inbound {
         size: bytes.len(),
         parsed: Message::parse(bytes.clone()).map_err(|error| (error, bytes)),
+        error_offset: None,
+        store_id: None,
     }
 }
 

@@ -35,6 +35,8 @@ pub(super) fn router(inbox: Option<Inbox>) -> Router {
                 .await
             {
                 Ok(path) => {
+                    // The inbox file is the message's store id in the message log line.
+                    req.set_store_id(path.file_name().unwrap_or_default().to_string_lossy());
                     tracing::debug!(
                         hl7.message_type = message_type,
                         hl7.trigger_event = trigger_event,
