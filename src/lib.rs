@@ -53,6 +53,8 @@
 //!
 //! - `cli` (default): the `mllp` command-line tool (`serve`, `send`, `bench`).
 //! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
+//! - `admin` (default, through `cli`): [`admin`], the HTTP admin endpoint (health, readiness,
+//!   Prometheus metrics, JSON status) on axum.
 //!
 //! Minimum supported Rust version: 1.88.
 //!
@@ -65,6 +67,8 @@
 //! - [`docs::operations`]: running `mllp serve` and `mllp send`.
 
 pub mod ack;
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod app;
 pub mod client;
 pub mod frame;

@@ -3,8 +3,10 @@
 //! [`run`] is the command, step by step; each step lives in its own file: `args` (the flags),
 //! `settings` (flags over the config file over the defaults), `telemetry` (logs and export),
 //! `build` (admission, TLS, inbox, the server builder), `handler` (the route that stores, then
-//! accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
+//! accepts), `admin` (the admin HTTP endpoint) and `signals` (the drain on SIGTERM/SIGINT, the
+//! TLS reload on SIGHUP).
 
+mod admin;
 mod args;
 mod build;
 mod handler;
@@ -16,6 +18,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use mllp::ServerBuilder;
+use mllp::admin::PrometheusMetrics;
 use mllp::inbox::Inbox;
 use mllp::server::{PlainTcp, Transport};
 use mllp::tls::{Admitted, TlsReloader};
@@ -32,20 +35,32 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return exit::fail(exit::USAGE, &e),
     };
+    // The admin endpoint's Prometheus exporter reads the same instruments as OTLP export: its
+    // reader joins the meter provider that `telemetry::init` installs.
+    let (metrics, reader) = match settings.admin.is_some().then(PrometheusMetrics::new) {
+        Some(Ok((metrics, reader))) => (Some(metrics), Some(reader)),
+        Some(Err(e)) => return exit::fail(exit::FAILURE, &e),
+        None => (None, None),
+    };
     // Before the server is built: it takes its metric instruments from the global meter
     // provider that `telemetry::init` installs.
-    let telemetry = match telemetry::init(&settings.telemetry) {
+    let telemetry = match telemetry::init(&settings.telemetry, reader) {
         Ok(t) => t,
         Err(text) => return exit::fail_text(exit::USAGE, &text),
     };
-    let code = serve(settings).await.unwrap_or_else(|failed| failed);
+    let code = serve(settings, metrics)
+        .await
+        .unwrap_or_else(|failed| failed);
     telemetry.shutdown().await;
     code
 }
 
 /// Checks and opens what the server needs, then serves. `Err` is the exit status of a step
 /// that failed, its reason already printed.
-async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
+async fn serve(
+    settings: Settings,
+    metrics: Option<PrometheusMetrics>,
+) -> Result<ExitCode, ExitCode> {
     // Registered before anything is printed: a signal that arrives right after `listening on`
     // must start a drain, not kill the process with the default disposition.
     let signal = ShutdownSignal::register().map_err(|e| exit::fail(exit::FAILURE, &e))?;
@@ -61,12 +76,12 @@ async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     match tls {
         None => {
             let builder = builder.transport(Admitted::new(PlainTcp, admission));
-            serve_on(builder, &settings, signal, inbox, None).await
+            serve_on(builder, &settings, signal, inbox, None, metrics).await
         }
         Some(transport) => {
             let reloader = transport.reloader();
             let builder = builder.transport(Admitted::new(transport, admission));
-            serve_on(builder, &settings, signal, inbox, Some(reloader)).await
+            serve_on(builder, &settings, signal, inbox, Some(reloader), metrics).await
         }
     }
 }
@@ -78,20 +93,44 @@ async fn serve_on<T: Transport>(
     mut signal: ShutdownSignal,
     inbox: Option<Inbox>,
     reloader: Option<TlsReloader>,
+    metrics: Option<PrometheusMetrics>,
 ) -> Result<ExitCode, ExitCode> {
     let server = build::bind(builder, &settings.bind).await?;
+    let admin_listener = match &settings.admin {
+        Some(admin) => Some(admin::bind(admin).await?),
+        None => None,
+    };
     match &inbox {
         Some(inbox) => tracing::info!(inbox = %inbox.dir().display(), "storing messages"),
         None => tracing::warn!("--no-inbox: messages are acknowledged but not stored"),
     }
     let hangup_task = signal.spawn_reloader(reloader);
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");
-    say!("listening on {}", server.local_addr());
+    let handle = server
+        .spawn()
+        .await
+        .map_err(|e| exit::fail(exit::FAILURE, &e))?;
+    say!("listening on {}", handle.local_addr());
+    // Serves until the MLLP server has stopped: `/readyz` says 503 for the whole drain.
+    let admin_task = match (admin_listener, &settings.admin) {
+        (Some(listener), Some(admin)) => Some(admin::spawn(listener, admin, &handle, metrics)),
+        _ => None,
+    };
     let _ = std::io::stdout().flush();
 
-    let result = server.serve_with_shutdown(signal.wait()).await;
+    let result = tokio::select! {
+        () = signal.wait() => Ok(handle.shutdown().await),
+        stopped = handle.wait() => match stopped {
+            Ok(()) => Ok(handle.shutdown().await),
+            Err(e) => Err(mllp::Error::Stopped(e)),
+        },
+    };
     if let Some(task) = hangup_task {
         task.abort();
+    }
+    if let Some(task) = admin_task {
+        // The server has stopped, so the endpoint is finishing its last requests.
+        let _ = task.await;
     }
     match result {
         Ok(report) => Ok(signals::drain_report(&report)),

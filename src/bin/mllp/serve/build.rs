@@ -87,6 +87,8 @@ pub(super) fn builder(settings: &Settings, router: Router) -> ServerBuilder {
         builder = builder.message_trace_limit(v);
     }
     builder
+        .log_messages(settings.telemetry.log_messages)
+        .log_rejects(settings.telemetry.log_rejects)
 }
 
 /// The runtime settings: each one given, over the library's default for the others.

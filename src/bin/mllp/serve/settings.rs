@@ -5,12 +5,14 @@
 //! (`server`: the server's policies, `restart`: the acceptor's restart policy), beside `file`,
 //! the config file that every concern reads.
 
+mod admin;
 mod file;
 mod restart;
 mod server;
 
 use std::path::PathBuf;
 
+pub(super) use admin::AdminSettings;
 pub(super) use server::{ServerSettings, flag_names};
 
 use super::args::{self, ServeArgs, TraceLimit};
@@ -33,6 +35,8 @@ pub(super) struct Settings {
     pub(super) allow_peer: Vec<String>,
     pub(super) server: ServerSettings,
     pub(super) telemetry: TelemetrySettings,
+    /// `None`: no admin endpoint.
+    pub(super) admin: Option<AdminSettings>,
 }
 
 /// The TLS settings, resolved and checked for completeness.
@@ -52,6 +56,10 @@ pub(super) struct TelemetrySettings {
     pub(super) otlp_endpoint: Option<String>,
     pub(super) message_trace_ratio: Option<f64>,
     pub(super) message_trace_limit: Option<TraceLimit>,
+    /// One line per message (default on).
+    pub(super) log_messages: bool,
+    /// One line per reject (default on).
+    pub(super) log_rejects: bool,
 }
 
 /// A repeatable flag's values, else the file's list, else none.
@@ -72,6 +80,7 @@ impl ServeArgs {
         let tls = self.tls(&file.values)?;
         let server = self.server(&file)?;
         let telemetry = self.telemetry(&file)?;
+        let admin = self.admin(&file)?;
         Ok(Settings {
             bind: self
                 .bind
@@ -83,6 +92,7 @@ impl ServeArgs {
             allow_peer: list(&self.allow_peer, &file.values.allow_peer),
             server,
             telemetry,
+            admin,
         })
     }
 
@@ -149,6 +159,8 @@ impl ServeArgs {
                 args::trace_limit,
             )?,
             log_format: self.log_format.or(f.log_format).unwrap_or_default(),
+            log_messages: self.log_messages.or(f.log_messages).unwrap_or(true),
+            log_rejects: self.log_rejects.or(f.log_rejects).unwrap_or(true),
             #[cfg(feature = "otlp")]
             otlp_endpoint: self
                 .otlp_endpoint
