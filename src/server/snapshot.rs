@@ -185,11 +185,13 @@ impl Latency {
     fn from_reading(reading: &ActivityReading) -> Self {
         let buckets = reading.latency.clone();
         let count = buckets.iter().map(|(_, n)| n).sum();
+        // A bucket's upper bound may pass the slowest message seen: never report more.
+        let at = |q| Self::quantile(&buckets, q).map(|p| p.min(reading.latency_max));
         Latency {
             count,
-            p50: Self::quantile(&buckets, 0.5),
-            p90: Self::quantile(&buckets, 0.9),
-            p99: Self::quantile(&buckets, 0.99),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
             max: (count > 0).then_some(reading.latency_max),
             sum: reading.latency_sum,
             buckets,
