@@ -1,5 +1,5 @@
 //! `mllp`: receive HL7 v2 over MLLP into a durable inbox (`serve`), send HL7 files to a
-//! receiver (`send`), and measure a receiver (`bench`).
+//! receiver (`send`), measure a receiver (`bench`), and watch one live (`top`).
 //!
 //! Run `mllp help <command>` for every flag; docs/operations.md explains running `serve` in
 //! production, the inbox layout and the exit codes.
@@ -27,6 +27,7 @@ mod logging;
 mod messages;
 mod send;
 mod serve;
+mod top;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
     Send(send::SendArgs),
     /// Load a receiver with unique messages and report throughput and latency
     Bench(bench::BenchArgs),
+    /// Watch a running `mllp serve --admin` live: connections, msg/s, ACK codes, latency
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Top(args) => top::run(args).await,
         }
     })
 }
