@@ -95,9 +95,12 @@ async fn seen(events: &mut mpsc::UnboundedReceiver<Seen>, want: impl Fn(&Seen) -
     }
 }
 
+/// A sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// One line of the Prometheus text exposition format (0.0.4), checked strictly: a `# HELP` or
 /// `# TYPE` comment, or a sample `name{label="value",...} number`.
-fn parse_line(line: &str) -> Result<Option<(String, Vec<(String, String)>, f64)>, String> {
+fn parse_line(line: &str) -> Result<Option<Sample>, String> {
     let is_name = |s: &str| {
         !s.is_empty()
             && s.chars().enumerate().all(|(i, c)| {

@@ -157,6 +157,9 @@ impl LastMessage {
     }
 }
 
+/// Some connections' last messages, by connection id: `None` until a connection's first one.
+type Shard = Mutex<HashMap<u64, Option<LastMessage>>>;
+
 /// The counters, histogram and last messages of one server.
 #[derive(Debug)]
 pub(crate) struct Activity {
@@ -166,7 +169,7 @@ pub(crate) struct Activity {
     latency: [AtomicU64; LATENCY_BUCKETS],
     latency_max_us: AtomicU64,
     latency_sum_us: AtomicU64,
-    last: Box<[Mutex<HashMap<u64, Option<LastMessage>>>]>,
+    last: Box<[Shard]>,
 }
 
 impl Default for Activity {
@@ -228,7 +231,7 @@ fn bucket_upper(index: usize) -> u64 {
 }
 
 impl Activity {
-    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Option<LastMessage>>> {
+    fn shard(&self, id: u64) -> &Shard {
         &self.last[(id as usize) % SHARDS]
     }
 

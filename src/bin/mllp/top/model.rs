@@ -145,6 +145,10 @@ impl Column {
     }
 }
 
+/// The last answer the rate and the recent percentiles are measured from: when, the message
+/// total, the latency histogram.
+type Previous = (Instant, u64, Vec<(f64, u64)>);
+
 /// The state of the view.
 #[derive(Debug)]
 pub(crate) struct Model {
@@ -159,7 +163,7 @@ pub(crate) struct Model {
     pub(crate) descending: bool,
     /// Why the last refresh failed, and since when the data is stale.
     pub(crate) error: Option<(String, Instant)>,
-    previous: Option<(Instant, u64, Vec<(f64, u64)>)>,
+    previous: Option<Previous>,
 }
 
 impl Model {
