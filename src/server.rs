@@ -611,6 +611,13 @@ impl ServerHandle {
         snapshot::take(self.inner.snapshot().await, &self.activity)
     }
 
+    /// [`snapshot`](Self::snapshot) without the connection lists (`connections` and
+    /// `recently_closed` are empty, `active_connections` counts the live ones): its cost does
+    /// not grow with the number of connections. What `/status` serves.
+    pub async fn summary(&self) -> Snapshot {
+        snapshot::take(self.inner.summary().await, &self.activity)
+    }
+
     /// Stops accepting, lets each connection finish the message in flight and write its ACK,
     /// closes idle connections at once, aborts what remains after the shutdown grace, and
     /// returns once every actor and task has ended. Safe to call more than once.

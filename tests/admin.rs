@@ -280,6 +280,53 @@ async fn every_route_answers_with_its_status_and_content_type() {
     within(admin.served).await.unwrap().unwrap();
 }
 
+/// `/connections` sorts and limits on the server: the busiest connection first with
+/// `sort=messages&order=desc&limit=1`; an unknown key or order is a 400. `/status` counts the
+/// connections without listing them.
+#[tokio::test]
+async fn connections_sort_and_limit_on_the_server() {
+    let mut admin = admin(accept_all(), |s| s).await;
+    let mut quiet = Peer::connect(admin.server.local_addr()).await;
+    quiet.call(hl7("ADT^A01", "Q-1", "2.5")).await;
+    let mut busy = Peer::connect(admin.server.local_addr()).await;
+    for i in 0..3 {
+        busy.call(hl7("ORU^R01", &format!("B-{i}"), "2.5")).await;
+    }
+    for _ in 0..4 {
+        seen(&mut admin.events, |e| matches!(e, Seen::MessageStop { .. })).await;
+    }
+    let json = |answer: Answer| -> serde_json::Value {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        serde_json::from_str(&answer.body).unwrap()
+    };
+    let top = json(
+        get(
+            admin.addr,
+            "/connections?sort=messages&order=desc&limit=1",
+            None,
+        )
+        .await,
+    );
+    let rows = top["connections"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["messages"], 3);
+    assert_eq!(rows[0]["last_message_type"], "ORU^R01");
+    let by_id = json(get(admin.addr, "/connections?sort=id", None).await);
+    assert_eq!(by_id["connections"][0]["messages"], 1);
+    assert_eq!(
+        get(admin.addr, "/connections?sort=nope", None).await.status,
+        400
+    );
+    assert_eq!(
+        get(admin.addr, "/connections?order=up", None).await.status,
+        400
+    );
+    let status = json(get(admin.addr, "/status", None).await);
+    assert_eq!(status["connections"]["active"], 2);
+    within(admin.server.shutdown()).await;
+    within(admin.served).await.unwrap().unwrap();
+}
+
 /// With a token, the data routes need `Authorization: Bearer <token>` (401 otherwise, also for
 /// a wrong one); the probes stay open.
 #[tokio::test]

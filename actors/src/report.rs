@@ -134,10 +134,13 @@ pub struct ServerSnapshot {
     pub max_connections: usize,
     /// Connection slots in use (accepted sockets not yet closed).
     pub slots_in_use: usize,
-    /// The live connections, by id.
+    /// Live connections (registered with the connection supervisor).
+    pub active_connections: usize,
+    /// The live connections, by id (empty in a [summary](crate::ServerHandle::summary)).
     pub connections: Vec<ConnectionSnapshot>,
     /// The last connections to close, most recent first (at most
-    /// [`RECENTLY_CLOSED`](crate::RECENTLY_CLOSED)).
+    /// [`RECENTLY_CLOSED`](crate::RECENTLY_CLOSED); empty in a
+    /// [summary](crate::ServerHandle::summary)).
     pub recently_closed: Vec<ClosedConnection>,
     /// Connections accepted since the server started.
     pub connections_opened: u64,

@@ -167,19 +167,30 @@ impl ServerHandle {
     /// exact, the set is not one instant. Once the server has stopped, the connection lists are
     /// empty.
     pub async fn snapshot(&self) -> ServerSnapshot {
+        self.status(true).await
+    }
+
+    /// [`snapshot`](Self::snapshot) without the connection lists (`connections` and
+    /// `recently_closed` are empty; `active_connections` counts the live ones): a round trip to
+    /// the connection supervisor that copies nothing, whatever the number of connections.
+    pub async fn summary(&self) -> ServerSnapshot {
+        self.status(false).await
+    }
+
+    async fn status(&self, full: bool) -> ServerSnapshot {
         let state = self.state();
         let status = match self
             .inner
             .supervisor
-            .call(SupervisorMessage::Status, None)
+            .call(|reply| SupervisorMessage::Status(full, reply), None)
             .await
         {
             Ok(CallResult::Success(status)) => Some(status),
             _ => None,
         };
-        let (connections, recently_closed, opened) = match status {
-            Some(s) => (s.connections, s.recently_closed, s.opened),
-            None => (Vec::new(), Vec::new(), 0),
+        let (active, connections, recently_closed, opened) = match status {
+            Some(s) => (s.active, s.connections, s.recently_closed, s.opened),
+            None => (0, Vec::new(), Vec::new(), 0),
         };
         ServerSnapshot {
             taken: SystemTime::now(),
@@ -192,6 +203,7 @@ impl ServerHandle {
             }],
             max_connections: self.inner.max_connections,
             slots_in_use: self.inner.slots.in_use(),
+            active_connections: active,
             connections,
             recently_closed,
             connections_opened: opened,

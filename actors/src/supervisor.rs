@@ -52,8 +52,9 @@ pub(crate) enum SupervisorMessage {
     },
     /// The registry, for `ServerHandle::connections`.
     Snapshot(RpcReplyPort<Vec<ConnectionSnapshot>>),
-    /// The registry and its history, for `ServerHandle::snapshot`.
-    Status(RpcReplyPort<RegistryStatus>),
+    /// The registry (its connections only when the flag says so) and its history, for
+    /// `ServerHandle::snapshot` and `ServerHandle::summary`.
+    Status(bool, RpcReplyPort<RegistryStatus>),
     /// Replies once no connection is left, with the shutdown counts.
     Drain(RpcReplyPort<ShutdownReport>),
 }
@@ -113,11 +114,20 @@ impl<P: Protocol, T: Transport> Actor for ConnectionSupervisor<P, T> {
             SupervisorMessage::Snapshot(reply) => {
                 let _ = reply.send(state.registry.snapshot());
             }
-            SupervisorMessage::Status(reply) => {
+            SupervisorMessage::Status(full, reply) => {
                 let registry = &state.registry;
                 let _ = reply.send(RegistryStatus {
-                    connections: registry.snapshot(),
-                    recently_closed: registry.closed.iter().rev().cloned().collect(),
+                    active: registry.entries.len(),
+                    connections: if full {
+                        registry.snapshot()
+                    } else {
+                        Vec::new()
+                    },
+                    recently_closed: if full {
+                        registry.closed.iter().rev().cloned().collect()
+                    } else {
+                        Vec::new()
+                    },
                     opened: registry.opened,
                 });
             }
@@ -252,6 +262,7 @@ struct Entry {
 
 /// The registry as `ServerHandle::snapshot` reports it.
 pub(crate) struct RegistryStatus {
+    pub(crate) active: usize,
     pub(crate) connections: Vec<ConnectionSnapshot>,
     /// Most recent first.
     pub(crate) recently_closed: Vec<ClosedConnection>,

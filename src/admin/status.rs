@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
@@ -201,7 +202,7 @@ fn status_of(state: &AdminState, snapshot: &Snapshot) -> Status {
             })
             .collect(),
         connections: ConnectionCounts {
-            active: snapshot.connections.len(),
+            active: snapshot.active_connections,
             max: snapshot.max_connections,
             opened: totals.connections_opened,
         },
@@ -225,23 +226,72 @@ fn status_of(state: &AdminState, snapshot: &Snapshot) -> Status {
 }
 
 pub(super) async fn status(State(state): State<AdminState>) -> Json<Status> {
-    let snapshot = state.server.snapshot().await;
+    let snapshot = state.server.summary().await;
     Json(status_of(&state, &snapshot))
 }
 
 #[derive(Deserialize)]
 pub(super) struct ConnectionsQuery {
-    /// At most this many live connections (the oldest first). Default: all.
+    /// At most this many live connections (after sorting). Default: all.
     limit: Option<usize>,
+    /// The sort key: `id` (the default), `peer`, `since`, `messages`, `in_flight`,
+    /// `bytes_in`, `bytes_out`, `last_message_type`, `last_ack_code`, `last_message_at`.
+    sort: Option<String>,
+    /// `asc` (the default) or `desc`.
+    order: Option<String>,
+}
+
+/// Sorts by `key` (stable, ties by id); `None` for an unknown key.
+fn sort(connections: &mut [ConnectionStatus], key: &str, descending: bool) -> Option<()> {
+    use std::cmp::Ordering;
+    let compare: fn(&ConnectionStatus, &ConnectionStatus) -> Ordering = match key {
+        "id" => |a, b| a.connection.id.cmp(&b.connection.id),
+        "peer" => |a, b| a.connection.peer.cmp(&b.connection.peer),
+        "since" => |a, b| a.connection.started.cmp(&b.connection.started),
+        "messages" => |a, b| a.connection.messages.cmp(&b.connection.messages),
+        "in_flight" => |a, b| a.connection.in_flight.cmp(&b.connection.in_flight),
+        "bytes_in" => |a, b| a.connection.bytes_in.cmp(&b.connection.bytes_in),
+        "bytes_out" => |a, b| a.connection.bytes_out.cmp(&b.connection.bytes_out),
+        "last_message_type" => |a, b| a.last_message_type.cmp(&b.last_message_type),
+        "last_ack_code" => |a, b| a.last_ack_code.cmp(&b.last_ack_code),
+        "last_message_at" => |a, b| a.connection.last_message.cmp(&b.connection.last_message),
+        _ => return None,
+    };
+    connections.sort_by(|a, b| {
+        let order = compare(a, b);
+        let order = if descending { order.reverse() } else { order };
+        order.then(a.connection.id.cmp(&b.connection.id))
+    });
+    Some(())
 }
 
 pub(super) async fn connections(
     State(state): State<AdminState>,
     Query(query): Query<ConnectionsQuery>,
-) -> Json<Connections> {
-    let snapshot = state.server.snapshot().await;
+) -> Result<Json<Connections>, (StatusCode, String)> {
+    let descending = match query.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("order must be asc or desc, not {other:?}\n"),
+            ));
+        }
+    };
+    let mut snapshot = state.server.snapshot().await;
+    if let Some(key) = &query.sort {
+        sort(&mut snapshot.connections, key, descending).ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("unknown sort key {key:?}\n"),
+            )
+        })?;
+    } else if descending {
+        snapshot.connections.reverse();
+    }
     let limit = query.limit.unwrap_or(usize::MAX);
-    Json(Connections {
+    Ok(Json(Connections {
         connections: snapshot
             .connections
             .into_iter()
@@ -253,5 +303,5 @@ pub(super) async fn connections(
             .into_iter()
             .map(Closed::from)
             .collect(),
-    })
+    }))
 }

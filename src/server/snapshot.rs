@@ -24,9 +24,13 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSnapshot>,
     /// `max_connections`.
     pub max_connections: usize,
-    /// The live connections, by id.
+    /// Live connections.
+    pub active_connections: usize,
+    /// The live connections, by id (empty in a
+    /// [summary](crate::ServerHandle::summary)).
     pub connections: Vec<ConnectionStatus>,
-    /// The last connections to close, most recent first, with their close reasons.
+    /// The last connections to close, most recent first, with their close reasons (empty in
+    /// a summary).
     pub recently_closed: Vec<ClosedConnection>,
     /// Counts since the server started.
     pub totals: Totals,
@@ -202,7 +206,8 @@ impl Latency {
 /// Joins the runtime's snapshot with the activity counters.
 pub(super) fn take(server: mllp_actors::ServerSnapshot, activity: &Activity) -> Snapshot {
     let reading = activity.read();
-    let last = activity.last_messages(server.connections.iter().map(|c| c.id));
+    let ids: Vec<u64> = server.connections.iter().map(|c| c.id).collect();
+    let last = activity.last_messages(&ids);
     let connections = server
         .connections
         .into_iter()
@@ -236,6 +241,7 @@ pub(super) fn take(server: mllp_actors::ServerSnapshot, activity: &Activity) -> 
         state: server.state,
         listeners: server.listeners,
         max_connections: server.max_connections,
+        active_connections: server.active_connections,
         connections,
         recently_closed: server.recently_closed,
         totals: Totals {

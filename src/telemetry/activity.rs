@@ -256,17 +256,23 @@ impl Activity {
         }
     }
 
-    /// The last message of each connection asked for, by id.
-    pub(crate) fn last_messages(&self, ids: impl Iterator<Item = u64>) -> Vec<Option<LastMessage>> {
-        ids.map(|id| {
-            self.shard(id)
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .copied()
-                .flatten()
-        })
-        .collect()
+    /// The last message of each connection asked for, by id. Each shard is locked once.
+    pub(crate) fn last_messages(&self, ids: &[u64]) -> Vec<Option<LastMessage>> {
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS];
+        for (i, id) in ids.iter().enumerate() {
+            by_shard[(*id as usize) % SHARDS].push(i);
+        }
+        let mut last = vec![None; ids.len()];
+        for (shard, indices) in self.last.iter().zip(by_shard) {
+            if indices.is_empty() {
+                continue;
+            }
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for i in indices {
+                last[i] = shard.get(&ids[i]).copied().flatten();
+            }
+        }
+        last
     }
 
     /// The counters now.

@@ -67,9 +67,12 @@ pub(crate) async fn run(args: TopArgs) -> ExitCode {
     }
 }
 
-async fn refresh(endpoint: &Endpoint) -> Result<(model::Status, model::Connections), String> {
+async fn refresh(
+    endpoint: &Endpoint,
+    connections: &str,
+) -> Result<(model::Status, model::Connections), String> {
     let status = endpoint.get_json("/status").await?;
-    let connections = endpoint.get_json("/connections").await?;
+    let connections = endpoint.get_json(connections).await?;
     Ok((status, connections))
 }
 
@@ -120,7 +123,7 @@ async fn watch(
         terminal.draw(|frame| view::render(frame, &model, Instant::now()))?;
         tokio::select! {
             _ = tick.tick() => {
-                let answer = refresh(&endpoint).await;
+                let answer = refresh(&endpoint, &model.connections_path()).await;
                 model.update(Instant::now(), answer);
             }
             event = events.next() => match event {

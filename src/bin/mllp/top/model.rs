@@ -10,6 +10,9 @@ use serde::Deserialize;
 /// How many rate samples the sparkline keeps (one per refresh).
 pub(crate) const HISTORY: usize = 240;
 
+/// How many connections are asked for: more rows than any terminal shows.
+const ROWS: usize = 300;
+
 /// `/status`, as far as `top` reads it.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub(crate) struct Status {
@@ -129,6 +132,22 @@ impl Column {
         }
     }
 
+    /// The sort key of `/connections?sort=`.
+    fn key(self) -> &'static str {
+        match self {
+            Column::Id => "id",
+            Column::Peer => "peer",
+            Column::Since => "since",
+            Column::Messages => "messages",
+            Column::InFlight => "in_flight",
+            Column::BytesIn => "bytes_in",
+            Column::BytesOut => "bytes_out",
+            Column::LastType => "last_message_type",
+            Column::LastAck => "last_ack_code",
+            Column::LastAt => "last_message_at",
+        }
+    }
+
     fn index(self) -> usize {
         Column::ALL.iter().position(|c| *c == self).unwrap_or(0)
     }
@@ -214,6 +233,16 @@ impl Model {
             self.rates.pop_front();
         }
         self.rates.push_back(rate);
+    }
+
+    /// The `/connections` request for the current sort: the endpoint sorts and sends the
+    /// first rows only, so a server with thousands of connections is cheap to watch.
+    pub(crate) fn connections_path(&self) -> String {
+        format!(
+            "/connections?sort={}&order={}&limit={ROWS}",
+            self.sort.key(),
+            if self.descending { "desc" } else { "asc" }
+        )
     }
 
     /// The last rate measured.
