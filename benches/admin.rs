@@ -202,7 +202,7 @@ async fn drive(addr: SocketAddr, per_connection: usize) -> f64 {
             for m in batch {
                 framed.send(m).await.unwrap();
                 let reply = framed.next().await.unwrap().unwrap();
-                assert!(reply.windows(4).any(|w| w == b"|AA|"));
+                assert!(reply.windows(4).any(|w| w == b"|AA|" || w == b"|CA|"));
             }
         }));
     }
@@ -224,42 +224,61 @@ async fn throughput(messages: usize, rounds: usize) {
     let on_provider = SdkMeterProvider::builder().with_reader(reader).build();
     let on = server(Some(&on_provider.meter("mllp")), 4096).await;
     let admin = admin(AdminState::new(on.clone()).metrics(metrics)).await;
+    let scrape_time = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let scrapes = std::sync::Arc::clone(&scrape_time);
     let scraper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut scrapes = 0u64;
         loop {
             tick.tick().await;
+            let t = Instant::now();
             for path in ["/metrics", "/status", "/connections"] {
                 get(admin, path).await;
             }
-            scrapes += 1;
-            if scrapes % 10 == 0 {
-                eprintln!("  ({scrapes} scrapes)");
-            }
+            scrapes.lock().unwrap().push(t.elapsed());
         }
     });
     let noop = server(None, 4096).await;
     let (mut best_off, mut best_on, mut best_noop) = (0f64, 0f64, 0f64);
-    // Warm-up, then interleaved rounds.
+    let mut ratios = Vec::new();
+    // Warm-up, then interleaved rounds, alternating which side goes first.
     drive(off.local_addr(), per_connection / 4).await;
     drive(on.local_addr(), per_connection / 4).await;
     for round in 0..rounds {
-        let a = drive(off.local_addr(), per_connection).await;
-        let b = drive(on.local_addr(), per_connection).await;
+        let (a, b) = if round % 2 == 0 {
+            let a = drive(off.local_addr(), per_connection).await;
+            (a, drive(on.local_addr(), per_connection).await)
+        } else {
+            let b = drive(on.local_addr(), per_connection).await;
+            (drive(off.local_addr(), per_connection).await, b)
+        };
         let c = drive(noop.local_addr(), per_connection).await;
         println!("round {round}: off {a:>8.0}   on {b:>8.0}   no-op metrics {c:>8.0} msg/s");
         best_off = best_off.max(a);
         best_on = best_on.max(b);
         best_noop = best_noop.max(c);
+        ratios.push(b / a);
     }
     scraper.abort();
-    println!("throughput, 16 connections closed loop, best of {rounds} rounds of {messages}");
-    println!("  admin off (SDK meter provider) {best_off:>10.0} msg/s");
+    ratios.sort_by(f64::total_cmp);
+    let scrapes = scrape_time.lock().unwrap().clone();
+    let scrape_mean = scrapes.iter().sum::<Duration>() / scrapes.len().max(1) as u32;
+    println!("throughput, 16 connections closed loop, {rounds} rounds of {messages}");
+    println!("  admin off (SDK meter provider) best {best_off:>10.0} msg/s");
     println!(
-        "  admin on, scraped every second {best_on:>10.0} msg/s   on/off {:.3}",
+        "  admin on, scraped every second best {best_on:>10.0} msg/s   best on/best off {:.3}",
         best_on / best_off
     );
-    println!("  off, no-op metrics             {best_noop:>10.0} msg/s");
+    println!("  off, no-op metrics             best {best_noop:>10.0} msg/s");
+    println!(
+        "  on/off per round: median {:.3}, min {:.3}, max {:.3}",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    println!(
+        "  one scrape (/metrics + /status + /connections, wall time under load): mean {scrape_mean:.2?} over {} scrapes",
+        scrapes.len()
+    );
     for s in [off, on, noop] {
         s.shutdown().await;
     }
