@@ -73,11 +73,11 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9575";
 
 type CheckFn = dyn Fn() -> Health + Send + Sync;
 
-/// What the admin endpoint serves: the server, its metrics, the readiness checks, the token.
-/// Cheap to clone.
+/// What the admin endpoint serves: the servers (one per listener of the process), their
+/// metrics, the readiness checks, the token. Cheap to clone.
 #[derive(Clone)]
 pub struct AdminState {
-    server: ServerHandle,
+    servers: Vec<(Option<Arc<str>>, ServerHandle)>,
     metrics: Option<PrometheusMetrics>,
     checks: Vec<(Arc<str>, Arc<CheckFn>)>,
     token: Option<Arc<str>>,
@@ -86,7 +86,7 @@ pub struct AdminState {
 impl fmt::Debug for AdminState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminState")
-            .field("server", &self.server)
+            .field("servers", &self.servers)
             .field("metrics", &self.metrics.is_some())
             .field(
                 "checks",
@@ -102,11 +102,30 @@ impl AdminState {
     /// besides the server's own state, no token.
     pub fn new(server: ServerHandle) -> Self {
         Self {
-            server,
+            servers: vec![(None, server)],
             metrics: None,
             checks: Vec::new(),
             token: None,
         }
+    }
+
+    /// Adds another server of the same process (another listener), named `label` in
+    /// `/status` and `/connections` (the first one, given to [`new`](Self::new), is unnamed
+    /// unless [`label`](Self::label) names it). The endpoint then reports all of them: ready
+    /// only while every one is, counts summed, connections listed together.
+    #[must_use]
+    pub fn server(mut self, label: impl Into<Arc<str>>, server: ServerHandle) -> Self {
+        self.servers.push((Some(label.into()), server));
+        self
+    }
+
+    /// Names the server given to [`new`](Self::new). Default: unnamed.
+    #[must_use]
+    pub fn label(mut self, label: impl Into<Arc<str>>) -> Self {
+        if let Some(first) = self.servers.first_mut() {
+            first.0 = Some(label.into());
+        }
+        self
     }
 
     /// Serves `/metrics` from this exporter. Default is none (404).

@@ -472,3 +472,53 @@ fn non_loopback_addresses_need_a_token_or_public() {
     assert!(check_exposure(any, true, false).is_ok());
     assert!(check_exposure(any, false, true).is_ok());
 }
+
+/// One endpoint for several servers (one per listener): `/status` adds them up and lists each
+/// listener by name, `/connections` lists every connection with its listener, and `/readyz`
+/// is 503 as soon as one of them drains.
+#[tokio::test]
+async fn several_servers_are_reported_together() {
+    let first = support::start(accept_all()).await;
+    let second = support::start(accept_all()).await;
+    let state = AdminState::new(first.clone())
+        .label("lab")
+        .server("radiology", second.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(mllp::admin::serve(listener, state, std::future::pending()));
+    let mut a = Peer::connect(first.local_addr()).await;
+    a.call(hl7("ADT^A01", "L-1", "2.5")).await;
+    let mut b = Peer::connect(second.local_addr()).await;
+    b.call(hl7("ORU^R01", "R-1", "2.5")).await;
+    b.call(hl7("ORU^R01", "R-2", "2.5")).await;
+
+    let status: serde_json::Value =
+        serde_json::from_str(&get(addr, "/status", None).await.body).unwrap();
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["messages"]["total"], 3);
+    assert_eq!(status["messages"]["ack"]["AA"], 3);
+    assert_eq!(status["connections"]["active"], 2);
+    assert_eq!(status["connections"]["max"], 2048);
+    assert_eq!(status["latency_ms"]["count"], 3);
+    assert_eq!(status["listeners"][0]["label"], "lab");
+    assert_eq!(status["listeners"][1]["label"], "radiology");
+    let connections: serde_json::Value = serde_json::from_str(
+        &get(addr, "/connections?sort=messages&order=desc", None)
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(connections["connections"][0]["listener"], "radiology");
+    assert_eq!(connections["connections"][0]["messages"], 2);
+    assert_eq!(connections["connections"][1]["listener"], "lab");
+
+    drop(b);
+    within(second.shutdown()).await;
+    let ready = get(addr, "/readyz", None).await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (503, "not ready\nradiology: stopped\n")
+    );
+    within(first.shutdown()).await;
+    served.abort();
+}

@@ -59,9 +59,12 @@ pub(super) async fn healthz() -> Response {
 /// Why the server is not ready, if it is not: its state, then each failing check.
 pub(super) fn not_ready(state: &AdminState) -> Vec<String> {
     let mut reasons = Vec::new();
-    match state.server.state() {
-        ServerState::Running => {}
-        other => reasons.push(other.as_str().to_owned()),
+    for (label, server) in &state.servers {
+        match (server.state(), label) {
+            (ServerState::Running, _) => {}
+            (other, None) => reasons.push(other.as_str().to_owned()),
+            (other, Some(label)) => reasons.push(format!("{label}: {}", other.as_str())),
+        }
     }
     for (name, health) in state.run_checks() {
         if !health.healthy {

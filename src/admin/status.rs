@@ -1,8 +1,14 @@
-//! `/status` and `/connections`: the server's snapshot as JSON, through view types of this
+//! `/status` and `/connections`: the servers' snapshots as JSON, through view types of this
 //! module (the library's own types stay serde-free). Times are RFC 3339 in UTC, durations in
-//! milliseconds; every field is an MSH field, a counter, an address or a name.
+//! milliseconds; every field is an MSH field, a counter, an address or a name. With several
+//! servers (one per listener), `/status` adds them up and `/connections` lists them together,
+//! each row naming its listener.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -11,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::AdminState;
 use super::health::not_ready;
-use crate::server::{ClosedConnection, ConnectionStatus, Latency, ServerState, Snapshot};
+use crate::server::{
+    ClosedConnection, ConnectionStatus, Latency, RECENTLY_CLOSED, ServerState, Snapshot,
+};
 use crate::telemetry::CloseReason;
 
 fn time(t: SystemTime) -> String {
@@ -40,6 +48,9 @@ pub(super) struct Status {
 
 #[derive(Serialize)]
 struct Listener {
+    /// The server's name, when the endpoint serves several (one per listener).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
     address: String,
     tls: bool,
     accepting: bool,
@@ -71,20 +82,6 @@ struct LatencyView {
     buckets: Vec<(f64, u64)>,
 }
 
-impl From<&Latency> for LatencyView {
-    fn from(l: &Latency) -> Self {
-        LatencyView {
-            count: l.count,
-            p50: l.p50.map(ms),
-            p90: l.p90.map(ms),
-            p99: l.p99.map(ms),
-            max: l.max.map(ms),
-            mean: (l.count > 0).then(|| ms(l.sum) / l.count as f64),
-            buckets: l.buckets.iter().map(|(le, n)| (ms(*le), *n)).collect(),
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct Check {
     name: String,
@@ -100,6 +97,9 @@ pub(super) struct Connections {
 
 #[derive(Serialize)]
 struct Connection {
+    /// The server's name, when the endpoint serves several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listener: Option<String>,
     id: u64,
     peer: String,
     local: String,
@@ -115,10 +115,11 @@ struct Connection {
     last_ack_code: Option<&'static str>,
 }
 
-impl From<ConnectionStatus> for Connection {
-    fn from(status: ConnectionStatus) -> Self {
+impl From<(Label, ConnectionStatus)> for Connection {
+    fn from((label, status): (Label, ConnectionStatus)) -> Self {
         let c = status.connection;
         Connection {
+            listener: label.map(|l| l.to_string()),
             id: c.id,
             peer: c.peer.to_string(),
             local: c.local.to_string(),
@@ -138,6 +139,8 @@ impl From<ConnectionStatus> for Connection {
 
 #[derive(Serialize)]
 struct Closed {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listener: Option<String>,
     id: u64,
     peer: String,
     tls: bool,
@@ -151,13 +154,14 @@ struct Closed {
     bytes_out: u64,
 }
 
-impl From<ClosedConnection> for Closed {
-    fn from(c: ClosedConnection) -> Self {
+impl From<(Label, ClosedConnection)> for Closed {
+    fn from((label, c): (Label, ClosedConnection)) -> Self {
         let offset = match &c.reason {
             CloseReason::Protocol { offset, .. } => *offset,
             _ => None,
         };
         Closed {
+            listener: label.map(|l| l.to_string()),
             id: c.id,
             peer: c.peer.to_string(),
             tls: c.tls,
@@ -178,41 +182,103 @@ fn counts<'a>(
     items.map(|(k, v)| (k.to_owned(), v.into())).collect()
 }
 
-fn status_of(state: &AdminState, snapshot: &Snapshot) -> Status {
+/// A server's name in the endpoint (`None` for the only, or first unnamed, one).
+type Label = Option<Arc<str>>;
+
+/// The servers' state as one: each alike gives that state; a mix is `draining` (some have
+/// begun to stop).
+fn overall(states: impl Iterator<Item = ServerState>) -> ServerState {
+    let mut all = states.peekable();
+    let first = all.peek().copied().unwrap_or(ServerState::Stopped);
+    if all.all(|s| s == first) {
+        first
+    } else {
+        ServerState::Draining
+    }
+}
+
+/// The latency of several servers: their histograms added, the percentiles recomputed.
+fn merged_latency<'a>(latencies: impl Iterator<Item = &'a Latency>) -> LatencyView {
+    let mut buckets: BTreeMap<Duration, u64> = BTreeMap::new();
+    let (mut sum, mut max) = (Duration::ZERO, None::<Duration>);
+    for latency in latencies {
+        for (le, n) in &latency.buckets {
+            *buckets.entry(*le).or_default() += n;
+        }
+        sum += latency.sum;
+        max = max.max(latency.max);
+    }
+    let buckets: Vec<(Duration, u64)> = buckets.into_iter().collect();
+    let count: u64 = buckets.iter().map(|(_, n)| n).sum();
+    let at = |q| Latency::quantile(&buckets, q).map(|p| ms(max.map_or(p, |max| p.min(max))));
+    LatencyView {
+        count,
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: max.map(ms),
+        mean: (count > 0).then(|| ms(sum) / count as f64),
+        buckets: buckets.iter().map(|(le, n)| (ms(*le), *n)).collect(),
+    }
+}
+
+fn sum_counts<'a, I: Iterator<Item = (&'static str, u64)>>(
+    parts: impl Iterator<Item = I>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut total: Vec<(&'static str, u64)> = Vec::new();
+    for part in parts {
+        for (name, n) in part {
+            match total.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, t)) => *t += n,
+                None => total.push((name, n)),
+            }
+        }
+    }
+    counts(total.into_iter())
+}
+
+fn status_of(state: &AdminState, snapshots: &[(Label, Snapshot)]) -> Status {
     let reasons = not_ready(state);
-    let totals = &snapshot.totals;
+    let all = || snapshots.iter().map(|(_, s)| s);
+    let started = all()
+        .map(|s| s.started)
+        .min()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let taken = all().map(|s| s.taken).max().unwrap_or(started);
+    let total = |f: fn(&Snapshot) -> u64| all().map(f).sum::<u64>();
     Status {
         version: env!("CARGO_PKG_VERSION"),
-        state: snapshot.state.as_str(),
+        state: overall(all().map(|s| s.state)).as_str(),
         ready: reasons.is_empty(),
         not_ready: reasons,
-        started: time(snapshot.started),
-        uptime_s: snapshot
-            .taken
-            .duration_since(snapshot.started)
+        started: time(started),
+        uptime_s: taken
+            .duration_since(started)
             .unwrap_or_default()
             .as_secs_f64(),
-        listeners: snapshot
-            .listeners
+        listeners: snapshots
             .iter()
-            .map(|l| Listener {
-                address: l.local_addr.to_string(),
-                tls: l.tls,
-                accepting: l.accepting && snapshot.state == ServerState::Running,
+            .flat_map(|(label, snapshot)| {
+                snapshot.listeners.iter().map(move |l| Listener {
+                    label: label.as_ref().map(|l| l.to_string()),
+                    address: l.local_addr.to_string(),
+                    tls: l.tls,
+                    accepting: l.accepting && snapshot.state == ServerState::Running,
+                })
             })
             .collect(),
         connections: ConnectionCounts {
-            active: snapshot.active_connections,
-            max: snapshot.max_connections,
-            opened: totals.connections_opened,
+            active: all().map(|s| s.active_connections).sum(),
+            max: all().map(|s| s.max_connections).sum(),
+            opened: total(|s| s.totals.connections_opened),
         },
         messages: Messages {
-            total: totals.messages,
-            ack: counts(totals.acks.iter()),
-            handler_failures: totals.handler_failures,
+            total: total(|s| s.totals.messages),
+            ack: sum_counts(all().map(|s| s.totals.acks.iter())),
+            handler_failures: total(|s| s.totals.handler_failures),
         },
-        rejects: counts(totals.rejects.iter()),
-        latency_ms: LatencyView::from(&snapshot.latency),
+        rejects: sum_counts(all().map(|s| s.totals.rejects.iter())),
+        latency_ms: merged_latency(all().map(|s| &s.latency)),
         checks: state
             .run_checks()
             .into_iter()
@@ -225,9 +291,22 @@ fn status_of(state: &AdminState, snapshot: &Snapshot) -> Status {
     }
 }
 
+/// Every server's snapshot (or summary), with its label, taken concurrently.
+async fn snapshots(state: &AdminState, full: bool) -> Vec<(Label, Snapshot)> {
+    join_all(state.servers.iter().map(|(label, server)| async move {
+        let snapshot = if full {
+            server.snapshot().await
+        } else {
+            server.summary().await
+        };
+        (label.clone(), snapshot)
+    }))
+    .await
+}
+
 pub(super) async fn status(State(state): State<AdminState>) -> Json<Status> {
-    let snapshot = state.server.summary().await;
-    Json(status_of(&state, &snapshot))
+    let snapshots = snapshots(&state, false).await;
+    Json(status_of(&state, &snapshots))
 }
 
 #[derive(Deserialize)]
@@ -242,7 +321,7 @@ pub(super) struct ConnectionsQuery {
 }
 
 /// Sorts by `key` (stable, ties by id); `None` for an unknown key.
-fn sort(connections: &mut [ConnectionStatus], key: &str, descending: bool) -> Option<()> {
+fn sort(connections: &mut [(Label, ConnectionStatus)], key: &str, descending: bool) -> Option<()> {
     use std::cmp::Ordering;
     let compare: fn(&ConnectionStatus, &ConnectionStatus) -> Ordering = match key {
         "id" => |a, b| a.connection.id.cmp(&b.connection.id),
@@ -257,7 +336,7 @@ fn sort(connections: &mut [ConnectionStatus], key: &str, descending: bool) -> Op
         "last_message_at" => |a, b| a.connection.last_message.cmp(&b.connection.last_message),
         _ => return None,
     };
-    connections.sort_by(|a, b| {
+    connections.sort_by(|(_, a), (_, b)| {
         let order = compare(a, b);
         let order = if descending { order.reverse() } else { order };
         order.then(a.connection.id.cmp(&b.connection.id))
@@ -279,29 +358,29 @@ pub(super) async fn connections(
             ));
         }
     };
-    let mut snapshot = state.server.snapshot().await;
-    if let Some(key) = &query.sort {
-        sort(&mut snapshot.connections, key, descending).ok_or_else(|| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("unknown sort key {key:?}\n"),
-            )
-        })?;
-    } else if descending {
-        snapshot.connections.reverse();
+    let mut live = Vec::new();
+    let mut closed = Vec::new();
+    for (label, snapshot) in snapshots(&state, true).await {
+        live.extend(snapshot.connections.into_iter().map(|c| (label.clone(), c)));
+        closed.extend(
+            snapshot
+                .recently_closed
+                .into_iter()
+                .map(|c| (label.clone(), c)),
+        );
     }
+    // One id space per process: ids are unique across servers, so id order is accept order.
+    sort(&mut live, query.sort.as_deref().unwrap_or("id"), descending).ok_or_else(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("unknown sort key {:?}\n", query.sort.unwrap_or_default()),
+        )
+    })?;
+    closed.sort_by(|(_, a), (_, b)| b.closed.cmp(&a.closed).then(b.id.cmp(&a.id)));
+    closed.truncate(RECENTLY_CLOSED);
     let limit = query.limit.unwrap_or(usize::MAX);
     Ok(Json(Connections {
-        connections: snapshot
-            .connections
-            .into_iter()
-            .take(limit)
-            .map(Connection::from)
-            .collect(),
-        recently_closed: snapshot
-            .recently_closed
-            .into_iter()
-            .map(Closed::from)
-            .collect(),
+        connections: live.into_iter().take(limit).map(Connection::from).collect(),
+        recently_closed: closed.into_iter().map(Closed::from).collect(),
     }))
 }
