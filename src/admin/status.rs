@@ -222,7 +222,7 @@ fn merged_latency<'a>(latencies: impl Iterator<Item = &'a Latency>) -> LatencyVi
     }
 }
 
-fn sum_counts<'a, I: Iterator<Item = (&'static str, u64)>>(
+fn sum_counts<I: Iterator<Item = (&'static str, u64)>>(
     parts: impl Iterator<Item = I>,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut total: Vec<(&'static str, u64)> = Vec::new();
