@@ -24,6 +24,7 @@ pub use handler::{Handler, HandlerService, State, handler_service};
 pub use middleware::{FromFnLayer, Next, from_fn};
 pub use plugin::Plugin;
 pub use request::Request;
+pub(crate) use request::StoreIdSlot;
 pub use response::{HandlerError, IntoResponse, Response, Status};
 pub(crate) use router::Deadlines;
 pub use router::{RoutePattern, RoutePatternError, Router};

@@ -99,17 +99,24 @@ pub enum FrameError {
     UnexpectedByte {
         /// The offending byte.
         byte: u8,
+        /// Its offset in the inbound byte stream (see [`FrameError::offset`]).
+        offset: u64,
     },
     /// Under [`FramingPolicy::Strict`], a start block (`0x0B`) arrived inside a payload: the
     /// sender lost or skipped an end block.
     #[error("start block inside an mllp frame")]
-    StartInFrame,
+    StartInFrame {
+        /// The start block's offset in the inbound byte stream.
+        offset: u64,
+    },
     /// Under [`FramingPolicy::Strict`], an end block (`0x1C`) was followed by a byte other than a
     /// carriage return (`0x0D`).
     #[error("end block followed by 0x{byte:02x} instead of a carriage return")]
     BadEndBlock {
         /// The byte that followed the end block.
         byte: u8,
+        /// That byte's offset in the inbound byte stream.
+        offset: u64,
     },
     /// A payload passed `max_message_size` before its end block arrived, or (under
     /// [`FramingPolicy::SkipToNextStart`]) more than `max_message_size` bytes were discarded
@@ -118,12 +125,16 @@ pub enum FrameError {
     TooLarge {
         /// The configured `max_message_size`.
         limit: usize,
+        /// The offset in the inbound byte stream of the first byte past the limit.
+        offset: u64,
     },
     /// The stream ended inside a frame: a start block was seen but its end block never came.
     #[error("stream ended inside an mllp frame ({buffered} bytes buffered)")]
     Truncated {
         /// How many bytes of the unfinished frame were buffered (payload, and a lone `0x1C`).
         buffered: usize,
+        /// The offset of the end of the stream: how many bytes the peer sent in all.
+        offset: u64,
     },
     /// The encoder was given a payload containing a start block (`0x0B`) or end block (`0x1C`)
     /// byte, which MLLP forbids in content and which a receiver would misread.
@@ -146,12 +157,28 @@ impl FrameError {
     pub fn kind(&self) -> &'static str {
         match self {
             FrameError::UnexpectedByte { .. }
-            | FrameError::StartInFrame
+            | FrameError::StartInFrame { .. }
             | FrameError::BadEndBlock { .. } => "framing",
             FrameError::TooLarge { .. } => "oversize",
             FrameError::Truncated { .. } => "truncated",
             FrameError::ReservedByte { .. } => "reserved_byte",
             FrameError::Io(_) => "io",
+        }
+    }
+
+    /// Where a decoding error is: the offset of the offending byte in the connection's inbound
+    /// byte stream, counted from 0 at the first byte the codec was given (for
+    /// [`FrameError::Truncated`], the end of the stream). `None` for encoding and I/O errors.
+    /// For operators: "the partner's byte 4711 was not a start block" is what they can look up
+    /// in a capture, and it carries no message content.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            FrameError::UnexpectedByte { offset, .. }
+            | FrameError::StartInFrame { offset }
+            | FrameError::BadEndBlock { offset, .. }
+            | FrameError::TooLarge { offset, .. }
+            | FrameError::Truncated { offset, .. } => Some(*offset),
+            FrameError::ReservedByte { .. } | FrameError::Io(_) => None,
         }
     }
 }
@@ -234,6 +261,9 @@ pub struct MllpCodec {
     skipped: u64,
     /// Bytes discarded since the last delivered frame (bounded by the limit).
     discard_run: usize,
+    /// The stream offset of the first byte of the buffer: every byte the decoder removed from
+    /// its buffers so far. Errors report their offsets from it.
+    position: u64,
 }
 
 impl Default for MllpCodec {
@@ -266,6 +296,7 @@ impl MllpCodec {
             state: State::Outside,
             skipped: 0,
             discard_run: 0,
+            position: 0,
         }
     }
 
@@ -304,6 +335,7 @@ impl MllpCodec {
         if self.discard_run > self.config.max_message_size {
             return Err(FrameError::TooLarge {
                 limit: self.config.max_message_size,
+                offset: self.position,
             });
         }
         Ok(())
@@ -318,18 +350,21 @@ impl MllpCodec {
         match self.config.framing {
             FramingPolicy::Strict => {
                 if first != START_BLOCK {
-                    return Err(FrameError::UnexpectedByte { byte: first });
+                    return Err(FrameError::UnexpectedByte {
+                        byte: first,
+                        offset: self.position,
+                    });
                 }
-                buf.advance(1);
+                self.consume(buf, 1);
             }
             FramingPolicy::SkipToNextStart => match memchr::memchr(START_BLOCK, buf) {
                 Some(at) => {
-                    buf.advance(at + 1);
+                    self.consume(buf, at + 1);
                     self.discard(at)?;
                 }
                 None => {
                     let n = buf.len();
-                    buf.clear();
+                    self.consume(buf, n);
                     self.discard(n)?;
                     return Ok(false);
                 }
@@ -337,6 +372,12 @@ impl MllpCodec {
         }
         self.state = State::InFrame { scanned: 0 };
         Ok(true)
+    }
+
+    /// Removes `n` bytes from the front of the buffer, keeping the stream position.
+    fn consume(&mut self, buf: &mut BytesMut, n: usize) {
+        buf.advance(n);
+        self.position += n as u64;
     }
 }
 
@@ -367,7 +408,10 @@ impl Decoder for MllpCodec {
                 .map(|i| scanned + i);
             let Some(at) = found else {
                 if buf.len() > limit {
-                    return Err(FrameError::TooLarge { limit });
+                    return Err(FrameError::TooLarge {
+                        limit,
+                        offset: self.position + limit as u64,
+                    });
                 }
                 self.state = State::InFrame { scanned: buf.len() };
                 return Ok(None);
@@ -375,11 +419,15 @@ impl Decoder for MllpCodec {
 
             if buf[at] == START_BLOCK {
                 match self.config.framing {
-                    FramingPolicy::Strict => return Err(FrameError::StartInFrame),
+                    FramingPolicy::Strict => {
+                        return Err(FrameError::StartInFrame {
+                            offset: self.position + at as u64,
+                        });
+                    }
                     FramingPolicy::SkipToNextStart => {
                         // The abandoned frame: its start block and payload. The new start block
                         // opens the next frame.
-                        buf.advance(at + 1);
+                        self.consume(buf, at + 1);
                         self.state = State::InFrame { scanned: 0 };
                         self.discard(1 + at)?;
                         continue;
@@ -397,16 +445,22 @@ impl Decoder for MllpCodec {
                 Some(&CARRIAGE_RETURN) => {
                     let payload = buf.split_to(at).freeze();
                     buf.advance(2);
+                    self.position += at as u64 + 2;
                     self.state = State::Outside;
                     self.discard_run = 0;
                     return Ok(Some(payload));
                 }
                 Some(&byte) => match self.config.framing {
-                    FramingPolicy::Strict => return Err(FrameError::BadEndBlock { byte }),
+                    FramingPolicy::Strict => {
+                        return Err(FrameError::BadEndBlock {
+                            byte,
+                            offset: self.position + at as u64 + 1,
+                        });
+                    }
                     FramingPolicy::SkipToNextStart => {
                         // Abandon the frame up to and including the `0x1C`; the byte after it is
                         // read as outside a frame (it may be the next start block).
-                        buf.advance(at + 1);
+                        self.consume(buf, at + 1);
                         self.state = State::Outside;
                         self.discard(1 + at + 1)?;
                     }
@@ -425,6 +479,7 @@ impl Decoder for MllpCodec {
             State::Outside => Ok(None),
             State::InFrame { .. } => Err(FrameError::Truncated {
                 buffered: buf.len(),
+                offset: self.position + buf.len() as u64,
             }),
         }
     }

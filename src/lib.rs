@@ -55,6 +55,8 @@
 //! - `sqlite` (default): [`store::SqliteStore`], the embedded message store (SQLite compiled in).
 //! - `nats` (default): [`store::JetStreamStore`], the NATS JetStream store for several
 //!   receivers behind a balancer, and the relay's JetStream source (async-nats).
+//! - `admin` (default, through `cli`): [`admin`], the HTTP admin endpoint (health, readiness,
+//!   Prometheus metrics, JSON status) on axum.
 //!
 //! The `mllp` command-line tool (`serve`, `send`, `bench`) is a separate package of the
 //! workspace, `mllp-cli`, so this library's dependencies never include the CLI's.
@@ -71,6 +73,8 @@
 //! - [`docs::scale_out`]: N receivers on a replicated JetStream log, behind haproxy.
 
 pub mod ack;
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod app;
 pub mod client;
 pub mod forward;
@@ -94,8 +98,8 @@ pub use bytes;
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
 pub use server::{
     ConfigError, ConnectionInfo, ConnectionSnapshot, Error, HandlerFailurePolicy, RestartPolicy,
-    RestartPolicyBuilder, Server, ServerBuilder, ServerConfig, ServerHandle, ShutdownReport,
-    shutdown_signal,
+    RestartPolicyBuilder, Server, ServerBuilder, ServerConfig, ServerHandle, ServerState,
+    ShutdownReport, Snapshot, shutdown_signal,
 };
 pub use telemetry::{Event, Hl7, Observer, observer_fn};
 

@@ -84,7 +84,7 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::{MeterProviderBuilder, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -445,23 +445,60 @@ fn shutdown_error(
 /// [`OtelError::SubscriberInstalled`] when a global subscriber already exists. On error nothing
 /// was installed.
 pub fn init(options: OtelOptions) -> Result<OtelGuard, OtelError> {
+    init_extra(options, None)
+}
+
+/// [`init`], with one more metric reader on the meter provider: the Prometheus exporter of
+/// the admin endpoint ([`crate::admin::PrometheusMetrics`]), so that `/metrics` and OTLP export
+/// the same instruments. Without an OTLP endpoint (logs only), a meter provider with this
+/// reader alone is installed as the global one, so the server still records its metrics.
+///
+/// # Errors
+/// As [`init`].
+#[cfg(feature = "admin")]
+pub fn init_with_metric_reader(
+    options: OtelOptions,
+    reader: impl opentelemetry_sdk::metrics::reader::MetricReader,
+) -> Result<OtelGuard, OtelError> {
+    init_extra(
+        options,
+        Some(Box::new(move |builder: MeterProviderBuilder| {
+            builder.with_reader(reader)
+        })),
+    )
+}
+
+/// Adds readers to a meter provider being built.
+type ExtraReaders = Box<dyn FnOnce(MeterProviderBuilder) -> MeterProviderBuilder>;
+
+fn init_extra(options: OtelOptions, extra: Option<ExtraReaders>) -> Result<OtelGuard, OtelError> {
     let filter = env_filter(&options.filter)?;
     let export = decide_export(&options)?;
     let resource = resource(&options.service_name);
     let (tracer, meter) = match &export {
         Export::Otlp { endpoint } => {
-            let (tracer, meter) = otlp_providers(endpoint.as_deref(), &options, resource)?;
+            let (tracer, meter) = otlp_providers(endpoint.as_deref(), &options, resource, extra)?;
             (Some(tracer), Some(meter))
         }
         Export::Stdout => {
-            let (tracer, meter) = providers(
-                opentelemetry_stdout::SpanExporter::default(),
-                opentelemetry_stdout::MetricExporter::default(),
-                &options,
-            );
-            (Some(tracer), Some(meter))
+            let tracer = SdkTracerProvider::builder()
+                .with_resource(resource.clone())
+                .with_batch_exporter(opentelemetry_stdout::SpanExporter::default())
+                .build();
+            let reader = periodic(opentelemetry_stdout::MetricExporter::default(), &options);
+            let meter = SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(reader);
+            let meter = match extra {
+                Some(add) => add(meter),
+                None => meter,
+            };
+            (Some(tracer), Some(meter.build()))
         }
-        Export::LogsOnly | Export::Custom => (None, None),
+        Export::LogsOnly | Export::Custom => (
+            None,
+            extra.map(|add| add(SdkMeterProvider::builder().with_resource(resource)).build()),
+        ),
     };
     install(&options, filter, tracer, meter, export)
 }
@@ -681,6 +718,7 @@ fn otlp_providers(
     endpoint: Option<&str>,
     options: &OtelOptions,
     resource: Resource,
+    extra: Option<ExtraReaders>,
 ) -> Result<(SdkTracerProvider, SdkMeterProvider), OtelError> {
     let mut spans = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -700,8 +738,18 @@ fn otlp_providers(
         signal: "metrics",
         source: Box::new(e),
     })?;
-    let _ = resource; // `providers` builds the same resource from the options
-    Ok(providers(spans, metrics, options))
+    let tracer = SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_batch_exporter(spans)
+        .build();
+    let meter = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(periodic(metrics, options));
+    let meter = match extra {
+        Some(add) => add(meter),
+        None => meter,
+    };
+    Ok((tracer, meter.build()))
 }
 
 fn periodic<E>(exporter: E, options: &OtelOptions) -> PeriodicReader<E>

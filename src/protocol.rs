@@ -6,8 +6,8 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -21,7 +21,7 @@ use crate::app::BoxFuture;
 use crate::app::Deadlines;
 use crate::app::plugin::Plugin;
 use crate::app::service::Route;
-use crate::app::{Request, Response, Status};
+use crate::app::{Request, Response, Status, StoreIdSlot};
 use crate::frame::{FrameError, MllpCodec};
 use crate::hl7::{Batch, Message, ParseError, ParseOptions, is_batch};
 
@@ -43,6 +43,8 @@ pub(crate) struct Hl7Inner {
     pub(crate) parse: ParseOptions,
     pub(crate) codec: MllpCodec,
     pub(crate) sampler: Sampler,
+    /// Whether the message log is on: each message then gets a slot for its store id.
+    pub(crate) message_log: bool,
 }
 
 /// Decides which messages get an `mllp.message` span
@@ -153,6 +155,7 @@ impl Hl7 {
                 message: message.clone(),
                 connection: connection.clone(),
                 lease,
+                store_id: meta.store_id.clone(),
             },
             // A batch: each message through plugins, router and ACK stage on its own, in
             // order, then one batch acknowledgment. Rare enough to be boxed.
@@ -186,6 +189,11 @@ pub struct Inbound {
     /// The parsed message (it holds the payload), or why the payload is not HL7 and the payload
     /// itself, for the best-effort AR.
     parsed: Result<Message, (ParseError, Bytes)>,
+    /// Where the payload stopped being HL7 (only when it is not).
+    error_offset: Option<usize>,
+    /// The store id the pipeline recorded ([`Request::set_store_id`]), when the message log
+    /// is on.
+    store_id: Option<StoreIdSlot>,
 }
 
 impl Inbound {
@@ -248,6 +256,19 @@ impl Inbound {
     pub fn version(&self) -> Option<&str> {
         self.message()?.version()
     }
+
+    /// When the payload is not HL7: the offset of the offending byte in it
+    /// ([`ParseError::offset`]).
+    pub fn error_offset(&self) -> Option<usize> {
+        self.error_offset
+    }
+
+    /// The id under which the pipeline stored the message
+    /// ([`Request::set_store_id`](crate::app::Request::set_store_id)), when the message log is
+    /// on and it was recorded.
+    pub fn store_id(&self) -> Option<&str> {
+        self.store_id.as_ref()?.get().map(|id| &**id)
+    }
 }
 
 impl fmt::Debug for Inbound {
@@ -303,10 +324,16 @@ impl Protocol for Hl7 {
     }
 
     fn meta(&self, request: &Bytes) -> Inbound {
+        let parsed = Message::parse_with(request.clone(), &self.inner.parse)
+            .map_err(|error| (error, request.clone()));
         Inbound {
             size: request.len(),
-            parsed: Message::parse_with(request.clone(), &self.inner.parse)
-                .map_err(|error| (error, request.clone())),
+            error_offset: parsed
+                .as_ref()
+                .err()
+                .and_then(|(error, raw)| error.offset(raw, &self.inner.parse)),
+            parsed,
+            store_id: self.inner.message_log.then(|| Arc::new(OnceLock::new())),
         }
     }
 
@@ -381,6 +408,10 @@ impl Protocol for Hl7 {
 
     fn error_kind(&self, error: &FrameError) -> &'static str {
         error.kind()
+    }
+
+    fn error_offset(&self, error: &FrameError) -> Option<u64> {
+        error.offset()
     }
 
     fn connection_span(&self, connection: &ConnectionInfo) -> Span {
@@ -483,6 +514,7 @@ enum Handle {
         message: Message,
         connection: ConnectionInfo,
         lease: Option<Lease>,
+        store_id: Option<StoreIdSlot>,
     },
     Running {
         inner: Arc<Hl7Inner>,
@@ -517,8 +549,10 @@ impl Future for HandleFuture {
                     message,
                     connection,
                     lease,
+                    store_id,
                 } => {
-                    let mut request = Request::new(message.clone(), connection);
+                    let mut request =
+                        Request::new(message.clone(), connection).with_store_id_slot(store_id);
                     if let Some(lease) = lease {
                         request = request.with_lease(lease);
                     }
@@ -610,6 +644,7 @@ async fn handle_batch(inner: Arc<Hl7Inner>, raw: Bytes, connection: ConnectionIn
                     connection: connection.clone(),
                     // The batch's own request holds the connection's lease for all of it.
                     lease: None,
+                    store_id: None,
                 },
                 Err(error) => Handle::Unparseable {
                     inner: Arc::clone(&inner),
@@ -699,6 +734,8 @@ pub(crate) fn test_inbound(code: &str, event: &str) -> Inbound {
     Inbound {
         size: bytes.len(),
         parsed: Message::parse(bytes.clone()).map_err(|error| (error, bytes)),
+        error_offset: None,
+        store_id: None,
     }
 }
 

@@ -28,7 +28,11 @@ use crate::app::{RoutePatternError, Router};
 use crate::frame::{FrameConfig, FramingPolicy, MllpCodec};
 use crate::hl7::ParseOptions;
 use crate::protocol;
-use crate::telemetry::{Metrics, Observer, SpanRecorder};
+use crate::telemetry::{Activity, MessageLog, Metrics, Observer, SpanRecorder};
+
+mod snapshot;
+
+pub use snapshot::{AckCounts, ConnectionStatus, Latency, RejectCounts, Snapshot, Totals};
 
 /// A runtime setting out of range, as carried by [`ConfigError::Runtime`].
 pub use mllp_actors::ConfigError as RuntimeConfigError;
@@ -41,8 +45,9 @@ pub use mllp_actors::ServerError;
 /// Why the supervision tree could not start, as carried by [`Error::Start`].
 pub use mllp_actors::StartError;
 pub use mllp_actors::{
-    ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
-    RestartPolicyBuilder, ShutdownReport, Transport,
+    ClosedConnection, ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy,
+    ListenerSnapshot, PlainTcp, RECENTLY_CLOSED, RestartPolicy, RestartPolicyBuilder, ServerState,
+    ShutdownReport, Transport,
 };
 
 pub use crate::protocol::{Hl7, Hl7Codec, Inbound};
@@ -125,6 +130,7 @@ pub struct ServerBuilder<T: Transport = mllp_actors::PlainTcp> {
     metrics: Option<Metrics>,
     trace_ratio: f64,
     trace_limit: Option<u32>,
+    log: MessageLog,
     transport: T,
 }
 
@@ -154,6 +160,10 @@ impl Default for ServerBuilder {
             metrics: None,
             trace_ratio: 1.0,
             trace_limit: Some(DEFAULT_MESSAGE_TRACE_LIMIT),
+            log: MessageLog {
+                messages: false,
+                rejects: false,
+            },
             transport: mllp_actors::PlainTcp,
         }
     }
@@ -391,6 +401,30 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
+    /// Logs one line per message at INFO, target `mllp::messages`
+    /// ([`MESSAGES_TARGET`](crate::telemetry::MESSAGES_TARGET)): connection id, peer address,
+    /// MSH-9 (type and trigger), MSH-10, the ACK code sent, the latency (from the read that
+    /// completed the frame to the ACK written, in milliseconds) and the store id the pipeline
+    /// recorded ([`Request::set_store_id`](crate::app::Request::set_store_id)). Messages that
+    /// were refused (AR/CR) get the reject line instead (see
+    /// [`log_rejects`](Self::log_rejects)). Default is off: the library logs nothing per
+    /// message unless asked (`mllp serve` turns it on).
+    pub fn log_messages(mut self, on: bool) -> Self {
+        self.log.messages = on;
+        self
+    }
+
+    /// Logs every reject at WARN, target `mllp::rejects`
+    /// ([`REJECTS_TARGET`](crate::telemetry::REJECTS_TARGET)), with its reason (`not_hl7`,
+    /// `missing_msh_field`, `refused`, `framing`, `oversize`, `truncated`), the connection, the
+    /// ERR-3 code sent and the offset of the offending byte (in the payload for a message, in
+    /// the connection's inbound stream for a framing fault); never the payload. Default is off
+    /// (`mllp serve` turns it on).
+    pub fn log_rejects(mut self, on: bool) -> Self {
+        self.log.rejects = on;
+        self
+    }
+
     /// Serves over another transport (TLS, or a peer allow-list). Default is plain TCP.
     pub fn transport<U: Transport>(self, transport: U) -> ServerBuilder<U> {
         ServerBuilder {
@@ -405,6 +439,7 @@ impl<T: Transport> ServerBuilder<T> {
             metrics: self.metrics,
             trace_ratio: self.trace_ratio,
             trace_limit: self.trace_limit,
+            log: self.log,
             transport,
         }
     }
@@ -461,8 +496,14 @@ impl<T: Transport> ServerBuilder<T> {
             parse: self.parse,
             codec: MllpCodec::from_config(self.frame),
             sampler: protocol::Sampler::new(self.trace_ratio, self.trace_limit),
+            message_log: self.log.messages,
         });
+        let activity = Arc::new(Activity::default());
         let mut observers = self.observers;
+        if self.log.messages || self.log.rejects {
+            observers.insert(0, Arc::new(self.log));
+        }
+        observers.insert(0, Arc::clone(&activity) as Arc<dyn Observer<Hl7>>);
         observers.insert(0, Arc::new(self.metrics.unwrap_or_else(Metrics::global)));
         observers.insert(0, Arc::new(SpanRecorder));
         Ok(Server {
@@ -472,6 +513,7 @@ impl<T: Transport> ServerBuilder<T> {
             transport: self.transport,
             config: self.runtime,
             observers,
+            activity,
         })
     }
 
@@ -507,6 +549,7 @@ pub struct Server<T: Transport = mllp_actors::PlainTcp> {
     transport: T,
     config: ServerConfig,
     observers: Vec<Arc<dyn Observer<Hl7>>>,
+    activity: Arc<Activity>,
 }
 
 impl<T: Transport> fmt::Debug for Server<T> {
@@ -545,7 +588,10 @@ impl<T: Transport> Server<T> {
         )
         .await
         .map_err(Error::Start)?;
-        Ok(ServerHandle { inner })
+        Ok(ServerHandle {
+            inner,
+            activity: self.activity,
+        })
     }
 
     /// Serves until `signal` completes, then shuts down gracefully and returns the drain report.
@@ -572,6 +618,7 @@ impl<T: Transport> Server<T> {
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: mllp_actors::ServerHandle,
+    activity: Arc<Activity>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -641,6 +688,31 @@ impl ServerHandle {
     /// without one.
     pub fn buffered_bytes(&self) -> Option<usize> {
         self.inner.buffered_bytes()
+    }
+
+    /// Whether the server is running, draining or stopped, without a call into the tree: what
+    /// a readiness probe asks.
+    pub fn state(&self) -> ServerState {
+        self.inner.state()
+    }
+
+    /// The server at a glance: state, listeners, every live connection with its counters and
+    /// last message (MSH-9 and ACK code), the connections closed last with their reasons,
+    /// answers by ACK code, rejects by kind, and message latency percentiles. MSH fields only:
+    /// nothing in it can hold patient data.
+    ///
+    /// Cheap enough to poll every second with thousands of connections: one round trip to the
+    /// connection supervisor, which copies its registry, and a read of the server's counters
+    /// (docs/operations.md has the measured cost).
+    pub async fn snapshot(&self) -> Snapshot {
+        snapshot::take(self.inner.snapshot().await, &self.activity)
+    }
+
+    /// [`snapshot`](Self::snapshot) without the connection lists (`connections` and
+    /// `recently_closed` are empty, `active_connections` counts the live ones): its cost does
+    /// not grow with the number of connections. What `/status` serves.
+    pub async fn summary(&self) -> Snapshot {
+        snapshot::take(self.inner.summary().await, &self.activity)
     }
 
     /// Stops accepting, lets each connection finish the message in flight and write its ACK,

@@ -6,6 +6,8 @@
 //! service installs one), so an installed exporter sees them with no further glue.
 //! docs/telemetry.md lists every name: renaming one is a breaking change.
 
+mod activity;
+mod log;
 mod span;
 
 use std::cell::RefCell;
@@ -100,6 +102,9 @@ pub use mllp_actors::CloseReason;
 /// What went wrong with a message, as carried by a `MessageException` [`Event`].
 pub use mllp_actors::Failure;
 
+pub(crate) use activity::{ACK_NAMES, Activity, ActivityReading, LastMessage, Reject};
+pub(crate) use log::MessageLog;
+pub use log::{MESSAGES_TARGET, REJECTS_TARGET};
 pub(crate) use span::SpanRecorder;
 
 /// The `tracing` target of the telemetry events (`mllp.connection.start`,

@@ -30,12 +30,16 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// The transport handshake failed; the text says why (never payload data).
     HandshakeFailed(String),
-    /// The codec rejected the byte stream; `kind` is [`Protocol::error_kind`], `detail` its text.
+    /// The codec rejected the byte stream; `kind` is [`Protocol::error_kind`], `detail` its
+    /// text, `offset` [`Protocol::error_offset`].
     Protocol {
         /// The protocol's name for the error (`"framing"`, `"oversize"`, ...).
         kind: &'static str,
         /// The error's text.
         detail: String,
+        /// Where in the inbound byte stream the codec failed (from 0 at the connection's first
+        /// byte), when the protocol says.
+        offset: Option<u64>,
     },
     /// Reading or writing the socket failed.
     Io(String),
@@ -78,7 +82,16 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::HandshakeFailed(d) => write!(f, "handshake failed: {d}"),
-            CloseReason::Protocol { kind, detail } => write!(f, "{kind}: {detail}"),
+            CloseReason::Protocol {
+                kind,
+                detail,
+                offset: None,
+            } => write!(f, "{kind}: {detail}"),
+            CloseReason::Protocol {
+                kind,
+                detail,
+                offset: Some(offset),
+            } => write!(f, "{kind}: {detail} (at byte {offset})"),
             CloseReason::Io(d) => write!(f, "i/o error: {d}"),
             CloseReason::Panicked(d) => write!(f, "connection panicked: {d}"),
             other => f.write_str(other.as_str()),

@@ -86,8 +86,8 @@
 //!
 //! # Cancel safety
 //!
-//! [`ServerHandle::shutdown`], [`ServerHandle::wait`] and [`ServerHandle::connections`] may be
-//! dropped at any time: dropping `shutdown()` after its first poll does not cancel the shutdown
+//! [`ServerHandle::shutdown`], [`ServerHandle::wait`], [`ServerHandle::connections`] and
+//! [`ServerHandle::snapshot`] may be dropped at any time: dropping `shutdown()` after its first poll does not cancel the shutdown
 //! (it has begun and completes on its own), and calling it again waits for the same end.
 //! Inside the tree, every `select!` is over cancel-safe operations (see
 //! [Internals](#internals)).
@@ -158,6 +158,9 @@ pub use error::{ServerError, StartError};
 pub use event::{CloseReason, Event, Observer};
 pub use lease::Lease;
 pub use protocol::{ConnectionInfo, Failure, Protocol};
-pub use report::{ConnectionSnapshot, ShutdownReport};
+pub use report::{
+    ClosedConnection, ConnectionSnapshot, ListenerSnapshot, RECENTLY_CLOSED, ServerSnapshot,
+    ServerState, ShutdownReport,
+};
 pub use server::{Server, ServerHandle};
 pub use transport::{Established, PlainTcp, Transport};

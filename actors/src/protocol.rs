@@ -117,6 +117,14 @@ pub trait Protocol: Send + Sync + 'static {
         "protocol"
     }
 
+    /// Where a decoding error is: the offset of the offending byte in the connection's inbound
+    /// byte stream, counted from 0, carried on [`CloseReason::Protocol`](crate::CloseReason).
+    /// Default is `None`.
+    fn error_offset(&self, error: &Self::Error) -> Option<u64> {
+        let _ = error;
+        None
+    }
+
     /// Whether `codec` is inside a frame: it consumed the frame's start but not its end. The
     /// runtime also counts undecoded bytes in its read buffer as a frame in progress, so this
     /// matters only for codecs that consume a start marker before the payload arrives; the

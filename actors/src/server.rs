@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
@@ -19,7 +20,9 @@ use crate::error::{ServerError, StartError};
 use crate::event::Observer;
 use crate::observers::Observers;
 use crate::protocol::Protocol;
-use crate::report::{ConnectionSnapshot, ShutdownReport};
+use crate::report::{
+    ConnectionSnapshot, ListenerSnapshot, ServerSnapshot, ServerState, ShutdownReport,
+};
 use crate::root::{self, RootMessage};
 use crate::shared::Shared;
 use crate::slots::Slots;
@@ -54,6 +57,9 @@ impl Server {
         config.validate()?;
         let local_addr = listener.local_addr().map_err(StartError::Listener)?;
         let budget = config.max_buffered_bytes.map(Budget::new);
+        let started = SystemTime::now();
+        let max_connections = config.max_connections;
+        let tls = transport.tls();
         let control = Arc::new(Control::new());
         let slots = Slots::new(config.max_connections);
         let shared = Arc::new(Shared {
@@ -75,6 +81,9 @@ impl Server {
         Ok(ServerHandle {
             inner: Arc::new(HandleInner {
                 local_addr,
+                started,
+                max_connections,
+                tls,
                 control,
                 root,
                 supervisor,
@@ -95,6 +104,10 @@ pub struct ServerHandle {
 
 struct HandleInner {
     local_addr: SocketAddr,
+    started: SystemTime,
+    max_connections: usize,
+    /// Whether the listener's transport is TLS.
+    tls: bool,
     control: Arc<Control>,
     root: ActorRef<RootMessage>,
     supervisor: ActorRef<SupervisorMessage>,
@@ -129,6 +142,72 @@ impl ServerHandle {
         {
             Ok(CallResult::Success(connections)) => connections,
             _ => Vec::new(),
+        }
+    }
+
+    /// Whether the server is running, draining or stopped: two atomic loads, no call into the
+    /// tree, so a readiness probe can ask as often as it likes.
+    pub fn state(&self) -> ServerState {
+        let inner = &self.inner;
+        if inner.outcome.borrow().is_some() {
+            ServerState::Stopped
+        } else if inner.control.stop_requested.is_cancelled() || inner.control.is_shutting_down() {
+            ServerState::Draining
+        } else {
+            ServerState::Running
+        }
+    }
+
+    /// The server at a glance: its state, listeners and slots, every live connection (with its
+    /// counters) and the connections that closed last, with their close reasons (as
+    /// `ranch:info` and `ranch:procs`).
+    ///
+    /// One round trip to the connection supervisor, which copies its registry (about 100
+    /// bytes per connection; docs/operations.md has the measured cost at 10,000 connections),
+    /// so it is cheap enough to poll every second. Counters are read with relaxed loads: each is
+    /// exact, the set is not one instant. Once the server has stopped, the connection lists are
+    /// empty.
+    pub async fn snapshot(&self) -> ServerSnapshot {
+        self.status(true).await
+    }
+
+    /// [`snapshot`](Self::snapshot) without the connection lists (`connections` and
+    /// `recently_closed` are empty; `active_connections` counts the live ones): a round trip to
+    /// the connection supervisor that copies nothing, whatever the number of connections.
+    pub async fn summary(&self) -> ServerSnapshot {
+        self.status(false).await
+    }
+
+    async fn status(&self, full: bool) -> ServerSnapshot {
+        let state = self.state();
+        let status = match self
+            .inner
+            .supervisor
+            .call(|reply| SupervisorMessage::Status(full, reply), None)
+            .await
+        {
+            Ok(CallResult::Success(status)) => Some(status),
+            _ => None,
+        };
+        let (active, connections, recently_closed, opened) = match status {
+            Some(s) => (s.active, s.connections, s.recently_closed, s.opened),
+            None => (0, Vec::new(), Vec::new(), 0),
+        };
+        ServerSnapshot {
+            taken: SystemTime::now(),
+            started: self.inner.started,
+            state,
+            listeners: vec![ListenerSnapshot {
+                local_addr: self.inner.local_addr,
+                tls: self.inner.tls,
+                accepting: state == ServerState::Running,
+            }],
+            max_connections: self.inner.max_connections,
+            slots_in_use: self.inner.slots.in_use(),
+            active_connections: active,
+            connections,
+            recently_closed,
+            connections_opened: opened,
         }
     }
 
@@ -280,6 +359,7 @@ mod tests {
         assert_send_sync::<ServerHandle>();
         assert_send_sync::<ShutdownReport>();
         assert_send_sync::<ConnectionSnapshot>();
+        assert_send_sync::<ServerSnapshot>();
         assert_send_sync::<ServerError>();
         assert_send_sync::<StartError>();
         assert_send_sync::<crate::ConfigError>();

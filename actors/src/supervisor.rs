@@ -13,7 +13,7 @@
 //! - ractor's default `handle_supervisor_evt` stops the supervisor when any child exits; this
 //!   one overrides it, since connections ending is the normal case.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::connection::{ConnStats, Connection, ConnectionArgs};
 use crate::event::{CloseReason, Event};
 use crate::protocol::{ConnectionInfo, Protocol};
-use crate::report::{ConnectionSnapshot, ShutdownReport};
+use crate::report::{ClosedConnection, ConnectionSnapshot, RECENTLY_CLOSED, ShutdownReport};
 use crate::shared::Shared;
 use crate::slots::Slot;
 use crate::transport::Transport;
@@ -52,6 +52,9 @@ pub(crate) enum SupervisorMessage {
     },
     /// The registry, for `ServerHandle::connections`.
     Snapshot(RpcReplyPort<Vec<ConnectionSnapshot>>),
+    /// The registry (its connections only when the flag says so) and its history, for
+    /// `ServerHandle::snapshot` and `ServerHandle::summary`.
+    Status(bool, RpcReplyPort<RegistryStatus>),
     /// Replies once no connection is left, with the shutdown counts.
     Drain(RpcReplyPort<ShutdownReport>),
 }
@@ -79,6 +82,8 @@ impl<P: Protocol, T: Transport> Actor for ConnectionSupervisor<P, T> {
                 shared,
                 entries: HashMap::new(),
                 report: ShutdownReport::default(),
+                closed: VecDeque::with_capacity(RECENTLY_CLOSED),
+                opened: 0,
             },
             drain_waiters: Vec::new(),
             exited: Vec::new(),
@@ -108,6 +113,23 @@ impl<P: Protocol, T: Transport> Actor for ConnectionSupervisor<P, T> {
             }
             SupervisorMessage::Snapshot(reply) => {
                 let _ = reply.send(state.registry.snapshot());
+            }
+            SupervisorMessage::Status(full, reply) => {
+                let registry = &state.registry;
+                let _ = reply.send(RegistryStatus {
+                    active: registry.entries.len(),
+                    connections: if full {
+                        registry.snapshot()
+                    } else {
+                        Vec::new()
+                    },
+                    recently_closed: if full {
+                        registry.closed.iter().rev().cloned().collect()
+                    } else {
+                        Vec::new()
+                    },
+                    opened: registry.opened,
+                });
             }
             SupervisorMessage::Drain(reply) => {
                 state.drain_waiters.push(reply);
@@ -167,8 +189,10 @@ impl<P: Protocol, T: Transport> SupervisorState<P, T> {
             shared.transport.tls(),
             None,
         );
-        let stats = Arc::new(ConnStats::default());
+        let start = Instant::now();
+        let stats = Arc::new(ConnStats::new(start));
         let started = SystemTime::now();
+        self.registry.opened += 1;
         // Integers as i64: tracing-opentelemetry exports unsigned ones as strings.
         tracing::info!(
             connection.id = info.id() as i64,
@@ -200,7 +224,7 @@ impl<P: Protocol, T: Transport> SupervisorState<P, T> {
             info,
             stats,
             started,
-            start: Instant::now(),
+            start,
             slot,
             task,
         };
@@ -236,12 +260,25 @@ struct Entry {
     task: Option<JoinHandle<()>>,
 }
 
+/// The registry as `ServerHandle::snapshot` reports it.
+pub(crate) struct RegistryStatus {
+    pub(crate) active: usize,
+    pub(crate) connections: Vec<ConnectionSnapshot>,
+    /// Most recent first.
+    pub(crate) recently_closed: Vec<ClosedConnection>,
+    pub(crate) opened: u64,
+}
+
 /// The live connections, keyed by actor id.
 struct Registry<P: Protocol, T: Transport> {
     shared: Arc<Shared<P, T>>,
     entries: HashMap<ActorId, Entry>,
     /// Connections that ended after shutdown began.
     report: ShutdownReport,
+    /// The last [`RECENTLY_CLOSED`] connections to end, oldest first.
+    closed: VecDeque<ClosedConnection>,
+    /// Connections started over the server's life.
+    opened: u64,
 }
 
 impl<P: Protocol, T: Transport> Registry<P, T> {
@@ -251,10 +288,10 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
         let Entry {
             info,
             stats,
+            started,
             start,
             slot,
             task,
-            ..
         } = entry;
         drop(slot);
         let info = stats.established.get().cloned().unwrap_or(info);
@@ -282,12 +319,27 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
                 self.report.drained += 1;
             }
         }
+        let duration = start.elapsed();
         self.shared.observers.emit(Event::ConnectionStop {
             connection: &info,
-            duration: start.elapsed(),
+            duration,
             reason: &reason,
             messages,
             span: stats.span.get(),
+        });
+        if self.closed.len() == RECENTLY_CLOSED {
+            self.closed.pop_front();
+        }
+        self.closed.push_back(ClosedConnection {
+            id: info.id(),
+            peer: info.peer(),
+            tls: info.tls(),
+            started,
+            closed: started + duration,
+            reason,
+            messages,
+            bytes_in: stats.bytes_in.load(Ordering::Relaxed),
+            bytes_out: stats.bytes_out.load(Ordering::Relaxed),
         });
         task
     }
@@ -298,13 +350,19 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
             .values()
             .map(|entry| {
                 let info = entry.stats.established.get().unwrap_or(&entry.info);
+                let stats = &entry.stats;
                 ConnectionSnapshot {
                     id: info.id(),
                     peer: info.peer(),
                     tls: info.tls(),
                     started: entry.started,
-                    messages: entry.stats.messages.load(Ordering::Relaxed),
-                    in_flight: entry.stats.in_flight.load(Ordering::Relaxed),
+                    messages: stats.messages.load(Ordering::Relaxed),
+                    in_flight: stats.in_flight.load(Ordering::Relaxed),
+                    local: info.local(),
+                    peer_identity: info.peer_identity().map(str::to_owned),
+                    bytes_in: stats.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: stats.bytes_out.load(Ordering::Relaxed),
+                    last_message: stats.last_answer().map(|after| entry.started + after),
                 }
             })
             .collect();

@@ -1,5 +1,7 @@
 //! The request context a handler and its middleware see.
 
+use std::sync::{Arc, OnceLock};
+
 use crate::ack::Diagnostic;
 use crate::app::Extensions;
 use crate::hl7::Message;
@@ -20,7 +22,12 @@ pub struct Request {
     carried: usize,
     extensions: Extensions,
     lease: Option<Lease>,
+    store_id: Option<StoreIdSlot>,
 }
+
+/// Where a message's store id goes, shared with the runtime's view of the message so that the
+/// message log can name it.
+pub(crate) type StoreIdSlot = Arc<OnceLock<Box<str>>>;
 
 impl Request {
     /// A request for `message` received on `connection`.
@@ -32,6 +39,23 @@ impl Request {
             carried: 0,
             extensions: Extensions::new(),
             lease: None,
+            store_id: None,
+        }
+    }
+
+    /// Gives the request the slot its store id goes to (when the message log is on).
+    pub(crate) fn with_store_id_slot(mut self, slot: Option<StoreIdSlot>) -> Self {
+        self.store_id = slot;
+        self
+    }
+
+    /// Records the id under which the message was stored (a row id, a file name), for the
+    /// message log line's `store.id` field
+    /// ([`ServerBuilder::log_messages`](crate::ServerBuilder::log_messages)). The first id
+    /// recorded wins; without the message log it is not kept. Never put message content in it.
+    pub fn set_store_id(&self, id: impl Into<Box<str>>) {
+        if let Some(slot) = &self.store_id {
+            let _ = slot.set(id.into());
         }
     }
 

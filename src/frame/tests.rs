@@ -41,7 +41,7 @@ struct Outcome {
 fn kind(error: &FrameError) -> &'static str {
     match error {
         FrameError::UnexpectedByte { .. } => "unexpected",
-        FrameError::StartInFrame => "start-in-frame",
+        FrameError::StartInFrame { .. } => "start-in-frame",
         FrameError::BadEndBlock { .. } => "bad-end",
         FrameError::TooLarge { .. } => "too-large",
         FrameError::Truncated { .. } => "truncated",
@@ -285,7 +285,10 @@ fn strict_rejects_byte_before_first_frame() {
     let mut codec = MllpCodec::new();
     assert!(matches!(
         codec.decode(&mut BytesMut::from(&wire[..])),
-        Err(FrameError::UnexpectedByte { byte: b'X' })
+        Err(FrameError::UnexpectedByte {
+            byte: b'X',
+            offset: 0
+        })
     ));
 }
 
@@ -353,7 +356,10 @@ fn strict_rejects_end_block_not_followed_by_cr() {
     let mut codec = MllpCodec::new();
     assert!(matches!(
         codec.decode(&mut BytesMut::from(&wire[..])),
-        Err(FrameError::BadEndBlock { byte: b'b' })
+        Err(FrameError::BadEndBlock {
+            byte: b'b',
+            offset: 7
+        })
     ));
 }
 
@@ -436,7 +442,7 @@ fn payload_one_past_limit_is_rejected() {
     let err = MllpCodec::with_max_message_size(64)
         .decode(&mut BytesMut::from(&wire[..]))
         .unwrap_err();
-    assert!(matches!(err, FrameError::TooLarge { limit: 64 }));
+    assert!(matches!(err, FrameError::TooLarge { limit: 64, .. }));
 }
 
 /// An oversized payload fails as soon as it passes the limit, before any end block arrives.
@@ -449,7 +455,10 @@ fn oversized_payload_is_rejected_before_end_block_arrives() {
     buf.extend_from_slice(b"A");
     assert!(matches!(
         codec.decode(&mut buf),
-        Err(FrameError::TooLarge { limit: 64 })
+        Err(FrameError::TooLarge {
+            limit: 64,
+            offset: 65
+        })
     ));
 }
 
@@ -509,7 +518,7 @@ fn skip_garbage_one_past_limit_is_rejected() {
     let mut buf = BytesMut::from(&[b'g'; 65][..]);
     assert!(matches!(
         codec.decode(&mut buf),
-        Err(FrameError::TooLarge { limit: 64 })
+        Err(FrameError::TooLarge { limit: 64, .. })
     ));
 }
 
@@ -579,7 +588,8 @@ fn eof_inside_frame_is_truncated() {
     let mut buf = BytesMut::from(&wire[..wire.len() - 1]);
     assert!(matches!(
         codec.decode_eof(&mut buf),
-        Err(FrameError::Truncated { buffered }) if buffered == ACK.len() + 1
+        Err(FrameError::Truncated { buffered, offset })
+            if buffered == ACK.len() + 1 && offset == wire.len() as u64 - 1
     ));
 }
 
@@ -658,11 +668,23 @@ fn frame_error_wraps_io_error_as_source() {
 #[test]
 fn error_messages_are_lowercase_without_period() {
     let errors = [
-        FrameError::UnexpectedByte { byte: 0x41 },
-        FrameError::StartInFrame,
-        FrameError::BadEndBlock { byte: 0x0a },
-        FrameError::TooLarge { limit: 10 },
-        FrameError::Truncated { buffered: 3 },
+        FrameError::UnexpectedByte {
+            byte: 0x41,
+            offset: 0,
+        },
+        FrameError::StartInFrame { offset: 1 },
+        FrameError::BadEndBlock {
+            byte: 0x0a,
+            offset: 2,
+        },
+        FrameError::TooLarge {
+            limit: 10,
+            offset: 11,
+        },
+        FrameError::Truncated {
+            buffered: 3,
+            offset: 4,
+        },
         FrameError::ReservedByte {
             byte: 0x1c,
             offset: 2,
@@ -794,5 +816,50 @@ proptest! {
         prop_assert_eq!(out, ok(&expected));
         let garbage: usize = items.iter().map(|(g, _)| g.len()).sum();
         prop_assert_eq!(codec.skipped_bytes(), garbage as u64);
+    }
+}
+
+/// Every decoding error names the offset of the offending byte in the whole inbound stream,
+/// across frames already delivered and however the bytes were split into reads.
+#[test]
+fn errors_report_their_offset_in_the_stream() {
+    let first = frame(ACK);
+    let limit = ACK.len() + 8;
+    let mut oversize = vec![START_BLOCK];
+    oversize.resize(limit + 2, b'A');
+    let cases: [(&[u8], u64, &str); 4] = [
+        (b"X", 0, "unexpected"),
+        (b"\x0bMSH\x0bA", 4, "start-in-frame"),
+        (b"\x0bMSH\x1cZ", 5, "bad-end"),
+        (&oversize, limit as u64 + 1, "too-large"),
+    ];
+    for (tail, at, name) in cases {
+        let mut wire = first.clone();
+        wire.extend_from_slice(tail);
+        for cut in 0..=wire.len() {
+            let mut codec = MllpCodec::with_max_message_size(limit);
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut error = None;
+            let feed = |buf: &mut BytesMut, codec: &mut MllpCodec| loop {
+                match codec.decode(buf) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return None,
+                    Err(e) => return Some(e),
+                }
+            };
+            if let Some(e) = feed(&mut buf, &mut codec) {
+                error = Some(e);
+            } else {
+                buf.extend_from_slice(&wire[cut..]);
+                error = error.or_else(|| feed(&mut buf, &mut codec));
+            }
+            let error = error.unwrap_or_else(|| panic!("{name}: no error at cut {cut}"));
+            assert_eq!(kind(&error), name, "cut {cut}");
+            assert_eq!(
+                error.offset(),
+                Some(first.len() as u64 + at),
+                "{name}, cut {cut}"
+            );
+        }
     }
 }

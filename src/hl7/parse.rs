@@ -117,6 +117,29 @@ impl ParseError {
         }
     }
 
+    /// Where the error is in `payload` (the bytes that failed to parse with `options`), as a
+    /// byte offset from 0: the first byte of a payload that does not start with `MSH`, MSH-1 or
+    /// MSH-2 for bad delimiters, the start of a segment with an invalid id, the offending line
+    /// feed. `None` for an empty payload or one too large to index. Used by the reject log: an
+    /// offset says where to look in a capture without quoting the content.
+    pub fn offset(&self, payload: &[u8], options: &ParseOptions) -> Option<usize> {
+        let lenient = options.lenient_line_endings;
+        let is_end = |byte: u8| byte == CR || (lenient && byte == LF);
+        let msh = payload.iter().position(|&byte| !is_end(byte));
+        match self {
+            ParseError::Empty | ParseError::TooLarge => None,
+            ParseError::MissingMsh => msh,
+            ParseError::TruncatedMsh => msh.map(|at| (at + 3).min(payload.len())),
+            ParseError::InvalidDelimiters { field, .. } => msh.map(|at| at + 2 + field),
+            ParseError::InvalidSegmentId { position } => segment_start(payload, *position, is_end),
+            ParseError::LineFeed { position } => {
+                let start = segment_start(payload, *position, |byte| byte == CR)
+                    .or_else(|| msh.filter(|_| *position == 1))?;
+                memchr(LF, &payload[start..]).map(|at| start + at)
+            }
+        }
+    }
+
     /// An error-severity [`Diagnostic`] for this error: its code, its location, and its
     /// `Display` text (positions only, no content).
     pub fn to_diagnostic(&self) -> Diagnostic {
@@ -124,6 +147,24 @@ impl ParseError {
         diagnostic.location = self.location();
         diagnostic
     }
+}
+
+/// The offset of the `position`th non-empty segment (from 1), segments ending where `is_end`.
+fn segment_start(payload: &[u8], position: usize, is_end: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut seen = 0;
+    let mut start = 0;
+    for (at, &byte) in payload.iter().enumerate().chain([(payload.len(), &CR)]) {
+        if at == payload.len() || is_end(byte) {
+            if at > start {
+                seen += 1;
+                if seen == position {
+                    return Some(start);
+                }
+            }
+            start = at + 1;
+        }
+    }
+    None
 }
 
 /// Where one segment lies in the message, and which field separators belong to it.

@@ -505,3 +505,28 @@ fn short_trailing_msh_segment_has_no_fields() {
         assert_eq!(short.fields().count(), 0);
     }
 }
+
+/// Each parse error points at the offending byte: what the reject log reports.
+#[test]
+fn parse_errors_name_the_offending_offset() {
+    let strict = ParseOptions::default();
+    let cases: [(&[u8], Option<usize>); 7] = [
+        (b"", None),
+        (b"\r\rPID|1\r", Some(2)),
+        (b"MSH", Some(3)),
+        (b"MSH|^~\\&|A\rEVN|1\r P1|x\r", Some(17)),
+        (b"MSH|^~\\&|A\nEVN|1\r", Some(10)),
+        (b"MSH|^~\\&|A\rEVN|1\r\nPID|x\r", Some(17)),
+        (b"MSHA^~\\&|A\r", Some(3)),
+    ];
+    for (payload, offset) in cases {
+        let error =
+            Message::parse_with(Bytes::copy_from_slice(payload), &strict).expect_err("not HL7");
+        assert_eq!(
+            error.offset(payload, &strict),
+            offset,
+            "{error:?} in {:?}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+}

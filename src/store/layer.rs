@@ -223,6 +223,8 @@ impl Inner {
                 );
             }
         }
+        // The message log line names it (`store.id`), when the log is on.
+        request.set_store_id(receipt.id().as_str());
         request.extensions_mut().insert(Stored(receipt));
         next.run(request).await
     }

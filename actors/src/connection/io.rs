@@ -68,6 +68,8 @@ pub(super) struct Io<P: Protocol, S> {
     pub(super) last_activity: Instant,
     /// When the last read returned bytes: a request decoded from them arrived then.
     pub(super) last_read: Instant,
+    /// Bytes read from the stream so far.
+    pub(super) bytes_read: u64,
     /// Set while the connection waits for the rest of a started frame.
     frame_deadline: Option<Instant>,
     /// The read timer (frame or idle deadline), created when first needed and re-armed lazily:
@@ -98,6 +100,7 @@ where
             eof: false,
             last_activity: Instant::now(),
             last_read: Instant::now(),
+            bytes_read: 0,
             frame_deadline: None,
             timer: None,
             budget,
@@ -122,6 +125,7 @@ where
             ReadEvent::Closed(CloseReason::Protocol {
                 kind: protocol.error_kind(&error),
                 detail: error.to_string(),
+                offset: protocol.error_offset(&error),
             })
         };
         loop {
@@ -191,7 +195,8 @@ where
                     self.eof = true;
                     continue;
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    self.bytes_read += n as u64;
                     self.last_read = Instant::now();
                     self.last_activity = self.last_read;
                     continue;
@@ -286,6 +291,8 @@ where
             return Err(CloseReason::Protocol {
                 kind: protocol.error_kind(&error),
                 detail: error.to_string(),
+                // An encoding error is about the response, not the inbound stream.
+                offset: None,
             });
         }
         let size = self.write_buf.len();

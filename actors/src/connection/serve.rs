@@ -201,6 +201,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     )
                 }),
                 Step::Read(ReadEvent::Request(request, allocation)) => {
+                    self.publish_bytes_in();
                     // The time its last byte arrived: the read that completed it (not moved by
                     // answers, so a frame that waited in the buffer behind another keeps it).
                     let decoded_at = self.io.last_read;
@@ -219,6 +220,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     }
                 }
                 Step::Read(ReadEvent::Closed(reason)) => {
+                    self.publish_bytes_in();
                     self.closing = Some(reason);
                     None
                 }
@@ -376,6 +378,14 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         None
     }
 
+    /// Bytes read so far, for the registry: published once per decoded request (and at the
+    /// close), not on every read.
+    fn publish_bytes_in(&self) {
+        self.stats
+            .bytes_in
+            .store(self.io.bytes_read, Ordering::Relaxed);
+    }
+
     /// Requests decoded and not yet answered, for the registry.
     fn publish_in_flight(&self) {
         let waiting = usize::from(self.ready.is_some());
@@ -468,6 +478,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     /// nothing is left in flight.
     fn answered_now(&mut self) -> Instant {
         let now = Instant::now();
+        self.stats.note_answer(now);
         if self.queue.is_empty() {
             self.io.last_activity = now;
         }
@@ -500,7 +511,12 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             )
             .await
         {
-            Ok(size) => (Some((kept, size)), Ok(())),
+            Ok(size) => {
+                self.stats
+                    .bytes_out
+                    .fetch_add(size as u64, Ordering::Relaxed);
+                (Some((kept, size)), Ok(()))
+            }
             Err(reason) => (None, Err(reason)),
         }
     }

@@ -294,6 +294,17 @@ pub(crate) struct ServeFile {
     #[cfg(feature = "otlp")]
     #[serde(alias = "otlp_endpoint")]
     pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) admin: Option<String>,
+    #[serde(alias = "admin_token")]
+    pub(crate) admin_token: Option<String>,
+    #[serde(alias = "admin_token_file")]
+    pub(crate) admin_token_file: Option<PathBuf>,
+    #[serde(alias = "admin_public")]
+    pub(crate) admin_public: Option<bool>,
+    #[serde(alias = "log_messages")]
+    pub(crate) log_messages: Option<bool>,
+    #[serde(alias = "log_rejects")]
+    pub(crate) log_rejects: Option<bool>,
 }
 
 /// A setting that cannot be used, naming where it came from.

@@ -1,6 +1,7 @@
 //! `mllp`: receive HL7 v2 over MLLP into a durable inbox (`serve`), send HL7 files to a
 //! receiver (`send`), measure a receiver (`bench`), operate the store (`inbox`), and forward
 //! a store downstream (`relay`).
+//! receiver (`send`), measure a receiver (`bench`), and watch one live (`top`).
 //!
 //! Run `mllp help <command>` for every flag; docs/operations.md explains running `serve` in
 //! production, the inbox layout and the exit codes.
@@ -33,6 +34,7 @@ mod relay;
 mod send;
 mod send_batch;
 mod serve;
+mod top;
 
 use std::process::ExitCode;
 
@@ -58,6 +60,8 @@ enum Command {
     Inbox(inbox::InboxArgs),
     /// Send a store's messages to a receiver in order, each marked done after its AA/CA
     Relay(Box<relay::RelayArgs>),
+    /// Watch a running `mllp serve --admin` live: connections, msg/s, ACK codes, latency
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Inbox(args) => inbox::run(args).await,
             Command::Relay(args) => relay::run(*args).await,
+            Command::Top(args) => top::run(args).await,
         }
     })
 }

@@ -4,9 +4,11 @@
 //! `settings` (flags over the config file over the defaults), `telemetry` (logs and export),
 //! `build` (admission, TLS, the server builder), `partner` (the lenient-partner switches),
 //! `forward` (`--forward`: the downstream receiver), `listeners` (`[[listener]]` tables: several
-//! servers in one process),
-//! `store` (opening `--store`), `handler` (the route that stores, then accepts) and `signals` (the drain on SIGTERM/SIGINT, the TLS reload on SIGHUP).
+//! servers in one process), `store` (opening `--store`), `handler` (the route that stores, then
+//! accepts), `admin` (the admin HTTP endpoint) and `signals` (the drain on SIGTERM/SIGINT, the
+//! TLS reload on SIGHUP).
 
+mod admin;
 mod args;
 mod build;
 mod forward;
@@ -23,6 +25,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use mllp::ServerBuilder;
+use mllp::admin::PrometheusMetrics;
 use mllp::server::{PlainTcp, Transport};
 use mllp::store::Store;
 use mllp::tls::{Admitted, TlsReloader};
@@ -39,24 +42,38 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return exit::fail(exit::USAGE, &e),
     };
+    // The admin endpoint's Prometheus exporter reads the same instruments as OTLP export: its
+    // reader joins the meter provider that `telemetry::init` installs.
+    let (metrics, reader) = match settings.admin.is_some().then(PrometheusMetrics::new) {
+        Some(Ok((metrics, reader))) => (Some(metrics), Some(reader)),
+        Some(Err(e)) => return exit::fail(exit::FAILURE, &e),
+        None => (None, None),
+    };
     // Before the server is built: it takes its metric instruments from the global meter
     // provider that `telemetry::init` installs.
-    let telemetry = match telemetry::init(&settings.telemetry) {
+    let telemetry = match telemetry::init(&settings.telemetry, reader) {
         Ok(t) => t,
         Err(text) => return exit::fail_text(exit::USAGE, &text),
     };
-    let code = serve(settings).await.unwrap_or_else(|failed| failed);
+    let code = serve(settings, metrics)
+        .await
+        .unwrap_or_else(|failed| failed);
     telemetry.shutdown().await;
     code
 }
 
 /// Checks and opens what the server needs, then serves. `Err` is the exit status of a step
 /// that failed, its reason already printed.
-async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
+async fn serve(
+    settings: Settings,
+    metrics: Option<PrometheusMetrics>,
+) -> Result<ExitCode, ExitCode> {
     // Registered before anything is printed: a signal that arrives right after `listening on`
     // must start a drain, not kill the process with the default disposition.
     let signal = ShutdownSignal::register().map_err(|e| exit::fail(exit::FAILURE, &e))?;
     if !settings.listeners.is_empty() {
+        // Several listeners: the admin endpoint is not wired there yet (see listeners.rs).
+        let _ = metrics;
         return listeners::serve_many(settings, signal).await;
     }
 
@@ -75,12 +92,12 @@ async fn serve(settings: Settings) -> Result<ExitCode, ExitCode> {
     match tls {
         None => {
             let builder = builder.transport(Admitted::new(PlainTcp, admission));
-            serve_on(builder, &settings, signal, store, None).await
+            serve_on(builder, &settings, signal, store, None, metrics).await
         }
         Some(transport) => {
             let reloader = transport.reloader();
             let builder = builder.transport(Admitted::new(transport, admission));
-            serve_on(builder, &settings, signal, store, Some(reloader)).await
+            serve_on(builder, &settings, signal, store, Some(reloader), metrics).await
         }
     }
 }
@@ -92,8 +109,13 @@ async fn serve_on<T: Transport>(
     mut signal: ShutdownSignal,
     store: Option<Arc<dyn Store>>,
     reloader: Option<TlsReloader>,
+    metrics: Option<PrometheusMetrics>,
 ) -> Result<ExitCode, ExitCode> {
     let server = build::bind(builder, &settings.bind).await?;
+    let admin_listener = match &settings.admin {
+        Some(admin) => Some(admin::bind(admin).await?),
+        None => None,
+    };
     match &store {
         Some(store) => tracing::info!(store = %store.describe(), "storing messages"),
         None => tracing::warn!("--no-store: messages are acknowledged but not stored"),
@@ -103,12 +125,37 @@ async fn serve_on<T: Transport>(
     }
     let hangup_task = signal.spawn_reloader(reloader);
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");
-    say!("listening on {}", server.local_addr());
+    let handle = server
+        .spawn()
+        .await
+        .map_err(|e| exit::fail(exit::FAILURE, &e))?;
+    say!("listening on {}", handle.local_addr());
+    // Serves until the MLLP server has stopped: `/readyz` says 503 for the whole drain.
+    let admin_task = match (admin_listener, &settings.admin) {
+        (Some(listener), Some(admin)) => Some(admin::spawn(
+            listener,
+            admin,
+            &handle,
+            metrics,
+            store.clone(),
+        )),
+        _ => None,
+    };
     let _ = std::io::stdout().flush();
 
-    let result = server.serve_with_shutdown(signal.wait()).await;
+    let result = tokio::select! {
+        () = signal.wait() => Ok(handle.shutdown().await),
+        stopped = handle.wait() => match stopped {
+            Ok(()) => Ok(handle.shutdown().await),
+            Err(e) => Err(mllp::Error::Stopped(e)),
+        },
+    };
     if let Some(task) = hangup_task {
         task.abort();
+    }
+    if let Some(task) = admin_task {
+        // The server has stopped, so the endpoint is finishing its last requests.
+        let _ = task.await;
     }
     match result {
         Ok(report) => Ok(signals::drain_report(&report)),

@@ -54,6 +54,14 @@ pub(super) fn trace_limit(s: &str) -> Result<TraceLimit, String> {
         .map_err(|_| "expected a whole number of spans per second, or none".to_owned())
 }
 
+/// Parses `--admin` and the `admin` key: an IP address and a port (the loopback rule needs the
+/// address itself, not a name to resolve).
+pub(super) fn admin_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected IP:PORT, such as 127.0.0.1:9575".to_owned())
+}
+
 /// Receive HL7 v2 messages over MLLP and acknowledge them.
 ///
 /// Every accepted message is stored durably BEFORE it is acknowledged AA, so an AA means the
@@ -230,6 +238,37 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N|none", value_parser = trace_limit)]
     pub(super) message_trace_limit: Option<TraceLimit>,
 
+    /// Serve the admin HTTP endpoint on this address: /healthz, /readyz (for probes), /metrics
+    /// (Prometheus), /status and /connections (JSON), read by `mllp top`. Port 0 picks a free
+    /// port (the `admin on` line shows it). A non-loopback address needs --admin-token or
+    /// --admin-public [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = admin_addr)]
+    pub(super) admin: Option<std::net::SocketAddr>,
+
+    /// Require `Authorization: Bearer TOKEN` on /metrics, /status and /connections (the probes
+    /// stay open) [default: none]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "admin_token_file")]
+    pub(super) admin_token: Option<String>,
+
+    /// Read the admin token from this file (its first line; keeps it out of `ps`)
+    #[arg(long, value_name = "FILE")]
+    pub(super) admin_token_file: Option<PathBuf>,
+
+    /// Allow a non-loopback --admin address without a token (the network protects it)
+    #[arg(long)]
+    pub(super) admin_public: bool,
+
+    /// One log line per message at info: MSH-9, MSH-10, ACK code, latency, inbox file
+    /// (`--log-messages=false` to turn off) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub(super) log_messages: Option<bool>,
+
+    /// One log line per reject at warn: not HL7, missing MSH-9/MSH-10, framing error,
+    /// oversize, with the reason, the connection and the offending byte offset, never the
+    /// payload (`--log-rejects=false` to turn off) [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub(super) log_rejects: Option<bool>,
+
     /// Log line format on stderr; the `RUST_LOG` variable filters (default filter:
     /// `info,ractor=warn`) [default: text]
     #[arg(long, value_name = "FORMAT", value_enum)]
@@ -251,6 +290,11 @@ Examples:
   mllp serve --store dir:/var/lib/mllp/inbox --idle-timeout none
   mllp serve --bind 127.0.0.1:0 --no-store    # any free port, acknowledge only
   RUST_LOG=debug mllp serve --log-format json # per-message lines (MSH-9, MSH-10 only)
+  mllp serve                                  # 127.0.0.1:2575, inbox ./mllp-inbox
+  mllp serve --bind 0.0.0.0:2575 --inbox /var/lib/mllp/inbox --idle-timeout none
+  mllp serve --bind 127.0.0.1:0 --no-inbox    # any free port, acknowledge only
+  mllp serve --admin 127.0.0.1:9575           # probes, Prometheus and `mllp top`
+  mllp serve --log-format json --log-messages=false  # rejects only
 
 Signals: SIGTERM or SIGINT drains (see --shutdown-grace); a second one exits at once.
 Exit status: 0 after a clean drain, 1 when the server failed, connections had to be aborted

@@ -77,7 +77,11 @@ pub(super) fn builder(settings: &Settings, router: Router) -> ServerBuilder {
     if let Some(TraceLimit(v)) = settings.telemetry.message_trace_limit {
         builder = builder.message_trace_limit(v);
     }
-    settings.partner.apply(builder)
+    settings
+        .partner
+        .apply(builder)
+        .log_messages(settings.telemetry.log_messages)
+        .log_rejects(settings.telemetry.log_rejects)
 }
 
 /// The runtime settings: each one given, over the library's default for the others.

@@ -5,6 +5,7 @@
 //! (`server`: the server's policies, `restart`: the acceptor's restart policy), beside `file`,
 //! the config file that every concern reads.
 
+mod admin;
 mod file;
 #[cfg(feature = "nats")]
 mod jetstream;
@@ -14,6 +15,7 @@ mod store;
 
 use std::path::PathBuf;
 
+pub(super) use admin::AdminSettings;
 pub(super) use server::{ServerSettings, flag_names};
 pub(super) use store::StoreSettings;
 
@@ -43,6 +45,8 @@ pub(super) struct Settings {
     pub(super) label: Option<String>,
     /// One entry per `[[listener]]` table; empty: serve these settings alone.
     pub(super) listeners: Vec<Settings>,
+    /// `None`: no admin endpoint.
+    pub(super) admin: Option<AdminSettings>,
 }
 
 /// The TLS settings, resolved and checked for completeness.
@@ -62,6 +66,10 @@ pub(super) struct TelemetrySettings {
     pub(super) otlp_endpoint: Option<String>,
     pub(super) message_trace_ratio: Option<f64>,
     pub(super) message_trace_limit: Option<TraceLimit>,
+    /// One line per message (default on).
+    pub(super) log_messages: bool,
+    /// One line per reject (default on).
+    pub(super) log_rejects: bool,
 }
 
 /// A repeatable flag's values, else the file's list, else none.
@@ -134,6 +142,7 @@ impl ServeArgs {
             f.forward_timeout.clone(),
             file.path(),
         )?;
+        let admin = self.admin(file)?;
         Ok(Settings {
             bind: self
                 .bind
@@ -149,6 +158,7 @@ impl ServeArgs {
             telemetry,
             label: None,
             listeners: Vec::new(),
+            admin,
         })
     }
 
@@ -198,6 +208,8 @@ impl ServeArgs {
                 args::trace_limit,
             )?,
             log_format: self.log_format.or(f.log_format).unwrap_or_default(),
+            log_messages: self.log_messages.or(f.log_messages).unwrap_or(true),
+            log_rejects: self.log_rejects.or(f.log_rejects).unwrap_or(true),
             #[cfg(feature = "otlp")]
             otlp_endpoint: self
                 .otlp_endpoint

@@ -1,5 +1,7 @@
 //! Logs, and with the `otlp` feature trace and metric export, for `serve`.
 
+use mllp::admin::PrometheusReader;
+
 use super::settings::TelemetrySettings;
 use crate::logging;
 
@@ -7,6 +9,10 @@ use crate::logging;
 pub(super) struct Telemetry {
     #[cfg(feature = "otlp")]
     guard: mllp::otel::OtelGuard,
+    /// The meter provider of the admin endpoint's exporter, when the logs-only wiring installed
+    /// it (without the `otlp` feature).
+    #[cfg(not(feature = "otlp"))]
+    meter: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 /// Installs the global subscriber (and exporters when `--otlp-endpoint` or the
@@ -15,7 +21,10 @@ pub(super) struct Telemetry {
 ///
 /// # Errors
 /// The reason, naming the flag or variable at fault.
-pub(super) fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
+pub(super) fn init(
+    settings: &TelemetrySettings,
+    prometheus: Option<PrometheusReader>,
+) -> Result<Telemetry, String> {
     use mllp::otel::{Export, LogFormat, OtelError, OtelOptions};
 
     let mut options = OtelOptions::default()
@@ -27,7 +36,11 @@ pub(super) fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
     if let Some(endpoint) = &settings.otlp_endpoint {
         options = options.endpoint(endpoint.clone());
     }
-    let guard = mllp::otel::init(options).map_err(|e| {
+    let installed = match prometheus {
+        Some(reader) => mllp::otel::init_with_metric_reader(options, reader),
+        None => mllp::otel::init(options),
+    };
+    let guard = installed.map_err(|e| {
         let text = crate::exit::chain(&e);
         match e {
             OtelError::Endpoint { .. } | OtelError::Exporter { .. } => {
@@ -50,17 +63,31 @@ pub(super) fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
     Ok(Telemetry { guard })
 }
 
-/// Installs the global subscriber.
+/// Installs the global subscriber, and the admin endpoint's meter provider as the global one.
 #[cfg(not(feature = "otlp"))]
-pub(super) fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
+pub(super) fn init(
+    settings: &TelemetrySettings,
+    prometheus: Option<PrometheusReader>,
+) -> Result<Telemetry, String> {
     logging::init(settings.log_format, logging::SERVE_FILTER)?;
-    Ok(Telemetry {})
+    let meter = prometheus.map(|reader| {
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_reader(reader)
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        provider
+    });
+    Ok(Telemetry { meter })
 }
 
 impl Telemetry {
     /// Exports what is still buffered (the spans of the last messages) and stops the
     /// exporters. A failed export is reported, not fatal: the messages themselves are safe.
     pub(super) async fn shutdown(self) {
+        #[cfg(not(feature = "otlp"))]
+        if let Some(meter) = self.meter {
+            let _ = meter.shutdown();
+        }
         #[cfg(feature = "otlp")]
         {
             let guard = self.guard;

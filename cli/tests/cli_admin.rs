@@ -1,0 +1,392 @@
+//! The operator's view of the `mllp` binary: `serve --admin` (its probes answering, its
+//! exposure rule, its settings in the config file), the message and reject log lines of
+//! `serve`, and `mllp top` driven in a real terminal (tmux) and read off the screen.
+//!
+//! Every server binds port 0 and is found through its `listening on` and `admin on` lines.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mllp");
+
+/// Stands in for patient data: it must never appear in a log line or on the screen.
+const SENTINEL: &str = "ZZSENTINELPHI";
+
+/// A hang guard, not a synchronisation point.
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("test step hung")
+}
+
+fn hl7(control_id: &str) -> String {
+    format!(
+        "MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20261122120000||ADT^A01^ADT_A01|{control_id}|P|2.5\r\
+         PID|1||PATID1234^^^HOSP^MR||{SENTINEL}^JOHN||19700101|M\r"
+    )
+}
+
+/// A running `mllp serve`, its MLLP and admin addresses, and its output.
+struct Serve {
+    child: Child,
+    mllp: SocketAddr,
+    admin: Option<SocketAddr>,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Serve {
+    async fn start(cwd: &Path, args: &[&str]) -> Serve {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--bind", "127.0.0.1:0", "--no-inbox"])
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mllp serve");
+        let (tx, mut stdout) = mpsc::unbounded_channel();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text).await;
+            text
+        });
+        let addr = |line: Option<String>, prefix: &str| -> SocketAddr {
+            let line = line.unwrap_or_else(|| panic!("serve exited before `{prefix}`"));
+            line.strip_prefix(prefix)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("expected `{prefix}ADDR`, got {line:?}"))
+        };
+        let mllp = addr(within(stdout.recv()).await, "listening on ");
+        let admin = if args.contains(&"--admin") || args.contains(&"--config") {
+            Some(addr(within(stdout.recv()).await, "admin on "))
+        } else {
+            None
+        };
+        Serve {
+            child,
+            mllp,
+            admin,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// SIGTERM; the exit status and stderr.
+    async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().expect("running");
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = within(self.child.wait()).await.unwrap();
+        while within(self.stdout.recv()).await.is_some() {}
+        (status, within(self.stderr).await.unwrap())
+    }
+}
+
+/// Sends one framed payload and returns the raw reply frame's text.
+async fn call(addr: SocketAddr, payload: &[u8]) -> String {
+    let mut stream = within(TcpStream::connect(addr)).await.unwrap();
+    let mut frame = vec![0x0b];
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(&[0x1c, 0x0d]);
+    stream.write_all(&frame).await.unwrap();
+    let mut reply = Vec::new();
+    while !reply.ends_with(&[0x1c, 0x0d]) {
+        let mut buf = [0u8; 4096];
+        let n = within(stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed before the ACK");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// `GET path`: the status code and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = within(TcpStream::connect(addr)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    within(stream.read_to_string(&mut text)).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_owned(),
+    )
+}
+
+async fn run(args: &[&str]) -> std::process::Output {
+    within(
+        Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+}
+
+/// `serve --admin` prints where the endpoint listens and answers the probes; by default every
+/// message gets an info line (MSH-9, MSH-10, ACK code, latency) and every reject a warn line
+/// with its reason and offset, and neither carries patient data.
+#[tokio::test]
+async fn serve_admin_answers_probes_and_logs_messages_and_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--admin", "127.0.0.1:0"]).await;
+    let admin = serve.admin.unwrap();
+    assert_eq!(get(admin, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(admin, "/readyz").await, (200, "ready\n".to_owned()));
+    assert!(
+        call(serve.mllp, hl7("LOG-1").as_bytes())
+            .await
+            .contains("MSA|AA|LOG-1")
+    );
+    let not_hl7 = format!("HELLO {SENTINEL}");
+    assert!(
+        call(serve.mllp, not_hl7.as_bytes())
+            .await
+            .contains("MSA|AR")
+    );
+    let (status, body) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("mllp_server_messages_total{hl7_ack_code=\"AA\""),
+        "{body}"
+    );
+    let (status, body) = get(admin, "/status").await;
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["messages"]["total"], 2);
+    assert_eq!(status["rejects"]["not_hl7"], 1);
+
+    let (exit, stderr) = serve.stop().await;
+    assert!(exit.success(), "{stderr}");
+    let message = stderr
+        .lines()
+        .find(|l| l.contains("mllp::messages"))
+        .unwrap_or_else(|| panic!("no message line:\n{stderr}"));
+    assert!(message.contains("INFO"), "{message}");
+    assert!(message.contains("hl7.control_id=\"LOG-1\""), "{message}");
+    assert!(message.contains("hl7.ack_code=\"AA\""), "{message}");
+    assert!(message.contains("latency_ms="), "{message}");
+    let reject = stderr
+        .lines()
+        .find(|l| l.contains("mllp::rejects"))
+        .unwrap_or_else(|| panic!("no reject line:\n{stderr}"));
+    assert!(reject.contains("WARN"), "{reject}");
+    assert!(reject.contains("reject.reason=\"not_hl7\""), "{reject}");
+    assert!(reject.contains("reject.offset=0"), "{reject}");
+    assert!(
+        !stderr.contains(SENTINEL),
+        "patient data in the logs:\n{stderr}"
+    );
+}
+
+/// `--log-messages=false` drops the per-message lines and keeps the reject lines; the
+/// settings are keys of the config file too (`admin`, `log-messages`, `log-rejects`).
+#[tokio::test]
+async fn log_and_admin_settings_come_from_flags_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(&config, "admin = \"127.0.0.1:0\"\nlog-messages = false\n").unwrap();
+    let serve = Serve::start(dir.path(), &["--config", config.to_str().unwrap()]).await;
+    assert_eq!(get(serve.admin.unwrap(), "/readyz").await.0, 200);
+    call(serve.mllp, hl7("QUIET-1").as_bytes()).await;
+    call(serve.mllp, b"MSH|^~\\&|A|B|C|D|2026||ADT^A01||P|2.5\r").await;
+    let (exit, stderr) = serve.stop().await;
+    assert!(exit.success(), "{stderr}");
+    assert!(!stderr.contains("mllp::messages"), "{stderr}");
+    assert!(
+        stderr.contains("reject.reason=\"missing_msh_field\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("reject.field=\"MSH-10\""), "{stderr}");
+
+    let quiet = Serve::start(dir.path(), &["--log-messages=false", "--log-rejects=false"]).await;
+    call(quiet.mllp, b"NOT HL7").await;
+    let (_, stderr) = quiet.stop().await;
+    assert!(!stderr.contains("mllp::rejects"), "{stderr}");
+}
+
+/// A non-loopback admin address is refused (exit 2, naming the flags to use) unless a token or
+/// `--admin-public` says the exposure is meant.
+#[tokio::test]
+async fn non_loopback_admin_needs_a_token_or_admin_public() {
+    let out = run(&[
+        "serve",
+        "--no-inbox",
+        "--bind",
+        "127.0.0.1:0",
+        "--admin",
+        "0.0.0.0:0",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--admin 0.0.0.0:0 is not a loopback address"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--admin-token") && stderr.contains("--admin-public"),
+        "{stderr}"
+    );
+
+    let out = run(&["serve", "--no-inbox", "--admin", "localhost:9575"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin"));
+
+    let dir = tempfile::tempdir().unwrap();
+    for extra in [&["--admin-token", "t0ken"][..], &["--admin-public"][..]] {
+        let mut args = vec!["--admin", "0.0.0.0:0"];
+        args.extend_from_slice(extra);
+        let serve = Serve::start(dir.path(), &args).await;
+        let (exit, stderr) = serve.stop().await;
+        assert!(exit.success(), "{stderr}");
+    }
+}
+
+/// A tmux server of the test's own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux {
+            socket: format!("mllp-test-{name}-{}", std::process::id()),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed (.ci/run installs it)")
+    }
+
+    /// Starts `command` in a detached 120x32 session.
+    fn start(&self, command: &str) {
+        let out = self.command(&["new-session", "-d", "-x", "120", "-y", "32", command]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn screen(&self) -> Option<String> {
+        let out = self.command(&["capture-pane", "-p"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until the screen shows every one of `texts`, and returns it. The screen of an
+    /// external terminal has no event to wait on, so this polls it (every 50 ms) until it
+    /// does, under the hang guard.
+    async fn wait_for(&self, texts: &[&str]) -> String {
+        within(async {
+            loop {
+                if let Some(screen) = self.screen()
+                    && texts.iter().all(|t| screen.contains(t))
+                {
+                    return screen;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
+    /// Waits until the session has ended (its program exited).
+    async fn wait_gone(&self) {
+        within(async {
+            while self.command(&["has-session"]).status.success() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command(&["kill-server"]);
+    }
+}
+
+/// `mllp top` in a real terminal: it shows the connection and its last message, the counts,
+/// the rate and the store line, sorts on a key, quits on `q`; pointed at a closed port it says
+/// the endpoint cannot be read. No patient data reaches the screen.
+#[tokio::test]
+async fn top_shows_the_server_live_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--admin", "127.0.0.1:0"]).await;
+    let admin = serve.admin.unwrap();
+    // A connection that stays open, with one message answered on it.
+    let mut peer = within(TcpStream::connect(serve.mllp)).await.unwrap();
+    let mut frame = vec![0x0b];
+    frame.extend_from_slice(hl7("TOP-1").as_bytes());
+    frame.extend_from_slice(&[0x1c, 0x0d]);
+    peer.write_all(&frame).await.unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(within(peer.read(&mut buf)).await.unwrap() > 0);
+
+    let tmux = Tmux::new("top");
+    tmux.start(&format!("{BIN} top --admin {admin}"));
+    let screen = tmux
+        .wait_for(&[
+            "mllp top",
+            "running",
+            "ready",
+            "ADT^A01",
+            "messages 1",
+            "AA 1",
+            "MSGS▼",
+        ])
+        .await;
+    assert!(screen.contains("connections 1 of max 1024"), "{screen}");
+    assert!(screen.contains("store none configured"), "{screen}");
+    assert!(screen.contains("msg/s"), "{screen}");
+    assert!(!screen.contains(SENTINEL), "{screen}");
+    assert!(tmux.command(&["send-keys", "1"]).status.success());
+    tmux.wait_for(&["ID▼"]).await;
+    assert!(tmux.command(&["send-keys", "q"]).status.success());
+    tmux.wait_gone().await;
+
+    let tmux = Tmux::new("down");
+    tmux.start(&format!("{BIN} top --admin 127.0.0.1:1"));
+    tmux.wait_for(&["cannot read http://127.0.0.1:1", "endpoint unreachable"])
+        .await;
+    assert!(tmux.command(&["send-keys", "q"]).status.success());
+    tmux.wait_gone().await;
+
+    drop(peer);
+    let (exit, stderr) = serve.stop().await;
+    assert!(exit.success(), "{stderr}");
+}

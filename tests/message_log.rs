@@ -1,0 +1,185 @@
+//! The message and reject log lines (`ServerBuilder::log_messages`, `log_rejects`), one per
+//! reject kind, read back from a JSON subscriber. Its own test binary: `tracing` caches which
+//! call sites are enabled process-wide, and a test running without a subscriber on another
+//! thread would race with the scoped subscriber of this one.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use mllp::Server;
+use mllp::app::{Request, Router};
+use support::{Peer, Recorder, SENTINEL, Seen, field, hl7, within};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Waits for the observer to see an event matching `want` (the log lines of an event are
+/// written before user observers hear of it).
+async fn seen(events: &mut mpsc::UnboundedReceiver<Seen>, want: impl Fn(&Seen) -> bool) {
+    loop {
+        let event = within(events.recv()).await.expect("server alive");
+        if want(&event) {
+            return;
+        }
+    }
+}
+
+/// A log sink for the tracing subscriber of one test (a current-thread runtime, so every task
+/// of the server logs into it).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// The lines of one target.
+    fn of(&self, target: &str) -> Vec<serde_json::Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["target"] == target)
+            .collect()
+    }
+}
+
+/// One INFO line per message (MSH-9, MSH-10, ACK code, latency, store id), one WARN line per
+/// reject, with its reason, connection, ERR-3 code and the offending byte's offset, for each
+/// kind: not HL7, a missing MSH-10, bytes outside a frame, an oversize frame, a stream cut
+/// inside a frame. Never the payload.
+#[tokio::test]
+async fn message_and_reject_lines_name_reason_connection_and_offset() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let router = Router::new().route("*", |req: Request| async move {
+        req.set_store_id("row-42");
+    });
+    let builder = Server::builder()
+        .router(router)
+        .max_message_size(4096)
+        .log_messages(true)
+        .log_rejects(true);
+    let (recorder, mut events) = Recorder::new();
+    let server = support::start(builder.observer(recorder)).await;
+    let addr = server.local_addr();
+
+    // An accepted message, and a message without MSH-10, on one connection.
+    let mut peer = Peer::connect(addr).await;
+    assert_eq!(
+        field(&peer.call(hl7("ADT^A01", "OK-1", "2.5")).await, "MSA-1"),
+        "AA"
+    );
+    let no_id = format!("MSH|^~\\&|A|B|C|D|20261122||ORU^R01||P|2.5\rPID|1||X||{SENTINEL}\r");
+    assert_eq!(field(&peer.call(no_id.clone().into()).await, "MSA-1"), "AR");
+    // Not HL7: line feeds between segments.
+    let lf = format!("MSH|^~\\&|A|B|C|D|20261122||ADT^A01|LF-1|P|2.5\nPID|1||{SENTINEL}\n");
+    assert_eq!(field(&peer.call(lf.clone().into()).await, "MSA-1"), "AR");
+    drop(peer);
+    seen(&mut events, |e| matches!(e, Seen::ConnectionStop { .. })).await;
+
+    // Bytes outside a frame, after one good frame (offset in the stream).
+    let mut peer = Peer::connect(addr).await;
+    assert_eq!(
+        field(&peer.call(hl7("ADT^A01", "OK-2", "2.5")).await, "MSA-1"),
+        "AA"
+    );
+    let first_frame = hl7("ADT^A01", "OK-2", "2.5").len() as i64 + 3;
+    peer.send_raw(format!("X{SENTINEL}").as_bytes()).await;
+    peer.expect_closed().await;
+    seen(&mut events, |e| matches!(e, Seen::ConnectionStop { .. })).await;
+
+    // A frame over max_message_size.
+    let mut peer = Peer::connect(addr).await;
+    let mut big = vec![0x0b];
+    big.extend(std::iter::repeat_n(b'A', 5000));
+    peer.send_raw(&big).await;
+    peer.expect_closed().await;
+    seen(&mut events, |e| matches!(e, Seen::ConnectionStop { .. })).await;
+
+    // A stream cut inside a frame.
+    let mut peer = Peer::connect(addr).await;
+    peer.send_raw(format!("\x0bMSH|^~\\&|{SENTINEL}").as_bytes())
+        .await;
+    peer.framed.get_mut().shutdown().await.unwrap();
+    peer.expect_closed().await;
+    seen(&mut events, |e| matches!(e, Seen::ConnectionStop { .. })).await;
+
+    let messages = logs.of("mllp::messages");
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert_eq!(messages[0]["level"], "INFO");
+    assert_eq!(messages[0]["hl7.message_type"], "ADT");
+    assert_eq!(messages[0]["hl7.trigger_event"], "A01");
+    assert_eq!(messages[0]["hl7.control_id"], "OK-1");
+    assert_eq!(messages[0]["hl7.ack_code"], "AA");
+    assert_eq!(messages[0]["store.id"], "row-42");
+    assert!(messages[0]["latency_ms"].as_f64().unwrap() >= 0.0);
+
+    let rejects = logs.of("mllp::rejects");
+    let reasons: Vec<_> = rejects.iter().map(|r| r["reject.reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing_msh_field",
+            "not_hl7",
+            "framing",
+            "oversize",
+            "truncated"
+        ],
+        "{rejects:#?}"
+    );
+    for reject in &rejects {
+        assert_eq!(reject["level"], "WARN");
+        assert!(reject["connection.id"].as_i64().unwrap() > 0);
+        assert_eq!(reject["network.peer.address"], "127.0.0.1");
+    }
+    let missing = &rejects[0];
+    assert_eq!(missing["reject.field"], "MSH-10");
+    assert_eq!(missing["reject.code"], "101");
+    assert_eq!(
+        missing["reject.offset"],
+        no_id.find("||P").unwrap() as i64 + 1
+    );
+    let not_hl7 = &rejects[1];
+    assert_eq!(not_hl7["reject.code"], "100");
+    assert_eq!(not_hl7["reject.offset"], lf.find('\n').unwrap() as i64);
+    assert_eq!(rejects[2]["reject.offset"], first_frame);
+    assert_eq!(rejects[3]["reject.offset"], 4097);
+    assert!(rejects[4]["reject.offset"].as_i64().unwrap() > 10);
+
+    let text = logs.text();
+    assert!(
+        !text.contains(SENTINEL),
+        "patient data in a log line:\n{text}"
+    );
+    within(server.shutdown()).await;
+}
