@@ -47,6 +47,8 @@ pub enum CloseReason {
     Aborted,
     /// The connection's own code panicked (a bug in the runtime or the codec).
     Panicked(String),
+    /// The peer's verified TLS identity already had `max_connections_per_peer` connections.
+    PeerLimit,
 }
 
 impl CloseReason {
@@ -65,6 +67,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Aborted => "aborted",
             CloseReason::Panicked(_) => "panic",
+            CloseReason::PeerLimit => "peer_limit",
         }
     }
 }

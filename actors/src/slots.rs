@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::peers::PeerGuard;
+
 /// The connection slots (`max_connections`). A slot is taken before `accept()`.
 #[derive(Clone)]
 pub(crate) struct Slots {
@@ -30,11 +32,13 @@ impl Slots {
             .expect("the slot semaphore is never closed")
     }
 
-    /// Marks a reserved slot as used by an accepted socket.
-    pub(crate) fn occupy(&self, permit: OwnedSemaphorePermit) -> Slot {
+    /// Marks a reserved slot as used by an accepted socket, from a peer whose count `peer`
+    /// holds (per-peer limits).
+    pub(crate) fn occupy(&self, permit: OwnedSemaphorePermit, peer: Option<PeerGuard>) -> Slot {
         self.in_use.fetch_add(1, Ordering::AcqRel);
         Slot {
             _permit: permit,
+            _peer: peer,
             in_use: Arc::clone(&self.in_use),
         }
     }
@@ -49,6 +53,8 @@ impl Slots {
 /// carries the socket to the supervisor).
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
+    /// The connection's place in its address's count, given back with the slot.
+    _peer: Option<PeerGuard>,
     in_use: Arc<AtomicUsize>,
 }
 
