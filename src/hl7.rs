@@ -46,4 +46,6 @@ pub use parse::{ParseError, ParseOptions};
 pub use path::{FieldPath, Location, PathError};
 
 #[cfg(test)]
+mod index_tests;
+#[cfg(test)]
 mod tests;

@@ -393,7 +393,10 @@ async fn sigkill_of_a_dir_store_leaves_leftovers_that_the_restart_removes() {
     let stored = cli_support::stored(&inbox);
     for (id, message) in acked.lock().unwrap().iter() {
         let copies = stored.get(id).map_or(0, Vec::len);
-        assert_eq!(copies, 1, "{id} was acknowledged and is stored {copies} times");
+        assert_eq!(
+            copies, 1,
+            "{id} was acknowledged and is stored {copies} times"
+        );
         assert_eq!(&stored[id][0], message, "{id} is not byte-identical");
     }
 }
@@ -416,7 +419,12 @@ async fn latin1_control_id_is_accepted_stored_and_acknowledged_with_its_bytes() 
         b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|M\xFCller-1|P|2.5||||||8859/1\rPID|1\r",
     );
     let ack = peer.call(message).await;
-    assert_eq!(field(&ack, "MSA-1"), "AA", "MSA-3: {}", field(&ack, "MSA-3"));
+    assert_eq!(
+        field(&ack, "MSA-1"),
+        "AA",
+        "MSA-3: {}",
+        field(&ack, "MSA-3")
+    );
     assert_eq!(
         ack.get("MSA-2").unwrap().unwrap().as_bytes(),
         b"M\xFCller-1".as_slice()
@@ -590,9 +598,10 @@ async fn mtls_identity_counts_against_the_per_peer_limit() {
     let _ = second.write_all(&framed(&message)).await;
     let n = within(second.read(&mut reply)).await.unwrap_or(0);
     assert_eq!(n, 0, "the same identity got an answer past the limit");
-    let stop = support::next_matching(&mut events, |s| {
-        matches!(s, support::Seen::ConnectionStop { reason, .. } if reason == "peer_limit")
-    })
+    let stop = support::next_matching(
+        &mut events,
+        |s| matches!(s, support::Seen::ConnectionStop { reason, .. } if reason == "peer_limit"),
+    )
     .await;
     assert!(
         matches!(&stop, support::Seen::ConnectionStop { identity: Some(id), .. } if id == "lab-sender"),
@@ -602,7 +611,10 @@ async fn mtls_identity_counts_against_the_per_peer_limit() {
     let mut other = mtls_connect(&pki, &pki.intruder, 2, server.local_addr()).await;
     other.write_all(&framed(&message)).await.unwrap();
     let n = within(other.read(&mut reply)).await.unwrap();
-    assert!(n > 0 && reply[..n].windows(3).any(|w| w == b"|AA"), "other partner not served");
+    assert!(
+        n > 0 && reply[..n].windows(3).any(|w| w == b"|AA"),
+        "other partner not served"
+    );
     drop((first, second, other));
     within(server.shutdown()).await;
 }
@@ -617,7 +629,9 @@ async fn connection_flood_is_summed_up_in_the_log() {
     let started = std::time::Instant::now();
     const CYCLES: usize = 2000;
     for _ in 0..CYCLES {
-        let stream = within(tokio::net::TcpStream::connect(serve.addr)).await.unwrap();
+        let stream = within(tokio::net::TcpStream::connect(serve.addr))
+            .await
+            .unwrap();
         drop(stream);
     }
     // One round trip after the flood: every earlier connection was accepted before it.

@@ -94,7 +94,9 @@ impl Store for ChaosStore {
         let store = self.0.clone();
         match fastrand::u32(..100) {
             0 => Box::pin(async {
-                Err(StoreError::Commit("chaos: the disk refused the write".into()))
+                Err(StoreError::Commit(
+                    "chaos: the disk refused the write".into(),
+                ))
             }),
             1..=2 => {
                 let (done, answer) = tokio::sync::oneshot::channel();
@@ -153,7 +155,9 @@ fn serve(dir: PathBuf) {
         let stats = server.clone();
         tokio::spawn(async move {
             loop {
-                let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+                let tasks = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks();
                 println!(
                     "soak-stats connections={} tasks={tasks} buffered={}",
                     stats.connections().await.len(),
@@ -165,12 +169,17 @@ fn serve(dir: PathBuf) {
         // Before any peer can connect: the idle server's tasks (this stats task included), the
         // baseline of the leak check.
         tokio::task::yield_now().await;
-        let idle = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let idle = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
         println!("soak-idle tasks={idle}");
         println!("listening on {}", server.local_addr());
         mllp::shutdown_signal().await;
         let report = server.shutdown().await;
-        println!("soak-drained drained={} aborted={}", report.drained, report.aborted);
+        println!(
+            "soak-drained drained={} aborted={}",
+            report.drained, report.aborted
+        );
         if report.aborted > 0 {
             std::process::exit(1);
         }
@@ -281,7 +290,12 @@ fn message(id: &str, n: u64) -> Bytes {
 }
 
 /// One sender: each message is resent until it is answered AA, then the next.
-async fn sender(addr: Arc<Mutex<SocketAddr>>, c: usize, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+async fn sender(
+    addr: Arc<Mutex<SocketAddr>>,
+    c: usize,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+) {
     let mut config = ClientConfig::default();
     config.max_retries = 0;
     config.reply_timeout = Duration::from_secs(5);
@@ -295,7 +309,11 @@ async fn sender(addr: Arc<Mutex<SocketAddr>>, c: usize, ledger: Arc<Ledger>, sto
     while !stop.load(Ordering::Relaxed) {
         let id = format!("S{c}-{n}");
         let payload = message(&id, n);
-        ledger.sent.lock().unwrap().insert(id.clone(), payload.clone());
+        ledger
+            .sent
+            .lock()
+            .unwrap()
+            .insert(id.clone(), payload.clone());
         loop {
             let now = *addr.lock().unwrap();
             if now != to {
@@ -306,7 +324,11 @@ async fn sender(addr: Arc<Mutex<SocketAddr>>, c: usize, ledger: Arc<Ledger>, sto
             let result = client.send(payload.clone()).await;
             match result {
                 Ok(_) => {
-                    ledger.acked.lock().unwrap().insert(id.clone(), payload.clone());
+                    ledger
+                        .acked
+                        .lock()
+                        .unwrap()
+                        .insert(id.clone(), payload.clone());
                     break;
                 }
                 Err(ClientError::Negative { .. }) => {
@@ -422,9 +444,21 @@ impl std::fmt::Display for Report {
 impl Report {
     fn check(&self) {
         assert!(self.acked > 0, "nothing was acknowledged");
-        assert!(self.missing.is_empty(), "acknowledged but not stored: {:?}", self.missing);
-        assert!(self.duplicated.is_empty(), "stored twice: {:?}", self.duplicated);
-        assert!(self.altered.is_empty(), "stored bytes differ: {:?}", self.altered);
+        assert!(
+            self.missing.is_empty(),
+            "acknowledged but not stored: {:?}",
+            self.missing
+        );
+        assert!(
+            self.duplicated.is_empty(),
+            "stored twice: {:?}",
+            self.duplicated
+        );
+        assert!(
+            self.altered.is_empty(),
+            "stored bytes differ: {:?}",
+            self.altered
+        );
         assert!(
             self.unacked_stored <= self.connections,
             "{} messages stored without an AA, more than one per sender",

@@ -169,9 +169,7 @@ async fn accept_loop<P: Protocol, T: Transport>(args: AcceptorArgs<P, T>) -> io:
                 // Closed before any byte: the peer sees the connection close.
                 drop(socket);
                 drop(permit);
-                shared
-                    .peers
-                    .log_refusal(peer, None, refusal, &shared.tasks);
+                shared.peers.log_refusal(peer, None, refusal, &shared.tasks);
                 shared.observers.emit(Event::ConnectionRefused { peer });
                 continue;
             }

@@ -127,7 +127,6 @@ impl Charge {
         }
         Charge(self.0.as_mut().and_then(|held| held.split(bytes)))
     }
-
 }
 
 impl From<OwnedSemaphorePermit> for Charge {
@@ -144,7 +143,9 @@ pub(crate) fn default_max_buffered_bytes() -> usize {
     const UNKNOWN: u64 = 1 << 30;
     let memory = cgroup_limit().or_else(machine_memory);
     let bytes = memory.map_or(UNKNOWN, |m| (m / 4).max(MIN));
-    usize::try_from(bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS)
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
 }
 
 /// The cgroup v2 memory limit of this process (`memory.max`), when one is set.

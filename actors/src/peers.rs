@@ -42,7 +42,10 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::TooMany(limit) => write!(f, "more than {limit} connections from this peer"),
             Refusal::TooFast(rate) => {
-                write!(f, "more than {rate} new connections per second from this peer")
+                write!(
+                    f,
+                    "more than {rate} new connections per second from this peer"
+                )
             }
         }
     }
@@ -112,7 +115,10 @@ impl Peers {
 
     /// Admits a new connection from `ip`, or says why not. `None` when no per-peer limit is
     /// set (nothing to count).
-    pub(crate) fn admit_address(self: &Arc<Self>, ip: IpAddr) -> Result<Option<PeerGuard>, Refusal> {
+    pub(crate) fn admit_address(
+        self: &Arc<Self>,
+        ip: IpAddr,
+    ) -> Result<Option<PeerGuard>, Refusal> {
         if let Some(rate) = self.rate {
             self.take_token(ip, rate)?;
         }
@@ -212,7 +218,12 @@ mod tests {
         let _x = peers.admit_identity("lab").unwrap();
         let _y = peers.admit_identity("lab").unwrap();
         assert!(peers.admit_identity("lab").is_err());
-        assert!(Peers::new(None, None, true).admit_address(ip(1)).unwrap().is_none());
+        assert!(
+            Peers::new(None, None, true)
+                .admit_address(ip(1))
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// Up to `rate` new connections at once, then one more per `1/rate` seconds.

@@ -266,7 +266,10 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
         drop(slot);
         let info = stats.established.get().cloned().unwrap_or(info);
         let messages = stats.messages.load(Ordering::Relaxed);
-        let logged = self.shared.connection_logs.admit(CLOSED, &self.shared.tasks);
+        let logged = self
+            .shared
+            .connection_logs
+            .admit(CLOSED, &self.shared.tasks);
         let record = || {
             if logged {
                 tracing::info!(

@@ -60,7 +60,10 @@ async fn full_budget_stops_reading_until_memory_is_given_back() {
     eventually(|| async { server.handle.buffered_bytes() == Some(BUDGET) }).await;
     let snapshot = server.handle.connections().await;
     let late_entry = snapshot.iter().find(|c| c.id == late_id).unwrap();
-    assert_eq!(late_entry.in_flight, 0, "the large request was read past the budget");
+    assert_eq!(
+        late_entry.in_flight, 0,
+        "the large request was read past the budget"
+    );
     let starts = server
         .recorder
         .events()
@@ -83,8 +86,7 @@ async fn full_budget_stops_reading_until_memory_is_given_back() {
 /// small buffer it keeps for its next read; once it is gone, all of it.
 #[tokio::test]
 async fn budget_is_given_back_when_requests_end() {
-    let server =
-        TestServer::start(ServerConfig::default().max_buffered_bytes(Some(BUDGET))).await;
+    let server = TestServer::start(ServerConfig::default().max_buffered_bytes(Some(BUDGET))).await;
     let (mut client, _) = server.connect_registered().await;
     let big = "b".repeat(50 * 1024);
     assert_eq!(client.request(&big).await.len(), big.len());

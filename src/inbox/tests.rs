@@ -338,7 +338,11 @@ fn open_removes_leftovers_of_crashed_writes_and_logs_how_many() {
     }
     let live = format!(".tmp-{}-999999", std::process::id());
     fs::write(tmp.path().join(&live), b"MSH|in progress").unwrap();
-    fs::write(tmp.path().join("20260101T000000.000000Z-A-1-1.hl7"), b"MSH|").unwrap();
+    fs::write(
+        tmp.path().join("20260101T000000.000000Z-A-1-1.hl7"),
+        b"MSH|",
+    )
+    .unwrap();
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -364,5 +368,8 @@ fn open_removes_leftovers_of_crashed_writes_and_logs_how_many() {
     assert_eq!(left, [live, "20260101T000000.000000Z-A-1-1.hl7".to_owned()]);
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert_eq!(log.lines().count(), 1, "{log}");
-    assert!(log.contains("removed 3 leftover temporary file(s)"), "{log}");
+    assert!(
+        log.contains("removed 3 leftover temporary file(s)"),
+        "{log}"
+    );
 }

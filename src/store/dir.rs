@@ -121,7 +121,12 @@ impl Store for DirStore {
 
 /// The id of a stored file: its name.
 fn file_id(path: &Path) -> StoreId {
-    StoreId::new(path.file_name().unwrap_or_default().to_string_lossy().as_ref())
+    StoreId::new(
+        path.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .as_ref(),
+    )
 }
 
 /// Ends a write's claim, on every path (a panicking write ends it as failed).

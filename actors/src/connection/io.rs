@@ -49,7 +49,10 @@ pub(super) enum ReadEvent<R> {
 
 /// A wait for the budget to grow the read buffer to `target` bytes, kept across polls (it keeps
 /// the connection's place in the budget's queue).
-type Growth = (usize, Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>);
+type Growth = (
+    usize,
+    Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>,
+);
 
 /// The socket, its codec and its buffers.
 pub(super) struct Io<P: Protocol, S> {

@@ -112,14 +112,20 @@ fn server_config(settings: &ServerSettings) -> ServerConfig {
                 .max_connections_per_peer
                 .map_or(default.max_connections_per_peer, |n| n.0),
         )
-        .accept_rate_per_peer(limits.accept_rate_per_peer.map_or(
-            default.accept_rate_per_peer,
-            |n| n.0.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-        ))
-        .connection_log_rate(limits.connection_log_rate.map_or(
-            default.connection_log_rate,
-            |n| n.0.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-        ))
+        .accept_rate_per_peer(
+            limits
+                .accept_rate_per_peer
+                .map_or(default.accept_rate_per_peer, |n| {
+                    n.0.map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                }),
+        )
+        .connection_log_rate(
+            limits
+                .connection_log_rate
+                .map_or(default.connection_log_rate, |n| {
+                    n.0.map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                }),
+        )
         .handler_failure(
             settings
                 .handler_failure
