@@ -330,6 +330,35 @@ impl<T: Transport> ServerBuilder<T> {
         self
     }
 
+    /// Connections one peer may hold at once: counted by IP address when accepted, and by the
+    /// client certificate's identity once a mutual-TLS handshake verified one. A peer past it
+    /// is refused: its new socket is closed as soon as it is accepted (it sees the connection
+    /// close before any byte; a TLS client, after its handshake), the refusal is logged at
+    /// `warn` (at most once a second, the rest summed up) and reported as
+    /// [`Event::ConnectionRefused`](crate::telemetry::Event). `None` is unlimited. Default is
+    /// `None`: behind a load balancer or NAT every partner has the same address.
+    pub fn max_connections_per_peer(mut self, limit: Option<usize>) -> Self {
+        self.runtime = self.runtime.max_connections_per_peer(limit);
+        self
+    }
+
+    /// New connections one IP address may open per second (a token bucket: that many at once,
+    /// refilled continuously); past it new sockets are closed as soon as they are accepted and
+    /// the refusal is logged as for [`max_connections_per_peer`](Self::max_connections_per_peer).
+    /// `None` is unlimited. Default is `None`.
+    pub fn accept_rate_per_peer(mut self, per_second: Option<u32>) -> Self {
+        self.runtime = self.runtime.accept_rate_per_peer(per_second);
+        self
+    }
+
+    /// Connection log lines (opened, closed) per second; past it they are counted and summed
+    /// up in one `info` line per second, so a flood of connections cannot flood the log.
+    /// `None` logs every connection. Default is 20.
+    pub fn connection_log_rate(mut self, per_second: Option<u32>) -> Self {
+        self.runtime = self.runtime.connection_log_rate(per_second);
+        self
+    }
+
     /// What happens when a handler panics or times out. Default is
     /// [`HandlerFailurePolicy::RespondWithFailure`]: AE with ERR-3 = 207.
     pub fn handler_failure(mut self, policy: HandlerFailurePolicy) -> Self {

@@ -163,12 +163,23 @@ async fn accept_loop<P: Protocol, T: Transport>(args: AcceptorArgs<P, T>) -> io:
             shared.observers.emit(Event::ConnectionRefused { peer });
             continue;
         }
+        let peer_guard = match shared.peers.admit_address(peer.ip()) {
+            Ok(guard) => guard,
+            Err(refusal) => {
+                // Closed before any byte: the peer sees the connection close.
+                drop(socket);
+                drop(permit);
+                shared.peers.log_refusal(peer, None, refusal, &shared.tasks);
+                shared.observers.emit(Event::ConnectionRefused { peer });
+                continue;
+            }
+        };
         // Request/response over small frames: without TCP_NODELAY, Nagle holds a response
         // back until the peer acknowledges the previous one (up to its 40 ms delayed ACK).
         if let Err(error) = socket.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let slot = shared.slots.occupy(permit);
+        let slot = shared.slots.occupy(permit, peer_guard);
         if supervisor
             .cast(SupervisorMessage::Accepted { socket, peer, slot })
             .is_err()

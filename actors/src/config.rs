@@ -62,6 +62,22 @@ pub struct ServerConfig {
     /// a quarter of the memory the process may use (its cgroup's `memory.max`, else the
     /// machine's), at least 64 MiB; 1 GiB where that cannot be read.
     pub max_buffered_bytes: Option<usize>,
+    /// Connections from one peer at once: counted by IP address when accepted, and by client
+    /// identity once a TLS handshake has verified one. A peer past it is refused: a new socket
+    /// is closed as soon as it is accepted (the peer sees the connection close before any
+    /// byte); a TLS client is closed after its handshake ([`CloseReason::PeerLimit`](crate::CloseReason::PeerLimit)).
+    /// `None` means no limit. Default is `None`: behind a load balancer or NAT, every partner
+    /// has the same address.
+    pub max_connections_per_peer: Option<usize>,
+    /// New connections one IP address may open per second (a token bucket of that many,
+    /// refilled continuously); past it new sockets are closed as soon as they are accepted.
+    /// `None` means no limit. Default is `None`.
+    pub accept_rate_per_peer: Option<u32>,
+    /// Connection lines (opened, closed) logged per second; past it they are counted and
+    /// summed up in one line per second. Refusals by the per-peer limits are logged at most
+    /// once a second with it (every one when `None`). `None` logs every connection. Default is
+    /// 20.
+    pub connection_log_rate: Option<u32>,
     /// What happens when a handler panics or passes `handler_timeout`. Default is
     /// [`HandlerFailurePolicy::RespondWithFailure`].
     pub handler_failure: HandlerFailurePolicy,
@@ -85,6 +101,9 @@ impl Default for ServerConfig {
             max_in_flight: 1,
             max_concurrent_handlers: None,
             max_buffered_bytes: Some(crate::budget::default_max_buffered_bytes()),
+            max_connections_per_peer: None,
+            accept_rate_per_peer: None,
+            connection_log_rate: Some(20),
             handler_failure: HandlerFailurePolicy::default(),
             restart: RestartPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
@@ -157,6 +176,27 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`ServerConfig::max_connections_per_peer`]. Default is `None` (no limit).
+    #[must_use]
+    pub fn max_connections_per_peer(mut self, limit: Option<usize>) -> Self {
+        self.max_connections_per_peer = limit;
+        self
+    }
+
+    /// Sets [`ServerConfig::accept_rate_per_peer`]. Default is `None` (no limit).
+    #[must_use]
+    pub fn accept_rate_per_peer(mut self, per_second: Option<u32>) -> Self {
+        self.accept_rate_per_peer = per_second;
+        self
+    }
+
+    /// Sets [`ServerConfig::connection_log_rate`]. Default is 20 lines per second.
+    #[must_use]
+    pub fn connection_log_rate(mut self, per_second: Option<u32>) -> Self {
+        self.connection_log_rate = per_second;
+        self
+    }
+
     /// Sets [`ServerConfig::handler_failure`]. Default is
     /// [`HandlerFailurePolicy::RespondWithFailure`].
     #[must_use]
@@ -220,6 +260,14 @@ impl ServerConfig {
         }
         if let Some(limit) = self.max_buffered_bytes {
             count("max_buffered_bytes", limit)?;
+        }
+        if let Some(limit) = self.max_connections_per_peer {
+            count("max_connections_per_peer", limit)?;
+        }
+        if self.accept_rate_per_peer == Some(0) {
+            return Err(ConfigError::Zero {
+                setting: "accept_rate_per_peer",
+            });
         }
         if let RestartPolicy::Backoff {
             backoff,
@@ -440,6 +488,9 @@ mod tests {
         assert_eq!(c.max_in_flight, 1);
         assert_eq!(c.max_concurrent_handlers, None);
         assert!(c.max_buffered_bytes.is_some_and(|b| b >= 64 << 20));
+        assert_eq!(c.max_connections_per_peer, None);
+        assert_eq!(c.accept_rate_per_peer, None);
+        assert_eq!(c.connection_log_rate, Some(20));
         assert_eq!(c.handler_failure, HandlerFailurePolicy::RespondWithFailure);
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(

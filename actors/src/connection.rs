@@ -180,6 +180,29 @@ async fn run<P: Protocol, T: Transport>(args: ConnectionArgs<P, T>) -> CloseReas
     let span = shared.protocol.connection_span(&info);
     let _ = stats.span.set(span.clone());
 
+    // A verified client identity counts against `max_connections_per_peer` as its address
+    // does; the place is held for as long as this task runs.
+    let _identity = match info.peer_identity() {
+        Some(identity) => match shared.peers.admit_identity(identity) {
+            Ok(guard) => guard,
+            Err(refusal) => {
+                span.in_scope(|| {
+                    shared
+                        .peers
+                        .log_refusal(info.peer(), Some(identity), refusal, &shared.tasks);
+                });
+                let mut stream = established.stream;
+                let _ = tokio::time::timeout(
+                    shared.config.write_timeout,
+                    tokio::io::AsyncWriteExt::shutdown(&mut stream),
+                )
+                .await;
+                return CloseReason::PeerLimit;
+            }
+        },
+        None => None,
+    };
+
     let mut conn = Conn::new(shared, established.stream, info, stats, span);
     // The connection span is not entered around the loop: every poll would enter and exit it
     // (a clock read and a subscriber round trip each). Its events are emitted inside it

@@ -55,6 +55,8 @@ pub enum CloseReason {
     Aborted,
     /// The connection's own code panicked (a bug in the runtime or the codec).
     Panicked(String),
+    /// The peer's verified TLS identity already had `max_connections_per_peer` connections.
+    PeerLimit,
 }
 
 impl CloseReason {
@@ -74,6 +76,7 @@ impl CloseReason {
             CloseReason::ServerClosed => "server_closed",
             CloseReason::Aborted => "aborted",
             CloseReason::Panicked(_) => "panic",
+            CloseReason::PeerLimit => "peer_limit",
         }
     }
 }

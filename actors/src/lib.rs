@@ -21,7 +21,14 @@
 //!   waits, and the kernel backlog holds new peers.
 //! - A connection reads only while it has fewer than `max_in_flight` requests in flight, so a
 //!   busy handler pushes back on the sender through TCP; nothing is buffered without bound.
-//!   Responses are written in arrival order.
+//!   Responses are written in arrival order. A request counts until it is answered *and* the
+//!   work its handler handed off (a blocking write, a job for a writer thread) holds no clone
+//!   of its [`Lease`] any more: a handler timeout does not let a slow disk take on more.
+//! - Read buffers, requests in flight and what handling them allocates share one budget
+//!   (`max_buffered_bytes`, default a quarter of the memory): at its limit connections stop
+//!   reading. Per-peer limits (`max_connections_per_peer`, by address and by TLS identity;
+//!   `accept_rate_per_peer`) keep one peer from taking every slot, and connection log lines
+//!   are kept to `connection_log_rate` a second.
 //! - A handler that panics or passes `handler_timeout` is answered per
 //!   [`HandlerFailurePolicy`]; the connection goes on. A connection whose own code panics is
 //!   reported by its supervisor: exactly one `ConnectionStop` per `ConnectionStart`, always,
@@ -114,9 +121,13 @@
 //!   root supervisor and its teardown driver) → `acceptor` → `supervisor` (the connection
 //!   supervisor, to which the acceptor hands sockets) → `connection` (the actor; under it
 //!   `serve`, the request loop, `io`, the socket and buffers, `in_flight` and `stats`) →
-//!   `handler_task`. Below them sit `shared` (with `control`, `slots` and `observers`) and the
-//!   leaves (`report`, `util`, `owned` and the public modules). `.ci/import-cycles` fails CI on
-//!   a cycle.
+//!   `handler_task`. Below them sit `shared` (with `control`, `slots`, `observers`, `budget`
+//!   and `peers`), `lease` and `log_limit`, and the leaves (`report`, `util`, `owned` and the
+//!   public modules). `.ci/import-cycles` fails CI on a cycle.
+//! - The memory budget is a semaphore of bytes. A read buffer grows only by a reallocation this
+//!   crate makes, at a size drawn first (never by `BytesMut::reserve`, which could double past
+//!   it); each allocation's draw is shared by the buffer and every request decoded from it, so
+//!   it is given back when the allocation can really be freed.
 //!
 //! # Features
 //!
@@ -141,8 +152,10 @@ mod control;
 mod error;
 mod handler_task;
 mod lease;
+mod log_limit;
 mod observers;
 mod owned;
+mod peers;
 mod report;
 mod root;
 mod server;

@@ -18,7 +18,9 @@ use crate::config::ServerConfig;
 use crate::control::{Control, Outcome};
 use crate::error::{ServerError, StartError};
 use crate::event::Observer;
+use crate::log_limit::LogLimit;
 use crate::observers::Observers;
+use crate::peers::Peers;
 use crate::protocol::Protocol;
 use crate::report::{
     ConnectionSnapshot, ListenerSnapshot, ServerSnapshot, ServerState, ShutdownReport,
@@ -69,6 +71,20 @@ impl Server {
                 .max_concurrent_handlers
                 .map(|limit| Arc::new(Semaphore::new(limit))),
             budget: budget.clone(),
+            peers: Peers::new(
+                config.max_connections_per_peer,
+                config.accept_rate_per_peer,
+                config.connection_log_rate.is_some(),
+            ),
+            connection_logs: LogLimit::new(config.connection_log_rate, |left_out| {
+                let [opened, closed] = *left_out;
+                tracing::info!(
+                    opened,
+                    closed,
+                    "{opened} connection(s) opened and {closed} closed in the last second were \
+                     not logged one by one (connection_log_rate)"
+                );
+            }),
             config,
             observers: Observers::new(observers),
             local_addr,

@@ -11,7 +11,9 @@ use tokio_util::task::TaskTracker;
 use crate::budget::Budget;
 use crate::config::ServerConfig;
 use crate::control::Control;
+use crate::log_limit::LogLimit;
 use crate::observers::Observers;
+use crate::peers::Peers;
 use crate::protocol::Protocol;
 use crate::slots::Slots;
 use crate::transport::Transport;
@@ -27,6 +29,10 @@ pub(crate) struct Shared<P: Protocol, T: Transport> {
     pub(crate) handler_permits: Option<Arc<Semaphore>>,
     /// The server-wide memory budget (`max_buffered_bytes`), if any.
     pub(crate) budget: Option<Budget>,
+    /// The per-peer counts and rates (`max_connections_per_peer`, `accept_rate_per_peer`).
+    pub(crate) peers: Arc<Peers>,
+    /// The rate of the connection log lines (`connection_log_rate`).
+    pub(crate) connection_logs: Arc<LogLimit>,
     pub(crate) control: Arc<Control>,
     /// Every task the tree spawns (accept loops, connection I/O, handlers, restart timers), so
     /// that shutdown can wait for all of them.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ConfigError;
+use crate::peers::PeerGuard;
 
 /// The connection slots (`max_connections`). A slot is taken before `accept()`.
 #[derive(Clone)]
@@ -71,10 +72,14 @@ impl Slots {
         }
     }
 
-    /// Marks a reserved slot as used by an accepted socket.
-    pub(crate) fn occupy(&self, reserved: Reserved) -> Slot {
+    /// Marks a reserved slot as used by an accepted socket, from a peer whose count `peer`
+    /// holds (per-peer limits).
+    pub(crate) fn occupy(&self, reserved: Reserved, peer: Option<PeerGuard>) -> Slot {
         self.inner.in_use.fetch_add(1, Ordering::AcqRel);
-        Slot { reserved }
+        Slot {
+            reserved,
+            _peer: peer,
+        }
     }
 
     pub(crate) fn in_use(&self) -> usize {
@@ -142,6 +147,8 @@ impl Drop for Reserved {
 /// carries the socket to the supervisor).
 pub(crate) struct Slot {
     reserved: Reserved,
+    /// The connection's place in its address's count, given back with the slot.
+    _peer: Option<PeerGuard>,
 }
 
 impl Drop for Slot {
@@ -170,8 +177,8 @@ mod tests {
     async fn the_limit_changes_at_runtime_without_closing_anything() {
         let slots = Slots::new(3);
         let held: Vec<Slot> = vec![
-            slots.occupy(slots.reserve().await),
-            slots.occupy(slots.reserve().await),
+            slots.occupy(slots.reserve().await, None),
+            slots.occupy(slots.reserve().await, None),
         ];
         assert_eq!(free(&slots), 1);
         slots.set_max(1).unwrap();

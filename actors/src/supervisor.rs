@@ -35,6 +35,10 @@ use crate::slots::Slot;
 use crate::transport::Transport;
 use crate::util::next_connection_id;
 
+/// The kinds of connection log lines, as the log limit counts them.
+const OPENED: usize = 0;
+const CLOSED: usize = 1;
+
 pub(crate) struct ConnectionSupervisor<P, T>(PhantomData<fn() -> (P, T)>);
 
 impl<P, T> ConnectionSupervisor<P, T> {
@@ -193,13 +197,16 @@ impl<P: Protocol, T: Transport> SupervisorState<P, T> {
         let stats = Arc::new(ConnStats::new(start));
         let started = SystemTime::now();
         self.registry.opened += 1;
-        // Integers as i64: tracing-opentelemetry exports unsigned ones as strings.
-        tracing::info!(
-            connection.id = info.id() as i64,
-            network.peer.address = %peer.ip(),
-            network.peer.port = i64::from(peer.port()),
-            "connection accepted"
-        );
+        // Integers as i64: tracing-opentelemetry exports unsigned ones as strings. At most
+        // `connection_log_rate` lines a second: a flood is summed up instead.
+        if shared.connection_logs.admit(OPENED, &shared.tasks) {
+            tracing::info!(
+                connection.id = info.id() as i64,
+                network.peer.address = %peer.ip(),
+                network.peer.port = i64::from(peer.port()),
+                "connection accepted"
+            );
+        }
         shared.observers.emit(Event::ConnectionStart {
             connection: &info,
             system_time: started,
@@ -296,13 +303,19 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
         drop(slot);
         let info = stats.established.get().cloned().unwrap_or(info);
         let messages = stats.messages.load(Ordering::Relaxed);
+        let logged = self
+            .shared
+            .connection_logs
+            .admit(CLOSED, &self.shared.tasks);
         let record = || {
-            tracing::info!(
-                connection.id = info.id() as i64,
-                close_reason = reason.as_str(),
-                messages = i64::try_from(messages).unwrap_or(i64::MAX),
-                "connection closed"
-            );
+            if logged {
+                tracing::info!(
+                    connection.id = info.id() as i64,
+                    close_reason = reason.as_str(),
+                    messages = i64::try_from(messages).unwrap_or(i64::MAX),
+                    "connection closed"
+                );
+            }
         };
         match stats.span.get() {
             Some(span) => {

@@ -5,10 +5,14 @@
 //!   handler timed out, and a store slower than `handler_timeout` answers AE without storing a
 //!   message twice;
 //! - a failed store leaves nothing a reader would take as stored;
-//! - `mllp serve` cleans up after a crash.
+//! - `mllp serve` cleans up after a crash;
+//! - one partner cannot take every connection (per-peer limits, mutual-TLS identities), and a
+//!   flood of connections does not flood the log.
 
 #[path = "support/cli.rs"]
 mod cli_support;
+#[path = "../../tests/support/pki.rs"]
+mod pki;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -509,5 +513,156 @@ async fn budget_too_small_for_the_largest_message_is_a_config_error() {
             mllp::Error::Config(mllp::server::ConfigError::MaxBufferedBytes { .. })
         ),
         "{error:?}"
+    );
+}
+
+/// A mutual-TLS client from 127.0.0.`last` presenting `leaf`, with its own stream (so the test
+/// chooses the source address).
+async fn mtls_connect(
+    pki: &pki::Pki,
+    leaf: &pki::Leaf,
+    last: u8,
+    server: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&pki.ca.cert).unwrap())
+        .unwrap();
+    let chain = CertificateDer::pem_file_iter(&leaf.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&leaf.key).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+        .unwrap();
+    let stream = within(socket.connect(server)).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    within(connector.connect(ServerName::try_from("localhost").unwrap(), stream))
+        .await
+        .unwrap()
+}
+
+/// Under mutual TLS, `max_connections_per_peer` also counts connections by the client
+/// certificate's identity: a second connection of the same partner from another address is
+/// closed after its handshake (nothing is answered, the close reason is `peer_limit`), while
+/// another partner from that address is served.
+#[tokio::test]
+async fn mtls_identity_counts_against_the_per_peer_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = pki::Pki::new();
+    let (recorder, mut events) = support::Recorder::new();
+    let server = mllp::Server::builder()
+        .router(Router::new().route("*", |_req: Request| async {}))
+        .observer(recorder)
+        .max_connections_per_peer(Some(1))
+        .transport(
+            mllp::tls::TlsConfig::new(&pki.server.cert, &pki.server.key)
+                .client_ca(&pki.ca.cert)
+                .build()
+                .unwrap(),
+        )
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let framed = |payload: &Bytes| {
+        let mut frame = vec![0x0B];
+        frame.extend_from_slice(payload);
+        frame.extend_from_slice(&[0x1C, 0x0D]);
+        frame
+    };
+    let message = hl7("ADT^A01", "MTLS-LIMIT", "2.5");
+
+    let mut first = mtls_connect(&pki, &pki.client, 1, server.local_addr()).await;
+    first.write_all(&framed(&message)).await.unwrap();
+    let mut reply = [0u8; 4096];
+    let n = within(first.read(&mut reply)).await.unwrap();
+    assert!(n > 0 && reply[..n].windows(3).any(|w| w == b"|AA"), "no AA");
+
+    let mut second = mtls_connect(&pki, &pki.client, 2, server.local_addr()).await;
+    let _ = second.write_all(&framed(&message)).await;
+    let n = within(second.read(&mut reply)).await.unwrap_or(0);
+    assert_eq!(n, 0, "the same identity got an answer past the limit");
+    let stop = support::next_matching(
+        &mut events,
+        |s| matches!(s, support::Seen::ConnectionStop { reason, .. } if reason == "peer_limit"),
+    )
+    .await;
+    assert!(
+        matches!(&stop, support::Seen::ConnectionStop { identity: Some(id), .. } if id == "lab-sender"),
+        "{stop:?}"
+    );
+
+    let mut other = mtls_connect(&pki, &pki.intruder, 2, server.local_addr()).await;
+    other.write_all(&framed(&message)).await.unwrap();
+    let n = within(other.read(&mut reply)).await.unwrap();
+    assert!(
+        n > 0 && reply[..n].windows(3).any(|w| w == b"|AA"),
+        "other partner not served"
+    );
+    drop((first, second, other));
+    within(server.shutdown()).await;
+}
+
+/// A flood of connections that open and close at once does not flood the log: `mllp serve`
+/// logs at most `--connection-log-rate` (20 by default) connection lines a second and sums up
+/// the rest in one line per second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flood_is_summed_up_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = cli_support::Serve::start(dir.path(), &["--no-store"]).await;
+    let started = std::time::Instant::now();
+    const CYCLES: usize = 2000;
+    for _ in 0..CYCLES {
+        let stream = within(tokio::net::TcpStream::connect(serve.addr))
+            .await
+            .unwrap();
+        drop(stream);
+    }
+    // One round trip after the flood: every earlier connection was accepted before it.
+    let mut peer = Peer::connect(serve.addr).await;
+    assert_eq!(
+        field(&peer.call(hl7("ADT^A01", "AFTER", "2.5")).await, "MSA-1"),
+        "AA"
+    );
+    drop(peer);
+    let seconds = started.elapsed().as_secs() + 2;
+    let (status, _, stderr) = serve.stop().await;
+    assert!(status.success(), "{stderr}");
+    let lines = stderr
+        .lines()
+        .filter(|l| l.contains("connection accepted") || l.contains("connection closed"))
+        .count();
+    assert!(
+        lines as u64 <= 20 * seconds,
+        "{lines} connection lines in about {seconds} s for {CYCLES} connections"
+    );
+    let summed: u64 = stderr
+        .lines()
+        .filter(|l| l.contains("not logged one by one"))
+        .filter_map(|l| {
+            let opened = l.split("opened=").nth(1)?.split_whitespace().next()?;
+            opened.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(
+        summed + lines as u64 >= CYCLES as u64,
+        "summary lines account for {summed} opened connections, {lines} logged:\n{stderr}"
     );
 }

@@ -291,6 +291,12 @@ pub(crate) struct ServeFile {
     pub(crate) forward_timeout: Option<String>,
     #[serde(alias = "charset_errors")]
     pub(crate) charset_errors: Option<String>,
+    #[serde(alias = "max_connections_per_peer")]
+    pub(crate) max_connections_per_peer: Option<NumberOrText>,
+    #[serde(alias = "accept_rate_per_peer")]
+    pub(crate) accept_rate_per_peer: Option<NumberOrText>,
+    #[serde(alias = "connection_log_rate")]
+    pub(crate) connection_log_rate: Option<NumberOrText>,
     #[cfg(feature = "otlp")]
     #[serde(alias = "otlp_endpoint")]
     pub(crate) otlp_endpoint: Option<String>,

@@ -39,6 +39,21 @@ pub(super) fn maybe_bytes(s: &str) -> Result<MaybeBytes, String> {
     Ok(MaybeBytes(Some(bytes)))
 }
 
+/// A count, or none (`--max-connections-per-peer`, `--accept-rate-per-peer`,
+/// `--connection-log-rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MaybeCount(pub(super) Option<usize>);
+
+/// Parses a positive whole number or `none`.
+pub(super) fn maybe_count(s: &str) -> Result<MaybeCount, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(MaybeCount(None));
+    }
+    config::positive_count(s)
+        .map(|n| MaybeCount(Some(n)))
+        .map_err(|e| format!("{e} (or none)"))
+}
+
 /// A cap on message spans per second, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TraceLimit(pub(super) Option<u32>);
@@ -198,6 +213,23 @@ pub(crate) struct ServeArgs {
     /// --max-message-size) [default: a quarter of the memory, at least 64MiB]
     #[arg(long, value_name = "BYTES|none", value_parser = maybe_bytes)]
     pub(super) max_buffered_bytes: Option<MaybeBytes>,
+
+    /// Connections one peer may hold at once, counted by IP address (and by client certificate
+    /// identity under mutual TLS); past it new connections are closed at once and the refusal
+    /// logged; `none`: no limit (behind a load balancer or NAT every peer has one address)
+    /// [default: none]
+    #[arg(long, value_name = "N|none", value_parser = maybe_count)]
+    pub(super) max_connections_per_peer: Option<MaybeCount>,
+
+    /// New connections one IP address may open per second; past it they are closed at once and
+    /// the refusal logged; `none`: no limit [default: none]
+    #[arg(long, value_name = "N|none", value_parser = maybe_count)]
+    pub(super) accept_rate_per_peer: Option<MaybeCount>,
+
+    /// Connection log lines (opened, closed) per second; past it they are summed up in one line
+    /// per second; `none`: log every connection [default: 20]
+    #[arg(long, value_name = "N|none", value_parser = maybe_count)]
+    pub(super) connection_log_rate: Option<MaybeCount>,
 
     /// Bytes outside a frame: `strict` closes the connection, `skip` discards them up to the
     /// next start block [default: strict]

@@ -111,6 +111,25 @@ fn server_config(settings: &ServerSettings) -> ServerConfig {
                 .max_buffered_bytes
                 .map_or(default.max_buffered_bytes, |bytes| bytes.0),
         )
+        .max_connections_per_peer(
+            limits
+                .max_connections_per_peer
+                .map_or(default.max_connections_per_peer, |n| n.0),
+        )
+        .accept_rate_per_peer(
+            limits
+                .accept_rate_per_peer
+                .map_or(default.accept_rate_per_peer, |n| {
+                    n.0.map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                }),
+        )
+        .connection_log_rate(
+            limits
+                .connection_log_rate
+                .map_or(default.connection_log_rate, |n| {
+                    n.0.map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                }),
+        )
         .handler_failure(
             settings
                 .handler_failure
@@ -179,6 +198,9 @@ mod tests {
         limits.max_in_flight = Some(7);
         limits.max_concurrent_handlers = Some(8);
         limits.max_buffered_bytes = Some(crate::serve::args::MaybeBytes(Some(9 << 20)));
+        limits.max_connections_per_peer = Some(crate::serve::args::MaybeCount(Some(10)));
+        limits.accept_rate_per_peer = Some(crate::serve::args::MaybeCount(Some(11)));
+        limits.connection_log_rate = Some(crate::serve::args::MaybeCount(None));
         settings.handler_failure = Some(HandlerFailure::Close);
         settings.restart = Some(restart);
         let expected = ServerConfig::default()
@@ -192,6 +214,9 @@ mod tests {
             .max_in_flight(7)
             .max_concurrent_handlers(Some(8))
             .max_buffered_bytes(Some(9 << 20))
+            .max_connections_per_peer(Some(10))
+            .accept_rate_per_peer(Some(11))
+            .connection_log_rate(None)
             .handler_failure(HandlerFailurePolicy::Close)
             .restart(restart);
         assert_eq!(server_config(&settings), expected);

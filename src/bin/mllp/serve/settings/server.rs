@@ -8,7 +8,7 @@ use mllp::RestartPolicy;
 use super::file::ConfigFile;
 use crate::config::{self, Framing, HandlerFailure, SettingError};
 use crate::exit;
-use crate::serve::args::{self, IdleTimeout, MaybeBytes, ServeArgs};
+use crate::serve::args::{self, IdleTimeout, MaybeBytes, MaybeCount, ServeArgs};
 
 /// The server's policies; `None` keeps the library's default.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +41,9 @@ pub(crate) struct Limits {
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) max_concurrent_handlers: Option<usize>,
     pub(crate) max_buffered_bytes: Option<MaybeBytes>,
+    pub(crate) max_connections_per_peer: Option<MaybeCount>,
+    pub(crate) accept_rate_per_peer: Option<MaybeCount>,
+    pub(crate) connection_log_rate: Option<MaybeCount>,
 }
 
 impl ServeArgs {
@@ -136,6 +139,24 @@ impl ServeArgs {
                 number(&file.values.max_buffered_bytes),
                 args::maybe_bytes,
             )?,
+            max_connections_per_peer: file.pick(
+                self.max_connections_per_peer,
+                "max-connections-per-peer",
+                number(&file.values.max_connections_per_peer),
+                args::maybe_count,
+            )?,
+            accept_rate_per_peer: file.pick(
+                self.accept_rate_per_peer,
+                "accept-rate-per-peer",
+                number(&file.values.accept_rate_per_peer),
+                args::maybe_count,
+            )?,
+            connection_log_rate: file.pick(
+                self.connection_log_rate,
+                "connection-log-rate",
+                number(&file.values.connection_log_rate),
+                args::maybe_count,
+            )?,
         })
     }
 }
@@ -163,6 +184,9 @@ pub(crate) fn flag_names(error: &mllp::ConfigError) -> String {
         "max_in_flight",
         "max_concurrent_handlers",
         "max_buffered_bytes",
+        "max_connections_per_peer",
+        "accept_rate_per_peer",
+        "connection_log_rate",
         "shutdown_grace",
         "message_trace_ratio",
     ] {
