@@ -41,8 +41,8 @@ pub use mllp_actors::ServerError;
 /// Why the supervision tree could not start, as carried by [`Error::Start`].
 pub use mllp_actors::StartError;
 pub use mllp_actors::{
-    ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, PlainTcp, RestartPolicy,
-    ShutdownReport, Transport,
+    ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, Lease, PlainTcp,
+    RestartPolicy, ShutdownReport, Transport,
 };
 
 pub use crate::protocol::{Hl7, Hl7Codec, Inbound};
