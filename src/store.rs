@@ -27,7 +27,8 @@
 //!   `synchronous=FULL`, written by one thread that commits everything waiting in one
 //!   transaction (group commit), with duplicate detection, search, retention and replay.
 //! - [`DirStore`]: one file per message in a directory (the [`Inbox`](crate::inbox::Inbox) of
-//!   earlier releases); no duplicate detection.
+//!   earlier releases); no duplicate detection among its files, only the resend of a write that
+//!   outlived its handler is recognised, while the process runs.
 //!
 //! # Guarantees
 //!
