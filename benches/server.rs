@@ -22,6 +22,8 @@
 //!   `idle_timeout(None)`).
 //! - `--bare-without-idle-timeout`: the server keeps its default, the baseline has none (the
 //!   comparison of earlier releases; it charges the server for the timer alone).
+//! - `--no-memory-budget`: the server runs without `max_buffered_bytes` (its default draws
+//!   every read buffer and parse index from one budget).
 //! - `--runtime-timer` registers one far-off tokio timer for the whole run, so both sides run on
 //!   a runtime with a timer, as in any service that has one (an OpenTelemetry periodic reader, a
 //!   request timeout).
@@ -109,8 +111,9 @@ async fn bare_server(idle: bool) -> SocketAddr {
     addr
 }
 
-/// The full server; `no_idle_timeout` turns the idle timeout off (default: 60 s).
-async fn full_server(no_idle_timeout: bool) -> mllp::ServerHandle {
+/// The full server; `no_idle_timeout` turns the idle timeout off (default: 60 s),
+/// `no_memory_budget` the memory budget (default: a quarter of the memory).
+async fn full_server(no_idle_timeout: bool, no_memory_budget: bool) -> mllp::ServerHandle {
     let router = Router::new()
         .route("ADT^A01", |_req: Request| async {})
         .route("*", |_req: Request| async {})
@@ -121,6 +124,9 @@ async fn full_server(no_idle_timeout: bool) -> mllp::ServerHandle {
         .max_connections(4096);
     if no_idle_timeout {
         builder = builder.idle_timeout(None);
+    }
+    if no_memory_budget {
+        builder = builder.max_buffered_bytes(None);
     }
     builder
         .bind("127.0.0.1:0")
@@ -249,6 +255,7 @@ fn main() {
     let no_idle_timeout = args.iter().any(|a| a == "--no-idle-timeout");
     let bare_idle = !no_idle_timeout && !args.iter().any(|a| a == "--bare-without-idle-timeout");
     let runtime_timer = args.iter().any(|a| a == "--runtime-timer");
+    let no_memory_budget = args.iter().any(|a| a == "--no-memory-budget");
     let run_bare = only.as_deref() != Some("full");
     let run_full = only.as_deref() != Some("bare");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -257,7 +264,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let bare = bare_server(bare_idle).await;
-        let full = full_server(no_idle_timeout).await;
+        let full = full_server(no_idle_timeout, no_memory_budget).await;
         // Registered for the whole run and dropped with the runtime.
         let _timer = runtime_timer.then(|| tokio::spawn(tokio::time::sleep(Duration::from_secs(3600))));
         println!(

@@ -45,7 +45,7 @@ pub use mllp_actors::ServerError;
 /// Why the supervision tree could not start, as carried by [`Error::Start`].
 pub use mllp_actors::StartError;
 pub use mllp_actors::{
-    ClosedConnection, ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy,
+    ClosedConnection, ConnectionInfo, ConnectionSnapshot, Established, HandlerFailurePolicy, Lease,
     ListenerSnapshot, PlainTcp, RECENTLY_CLOSED, RestartPolicy, RestartPolicyBuilder, ServerState,
     ShutdownReport, Transport,
 };

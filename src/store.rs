@@ -27,10 +27,12 @@
 //!   `synchronous=FULL`, written by one thread that commits everything waiting in one
 //!   transaction (group commit), with duplicate detection, search, retention and replay.
 //! - [`DirStore`]: one file per message in a directory (the [`Inbox`](crate::inbox::Inbox) of
-//!   earlier releases); no duplicate detection.
-//! - [`JetStreamStore`] (feature `nats`, on by default): a NATS JetStream stream, for N
-//!   stateless receivers behind a load balancer; acknowledged after the stream's PubAck, resends
-//!   recognised by the stream (`Nats-Msg-Id`) whichever receiver gets them.
+//!   earlier releases); no duplicate detection among its files, only the resend of a write that
+//!   outlived its handler is recognised, while the process runs.
+//! - [`JetStreamStore`] (feature `nats`, off by default in the library, on in the CLI): a NATS
+//!   JetStream stream, for N stateless receivers behind a load balancer; acknowledged after the
+//!   stream's PubAck, resends recognised by the stream (`Nats-Msg-Id`) whichever receiver gets
+//!   them.
 //!
 //! # Guarantees
 //!

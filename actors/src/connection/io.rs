@@ -231,9 +231,9 @@ where
 
     /// Makes room in the read buffer, drawing it from the budget first: the buffer is
     /// reallocated here, at the size drawn, so its allocation never exceeds the budget (a
-    /// `BytesMut::reserve` could double past it). Pending while the budget has not the bytes;
-    /// ready once the buffer has room, or when it cannot grow (it holds as much as the budget
-    /// allows: the frame timeout ends that).
+    /// `BytesMut::reserve` could double past it). Pending while the budget has not the bytes,
+    /// or when the buffer is full and as large as the budget allows (the frame timeout, armed
+    /// while a frame is in the buffer, ends that); ready once the buffer has room.
     fn poll_grow(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(budget) = &self.budget else {
             return Poll::Ready(());
@@ -248,8 +248,14 @@ where
         // The old allocation is still drawn while the bytes are copied: both must fit.
         let target = wanted.min(budget.total().saturating_sub(held));
         if target <= len {
-            // As large as the budget allows beside the old allocation: read into what is left.
-            return Poll::Ready(());
+            // As large as the budget allows beside the old allocation: read into what is left
+            // of it; when nothing is, read nothing (a read into a full `BytesMut` would grow it
+            // past the budget), and let the frame timeout end the frame.
+            return if self.read_buf.capacity() > len {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
         }
         let permit = match &mut self.growth {
             Some((at, wait)) if *at == target => ready!(wait.as_mut().poll(cx)),
