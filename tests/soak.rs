@@ -18,8 +18,12 @@
 //! connections (CI). On demand, longer and wider:
 //!
 //! ```text
-//! cargo test --release --test soak -- --soak-secs 600 --soak-connections 64
+//! cargo test --release --test soak -- --soak-secs 600 --soak-connections 64 --soak-pace-ms 50
 //! ```
+//!
+//! `--soak-pace-ms` is each sender's pause between messages: flat out (the default), a release
+//! build stores thousands of messages a second, and a long run fills the disk (the store keeps
+//! every message, so that the end can check them all).
 //!
 //! The server is this same binary, started again with `--soak-serve DIR`.
 
@@ -61,12 +65,17 @@ fn main() {
     let secs = flag(&args, "--soak-secs").map_or(30, |s| s.parse().expect("--soak-secs N"));
     let connections =
         flag(&args, "--soak-connections").map_or(16, |s| s.parse().expect("--soak-connections N"));
+    let pace = flag(&args, "--soak-pace-ms").map_or(0, |s| s.parse().expect("--soak-pace-ms N"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let report = runtime.block_on(soak(Duration::from_secs(secs), connections));
+    let report = runtime.block_on(soak(
+        Duration::from_secs(secs),
+        connections,
+        Duration::from_millis(pace),
+    ));
     println!("{report}");
     report.check();
     println!("soak ... ok");
@@ -268,18 +277,26 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// What the senders know: every message answered AA, and every message ever sent.
+/// What the senders know: every message answered AA, and every message ever sent, each by its
+/// control id and a hash of its bytes (a long run sends millions: the bytes are not kept).
 #[derive(Default)]
 struct Ledger {
-    acked: Mutex<HashMap<String, Bytes>>,
-    sent: Mutex<HashMap<String, Bytes>>,
+    acked: Mutex<HashMap<String, u64>>,
+    sent: Mutex<HashMap<String, u64>>,
     resends: AtomicU64,
     negative: AtomicU64,
 }
 
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
 fn message(id: &str, n: u64) -> Bytes {
     // Sizes vary: most messages are small, some carry a few hundred KiB.
-    let body = if n % 50 == 7 {
+    let body = if n % 200 == 7 {
         "B".repeat(200 * 1024 + fastrand::usize(..50_000))
     } else {
         "X".repeat(fastrand::usize(50..2000))
@@ -289,10 +306,11 @@ fn message(id: &str, n: u64) -> Bytes {
     ))
 }
 
-/// One sender: each message is resent until it is answered AA, then the next.
+/// One sender: each message is resent until it is answered AA, then, after `pace`, the next.
 async fn sender(
     addr: Arc<Mutex<SocketAddr>>,
     c: usize,
+    pace: Duration,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
 ) {
@@ -309,11 +327,8 @@ async fn sender(
     while !stop.load(Ordering::Relaxed) {
         let id = format!("S{c}-{n}");
         let payload = message(&id, n);
-        ledger
-            .sent
-            .lock()
-            .unwrap()
-            .insert(id.clone(), payload.clone());
+        let hash = digest(&payload);
+        ledger.sent.lock().unwrap().insert(id.clone(), hash);
         loop {
             let now = *addr.lock().unwrap();
             if now != to {
@@ -324,11 +339,7 @@ async fn sender(
             let result = client.send(payload.clone()).await;
             match result {
                 Ok(_) => {
-                    ledger
-                        .acked
-                        .lock()
-                        .unwrap()
-                        .insert(id.clone(), payload.clone());
+                    ledger.acked.lock().unwrap().insert(id.clone(), hash);
                     break;
                 }
                 Err(ClientError::Negative { .. }) => {
@@ -344,6 +355,9 @@ async fn sender(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         n += 1;
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
     }
     client.close().await;
 }
@@ -401,9 +415,15 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  messages: {} sent, {} acknowledged AA, {} stored ({} stored without an AA: cut off \
-             by the end of the run); {} resends, {} negative answers (AE)",
-            self.sent, self.acked, self.stored, self.unacked_stored, self.resends, self.negative
+            "  messages: {} sent, {} acknowledged AA ({} a second), {} stored ({} stored without \
+             an AA: cut off by the end of the run); {} resends, {} negative answers (AE)",
+            self.sent,
+            self.acked,
+            self.acked as u64 / self.secs.max(1),
+            self.stored,
+            self.unacked_stored,
+            self.resends,
+            self.negative
         )?;
         writeln!(
             f,
@@ -476,7 +496,7 @@ impl Report {
     }
 }
 
-async fn soak(duration: Duration, connections: usize) -> Report {
+async fn soak(duration: Duration, connections: usize, pace: Duration) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let began = Instant::now();
     let mut life = start(dir.path()).await;
@@ -484,7 +504,7 @@ async fn soak(duration: Duration, connections: usize) -> Report {
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
     let senders: Vec<_> = (0..connections)
-        .map(|c| tokio::spawn(sender(addr.clone(), c, ledger.clone(), stop.clone())))
+        .map(|c| tokio::spawn(sender(addr.clone(), c, pace, ledger.clone(), stop.clone())))
         .collect();
     let hostiles: Vec<_> = (0..4)
         .map(|_| tokio::spawn(hostile(addr.clone(), stop.clone())))
@@ -543,7 +563,7 @@ async fn soak(duration: Duration, connections: usize) -> Report {
 
     let acked = ledger.acked.lock().unwrap();
     let sent = ledger.sent.lock().unwrap();
-    let mut stored: BTreeMap<String, Vec<Bytes>> = BTreeMap::new();
+    let mut stored: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut filter = Filter::default();
     filter.oldest_first = true;
     SqliteReader::open(dir.path().join("inbox.db"))
@@ -552,7 +572,7 @@ async fn soak(duration: Duration, connections: usize) -> Report {
             stored
                 .entry(m.summary.control_id.clone())
                 .or_default()
-                .push(m.payload.clone());
+                .push(digest(&m.payload));
             true
         })
         .unwrap();
@@ -568,7 +588,7 @@ async fn soak(duration: Duration, connections: usize) -> Report {
         .collect();
     let altered = stored
         .iter()
-        .filter(|(id, copies)| sent.get(*id).is_none_or(|payload| copies[0] != *payload))
+        .filter(|(id, copies)| sent.get(*id).is_none_or(|hash| copies[0] != *hash))
         .map(|(id, _)| id.clone())
         .collect();
     let unacked_stored = stored.keys().filter(|id| !acked.contains_key(*id)).count();
