@@ -68,6 +68,34 @@ pub fn stored(inbox: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
     by_id
 }
 
+/// [`stored`] once the inbox holds `n` messages. For messages the sender did not wait for
+/// (MSH-15 `NE`): nothing acknowledges them, so the only observable end is the file itself.
+/// Polls the directory (every 10 ms, at most 10 s) and fails with the count it saw.
+pub async fn stored_when(inbox: &Path, n: usize) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let complete = |inbox: &Path| {
+        std::fs::read_dir(inbox)
+            .expect("inbox exists")
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                !name.starts_with('.') && name.ends_with(".hl7")
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = complete(inbox);
+        if seen >= n {
+            return stored(inbox);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the inbox holds {seen} messages, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A running `mllp serve` child.
 pub struct Serve {
     pub child: Child,
