@@ -5,6 +5,8 @@ mod support;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use mllp_actors::{CloseReason, Established, ServerConfig, Transport};
@@ -136,5 +138,102 @@ async fn wrapped_stream_is_served_with_its_identity() {
     assert_eq!(connections[0].id, id);
     drop(client);
     server.recorder.stop_of(id).await;
+    server.finish().await;
+}
+
+/// A plain TCP stream that counts the writes the connection makes on it.
+struct Counted(TcpStream, Arc<AtomicUsize>);
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.0).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(_))) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[derive(Default)]
+struct CountingWrites(Arc<AtomicUsize>);
+
+impl Transport for CountingWrites {
+    type Stream = Counted;
+
+    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<Counted>> {
+        Ok(Established::new(Counted(socket, Arc::clone(&self.0))))
+    }
+}
+
+/// Answers whose handlers have all finished go out together: a pipelining peer whose first
+/// request was the slow one gets the four responses in one write, in arrival order, and each
+/// is still reported as answered.
+#[tokio::test]
+async fn answers_ready_together_go_out_in_one_write() {
+    let transport = CountingWrites::default();
+    let writes = Arc::clone(&transport.0);
+    let server = TestServer::start_with(
+        Lines::new(),
+        transport,
+        ServerConfig::default().max_in_flight(4),
+    )
+    .await;
+    let (mut client, id) = server.connect_registered().await;
+    client.send_raw(b"block\nb\nc\nd\n").await.unwrap();
+    // All four started: the first is blocked, the other three have finished.
+    server
+        .recorder
+        .wait_for(|events| {
+            events
+                .iter()
+                .filter(|e| matches!(e, Rec::MsgStart { .. }))
+                .count()
+                == 4
+        })
+        .await;
+    assert_eq!(writes.load(Ordering::Relaxed), 0);
+    server.release(1);
+    for expected in ["unblocked", "b", "c", "d"] {
+        assert_eq!(client.recv().await.as_deref(), Some(expected));
+    }
+    assert_eq!(
+        writes.load(Ordering::Relaxed),
+        1,
+        "one write for four answers"
+    );
+    drop(client);
+    assert_eq!(
+        server.recorder.stop_of(id).await,
+        (CloseReason::PeerClosed, 4)
+    );
+    let stops = server
+        .recorder
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Rec::MsgStop { .. }))
+        .count();
+    assert_eq!(stops, 4);
     server.finish().await;
 }

@@ -292,16 +292,50 @@ where
         abort: &CancellationToken,
         queue: &mut VecDeque<InFlight<P>>,
     ) -> Result<usize, CloseReason> {
-        self.write_buf.clear();
-        if let Err(error) = self.codec.encode(response, &mut self.write_buf) {
-            return Err(CloseReason::Protocol {
-                kind: protocol.error_kind(&error),
-                detail: error.to_string(),
-                // An encoding error is about the response, not the inbound stream.
-                offset: None,
-            });
+        let size = self.encode(response, protocol)?;
+        self.flush(timeout, abort, queue).await.1?;
+        Ok(size)
+    }
+
+    /// Encodes one response after those already waiting in the write buffer (nothing is sent
+    /// until [`flush`](Self::flush)); returns its encoded size.
+    pub(super) fn encode(
+        &mut self,
+        response: P::Response,
+        protocol: &P,
+    ) -> Result<usize, CloseReason> {
+        let before = self.write_buf.len();
+        match self.codec.encode(response, &mut self.write_buf) {
+            Ok(()) => Ok(self.write_buf.len() - before),
+            Err(error) => {
+                // Whatever the codec wrote before failing is not a frame: it never goes out.
+                self.write_buf.truncate(before);
+                Err(CloseReason::Protocol {
+                    kind: protocol.error_kind(&error),
+                    detail: error.to_string(),
+                    // An encoding error is about the response, not the inbound stream.
+                    offset: None,
+                })
+            }
         }
-        let size = self.write_buf.len();
+    }
+
+    /// Whether encoded responses wait in the write buffer.
+    pub(super) fn has_output(&self) -> bool {
+        !self.write_buf.is_empty()
+    }
+
+    /// Writes every encoded response in the write buffer, in one write when the socket takes
+    /// them, under `timeout`; returns how many bytes went out (all of them, unless it failed).
+    /// While the write waits for the peer, the handlers in `queue` are still polled, so each
+    /// meets its deadline.
+    pub(super) async fn flush(
+        &mut self,
+        timeout: Duration,
+        abort: &CancellationToken,
+        queue: &mut VecDeque<InFlight<P>>,
+    ) -> (usize, Result<(), CloseReason>) {
+        let total = self.write_buf.len();
         let stream = &mut self.stream;
         let buf = &mut self.write_buf;
         // Most writes complete at once (the socket buffer has room): tried once first, such a
@@ -312,8 +346,10 @@ where
             Poll::Ready(result) => Ok(result),
             Poll::Pending => tokio::select! {
                 biased;
-                result = tokio::time::timeout(timeout, poll_fn(|cx| poll_send(stream, buf, cx))) => result,
-                () = abort.cancelled() => return Err(CloseReason::Aborted),
+                result = tokio::time::timeout(timeout, poll_fn(|cx| poll_send(stream, buf, cx))) => {
+                    result.map_err(|_elapsed| CloseReason::WriteTimeout)
+                }
+                () = abort.cancelled() => Err(CloseReason::Aborted),
                 // Never ready: keeps the handlers' deadlines running during a slow write.
                 () = poll_fn(|cx| {
                     poll_handlers(queue, cx);
@@ -321,17 +357,21 @@ where
                 }) => unreachable!("never ready"),
             },
         };
+        let sent = total - self.write_buf.len();
+        // What a failed write left is never sent: the connection closes.
+        self.write_buf.clear();
         if self.write_buf.capacity() > KEEP_BUFFER {
             // A large response (an ACK echoes fields of its message) is not kept around for the
             // connection's life.
             self.write_buf = BytesMut::new();
         }
-        match result {
-            Ok(Ok(())) => Ok(size),
-            Err(_elapsed) => Err(CloseReason::WriteTimeout),
+        let result = match result {
+            Ok(Ok(())) => Ok(()),
+            Err(reason) => Err(reason),
             Ok(Err(error)) if self.eof && is_disconnect(&error) => Err(CloseReason::PeerClosed),
             Ok(Err(error)) => Err(CloseReason::Io(error.to_string())),
-        }
+        };
+        (sent, result)
     }
 }
 

@@ -41,6 +41,9 @@ use crate::protocol::{ConnectionInfo, Failure, Protocol};
 use crate::shared::Shared;
 use crate::transport::Transport;
 
+/// The most answers one write carries (see [`Conn::answer`]).
+const MAX_COALESCED: usize = 64;
+
 /// What a decoded request needs before its handler starts: its overhead drawn from the memory
 /// budget (`max_buffered_bytes`), and a server-wide handler permit (`max_concurrent_handlers`).
 struct Admission {
@@ -395,7 +398,138 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     }
 
     /// Writes the oldest request's answer and reports it. An error closes the connection.
-    async fn answer(&mut self, done: Finished<P>) -> Result<(), CloseReason> {
+    /// Answers the oldest request, and with it every request behind it whose handler has
+    /// already succeeded: their responses are encoded one after the other and go out in one
+    /// write (a pipelining peer gets one segment for many ACKs, not one write each). A failed
+    /// handler is answered on its own, by its failure policy.
+    async fn answer(&mut self, mut done: Finished<P>) -> Result<(), CloseReason> {
+        if done.outcome.is_err() {
+            return self.answer_failure(done).await;
+        }
+        // Only those already known to be finished: nothing waits for a running handler.
+        let mut more: Vec<Finished<P>> = Vec::new();
+        while more.len() + 1 < MAX_COALESCED
+            && self
+                .queue
+                .front()
+                .is_some_and(|next| matches!(next.outcome, Some(Ok(_))))
+        {
+            more.push(self.queue.pop_front().expect("front exists").finished());
+        }
+        self.publish_in_flight();
+        let observed = !self.shared.observers.is_empty();
+        // Encoded in arrival order. `written[i]` is what request i wrote (its response, kept
+        // only for observers, and its size), `None` when its handler chose to send nothing.
+        let count = 1 + more.len();
+        let mut written = Vec::with_capacity(if observed { count } else { 0 });
+        let mut encoded = 0;
+        let mut bytes = 0usize;
+        let mut result = Ok(());
+        for finished in std::iter::once(&mut done).chain(more.iter_mut()) {
+            let Ok(response) = &mut finished.outcome else {
+                unreachable!("only successes are coalesced")
+            };
+            let Some(response) = response.take() else {
+                if observed {
+                    written.push(None);
+                }
+                encoded += 1;
+                continue;
+            };
+            let kept = observed.then(|| response.clone());
+            match self.io.encode(response, &self.shared.protocol) {
+                Ok(size) => {
+                    bytes += size;
+                    if observed {
+                        written.push(Some((kept, size)));
+                    }
+                    encoded += 1;
+                }
+                Err(reason) => {
+                    result = Err(reason);
+                    break;
+                }
+            }
+        }
+        // What was encoded goes out even when a later response could not be encoded.
+        let mut sent = bytes;
+        if self.io.has_output() {
+            let (out, flushed) = self
+                .io
+                .flush(
+                    self.shared.config.write_timeout,
+                    &self.shared.control.abort,
+                    &mut self.queue,
+                )
+                .await;
+            sent = out;
+            self.stats
+                .bytes_out
+                .fetch_add(out as u64, Ordering::Relaxed);
+            if let Err(reason) = flushed {
+                result = Err(reason);
+            }
+        }
+        let now = self.answered_now();
+        if observed {
+            let mut written = written.into_iter();
+            // Where each response ends in what was written: it went out if all of it did.
+            let mut end = 0;
+            for (i, finished) in std::iter::once(&done).chain(&more).enumerate() {
+                let duration = now.saturating_duration_since(finished.decoded_at);
+                let answer = if i < encoded { written.next() } else { None };
+                let delivered = match &answer {
+                    Some(Some((_, size))) => {
+                        end += size;
+                        end <= sent
+                    }
+                    _ => true,
+                };
+                match answer {
+                    // Nothing to send (the handler chose so): answered as intended.
+                    Some(None) => self.shared.observers.emit(Event::MessageStop {
+                        connection: &self.info,
+                        meta: &finished.meta,
+                        duration,
+                        response: None,
+                        response_size: 0,
+                        span: &finished.span,
+                    }),
+                    Some(Some((response, size))) if delivered => {
+                        self.shared.observers.emit(Event::MessageStop {
+                            connection: &self.info,
+                            meta: &finished.meta,
+                            duration,
+                            response: response.as_ref(),
+                            response_size: size,
+                            span: &finished.span,
+                        });
+                    }
+                    // The answer could not be written (the peer is gone, or stopped reading, or
+                    // the response could not be encoded): the message was not answered, which
+                    // is not the same as a handler that chose to send nothing.
+                    _ => self.shared.observers.emit(Event::MessageException {
+                        connection: &self.info,
+                        meta: &finished.meta,
+                        duration,
+                        failure: &Failure::Aborted,
+                        response: None,
+                        span: &finished.span,
+                    }),
+                }
+            }
+        }
+        self.stats
+            .messages
+            .fetch_add(count as u64, Ordering::Relaxed);
+        for finished in std::iter::once(done).chain(more) {
+            finished.lease.release_answered();
+        }
+        result
+    }
+
+    /// Answers a request whose handler failed, by the handler-failure policy.
+    async fn answer_failure(&mut self, done: Finished<P>) -> Result<(), CloseReason> {
         self.publish_in_flight();
         let Finished {
             meta,
@@ -404,69 +538,40 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             outcome,
             lease,
         } = done;
-        let result = match outcome {
-            Ok(response) => {
-                let (written, result) = self.write(response).await;
-                let now = self.answered_now();
-                let duration = now.saturating_duration_since(decoded_at);
-                let observed = !self.shared.observers.is_empty();
-                if observed && result.is_err() {
-                    // The answer could not be written (the peer is gone, or stopped reading):
-                    // the message was not answered, which is not the same as a handler that
-                    // chose to send nothing.
-                    self.shared.observers.emit(Event::MessageException {
-                        connection: &self.info,
-                        meta: &meta,
-                        duration,
-                        failure: &Failure::Aborted,
-                        response: None,
-                        span: &span,
-                    });
-                } else if observed {
-                    let (response, response_size) = written.unzip();
-                    self.shared.observers.emit(Event::MessageStop {
-                        connection: &self.info,
-                        meta: &meta,
-                        duration,
-                        response: response.as_ref().and_then(Option::as_ref),
-                        response_size: response_size.unwrap_or(0),
-                        span: &span,
-                    });
+        let Err(failure) = outcome else {
+            unreachable!("answer_failure is for failed handlers")
+        };
+        let result = {
+            span.in_scope(|| {
+                tracing::warn!(
+                    connection.id = self.info.id() as i64,
+                    failure.kind = failure.kind(),
+                    // Not the failure's text: a panic message may quote patient data.
+                    "handler failed"
+                );
+            });
+            let policy = self.shared.config.handler_failure;
+            let response = match policy {
+                HandlerFailurePolicy::RespondWithFailure => {
+                    self.shared.protocol.on_failure(&meta, &failure)
                 }
-                result
-            }
-            Err(failure) => {
-                span.in_scope(|| {
-                    tracing::warn!(
-                        connection.id = self.info.id() as i64,
-                        failure.kind = failure.kind(),
-                        // Not the failure's text: a panic message may quote patient data.
-                        "handler failed"
-                    );
-                });
-                let policy = self.shared.config.handler_failure;
-                let response = match policy {
-                    HandlerFailurePolicy::RespondWithFailure => {
-                        self.shared.protocol.on_failure(&meta, &failure)
-                    }
-                    _ => None,
-                };
-                let (written, result) = self.write(response).await;
-                let now = self.answered_now();
-                let response = written.and_then(|(response, _)| response);
-                self.shared.observers.emit(Event::MessageException {
-                    connection: &self.info,
-                    meta: &meta,
-                    duration: now.saturating_duration_since(decoded_at),
-                    failure: &failure,
-                    response: response.as_ref(),
-                    span: &span,
-                });
-                match (result, policy) {
-                    (Err(reason), _) => Err(reason),
-                    (Ok(()), HandlerFailurePolicy::Close) => Err(CloseReason::HandlerFailure),
-                    (Ok(()), _) => Ok(()),
-                }
+                _ => None,
+            };
+            let (written, result) = self.write(response).await;
+            let now = self.answered_now();
+            let response = written.and_then(|(response, _)| response);
+            self.shared.observers.emit(Event::MessageException {
+                connection: &self.info,
+                meta: &meta,
+                duration: now.saturating_duration_since(decoded_at),
+                failure: &failure,
+                response: response.as_ref(),
+                span: &span,
+            });
+            match (result, policy) {
+                (Err(reason), _) => Err(reason),
+                (Ok(()), HandlerFailurePolicy::Close) => Err(CloseReason::HandlerFailure),
+                (Ok(()), _) => Ok(()),
             }
         };
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
