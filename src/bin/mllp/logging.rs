@@ -2,8 +2,19 @@
 //!
 //! Stdout is kept for results (`listening on`, per-message lines, reports), so scripts can read
 //! it while logs go elsewhere.
+//!
+//! Lines are not written one `write` each: `serve` logs a line per message, and a system call
+//! per line cost more than the formatting. They are appended to one buffer, which a thread of
+//! its own writes out [`LINGER`] after the first line arrived in it (or at once, by the thread
+//! that fills it past [`HIGH_WATER`]); so a burst of lines is one write, and a quiet server's
+//! line still appears within [`LINGER`]. [`flush`] writes what is left: on exit, before a
+//! panic's message and before `complain!`. A process killed with SIGKILL loses at most the last
+//! [`LINGER`] of lines.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
@@ -31,7 +42,7 @@ pub(crate) fn init(format: LogFormat, default_filter: &str) -> Result<(), String
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(Batched::install());
     // Ignore the error: a subscriber is already set only when this is called twice, and the
     // first one stays in force.
     let _ = match format {
@@ -46,4 +57,125 @@ pub(crate) fn init(format: LogFormat, default_filter: &str) -> Result<(), String
             .try_init(),
     };
     Ok(())
+}
+
+/// How long a line may wait in the buffer for others to join it.
+const LINGER: Duration = Duration::from_millis(10);
+
+/// A buffer this full is written out at once by the thread that filled it.
+const HIGH_WATER: usize = 64 * 1024;
+
+/// The shared log buffer: lines waiting, and the writer thread's wake-up.
+struct Buffer {
+    lines: Mutex<Vec<u8>>,
+    /// Signalled when a line lands in an empty buffer.
+    arrived: Condvar,
+    /// No writer thread could be started: every line is written at once.
+    direct: AtomicBool,
+}
+
+static BUFFER: OnceLock<Arc<Buffer>> = OnceLock::new();
+
+impl Buffer {
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        // A thread that panicked while holding it left whole lines or nothing: go on.
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes the buffered lines to stderr, in one write when it takes them.
+    fn write_out(lines: &mut Vec<u8>) {
+        if !lines.is_empty() {
+            // Nothing to do about a closed stderr: a log line must never stop the server.
+            let _ = std::io::stderr().lock().write_all(lines);
+            lines.clear();
+        }
+    }
+
+    /// The writer thread: waits for a first line, lets others join it for [`LINGER`], writes.
+    fn run(&self) {
+        loop {
+            {
+                let mut lines = self.lock();
+                while lines.is_empty() {
+                    lines = self
+                        .arrived
+                        .wait(lines)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+            }
+            std::thread::sleep(LINGER);
+            Self::write_out(&mut self.lock());
+        }
+    }
+}
+
+/// Writes the log lines still buffered. Cheap when there are none.
+pub(crate) fn flush() {
+    if let Some(buffer) = BUFFER.get() {
+        Buffer::write_out(&mut buffer.lock());
+    }
+}
+
+/// The subscriber's writer: each event's line goes to the shared buffer.
+struct Batched(Arc<Buffer>);
+
+impl Batched {
+    /// The buffer, its writer thread, and a panic hook that writes the buffer before the
+    /// panic's message. Without a thread (none can be spawned), every line is written at once.
+    fn install() -> Batched {
+        let buffer = Arc::clone(BUFFER.get_or_init(|| {
+            let buffer = Arc::new(Buffer {
+                lines: Mutex::new(Vec::new()),
+                arrived: Condvar::new(),
+                direct: AtomicBool::new(false),
+            });
+            let worker = Arc::clone(&buffer);
+            let spawned = std::thread::Builder::new()
+                .name("mllp-log".into())
+                .spawn(move || worker.run());
+            if spawned.is_err() {
+                buffer.direct.store(true, Ordering::Relaxed);
+            } else {
+                let previous = std::panic::take_hook();
+                std::panic::set_hook(Box::new(move |info| {
+                    flush();
+                    previous(info);
+                }));
+            }
+            buffer
+        }));
+        Batched(buffer)
+    }
+}
+
+/// One event's writer: its line goes to the buffer.
+struct Line<'a>(&'a Buffer);
+
+impl Write for Line<'_> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let buffer = self.0;
+        let mut lines = buffer.lock();
+        let was_empty = lines.is_empty();
+        lines.extend_from_slice(line);
+        if lines.len() >= HIGH_WATER || buffer.direct.load(Ordering::Relaxed) {
+            Buffer::write_out(&mut lines);
+        } else if was_empty {
+            buffer.arrived.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
+    type Writer = Line<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Line(&self.0)
+    }
 }

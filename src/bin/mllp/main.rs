@@ -1,7 +1,6 @@
 //! `mllp`: receive HL7 v2 over MLLP into a durable inbox (`serve`), send HL7 files to a
-//! receiver (`send`), measure a receiver (`bench`), operate the store (`inbox`), and forward
-//! a store downstream (`relay`).
-//! receiver (`send`), measure a receiver (`bench`), and watch one live (`top`).
+//! receiver (`send`), measure a receiver (`bench`), operate the store (`inbox`), forward a
+//! store downstream (`relay`), and watch a receiver live (`top`).
 //!
 //! Run `mllp help <command>` for every flag; docs/operations.md explains running `serve` in
 //! production, the inbox layout and the exit codes.
@@ -15,10 +14,12 @@ macro_rules! say {
     }};
 }
 
-/// `eprintln!` that never panics, for the same reason.
+/// `eprintln!` that never panics, for the same reason. Log lines still buffered go out first,
+/// so stderr keeps its order.
 macro_rules! complain {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        crate::logging::flush();
         let _ = writeln!(std::io::stderr().lock(), $($arg)*);
     }};
 }
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return exit::fail(exit::FAILURE, &e),
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Send(args) => send::run(args).await,
@@ -82,7 +83,9 @@ fn main() -> ExitCode {
             Command::Relay(args) => relay::run(*args).await,
             Command::Top(args) => top::run(args).await,
         }
-    })
+    });
+    logging::flush();
+    code
 }
 
 /// Exit statuses and error printing, shared by the subcommands.

@@ -263,6 +263,7 @@ impl Signal {
                     _ = self.term.recv() => {}
                     _ = self.int.recv() => {}
                 }
+                crate::logging::flush();
                 std::process::exit(i32::from(exit::FAILURE));
             });
         }

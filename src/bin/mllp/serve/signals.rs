@@ -85,6 +85,7 @@ impl ShutdownSignal {
                     _ = int.recv() => {}
                 }
                 complain!("error: second signal received; exiting without waiting for the drain");
+                crate::logging::flush();
                 std::process::exit(i32::from(exit::FAILURE));
             });
         }
