@@ -247,7 +247,7 @@ fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlit
         }
     }
     // MSH fields as text per MSH-18 (a Latin-1 MSH-10 is searchable as it reads).
-    let text = |b: &[u8]| record.text(b).into_owned();
+    let text = |b| record.text(b);
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (received_at, listener, peer, tls_identity,
             sending_application, sending_facility, receiving_application, receiving_facility,
