@@ -109,10 +109,10 @@ JSON fields: to, connections, pipeline, messages, message_bytes, ok, errors, err
 latency_us (p50, p90, p99, p999, max, mean; of the acknowledged messages).
 With --rate (open loop) also: rate (intended msg/s), duration_s (the schedule's length),
 achieved_rate_per_s (acknowledged per second from the schedule's start to the last ACK, which
-elapsed_s measures, but over duration_s at least; also in throughput_per_s), max_outstanding, max_outstanding_hits (sends that waited for an ACK),
-connect_s (opening all connections, before the schedule starts), reconnects, send_lag_us (p50,
-p99, max: how late the writers were against the schedule); latency_us then counts from the
-intended send time, and pipeline is null.
+elapsed_s measures, but over duration_s at least; also in throughput_per_s), max_outstanding,
+max_outstanding_hits (sends that waited for an ACK), connect_s (opening all connections, before
+the schedule starts), reconnects, send_lag_us (p50, p99, max: how late the writers were against
+the schedule); latency_us then counts from the intended send time, and pipeline is null.
 Examples:
   mllp bench --to 127.0.0.1:2575 --connections 64 --messages 10000 --json
   mllp bench --to 127.0.0.1:2575 --connections 1000 --rate 5000 --duration 30s --json";
