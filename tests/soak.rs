@@ -176,11 +176,22 @@ fn serve(dir: PathBuf) {
             }
         });
         // Before any peer can connect: the idle server's tasks (this stats task included), the
-        // baseline of the leak check.
-        tokio::task::yield_now().await;
-        let idle = tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks();
+        // baseline of the leak check. The server's actors start their tasks after `spawn`
+        // returns (a count taken at once was one short now and then, and the end of a run then
+        // looked like a leak): the baseline is the count once it has held for 100 ms.
+        let alive = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let mut idle = alive();
+        let mut held = 0;
+        while held < 10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = alive();
+            held = if now == idle { held + 1 } else { 0 };
+            idle = now;
+        }
         println!("soak-idle tasks={idle}");
         println!("listening on {}", server.local_addr());
         mllp::shutdown_signal().await;
