@@ -482,12 +482,10 @@ impl<T: Transport> ServerBuilder<T> {
     pub async fn bind(self, addr: impl ToSocketAddrs + fmt::Display) -> Result<Server<T>, Error> {
         let shown = addr.to_string();
         self.validate()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: shown,
-                source,
-            })?;
+        let listener = bind_listener(addr).await.map_err(|source| Error::Bind {
+            addr: shown,
+            source,
+        })?;
         self.listen(listener)
     }
 
@@ -771,4 +769,38 @@ pub async fn shutdown_signal() {
         tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; graceful shutdown by signal is unavailable");
         std::future::pending::<()>().await;
     }
+}
+
+/// The accept queue of a listener [`ServerBuilder::bind`] binds: room for a burst of thousands
+/// of connects while the acceptor catches up (the kernel caps it at `net.core.somaxconn`, 4096
+/// on current Linux). The common default of 1024 overflowed when 10,000 senders connected at
+/// once: the kernel dropped their handshakes, and each retried a second or more later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the first address `addr` resolves to that can be bound (as `TcpListener::bind`,
+/// `SO_REUSEADDR` on Unix), listening with [`LISTEN_BACKLOG`].
+async fn bind_listener(addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
 }
