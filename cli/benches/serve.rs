@@ -22,7 +22,9 @@
 //! Per profile and side it reports msg/s of every run, the median, p50/p99 latency (medians),
 //! the server's CPU time per message (utime+stime of `/proc/PID/stat` around the run), how busy
 //! the server's and the load generator's cores were, and the CPU that other processes took
-//! meanwhile (`/proc/stat` less ours: a busy machine shows there).
+//! meanwhile (`/proc/stat` less ours: a busy machine shows there). Besides serve/bare in msg/s
+//! it prints bare/serve in CPU per message: when other processes share the server's core, the
+//! throughput of both sides falls, while the CPU each spends on a message moves much less.
 //!
 //! `--budget` compares, at 16x1, `mllp serve` with everything off (`--log-messages=false`, no
 //! admin, no export) against each observability feature on its own: the per-message log line,
@@ -945,6 +947,7 @@ fn print_profile(ctx: &Ctx, profile: &Profile, r: &ProfileReport) {
             "bare": r.bare.json(),
             "serve": r.serve.json(),
             "ratio": (ratio * 1000.0).round() / 1000.0,
+            "cpu_cost_ratio": (r.bare.cpu_us() / r.serve.cpu_us() * 1000.0).round() / 1000.0,
             "goal": profile.goal,
             "goal_met": met,
         });
@@ -987,9 +990,10 @@ fn print_profile(ctx: &Ctx, profile: &Profile, r: &ProfileReport) {
         );
     }
     println!(
-        "  serve/bare {ratio:.3} (goal ≥ {}: {})",
+        "  serve/bare {ratio:.3} (goal ≥ {}: {}); CPU per message bare/serve {:.3}",
         profile.goal,
-        if met { "met" } else { "MISSED" }
+        if met { "met" } else { "MISSED" },
+        r.bare.cpu_us() / r.serve.cpu_us()
     );
 }
 
@@ -1151,14 +1155,21 @@ mod budget {
                 ctx.options.runs
             );
             println!(
-                "  {:<13} {:<28} {:>9} {:>7} {:>10} {:>9} {:>9}  what",
-                "variant", "msg/s per run", "median", "ratio", "µs/msg CPU", "log B/msg", "p99 µs"
+                "  {:<13} {:<28} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9}  what",
+                "variant",
+                "msg/s per run",
+                "median",
+                "ratio",
+                "µs/msg CPU",
+                "CPU ratio",
+                "log B/msg",
+                "p99 µs"
             );
         }
-        let off = Side {
+        let off_side = Side {
             runs: tallies[0].runs.clone(),
-        }
-        .rate();
+        };
+        let (off, off_cpu) = (off_side.rate(), off_side.cpu_us());
         for (v, t) in VARIANTS.iter().zip(&tallies) {
             let side = Side {
                 runs: t.runs.clone(),
@@ -1173,6 +1184,7 @@ mod budget {
                     "messages_per_run": n,
                     "serve": side.json(),
                     "ratio_to_off": (ratio * 1000.0).round() / 1000.0,
+                    "cpu_cost_ratio_to_off": (off_cpu / side.cpu_us() * 1000.0).round() / 1000.0,
                     "goal": 0.97,
                     "goal_met": v.name == "off" || ratio >= 0.97,
                     "log_bytes_per_msg": round2(log_per_msg),
@@ -1201,12 +1213,13 @@ mod budget {
                 ));
             }
             println!(
-                "  {:<13} {:<28} {:>9.0} {:>7.3} {:>10.1} {:>9.0} {:>9.0}  {}{}",
+                "  {:<13} {:<28} {:>9.0} {:>7.3} {:>10.1} {:>9.3} {:>9.0} {:>9.0}  {}{}",
                 v.name,
                 runs.join(" "),
                 side.rate(),
                 ratio,
                 side.cpu_us(),
+                off_cpu / side.cpu_us(),
                 log_per_msg,
                 side.p99(),
                 v.what,
