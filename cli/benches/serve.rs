@@ -40,8 +40,9 @@
 //! (polled until the server's descriptors are back and RSS is steady).
 //!
 //! On a shared machine, `--nice -20` (as root) runs this process and every child at the highest
-//! priority, so that other processes' work (a compile) takes little of the two cores; the
-//! `other` column shows what they still took.
+//! priority, so that other processes' work (a compile) takes less of the two cores. Nice values
+//! only weigh within one scheduling group: processes in other cgroups (containers, other
+//! sessions) are not held back by it. The `other` column shows what they still took.
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it only does a quick smoke run.
 
@@ -84,7 +85,7 @@ cargo bench -p mllp-cli --bench serve -- [FLAGS]
   --json              one JSON line per profile / budget / memory section instead of tables
   --no-pin            do not pin processes to CPUs (also when fewer than 2 CPUs)
   --nice N            run this process and its children at nice N (e.g. -20, needs root or
-                      CAP_SYS_NICE): other processes on the machine then disturb less";
+                      CAP_SYS_NICE): processes in the same cgroup then disturb less";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
