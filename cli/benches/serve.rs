@@ -407,6 +407,9 @@ async fn run(options: Options) -> Result<(), String> {
     header(&ctx);
     if !ctx.options.bench {
         // A smoke run: every moving part once, quickly (cargo test --benches).
+        if !ctx.options.json {
+            println!("smoke run (no --bench): a few messages, figures meaningless");
+        }
         let profile = &PROFILES[0];
         let report = run_profile(&ctx, profile).await?;
         print_profile(&ctx, profile, &report);
