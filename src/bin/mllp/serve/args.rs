@@ -321,10 +321,7 @@ Examples:
   mllp serve --bind 0.0.0.0:2575 --store sqlite:/var/lib/mllp/inbox.db --retention 30d
   mllp serve --store dir:/var/lib/mllp/inbox --idle-timeout none
   mllp serve --bind 127.0.0.1:0 --no-store    # any free port, acknowledge only
-  RUST_LOG=debug mllp serve --log-format json # per-message lines (MSH-9, MSH-10 only)
-  mllp serve                                  # 127.0.0.1:2575, inbox ./mllp-inbox
-  mllp serve --bind 0.0.0.0:2575 --inbox /var/lib/mllp/inbox --idle-timeout none
-  mllp serve --bind 127.0.0.1:0 --no-inbox    # any free port, acknowledge only
+  mllp serve --log-format json                # per-message lines as JSON (MSH fields only)
   mllp serve --admin 127.0.0.1:9575           # probes, Prometheus and `mllp top`
   mllp serve --log-format json --log-messages=false  # rejects only
 
