@@ -237,3 +237,31 @@ async fn answers_ready_together_go_out_in_one_write() {
     assert_eq!(stops, 4);
     server.finish().await;
 }
+
+/// Requests that arrive together are answered together on a multi-thread runtime too, where a
+/// task woken by another runs next (tokio's LIFO slot): the first handler to finish wakes the
+/// connection before the others have run, and the connection lets them run before it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn answers_of_one_read_share_a_write_on_a_multi_thread_runtime() {
+    let transport = CountingWrites::default();
+    let writes = Arc::clone(&transport.0);
+    let server = TestServer::start_with(
+        Lines::new(),
+        transport,
+        ServerConfig::default().max_in_flight(8),
+    )
+    .await;
+    let (mut client, id) = server.connect_registered().await;
+    client.send_raw(b"a\nb\nc\nd\ne\nf\ng\nh\n").await.unwrap();
+    for expected in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+        assert_eq!(client.recv().await.as_deref(), Some(expected));
+    }
+    let writes = writes.load(Ordering::Relaxed);
+    assert!(writes <= 2, "eight answers took {writes} writes");
+    drop(client);
+    assert_eq!(
+        server.recorder.stop_of(id).await,
+        (CloseReason::PeerClosed, 8)
+    );
+    server.finish().await;
+}

@@ -320,6 +320,11 @@ where
         }
     }
 
+    /// Whether bytes read wait in the read buffer (the start of the next request, or more).
+    pub(super) fn has_buffered(&self) -> bool {
+        !self.read_buf.is_empty()
+    }
+
     /// Whether encoded responses wait in the write buffer.
     pub(super) fn has_output(&self) -> bool {
         !self.write_buf.is_empty()

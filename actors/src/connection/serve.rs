@@ -7,8 +7,9 @@
 //! # Cancel safety
 //!
 //! Each turn first checks the shutdown and abort flags (atomics), then polls, in order, the
-//! oldest in-flight handler, the server-wide handler permit, the next read, and the control
-//! waker (registered with the server's `Control`, which wakes every connection when shutdown or
+//! next read (so requests a pipelining peer already sent are started before any is answered,
+//! and the answers that are ready together go out in one write), the oldest in-flight handler,
+//! the server-wide handler permit, and the control waker (registered with the server's `Control`, which wakes every connection when shutdown or
 //! abort begins; polled only when nothing else is ready, it costs an atomic swap, not a lock
 //! shared by every connection). Nothing is lost between turns: reads go into the connection's
 //! own buffer (`read_buf`), deadlines are instants stored in the connection (the timers are
@@ -28,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::in_flight::{Finished, InFlight, poll_front};
+use super::in_flight::{Finished, InFlight, poll_front, poll_handlers};
 use super::io::{Io, ReadEvent};
 use super::stats::ConnStats;
 use crate::budget::{Allocation, Charge, Memory};
@@ -145,10 +146,21 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 let protocol = &self.shared.protocol;
                 let idle = if quiet { idle_timeout } else { None };
                 let (queue, ready, io) = (&mut self.queue, &mut self.ready, &mut self.io);
-                // In order: the oldest handler, the handler permit, the next read, then the
-                // control waker (registered only when nothing else is ready). Polled by hand so
-                // that the permit wait lives in `self.ready` and keeps its place across turns.
+                // In order: the next read, the oldest handler, the handler permit, then the
+                // control waker (registered only when nothing else is ready). Requests already
+                // sent are read first (up to `max_in_flight`), so that the answers of those that
+                // finish together go out in one write. Polled by hand so that the permit wait
+                // lives in `self.ready` and keeps its place across turns.
                 poll_fn(|cx| {
+                    // Answered requests whose handed-off work still holds their lease keep
+                    // their place too; a lease let go wakes this loop.
+                    if can_read
+                        && lease::poll_below(lingering, room, cx).is_ready()
+                        && let Poll::Ready(event) =
+                            io.poll_next_request(protocol, idle, frame_timeout, cx)
+                    {
+                        return Poll::Ready(Step::Read(event));
+                    }
                     if !queue.is_empty()
                         && let Poll::Ready(done) = poll_front(queue, cx)
                     {
@@ -158,15 +170,6 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                         && let Poll::Ready(admission) = waiting.admission.as_mut().poll(cx)
                     {
                         return Poll::Ready(Step::Admitted(admission));
-                    }
-                    // Answered requests whose handed-off work still holds their lease keep
-                    // their place too; a lease let go wakes this loop.
-                    if can_read
-                        && lease::poll_below(lingering, room, cx).is_ready()
-                        && let Poll::Ready(event) =
-                            io.poll_next_request(protocol, idle, frame_timeout, cx)
-                    {
-                        return Poll::Ready(Step::Read(event));
                     }
                     wake.poll(cx, draining).map(|step| match step {
                         ControlStep::Abort => Step::Abort,
@@ -358,23 +361,26 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 .instrument(span.clone())
         };
         let mut handler = HandlerTask::start(tasks, make, limit);
-        if self.queue.is_empty()
-            && let Some(outcome) = handler.take_done()
-        {
-            return Some(Finished {
-                meta,
-                decoded_at,
-                span,
-                outcome,
-                lease,
-            });
-        }
+        // Done at once with nothing before it: answered now, unless more requests wait in the
+        // read buffer (a pipelining peer), whose answers can then share its write.
+        let outcome = match handler.take_done() {
+            Some(outcome) if self.queue.is_empty() && !self.io.has_buffered() => {
+                return Some(Finished {
+                    meta,
+                    decoded_at,
+                    span,
+                    outcome,
+                    lease,
+                });
+            }
+            outcome => outcome,
+        };
         self.queue.push_back(InFlight {
             meta,
             decoded_at,
             span,
             handler,
-            outcome: None,
+            outcome,
             lease,
         });
         self.publish_in_flight();
@@ -408,13 +414,24 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         }
         // Only those already known to be finished: nothing waits for a running handler.
         let mut more: Vec<Finished<P>> = Vec::new();
-        while more.len() + 1 < MAX_COALESCED
-            && self
-                .queue
-                .front()
-                .is_some_and(|next| matches!(next.outcome, Some(Ok(_))))
+        self.take_finished(&mut more);
+        if self
+            .queue
+            .front()
+            .is_some_and(|next| next.outcome.is_none())
         {
-            more.push(self.queue.pop_front().expect("front exists").finished());
+            // Handlers still run behind this one: let those that are ready run first, once, and
+            // take the ones that finished. The runtime runs a task woken by another next (tokio's
+            // LIFO slot), so this loop would otherwise be woken by the first handler to finish
+            // and write each answer alone, even when the others were a moment from done.
+            tokio::task::yield_now().await;
+            let queue = &mut self.queue;
+            poll_fn(|cx| {
+                poll_handlers(queue, cx);
+                Poll::Ready(())
+            })
+            .await;
+            self.take_finished(&mut more);
         }
         self.publish_in_flight();
         let observed = !self.shared.observers.is_empty();
@@ -526,6 +543,19 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             finished.lease.release_answered();
         }
         result
+    }
+
+    /// Moves the requests at the front of the queue whose handlers have succeeded into `more`,
+    /// up to [`MAX_COALESCED`] answers in all (the one being answered included).
+    fn take_finished(&mut self, more: &mut Vec<Finished<P>>) {
+        while more.len() + 1 < MAX_COALESCED
+            && self
+                .queue
+                .front()
+                .is_some_and(|next| matches!(next.outcome, Some(Ok(_))))
+        {
+            more.push(self.queue.pop_front().expect("front exists").finished());
+        }
     }
 
     /// Answers a request whose handler failed, by the handler-failure policy.
