@@ -1004,6 +1004,8 @@ async fn send_follows_msh_15_of_enhanced_mode_messages() {
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().is_file())
         .count();
+    // Shown if the test fails: what send reported for each message.
+    println!("{stdout}");
     // The NE messages were not waited for: their files may still be on the way.
     let files: usize = stored_when(&inbox, sent).await.values().map(Vec::len).sum();
     assert_eq!(files, sent, "one stored file per message, no resends");

@@ -90,7 +90,11 @@ pub async fn stored_when(inbox: &Path, n: usize) -> BTreeMap<String, Vec<Vec<u8>
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the inbox holds {seen} messages, expected {n}"
+            "the inbox holds {seen} messages, expected {n}: {:?}",
+            stored(inbox)
+                .into_iter()
+                .map(|(id, copies)| (id, copies.len()))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
