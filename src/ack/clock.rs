@@ -31,12 +31,23 @@ pub(crate) fn timestamp(time: SystemTime) -> String {
         .map_or(0, |d| d.as_secs() as i64);
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
-    format!(
-        "{year:04}{month:02}{day:02}{:02}{:02}{:02}+0000",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    // Digit by digit into a fixed buffer: every ACK carries one, and `format!` cost as much as
+    // the rest of building the ACK's MSH.
+    let mut out = *b"00000000000000+0000";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year.clamp(0, 9999) as u64);
+    put(4, 2, u64::from(month));
+    put(6, 2, u64::from(day));
+    put(8, 2, (of_day / 3600) as u64);
+    put(10, 2, (of_day / 60 % 60) as u64);
+    put(12, 2, (of_day % 60) as u64);
+    // ASCII digits and `+`: always UTF-8.
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 const BASE36: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
