@@ -92,8 +92,7 @@ impl Store for DirStore {
                     id: file_id(&path),
                     reused_control_id: false,
                 });
-                let claimed = answer.send(receipt).is_ok();
-                if finish.done(stored.clone(), claimed)
+                if finish.done(stored.clone(), || answer.send(receipt).is_ok())
                     && let Some(id) = stored
                 {
                     tracing::info!(
@@ -136,11 +135,15 @@ struct Finish {
 }
 
 impl Finish {
-    /// Ends the claim; returns whether the stored message was left for a resend to claim.
-    fn done(mut self, stored: Option<StoreId>, claimed: bool) -> bool {
+    /// Ends the claim, answering the caller with `answer` (see [`Claims::finish`]); returns
+    /// whether the stored message was left for a resend to claim.
+    fn done(mut self, stored: Option<StoreId>, answer: impl FnOnce() -> bool) -> bool {
         match self.key.take() {
-            Some(key) => self.claims.finish(key, stored, claimed),
-            None => false,
+            Some(key) => self.claims.finish(key, stored, answer),
+            None => {
+                answer();
+                false
+            }
         }
     }
 }
@@ -148,7 +151,7 @@ impl Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.claims.finish(key, None, false);
+            self.claims.finish(key, None, || false);
         }
     }
 }

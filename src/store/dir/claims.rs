@@ -67,13 +67,24 @@ impl Claims {
         Claim::Write
     }
 
-    /// The write registered for `key` ended: `Some(id)` if the message is stored, and
-    /// `claimed` if its caller took the answer. Appends waiting for it take it over; when no
-    /// one did, it is kept for a resend. Returns whether it was left unclaimed.
-    pub(super) fn finish(&self, key: Key, stored: Option<StoreId>, claimed: bool) -> bool {
+    /// The write registered for `key` ended: `Some(id)` if the message is stored. `answer`
+    /// hands the result to the write's caller and says whether it took it. Appends waiting for
+    /// the write take it over; when no one did, it is kept for a resend. Returns whether it was
+    /// left unclaimed.
+    ///
+    /// The caller is answered under the lock, with the write no longer registered: once it has
+    /// its answer (and its sender the ACK), an append of the same message is a new write, never
+    /// a wait for this one. Answered first, a resend sent at once after the ACK could find the
+    /// write still registered and be taken for the same message.
+    pub(super) fn finish(
+        &self,
+        key: Key,
+        stored: Option<StoreId>,
+        answer: impl FnOnce() -> bool,
+    ) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let waiters = state.writing.remove(&key).unwrap_or_default();
-        let mut taken = claimed;
+        let mut taken = answer();
         for waiter in waiters {
             taken |= waiter.send(stored.clone()).is_ok() && stored.is_some();
         }
@@ -119,13 +130,40 @@ mod tests {
     fn unclaimed_write_goes_to_the_next_append_once() {
         let claims = Claims::default();
         assert!(matches!(claims.claim(&key(1)), Claim::Write));
-        assert!(claims.finish(key(1), Some(StoreId::new("f")), false));
+        assert!(claims.finish(key(1), Some(StoreId::new("f")), || false));
         assert!(matches!(claims.claim(&key(1)), Claim::Stored(id) if id.as_str() == "f"));
         assert!(matches!(claims.claim(&key(1)), Claim::Write));
     }
 
     /// An append of a message being written waits for that write and takes it over; a failed
     /// write sends it back to claim again.
+    /// A caller answered its write's result and at once sending the same message again (a
+    /// sender resending right after its ACK) starts a new write: the first write is no longer
+    /// registered once its caller has the answer. The answer is slow to finish here (a write
+    /// thread preempted after answering), and the second claim still cannot see it.
+    #[test]
+    fn append_right_after_the_answer_is_a_new_write() {
+        let claims = std::sync::Arc::new(Claims::default());
+        assert!(matches!(claims.claim(&key(3)), Claim::Write));
+        let (answered, answer) = std::sync::mpsc::channel();
+        let writer = {
+            let claims = std::sync::Arc::clone(&claims);
+            std::thread::spawn(move || {
+                claims.finish(key(3), Some(StoreId::new("h")), || {
+                    answered.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(50));
+                    true
+                })
+            })
+        };
+        answer.recv().unwrap();
+        assert!(matches!(claims.claim(&key(3)), Claim::Write));
+        assert!(
+            !writer.join().unwrap(),
+            "the first write was claimed by its caller"
+        );
+    }
+
     #[test]
     fn append_during_a_write_waits_for_it() {
         let claims = Claims::default();
@@ -133,13 +171,13 @@ mod tests {
         let Claim::Wait(mut waiter) = claims.claim(&key(2)) else {
             panic!("expected to wait")
         };
-        assert!(!claims.finish(key(2), Some(StoreId::new("g")), false));
+        assert!(!claims.finish(key(2), Some(StoreId::new("g")), || false));
         assert_eq!(waiter.try_recv().unwrap().unwrap().as_str(), "g");
         assert!(matches!(claims.claim(&key(2)), Claim::Write));
         let Claim::Wait(mut waiter) = claims.claim(&key(2)) else {
             panic!("expected to wait")
         };
-        assert!(!claims.finish(key(2), None, false));
+        assert!(!claims.finish(key(2), None, || false));
         assert_eq!(waiter.try_recv().unwrap(), None);
     }
 
@@ -150,7 +188,7 @@ mod tests {
         for n in 0..=MAX_UNCLAIMED {
             let key = (n.to_be_bytes().to_vec(), [0; 32]);
             assert!(matches!(claims.claim(&key), Claim::Write));
-            claims.finish(key, Some(StoreId::new(n.to_string())), false);
+            claims.finish(key, Some(StoreId::new(n.to_string())), || false);
         }
         let first = (0usize.to_be_bytes().to_vec(), [0; 32]);
         assert!(matches!(claims.claim(&first), Claim::Write));
