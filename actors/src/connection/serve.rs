@@ -45,6 +45,16 @@ use crate::transport::Transport;
 /// The most answers one write carries (see [`Conn::answer`]).
 const MAX_COALESCED: usize = 64;
 
+/// What one answer of a coalesced write put in the write buffer.
+enum Written<R> {
+    /// Not encoded: an earlier response could not be, or this one could not.
+    NotEncoded,
+    /// The handler chose to send nothing.
+    Nothing,
+    /// Encoded: `size` bytes, and the response itself when observers want it.
+    Encoded { kept: Option<R>, size: usize },
+}
+
 /// What a decoded request needs before its handler starts: its overhead drawn from the memory
 /// budget (`max_buffered_bytes`), and a server-wide handler permit (`max_concurrent_handlers`).
 struct Admission {
@@ -408,12 +418,12 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     /// already succeeded: their responses are encoded one after the other and go out in one
     /// write (a pipelining peer gets one segment for many ACKs, not one write each). A failed
     /// handler is answered on its own, by its failure policy.
-    async fn answer(&mut self, mut done: Finished<P>) -> Result<(), CloseReason> {
+    async fn answer(&mut self, done: Finished<P>) -> Result<(), CloseReason> {
         if done.outcome.is_err() {
             return self.answer_failure(done).await;
         }
         // Only those already known to be finished: nothing waits for a running handler.
-        let mut more: Vec<Finished<P>> = Vec::new();
+        let mut more: Vec<(Finished<P>, Written<P::Response>)> = Vec::new();
         self.take_finished(&mut more);
         if self
             .queue
@@ -435,33 +445,20 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         }
         self.publish_in_flight();
         let observed = !self.shared.observers.is_empty();
-        // Encoded in arrival order. `written[i]` is what request i wrote (its response, kept
-        // only for observers, and its size), `None` when its handler chose to send nothing.
-        let count = 1 + more.len();
-        let mut written = Vec::with_capacity(if observed { count } else { 0 });
-        let mut encoded = 0;
-        let mut bytes = 0usize;
+        let mut first = (done, Written::NotEncoded);
+        // Encoded in arrival order; the response is kept (cloned) only for observers.
         let mut result = Ok(());
-        for finished in std::iter::once(&mut done).chain(more.iter_mut()) {
+        for (finished, written) in std::iter::once(&mut first).chain(more.iter_mut()) {
             let Ok(response) = &mut finished.outcome else {
                 unreachable!("only successes are coalesced")
             };
             let Some(response) = response.take() else {
-                if observed {
-                    written.push(None);
-                }
-                encoded += 1;
+                *written = Written::Nothing;
                 continue;
             };
             let kept = observed.then(|| response.clone());
             match self.io.encode(response, &self.shared.protocol) {
-                Ok(size) => {
-                    bytes += size;
-                    if observed {
-                        written.push(Some((kept, size)));
-                    }
-                    encoded += 1;
-                }
+                Ok(size) => *written = Written::Encoded { kept, size },
                 Err(reason) => {
                     result = Err(reason);
                     break;
@@ -469,7 +466,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             }
         }
         // What was encoded goes out even when a later response could not be encoded.
-        let mut sent = bytes;
+        let mut sent = usize::MAX;
         if self.io.has_output() {
             let (out, flushed) = self
                 .io
@@ -489,57 +486,47 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         }
         let now = self.answered_now();
         if observed {
-            let mut written = written.into_iter();
             // Where each response ends in what was written: it went out if all of it did.
-            let mut end = 0;
-            for (i, finished) in std::iter::once(&done).chain(&more).enumerate() {
+            let mut end = 0usize;
+            for (finished, written) in std::iter::once(&first).chain(&more) {
                 let duration = now.saturating_duration_since(finished.decoded_at);
-                let answer = if i < encoded { written.next() } else { None };
-                let delivered = match &answer {
-                    Some(Some((_, size))) => {
-                        end += size;
-                        end <= sent
-                    }
-                    _ => true,
-                };
-                match answer {
+                let (response, response_size) = match written {
                     // Nothing to send (the handler chose so): answered as intended.
-                    Some(None) => self.shared.observers.emit(Event::MessageStop {
-                        connection: &self.info,
-                        meta: &finished.meta,
-                        duration,
-                        response: None,
-                        response_size: 0,
-                        span: &finished.span,
-                    }),
-                    Some(Some((response, size))) if delivered => {
-                        self.shared.observers.emit(Event::MessageStop {
-                            connection: &self.info,
-                            meta: &finished.meta,
-                            duration,
-                            response: response.as_ref(),
-                            response_size: size,
-                            span: &finished.span,
-                        });
+                    Written::Nothing => (None, 0),
+                    Written::Encoded { kept, size } if end.saturating_add(*size) <= sent => {
+                        end += size;
+                        (kept.as_ref(), *size)
                     }
                     // The answer could not be written (the peer is gone, or stopped reading, or
                     // the response could not be encoded): the message was not answered, which
                     // is not the same as a handler that chose to send nothing.
-                    _ => self.shared.observers.emit(Event::MessageException {
-                        connection: &self.info,
-                        meta: &finished.meta,
-                        duration,
-                        failure: &Failure::Aborted,
-                        response: None,
-                        span: &finished.span,
-                    }),
-                }
+                    _ => {
+                        end = usize::MAX;
+                        self.shared.observers.emit(Event::MessageException {
+                            connection: &self.info,
+                            meta: &finished.meta,
+                            duration,
+                            failure: &Failure::Aborted,
+                            response: None,
+                            span: &finished.span,
+                        });
+                        continue;
+                    }
+                };
+                self.shared.observers.emit(Event::MessageStop {
+                    connection: &self.info,
+                    meta: &finished.meta,
+                    duration,
+                    response,
+                    response_size,
+                    span: &finished.span,
+                });
             }
         }
         self.stats
             .messages
-            .fetch_add(count as u64, Ordering::Relaxed);
-        for finished in std::iter::once(done).chain(more) {
+            .fetch_add(1 + more.len() as u64, Ordering::Relaxed);
+        for (finished, _) in std::iter::once(first).chain(more) {
             finished.lease.release_answered();
         }
         result
@@ -547,14 +534,15 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
 
     /// Moves the requests at the front of the queue whose handlers have succeeded into `more`,
     /// up to [`MAX_COALESCED`] answers in all (the one being answered included).
-    fn take_finished(&mut self, more: &mut Vec<Finished<P>>) {
+    fn take_finished(&mut self, more: &mut Vec<(Finished<P>, Written<P::Response>)>) {
         while more.len() + 1 < MAX_COALESCED
             && self
                 .queue
                 .front()
                 .is_some_and(|next| matches!(next.outcome, Some(Ok(_))))
         {
-            more.push(self.queue.pop_front().expect("front exists").finished());
+            let finished = self.queue.pop_front().expect("front exists").finished();
+            more.push((finished, Written::NotEncoded));
         }
     }
 
