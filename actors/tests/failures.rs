@@ -126,16 +126,7 @@ async fn close_policy_closes_after_earlier_answers() {
     .await;
     let (mut client, id) = server.connect_registered().await;
     client.send_raw(b"block\npanic\nhang\n").await.unwrap();
-    server
-        .recorder
-        .wait_for(|events| {
-            events
-                .iter()
-                .filter(|e| matches!(e, Rec::MsgStart { .. }))
-                .count()
-                == 3
-        })
-        .await;
+    server.recorder.message_starts(3).await;
     server.release(1);
     assert_eq!(client.recv().await.as_deref(), Some("unblocked"));
     client.expect_eof().await;

@@ -33,16 +33,7 @@ async fn pipelined_responses_keep_arrival_order() {
     client.send_raw(b"block\nb\nc\nd").await.unwrap();
     client.send_raw(b"\n").await.unwrap();
     // All four handlers started: the first is blocked, the other three have finished.
-    server
-        .recorder
-        .wait_for(|events| {
-            events
-                .iter()
-                .filter(|e| matches!(e, Rec::MsgStart { .. }))
-                .count()
-                == 4
-        })
-        .await;
+    server.recorder.message_starts(4).await;
     let snapshot = server.handle.connections().await;
     assert_eq!(snapshot.len(), 1);
     assert_eq!(snapshot[0].id, id);
@@ -212,16 +203,7 @@ async fn half_closed_peer_is_answered_before_close() {
     let (mut client, id) = server.connect_registered().await;
     client.send_raw(b"block\nlast").await.unwrap();
     client.finish().await;
-    server
-        .recorder
-        .wait_for(|events| {
-            events
-                .iter()
-                .filter(|e| matches!(e, Rec::MsgStart { .. }))
-                .count()
-                == 2
-        })
-        .await;
+    server.recorder.message_starts(2).await;
     server.release(1);
     assert_eq!(client.recv().await.as_deref(), Some("unblocked"));
     // The unterminated last line is decoded at EOF.

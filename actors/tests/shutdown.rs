@@ -13,19 +13,6 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
-async fn wait_message_starts(server: &TestServer, n: usize) {
-    server
-        .recorder
-        .wait_for(|events| {
-            events
-                .iter()
-                .filter(|e| matches!(e, Rec::MsgStart { .. }))
-                .count()
-                >= n
-        })
-        .await;
-}
-
 /// Shutdown closes idle connections at once, lets busy ones answer before closing, aborts a
 /// stuck handler at the grace deadline, reports the counts, and returns only once every task of
 /// the server has ended.
@@ -39,7 +26,7 @@ async fn shutdown_drains_then_aborts_at_the_grace_deadline() {
     let (mut stuck, stuck_id) = server.connect_registered().await;
     busy.send("block").await;
     stuck.send("hang").await;
-    wait_message_starts(&server, 2).await;
+    server.recorder.message_starts(2).await;
 
     let began = tokio::time::Instant::now();
     let handle = server.handle.clone();
@@ -108,7 +95,7 @@ async fn zero_grace_aborts_busy_and_closes_idle_cleanly() {
     let (_idle, idle_id) = server.connect_registered().await;
     let (mut stuck, stuck_id) = server.connect_registered().await;
     stuck.send("hang").await;
-    wait_message_starts(&server, 1).await;
+    server.recorder.message_starts(1).await;
     let report = server.shutdown().await;
     assert_eq!(
         server.recorder.stop_of(idle_id).await.0,

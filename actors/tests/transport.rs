@@ -78,8 +78,8 @@ async fn failed_handshake_closes_with_its_reason() {
     server.finish().await;
 }
 
-/// A stream wrapper standing for TLS: the handshake reports TLS and a peer identity.
-struct Wrapped(TcpStream);
+/// A TCP stream behind a wrapper, as a TLS stream is, that counts the writes made on it.
+struct Wrapped(TcpStream, Arc<AtomicUsize>);
 
 impl AsyncRead for Wrapped {
     fn poll_read(
@@ -92,69 +92,6 @@ impl AsyncRead for Wrapped {
 }
 
 impl AsyncWrite for Wrapped {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-struct FakeTls;
-
-impl Transport for FakeTls {
-    type Stream = Wrapped;
-
-    fn tls(&self) -> bool {
-        true
-    }
-
-    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<Wrapped>> {
-        Ok(Established::new(Wrapped(socket))
-            .tls(true)
-            .peer_identity(Some("CN=lab".into())))
-    }
-}
-
-/// A connection serves any stream its transport produces, and the registry shows what the
-/// handshake established.
-#[tokio::test]
-async fn wrapped_stream_is_served_with_its_identity() {
-    let server = TestServer::start_with(Lines::new(), FakeTls, ServerConfig::default()).await;
-    let (mut client, id) = server.connect_registered().await;
-    assert_eq!(client.request("over tls").await, "over tls");
-    let connections = server.handle.connections().await;
-    assert_eq!(connections.len(), 1);
-    assert!(connections[0].tls);
-    assert_eq!(connections[0].id, id);
-    drop(client);
-    server.recorder.stop_of(id).await;
-    server.finish().await;
-}
-
-/// A plain TCP stream that counts the writes the connection makes on it.
-struct Counted(TcpStream, Arc<AtomicUsize>);
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Counted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -176,14 +113,48 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// A transport standing for TLS: the handshake reports TLS and a peer identity.
+struct FakeTls;
+
+impl Transport for FakeTls {
+    type Stream = Wrapped;
+
+    fn tls(&self) -> bool {
+        true
+    }
+
+    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<Wrapped>> {
+        Ok(Established::new(Wrapped(socket, Arc::default()))
+            .tls(true)
+            .peer_identity(Some("CN=lab".into())))
+    }
+}
+
+/// A connection serves any stream its transport produces, and the registry shows what the
+/// handshake established.
+#[tokio::test]
+async fn wrapped_stream_is_served_with_its_identity() {
+    let server = TestServer::start_with(Lines::new(), FakeTls, ServerConfig::default()).await;
+    let (mut client, id) = server.connect_registered().await;
+    assert_eq!(client.request("over tls").await, "over tls");
+    let connections = server.handle.connections().await;
+    assert_eq!(connections.len(), 1);
+    assert!(connections[0].tls);
+    assert_eq!(connections[0].id, id);
+    drop(client);
+    server.recorder.stop_of(id).await;
+    server.finish().await;
+}
+
+/// Plain TCP whose streams count their writes into one counter.
 #[derive(Default)]
 struct CountingWrites(Arc<AtomicUsize>);
 
 impl Transport for CountingWrites {
-    type Stream = Counted;
+    type Stream = Wrapped;
 
-    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<Counted>> {
-        Ok(Established::new(Counted(socket, Arc::clone(&self.0))))
+    async fn handshake(&self, socket: TcpStream) -> io::Result<Established<Wrapped>> {
+        Ok(Established::new(Wrapped(socket, Arc::clone(&self.0))))
     }
 }
 
@@ -203,16 +174,7 @@ async fn answers_ready_together_go_out_in_one_write() {
     let (mut client, id) = server.connect_registered().await;
     client.send_raw(b"block\nb\nc\nd\n").await.unwrap();
     // All four started: the first is blocked, the other three have finished.
-    server
-        .recorder
-        .wait_for(|events| {
-            events
-                .iter()
-                .filter(|e| matches!(e, Rec::MsgStart { .. }))
-                .count()
-                == 4
-        })
-        .await;
+    server.recorder.message_starts(4).await;
     assert_eq!(writes.load(Ordering::Relaxed), 0);
     server.release(1);
     for expected in ["unblocked", "b", "c", "d"] {

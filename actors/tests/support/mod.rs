@@ -275,6 +275,18 @@ impl Recorder {
         self.events()
     }
 
+    /// Waits until at least `n` messages have started (their handlers run or are done).
+    pub async fn message_starts(&self, n: usize) {
+        self.wait_for(|events| {
+            events
+                .iter()
+                .filter(|e| matches!(e, Rec::MsgStart { .. }))
+                .count()
+                >= n
+        })
+        .await;
+    }
+
     /// Waits for the `ConnectionStop` of connection `id` and returns its reason.
     pub async fn stop_of(&self, id: u64) -> (CloseReason, u64) {
         let events = self
