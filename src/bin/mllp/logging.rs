@@ -13,7 +13,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
@@ -70,11 +70,15 @@ struct Buffer {
     lines: Mutex<Vec<u8>>,
     /// Signalled when a line lands in an empty buffer.
     arrived: Condvar,
-    /// No writer thread could be started: every line is written at once.
+    /// No writer thread runs (not started yet, or none could be): every line is written at once.
     direct: AtomicBool,
 }
 
-static BUFFER: OnceLock<Arc<Buffer>> = OnceLock::new();
+static BUFFER: Buffer = Buffer {
+    lines: Mutex::new(Vec::new()),
+    arrived: Condvar::new(),
+    direct: AtomicBool::new(true),
+};
 
 impl Buffer {
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
@@ -113,56 +117,43 @@ impl Buffer {
 
 /// Writes the log lines still buffered. Cheap when there are none.
 pub(crate) fn flush() {
-    if let Some(buffer) = BUFFER.get() {
-        Buffer::write_out(&mut buffer.lock());
-    }
+    Buffer::write_out(&mut BUFFER.lock());
 }
 
 /// The subscriber's writer: each event's line goes to the shared buffer.
-struct Batched(Arc<Buffer>);
+struct Batched;
 
 impl Batched {
-    /// The buffer, its writer thread, and a panic hook that writes the buffer before the
+    /// Starts the writer thread (once), with a panic hook that writes the buffer before the
     /// panic's message. Without a thread (none can be spawned), every line is written at once.
     fn install() -> Batched {
-        let buffer = Arc::clone(BUFFER.get_or_init(|| {
-            let buffer = Arc::new(Buffer {
-                lines: Mutex::new(Vec::new()),
-                arrived: Condvar::new(),
-                direct: AtomicBool::new(false),
-            });
-            let worker = Arc::clone(&buffer);
+        static START: Once = Once::new();
+        START.call_once(|| {
             let spawned = std::thread::Builder::new()
                 .name("mllp-log".into())
-                .spawn(move || worker.run());
-            if spawned.is_err() {
-                buffer.direct.store(true, Ordering::Relaxed);
-            } else {
+                .spawn(|| BUFFER.run());
+            if spawned.is_ok() {
+                BUFFER.direct.store(false, Ordering::Relaxed);
                 let previous = std::panic::take_hook();
                 std::panic::set_hook(Box::new(move |info| {
                     flush();
                     previous(info);
                 }));
             }
-            buffer
-        }));
-        Batched(buffer)
+        });
+        Batched
     }
 }
 
-/// One event's writer: its line goes to the buffer.
-struct Line<'a>(&'a Buffer);
-
-impl Write for Line<'_> {
+impl Write for Batched {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let buffer = self.0;
-        let mut lines = buffer.lock();
+        let mut lines = BUFFER.lock();
         let was_empty = lines.is_empty();
         lines.extend_from_slice(line);
-        if lines.len() >= HIGH_WATER || buffer.direct.load(Ordering::Relaxed) {
+        if lines.len() >= HIGH_WATER || BUFFER.direct.load(Ordering::Relaxed) {
             Buffer::write_out(&mut lines);
         } else if was_empty {
-            buffer.arrived.notify_one();
+            BUFFER.arrived.notify_one();
         }
         Ok(line.len())
     }
@@ -172,10 +163,10 @@ impl Write for Line<'_> {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
-    type Writer = Line<'a>;
+impl tracing_subscriber::fmt::MakeWriter<'_> for Batched {
+    type Writer = Batched;
 
-    fn make_writer(&'a self) -> Self::Writer {
-        Line(&self.0)
+    fn make_writer(&self) -> Self::Writer {
+        Batched
     }
 }
