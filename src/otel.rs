@@ -79,6 +79,7 @@
 use std::fmt;
 use std::io::IsTerminal;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -126,6 +127,9 @@ pub struct OtelOptions {
     pub service_name: String,
     /// How log lines are written to stderr. Default is [`LogFormat::Text`].
     pub log_format: LogFormat,
+    /// Where log lines go. Default is [`LogWriter::stderr`]: each line written to stderr at
+    /// once, in one `write`.
+    pub log_writer: LogWriter,
     /// `EnvFilter` directives for logs and exported spans; `RUST_LOG`, when set, wins.
     /// Default is [`DEFAULT_FILTER`] (`info,ractor=warn`).
     pub filter: String,
@@ -142,6 +146,7 @@ impl Default for OtelOptions {
             endpoint: None,
             service_name: DEFAULT_SERVICE_NAME.to_owned(),
             log_format: LogFormat::Text,
+            log_writer: LogWriter::stderr(),
             filter: DEFAULT_FILTER.to_owned(),
             fallback: Fallback::LogsOnly,
             metrics_interval: None,
@@ -172,6 +177,13 @@ impl OtelOptions {
         self
     }
 
+    /// Sets [`log_writer`](OtelOptions::log_writer). Default is [`LogWriter::stderr`].
+    #[must_use]
+    pub fn log_writer(mut self, writer: LogWriter) -> Self {
+        self.log_writer = writer;
+        self
+    }
+
     /// Sets [`filter`](OtelOptions::filter). Default is [`DEFAULT_FILTER`] (`info,ractor=warn`).
     #[must_use]
     pub fn filter(mut self, directives: impl Into<String>) -> Self {
@@ -192,6 +204,105 @@ impl OtelOptions {
     pub fn metrics_interval(mut self, interval: Duration) -> Self {
         self.metrics_interval = Some(interval);
         self
+    }
+}
+
+/// Where [`init`] writes log lines: stderr, or a function of yours that takes each whole line
+/// (with its newline), such as one that batches lines into fewer writes.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
+/// let sink = lines.clone();
+/// let options = mllp::otel::OtelOptions::default().log_writer(mllp::otel::LogWriter::new(
+///     move |line: &[u8]| sink.lock().unwrap().extend_from_slice(line),
+/// ));
+/// # drop(options);
+/// ```
+#[derive(Clone, Default)]
+pub struct LogWriter(Option<Arc<WriteLine>>);
+
+/// A function that takes one whole log line.
+type WriteLine = dyn Fn(&[u8]) + Send + Sync;
+
+impl LogWriter {
+    /// Each line written to stderr at once, in one `write` (the default).
+    #[must_use]
+    pub fn stderr() -> Self {
+        LogWriter(None)
+    }
+
+    /// Each line handed to `write`, whole, with its newline. It runs on the thread that logs,
+    /// so it should not block for long; a line it drops is lost.
+    pub fn new(write: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        LogWriter(Some(Arc::new(write)))
+    }
+}
+
+impl fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LogWriter(custom)"
+        } else {
+            "LogWriter(stderr)"
+        })
+    }
+}
+
+/// Two writers are equal when both are stderr, or both the same function (one `Arc`).
+impl PartialEq for LogWriter {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for LogWriter {}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(self.0.as_deref())
+    }
+}
+
+/// The writer of one line, made by [`LogWriter`] for the `fmt` layer.
+pub struct LineWriter<'a>(Option<&'a WriteLine>);
+
+impl fmt::Debug for LineWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineWriter").finish_non_exhaustive()
+    }
+}
+
+impl std::io::Write for LineWriter<'_> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        match self.0 {
+            Some(write) => {
+                write(line);
+                Ok(line.len())
+            }
+            None => std::io::stderr().write(line),
+        }
+    }
+
+    fn write_all(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self.0 {
+            Some(write) => {
+                write(line);
+                Ok(())
+            }
+            None => std::io::stderr().write_all(line),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -587,8 +698,10 @@ fn install(
         LogFormat::Text => (
             Some(
                 tfmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal()),
+                    .with_writer(options.log_writer.clone())
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .fmt_fields(crate::telemetry::TextFields)
+                    .event_format(crate::telemetry::TextFormat::new()),
             ),
             None,
         ),
@@ -599,7 +712,7 @@ fn install(
                     .json()
                     .with_current_span(true)
                     .with_span_list(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(options.log_writer.clone()),
             ),
         ),
     };

@@ -9,6 +9,7 @@
 mod activity;
 mod log;
 mod span;
+mod text;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -106,6 +107,7 @@ pub(crate) use activity::{ACK_NAMES, Activity, ActivityReading, LastMessage, Rej
 pub(crate) use log::MessageLog;
 pub use log::{MESSAGES_TARGET, REJECTS_TARGET};
 pub(crate) use span::SpanRecorder;
+pub use text::{TextFields, TextFormat};
 
 /// The `tracing` target of the telemetry events (`mllp.connection.start`,
 /// `mllp.connection.stop`, `mllp.message.start`, `mllp.message.stop`, `mllp.message.exception`),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mllp::Server;
 use mllp::app::{Request, Router};
-use mllp::otel::{Export, OtelOptions};
+use mllp::otel::{Export, LogWriter, OtelOptions};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -138,8 +138,14 @@ async fn otel_init_delivers_protobuf_traces_and_metrics_over_http() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(receive(listener, tx));
 
+    // Log lines go to a writer of the test's (`OtelOptions::log_writer`).
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = lines.clone();
     let guard = mllp::otel::init(
         OtelOptions::default()
+            .log_writer(LogWriter::new(move |line: &[u8]| {
+                sink.lock().expect("lines").extend_from_slice(line);
+            }))
             .endpoint(endpoint.clone())
             .service_name("otlp-export-test")
             .metrics_interval(Duration::from_secs(3600)),
@@ -156,6 +162,7 @@ async fn otel_init_delivers_protobuf_traces_and_metrics_over_http() {
     let router = Router::new().route("*", |_req: Request| async {});
     let server = Server::builder()
         .router(router)
+        .log_messages(true)
         .bind("127.0.0.1:0")
         .await
         .expect("bind")
@@ -167,6 +174,15 @@ async fn otel_init_delivers_protobuf_traces_and_metrics_over_http() {
     assert_eq!(field(&reply, "MSA-1"), "AA");
     drop(peer);
     within(server.shutdown()).await;
+    let logged = String::from_utf8(lines.lock().expect("lines").clone()).expect("utf-8");
+    let line = logged
+        .lines()
+        .find(|l| l.contains(" INFO mllp::messages: message "))
+        .unwrap_or_else(|| panic!("no message line in the log writer's lines:\n{logged}"));
+    assert!(
+        line.contains("hl7.control_id=\"OTLP-1\" hl7.ack_code=\"AA\""),
+        "{line}"
+    );
 
     // Flushing blocks until the exporters' threads have posted: keep it off the runtime.
     let guard = tokio::task::spawn_blocking(move || {

@@ -48,6 +48,8 @@ pub(crate) fn init(format: LogFormat, default_filter: &str) -> Result<(), String
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(mllp::telemetry::TextFields)
+            .event_format(mllp::telemetry::TextFormat::new())
             .try_init(),
         LogFormat::Json => builder
             .json()
@@ -145,16 +147,28 @@ impl Batched {
     }
 }
 
+/// Appends one line to the buffer (or writes it, with no writer thread or past [`HIGH_WATER`]).
+fn append(line: &[u8]) {
+    let mut lines = BUFFER.lock();
+    let was_empty = lines.is_empty();
+    lines.extend_from_slice(line);
+    if lines.len() >= HIGH_WATER || BUFFER.direct.load(Ordering::Relaxed) {
+        Buffer::write_out(&mut lines);
+    } else if was_empty {
+        BUFFER.arrived.notify_one();
+    }
+}
+
+/// The same batched writer, for the subscriber `mllp::otel::init` installs (`serve`).
+#[cfg(feature = "otlp")]
+pub(crate) fn batched() -> mllp::otel::LogWriter {
+    Batched::install();
+    mllp::otel::LogWriter::new(append)
+}
+
 impl Write for Batched {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut lines = BUFFER.lock();
-        let was_empty = lines.is_empty();
-        lines.extend_from_slice(line);
-        if lines.len() >= HIGH_WATER || BUFFER.direct.load(Ordering::Relaxed) {
-            Buffer::write_out(&mut lines);
-        } else if was_empty {
-            BUFFER.arrived.notify_one();
-        }
+        append(line);
         Ok(line.len())
     }
 

@@ -29,6 +29,7 @@ pub(super) fn init(
 
     let mut options = OtelOptions::default()
         .filter(logging::SERVE_FILTER)
+        .log_writer(logging::batched())
         .log_format(match settings.log_format {
             crate::config::LogFormat::Text => LogFormat::Text,
             crate::config::LogFormat::Json => LogFormat::Json,
