@@ -170,17 +170,28 @@ async fn serve_admin_answers_probes_and_logs_messages_and_rejects() {
             .await
             .contains("MSA|AR")
     );
-    let (status, body) = get(admin, "/metrics").await;
-    assert_eq!(status, 200);
+    // A message is counted right after its ACK is written, so the client may read the ACK
+    // first: the counts are polled until both messages are in (a separate process has no event
+    // to wait on).
+    let status = within(async {
+        loop {
+            let (code, body) = get(admin, "/status").await;
+            assert_eq!(code, 200);
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if status["messages"]["total"] == 2 {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(status["rejects"]["not_hl7"], 1);
+    let (code, body) = get(admin, "/metrics").await;
+    assert_eq!(code, 200);
     assert!(
         body.contains("mllp_server_messages_total{hl7_ack_code=\"AA\""),
         "{body}"
     );
-    let (status, body) = get(admin, "/status").await;
-    assert_eq!(status, 200);
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(status["messages"]["total"], 2);
-    assert_eq!(status["rejects"]["not_hl7"], 1);
 
     let (exit, stderr) = serve.stop().await;
     assert!(exit.success(), "{stderr}");

@@ -63,6 +63,9 @@ pub(super) struct Io<P: Protocol, S> {
     /// holds nothing after a decoded request.
     large_buffer: bool,
     write_buf: BytesMut,
+    /// Bytes have flowed: a read buffer let go while idle comes back at [`READ_CHUNK`], not at
+    /// the first read's small size (which would take two reads and a copy per message).
+    warm: bool,
     eof: bool,
     /// When the last byte arrived (or the last response went out); the idle clock starts here.
     pub(super) last_activity: Instant,
@@ -97,6 +100,7 @@ where
             read_buf: BytesMut::new(),
             large_buffer: false,
             write_buf: BytesMut::new(),
+            warm: false,
             eof: false,
             last_activity: Instant::now(),
             last_read: Instant::now(),
@@ -174,7 +178,9 @@ where
                     Poll::Ready(())
                 }
             } else {
-                if capacity > 0 && room < READ_CHUNK / 2 {
+                if capacity == 0 && self.warm {
+                    self.read_buf.reserve(READ_CHUNK);
+                } else if capacity > 0 && room < READ_CHUNK / 2 {
                     self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
                     self.large_buffer |= self.read_buf.capacity() > KEEP_BUFFER;
                 }
@@ -204,7 +210,7 @@ where
                 Poll::Ready(Err(error)) => {
                     return Poll::Ready(ReadEvent::Closed(CloseReason::Io(error.to_string())));
                 }
-                Poll::Pending => {}
+                Poll::Pending => self.release_idle_buffers(),
             }
             // Nothing to read yet: wait on the deadline that applies, if any.
             let (at, reason) = match (self.frame_deadline, idle) {
@@ -229,6 +235,24 @@ where
         }
     }
 
+    /// Nothing to read and nothing buffered: lets both buffers go, so that an idle connection
+    /// holds no buffer at all (about 2.2 KiB after an ordinary message). The next read
+    /// allocates [`READ_CHUNK`] again: a malloc and a free per message on a busy connection,
+    /// against an idle one's memory for as long as it stays open.
+    fn release_idle_buffers(&mut self) {
+        if self.read_buf.is_empty() && self.frame_deadline.is_none() && self.read_buf.capacity() > 0
+        {
+            self.read_buf = BytesMut::new();
+            self.large_buffer = false;
+            // Requests still being handled keep their share of the draw until they are done.
+            self.allocation = None;
+            self.warm = true;
+        }
+        if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
+            self.write_buf = BytesMut::new();
+        }
+    }
+
     /// Makes room in the read buffer, drawing it from the budget first: the buffer is
     /// reallocated here, at the size drawn, so its allocation never exceeds the budget (a
     /// `BytesMut::reserve` could double past it). Pending while the budget has not the bytes,
@@ -241,7 +265,7 @@ where
         let len = self.read_buf.len();
         let held = self.allocation.as_ref().map_or(0, |a| a.num_permits());
         let wanted = if self.read_buf.capacity() == 0 {
-            FIRST_READ
+            if self.warm { READ_CHUNK } else { FIRST_READ }
         } else {
             len + READ_CHUNK.max(len)
         };
@@ -486,6 +510,39 @@ mod tests {
             "the read buffer kept the large request's allocation"
         );
         assert!(io.read_buf.capacity() <= 2 * READ_CHUNK);
+    }
+
+    /// Once a request was answered and nothing more arrives, the connection holds neither
+    /// buffer; the next request is read whole into a buffer of `READ_CHUNK` again.
+    #[tokio::test]
+    async fn idle_connection_holds_no_buffer() {
+        let (mut peer, server) = tokio::io::duplex(64 * 1024);
+        let mut io = io(server);
+        let abort = CancellationToken::new();
+        let mut queue = VecDeque::new();
+        let timeout = Duration::from_secs(60);
+        peer.write_all(b"first\n").await.unwrap();
+        assert_eq!(next_line(&mut io).await, "first");
+        io.write("answer".to_owned(), &Lines, timeout, &abort, &mut queue)
+            .await
+            .unwrap();
+        assert!(io.write_buf.capacity() > 0 && io.read_buf.capacity() > 0);
+        // Nothing to read: the poll is pending, and lets both buffers go.
+        let polled = std::future::poll_fn(|cx| {
+            Poll::Ready(io.poll_next_request(&Lines, None, timeout, cx).is_pending())
+        })
+        .await;
+        assert!(polled);
+        assert_eq!(io.read_buf.capacity(), 0);
+        assert_eq!(io.write_buf.capacity(), 0);
+        let line = "x".repeat(1500);
+        peer.write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(next_line(&mut io).await, line);
+        // One allocation of READ_CHUNK took it (not the first read's 64 bytes, then a copy
+        // into a larger one): what is left of it is the chunk less the line.
+        assert_eq!(io.read_buf.capacity(), READ_CHUNK - 1501);
     }
 
     /// A large response is written from a buffer that then lets that memory go: the next
