@@ -32,6 +32,7 @@
 mod batch;
 mod build;
 mod clock;
+pub(crate) use clock::civil_from_days;
 mod codes;
 mod reply;
 

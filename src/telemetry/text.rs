@@ -275,7 +275,7 @@ fn timestamp(now: SystemTime) -> Option<Stamp> {
     let since = now.duration_since(UNIX_EPOCH).ok()?;
     let secs = since.as_secs();
     let days = i64::try_from(secs / 86_400).ok()?;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::ack::civil_from_days(days);
     if !(0..=9999).contains(&year) {
         return None;
     }
@@ -308,21 +308,6 @@ fn digits(out: &mut [u8], mut value: u64) {
         *byte = b'0' + (value % 10) as u8;
         value /= 10;
     }
-}
-
-/// Year, month (1-12) and day (1-31) of a day count from 1970-01-01, in the proleptic
-/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
