@@ -2,20 +2,24 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use memchr::memchr;
 
-use super::parse::{self, Index, SegmentEntry};
+use super::parse::{self, Head, Index, SegmentEntry};
 use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError, decode};
 
 /// An HL7 v2 message: the bytes as received, plus an index of segment and field offsets.
 ///
-/// Parsing reads the delimiters from MSH-1/MSH-2 and finds every segment and field separator
-/// in one pass; repetitions, components and subcomponents are split on access, and escape
-/// sequences are decoded on access ([`Value::decoded`]). Nothing is copied: every view borrows
-/// the one [`Bytes`] buffer, and cloning a `Message` costs one reference-count increment.
+/// Parsing reads the delimiters from MSH-1/MSH-2, finds MSH's field separators, and checks
+/// every later segment (its id, its line ending) in one pass. The field separators of the
+/// other segments are indexed on the first access past MSH ([`Message::segments`],
+/// [`Message::segment`], a path outside MSH), once for every clone: a route that only reads
+/// the header (store and acknowledge, forward) never pays for them. Repetitions, components
+/// and subcomponents are split on access, and escape sequences are decoded on access
+/// ([`Value::decoded`]). Nothing is copied: every view borrows the one [`Bytes`] buffer, and
+/// cloning a `Message` costs one reference-count increment.
 ///
 /// The bytes are never changed, so [`Message::as_bytes`] re-encodes an unmodified message
 /// byte for byte. Content is bytes, not text: HL7 allows other character sets than UTF-8
@@ -24,9 +28,9 @@ use super::{Delimiters, FieldPath, Location, ParseError, ParseOptions, PathError
 /// `Debug` prints segment ids and lengths only, never content: HL7 carries patient data.
 ///
 /// The index holds 4 bytes per field separator and 20 per segment: typically less than the
-/// message itself, and at most 5 times its size (a payload made only of delimiters); above
-/// 64 KiB it is allocated once at its exact size ([`Message::index_size`]), so the frame size
-/// limit bounds it.
+/// message itself, and at most 5 times its size (a payload made only of delimiters). It is
+/// allocated once at its exact size, known from the parse ([`Message::index_size`]), so the
+/// frame size limit bounds it.
 ///
 /// # Examples
 ///
@@ -53,7 +57,49 @@ pub struct Message {
 
 struct Inner {
     bytes: Bytes,
-    index: Index,
+    options: ParseOptions,
+    head: Head,
+    /// Where MSH-9.1 (message code), MSH-9.2 (trigger event) and MSH-10 (control ID) are, when
+    /// present and non-empty (in any character set): read by the router, the plugins,
+    /// telemetry and the ACK for every message, so found once.
+    msh_cache: [Option<(u32, u32)>; 3],
+    /// Every segment and field separator: built on first access past MSH (at parse time when
+    /// MSH has more separators than [`Head`] holds).
+    index: OnceLock<Index>,
+}
+
+impl Inner {
+    /// The full index, built now if nothing asked for it before.
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| {
+            parse::index(&self.bytes, &self.options, &self.head).unwrap_or_else(|_| {
+                // `head` found every error the index can: tested against the eager parse
+                // (`lazy_parse_finds_what_the_eager_parse_finds`). Were it ever wrong, the
+                // message keeps its header rather than panic in someone's handler.
+                debug_assert!(false, "the parse accepted what the index rejects");
+                Index {
+                    segments: vec![self.head.msh],
+                    separators: self.msh_separators().to_vec(),
+                }
+            })
+        })
+    }
+
+    /// MSH's entry and the separator array its `first_separator` indexes into.
+    fn msh(&self) -> (&SegmentEntry, &[u32]) {
+        if self.head.inline {
+            (&self.head.msh, &self.head.separators)
+        } else {
+            let index = self.index();
+            (&index.segments[0], &index.separators)
+        }
+    }
+
+    /// MSH's field separators.
+    fn msh_separators(&self) -> &[u32] {
+        let (entry, separators) = self.msh();
+        &separators[entry.first_separator as usize..][..entry.separators as usize]
+    }
 }
 
 /// What MSH-15 (accept acknowledgment type) or MSH-16 (application acknowledgment type) asks
@@ -102,14 +148,13 @@ impl fmt::Display for AckRequirement {
     }
 }
 
-/// Where MSH-9.1, MSH-9.2 and MSH-10 are (see `Index::msh_cache`): read straight from the
-/// index, as the accessors would (first repetition, then components), kept when non-empty,
-/// whatever their character set (a Latin-1 MSH-10 is present, not missing).
-fn msh_cache(bytes: &[u8], index: &Index) -> [Option<(u32, u32)>; 3] {
-    let Some(msh) = index.segments.first() else {
-        return [None; 3];
-    };
-    let seps = &index.separators[msh.first_separator as usize..][..msh.separators as usize];
+/// Where MSH-9.1, MSH-9.2 and MSH-10 are (see `Inner::msh_cache`): read straight from MSH's
+/// separators, as the accessors would (first repetition, then components), kept when
+/// non-empty, whatever their character set (a Latin-1 MSH-10 is present, not missing).
+fn msh_cache(inner: &Inner) -> [Option<(u32, u32)>; 3] {
+    let bytes = &inner.bytes[..];
+    let (msh, _) = inner.msh();
+    let seps = inner.msh_separators();
     // MSH-n (n >= 2) is the text after field separator n - 1.
     let field = |n: usize| -> Option<(usize, usize)> {
         let from = *seps.get(n - 2)? as usize + 1;
@@ -119,7 +164,7 @@ fn msh_cache(bytes: &[u8], index: &Index) -> [Option<(u32, u32)>; 3] {
     let keep = |from: usize, to: usize| -> Option<(u32, u32)> {
         (from < to).then_some((from as u32, to as u32))
     };
-    let d = &index.delimiters;
+    let d = &inner.head.delimiters;
     let mut cache = [None; 3];
     if let Some((from, to)) = field(9) {
         // One pass over MSH-9: its first repetition ends the scan; the first two component
@@ -174,15 +219,32 @@ impl Message {
     ///
     /// As [`Message::parse`]; with lenient line endings, LF never causes an error.
     pub fn parse_with(bytes: Bytes, options: &ParseOptions) -> Result<Message, ParseError> {
-        let index = parse::index(&bytes, options)?;
-        let mut index = index;
-        index.msh_cache = msh_cache(&bytes, &index);
+        let head = parse::head(&bytes, options)?;
+        let mut inner = Inner {
+            bytes,
+            options: options.clone(),
+            head,
+            msh_cache: [None; 3],
+            index: OnceLock::new(),
+        };
+        if !inner.head.inline {
+            // MSH alone has more separators than the head holds: index everything now.
+            let index = parse::index(&inner.bytes, options, &inner.head)?;
+            let _ = inner.index.set(index);
+        }
+        inner.msh_cache = msh_cache(&inner);
         Ok(Message {
-            inner: Arc::new(Inner { bytes, index }),
+            inner: Arc::new(inner),
         })
     }
 
-    /// A field found at parse time (see `Index::msh_cache`).
+    /// Whether the full index has been built (it is, once anything reads past MSH).
+    #[cfg(test)]
+    pub(crate) fn index_is_built(&self) -> bool {
+        self.inner.index.get().is_some()
+    }
+
+    /// A field found at parse time (see `Inner::msh_cache`).
     fn cached(&self, slot: usize) -> Option<&str> {
         // Checked again: the crate forbids `unsafe`. Internal callers that only compare or
         // test presence use the `*_bytes` accessors.
@@ -191,7 +253,7 @@ impl Message {
 
     /// The bytes of a field found at parse time, known to be non-empty.
     fn cached_bytes(&self, slot: usize) -> Option<&[u8]> {
-        let (start, end) = self.inner.index.msh_cache[slot]?;
+        let (start, end) = self.inner.msh_cache[slot]?;
         Some(&self.inner.bytes[start as usize..end as usize])
     }
 
@@ -256,20 +318,19 @@ impl Message {
             .is_some_and(|v| v.as_bytes() == b"8859/1")
     }
 
-    /// The memory the index takes beside the message's bytes, in bytes (its vectors as
-    /// allocated). At most 5 times the message's size for a message above 64 KiB, whose index
-    /// is allocated once at its exact size; at most about 10 times below that (at most
-    /// 640 KiB), from the growth of its vectors.
+    /// The memory the index takes beside the message's bytes, in bytes, once it is built:
+    /// counted from the parse whether or not anything has read past MSH yet, since any
+    /// handler may. At most 5 times the message's size (a payload made only of delimiters).
     pub fn index_size(&self) -> usize {
-        let index = &self.inner.index;
+        let head = &self.inner.head;
         std::mem::size_of::<Inner>()
-            + parse::SEPARATOR_BYTES * index.separators.capacity()
-            + parse::SEGMENT_BYTES * index.segments.capacity()
+            + parse::SEPARATOR_BYTES * head.total_separators as usize
+            + parse::SEGMENT_BYTES * head.total_segments as usize
     }
 
     /// The most [`Message::index_size`] can be for a message of these bytes, known before it
-    /// is parsed: exact for a message above 64 KiB (a quick count of its delimiters), the worst
-    /// case of the index's growth below. A server draws this from its memory budget
+    /// is parsed: exact for a message above 64 KiB (a quick count of its delimiters); below,
+    /// one field separator per byte and one segment per four. A server draws this from its memory budget
     /// (`max_buffered_bytes`) before it parses, so that parsing never allocates past it.
     pub fn index_size_bound(bytes: &[u8], options: &ParseOptions) -> usize {
         std::mem::size_of::<Inner>() + parse::index_size_bound(bytes, options)
@@ -290,18 +351,19 @@ impl Message {
 
     /// The delimiters declared in MSH-1 and MSH-2.
     pub fn delimiters(&self) -> &Delimiters {
-        &self.inner.index.delimiters
+        &self.inner.head.delimiters
     }
 
     /// Every segment, in order; MSH first.
     pub fn segments(&self) -> impl ExactSizeIterator<Item = Segment<'_>> + '_ {
-        self.inner
-            .index
+        let index = self.inner.index();
+        index
             .segments
             .iter()
             .enumerate()
             .map(move |(i, entry)| Segment {
                 message: self,
+                separators: &index.separators,
                 entry,
                 position: i + 1,
             })
@@ -309,14 +371,16 @@ impl Message {
 
     /// How many segments the message has (empty segments are not counted).
     pub fn segment_count(&self) -> usize {
-        self.inner.index.segments.len()
+        self.inner.head.total_segments as usize
     }
 
     /// The MSH segment (always present in a parsed message).
     pub fn msh(&self) -> Segment<'_> {
+        let (entry, separators) = self.inner.msh();
         Segment {
             message: self,
-            entry: &self.inner.index.segments[0],
+            separators,
+            entry,
             position: 1,
         }
     }
@@ -348,10 +412,14 @@ impl Message {
 
     /// Resolves a field path parsed beforehand.
     pub fn lookup(&self, path: &FieldPath) -> Option<Value<'_>> {
-        let segment = self
-            .segments()
-            .filter(|s| s.entry.id == path.segment)
-            .nth(path.occurrence - 1)?;
+        let segment = if path.segment == *b"MSH" && path.occurrence == 1 {
+            // The header is always the first segment: no need for the full index.
+            self.msh()
+        } else {
+            self.segments()
+                .filter(|s| s.entry.id == path.segment)
+                .nth(path.occurrence - 1)?
+        };
         let mut value = segment.field(path.field)?;
         if let Some(r) = path.repetition {
             value = value.repetition(r)?;
@@ -471,6 +539,8 @@ impl fmt::Debug for Message {
 #[derive(Clone, Copy)]
 pub struct Segment<'a> {
     message: &'a Message,
+    /// The separator array that `entry.first_separator` indexes into.
+    separators: &'a [u32],
     entry: &'a SegmentEntry,
     position: usize,
 }
@@ -489,7 +559,10 @@ impl<'a> Segment<'a> {
 
     /// Which segment with this id it is (1 = the first): the ERR-2 segment sequence.
     pub fn sequence(&self) -> usize {
-        1 + self.message.inner.index.segments[..self.position - 1]
+        if self.position == 1 {
+            return 1;
+        }
+        1 + self.message.inner.index().segments[..self.position - 1]
             .iter()
             .filter(|e| e.id == self.entry.id)
             .count()
@@ -522,7 +595,7 @@ impl<'a> Segment<'a> {
     /// For MSH, field 1 is the field separator and field 2 the encoding characters, as in the
     /// standard; both are literal values (never split, never unescaped).
     pub fn field(&self, n: usize) -> Option<Value<'a>> {
-        let delimiters = &self.message.inner.index.delimiters;
+        let delimiters = &self.message.inner.head.delimiters;
         let bytes: &'a [u8] = &self.message.inner.bytes;
         let start = self.entry.start as usize;
         let (split, level) = match (self.is_msh(), n) {
@@ -542,8 +615,7 @@ impl<'a> Segment<'a> {
         if split > count {
             return None;
         }
-        let seps =
-            &self.message.inner.index.separators[self.entry.first_separator as usize..][..count];
+        let seps = &self.separators[self.entry.first_separator as usize..][..count];
         let from = seps[split - 1] as usize + 1;
         let to = seps
             .get(split)

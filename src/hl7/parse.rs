@@ -181,18 +181,36 @@ pub(crate) struct SegmentEntry {
     pub(crate) id: [u8; 3],
 }
 
-/// The offsets of a parsed message: built once, shared by every clone.
+/// The offsets of every segment and field separator of a parsed message: built on first
+/// access past MSH (see [`Head`]), once, at its exact size, shared by every clone.
 #[derive(Debug)]
 pub(crate) struct Index {
-    pub(crate) delimiters: Delimiters,
     pub(crate) segments: Vec<SegmentEntry>,
     /// Offsets of every field separator, in order.
     pub(crate) separators: Vec<u32>,
-    /// Where MSH-9.1 (message code), MSH-9.2 (trigger event) and MSH-10 (control ID) are, when
-    /// present and non-empty (in any character set): read by the router, the plugins,
-    /// telemetry and the ACK for every message, so found once. Filled in by
-    /// [`Message::parse_with`](super::Message).
-    pub(crate) msh_cache: [Option<(u32, u32)>; 3],
+}
+
+/// How many field separators MSH may have for [`Head`] to hold them inline: MSH has 27 in
+/// v2.9 (MSH-2 to MSH-28). A longer MSH gets the whole index at parse time.
+pub(crate) const HEAD_SEPARATORS: usize = 32;
+
+/// What the parse finds in one pass: the delimiters, MSH's field separators, and that every
+/// later segment is well formed (its id, its line ending), with the exact size of the full
+/// [`Index`]. The index itself is only built when something reads past MSH: a store-and-ACK
+/// route reads MSH alone, and skips the separator offsets of every other segment (about a
+/// quarter of the CPU a 1 KB message costs the server, and the bulk of a 1 MiB one).
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) delimiters: Delimiters,
+    /// MSH's entry; its separators are `separators[..msh.separators]`.
+    pub(crate) msh: SegmentEntry,
+    pub(crate) separators: [u32; HEAD_SEPARATORS],
+    /// Whether MSH's separators fit in `separators`.
+    pub(crate) inline: bool,
+    /// Field separators in the whole message: the full index's exact size.
+    pub(crate) total_separators: u32,
+    /// Non-empty segments in the whole message, MSH included.
+    pub(crate) total_segments: u32,
 }
 
 const CR: u8 = b'\r';
@@ -223,11 +241,11 @@ fn delimiters(b: &[u8], msh: usize, lenient: bool) -> Result<Delimiters, ParseEr
         .map_err(|source| ParseError::InvalidDelimiters { field: 2, source })
 }
 
-pub(crate) fn index(b: &[u8], options: &ParseOptions) -> Result<Index, ParseError> {
+/// Finds MSH and reads its delimiters: what every parse does first. Returns MSH's offset.
+fn start(b: &[u8], lenient: bool) -> Result<(usize, Delimiters), ParseError> {
     if u32::try_from(b.len()).is_err() {
         return Err(ParseError::TooLarge);
     }
-    let lenient = options.lenient_line_endings;
     let is_end = |byte: u8| byte == CR || (lenient && byte == LF);
     // Empty segments (a doubled terminator, a leading CR) are skipped everywhere: they carry
     // nothing, and senders that emit them are common.
@@ -240,10 +258,113 @@ pub(crate) fn index(b: &[u8], options: &ParseOptions) -> Result<Index, ParseErro
         }
         return Err(ParseError::MissingMsh);
     }
-    let delimiters = delimiters(b, msh, lenient)?;
-    let fs = delimiters.field();
-    let (separators, segments) = capacities(b, msh, fs, lenient);
+    Ok((msh, delimiters(b, msh, lenient)?))
+}
 
+/// Where the segment that starts at `from` ends: at the next terminator, or the end.
+#[inline]
+fn segment_end(b: &[u8], from: usize, lenient: bool) -> usize {
+    let rest = &b[from..];
+    let at = if lenient {
+        memchr::memchr2(CR, LF, rest)
+    } else {
+        memchr(CR, rest)
+    };
+    at.map_or(b.len(), |at| from + at)
+}
+
+/// Reads MSH and checks the rest of the message: every error [`index`] could find is found
+/// here, in the same order, without recording the offsets of the fields after MSH.
+pub(crate) fn head(b: &[u8], options: &ParseOptions) -> Result<Head, ParseError> {
+    let lenient = options.lenient_line_endings;
+    let (msh, delimiters) = start(b, lenient)?;
+    let fs = delimiters.field();
+    let msh_end = segment_end(b, msh, lenient);
+    if !lenient && memchr(LF, &b[msh..msh_end]).is_some() {
+        return Err(ParseError::LineFeed { position: 1 });
+    }
+    let mut separators = [0u32; HEAD_SEPARATORS];
+    let mut count = 0;
+    let mut inline = true;
+    for at in memchr::memchr_iter(fs, &b[msh..msh_end]) {
+        let Some(slot) = separators.get_mut(count) else {
+            inline = false;
+            break;
+        };
+        *slot = (msh + at) as u32;
+        count += 1;
+    }
+    let mut segments = 1usize;
+    let mut from = msh_end + 1;
+    while from < b.len() {
+        let end = segment_end(b, from, lenient);
+        let segment = &b[from..end];
+        if !segment.is_empty() {
+            segments += 1;
+            if !lenient && segment[0] == LF {
+                return Err(ParseError::LineFeed { position: segments });
+            }
+            // The id runs to the first field separator (which is never alphanumeric) or the
+            // end of the segment, and must be three characters.
+            let id_ends = segment.len() == 3 || segment.get(3) == Some(&fs);
+            if !(id_ends && is_segment_id(&segment[..3])) {
+                return Err(ParseError::InvalidSegmentId { position: segments });
+            }
+        }
+        from = end + 1;
+    }
+    Ok(Head {
+        delimiters,
+        msh: SegmentEntry {
+            start: msh as u32,
+            end: msh_end as u32,
+            first_separator: 0,
+            separators: count as u32,
+            id: *b"MSH",
+        },
+        separators,
+        inline,
+        total_separators: count_byte(&b[msh..], fs) as u32,
+        total_segments: segments as u32,
+    })
+}
+
+/// How many times `byte` occurs in `b`: a loop the compiler vectorises.
+fn count_byte(b: &[u8], byte: u8) -> usize {
+    let mut count = 0;
+    for chunk in b.chunks(255) {
+        // A u8 sum per chunk of at most 255 cannot overflow, and stays in vector lanes.
+        let hits: u8 = chunk.iter().map(|&x| u8::from(x == byte)).sum();
+        count += usize::from(hits);
+    }
+    count
+}
+
+/// Builds the full index of a message that [`head`] accepted, at its exact size.
+///
+/// # Errors
+///
+/// What [`head`] would have returned: never, for bytes it accepted with these options.
+pub(crate) fn index(b: &[u8], options: &ParseOptions, head: &Head) -> Result<Index, ParseError> {
+    build(
+        b,
+        options.lenient_line_endings,
+        head.msh.start as usize,
+        head.delimiters.field(),
+        head.total_separators as usize,
+        head.total_segments as usize,
+    )
+}
+
+/// Records every segment and field separator from `msh` on, checking each segment as it ends.
+fn build(
+    b: &[u8],
+    lenient: bool,
+    msh: usize,
+    fs: u8,
+    separators: usize,
+    segments: usize,
+) -> Result<Index, ParseError> {
     let mut builder = Builder {
         bytes: b,
         lenient,
@@ -259,54 +380,24 @@ pub(crate) fn index(b: &[u8], options: &ParseOptions) -> Result<Index, ParseErro
     }
     builder.end_segment(b.len())?;
     Ok(Index {
-        delimiters,
         segments: builder.segments,
         separators: builder.separators,
-        msh_cache: [None; 3],
     })
 }
 
-/// Messages larger than this get an index allocated once at its exact size, from a first
-/// pass that counts the delimiters: no growth, so no slack and no copies, and a size known
-/// before anything is allocated ([`index_size_bound`]).
+/// The whole index in one checked pass, as the parse built it before [`head`] existed: the
+/// reference that [`head`]'s checks are tested against.
+#[cfg(test)]
+pub(crate) fn eager_index(b: &[u8], options: &ParseOptions) -> Result<Index, ParseError> {
+    let lenient = options.lenient_line_endings;
+    let (msh, delimiters) = start(b, lenient)?;
+    build(b, lenient, msh, delimiters.field(), 0, 0)
+}
+
+/// Messages larger than this have their delimiters counted before the parse, so that the
+/// memory their index may take is drawn exactly ([`index_size_bound`]); below it, a bound
+/// from the length alone costs nothing and is trimmed to the exact size after the parse.
 const EXACT_FROM: usize = 64 * 1024;
-
-/// The capacities of the index (separators, segments) for the message in `b`, whose MSH starts
-/// at `msh`: exact above [`EXACT_FROM`] bytes; below, a typical segment's worth, grown as
-/// needed (a few reallocations of small vectors cost less than a counting pass).
-fn capacities(b: &[u8], msh: usize, fs: u8, lenient: bool) -> (usize, usize) {
-    if b.len() <= EXACT_FROM {
-        // A typical segment has one separator per 5-10 bytes.
-        return ((b.len() / 4).clamp(16, 1024), 16);
-    }
-    let rest = &b[msh..];
-    let (separators, ends) = count_delimiters(rest, fs, lenient);
-    // Every segment but the last ends at a terminator; empty ones (a run of terminators) are
-    // not kept, and a kept one takes at least 4 bytes (its id and its terminator).
-    (separators, (ends + 1).min(rest.len() / 4 + 1))
-}
-
-/// How many field separators and segment terminators `b` holds.
-fn count_delimiters(b: &[u8], fs: u8, lenient: bool) -> (usize, usize) {
-    let splat = |byte: u8| u64::from_ne_bytes([byte; 8]);
-    let (fs_word, cr_word, lf_word) = (splat(fs), splat(CR), splat(LF));
-    let (mut separators, mut ends) = (0usize, 0usize);
-    let mut chunks = b.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        separators += zero_bytes(word ^ fs_word).count_ones() as usize;
-        let mut end = zero_bytes(word ^ cr_word);
-        if lenient {
-            end |= zero_bytes(word ^ lf_word);
-        }
-        ends += end.count_ones() as usize;
-    }
-    for &byte in chunks.remainder() {
-        separators += usize::from(byte == fs);
-        ends += usize::from(byte == CR || (lenient && byte == LF));
-    }
-    (separators, ends)
-}
 
 /// Bytes of one index entry: a field separator, a segment.
 pub(crate) const SEPARATOR_BYTES: usize = std::mem::size_of::<u32>();
@@ -314,16 +405,12 @@ pub(crate) const SEGMENT_BYTES: usize = std::mem::size_of::<SegmentEntry>();
 
 /// The most the index of the message in `b` can take, in bytes, before it is parsed: exact
 /// above [`EXACT_FROM`] bytes (at most 5 times the message: 20 bytes per segment of at least 4
-/// bytes, 4 per field separator), and the worst case of the growing vectors below.
+/// bytes, 4 per field separator); below, one separator per byte and one segment per four.
 pub(crate) fn index_size_bound(b: &[u8], options: &ParseOptions) -> usize {
     let lenient = options.lenient_line_endings;
     let len = b.len();
     if len <= EXACT_FROM {
-        let (separators, segments) = ((len / 4).clamp(16, 1024), 16);
-        // A vector grows by doubling: at most twice what it holds, which is at most one
-        // separator per byte and one segment per four.
-        return SEPARATOR_BYTES * separators.max(2 * len)
-            + SEGMENT_BYTES * segments.max(2 * (len / 4 + 1));
+        return SEPARATOR_BYTES * len + SEGMENT_BYTES * (len / 4 + 1);
     }
     let is_end = |byte: u8| byte == CR || (lenient && byte == LF);
     let Some(msh) = b.iter().position(|&byte| !is_end(byte)) else {
@@ -332,7 +419,12 @@ pub(crate) fn index_size_bound(b: &[u8], options: &ParseOptions) -> usize {
     let Some(&fs) = b.get(msh + 3) else {
         return 0;
     };
-    let (separators, segments) = capacities(b, msh, fs, lenient);
+    let rest = &b[msh..];
+    let separators = count_byte(rest, fs);
+    let ends = count_byte(rest, CR) + if lenient { count_byte(rest, LF) } else { 0 };
+    // Every segment but the last ends at a terminator; empty ones (a run of terminators) are
+    // not kept, and a kept one takes at least 4 bytes (its id and its terminator).
+    let segments = (ends + 1).min(rest.len() / 4 + 1);
     SEPARATOR_BYTES * separators + SEGMENT_BYTES * segments
 }
 
