@@ -373,18 +373,10 @@ where
         let first = poll_fn(|cx| Poll::Ready(poll_send(stream, buf, cx))).await;
         let result = match first {
             Poll::Ready(result) => Ok(result),
-            Poll::Pending => tokio::select! {
-                biased;
-                result = tokio::time::timeout(timeout, poll_fn(|cx| poll_send(stream, buf, cx))) => {
-                    result.map_err(|_elapsed| CloseReason::WriteTimeout)
-                }
-                () = abort.cancelled() => Err(CloseReason::Aborted),
-                // Never ready: keeps the handlers' deadlines running during a slow write.
-                () = poll_fn(|cx| {
-                    poll_handlers(queue, cx);
-                    Poll::<()>::Pending
-                }) => unreachable!("never ready"),
-            },
+            // Boxed: the timer and the abort wait are a few hundred bytes that every
+            // connection's task would otherwise carry for its whole life, for a path that only
+            // a slow reader takes.
+            Poll::Pending => Box::pin(send_slowly(stream, buf, timeout, abort, queue)).await,
         };
         let sent = total - self.write_buf.len();
         // What a failed write left is never sent: the connection closes.
@@ -430,6 +422,29 @@ fn is_disconnect(error: &std::io::Error) -> bool {
         error.kind(),
         BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected
     )
+}
+
+/// The rest of a write that did not complete at once: bounded by `timeout` and the abort
+/// token, while the handlers in `queue` keep their deadlines running.
+async fn send_slowly<P: Protocol, S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    timeout: Duration,
+    abort: &CancellationToken,
+    queue: &mut VecDeque<InFlight<P>>,
+) -> Result<std::io::Result<()>, CloseReason> {
+    tokio::select! {
+        biased;
+        result = tokio::time::timeout(timeout, poll_fn(|cx| poll_send(stream, buf, cx))) => {
+            result.map_err(|_elapsed| CloseReason::WriteTimeout)
+        }
+        () = abort.cancelled() => Err(CloseReason::Aborted),
+        // Never ready: keeps the handlers' deadlines running during a slow write.
+        () = poll_fn(|cx| {
+            poll_handlers(queue, cx);
+            Poll::<()>::Pending
+        }) => unreachable!("never ready"),
+    }
 }
 
 #[cfg(test)]

@@ -420,7 +420,9 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
     /// handler is answered on its own, by its failure policy.
     async fn answer(&mut self, done: Finished<P>) -> Result<(), CloseReason> {
         if done.outcome.is_err() {
-            return self.answer_failure(done).await;
+            // Boxed: a rare path whose state would otherwise be part of every connection's
+            // task for its whole life.
+            return Box::pin(self.answer_failure(done)).await;
         }
         // Only those already known to be finished: nothing waits for a running handler.
         let mut more: Vec<(Finished<P>, Written<P::Response>)> = Vec::new();
