@@ -1462,7 +1462,13 @@ mod memory {
         idle_per_conn_kib: f64,
         after_idle_kib: u64,
         bursts: Vec<Burst>,
+        /// RSS after [`QUIET`] with no connection, once the bursts closed: what the allocator
+        /// gave back once its purge (jemalloc's decay, in serve) had time to run.
+        quiet_kib: u64,
     }
+
+    /// How long the server is left alone after the bursts before `quiet_kib` is read.
+    const QUIET: Duration = Duration::from_secs(30);
 
     pub(super) async fn run(ctx: &Ctx) -> Result<(), String> {
         let idle = ctx.options.idle;
@@ -1533,6 +1539,8 @@ mod memory {
                     open_secs,
                 });
             }
+            tokio::time::sleep(QUIET).await;
+            report.quiet_kib = procfs::status_kib(pid, "VmRSS").unwrap_or(0);
             Ok::<_, String>(report)
         }
         .await;
@@ -1657,6 +1665,7 @@ mod memory {
                     "idle_connections": idle,
                     "burst_connections": burst,
                     "start_kib": r.start_kib,
+                    "quiet_kib": r.quiet_kib,
                     "idle_kib": r.idle_kib,
                     "idle_kib_per_connection": round2(r.idle_per_conn_kib),
                     "after_idle_closed_kib": r.after_idle_kib,
@@ -1691,6 +1700,12 @@ mod memory {
                     b.open_secs
                 );
             }
+            println!(
+                "        {} KiB after {} s with no connection ({:.2}× at rest)",
+                r.quiet_kib,
+                QUIET.as_secs(),
+                r.quiet_kib as f64 / r.start_kib as f64
+            );
         }
     }
 }
