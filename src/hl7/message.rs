@@ -76,10 +76,12 @@ impl Inner {
                 // `head` found every error the index can: tested against the eager parse
                 // (`lazy_parse_finds_what_the_eager_parse_finds`). Were it ever wrong, the
                 // message keeps its header rather than panic in someone's handler.
+                // Only an inline head gets here (a longer MSH is indexed at parse time).
                 debug_assert!(false, "the parse accepted what the index rejects");
+                let msh = self.head.msh;
                 Index {
-                    segments: vec![self.head.msh],
-                    separators: self.msh_separators().to_vec(),
+                    segments: vec![msh],
+                    separators: self.head.separators[..msh.separators as usize].to_vec(),
                 }
             })
         })
@@ -93,12 +95,6 @@ impl Inner {
             let index = self.index();
             (&index.segments[0], &index.separators)
         }
-    }
-
-    /// MSH's field separators.
-    fn msh_separators(&self) -> &[u32] {
-        let (entry, separators) = self.msh();
-        &separators[entry.first_separator as usize..][..entry.separators as usize]
     }
 }
 
@@ -153,8 +149,8 @@ impl fmt::Display for AckRequirement {
 /// non-empty, whatever their character set (a Latin-1 MSH-10 is present, not missing).
 fn msh_cache(inner: &Inner) -> [Option<(u32, u32)>; 3] {
     let bytes = &inner.bytes[..];
-    let (msh, _) = inner.msh();
-    let seps = inner.msh_separators();
+    let (msh, separators) = inner.msh();
+    let seps = &separators[msh.first_separator as usize..][..msh.separators as usize];
     // MSH-n (n >= 2) is the text after field separator n - 1.
     let field = |n: usize| -> Option<(usize, usize)> {
         let from = *seps.get(n - 2)? as usize + 1;
@@ -330,8 +326,9 @@ impl Message {
 
     /// The most [`Message::index_size`] can be for a message of these bytes, known before it
     /// is parsed: exact for a message above 64 KiB (a quick count of its delimiters); below,
-    /// one field separator per byte and one segment per four. A server draws this from its memory budget
-    /// (`max_buffered_bytes`) before it parses, so that parsing never allocates past it.
+    /// one field separator per byte and one segment per four. A server draws this from its
+    /// memory budget (`max_buffered_bytes`) before it parses, so that parsing never allocates
+    /// past it.
     pub fn index_size_bound(bytes: &[u8], options: &ParseOptions) -> usize {
         std::mem::size_of::<Inner>() + parse::index_size_bound(bytes, options)
     }

@@ -340,6 +340,23 @@ fn count_byte(b: &[u8], byte: u8) -> usize {
     count
 }
 
+/// How many field separators and segment terminators `b` holds, in one pass.
+fn count_delimiters(b: &[u8], fs: u8, lenient: bool) -> (usize, usize) {
+    // Without lenient line endings, LF counts as nothing: it is tested as a second CR.
+    let lf = if lenient { LF } else { CR };
+    let (mut separators, mut ends) = (0, 0);
+    for chunk in b.chunks(255) {
+        let (mut s, mut e) = (0u8, 0u8);
+        for &x in chunk {
+            s += u8::from(x == fs);
+            e += u8::from(x == CR || x == lf);
+        }
+        separators += usize::from(s);
+        ends += usize::from(e);
+    }
+    (separators, ends)
+}
+
 /// Builds the full index of a message that [`head`] accepted, at its exact size.
 ///
 /// # Errors
@@ -420,8 +437,7 @@ pub(crate) fn index_size_bound(b: &[u8], options: &ParseOptions) -> usize {
         return 0;
     };
     let rest = &b[msh..];
-    let separators = count_byte(rest, fs);
-    let ends = count_byte(rest, CR) + if lenient { count_byte(rest, LF) } else { 0 };
+    let (separators, ends) = count_delimiters(rest, fs, lenient);
     // Every segment but the last ends at a terminator; empty ones (a run of terminators) are
     // not kept, and a kept one takes at least 4 bytes (its id and its terminator).
     let segments = (ends + 1).min(rest.len() / 4 + 1);
