@@ -108,7 +108,7 @@ mod lazy {
     use proptest::prelude::*;
 
     use crate::hl7::ParseOptions;
-    use crate::hl7::parse::{eager_index, head, index};
+    use crate::hl7::parse::{count_delimiters, eager_index, head, head_in_windows, index};
 
     /// Bytes that are mostly near-HL7: an MSH (sometimes damaged), then segments built from
     /// ids, delimiters, both line endings and a few letters.
@@ -135,6 +135,21 @@ mod lazy {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
+        /// The vectorised count of field separators and terminators is the plain count, on
+        /// inputs long enough for its blocks of 8160 bytes and a remainder.
+        #[test]
+        fn delimiters_are_counted_exactly(
+            bytes in prop::collection::vec(prop::sample::select(b"|#\r\nAB".to_vec()), 0..20_000),
+            lenient in any::<bool>(),
+        ) {
+            let fs = b'|';
+            let plain = (
+                bytes.iter().filter(|&&x| x == fs).count(),
+                bytes.iter().filter(|&&x| x == b'\r' || (lenient && x == b'\n')).count(),
+            );
+            prop_assert_eq!(count_delimiters(&bytes, fs, lenient), plain);
+        }
+
         /// The parse checks the rest of the message without indexing it: it must accept and
         /// reject exactly what the one-pass index does, with the same error, and the index it
         /// builds later must be the same, at the size the parse counted.
@@ -142,6 +157,11 @@ mod lazy {
         fn lazy_parse_finds_what_the_eager_parse_finds(bytes in near_hl7(), lenient in any::<bool>()) {
             let options = ParseOptions::default().lenient_line_endings(lenient);
             let eager = eager_index(&bytes, &options);
+            // Windows of every small size put segments and terminators across their edges.
+            let whole = format!("{:?}", head(&bytes, &options));
+            for window in 1..12 {
+                prop_assert_eq!(&format!("{:?}", head_in_windows(&bytes, &options, window)), &whole);
+            }
             match (head(&bytes, &options), eager) {
                 (Ok(head), Ok(eager)) => {
                     let lazy = index(&bytes, &options, &head).expect("accepted by the parse");

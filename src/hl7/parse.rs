@@ -276,6 +276,16 @@ fn segment_end(b: &[u8], from: usize, lenient: bool) -> usize {
 /// Reads MSH and checks the rest of the message: every error [`index`] could find is found
 /// here, in the same order, without recording the offsets of the fields after MSH.
 pub(crate) fn head(b: &[u8], options: &ParseOptions) -> Result<Head, ParseError> {
+    head_in_windows(b, options, WINDOW)
+}
+
+/// [`head`], scanning what follows MSH `window` bytes at a time (tests vary it, so that
+/// segments and terminators fall across window edges).
+pub(crate) fn head_in_windows(
+    b: &[u8],
+    options: &ParseOptions,
+    window: usize,
+) -> Result<Head, ParseError> {
     let lenient = options.lenient_line_endings;
     let (msh, delimiters) = start(b, lenient)?;
     let fs = delimiters.field();
@@ -294,24 +304,33 @@ pub(crate) fn head(b: &[u8], options: &ParseOptions) -> Result<Head, ParseError>
         *slot = (msh + at) as u32;
         count += 1;
     }
+    // The rest in windows: each window's field separators are counted and its terminators
+    // found while it is in cache (one read of a large message from memory, not two); every
+    // segment is checked at its terminator, in order.
+    let mut total_separators = count_byte(&b[msh..msh_end], fs);
     let mut segments = 1usize;
     let mut from = msh_end + 1;
-    while from < b.len() {
-        let end = segment_end(b, from, lenient);
-        let segment = &b[from..end];
-        if !segment.is_empty() {
-            segments += 1;
-            if !lenient && segment[0] == LF {
-                return Err(ParseError::LineFeed { position: segments });
+    for (w, part) in b[msh_end..].chunks(window).enumerate() {
+        total_separators += count_byte(part, fs);
+        let base = msh_end + w * window;
+        if lenient {
+            for end in memchr::memchr2_iter(CR, LF, part).map(|at| base + at) {
+                if end >= from {
+                    check_segment(&b[from..end], fs, lenient, &mut segments)?;
+                    from = end + 1;
+                }
             }
-            // The id runs to the first field separator (which is never alphanumeric) or the
-            // end of the segment, and must be three characters.
-            let id_ends = segment.len() == 3 || segment.get(3) == Some(&fs);
-            if !(id_ends && is_segment_id(&segment[..3])) {
-                return Err(ParseError::InvalidSegmentId { position: segments });
+        } else {
+            for end in memchr::memchr_iter(CR, part).map(|at| base + at) {
+                if end >= from {
+                    check_segment(&b[from..end], fs, lenient, &mut segments)?;
+                    from = end + 1;
+                }
             }
         }
-        from = end + 1;
+    }
+    if from < b.len() {
+        check_segment(&b[from..], fs, lenient, &mut segments)?;
     }
     Ok(Head {
         delimiters,
@@ -324,9 +343,43 @@ pub(crate) fn head(b: &[u8], options: &ParseOptions) -> Result<Head, ParseError>
         },
         separators,
         inline,
-        total_separators: count_byte(&b[msh..], fs) as u32,
+        total_separators: total_separators as u32,
         total_segments: segments as u32,
     })
+}
+
+/// Bytes of a large message that [`head`] scans twice (separators counted, terminators found)
+/// before it moves on: small enough to stay in cache between the two.
+const WINDOW: usize = 16 * 1024;
+
+/// Checks one segment after MSH that [`head`] found ending at a terminator (or the end): an
+/// empty one (a run of terminators) is skipped; any other is counted (`segments` is its
+/// position) and must not start with LF (unless lenient) and must have a valid id.
+#[inline]
+fn check_segment(
+    segment: &[u8],
+    fs: u8,
+    lenient: bool,
+    segments: &mut usize,
+) -> Result<(), ParseError> {
+    if segment.is_empty() {
+        return Ok(());
+    }
+    *segments += 1;
+    if !lenient && segment[0] == LF {
+        return Err(ParseError::LineFeed {
+            position: *segments,
+        });
+    }
+    // The id runs to the first field separator (which is never alphanumeric) or the end of the
+    // segment, and must be three characters.
+    let id_ends = segment.len() == 3 || segment.get(3) == Some(&fs);
+    if !(id_ends && is_segment_id(&segment[..3])) {
+        return Err(ParseError::InvalidSegmentId {
+            position: *segments,
+        });
+    }
+    Ok(())
 }
 
 /// How many times `byte` occurs in `b`: a loop the compiler vectorises.
@@ -341,18 +394,31 @@ fn count_byte(b: &[u8], byte: u8) -> usize {
 }
 
 /// How many field separators and segment terminators `b` holds, in one pass.
-fn count_delimiters(b: &[u8], fs: u8, lenient: bool) -> (usize, usize) {
-    // Without lenient line endings, LF counts as nothing: it is tested as a second CR.
-    let lf = if lenient { LF } else { CR };
+///
+/// Counted in 32 byte lanes of `u8` counters, emptied every 255 steps: a layout the compiler
+/// turns into vector compares and adds (as fast as counting one byte, where a loop with two
+/// scalar counters per chunk was 1.7 times slower).
+pub(crate) fn count_delimiters(b: &[u8], fs: u8, lenient: bool) -> (usize, usize) {
+    const LANES: usize = 32;
+    let lf = u8::from(lenient);
     let (mut separators, mut ends) = (0, 0);
-    for chunk in b.chunks(255) {
-        let (mut s, mut e) = (0u8, 0u8);
-        for &x in chunk {
-            s += u8::from(x == fs);
-            e += u8::from(x == CR || x == lf);
+    let mut blocks = b.chunks_exact(LANES * 255);
+    for block in &mut blocks {
+        let (mut s, mut e) = ([0u8; LANES], [0u8; LANES]);
+        for lane in block.chunks_exact(LANES) {
+            for i in 0..LANES {
+                let x = lane[i];
+                s[i] += u8::from(x == fs);
+                // LF counts only when lenient (a multiply, not a branch, keeps it vectorised).
+                e[i] += u8::from(x == CR) + u8::from(x == LF) * lf;
+            }
         }
-        separators += usize::from(s);
-        ends += usize::from(e);
+        separators += s.iter().map(|&n| usize::from(n)).sum::<usize>();
+        ends += e.iter().map(|&n| usize::from(n)).sum::<usize>();
+    }
+    for &x in blocks.remainder() {
+        separators += usize::from(x == fs);
+        ends += usize::from(x == CR || (lenient && x == LF));
     }
     (separators, ends)
 }

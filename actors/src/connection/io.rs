@@ -66,6 +66,12 @@ pub(super) struct Io<P: Protocol, S> {
     /// Bytes have flowed: a read buffer let go while idle comes back at [`READ_CHUNK`], not at
     /// the first read's small size (which would take two reads and a copy per message).
     warm: bool,
+    /// The size of the last frame if it outgrew [`READ_CHUNK`] (0 after an ordinary one): the
+    /// next empty buffer is allocated at once at this size plus a chunk, so a connection that
+    /// sends large frames one after another reads each into one allocation, not into one grown
+    /// by doubling from [`READ_CHUNK`] with a copy at every step (about ten for 1 MiB). Nothing
+    /// is held for it while the connection is idle.
+    large_frame: usize,
     eof: bool,
     /// When the last byte arrived (or the last response went out); the idle clock starts here.
     pub(super) last_activity: Instant,
@@ -101,6 +107,7 @@ where
             large_buffer: false,
             write_buf: BytesMut::new(),
             warm: false,
+            large_frame: 0,
             eof: false,
             last_activity: Instant::now(),
             last_read: Instant::now(),
@@ -140,9 +147,12 @@ where
                     Err(error) => codec_error(error),
                 });
             }
+            let buffered = self.read_buf.len();
             match self.codec.decode(&mut self.read_buf) {
                 Ok(Some(request)) => {
                     self.frame_deadline = None;
+                    let consumed = buffered - self.read_buf.len();
+                    self.large_frame = if consumed > READ_CHUNK { consumed } else { 0 };
                     // The request's bytes live in the buffer's allocation (zero copy): its draw
                     // counts until both have let it go.
                     let allocation = self.allocation.clone();
@@ -178,7 +188,10 @@ where
                     Poll::Ready(())
                 }
             } else {
-                if capacity == 0 && self.warm {
+                if capacity == 0 && self.large_frame > 0 {
+                    self.read_buf.reserve(self.large_frame + READ_CHUNK);
+                    self.large_buffer = self.read_buf.capacity() > KEEP_BUFFER;
+                } else if capacity == 0 && self.warm {
                     self.read_buf.reserve(READ_CHUNK);
                 } else if capacity > 0 && room < READ_CHUNK / 2 {
                     self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
@@ -265,7 +278,13 @@ where
         let len = self.read_buf.len();
         let held = self.allocation.as_ref().map_or(0, |a| a.num_permits());
         let wanted = if self.read_buf.capacity() == 0 {
-            if self.warm { READ_CHUNK } else { FIRST_READ }
+            if self.large_frame > 0 {
+                self.large_frame + READ_CHUNK
+            } else if self.warm {
+                READ_CHUNK
+            } else {
+                FIRST_READ
+            }
         } else {
             len + READ_CHUNK.max(len)
         };
@@ -525,6 +544,54 @@ mod tests {
             "the read buffer kept the large request's allocation"
         );
         assert!(io.read_buf.capacity() <= 2 * READ_CHUNK);
+    }
+
+    /// A large request after a large request is read into one buffer allocated at the first's
+    /// size (no growth by doubling, with a copy at each step); an ordinary request after it
+    /// goes back to an ordinary buffer. With and without a memory budget (two code paths).
+    #[tokio::test]
+    async fn a_large_request_after_a_large_one_is_read_into_one_allocation() {
+        const LARGE: usize = 1 << 20;
+        for budget in [None, Some(Budget::new(64 * LARGE))] {
+            let (mut peer, server) = tokio::io::duplex(4 * LARGE);
+            let mut io = Io::new(server, Lines.codec(), budget.clone());
+            let timeout = Duration::from_secs(60);
+            let mut line = vec![b'x'; LARGE];
+            line.push(b'\n');
+            peer.write_all(&line).await.unwrap();
+            assert_eq!(next_line(&mut io).await.len(), LARGE);
+            // The start of the second: the buffer it is read into has room for all of it.
+            peer.write_all(&line[..1000]).await.unwrap();
+            let pending = poll_fn(|cx| {
+                Poll::Ready(io.poll_next_request(&Lines, None, timeout, cx).is_pending())
+            })
+            .await;
+            assert!(pending);
+            assert_eq!(io.read_buf.len(), 1000);
+            assert!(
+                io.read_buf.capacity() > LARGE,
+                "budget {}: a {} byte buffer for a frame like the last ({LARGE} bytes)",
+                budget.is_some(),
+                io.read_buf.capacity()
+            );
+            peer.write_all(&line[1000..]).await.unwrap();
+            assert_eq!(next_line(&mut io).await.len(), LARGE);
+            // An ordinary request next: its successor gets an ordinary buffer again.
+            peer.write_all(b"small\n").await.unwrap();
+            assert_eq!(next_line(&mut io).await, "small");
+            peer.write_all(b"sm").await.unwrap();
+            let pending = poll_fn(|cx| {
+                Poll::Ready(io.poll_next_request(&Lines, None, timeout, cx).is_pending())
+            })
+            .await;
+            assert!(pending);
+            assert!(
+                io.read_buf.capacity() <= 2 * READ_CHUNK,
+                "budget {}: {}",
+                budget.is_some(),
+                io.read_buf.capacity()
+            );
+        }
     }
 
     /// Once a request was answered and nothing more arrives, the connection holds neither
