@@ -307,31 +307,29 @@ pub(crate) fn head_in_windows(
     // The rest in windows: each window's field separators are counted and its terminators
     // found while it is in cache (one read of a large message from memory, not two); every
     // segment is checked at its terminator, in order.
-    let mut total_separators = count_byte(&b[msh..msh_end], fs);
-    let mut segments = 1usize;
-    let mut from = msh_end + 1;
+    let mut total_separators = if inline {
+        count
+    } else {
+        count_byte(&b[msh..msh_end], fs)
+    };
+    let mut walk = Walk {
+        b,
+        fs,
+        lenient,
+        from: msh_end + 1,
+        segments: 1,
+    };
     for (w, part) in b[msh_end..].chunks(window).enumerate() {
         total_separators += count_byte(part, fs);
         let base = msh_end + w * window;
         if lenient {
-            for end in memchr::memchr2_iter(CR, LF, part).map(|at| base + at) {
-                if end >= from {
-                    check_segment(&b[from..end], fs, lenient, &mut segments)?;
-                    from = end + 1;
-                }
-            }
+            walk.ends(memchr::memchr2_iter(CR, LF, part).map(|at| base + at))?;
         } else {
-            for end in memchr::memchr_iter(CR, part).map(|at| base + at) {
-                if end >= from {
-                    check_segment(&b[from..end], fs, lenient, &mut segments)?;
-                    from = end + 1;
-                }
-            }
+            walk.ends(memchr::memchr_iter(CR, part).map(|at| base + at))?;
         }
     }
-    if from < b.len() {
-        check_segment(&b[from..], fs, lenient, &mut segments)?;
-    }
+    walk.ends(std::iter::once(b.len()))?;
+    let segments = walk.segments;
     Ok(Head {
         delimiters,
         msh: SegmentEntry {
@@ -352,34 +350,47 @@ pub(crate) fn head_in_windows(
 /// before it moves on: small enough to stay in cache between the two.
 const WINDOW: usize = 16 * 1024;
 
-/// Checks one segment after MSH that [`head`] found ending at a terminator (or the end): an
-/// empty one (a run of terminators) is skipped; any other is counted (`segments` is its
-/// position) and must not start with LF (unless lenient) and must have a valid id.
-#[inline]
-fn check_segment(
-    segment: &[u8],
+/// [`head`]'s walk over the segments after MSH, fed their ends in order.
+struct Walk<'a> {
+    b: &'a [u8],
     fs: u8,
     lenient: bool,
-    segments: &mut usize,
-) -> Result<(), ParseError> {
-    if segment.is_empty() {
-        return Ok(());
+    /// Where the next segment starts.
+    from: usize,
+    /// Segments kept so far, MSH included: the position of the last one checked.
+    segments: usize,
+}
+
+impl Walk<'_> {
+    /// Checks each segment that ends at one of `ends` (terminators, or the message's end): an
+    /// empty one (a run of terminators) is skipped; any other is counted, and must not start
+    /// with LF (unless lenient) and must have a valid id. Ends before `from` (MSH's own
+    /// terminator) are ignored.
+    #[inline]
+    fn ends(&mut self, ends: impl Iterator<Item = usize>) -> Result<(), ParseError> {
+        for end in ends {
+            if end < self.from {
+                continue;
+            }
+            let segment = &self.b[self.from..end];
+            self.from = end + 1;
+            if segment.is_empty() {
+                continue;
+            }
+            self.segments += 1;
+            let position = self.segments;
+            if !self.lenient && segment[0] == LF {
+                return Err(ParseError::LineFeed { position });
+            }
+            // The id runs to the first field separator (which is never alphanumeric) or the
+            // end of the segment, and must be three characters.
+            let id_ends = segment.len() == 3 || segment.get(3) == Some(&self.fs);
+            if !(id_ends && is_segment_id(&segment[..3])) {
+                return Err(ParseError::InvalidSegmentId { position });
+            }
+        }
+        Ok(())
     }
-    *segments += 1;
-    if !lenient && segment[0] == LF {
-        return Err(ParseError::LineFeed {
-            position: *segments,
-        });
-    }
-    // The id runs to the first field separator (which is never alphanumeric) or the end of the
-    // segment, and must be three characters.
-    let id_ends = segment.len() == 3 || segment.get(3) == Some(&fs);
-    if !(id_ends && is_segment_id(&segment[..3])) {
-        return Err(ParseError::InvalidSegmentId {
-            position: *segments,
-        });
-    }
-    Ok(())
 }
 
 /// How many times `byte` occurs in `b`: a loop the compiler vectorises.

@@ -175,10 +175,11 @@ where
             } else if self.frame_deadline.is_none() {
                 self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));
             }
-            // A connection that has never sent a byte has no buffer: the first read lets
-            // `read_buf` allocate a small one (64 bytes), so idle connections stay small. Once
-            // bytes flow, the buffer grows to `READ_CHUNK`, and doubles for larger frames; one
-            // grown past `KEEP_BUFFER` is let go after its frame (see above).
+            // A connection that has never sent a byte has no buffer: the first read allocates
+            // a small one (`FIRST_READ`), so idle connections stay small. Once bytes flow, the
+            // buffer is allocated at `READ_CHUNK` (or at the last large frame's size), and
+            // doubles for larger frames; one grown past `KEEP_BUFFER` is let go after its frame
+            // (see above).
             let capacity = self.read_buf.capacity();
             let room = capacity - self.read_buf.len();
             let read = if self.budget.is_some() {
@@ -188,12 +189,10 @@ where
                     Poll::Ready(())
                 }
             } else {
-                if capacity == 0 && self.large_frame > 0 {
-                    self.read_buf.reserve(self.large_frame + READ_CHUNK);
+                if capacity == 0 {
+                    self.read_buf.reserve(self.fresh_capacity());
                     self.large_buffer = self.read_buf.capacity() > KEEP_BUFFER;
-                } else if capacity == 0 && self.warm {
-                    self.read_buf.reserve(READ_CHUNK);
-                } else if capacity > 0 && room < READ_CHUNK / 2 {
+                } else if room < READ_CHUNK / 2 {
                     self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
                     self.large_buffer |= self.read_buf.capacity() > KEEP_BUFFER;
                 }
@@ -248,6 +247,19 @@ where
         }
     }
 
+    /// The size of a read buffer allocated where there is none: the last frame's size (and a
+    /// chunk) after a large frame, [`READ_CHUNK`] once bytes have flowed, [`FIRST_READ`] on a
+    /// connection that has sent nothing yet.
+    fn fresh_capacity(&self) -> usize {
+        if self.large_frame > 0 {
+            self.large_frame + READ_CHUNK
+        } else if self.warm {
+            READ_CHUNK
+        } else {
+            FIRST_READ
+        }
+    }
+
     /// Nothing to read and nothing buffered: lets both buffers go, so that an idle connection
     /// holds no buffer at all (about 2.2 KiB after an ordinary message). The next read
     /// allocates [`READ_CHUNK`] again: a malloc and a free per message on a busy connection,
@@ -278,13 +290,7 @@ where
         let len = self.read_buf.len();
         let held = self.allocation.as_ref().map_or(0, |a| a.num_permits());
         let wanted = if self.read_buf.capacity() == 0 {
-            if self.large_frame > 0 {
-                self.large_frame + READ_CHUNK
-            } else if self.warm {
-                READ_CHUNK
-            } else {
-                FIRST_READ
-            }
+            self.fresh_capacity()
         } else {
             len + READ_CHUNK.max(len)
         };
