@@ -6,7 +6,9 @@
 //! Run with: `cargo bench --bench store` (optionally `-- --messages 4000 --rounds 3`).
 //! Prints messages/s, p50/p99 latency per store and load, and the ratios the store issue sets
 //! goals for: SQLite at 64 connections against no store, SQLite at one connection against the
-//! fdatasync loop.
+//! fdatasync loop. Between the two one-writer figures it prints the SQLite store alone (one
+//! task awaiting each `Store::append` in turn: no socket, no parse), which splits the
+//! one-connection gap into what the commit costs and what the round trip adds.
 //!
 //! The files go under `target/bench-store/` (the disk the project lives on; `/tmp` may be a
 //! RAM disk), and are removed after each round. Server and load run in one process on the
@@ -22,7 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use mllp::app::{Request, Router};
 use mllp::frame::MllpCodec;
 use mllp::hl7::Message;
-use mllp::store::{DirStore, SqliteConfig, SqliteStore, Store, StoreLayer};
+use mllp::store::{DirStore, Record, SqliteConfig, SqliteStore, Store, StoreLayer};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -150,6 +152,26 @@ fn fdatasync_loop(dir: &Path, count: usize) -> f64 {
     rate
 }
 
+/// The SQLite store alone: one task appends `count` distinct messages, each awaited (durable)
+/// before the next, as one connection's handler does; no socket and no server.
+async fn store_alone(dir: &Path, count: usize) -> f64 {
+    let store = SqliteStore::open(dir.join("inbox.db"), SqliteConfig::default())
+        .await
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:2575".parse().unwrap();
+    let records: Vec<Record> = (0..count)
+        .map(|n| {
+            let parsed = Message::parse(message(&format!("ALONE{n}"))).unwrap();
+            Record::from_message(&parsed, std::time::SystemTime::now(), addr, addr, None)
+        })
+        .collect();
+    let start = Instant::now();
+    for record in records {
+        store.append(record).await.unwrap();
+    }
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -178,6 +200,18 @@ fn main() {
         .map(|_| fdatasync_loop(&fresh("ref"), messages.min(2000)))
         .fold(0.0, f64::max);
     println!("append+fdatasync loop (one writer, same disk): {reference:.0} /s");
+    let alone = (0..rounds)
+        .map(|round| {
+            let dir = fresh(&format!("alone-{round}"));
+            let rate = runtime.block_on(store_alone(&dir, messages.min(2000)));
+            let _ = std::fs::remove_dir_all(&dir);
+            rate
+        })
+        .fold(0.0, f64::max);
+    println!(
+        "sqlite store alone (one writer awaiting each append): {alone:.0} /s ({:.2} of the loop)",
+        alone / reference
+    );
     println!(
         "{:<8} {:>5} {:>10} {:>10} {:>10}",
         "store", "conns", "msg/s", "p50", "p99"
@@ -229,8 +263,9 @@ fn main() {
         sqlite(64) / none(64)
     );
     println!(
-        "sqlite at 1 connection / fdatasync loop: {:.2} (goal >= 0.7)",
-        sqlite(1) / reference
+        "sqlite at 1 connection / fdatasync loop: {:.2} (goal >= 0.7); / store alone: {:.2}",
+        sqlite(1) / reference,
+        sqlite(1) / alone
     );
     for c in [1, 16, 64] {
         println!(

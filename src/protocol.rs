@@ -363,6 +363,12 @@ impl Protocol for Hl7 {
         Message::index_size_bound(request, &self.inner.parse)
     }
 
+    fn request_overhead_ceiling(&self, request: &Bytes) -> Option<usize> {
+        // From the length alone: a 1 MiB message is not read an extra time to count its
+        // delimiters while the budget has room for the loose bound.
+        Some(Message::index_size_ceiling(request.len()))
+    }
+
     fn meta_overhead(&self, meta: &Inbound) -> usize {
         meta.message().map_or(0, Message::index_size)
     }

@@ -9,7 +9,9 @@
 //!   size it chose, so the allocation is never larger than what was drawn;
 //! - a decoded request takes over the bytes its frame held of the buffer, and draws
 //!   [`Protocol::request_overhead`](crate::Protocol::request_overhead) more before
-//!   [`Protocol::meta`](crate::Protocol::meta) runs (trimmed to
+//!   [`Protocol::meta`](crate::Protocol::meta) runs (or the protocol's free
+//!   [`Protocol::request_overhead_ceiling`](crate::Protocol::request_overhead_ceiling), when the
+//!   budget has that much to spare at once; either is trimmed to
 //!   [`Protocol::meta_overhead`](crate::Protocol::meta_overhead) after it); it gives them back
 //!   with its [`Lease`](crate::Lease): once answered, and once the work its handler handed off
 //!   has ended.

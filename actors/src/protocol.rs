@@ -99,6 +99,18 @@ pub trait Protocol: Send + Sync + 'static {
         0
     }
 
+    /// A bound on [`Protocol::request_overhead`] that costs next to nothing to compute (from the
+    /// request's length, say), never below it, or `None` if there is none. With
+    /// `max_buffered_bytes` set, the runtime first tries to draw this; only when the budget
+    /// cannot spare it at once does it call [`Protocol::request_overhead`] (which may have to
+    /// read the whole request) and draw, or wait for, that instead. Either draw is trimmed to
+    /// [`Protocol::meta_overhead`] after [`Protocol::meta`], so a generous ceiling holds budget
+    /// only for the moment between the two. Default is `None`.
+    fn request_overhead_ceiling(&self, request: &Self::Request) -> Option<usize> {
+        let _ = request;
+        None
+    }
+
     /// How many bytes `meta` holds beside the request (the parse index as built): after
     /// [`Protocol::meta`], the request's draw of [`Protocol::request_overhead`] is trimmed to
     /// this, and held until the request is answered. Default is 0.

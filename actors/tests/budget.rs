@@ -6,8 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use mllp_actors::ServerConfig;
-use support::{Rec, TestServer, eventually, within};
+use mllp_actors::{PlainTcp, ServerConfig};
+use std::sync::atomic::Ordering;
+
+use support::{Lines, Rec, TestServer, eventually, within};
 use tokio::io::AsyncWriteExt;
 
 const BUDGET: usize = 256 * 1024;
@@ -94,6 +96,69 @@ async fn budget_is_given_back_when_requests_end() {
     let mut raw = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     raw.write_all(b"x\n").await.unwrap();
     drop((client, raw));
+    server.finish().await;
+    assert_eq!(server.handle.buffered_bytes(), Some(0));
+}
+
+/// A request's overhead is counted exactly (which may cost a pass over it) only when the
+/// budget cannot spare the protocol's free ceiling: a ceiling that fits is drawn as it is,
+/// one larger than the whole budget or than what is left of it falls back to the exact count.
+/// Every request is answered either way, and all of it is given back.
+#[tokio::test]
+async fn overhead_is_counted_only_when_the_budget_cannot_spare_its_ceiling() {
+    let mut protocol = Lines::new();
+    protocol.overhead_ceiling_factor = Some(8);
+    let exact = std::sync::Arc::clone(&protocol.exact_overheads);
+    let config = ServerConfig::default()
+        .max_buffered_bytes(Some(BUDGET))
+        .idle_timeout(None);
+    let server = TestServer::start_with(protocol, PlainTcp, config).await;
+    let counted = || exact.load(Ordering::SeqCst);
+
+    // 8 KiB: its 64 KiB ceiling fits the idle budget, nothing is counted.
+    let (mut client, _) = server.connect_registered().await;
+    let small = "s".repeat(8 * 1024);
+    assert_eq!(client.request(&small).await, small);
+    assert_eq!(counted(), 0);
+
+    // 40 KiB: its 320 KiB ceiling is more than the whole budget.
+    let large = "l".repeat(40 * 1024);
+    assert_eq!(client.request(&large).await, large);
+    assert_eq!(counted(), 1);
+
+    // Two handlers hold 30 KiB requests (their bytes and their overhead): what is left cannot
+    // take the ceiling of a request that would fit an idle budget, but takes its exact cost.
+    let padding = "p".repeat(30 * 1024);
+    let mut blocked = Vec::new();
+    for n in 1..=2 {
+        let (mut client, _) = server.connect_registered().await;
+        client.send(&format!("block {padding}")).await;
+        blocked.push(client);
+        server
+            .recorder
+            .wait_for(|events| {
+                events
+                    .iter()
+                    .filter(|e| matches!(e, Rec::MsgStart { command, .. } if command == "block"))
+                    .count()
+                    == n
+            })
+            .await;
+    }
+    let left = BUDGET - server.handle.buffered_bytes().unwrap();
+    let len = left / 6;
+    // The ceiling is more than is left, though with this request's buffer it fits the budget.
+    assert!(8 * len > left && 10 * len <= BUDGET, "left {left}");
+    let before = counted();
+    let squeezed = "q".repeat(len);
+    assert_eq!(client.request(&squeezed).await, squeezed);
+    assert_eq!(counted(), before + 1);
+
+    server.release(2);
+    for mut client in blocked {
+        assert_eq!(client.recv().await.as_deref(), Some("unblocked"));
+    }
+    drop(client);
     server.finish().await;
     assert_eq!(server.handle.buffered_bytes(), Some(0));
 }

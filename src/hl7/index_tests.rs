@@ -25,6 +25,15 @@ fn index_of_a_delimiter_flood_stays_within_five_times_the_message() {
         let message = Message::parse(bytes.clone()).unwrap();
         let size = message.index_size();
         assert!(size <= bound, "{fill:?}: {size} > bound {bound}");
+        let ceiling = Message::index_size_ceiling(bytes.len());
+        assert!(
+            bound <= ceiling,
+            "{fill:?}: bound {bound} > ceiling {ceiling}"
+        );
+        assert!(
+            ceiling <= 9 * bytes.len() + 1024,
+            "{fill:?}: ceiling {ceiling}"
+        );
         assert!(
             size <= 5 * bytes.len() + 256,
             "{fill:?}: index {size} for {} bytes",
@@ -45,8 +54,13 @@ fn bound_covers_small_messages() {
             }
             let bytes = Bytes::from(message);
             let bound = Message::index_size_bound(&bytes, &options);
+            let ceiling = Message::index_size_ceiling(bytes.len());
             let size = Message::parse(bytes).unwrap().index_size();
             assert!(size <= bound, "{fill:?} x {len}: {size} > {bound}");
+            assert!(
+                bound <= ceiling,
+                "{fill:?} x {len}: {bound} > ceiling {ceiling}"
+            );
         }
     }
 }

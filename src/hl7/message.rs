@@ -333,6 +333,14 @@ impl Message {
         std::mem::size_of::<Inner>() + parse::index_size_bound(bytes, options)
     }
 
+    /// The most [`Message::index_size`] can be for any message of `len` bytes, from the length
+    /// alone: free to compute, and at most about 9 times `len` (one field separator per byte,
+    /// one segment per four). A server draws this from its memory budget when the budget can
+    /// spare it, and counts with [`Message::index_size_bound`] only when it cannot.
+    pub fn index_size_ceiling(len: usize) -> usize {
+        std::mem::size_of::<Inner>() + parse::index_size_ceiling(len)
+    }
+
     /// The message exactly as received.
     pub fn as_bytes(&self) -> &Bytes {
         &self.inner.bytes

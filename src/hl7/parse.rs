@@ -504,7 +504,7 @@ pub(crate) fn index_size_bound(b: &[u8], options: &ParseOptions) -> usize {
     let lenient = options.lenient_line_endings;
     let len = b.len();
     if len <= EXACT_FROM {
-        return SEPARATOR_BYTES * len + SEGMENT_BYTES * (len / 4 + 1);
+        return index_size_ceiling(len);
     }
     let is_end = |byte: u8| byte == CR || (lenient && byte == LF);
     let Some(msh) = b.iter().position(|&byte| !is_end(byte)) else {
@@ -519,6 +519,13 @@ pub(crate) fn index_size_bound(b: &[u8], options: &ParseOptions) -> usize {
     // not kept, and a kept one takes at least 4 bytes (its id and its terminator).
     let segments = (ends + 1).min(rest.len() / 4 + 1);
     SEPARATOR_BYTES * separators + SEGMENT_BYTES * segments
+}
+
+/// The most the index of any message of `len` bytes can take, from its length alone: one
+/// field separator per byte and one segment per four (a kept segment takes at least its id and
+/// its terminator). At most 9 times the length.
+pub(crate) const fn index_size_ceiling(len: usize) -> usize {
+    SEPARATOR_BYTES * len + SEGMENT_BYTES * (len / 4 + 1)
 }
 
 /// `0x80` in every byte of `word` that is zero, `0x00` elsewhere (exact: no false positives).

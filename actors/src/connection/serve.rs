@@ -280,16 +280,26 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         allocation: Option<&Allocation>,
     ) -> Result<Admission, Pin<Box<dyn Future<Output = Admission> + Send>>> {
         let shared = &self.shared;
-        let overhead = match &shared.budget {
-            Some(_) => shared.protocol.request_overhead(request),
-            None => 0,
-        };
         // What the request's bytes already hold: the draw of its overhead is cut so that both
         // fit in the budget together.
         let held = allocation.map_or(0, |a| a.num_permits());
-        let drawn = match &shared.budget {
-            Some(budget) if overhead > 0 => budget.try_draw(overhead, held).map(Charge::from),
-            _ => Some(Charge::default()),
+        // The protocol's free ceiling first, if the budget has it whole (uncut): the exact
+        // overhead may cost a pass over the request, worth it only when memory is short.
+        let ceiling = match &shared.budget {
+            Some(budget) => shared
+                .protocol
+                .request_overhead_ceiling(request)
+                .filter(|&ceiling| ceiling.saturating_add(held) <= budget.total())
+                .and_then(|ceiling| budget.try_draw(ceiling, held)),
+            None => None,
+        };
+        let (overhead, drawn) = match (&shared.budget, ceiling) {
+            (_, Some(permit)) => (0, Some(Charge::from(permit))),
+            (None, None) => (0, Some(Charge::default())),
+            (Some(budget), None) => match shared.protocol.request_overhead(request) {
+                0 => (0, Some(Charge::default())),
+                overhead => (overhead, budget.try_draw(overhead, held).map(Charge::from)),
+            },
         };
         let permit = match &shared.handler_permits {
             None => Some(None),

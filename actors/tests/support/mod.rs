@@ -61,6 +61,11 @@ pub struct Lines {
     pub gate: Arc<Semaphore>,
     pub dropped: Arc<AtomicUsize>,
     pub codec_panics_on: Option<String>,
+    /// When set, each request costs as many bytes as it has beside itself (its exact
+    /// overhead, counted in `exact_overheads` each time it is asked for) and offers a ceiling
+    /// of this many times that.
+    pub overhead_ceiling_factor: Option<usize>,
+    pub exact_overheads: Arc<AtomicUsize>,
 }
 
 impl Lines {
@@ -69,6 +74,8 @@ impl Lines {
             gate: Arc::new(Semaphore::new(0)),
             dropped: Arc::new(AtomicUsize::new(0)),
             codec_panics_on: None,
+            overhead_ceiling_factor: None,
+            exact_overheads: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -77,6 +84,7 @@ impl Lines {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineMeta {
     pub command: String,
+    pub len: usize,
 }
 
 struct CountDrop(Arc<AtomicUsize>);
@@ -136,6 +144,29 @@ impl Protocol for Lines {
     fn meta(&self, line: &String) -> LineMeta {
         LineMeta {
             command: line.split(' ').next().unwrap_or_default().to_owned(),
+            len: line.len(),
+        }
+    }
+
+    fn request_overhead(&self, line: &String) -> usize {
+        match self.overhead_ceiling_factor {
+            Some(_) => {
+                self.exact_overheads.fetch_add(1, Ordering::SeqCst);
+                line.len()
+            }
+            None => 0,
+        }
+    }
+
+    fn request_overhead_ceiling(&self, line: &String) -> Option<usize> {
+        self.overhead_ceiling_factor
+            .map(|factor| factor * line.len())
+    }
+
+    fn meta_overhead(&self, meta: &LineMeta) -> usize {
+        match self.overhead_ceiling_factor {
+            Some(_) => meta.len,
+            None => 0,
         }
     }
 
