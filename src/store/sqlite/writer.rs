@@ -224,16 +224,25 @@ impl Writer {
     }
 }
 
+/// The stored messages of one sender and control id received since a time, oldest first.
+const DEDUP_LOOKUP: &str =
+    "SELECT id, digest FROM messages WHERE dedup_key = ?1 AND received_at >= ?2
+    ORDER BY id";
+
+/// One message, stored.
+const INSERT: &str = "INSERT INTO messages (received_at, listener, peer, tls_identity,
+        sending_application, sending_facility, receiving_application, receiving_facility,
+        message_type, message_code, trigger_event, control_id, processing_id, version,
+        dedup_key, digest, reused_control_id, payload)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
 /// Looks for a duplicate, else inserts; inside the batch's transaction, so a duplicate inside
 /// the same batch is found too.
 fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlite::Result<Receipt> {
     let key = record.dedup_key();
     let mut reused = false;
     if let Some(since) = window.filter(|_| !record.control_id().is_empty()) {
-        let mut query = tx.prepare_cached(
-            "SELECT id, digest FROM messages WHERE dedup_key = ?1 AND received_at >= ?2
-             ORDER BY id",
-        )?;
+        let mut query = tx.prepare_cached(DEDUP_LOOKUP)?;
         let mut rows = query.query(params![key, since])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
@@ -248,13 +257,7 @@ fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlit
     }
     // MSH fields as text per MSH-18 (a Latin-1 MSH-10 is searchable as it reads).
     let text = |b| record.text(b);
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO messages (received_at, listener, peer, tls_identity,
-            sending_application, sending_facility, receiving_application, receiving_facility,
-            message_type, message_code, trigger_event, control_id, processing_id, version,
-            dedup_key, digest, reused_control_id, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-    )?;
+    let mut insert = tx.prepare_cached(INSERT)?;
     insert.execute(params![
         micros(record.received_at()),
         record.listener().to_string(),
@@ -295,5 +298,42 @@ impl std::fmt::Display for SharedError {
 impl std::error::Error for SharedError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use rusqlite::StatementStatus;
+
+    use super::super::schema;
+    use super::*;
+    use crate::hl7::Message;
+
+    /// The writer's statements are planned once: a new control id (a new bound value) does not
+    /// make SQLite prepare the duplicate lookup again, as it would with the bundled build's
+    /// STAT4 and no planner stability guarantee (a tenth of the writer's CPU under load).
+    #[test]
+    fn writer_statements_are_not_prepared_again_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SqliteConfig::default();
+        let mut conn = schema::open_writer(&dir.path().join("inbox.db"), &config).unwrap();
+        let addr: SocketAddr = "127.0.0.1:2575".parse().unwrap();
+        for n in 0..20 {
+            let text = format!("MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240102||ADT^A01|C{n}|P|2.5\rPID|1\r");
+            let message = Message::parse(Bytes::from(text)).unwrap();
+            let record = Record::from_message(&message, SystemTime::now(), addr, addr, None);
+            let tx = conn.transaction().unwrap();
+            let receipt = append(&tx, &record, Some(0)).unwrap();
+            assert!(!receipt.is_duplicate());
+            tx.commit().unwrap();
+        }
+        for sql in [DEDUP_LOOKUP, INSERT] {
+            let statement = conn.prepare_cached(sql).unwrap();
+            assert_eq!(statement.get_status(StatementStatus::RePrepare), 0, "{sql}");
+        }
     }
 }
