@@ -212,6 +212,24 @@ fn main() {
         "sqlite store alone (one writer awaiting each append): {alone:.0} /s ({:.2} of the loop)",
         alone / reference
     );
+    // The same loop as a task on the runtime's workers, where a server's handler runs: what
+    // the hand-off between a parked worker and the writer thread adds.
+    let alone_task = (0..rounds)
+        .map(|round| {
+            let dir = fresh(&format!("alone-task-{round}"));
+            let count = messages.min(2000);
+            let task_dir = dir.clone();
+            let rate = runtime
+                .block_on(runtime.spawn(async move { store_alone(&task_dir, count).await }))
+                .unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            rate
+        })
+        .fold(0.0, f64::max);
+    println!(
+        "sqlite store alone, from a runtime worker: {alone_task:.0} /s ({:.2} of the loop)",
+        alone_task / reference
+    );
     println!(
         "{:<8} {:>5} {:>10} {:>10} {:>10}",
         "store", "conns", "msg/s", "p50", "p99"
