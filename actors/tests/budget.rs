@@ -4,11 +4,10 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mllp_actors::{PlainTcp, ServerConfig};
-use std::sync::atomic::Ordering;
-
 use support::{Lines, Rec, TestServer, eventually, within};
 use tokio::io::AsyncWriteExt;
 
@@ -36,16 +35,7 @@ async fn full_budget_stops_reading_until_memory_is_given_back() {
         let (mut client, _) = server.connect_registered().await;
         client.send(&format!("block {padding}")).await;
         blocked.push(client);
-        server
-            .recorder
-            .wait_for(|events| {
-                events
-                    .iter()
-                    .filter(|e| matches!(e, Rec::MsgStart { .. }))
-                    .count()
-                    == n
-            })
-            .await;
+        server.recorder.message_starts(n).await;
     }
     let used = server.handle.buffered_bytes().unwrap();
     assert!(used > 3 * 60 * 1024 && used <= BUDGET, "{used}");
@@ -134,16 +124,8 @@ async fn overhead_is_counted_only_when_the_budget_cannot_spare_its_ceiling() {
         let (mut client, _) = server.connect_registered().await;
         client.send(&format!("block {padding}")).await;
         blocked.push(client);
-        server
-            .recorder
-            .wait_for(|events| {
-                events
-                    .iter()
-                    .filter(|e| matches!(e, Rec::MsgStart { command, .. } if command == "block"))
-                    .count()
-                    == n
-            })
-            .await;
+        // After the two requests above.
+        server.recorder.message_starts(2 + n).await;
     }
     let left = BUDGET - server.handle.buffered_bytes().unwrap();
     let len = left / 6;

@@ -283,23 +283,26 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         // What the request's bytes already hold: the draw of its overhead is cut so that both
         // fit in the budget together.
         let held = allocation.map_or(0, |a| a.num_permits());
-        // The protocol's free ceiling first, if the budget has it whole (uncut): the exact
-        // overhead may cost a pass over the request, worth it only when memory is short.
-        let ceiling = match &shared.budget {
-            Some(budget) => shared
-                .protocol
-                .request_overhead_ceiling(request)
-                .filter(|&ceiling| ceiling.saturating_add(held) <= budget.total())
-                .and_then(|ceiling| budget.try_draw(ceiling, held)),
-            None => None,
-        };
-        let (overhead, drawn) = match (&shared.budget, ceiling) {
-            (_, Some(permit)) => (0, Some(Charge::from(permit))),
-            (None, None) => (0, Some(Charge::default())),
-            (Some(budget), None) => match shared.protocol.request_overhead(request) {
-                0 => (0, Some(Charge::default())),
-                overhead => (overhead, budget.try_draw(overhead, held).map(Charge::from)),
-            },
+        // `overhead` is what the wait below draws when `drawn` is `None`.
+        let (overhead, drawn) = match &shared.budget {
+            None => (0, Some(Charge::default())),
+            Some(budget) => {
+                // The protocol's free ceiling first, if the budget has it whole (uncut): the
+                // exact overhead may cost a pass over the request, worth it only when memory
+                // is short.
+                let ceiling = shared
+                    .protocol
+                    .request_overhead_ceiling(request)
+                    .filter(|&ceiling| ceiling.saturating_add(held) <= budget.total())
+                    .and_then(|ceiling| budget.try_draw(ceiling, held));
+                match ceiling {
+                    Some(permit) => (0, Some(Charge::from(permit))),
+                    None => match shared.protocol.request_overhead(request) {
+                        0 => (0, Some(Charge::default())),
+                        overhead => (overhead, budget.try_draw(overhead, held).map(Charge::from)),
+                    },
+                }
+            }
         };
         let permit = match &shared.handler_permits {
             None => Some(None),
