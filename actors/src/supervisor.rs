@@ -165,6 +165,7 @@ impl<P: Protocol, T: Transport> Actor for ConnectionSupervisor<P, T> {
             _ => return Ok(()),
         };
         if let Some(entry) = state.registry.entries.remove(&id) {
+            shrink_if_sparse(&mut state.registry.entries);
             let reason = entry.stats.take_close().unwrap_or(fallback);
             state.exited.retain(|task| !task.is_finished());
             if let Some(task) = state.registry.finish(entry, reason) {
@@ -265,6 +266,17 @@ struct Entry {
     slot: Slot,
     /// The connection actor's task.
     task: Option<JoinHandle<()>>,
+}
+
+/// Gives back most of a map's table once it is three-quarters empty, keeping room for twice
+/// what it holds. A burst of 10k connections otherwise leaves the registry's table (about
+/// 2 MiB) allocated for the life of the server. Shrinking rehashes the entries left, at most
+/// once per halving, so its cost is spread over the removals that led to it.
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    const KEEP: usize = 64;
+    if map.capacity() > KEEP && map.len() * 4 < map.capacity() {
+        map.shrink_to((map.len() * 2).max(KEEP));
+    }
 }
 
 /// The registry as `ServerHandle::snapshot` reports it.
@@ -393,5 +405,28 @@ impl<P: Protocol, T: Transport> Drop for Registry<P, T> {
             let reason = entry.stats.take_close().unwrap_or(CloseReason::Aborted);
             let _ = self.finish(entry, reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_map_gives_back_its_table_and_keeps_room_for_what_is_left() {
+        let mut map: HashMap<u64, [u8; 100]> = (0..10_000).map(|k| (k, [0; 100])).collect();
+        let peak = map.capacity();
+        for k in 100..10_000 {
+            map.remove(&k);
+            shrink_if_sparse(&mut map);
+        }
+        assert!(map.capacity() <= 512, "{peak} -> {}", map.capacity());
+        assert!((0..100).all(|k| map.contains_key(&k)));
+        // A table already small is left alone.
+        let mut small: HashMap<u64, u64> = (0..10).map(|k| (k, k)).collect();
+        let before = small.capacity();
+        small.remove(&1);
+        shrink_if_sparse(&mut small);
+        assert_eq!(small.capacity(), before);
     }
 }

@@ -1312,6 +1312,43 @@ mod scrape {
     }
 
     async fn get_metrics(admin: SocketAddr) -> std::io::Result<usize> {
+        Ok(get_body(admin).await?.len())
+    }
+
+    /// The allocator's gauges (`mllp.allocator.*`) from `GET /metrics`.
+    pub(super) async fn heap(admin: SocketAddr) -> Result<Heap, String> {
+        let response = get_body(admin).await.map_err(|e| e.to_string())?;
+        let body = String::from_utf8_lossy(&response);
+        let gauge = |name: &str| -> Result<u64, String> {
+            body.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|v| v as u64 / 1024)
+                .ok_or_else(|| format!("no {name} in the admin's /metrics"))
+        };
+        Ok(Heap {
+            allocated_kib: gauge("mllp_allocator_allocated_bytes")?,
+            active_kib: gauge("mllp_allocator_active_bytes")?,
+            metadata_kib: gauge("mllp_allocator_metadata_bytes")?,
+            resident_kib: gauge("mllp_allocator_resident_bytes")?,
+        })
+    }
+
+    /// What serve's allocator reports, in KiB.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub(super) struct Heap {
+        /// In live allocations.
+        pub(super) allocated_kib: u64,
+        /// In pages handed out (allocations and their fragmentation).
+        pub(super) active_kib: u64,
+        /// The allocator's bookkeeping.
+        pub(super) metadata_kib: u64,
+        /// Resident: active, bookkeeping and freed pages not yet purged.
+        pub(super) resident_kib: u64,
+    }
+
+    async fn get_body(admin: SocketAddr) -> std::io::Result<Vec<u8>> {
         let mut stream = TcpStream::connect(admin).await?;
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
@@ -1324,7 +1361,7 @@ mod scrape {
                 String::from_utf8_lossy(&response[..response.len().min(80)])
             )));
         }
-        Ok(response.len())
+        Ok(response)
     }
 }
 
@@ -1465,6 +1502,8 @@ mod memory {
         /// RSS after [`QUIET`] with no connection, once the bursts closed: what the allocator
         /// gave back once its purge (jemalloc's decay, in serve) had time to run.
         quiet_kib: u64,
+        /// serve's heap (allocator gauges on its admin endpoint) at rest and after the quiet.
+        heap: Option<(scrape::Heap, scrape::Heap)>,
     }
 
     /// How long the server is left alone after the bursts before `quiet_kib` is read.
@@ -1480,10 +1519,20 @@ mod memory {
             eprintln!("note: open-file limit {limit}: burst reduced to {burst} connections");
         }
         let max_connections = (burst.max(idle) + 64).to_string();
-        let sides = [
-            Kind::Bare,
-            Kind::serve(ctx, &["--max-connections", &max_connections]),
-        ];
+        let mut serve = Kind::serve(
+            ctx,
+            &[
+                "--max-connections",
+                &max_connections,
+                "--admin",
+                "127.0.0.1:0",
+            ],
+        );
+        // Its allocator's gauges tell memory still in use from pages the allocator keeps.
+        if let Kind::Serve { admin, .. } = &mut serve {
+            *admin = true;
+        }
+        let sides = [Kind::Bare, serve];
         let mut reports = Vec::new();
         for kind in &sides {
             reports.push(measure_side(ctx, kind, idle, burst).await?);
@@ -1509,6 +1558,10 @@ mod memory {
                 threads: procfs::threads(pid),
                 start_kib: settle(pid, fds).await.0,
                 ..Report::default()
+            };
+            let start_heap = match server.admin {
+                Some(admin) => Some(scrape::heap(admin).await?),
+                None => None,
             };
             let conns = open(addr, idle).await?;
             report.idle_kib = settle(pid, fds + idle).await.0;
@@ -1541,6 +1594,9 @@ mod memory {
             }
             tokio::time::sleep(QUIET).await;
             report.quiet_kib = procfs::status_kib(pid, "VmRSS").unwrap_or(0);
+            if let (Some(admin), Some(start)) = (server.admin, start_heap) {
+                report.heap = Some((start, scrape::heap(admin).await?));
+            }
             Ok::<_, String>(report)
         }
         .await;
@@ -1670,6 +1726,15 @@ mod memory {
                     "idle_kib_per_connection": round2(r.idle_per_conn_kib),
                     "after_idle_closed_kib": r.after_idle_kib,
                     "bursts": bursts,
+                    "heap": r.heap.map(|(start, quiet)| {
+                        let kib = |h: scrape::Heap| serde_json::json!({
+                            "allocated_kib": h.allocated_kib,
+                            "active_kib": h.active_kib,
+                            "metadata_kib": h.metadata_kib,
+                            "resident_kib": h.resident_kib,
+                        });
+                        serde_json::json!({ "start": kib(start), "quiet": kib(quiet) })
+                    }),
                 });
                 println!("{line}");
             }
@@ -1706,6 +1771,15 @@ mod memory {
                 QUIET.as_secs(),
                 r.quiet_kib as f64 / r.start_kib as f64
             );
+            if let Some((start, quiet)) = r.heap {
+                for (when, h) in [("at rest", start), ("after the quiet", quiet)] {
+                    println!(
+                        "        heap {when}: {} KiB allocated, {} KiB in active pages, {} KiB \
+                         bookkeeping, {} KiB resident",
+                        h.allocated_kib, h.active_kib, h.metadata_kib, h.resident_kib
+                    );
+                }
+            }
         }
     }
 }

@@ -192,6 +192,22 @@ async fn serve_admin_answers_probes_and_logs_messages_and_rejects() {
         body.contains("mllp_server_messages_total{hl7_ack_code=\"AA\""),
         "{body}"
     );
+    // The allocator's gauges: what the heap holds in live allocations is part of what it keeps
+    // resident.
+    let gauge = |name: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    let allocated = gauge("mllp_allocator_allocated_bytes");
+    let resident = gauge("mllp_allocator_resident_bytes");
+    assert!(
+        allocated > 0.0 && allocated <= resident,
+        "{allocated} {resident}"
+    );
+    gauge("mllp_allocator_retained_bytes");
 
     let (exit, stderr) = serve.stop().await;
     assert!(exit.success(), "{stderr}");

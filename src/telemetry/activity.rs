@@ -317,10 +317,15 @@ impl Observer<Hl7> for Activity {
                 connection, reason, ..
             } => {
                 let id = connection.id();
-                self.shard(id)
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                let mut shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
+                shard.remove(&id);
+                // Give back most of the table once it is three-quarters empty (after a burst
+                // of connections), keeping room for twice what is left.
+                if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
+                    let keep = (shard.len() * 2).max(64);
+                    shard.shrink_to(keep);
+                }
+                drop(shard);
                 if let Some(reject) = Reject::of_close(reason) {
                     self.rejects[reject.index()].fetch_add(1, Ordering::Relaxed);
                 }
@@ -364,6 +369,48 @@ mod tests {
             assert!(bucket_upper(i) as f64 <= (us.max(4) as f64) * 1.25 + 1.0);
         }
         assert_eq!(bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    }
+
+    /// A burst of connections does not leave its tables allocated once it has closed: the
+    /// shards give back what a 10k burst needed (about half a MiB).
+    #[test]
+    fn last_message_tables_shrink_after_a_burst_closes() {
+        use std::net::SocketAddr;
+
+        use mllp_actors::{CloseReason, ConnectionInfo};
+
+        let activity = Activity::default();
+        let addr: SocketAddr = "127.0.0.1:2575".parse().unwrap();
+        let capacity = |a: &Activity| -> usize {
+            a.last
+                .iter()
+                .map(|s| s.lock().unwrap().capacity())
+                .sum::<usize>()
+        };
+        let connections: Vec<_> = (0..10_000)
+            .map(|id| ConnectionInfo::new(id, addr, addr, false, None))
+            .collect();
+        for c in &connections {
+            activity.on_event(&Event::ConnectionStart {
+                connection: c,
+                system_time: std::time::SystemTime::now(),
+            });
+        }
+        let peak = capacity(&activity);
+        assert!(peak >= 10_000, "{peak}");
+        // One stays open.
+        for c in &connections[1..] {
+            activity.on_event(&Event::ConnectionStop {
+                connection: c,
+                duration: Duration::from_millis(1),
+                reason: &CloseReason::PeerClosed,
+                messages: 1,
+                span: None,
+            });
+        }
+        let after = capacity(&activity);
+        assert!(after <= SHARDS * 128, "{peak} -> {after}");
+        assert_eq!(activity.last_messages(&[0]), vec![None]);
     }
 
     /// What recording one answered message costs (ACK counter, latency bucket, last message),

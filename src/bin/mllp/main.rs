@@ -24,6 +24,7 @@ macro_rules! complain {
     }};
 }
 
+mod allocator;
 mod bench;
 mod config;
 mod inbox;
@@ -38,17 +39,6 @@ mod serve;
 mod top;
 
 use std::process::ExitCode;
-
-/// jemalloc, with its background purge thread, rather than the system's allocator:
-/// - glibc serves a 1 MiB read buffer from fresh pages again and again (page faults took a
-///   third of the server's time on 1 MiB messages: 0.31-0.36 of the bare peer, against 0.75
-///   with jemalloc, which reuses them);
-/// - glibc kept the memory of a 10k-connection burst for the life of the process; jemalloc's
-///   decay gives it back within seconds of the burst closing;
-/// - an idle connection costs about the same (11.0 KiB with glibc, 11.9 with jemalloc).
-///   mimalloc, also tried, took 15.4 KiB and kept the burst's memory.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::{Parser, Subcommand};
 
