@@ -209,6 +209,15 @@ impl Visit for Fields<'_, '_> {
         self.put(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // A whole number of thousandths (the log line's `latency_ms`) is written from integers;
+        // anything else as `Debug` writes it. Both give the same text.
+        match thousandths(value) {
+            Some(n) => self.put(field, |w| write_thousandths(w, n)),
+            None => self.put(field, |w| write!(w, "{value:?}")),
+        }
+    }
+
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.put(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
@@ -237,6 +246,41 @@ impl Visit for Fields<'_, '_> {
             self.put(field, |w| write!(w, "{value:?}"));
         }
     }
+}
+
+/// `value` as a count of thousandths, when it is one exactly as `Debug` would print it (not
+/// negative, below 10^12, and the nearest `f64` to that many thousandths), else `None`.
+fn thousandths(value: f64) -> Option<u64> {
+    if !value.is_sign_positive() || !(0.0..1e12).contains(&value) {
+        return None;
+    }
+    let n = (value * 1000.0).round();
+    // The same division `millis` does: the `f64` nearest to n/1000, whose shortest decimal is n
+    // thousandths.
+    (n / 1000.0 == value).then_some(n as u64)
+}
+
+/// `n` thousandths as `Debug` prints the `f64` nearest to them: `2.0`, `0.25`, `10.125`.
+fn write_thousandths(w: &mut impl fmt::Write, n: u64) -> fmt::Result {
+    w.write_str(itoa::Buffer::new().format(n / 1000))?;
+    let frac = n % 1000;
+    if frac == 0 {
+        return w.write_str(".0");
+    }
+    let digits = [
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let kept = if frac.is_multiple_of(100) {
+        2
+    } else if frac.is_multiple_of(10) {
+        3
+    } else {
+        4
+    };
+    w.write_str(std::str::from_utf8(&digits[..kept]).map_err(|_| fmt::Error)?)
 }
 
 /// Escapes the control characters a terminal could act on, as tracing-subscriber does in a
@@ -307,6 +351,55 @@ fn digits(out: &mut [u8], mut value: u64) {
     for byte in out.iter_mut().rev() {
         *byte = b'0' + (value % 10) as u8;
         value /= 10;
+    }
+}
+
+#[cfg(test)]
+mod f64_tests {
+    use proptest::prelude::*;
+
+    use super::{thousandths, write_thousandths};
+
+    /// The fast path prints exactly what `Debug` prints, for every value it takes.
+    fn fast(value: f64) -> Option<String> {
+        thousandths(value).map(|n| {
+            let mut text = String::new();
+            write_thousandths(&mut text, n).unwrap();
+            text
+        })
+    }
+
+    #[test]
+    fn whole_thousandths_print_as_debug_does() {
+        for (value, text) in [
+            (0.0, "0.0"),
+            (2.0, "2.0"),
+            (0.123, "0.123"),
+            (1.5, "1.5"),
+            (10.05, "10.05"),
+            (0.001, "0.001"),
+        ] {
+            assert_eq!(fast(value).as_deref(), Some(text), "{value:?}");
+            assert_eq!(format!("{value:?}"), text);
+        }
+        for value in [-1.0, -0.0, 0.0001, 1e12, f64::NAN, f64::INFINITY, 0.1 + 0.2] {
+            assert_eq!(thousandths(value), None, "{value:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn latencies_print_as_debug_does(micros in 0u64..10_000_000_000) {
+            let value = (micros as f64 * 1e-6 * 1e6).round() / 1e3;
+            let debug = format!("{value:?}");
+            prop_assert_eq!(fast(value).unwrap_or_else(|| debug.clone()), debug);
+        }
+
+        #[test]
+        fn any_value_prints_as_debug_does(value in proptest::num::f64::ANY) {
+            let debug = format!("{value:?}");
+            prop_assert_eq!(fast(value).unwrap_or_else(|| debug.clone()), debug);
+        }
     }
 }
 
