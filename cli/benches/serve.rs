@@ -1506,6 +1506,9 @@ mod memory {
         heap: Option<(scrape::Heap, scrape::Heap)>,
     }
 
+    /// The sides measured, in order.
+    const SIDES: [&str; 3] = ["bare", "serve", "serve --admin"];
+
     /// How long the server is left alone after the bursts before `quiet_kib` is read.
     const QUIET: Duration = Duration::from_secs(30);
 
@@ -1519,7 +1522,11 @@ mod memory {
             eprintln!("note: open-file limit {limit}: burst reduced to {burst} connections");
         }
         let max_connections = (burst.max(idle) + 64).to_string();
-        let mut serve = Kind::serve(
+        let serve = Kind::serve(ctx, &["--max-connections", &max_connections]);
+        // The same with the admin endpoint, whose allocator gauges tell memory still in use from
+        // pages the allocator keeps. A side of its own: the endpoint keeps a little per
+        // connection (the last message), which the default server does not.
+        let mut with_admin = Kind::serve(
             ctx,
             &[
                 "--max-connections",
@@ -1528,11 +1535,10 @@ mod memory {
                 "127.0.0.1:0",
             ],
         );
-        // Its allocator's gauges tell memory still in use from pages the allocator keeps.
-        if let Kind::Serve { admin, .. } = &mut serve {
+        if let Kind::Serve { admin, .. } = &mut with_admin {
             *admin = true;
         }
-        let sides = [Kind::Bare, serve];
+        let sides = [Kind::Bare, serve, with_admin];
         let mut reports = Vec::new();
         for kind in &sides {
             reports.push(measure_side(ctx, kind, idle, burst).await?);
@@ -1699,7 +1705,7 @@ mod memory {
 
     fn print(ctx: &Ctx, idle: usize, burst: usize, max_connections: &str, reports: &[Report]) {
         if ctx.options.json {
-            for (side, r) in ["bare", "serve"].iter().zip(reports) {
+            for (side, r) in SIDES.iter().zip(reports) {
                 let bursts: Vec<serde_json::Value> = r
                     .bursts
                     .iter()
@@ -1745,7 +1751,7 @@ mod memory {
              connections (one message each, all open, then all closed); serve with \
              --max-connections {max_connections}"
         );
-        for (side, r) in ["bare", "serve"].iter().zip(reports) {
+        for (side, r) in SIDES.iter().zip(reports) {
             println!(
                 "  {side:<5} {} threads; RSS {} KiB at rest, {} KiB with {idle} idle: {:.1} KiB per \
                  idle connection; {} KiB once they closed",
