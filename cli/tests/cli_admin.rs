@@ -234,6 +234,81 @@ async fn serve_admin_answers_probes_and_logs_messages_and_rejects() {
 
 /// `--log-messages=false` drops the per-message lines and keeps the reject lines; the
 /// settings are keys of the config file too (`admin`, `log-messages`, `log-rejects`).
+/// A stderr that stops taking writes (a pipe nobody reads) does not stop the server: every
+/// message is still answered, the lines past the log buffer's limit are dropped and counted,
+/// and the count is reported once stderr is read again.
+#[tokio::test]
+async fn a_stderr_nobody_reads_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-store"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        // Held open and not read until the load is over: the pipe fills after 64 KiB.
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mllp serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within(stdout.next_line())
+        .await
+        .unwrap()
+        .expect("a first line");
+    let addr = line
+        .strip_prefix("listening on ")
+        .expect("listening on ADDR");
+    // About 250 bytes of log per message: 20,000 messages are about 5 MiB, past the buffer's
+    // 4 MiB limit.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(BIN)
+            .args(["bench", "--to", addr, "-c", "8", "-n", "20000", "--json"])
+            .output(),
+    )
+    .await
+    .expect("the server stopped answering")
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["ok"], 20000, "{report}");
+    // Now read stderr: the buffered lines, then the report of what was dropped.
+    let pid = child.id().expect("running");
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut messages = 0;
+    let dropped = within(async {
+        loop {
+            let line = err.next_line().await.unwrap().expect("stderr open");
+            if line.contains("mllp::messages") {
+                messages += 1;
+            } else if line.contains("log lines dropped") {
+                break line;
+            }
+        }
+    })
+    .await;
+    assert!(dropped.contains("WARN"), "{dropped}");
+    let count: u64 = dropped
+        .split("dropped=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count: {dropped}"));
+    assert!(
+        count > 0 && messages + count <= 20000,
+        "{messages} + {count}"
+    );
+    assert!(messages > 10_000, "{messages} lines kept");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    while within(err.next_line()).await.unwrap().is_some() {}
+    assert!(within(child.wait()).await.unwrap().success());
+}
+
 #[tokio::test]
 async fn log_and_admin_settings_come_from_flags_and_the_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,14 +5,16 @@
 //!
 //! Lines are not written one `write` each: `serve` logs a line per message, and a system call
 //! per line cost more than the formatting. They are appended to one buffer, which a thread of
-//! its own writes out [`LINGER`] after the first line arrived in it (or at once, by the thread
-//! that fills it past [`HIGH_WATER`]); so a burst of lines is one write, and a quiet server's
-//! line still appears within [`LINGER`]. [`flush`] writes what is left: on exit, before a
-//! panic's message and before `complain!`. A process killed with SIGKILL loses at most the last
-//! [`LINGER`] of lines.
+//! its own writes out [`LINGER`] after the first line arrived in it (or as soon as it passes
+//! [`HIGH_WATER`]); so a burst of lines is one write, and a quiet server's line still appears
+//! within [`LINGER`]. That thread writes without holding the buffer, so a stderr that blocks
+//! (a pipe nobody reads) never blocks a thread that logs: past [`LIMIT`] lines are dropped,
+//! counted, and reported once stderr takes writes again. [`flush`] writes what is left: on
+//! exit, before a panic's message and before `complain!`. A process killed with SIGKILL loses
+//! at most the last [`LINGER`] of lines.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
@@ -64,22 +66,31 @@ pub(crate) fn init(format: LogFormat, default_filter: &str) -> Result<(), String
 /// How long a line may wait in the buffer for others to join it.
 const LINGER: Duration = Duration::from_millis(10);
 
-/// A buffer this full is written out at once by the thread that filled it.
+/// A buffer this full wakes the writer thread at once.
 const HIGH_WATER: usize = 64 * 1024;
+
+/// A buffer this full takes no more lines: they are dropped and counted until the writer
+/// thread has written it out. Only a stderr that does not keep up (a pipe nobody reads, a
+/// stuck terminal) gets here; the server goes on answering messages meanwhile.
+const LIMIT: usize = 4 * 1024 * 1024;
 
 /// The shared log buffer: lines waiting, and the writer thread's wake-up.
 struct Buffer {
     lines: Mutex<Vec<u8>>,
-    /// Signalled when a line lands in an empty buffer.
+    /// Signalled when a line lands in an empty buffer, and when the buffer passes
+    /// [`HIGH_WATER`].
     arrived: Condvar,
     /// No writer thread runs (not started yet, or none could be): every line is written at once.
     direct: AtomicBool,
+    /// Lines dropped since the writer thread last reported it.
+    dropped: AtomicU64,
 }
 
 static BUFFER: Buffer = Buffer {
     lines: Mutex::new(Vec::new()),
     arrived: Condvar::new(),
     direct: AtomicBool::new(true),
+    dropped: AtomicU64::new(0),
 };
 
 impl Buffer {
@@ -90,17 +101,19 @@ impl Buffer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes the buffered lines to stderr, in one write when it takes them.
-    fn write_out(lines: &mut Vec<u8>) {
+    /// Writes lines to stderr, in one write. Nothing to do about a closed stderr: a log line
+    /// must never stop the server.
+    fn write_out(lines: &[u8]) {
         if !lines.is_empty() {
-            // Nothing to do about a closed stderr: a log line must never stop the server.
             let _ = std::io::stderr().lock().write_all(lines);
-            lines.clear();
         }
     }
 
-    /// The writer thread: waits for a first line, lets others join it for [`LINGER`], writes.
+    /// The writer thread: waits for a first line, lets others join it for [`LINGER`] (or until
+    /// [`HIGH_WATER`]), takes the buffer and writes it without holding the lock, so a slow
+    /// stderr never blocks the threads that log.
     fn run(&self) {
+        let mut taken = Vec::new();
         loop {
             {
                 let mut lines = self.lock();
@@ -110,16 +123,34 @@ impl Buffer {
                         .wait(lines)
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                 }
+                if lines.len() < HIGH_WATER {
+                    lines = self
+                        .arrived
+                        .wait_timeout_while(lines, LINGER, |l| l.len() < HIGH_WATER)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0;
+                }
+                std::mem::swap(&mut *lines, &mut taken);
             }
-            std::thread::sleep(LINGER);
-            Self::write_out(&mut self.lock());
+            Self::write_out(&taken);
+            taken.clear();
+            // Keep a buffer the size of a usual batch, not of the largest backlog.
+            taken.shrink_to(2 * HIGH_WATER);
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "log lines dropped: stderr did not keep up with them"
+                );
+            }
         }
     }
 }
 
 /// Writes the log lines still buffered. Cheap when there are none.
 pub(crate) fn flush() {
-    Buffer::write_out(&mut BUFFER.lock());
+    let taken = std::mem::take(&mut *BUFFER.lock());
+    Buffer::write_out(&taken);
 }
 
 /// The subscriber's writer: each event's line goes to the shared buffer.
@@ -147,14 +178,22 @@ impl Batched {
     }
 }
 
-/// Appends one line to the buffer (or writes it, with no writer thread or past [`HIGH_WATER`]).
+/// Appends one line to the buffer (or writes it, with no writer thread); drops it when the
+/// buffer is at [`LIMIT`].
 fn append(line: &[u8]) {
+    if BUFFER.direct.load(Ordering::Relaxed) {
+        Buffer::write_out(line);
+        return;
+    }
     let mut lines = BUFFER.lock();
-    let was_empty = lines.is_empty();
+    let before = lines.len();
+    if before + line.len() > LIMIT {
+        drop(lines);
+        BUFFER.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     lines.extend_from_slice(line);
-    if lines.len() >= HIGH_WATER || BUFFER.direct.load(Ordering::Relaxed) {
-        Buffer::write_out(&mut lines);
-    } else if was_empty {
+    if before == 0 || (before < HIGH_WATER && lines.len() >= HIGH_WATER) {
         BUFFER.arrived.notify_one();
     }
 }
