@@ -84,6 +84,9 @@ struct Buffer {
     direct: AtomicBool,
     /// Lines dropped since the writer thread last reported it.
     dropped: AtomicU64,
+    /// Held from taking lines out of the buffer until they are written, so that the writer
+    /// thread and [`flush`] write them in the order they were logged.
+    writing: Mutex<()>,
 }
 
 static BUFFER: Buffer = Buffer {
@@ -91,12 +94,19 @@ static BUFFER: Buffer = Buffer {
     arrived: Condvar::new(),
     direct: AtomicBool::new(true),
     dropped: AtomicU64::new(0),
+    writing: Mutex::new(()),
 };
 
 impl Buffer {
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
         // A thread that panicked while holding it left whole lines or nothing: go on.
         self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -124,15 +134,17 @@ impl Buffer {
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                 }
                 if lines.len() < HIGH_WATER {
-                    lines = self
-                        .arrived
-                        .wait_timeout_while(lines, LINGER, |l| l.len() < HIGH_WATER)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .0;
+                    drop(
+                        self.arrived
+                            .wait_timeout_while(lines, LINGER, |l| l.len() < HIGH_WATER)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                    );
                 }
-                std::mem::swap(&mut *lines, &mut taken);
             }
+            let writing = self.writing();
+            std::mem::swap(&mut *self.lock(), &mut taken);
             Self::write_out(&taken);
+            drop(writing);
             taken.clear();
             // Keep a buffer the size of a usual batch, not of the largest backlog.
             taken.shrink_to(2 * HIGH_WATER);
@@ -149,6 +161,7 @@ impl Buffer {
 
 /// Writes the log lines still buffered. Cheap when there are none.
 pub(crate) fn flush() {
+    let _writing = BUFFER.writing();
     let taken = std::mem::take(&mut *BUFFER.lock());
     Buffer::write_out(&taken);
 }
