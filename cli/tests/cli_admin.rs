@@ -43,8 +43,9 @@ struct Serve {
 }
 
 impl Serve {
-    async fn start(cwd: &Path, args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
+    /// `mllp serve` on port 0, without a store, its stdout and stderr piped.
+    fn spawn(cwd: &Path, args: &[&str]) -> Child {
+        Command::new(BIN)
             .arg("serve")
             .args(["--bind", "127.0.0.1:0", "--no-inbox"])
             .args(args)
@@ -56,7 +57,11 @@ impl Serve {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn mllp serve");
+            .expect("spawn mllp serve")
+    }
+
+    async fn start(cwd: &Path, args: &[&str]) -> Serve {
+        let mut child = Self::spawn(cwd, args);
         let (tx, mut stdout) = mpsc::unbounded_channel();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         tokio::spawn(async move {
@@ -240,18 +245,8 @@ async fn serve_admin_answers_probes_and_logs_messages_and_rejects() {
 #[tokio::test]
 async fn a_stderr_nobody_reads_does_not_stop_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0", "--no-store"])
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        // Held open and not read until the load is over: the pipe fills after 64 KiB.
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn mllp serve");
+    // Its stderr is held open and not read until the load is over: the pipe fills after 64 KiB.
+    let mut child = Serve::spawn(dir.path(), &[]);
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = within(stdout.next_line())
         .await

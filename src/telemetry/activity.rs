@@ -371,24 +371,11 @@ mod tests {
         assert_eq!(bucket(u64::MAX), LATENCY_BUCKETS - 1);
     }
 
-    /// A burst of connections does not leave its tables allocated once it has closed: the
-    /// shards give back what a 10k burst needed (about half a MiB).
-    #[test]
-    fn last_message_tables_shrink_after_a_burst_closes() {
-        use std::net::SocketAddr;
-
-        use mllp_actors::{CloseReason, ConnectionInfo};
-
-        let activity = Activity::default();
-        let addr: SocketAddr = "127.0.0.1:2575".parse().unwrap();
-        let capacity = |a: &Activity| -> usize {
-            a.last
-                .iter()
-                .map(|s| s.lock().unwrap().capacity())
-                .sum::<usize>()
-        };
-        let connections: Vec<_> = (0..10_000)
-            .map(|id| ConnectionInfo::new(id, addr, addr, false, None))
+    /// `count` connections, each started on `activity`.
+    fn opened(activity: &Activity, count: u64) -> Vec<mllp_actors::ConnectionInfo> {
+        let addr: std::net::SocketAddr = "127.0.0.1:2575".parse().unwrap();
+        let connections: Vec<_> = (0..count)
+            .map(|id| mllp_actors::ConnectionInfo::new(id, addr, addr, false, None))
             .collect();
         for c in &connections {
             activity.on_event(&Event::ConnectionStart {
@@ -396,6 +383,23 @@ mod tests {
                 system_time: std::time::SystemTime::now(),
             });
         }
+        connections
+    }
+
+    /// A burst of connections does not leave its tables allocated once it has closed: the
+    /// shards give back what a 10k burst needed (about half a MiB).
+    #[test]
+    fn last_message_tables_shrink_after_a_burst_closes() {
+        use mllp_actors::CloseReason;
+
+        let activity = Activity::default();
+        let capacity = |a: &Activity| -> usize {
+            a.last
+                .iter()
+                .map(|s| s.lock().unwrap().capacity())
+                .sum::<usize>()
+        };
+        let connections = opened(&activity, 10_000);
         let peak = capacity(&activity);
         assert!(peak >= 10_000, "{peak}");
         // One stays open.
@@ -419,24 +423,13 @@ mod tests {
     #[test]
     #[ignore = "a measurement; run it in release"]
     fn activity_cost() {
-        use std::net::SocketAddr;
         use std::sync::Arc;
 
         use crate::ack::{Ack, AckOptions};
         use crate::protocol::test_inbound;
-        use mllp_actors::ConnectionInfo;
 
         let activity = Arc::new(Activity::default());
-        let addr: SocketAddr = "127.0.0.1:2575".parse().unwrap();
-        let connections: Vec<_> = (0..16)
-            .map(|id| ConnectionInfo::new(id, addr, addr, false, None))
-            .collect();
-        for c in &connections {
-            activity.on_event(&Event::ConnectionStart {
-                connection: c,
-                system_time: std::time::SystemTime::now(),
-            });
-        }
+        let connections = opened(&activity, 16);
         let meta = test_inbound("ADT", "A01");
         let ack = Ack::build(
             meta.message().unwrap(),

@@ -16,79 +16,58 @@ use tikv_jemalloc_ctl::{epoch, stats};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// The allocator's statistics, in bytes (one consistent snapshot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Snapshot {
-    /// Held by live allocations.
-    pub(crate) allocated: u64,
-    /// In pages the allocator has handed out (allocations plus their fragmentation).
-    pub(crate) active: u64,
-    /// The allocator's own bookkeeping.
-    pub(crate) metadata: u64,
-    /// Physically resident pages the allocator maps: active, metadata, and dirty pages not yet
-    /// purged. The part of RSS that is the heap.
-    pub(crate) resident: u64,
-    /// Address space kept but given back to the system (not resident).
-    pub(crate) retained: u64,
-}
+/// One of the allocator's statistics, in bytes.
+type Read = fn() -> tikv_jemalloc_ctl::Result<usize>;
 
-impl Snapshot {
-    /// Reads the statistics afresh; `None` if jemalloc cannot tell (built without them).
-    pub(crate) fn read() -> Option<Self> {
-        // The statistics are cached per epoch: advance it to refresh them.
-        epoch::advance().ok()?;
-        let read = |value: tikv_jemalloc_ctl::Result<usize>| value.ok().map(|v| v as u64);
-        Some(Self {
-            allocated: read(stats::allocated::read())?,
-            active: read(stats::active::read())?,
-            metadata: read(stats::metadata::read())?,
-            resident: read(stats::resident::read())?,
-            retained: read(stats::retained::read())?,
-        })
-    }
+/// The gauges: name, description, and the statistic each reports.
+const GAUGES: [(&str, &str, Read); 5] = [
+    (
+        "mllp.allocator.allocated",
+        "Heap bytes held by live allocations",
+        stats::allocated::read,
+    ),
+    (
+        "mllp.allocator.active",
+        "Heap bytes in pages handed out to allocations",
+        stats::active::read,
+    ),
+    (
+        "mllp.allocator.metadata",
+        "Heap bytes of the allocator's own bookkeeping",
+        stats::metadata::read,
+    ),
+    (
+        "mllp.allocator.resident",
+        "Heap bytes resident in memory: active, bookkeeping, and freed pages not yet returned",
+        stats::resident::read,
+    ),
+    (
+        "mllp.allocator.retained",
+        "Heap address space kept by the allocator but returned to the system",
+        stats::retained::read,
+    ),
+];
+
+/// Reads one statistic afresh; `None` if jemalloc cannot tell.
+fn current(read: Read) -> Option<u64> {
+    // The statistics are cached per epoch: advance it to refresh them.
+    epoch::advance().ok()?;
+    read().ok().map(|v| v as u64)
 }
 
 /// Registers the `mllp.allocator.*` gauges on `meter`; keep what it returns for as long as
 /// they should be reported.
 pub(crate) fn register(meter: &Meter) -> Vec<ObservableGauge<u64>> {
-    type Field = fn(&Snapshot) -> u64;
-    let gauges: [(&'static str, &'static str, Field); 5] = [
-        (
-            "mllp.allocator.allocated",
-            "Heap bytes held by live allocations",
-            |s| s.allocated,
-        ),
-        (
-            "mllp.allocator.active",
-            "Heap bytes in pages handed out to allocations",
-            |s| s.active,
-        ),
-        (
-            "mllp.allocator.metadata",
-            "Heap bytes of the allocator's own bookkeeping",
-            |s| s.metadata,
-        ),
-        (
-            "mllp.allocator.resident",
-            "Heap bytes resident in memory: active, bookkeeping, and freed pages not yet returned",
-            |s| s.resident,
-        ),
-        (
-            "mllp.allocator.retained",
-            "Heap address space kept by the allocator but returned to the system",
-            |s| s.retained,
-        ),
-    ];
-    gauges
+    GAUGES
         .into_iter()
-        .map(|(name, description, field)| {
+        .map(|(name, description, read)| {
             meter
                 .u64_observable_gauge(name)
                 .with_unit("By")
                 .with_description(description)
                 .with_callback(move |observer| {
-                    if let Some(snapshot) = Snapshot::read() {
-                        observer.observe(field(&snapshot), &[]);
+                    if let Some(bytes) = current(read) {
+                        observer.observe(bytes, &[]);
                     }
                 })
                 .build()
@@ -100,22 +79,27 @@ pub(crate) fn register(meter: &Meter) -> Vec<ObservableGauge<u64>> {
 mod tests {
     use super::*;
 
+    /// Allocated, active and resident bytes of one epoch.
+    fn snapshot() -> (usize, usize, usize) {
+        epoch::advance().expect("jemalloc has statistics");
+        let read = |r: Read| r().expect("statistics");
+        (
+            read(stats::allocated::read),
+            read(stats::active::read),
+            read(stats::resident::read),
+        )
+    }
+
     #[test]
     fn a_live_allocation_shows_in_allocated_until_it_is_freed() {
-        let before = Snapshot::read().expect("jemalloc is built with statistics");
+        let (before, _, _) = snapshot();
         let block = vec![1u8; 64 << 20];
-        let during = Snapshot::read().expect("statistics");
-        assert!(
-            during.allocated >= before.allocated + (60 << 20),
-            "{before:?} -> {during:?}"
-        );
-        assert!(during.active >= during.allocated, "{during:?}");
-        assert!(during.resident >= during.active, "{during:?}");
+        let (during, active, resident) = snapshot();
+        assert!(during >= before + (60 << 20), "{before} -> {during}");
+        assert!(active >= during, "{active} < {during}");
+        assert!(resident >= active, "{resident} < {active}");
         drop(block);
-        let after = Snapshot::read().expect("statistics");
-        assert!(
-            after.allocated + (60 << 20) <= during.allocated,
-            "{during:?} -> {after:?}"
-        );
+        let after = current(stats::allocated::read).expect("statistics") as usize;
+        assert!(after + (60 << 20) <= during, "{during} -> {after}");
     }
 }
