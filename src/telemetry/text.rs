@@ -481,6 +481,29 @@ mod tests {
             hl7.control_id = "tab\there",
             "message"
         );
+        // An error value with a source (the default writes the chain) and an `r#` name: the
+        // default's own lines.
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("cannot commit")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Outer(std::io::Error::other("disk full"));
+        tracing::event!(
+            target: MESSAGES_TARGET,
+            Level::INFO,
+            hl7.control_id = "MSG-1",
+            error = &error as &(dyn std::error::Error + 'static),
+            "message"
+        );
+        tracing::event!(target: REJECTS_TARGET, Level::WARN, r#type = "raw", "message rejected");
         tracing::event!(
             target: MESSAGES_TARGET,
             Level::INFO,
@@ -534,7 +557,7 @@ mod tests {
             format::DefaultFields::new(),
         );
         assert_eq!(fast, default);
-        assert_eq!(fast.lines().count(), 7, "{fast}");
+        assert_eq!(fast.lines().count(), 9, "{fast}");
         // The span's fields (formatted when it was created, and when recorded) are shown.
         assert!(
             fast.contains("mllp.message{mllp.connection.id=3 network.peer.address=\"10.0.0.9\""),
