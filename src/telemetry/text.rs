@@ -481,8 +481,8 @@ mod tests {
             hl7.control_id = "tab\there",
             "message"
         );
-        // An error value with a source (the default writes the chain) and an `r#` name: the
-        // default's own lines.
+        // An error value with a source (the default writes the chain) and an `r#` name (the
+        // default leaves out the `r#`): the default's own lines.
         #[derive(Debug)]
         struct Outer(std::io::Error);
         impl fmt::Display for Outer {
@@ -503,7 +503,9 @@ mod tests {
             error = &error as &(dyn std::error::Error + 'static),
             "message"
         );
-        tracing::event!(target: REJECTS_TARGET, Level::WARN, r#type = "raw", "message rejected");
+        // tracing's macros strip `r#` from an identifier (`r#type` is named `type`); a literal
+        // name keeps it, as a hand-built field set would.
+        tracing::event!(target: REJECTS_TARGET, Level::WARN, "r#type" = "raw", "message rejected");
         tracing::event!(
             target: MESSAGES_TARGET,
             Level::INFO,
@@ -558,6 +560,12 @@ mod tests {
         );
         assert_eq!(fast, default);
         assert_eq!(fast.lines().count(), 9, "{fast}");
+        // The fall-backs: the error with its chain, the name without its `r#`.
+        assert!(
+            fast.contains("error=cannot commit error.sources=[disk full]"),
+            "{fast}"
+        );
+        assert!(fast.contains("message rejected type=\"raw\""), "{fast}");
         // The span's fields (formatted when it was created, and when recorded) are shown.
         assert!(
             fast.contains("mllp.message{mllp.connection.id=3 network.peer.address=\"10.0.0.9\""),
