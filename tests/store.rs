@@ -223,6 +223,12 @@ async fn full_store_answers_an_error_and_recovers_after_a_prune() {
     assert_eq!(deleted, stored);
     store.append(record(&adt("AFTER", "X"))).await.unwrap();
     assert_eq!(store.health(), StoreHealth::Ok);
+    // The message of the failed commit was never stored: its resend is new, not a duplicate.
+    let resend = store
+        .append(record(&adt(&format!("M{stored}"), &big)))
+        .await
+        .unwrap();
+    assert!(!resend.is_duplicate(), "{resend:?}");
 }
 
 #[tokio::test]
