@@ -28,6 +28,13 @@ use crate::util::deadline;
 /// Spare room the read buffer keeps before a read; it grows (doubling) for larger frames.
 const READ_CHUNK: usize = 2048;
 
+/// The most spare room a connection keeps before a read. A read that fills all of the room
+/// doubles it up to this (a peer that pipelines has more waiting: 16 requests of 1.2 KB are one
+/// read at this size, nine at [`READ_CHUNK`]); it falls back to [`READ_CHUNK`] when the
+/// connection goes idle. A peer that waits for each answer fills 2 KiB with no ordinary message
+/// and never grows it.
+const MAX_READ_CHUNK: usize = 16 * 1024;
+
 /// The first read buffer of a connection: small, so idle connections stay small.
 const FIRST_READ: usize = 64;
 
@@ -37,8 +44,9 @@ const FIRST_READ: usize = 64;
 /// handled, not until the connection closes.
 const KEEP_BUFFER: usize = 64 * 1024;
 
-/// [`KEEP_BUFFER`] under a memory budget: what the budget holds for one idle connection.
-const KEEP_BUFFER_BUDGETED: usize = 2 * READ_CHUNK;
+/// [`KEEP_BUFFER`] under a memory budget: what the budget holds for one busy connection between
+/// its frames (an idle one holds nothing).
+const KEEP_BUFFER_BUDGETED: usize = 2 * MAX_READ_CHUNK;
 
 pub(super) enum ReadEvent<R> {
     /// A request, and the draw of the read-buffer allocation its bytes live in (with
@@ -72,6 +80,9 @@ pub(super) struct Io<P: Protocol, S> {
     /// by doubling from [`READ_CHUNK`] with a copy at every step (about ten for 1 MiB). Nothing
     /// is held for it while the connection is idle.
     large_frame: usize,
+    /// The spare room kept before a read: [`READ_CHUNK`], doubled up to [`MAX_READ_CHUNK`] by
+    /// each read that fills it, back to [`READ_CHUNK`] when the connection goes idle.
+    chunk: usize,
     eof: bool,
     /// When the last byte arrived (or the last response went out); the idle clock starts here.
     pub(super) last_activity: Instant,
@@ -108,6 +119,7 @@ where
             write_buf: BytesMut::new(),
             warm: false,
             large_frame: 0,
+            chunk: READ_CHUNK,
             eof: false,
             last_activity: Instant::now(),
             last_read: Instant::now(),
@@ -153,6 +165,11 @@ where
                     self.frame_deadline = None;
                     let consumed = buffered - self.read_buf.len();
                     self.large_frame = if consumed > READ_CHUNK { consumed } else { 0 };
+                    if self.large_frame > 0 {
+                        // Its reads filled the room because the frame was large, not because
+                        // more frames wait: large frames size their buffer themselves.
+                        self.chunk = READ_CHUNK;
+                    }
                     // The request's bytes live in the buffer's allocation (zero copy): its draw
                     // counts until both have let it go.
                     let allocation = self.allocation.clone();
@@ -182,8 +199,9 @@ where
             // (see above).
             let capacity = self.read_buf.capacity();
             let room = capacity - self.read_buf.len();
+            let chunk = self.chunk_now();
             let read = if self.budget.is_some() {
-                if room < READ_CHUNK / 2 {
+                if room < chunk / 2 {
                     self.poll_grow(cx)
                 } else {
                     Poll::Ready(())
@@ -192,12 +210,13 @@ where
                 if capacity == 0 {
                     self.read_buf.reserve(self.fresh_capacity());
                     self.large_buffer = self.read_buf.capacity() > KEEP_BUFFER;
-                } else if room < READ_CHUNK / 2 {
-                    self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
+                } else if room < chunk / 2 {
+                    self.read_buf.reserve(chunk.max(self.read_buf.len()));
                     self.large_buffer |= self.read_buf.capacity() > KEEP_BUFFER;
                 }
                 Poll::Ready(())
             };
+            let spare = self.read_buf.capacity() - self.read_buf.len();
             // Without the budget's bytes for more room, nothing is read (TCP pushes back on
             // the sender); the deadlines below still run.
             let read = match read {
@@ -214,6 +233,11 @@ where
                     continue;
                 }
                 Poll::Ready(Ok(n)) => {
+                    if n == spare && spare >= READ_CHUNK / 2 {
+                        // More may be waiting: read more at once next time. (Not after the
+                        // first read of a connection, whose small buffer any message fills.)
+                        self.chunk = (self.chunk * 2).min(MAX_READ_CHUNK);
+                    }
                     self.bytes_read += n as u64;
                     self.last_read = Instant::now();
                     self.last_activity = self.last_read;
@@ -247,6 +271,17 @@ where
         }
     }
 
+    /// The spare room to keep now: [`Self::chunk`] between frames and for small partial ones;
+    /// [`READ_CHUNK`] while a frame larger than that arrives (it grows the buffer by doubling
+    /// from its own length, as before any pipelining was seen).
+    fn chunk_now(&self) -> usize {
+        if self.read_buf.len() < READ_CHUNK {
+            self.chunk
+        } else {
+            READ_CHUNK
+        }
+    }
+
     /// The size of a read buffer allocated where there is none: the last frame's size (and a
     /// chunk) after a large frame, [`READ_CHUNK`] once bytes have flowed, [`FIRST_READ`] on a
     /// connection that has sent nothing yet.
@@ -254,7 +289,7 @@ where
         if self.large_frame > 0 {
             self.large_frame + READ_CHUNK
         } else if self.warm {
-            READ_CHUNK
+            self.chunk
         } else {
             FIRST_READ
         }
@@ -272,6 +307,7 @@ where
             // Requests still being handled keep their share of the draw until they are done.
             self.allocation = None;
             self.warm = true;
+            self.chunk = READ_CHUNK;
         }
         if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
             self.write_buf = BytesMut::new();
@@ -292,7 +328,7 @@ where
         let wanted = if self.read_buf.capacity() == 0 {
             self.fresh_capacity()
         } else {
-            len + READ_CHUNK.max(len)
+            len + self.chunk_now().max(len)
         };
         // The old allocation is still drawn while the bytes are copied: both must fit.
         let target = wanted.min(budget.total().saturating_sub(held));
@@ -597,6 +633,37 @@ mod tests {
                 budget.is_some(),
                 io.read_buf.capacity()
             );
+        }
+    }
+
+    /// A peer that sends requests back to back fills the read room: it doubles, up to
+    /// `MAX_READ_CHUNK`, so more requests come in one read. A peer that sends one at a time
+    /// never fills it, and a connection that goes idle starts again from `READ_CHUNK`. With
+    /// and without a memory budget (two code paths).
+    #[tokio::test]
+    async fn pipelined_requests_widen_the_read_room_until_idle() {
+        for budget in [None, Some(Budget::new(1 << 24))] {
+            let (mut peer, server) = tokio::io::duplex(1 << 20);
+            let mut io = Io::new(server, Lines.codec(), budget.clone());
+            let line = format!("{}\n", "x".repeat(1199));
+            for _ in 0..4 {
+                peer.write_all(line.as_bytes()).await.unwrap();
+                assert_eq!(next_line(&mut io).await.len(), 1199);
+            }
+            assert_eq!(io.chunk, READ_CHUNK, "budget {}", budget.is_some());
+            peer.write_all(line.repeat(64).as_bytes()).await.unwrap();
+            for _ in 0..64 {
+                assert_eq!(next_line(&mut io).await.len(), 1199);
+            }
+            assert_eq!(io.chunk, MAX_READ_CHUNK, "budget {}", budget.is_some());
+            let pending = poll_fn(|cx| {
+                let timeout = Duration::from_secs(60);
+                Poll::Ready(io.poll_next_request(&Lines, None, timeout, cx).is_pending())
+            })
+            .await;
+            assert!(pending);
+            assert_eq!(io.chunk, READ_CHUNK, "budget {}", budget.is_some());
+            assert_eq!(io.read_buf.capacity(), 0);
         }
     }
 
