@@ -79,6 +79,11 @@ impl Store for DirStore {
             // No await between the claim above and the spawn below: a write registered as
             // under way always runs, and always finishes its claim.
             let (answer, answered) = oneshot::channel();
+            let mut answered = Unread {
+                answer: Some(answered),
+                claims: Arc::clone(&claims),
+                key: key.clone(),
+            };
             let task = tokio::task::spawn_blocking(move || {
                 let finish = Finish { claims, key };
                 let result = write.run(record.payload());
@@ -103,7 +108,9 @@ impl Store for DirStore {
                     );
                 }
             });
-            match answered.await {
+            let read = answered.answer.as_mut().expect("set above").await;
+            answered.answer = None;
+            match read {
                 Ok(result) => result.map_err(StoreError::Dir),
                 Err(_) => Err(StoreError::Dir(match task.await {
                     Err(error) => InboxError::Task(error),
@@ -115,6 +122,29 @@ impl Store for DirStore {
 
     fn describe(&self) -> String {
         format!("dir:{}", self.inbox.dir().display())
+    }
+}
+
+/// The answer of a write, until its append reads it. An append dropped in between (its handler
+/// timed out just as the write finished) leaves the stored message for a resend to claim, as a
+/// write that finishes after its append gave up does: without this, the write's answer would
+/// count as taken and the resend would write a second copy.
+struct Unread {
+    answer: Option<oneshot::Receiver<Result<Receipt, InboxError>>>,
+    claims: Arc<Claims>,
+    key: Option<claims::Key>,
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        if let (Some(mut answer), Some(key)) = (self.answer.take(), self.key.take()) {
+            // Closed first: a write finishing now either answered already (read below) or
+            // finds no one to answer and keeps the message itself.
+            answer.close();
+            if let Ok(Ok(Receipt::Stored { id, .. })) = answer.try_recv() {
+                self.claims.unread(key, id);
+            }
+        }
     }
 }
 
@@ -153,5 +183,71 @@ impl Drop for Finish {
         if let Some(key) = self.key.take() {
             self.claims.finish(key, None, || false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The write answered, then its append was dropped before reading the answer: the stored
+    /// message is kept, and the resend takes it over instead of writing a second copy.
+    #[test]
+    fn answer_left_unread_keeps_the_message_for_its_resend() {
+        let claims = Arc::new(Claims::default());
+        let key: claims::Key = (b"LAB|HOSP|C1".to_vec(), [7; 32]);
+        assert!(matches!(claims.claim(&key), Claim::Write));
+        let (answer, answered) = oneshot::channel();
+        let unread = Unread {
+            answer: Some(answered),
+            claims: Arc::clone(&claims),
+            key: Some(key.clone()),
+        };
+        let id = StoreId::new("20240101T000000.000000Z-C1-1-1.hl7");
+        // The write finishes and answers while its caller is still there to take it.
+        let taken = claims.finish(key.clone(), Some(id.clone()), || {
+            answer
+                .send(Ok(Receipt::Stored {
+                    id: id.clone(),
+                    reused_control_id: false,
+                }))
+                .is_ok()
+        });
+        assert!(!taken, "answered, so not left for a resend by the write");
+        drop(unread);
+        match claims.claim(&key) {
+            Claim::Stored(of) => assert_eq!(of, id),
+            Claim::Write => panic!("the resend would write a second copy"),
+            Claim::Wait(_) => panic!("no write is under way"),
+        }
+    }
+
+    /// An answer that was read leaves nothing behind: a later append of the same message is a
+    /// new write.
+    #[test]
+    fn answer_that_was_read_keeps_nothing() {
+        let claims = Arc::new(Claims::default());
+        let key: claims::Key = (b"LAB|HOSP|C2".to_vec(), [8; 32]);
+        assert!(matches!(claims.claim(&key), Claim::Write));
+        let (answer, answered) = oneshot::channel();
+        let mut unread = Unread {
+            answer: Some(answered),
+            claims: Arc::clone(&claims),
+            key: Some(key.clone()),
+        };
+        let id = StoreId::new("20240101T000000.000000Z-C2-1-1.hl7");
+        claims.finish(key.clone(), Some(id.clone()), || {
+            answer
+                .send(Ok(Receipt::Stored {
+                    id: id.clone(),
+                    reused_control_id: false,
+                }))
+                .is_ok()
+        });
+        let read = unread.answer.as_mut().unwrap().try_recv();
+        assert!(read.is_ok());
+        unread.answer = None;
+        drop(unread);
+        assert!(matches!(claims.claim(&key), Claim::Write));
     }
 }

@@ -91,15 +91,27 @@ impl Claims {
         let Some(id) = stored.filter(|_| !taken) else {
             return false;
         };
-        let now = Instant::now();
-        state.unclaimed.insert(key.clone(), (id, now));
-        state.order.push_back((key, now));
-        state.forget_old(now);
+        state.keep(key, id);
         true
+    }
+
+    /// Keeps the stored message `key` for a resend: its write answered, but its caller gave up
+    /// before reading the answer (the two crossed at the handler's deadline).
+    pub(super) fn unread(&self, key: Key, id: StoreId) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.keep(key, id);
     }
 }
 
 impl State {
+    /// Remembers a stored message no append took, for a resend to claim.
+    fn keep(&mut self, key: Key, id: StoreId) {
+        let now = Instant::now();
+        self.unclaimed.insert(key.clone(), (id, now));
+        self.order.push_back((key, now));
+        self.forget_old(now);
+    }
+
     /// Forgets unclaimed writes past [`MAX_UNCLAIMED`] or older than [`UNCLAIMED_FOR`].
     fn forget_old(&mut self, now: Instant) {
         while let Some((key, at)) = self.order.front() {
