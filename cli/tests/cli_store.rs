@@ -350,7 +350,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
             .success()
     );
     // Every acknowledged message sent again is recognised as a duplicate (AA, not stored
-    // again), also those whose duplicate-index rows were still in memory at the kill.
+    // again): the duplicate index survived the kill with the messages.
     let resends: Vec<Vec<u8>> = acked.lock().unwrap().values().cloned().collect();
     let mut client = Client::new(restarted.to());
     for message in resends {

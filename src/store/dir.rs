@@ -108,9 +108,7 @@ impl Store for DirStore {
                     );
                 }
             });
-            let read = answered.answer.as_mut().expect("set above").await;
-            answered.answer = None;
-            match read {
+            match answered.read().await {
                 Ok(result) => result.map_err(StoreError::Dir),
                 Err(_) => Err(StoreError::Dir(match task.await {
                     Err(error) => InboxError::Task(error),
@@ -133,6 +131,16 @@ struct Unread {
     answer: Option<oneshot::Receiver<Result<Receipt, InboxError>>>,
     claims: Arc<Claims>,
     key: Option<claims::Key>,
+}
+
+impl Unread {
+    /// Waits for the answer; once it is read, dropping `self` keeps nothing. Cancel safe: an
+    /// append dropped while waiting leaves the answer unread.
+    async fn read(&mut self) -> Result<Result<Receipt, InboxError>, oneshot::error::RecvError> {
+        let read = self.answer.as_mut().expect("read once").await;
+        self.answer = None;
+        read
+    }
 }
 
 impl Drop for Unread {
@@ -190,12 +198,12 @@ impl Drop for Finish {
 mod tests {
     use super::*;
 
-    /// The write answered, then its append was dropped before reading the answer: the stored
-    /// message is kept, and the resend takes it over instead of writing a second copy.
-    #[test]
-    fn answer_left_unread_keeps_the_message_for_its_resend() {
+    /// A write of the message `n` that has finished and answered while its append still
+    /// waited (the answer not read yet): the claims, the message's key and file, and the
+    /// append's unread answer.
+    fn answered_write(n: u8) -> (Arc<Claims>, claims::Key, StoreId, Unread) {
         let claims = Arc::new(Claims::default());
-        let key: claims::Key = (b"LAB|HOSP|C1".to_vec(), [7; 32]);
+        let key: claims::Key = (format!("LAB|HOSP|C{n}").into_bytes(), [n; 32]);
         assert!(matches!(claims.claim(&key), Claim::Write));
         let (answer, answered) = oneshot::channel();
         let unread = Unread {
@@ -203,17 +211,23 @@ mod tests {
             claims: Arc::clone(&claims),
             key: Some(key.clone()),
         };
-        let id = StoreId::new("20240101T000000.000000Z-C1-1-1.hl7");
-        // The write finishes and answers while its caller is still there to take it.
-        let taken = claims.finish(key.clone(), Some(id.clone()), || {
-            answer
-                .send(Ok(Receipt::Stored {
-                    id: id.clone(),
-                    reused_control_id: false,
-                }))
-                .is_ok()
+        let id = StoreId::new(format!("20240101T000000.000000Z-C{n}-1-1.hl7").as_str());
+        let receipt = Receipt::Stored {
+            id: id.clone(),
+            reused_control_id: false,
+        };
+        let left = claims.finish(key.clone(), Some(id.clone()), || {
+            answer.send(Ok(receipt)).is_ok()
         });
-        assert!(!taken, "answered, so not left for a resend by the write");
+        assert!(!left, "answered, so not left for a resend by the write");
+        (claims, key, id, unread)
+    }
+
+    /// The write answered, then its append was dropped before reading the answer: the stored
+    /// message is kept, and the resend takes it over instead of writing a second copy.
+    #[test]
+    fn answer_left_unread_keeps_the_message_for_its_resend() {
+        let (claims, key, id, unread) = answered_write(1);
         drop(unread);
         match claims.claim(&key) {
             Claim::Stored(of) => assert_eq!(of, id),
@@ -224,29 +238,14 @@ mod tests {
 
     /// An answer that was read leaves nothing behind: a later append of the same message is a
     /// new write.
-    #[test]
-    fn answer_that_was_read_keeps_nothing() {
-        let claims = Arc::new(Claims::default());
-        let key: claims::Key = (b"LAB|HOSP|C2".to_vec(), [8; 32]);
-        assert!(matches!(claims.claim(&key), Claim::Write));
-        let (answer, answered) = oneshot::channel();
-        let mut unread = Unread {
-            answer: Some(answered),
-            claims: Arc::clone(&claims),
-            key: Some(key.clone()),
-        };
-        let id = StoreId::new("20240101T000000.000000Z-C2-1-1.hl7");
-        claims.finish(key.clone(), Some(id.clone()), || {
-            answer
-                .send(Ok(Receipt::Stored {
-                    id: id.clone(),
-                    reused_control_id: false,
-                }))
-                .is_ok()
-        });
-        let read = unread.answer.as_mut().unwrap().try_recv();
-        assert!(read.is_ok());
-        unread.answer = None;
+    #[tokio::test]
+    async fn answer_that_was_read_keeps_nothing() {
+        let (claims, key, id, mut unread) = answered_write(2);
+        let read = unread.read().await;
+        assert!(
+            matches!(read, Ok(Ok(Receipt::Stored { id: ref got, .. })) if *got == id),
+            "{read:?}"
+        );
         drop(unread);
         assert!(matches!(claims.claim(&key), Claim::Write));
     }

@@ -29,8 +29,8 @@ use crate::util::deadline;
 const READ_CHUNK: usize = 2048;
 
 /// The most spare room a connection keeps before a read. A read that fills all of the room
-/// doubles it up to this (a peer that pipelines has more waiting: 16 requests of 1.2 KB are one
-/// read at this size, nine at [`READ_CHUNK`]); it falls back to [`READ_CHUNK`] when the
+/// doubles it up to this (a peer that pipelines has more waiting: 16 requests of 1.2 KB take two
+/// reads at this size, about ten at [`READ_CHUNK`]); it falls back to [`READ_CHUNK`] when the
 /// connection goes idle. A peer that waits for each answer fills 2 KiB with no ordinary message
 /// and never grows it.
 const MAX_READ_CHUNK: usize = 16 * 1024;
