@@ -206,7 +206,11 @@ fn append(line: &[u8]) {
         return;
     }
     lines.extend_from_slice(line);
-    if before == 0 || (before < HIGH_WATER && lines.len() >= HIGH_WATER) {
+    let wake = before == 0 || (before < HIGH_WATER && lines.len() >= HIGH_WATER);
+    // Woken with the lock still held, the writer thread (on a busy server, the same core) would
+    // run only to block on it again: two context switches for each wake-up.
+    drop(lines);
+    if wake {
         BUFFER.arrived.notify_one();
     }
 }
