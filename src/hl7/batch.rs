@@ -75,7 +75,8 @@ pub enum BatchError {
     /// The payload does not start with FHS or BHS.
     #[error("not a batch: the payload does not start with FHS or BHS")]
     NotABatch,
-    /// Strict mode only: segments end in LF or CRLF (see
+    /// Strict mode only: segments end in LF or CRLF: a LF starts a segment or sits in a
+    /// header segment (FHS, BHS), as MSH may not hold one (see
     /// [`ParseOptions::lenient_line_endings`]).
     #[error("the batch's segments are delimited by line feeds")]
     LineFeed,
@@ -107,12 +108,13 @@ pub enum BatchError {
     },
     /// BTS-1 (batch message count) or FTS-1 (file batch count) differs from what the
     /// envelope holds, or is not a number.
-    #[error("{field} declares {declared:?}, the envelope holds {found}")]
+    #[error("{field} {}, the envelope holds {found}", Declared(*.declared))]
     CountMismatch {
         /// `BTS-1` or `FTS-1`.
         field: &'static str,
-        /// The value declared, as written.
-        declared: String,
+        /// The count declared; `None` when the field is not a number (its text is the
+        /// sender's, so it is not repeated in the message).
+        declared: Option<u64>,
         /// What was counted.
         found: usize,
     },
@@ -126,6 +128,18 @@ impl BatchError {
         match self {
             BatchError::InvalidDelimiters { .. } => ErrorCode::DataTypeError,
             _ => ErrorCode::SegmentSequenceError,
+        }
+    }
+}
+
+/// How [`BatchError::CountMismatch`] shows the declared count.
+struct Declared(Option<u64>);
+
+impl std::fmt::Display for Declared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "declares {n}"),
+            None => f.write_str("is not a count"),
         }
     }
 }
@@ -208,14 +222,18 @@ impl Batch {
             return Err(BatchError::NotABatch);
         }
         let segments = segments(&bytes, options.lenient_line_endings);
+        let id = |r: &Range<usize>| &bytes[r.start..r.end.min(r.start + 3)];
+        // Strict: as `Message::parse` refuses a LF in MSH or at a segment's start, a LF in a
+        // header (its fields go into the reply's header) or at a segment's start means the
+        // sender ends segments in LF or CRLF.
         if !options.lenient_line_endings
-            && segments
-                .first()
-                .is_some_and(|r| bytes[r.clone()].contains(&b'\n'))
+            && segments.iter().any(|r| {
+                bytes[r.start] == b'\n'
+                    || (matches!(id(r), b"FHS" | b"BHS") && bytes[r.clone()].contains(&b'\n'))
+            })
         {
             return Err(BatchError::LineFeed);
         }
-        let id = |r: &Range<usize>| &bytes[r.start..r.end.min(r.start + 3)];
         let unexpected = |position: usize, r: &Range<usize>| BatchError::Unexpected {
             position: position + 1,
             id: String::from_utf8(id(r).to_vec())
@@ -383,16 +401,18 @@ fn check_count(field: &'static str, declared: &[u8], found: usize) -> Result<(),
     if declared.is_empty() {
         return Ok(());
     }
-    let matches = std::str::from_utf8(declared)
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        == Some(found);
-    if matches {
+    // Digits (an NM may carry a `+`), around blanks; anything else is not a count.
+    let text = declared.trim_ascii();
+    let digits = text.strip_prefix(b"+").unwrap_or(text);
+    let count = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+        .flatten();
+    if count.is_some_and(|n| usize::try_from(n) == Ok(found)) {
         Ok(())
     } else {
         Err(BatchError::CountMismatch {
             field,
-            declared: String::from_utf8_lossy(declared).into_owned(),
+            declared: count,
             found,
         })
     }
@@ -460,7 +480,7 @@ mod tests {
                 format!("BHS|^~\\&\r{M1}BTS|3\r"),
                 BatchError::CountMismatch {
                     field: "BTS-1",
-                    declared: "3".into(),
+                    declared: Some(3),
                     found: 1,
                 },
             ),
@@ -488,6 +508,47 @@ mod tests {
         ));
     }
 
+    /// A count is digits (with an NM's optional `+`, around blanks). A count that is not a
+    /// number is refused without repeating its text: it is the sender's, and an error may be
+    /// logged.
+    #[test]
+    fn a_count_that_is_not_a_number_is_refused_without_its_text() {
+        assert_eq!(
+            parse(&format!("BHS|^~\\&\r{M1}BTS| +1 \r"))
+                .unwrap()
+                .message_count(),
+            1
+        );
+        for count in [
+            "SMITH^JOHN",
+            "1 SMITH",
+            "-1",
+            "1e0",
+            "99999999999999999999999",
+        ] {
+            let error = parse(&format!("BHS|^~\\&\r{M1}BTS|{count}\r")).unwrap_err();
+            assert_eq!(
+                error,
+                BatchError::CountMismatch {
+                    field: "BTS-1",
+                    declared: None,
+                    found: 1,
+                },
+                "{count:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "BTS-1 is not a count, the envelope holds 1"
+            );
+        }
+        assert_eq!(
+            parse(&format!("BHS|^~\\&\r{M1}BTS|2\r"))
+                .unwrap_err()
+                .to_string(),
+            "BTS-1 declares 2, the envelope holds 1"
+        );
+    }
+
     /// LF-separated batches split only with lenient line endings, keeping each message's own
     /// terminators.
     #[test]
@@ -500,5 +561,23 @@ mod tests {
             b"MSH|^~\\&|A|B|C|D|1||ADT^A01|M1|P|2.5\r\nPID|1\n"
         );
         assert_eq!(parse(text).unwrap_err(), BatchError::LineFeed);
+    }
+
+    /// Strict mode finds a LF in any header and at any segment's start, not only in the first
+    /// segment: a second group's `BHS|^~\\&|A\nB` would put the LF into the reply's header.
+    /// Found by the `batch` fuzz target (the reply did not parse back).
+    #[test]
+    fn strict_mode_refuses_a_line_feed_in_a_later_header_or_at_a_segment_start() {
+        for text in [
+            format!("BHS|^~\\&\r{M1}BTS|1\rBHS|^~\\&|A\nB\r{M1}BTS|1\r"),
+            format!("FHS|^~\\&\rBHS|^~\\&|A\nB\r{M1}BTS|1\rFTS|1\r"),
+            format!("BHS|^~\\&\r{M1}\nBTS|1\r"),
+        ] {
+            assert_eq!(parse(&text).unwrap_err(), BatchError::LineFeed, "{text:?}");
+        }
+        // A LF inside a message's later segment is the message's own business, as in MSH's.
+        let inside =
+            format!("BHS|^~\\&\rMSH|^~\\&|A|B|C|D|1||ADT^A01|M1|P|2.5\rNTE|1||a\nb\rBTS|1\r");
+        assert_eq!(parse(&inside).unwrap().message_count(), 1);
     }
 }

@@ -11,7 +11,10 @@ use super::{Delimiters, Message};
 /// delimiter of `to` is written as its escape sequence (`\F\`, `\S\`, `\R\`, `\T\`, `\E\`,
 /// `\P\`); a delimiter escape of `from` (which stands for one of `from`'s characters) becomes
 /// that character as data under `to`; other escape sequences (`\H\`, `\X0D\`, ...) are kept
-/// with `to`'s escape character. Borrowed when the delimiters are the same.
+/// with `to`'s escape character, unless their text holds one of `to`'s delimiters: then the
+/// sequence is written as data, as it reads under `from`. An escape character with no closing
+/// one before the next separator (`C:\temp|`) is data. Borrowed when the delimiters are the
+/// same.
 ///
 /// Meant for the fields of a segment (the segment id included), not for MSH-1 and MSH-2,
 /// which hold the delimiters themselves: [`with_delimiters`] handles a whole message.
@@ -34,7 +37,13 @@ pub fn translate<'a>(raw: &'a [u8], from: &Delimiters, to: &Delimiters) -> Cow<'
         let b = raw[i];
         i += 1;
         if b == from.escape() {
-            let Some(len) = raw[i..].iter().position(|&c| c == from.escape()) else {
+            // A sequence ends within its value: a separator or a line end before the closing
+            // escape character (a lone `\` in `C:\temp|...`) makes this one data, as the parser,
+            // which splits on separators first, reads it.
+            let end = raw[i..].iter().position(|&c| {
+                c == from.escape() || is_separator(c, from) || c == b'\r' || c == b'\n'
+            });
+            let Some(len) = end.filter(|&len| raw[i + len] == from.escape()) else {
                 // An escape character that opens nothing: data.
                 data(&mut out, b, to);
                 continue;
@@ -53,6 +62,19 @@ pub fn translate<'a>(raw: &'a [u8], from: &Delimiters, to: &Delimiters) -> Cow<'
             };
             match literal {
                 Some(c) => data(&mut out, c, to),
+                // A sequence naming one of `to`'s delimiters in its text cannot stay a sequence
+                // (it would split the value): written as data, it reads as it did under `from`,
+                // where an unknown sequence reads as its own text.
+                None if sequence
+                    .iter()
+                    .any(|&c| c == to.escape() || is_separator(c, to)) =>
+                {
+                    data(&mut out, from.escape(), to);
+                    for &c in sequence {
+                        data(&mut out, c, to);
+                    }
+                    data(&mut out, from.escape(), to);
+                }
                 None => {
                     out.push(to.escape());
                     out.extend_from_slice(sequence);
@@ -82,6 +104,11 @@ pub fn translate<'a>(raw: &'a [u8], from: &Delimiters, to: &Delimiters) -> Cow<'
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether `b` is one of `d`'s separators (field, component, repetition, subcomponent).
+fn is_separator(b: u8, d: &Delimiters) -> bool {
+    b == d.field() || b == d.component() || b == d.repetition() || b == d.subcomponent()
 }
 
 /// Writes the data byte `b` under `to`: as it is, or as its escape sequence when it is one of
@@ -181,5 +208,59 @@ mod tests {
         }
         let back = with_delimiters(&moved, &Delimiters::default());
         assert_eq!(&back[..], &original.as_bytes()[..]);
+    }
+
+    /// An escape character with no closing one in its own value (a sender's unescaped
+    /// `C:\temp`) is data: the fields after it keep their places. Found by the `translate`
+    /// fuzz target: the sequence used to run on to the next escape character, across
+    /// separators, and fields merged.
+    #[test]
+    fn a_lone_escape_character_does_not_swallow_the_fields_after_it() {
+        let original = Message::parse(Bytes::from_static(
+            b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|M1|P|2.5\rOBX|1|ST|C:\\temp|x^y|ends\\H\\z\r",
+        ))
+        .unwrap();
+        let moved = Message::parse(with_delimiters(&original, &custom())).unwrap();
+        assert_eq!(
+            moved.segment("OBX").unwrap().fields().count(),
+            original.segment("OBX").unwrap().fields().count()
+        );
+        for path in ["OBX-3", "OBX-4.1", "OBX-4.2"] {
+            assert_eq!(
+                moved.get(path).unwrap().unwrap().decoded(),
+                original.get(path).unwrap().unwrap().decoded(),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            moved.get("OBX-3").unwrap().unwrap().decoded(),
+            &b"C:\\temp"[..]
+        );
+        // A whole sequence in one value is still a sequence, under the new escape character.
+        assert_eq!(moved.get("OBX-5").unwrap().unwrap().as_bytes(), b"ends@H@z");
+    }
+
+    /// A sequence whose text holds a delimiter of the new set (`\Za#b\` moved to `#` fields)
+    /// is written as data, reading as it did (an unknown sequence reads as its own text); a
+    /// sequence with no such character stays a sequence. Found by the `translate` fuzz target.
+    #[test]
+    fn a_sequence_holding_a_new_delimiter_is_written_as_data() {
+        let original = Message::parse(Bytes::from_static(
+            b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|M1|P|2.5\rOBX|1|ST|\\Za#b!\\|\\Zok\\|z\r",
+        ))
+        .unwrap();
+        let moved = Message::parse(with_delimiters(&original, &custom())).unwrap();
+        let obx = |m: &Message| m.segment("OBX").unwrap().fields().count();
+        assert_eq!(obx(&moved), obx(&original));
+        assert_eq!(
+            moved.get("OBX-3").unwrap().unwrap().decoded(),
+            &b"\\Za#b!\\"[..]
+        );
+        assert_eq!(
+            moved.get("OBX-3").unwrap().unwrap().decoded(),
+            original.get("OBX-3").unwrap().unwrap().decoded()
+        );
+        assert_eq!(moved.get("OBX-4").unwrap().unwrap().as_bytes(), b"@Zok@");
+        assert_eq!(moved.get("OBX-5").unwrap().unwrap().as_bytes(), b"z");
     }
 }
