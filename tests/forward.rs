@@ -120,6 +120,45 @@ async fn silence_and_unreachable_downstreams_are_ae_207() {
     within(a.shutdown()).await;
 }
 
+/// A downstream ERR written carelessly (an unescaped `\` in a file path) reaches an upstream
+/// with other delimiters with its fields where they were, and the path reads the same. ERR-8
+/// to ERR-12 used to merge, from the lone backslash to the next escape character (ERR-12's).
+#[tokio::test]
+async fn a_downstream_err_with_a_lone_backslash_keeps_its_fields_upstream() {
+    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = raw.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = raw.accept().await.unwrap();
+        let mut framed = tokio_util::codec::Framed::new(stream, mllp::frame::MllpCodec::new());
+        use futures_util::{SinkExt, StreamExt};
+        while let Some(Ok(frame)) = framed.next().await {
+            let id = mllp::hl7::Message::parse(frame)
+                .unwrap()
+                .control_id()
+                .unwrap()
+                .to_owned();
+            let ack = format!(
+                "MSH|^~\\&|B|B|A|A|20240101||ACK^A01^ACK|B1|P|2.5\rMSA|AE|{id}\r\
+                 ERR||PID^1|207^Application internal error^HL70357|E||||cannot write C:\\inbox||||desk\\T\\12\r"
+            );
+            framed.send(Bytes::from(ack)).await.unwrap();
+        }
+    });
+    let a = forwarding(Forwarder::new(addr.to_string())).await;
+    let mut peer = Peer::connect(a.local_addr()).await;
+    let upstream =
+        Bytes::from_static(b"MSH#$*@!#UP#UPF#A#AF#20240101##ADT$A01#UP-1#P#2.5\rPID#1\r");
+    let ack = peer.call(upstream).await;
+    assert_eq!(ack.delimiters().field(), b'#');
+    assert_eq!(field(&ack, "MSA-1"), "AE");
+    assert_eq!(field(&ack, "MSA-2"), "UP-1");
+    assert_eq!(field(&ack, "ERR-3.1"), "207");
+    assert_eq!(field(&ack, "ERR-4"), "E");
+    assert_eq!(field(&ack, "ERR-8"), "cannot write C:\\inbox");
+    assert_eq!(field(&ack, "ERR-12"), "desk&12");
+    within(a.shutdown()).await;
+}
+
 /// A message rewritten before it goes on (its own MSH-10) is still answered upstream with the
 /// upstream MSH-10 in MSA-2.
 #[tokio::test]
