@@ -150,24 +150,19 @@ impl Charset {
 
     /// Where the first byte invalid in this set is, if any.
     pub fn first_invalid(&self, bytes: &[u8]) -> Option<usize> {
-        let c1 = |b: &u8| (0x80..=0x9F).contains(b);
+        let c1 = || bytes.iter().position(|b| (0x80..=0x9F).contains(b));
+        // Each rule finds its own first offence; the earliest is the first invalid byte (a
+        // UTF-8 sequence whose continuation byte is a C1 byte starts before that byte).
+        let earliest = |found: &[Option<usize>]| found.iter().flatten().min().copied();
         match self {
             Charset::Ascii => bytes.iter().position(|b| !b.is_ascii()),
-            Charset::Latin1 => bytes
-                .iter()
-                .position(c1)
-                .or_else(|| utf8_sequence_at(bytes)),
+            Charset::Latin1 => earliest(&[c1(), utf8_sequence_at(bytes)]),
             // 8859/15 is Latin-1's successor for the same languages: the same heuristic holds.
             // In the other parts (Cyrillic, Greek, ...) such pairs are ordinary letters.
-            Charset::Iso8859(encoding, "8859/15") => bytes
-                .iter()
-                .position(c1)
-                .or_else(|| utf8_sequence_at(bytes))
-                .or_else(|| malformed_at(encoding, bytes)),
-            Charset::Iso8859(encoding, _) => bytes
-                .iter()
-                .position(c1)
-                .or_else(|| malformed_at(encoding, bytes)),
+            Charset::Iso8859(encoding, "8859/15") => {
+                earliest(&[c1(), utf8_sequence_at(bytes), malformed_at(encoding, bytes)])
+            }
+            Charset::Iso8859(encoding, _) => earliest(&[c1(), malformed_at(encoding, bytes)]),
             Charset::Utf8 => std::str::from_utf8(bytes).err().map(|e| e.valid_up_to()),
             Charset::MultiByte(encoding, _) => malformed_at(encoding, bytes),
         }
@@ -350,9 +345,14 @@ mod tests {
         assert_eq!(greek.decode(b"\xe1\xe2\xe3").unwrap(), "αβγ");
         let gb = Charset::from_msh18(b"GB 18030-2000").unwrap();
         assert_eq!(gb.decode(b"\xd6\xd0\xce\xc4").unwrap(), "中文");
-        // UTF-8 in Latin-1: "€" (E2 82 AC) holds a C1 byte; "ü" (C3 BC) is two legal Latin-1
-        // bytes ("Ã¼"), caught as a UTF-8 sequence; Latin-1's own "ü" (FC) is fine.
-        assert_eq!(Charset::Latin1.first_invalid("€".as_bytes()), Some(1));
+        // UTF-8 in Latin-1: "€" (E2 82 AC) holds a C1 byte, and is a UTF-8 sequence from its
+        // first byte on, which is where it is invalid; "ü" (C3 BC) is two legal Latin-1 bytes
+        // ("Ã¼"), caught as a UTF-8 sequence; Latin-1's own "ü" (FC) is fine. A C1 byte on its
+        // own is invalid where it stands.
+        assert_eq!(Charset::Latin1.first_invalid("ab€".as_bytes()), Some(2));
+        assert_eq!(Charset::Latin1.first_invalid(b"ab\x85"), Some(2));
+        let fifteen = Charset::from_msh18(b"8859/15").unwrap();
+        assert_eq!(fifteen.first_invalid("x€".as_bytes()), Some(1));
         assert_eq!(Charset::Latin1.first_invalid("Müller".as_bytes()), Some(1));
         assert_eq!(Charset::Latin1.first_invalid(b"M\xfcller \xc0 la"), None);
         let cyrillic = Charset::from_msh18(b"8859/5").unwrap();
