@@ -163,6 +163,7 @@ impl Default for ServerBuilder {
             log: MessageLog {
                 messages: false,
                 rejects: false,
+                lines: None,
             },
             transport: mllp_actors::PlainTcp,
         }
@@ -440,6 +441,22 @@ impl<T: Transport> ServerBuilder<T> {
     /// message unless asked (`mllp serve` turns it on).
     pub fn log_messages(mut self, on: bool) -> Self {
         self.log.messages = on;
+        self
+    }
+
+    /// Writes the per-message lines of [`log_messages`](Self::log_messages) as text straight
+    /// to `sink`, one whole line (newline included) per call, instead of as `tracing` events:
+    /// the bytes [`TextFormat`](crate::telemetry::TextFormat) writes for the event outside any
+    /// span, without `tracing`'s dispatch (a line then costs about a third of the CPU; the
+    /// per-message line is most of what logging costs a busy server). A line is written only
+    /// when the global (or scoped) subscriber has `mllp::messages` at INFO enabled, so
+    /// `RUST_LOG` still decides; a line with a value the text format would escape (quotes,
+    /// control characters, non-ASCII) still goes through `tracing`. For a subscriber that
+    /// formats text with `TextFormat`, without ANSI colours, into the writer `sink` writes to
+    /// (`mllp serve` does this when its log format is text and stderr is not a terminal).
+    /// Reject lines always go through `tracing`. Default: none.
+    pub fn message_lines_to(mut self, sink: crate::telemetry::LineSink) -> Self {
+        self.log.lines = Some(sink);
         self
     }
 

@@ -104,6 +104,7 @@ pub use mllp_actors::CloseReason;
 pub use mllp_actors::Failure;
 
 pub(crate) use activity::{ACK_NAMES, Activity, ActivityReading, LastMessage, Reject};
+pub use log::LineSink;
 pub(crate) use log::MessageLog;
 pub use log::{MESSAGES_TARGET, REJECTS_TARGET};
 pub(crate) use span::SpanRecorder;

@@ -183,3 +183,109 @@ async fn message_and_reject_lines_name_reason_connection_and_offset() {
     );
     within(server.shutdown()).await;
 }
+
+impl Logs {
+    /// A text subscriber as `mllp serve` installs it (`TextFormat`, no colours), with `filter`.
+    fn install_text(&self, filter: &str) -> tracing::subscriber::DefaultGuard {
+        let sink = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .fmt_fields(mllp::telemetry::TextFields)
+            .event_format(mllp::telemetry::TextFormat::new())
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// The `mllp::messages` lines, with the timestamp, the connection id and the latency
+    /// (which differ from one message to the next) masked.
+    fn message_lines(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(" mllp::messages: "))
+            .map(|l| {
+                let (stamp, rest) = l.split_at(27);
+                assert!(stamp.ends_with('Z'), "{l}");
+                let (head, latency) = rest.split_once(" latency_ms=").unwrap();
+                let after = latency.split_once(' ').map_or("", |(_, a)| a);
+                let (before, id) = head.split_once(" connection.id=").unwrap();
+                let id_rest = id.split_once(' ').map_or("", |(_, r)| r);
+                format!("TS{before} connection.id=C {id_rest} latency_ms=L {after}")
+            })
+            .collect()
+    }
+}
+
+/// One message through a server with `log_messages`, logging into `logs` (a text subscriber
+/// with `filter`) and, when `direct` is given, with `message_lines_to` writing there too.
+async fn one_message(logs: &Logs, filter: &str, direct: Option<&Logs>, control_id: &str) {
+    let _guard = logs.install_text(filter);
+    let router = Router::new().route("*", |req: Request| async move {
+        req.set_store_id("row-7");
+    });
+    let mut builder = Server::builder().router(router).log_messages(true);
+    if let Some(direct) = direct {
+        let sink = direct.clone();
+        builder = builder.message_lines_to(Arc::new(move |line: &[u8]| {
+            sink.0.lock().unwrap().extend_from_slice(line);
+        }));
+    }
+    let (recorder, mut events) = Recorder::new();
+    let server = support::start(builder.observer(recorder)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let ack = peer.call(hl7("ADT^A01", control_id, "2.5")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AA");
+    seen(&mut events, |e| matches!(e, Seen::MessageStop { .. })).await;
+    drop(peer);
+    within(server.shutdown()).await;
+}
+
+/// `message_lines_to` writes the line the text format writes for the event, byte for byte
+/// (timestamp and latency aside), and nothing through `tracing`; a control id the text format
+/// would escape still goes through `tracing`; a filter that leaves `mllp::messages` out stops
+/// the line on both paths.
+#[tokio::test]
+async fn message_lines_to_writes_the_text_formats_line_and_follows_the_filter() {
+    let through_tracing = Logs::default();
+    one_message(&through_tracing, "info", None, "LINE-1").await;
+    let expected = through_tracing.message_lines();
+    assert_eq!(expected.len(), 1, "{}", through_tracing.text());
+    assert!(
+        expected[0].contains(r#"hl7.control_id="LINE-1""#),
+        "{}",
+        expected[0]
+    );
+    assert!(
+        expected[0].ends_with(r#"store.id="row-7""#),
+        "{}",
+        expected[0]
+    );
+
+    let logs = Logs::default();
+    let direct = Logs::default();
+    one_message(&logs, "info", Some(&direct), "LINE-1").await;
+    assert_eq!(direct.message_lines(), expected);
+    assert!(direct.text().ends_with('\n'));
+    assert!(logs.message_lines().is_empty(), "{}", logs.text());
+
+    // A quote in MSH-10: escaped by the text format, so written through `tracing`.
+    let logs = Logs::default();
+    let direct = Logs::default();
+    one_message(&logs, "info", Some(&direct), "Q\"1").await;
+    assert!(direct.text().is_empty(), "{}", direct.text());
+    let lines = logs.message_lines();
+    assert_eq!(lines.len(), 1, "{}", logs.text());
+    assert!(
+        lines[0].contains(r#"hl7.control_id="Q\"1""#),
+        "{}",
+        lines[0]
+    );
+
+    // `mllp::messages` filtered out: no line anywhere.
+    let logs = Logs::default();
+    let direct = Logs::default();
+    one_message(&logs, "info,mllp::messages=off", Some(&direct), "LINE-2").await;
+    assert!(direct.text().is_empty(), "{}", direct.text());
+    assert!(logs.message_lines().is_empty(), "{}", logs.text());
+}

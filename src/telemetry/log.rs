@@ -6,7 +6,10 @@
 //! Lines carry MSH fields only (MSH-9, MSH-10), ACK codes, ERR-3 codes, sizes, offsets and
 //! the connection; never a payload byte outside MSH, never a diagnostic's or a handler's text.
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use mllp_actors::{CloseReason, ConnectionInfo, Event, Observer};
 
@@ -20,12 +23,89 @@ pub const MESSAGES_TARGET: &str = "mllp::messages";
 /// The `tracing` target of the reject lines.
 pub const REJECTS_TARGET: &str = "mllp::rejects";
 
+/// Where [`ServerBuilder::message_lines_to`](crate::ServerBuilder::message_lines_to) sends
+/// the per-message lines: called with one whole line (its newline included) at a time, from
+/// the connection's task, so it must not block.
+pub type LineSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Logs messages (INFO, target [`MESSAGES_TARGET`]) and rejects (WARN, target
 /// [`REJECTS_TARGET`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct MessageLog {
     pub(crate) messages: bool,
     pub(crate) rejects: bool,
+    /// The per-message lines written as text straight to this sink instead of as `tracing`
+    /// events, when the event would be enabled.
+    pub(crate) lines: Option<LineSink>,
+}
+
+impl fmt::Debug for MessageLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageLog")
+            .field("messages", &self.messages)
+            .field("rejects", &self.rejects)
+            .field("lines", &self.lines.is_some())
+            .finish()
+    }
+}
+
+/// The per-message line as [`TextFormat`](crate::telemetry::TextFormat) writes the `message`
+/// event at `now` (outside any span), or `None` when a value is one it would escape or a time
+/// it does not write by hand: that line goes through `tracing`. `out` is cleared first.
+fn text_line(
+    out: &mut String,
+    now: SystemTime,
+    conn: &ConnectionInfo,
+    meta: &Inbound,
+    latency: Duration,
+    ack_code: &str,
+) -> Option<()> {
+    use super::text::{plain, thousandths, timestamp, write_thousandths};
+    let texts = [
+        meta.message_code(),
+        meta.trigger_event(),
+        meta.control_id(),
+        meta.store_id(),
+    ];
+    if !texts.iter().flatten().all(|t| plain(t)) || !plain(conn.peer_ip()) {
+        return None;
+    }
+    let latency = thousandths(millis(latency))?;
+    let stamp = timestamp(now)?;
+    out.clear();
+    out.push_str(stamp.as_str());
+    out.push_str(" INFO ");
+    out.push_str(MESSAGES_TARGET);
+    out.push_str(": message connection.id=");
+    out.push_str(itoa::Buffer::new().format(conn.id() as i64));
+    let mut quoted = |name: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            out.push(' ');
+            out.push_str(name);
+            out.push_str("=\"");
+            out.push_str(value);
+            out.push('"');
+        }
+    };
+    quoted("network.peer.address", Some(conn.peer_ip()));
+    quoted("hl7.message_type", meta.message_code());
+    quoted("hl7.trigger_event", meta.trigger_event());
+    quoted("hl7.control_id", meta.control_id());
+    quoted("hl7.ack_code", Some(ack_code));
+    out.push_str(" latency_ms=");
+    write_thousandths(out, latency).ok()?;
+    if let Some(id) = meta.store_id() {
+        out.push_str(" store.id=\"");
+        out.push_str(id);
+        out.push('"');
+    }
+    out.push('\n');
+    Some(())
+}
+
+thread_local! {
+    /// The line being written, kept for the next one (a line is about 230 bytes).
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// The table 0357 code of the first ERR of a refusal (ERR-3 from v2.5, ERR-1.4 before).
@@ -63,6 +143,21 @@ impl MessageLog {
             return;
         }
         if self.messages {
+            // Straight to the sink when a subscriber wants the line (one cached check), in
+            // the bytes the text format would write; `tracing`'s dispatch and field visits are
+            // most of a line's cost.
+            if let Some(sink) = &self.lines
+                && tracing::enabled!(target: MESSAGES_TARGET, tracing::Level::INFO)
+            {
+                let written = LINE.with(|line| {
+                    let mut line = line.borrow_mut();
+                    text_line(&mut line, SystemTime::now(), conn, meta, d, ack_code)
+                        .map(|()| sink(line.as_bytes()))
+                });
+                if written.is_some() {
+                    return;
+                }
+            }
             tracing::event!(
                 target: MESSAGES_TARGET,
                 tracing::Level::INFO,

@@ -131,7 +131,7 @@ fn plain_fields(fields: &impl RecordFields) -> bool {
 }
 
 /// Printable ASCII with nothing `Debug` would escape.
-fn plain(value: &str) -> bool {
+pub(crate) fn plain(value: &str) -> bool {
     value
         .bytes()
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
@@ -250,7 +250,7 @@ impl Visit for Fields<'_, '_> {
 
 /// `value` as a count of thousandths, when it is one exactly as `Debug` would print it (not
 /// negative, below 10^12, and the nearest `f64` to that many thousandths), else `None`.
-fn thousandths(value: f64) -> Option<u64> {
+pub(crate) fn thousandths(value: f64) -> Option<u64> {
     if !value.is_sign_positive() || !(0.0..1e12).contains(&value) {
         return None;
     }
@@ -261,7 +261,7 @@ fn thousandths(value: f64) -> Option<u64> {
 }
 
 /// `n` thousandths as `Debug` prints the `f64` nearest to them: `2.0`, `0.25`, `10.125`.
-fn write_thousandths(w: &mut impl fmt::Write, n: u64) -> fmt::Result {
+pub(crate) fn write_thousandths(w: &mut impl fmt::Write, n: u64) -> fmt::Result {
     w.write_str(itoa::Buffer::new().format(n / 1000))?;
     let frac = n % 1000;
     if frac == 0 {
@@ -315,7 +315,7 @@ impl fmt::Write for Escaping<'_, '_> {
 
 /// `2026-12-05T09:01:57.881225Z ` (the default timer's format and the space after it), or
 /// `None` for a time the fast path does not write (before 1970 or after 9999).
-fn timestamp(now: SystemTime) -> Option<Stamp> {
+pub(crate) fn timestamp(now: SystemTime) -> Option<Stamp> {
     let since = now.duration_since(UNIX_EPOCH).ok()?;
     let secs = since.as_secs();
     let days = i64::try_from(secs / 86_400).ok()?;
@@ -337,10 +337,10 @@ fn timestamp(now: SystemTime) -> Option<Stamp> {
 }
 
 /// An ASCII timestamp of fixed width.
-struct Stamp([u8; 28]);
+pub(crate) struct Stamp([u8; 28]);
 
 impl Stamp {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ASCII digits were written over an ASCII template.
         std::str::from_utf8(&self.0).unwrap_or("<unknown time> ")
     }

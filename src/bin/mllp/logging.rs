@@ -193,7 +193,7 @@ impl Batched {
 
 /// Appends one line to the buffer (or writes it, with no writer thread); drops it when the
 /// buffer is at [`LIMIT`].
-fn append(line: &[u8]) {
+pub(crate) fn append(line: &[u8]) {
     if BUFFER.direct.load(Ordering::Relaxed) {
         Buffer::write_out(line);
         return;

@@ -77,6 +77,17 @@ pub(super) fn builder(settings: &Settings, router: Router) -> ServerBuilder {
     if let Some(TraceLimit(v)) = settings.telemetry.message_trace_limit {
         builder = builder.message_trace_limit(v);
     }
+    // The per-message line straight into the log buffer, in the text format's bytes: most of
+    // what the line costs is `tracing`'s dispatch. Not for JSON, nor for a terminal (colours).
+    if settings.telemetry.log_messages
+        && matches!(
+            settings.telemetry.log_format,
+            crate::config::LogFormat::Text
+        )
+        && !std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        builder = builder.message_lines_to(std::sync::Arc::new(crate::logging::append));
+    }
     settings
         .partner
         .apply(builder)
