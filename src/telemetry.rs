@@ -106,7 +106,12 @@ pub use mllp_actors::Failure;
 pub(crate) use activity::{ACK_NAMES, Activity, ActivityReading, LastMessage, Reject};
 pub use log::LineSink;
 pub(crate) use log::MessageLog;
-pub use log::{MESSAGES_TARGET, REJECTS_TARGET};
+
+/// The `tracing` target of the per-message lines.
+pub const MESSAGES_TARGET: &str = "mllp::messages";
+/// The `tracing` target of the reject lines.
+pub const REJECTS_TARGET: &str = "mllp::rejects";
+
 pub(crate) use span::SpanRecorder;
 pub use text::{TextFields, TextFormat};
 

@@ -18,10 +18,7 @@ use crate::hl7::Message;
 use crate::protocol::{Hl7, Inbound};
 use crate::telemetry::activity::Reject;
 
-/// The `tracing` target of the per-message lines.
-pub const MESSAGES_TARGET: &str = "mllp::messages";
-/// The `tracing` target of the reject lines.
-pub const REJECTS_TARGET: &str = "mllp::rejects";
+use super::{MESSAGES_TARGET, REJECTS_TARGET};
 
 /// Where [`ServerBuilder::message_lines_to`](crate::ServerBuilder::message_lines_to) sends
 /// the per-message lines: called with one whole line (its newline included) at a time, from
