@@ -46,60 +46,6 @@ impl fmt::Debug for MessageLog {
     }
 }
 
-/// The per-message line as [`TextFormat`](crate::telemetry::TextFormat) writes the `message`
-/// event at `now` (outside any span), or `None` when a value is one it would escape or a time
-/// it does not write by hand: that line goes through `tracing`. `out` is cleared first.
-fn text_line(
-    out: &mut String,
-    now: SystemTime,
-    conn: &ConnectionInfo,
-    meta: &Inbound,
-    latency: Duration,
-    ack_code: &str,
-) -> Option<()> {
-    use super::text::{plain, thousandths, timestamp, write_thousandths};
-    let texts = [
-        meta.message_code(),
-        meta.trigger_event(),
-        meta.control_id(),
-        meta.store_id(),
-    ];
-    if !texts.iter().flatten().all(|t| plain(t)) || !plain(conn.peer_ip()) {
-        return None;
-    }
-    let latency = thousandths(millis(latency))?;
-    let stamp = timestamp(now)?;
-    out.clear();
-    out.push_str(stamp.as_str());
-    out.push_str(" INFO ");
-    out.push_str(MESSAGES_TARGET);
-    out.push_str(": message connection.id=");
-    out.push_str(itoa::Buffer::new().format(conn.id() as i64));
-    let mut quoted = |name: &str, value: Option<&str>| {
-        if let Some(value) = value {
-            out.push(' ');
-            out.push_str(name);
-            out.push_str("=\"");
-            out.push_str(value);
-            out.push('"');
-        }
-    };
-    quoted("network.peer.address", Some(conn.peer_ip()));
-    quoted("hl7.message_type", meta.message_code());
-    quoted("hl7.trigger_event", meta.trigger_event());
-    quoted("hl7.control_id", meta.control_id());
-    quoted("hl7.ack_code", Some(ack_code));
-    out.push_str(" latency_ms=");
-    write_thousandths(out, latency).ok()?;
-    if let Some(id) = meta.store_id() {
-        out.push_str(" store.id=\"");
-        out.push_str(id);
-        out.push('"');
-    }
-    out.push('\n');
-    Some(())
-}
-
 thread_local! {
     /// The line being written, kept for the next one (a line is about 230 bytes).
     static LINE: RefCell<String> = const { RefCell::new(String::new()) };
@@ -148,8 +94,15 @@ impl MessageLog {
             {
                 let written = LINE.with(|line| {
                     let mut line = line.borrow_mut();
-                    text_line(&mut line, SystemTime::now(), conn, meta, d, ack_code)
-                        .map(|()| sink(line.as_bytes()))
+                    super::text::message_line(
+                        &mut line,
+                        SystemTime::now(),
+                        conn,
+                        meta,
+                        millis(d),
+                        ack_code,
+                    )
+                    .map(|()| sink(line.as_bytes()))
                 });
                 if written.is_some() {
                     return;

@@ -13,6 +13,8 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mllp_actors::ConnectionInfo;
+
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
@@ -21,6 +23,7 @@ use tracing_subscriber::fmt::{FmtContext, time::FormatTime};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::{MESSAGES_TARGET, REJECTS_TARGET};
+use crate::protocol::Inbound;
 
 /// The targets whose lines are written by the fast path: the per-message and per-reject lines
 /// (one per message, so their cost is the server's).
@@ -100,6 +103,60 @@ where
     }
 }
 
+/// The per-message line (`ServerBuilder::message_lines_to`) as [`TextFormat`] writes the
+/// `message` event of [`MessageLog`](super::MessageLog) at `now`, outside any span: the same
+/// timestamp, level, target and fields, in the event's order (`latency_ms` the value the event
+/// records). `None` when a value is one the
+/// fast path would not write by hand (it needs escaping) or the time one it does not write:
+/// that line goes through `tracing`. `out` is cleared first.
+pub(super) fn message_line(
+    out: &mut String,
+    now: SystemTime,
+    conn: &ConnectionInfo,
+    meta: &Inbound,
+    latency_ms: f64,
+    ack_code: &str,
+) -> Option<()> {
+    let texts = [
+        meta.message_code(),
+        meta.trigger_event(),
+        meta.control_id(),
+        meta.store_id(),
+    ];
+    if !texts.iter().flatten().all(|t| plain(t)) || !plain(conn.peer_ip()) {
+        return None;
+    }
+    let latency = thousandths(latency_ms)?;
+    let stamp = timestamp(now)?;
+    out.clear();
+    out.push_str(stamp.as_str());
+    out.push_str(level(&Level::INFO));
+    out.push_str(MESSAGES_TARGET);
+    out.push_str(": message connection.id=");
+    out.push_str(itoa::Buffer::new().format(conn.id() as i64));
+    quoted(out, "network.peer.address", Some(conn.peer_ip()));
+    quoted(out, "hl7.message_type", meta.message_code());
+    quoted(out, "hl7.trigger_event", meta.trigger_event());
+    quoted(out, "hl7.control_id", meta.control_id());
+    quoted(out, "hl7.ack_code", Some(ack_code));
+    out.push_str(" latency_ms=");
+    write_thousandths(out, latency).ok()?;
+    quoted(out, "store.id", meta.store_id());
+    out.push('\n');
+    Some(())
+}
+
+/// ` name="value"` for a plain value, nothing for `None` (an absent field is not written).
+fn quoted(out: &mut String, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        out.push(' ');
+        out.push_str(name);
+        out.push_str("=\"");
+        out.push_str(value);
+        out.push('"');
+    }
+}
+
 /// The level as the default format writes it, with the space after it.
 fn level(level: &Level) -> &'static str {
     match *level {
@@ -131,7 +188,7 @@ fn plain_fields(fields: &impl RecordFields) -> bool {
 }
 
 /// Printable ASCII with nothing `Debug` would escape.
-pub(crate) fn plain(value: &str) -> bool {
+fn plain(value: &str) -> bool {
     value
         .bytes()
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
@@ -250,7 +307,7 @@ impl Visit for Fields<'_, '_> {
 
 /// `value` as a count of thousandths, when it is one exactly as `Debug` would print it (not
 /// negative, below 10^12, and the nearest `f64` to that many thousandths), else `None`.
-pub(crate) fn thousandths(value: f64) -> Option<u64> {
+fn thousandths(value: f64) -> Option<u64> {
     if !value.is_sign_positive() || !(0.0..1e12).contains(&value) {
         return None;
     }
@@ -261,7 +318,7 @@ pub(crate) fn thousandths(value: f64) -> Option<u64> {
 }
 
 /// `n` thousandths as `Debug` prints the `f64` nearest to them: `2.0`, `0.25`, `10.125`.
-pub(crate) fn write_thousandths(w: &mut impl fmt::Write, n: u64) -> fmt::Result {
+fn write_thousandths(w: &mut impl fmt::Write, n: u64) -> fmt::Result {
     w.write_str(itoa::Buffer::new().format(n / 1000))?;
     let frac = n % 1000;
     if frac == 0 {
@@ -315,7 +372,7 @@ impl fmt::Write for Escaping<'_, '_> {
 
 /// `2026-12-05T09:01:57.881225Z ` (the default timer's format and the space after it), or
 /// `None` for a time the fast path does not write (before 1970 or after 9999).
-pub(crate) fn timestamp(now: SystemTime) -> Option<Stamp> {
+fn timestamp(now: SystemTime) -> Option<Stamp> {
     let since = now.duration_since(UNIX_EPOCH).ok()?;
     let secs = since.as_secs();
     let days = i64::try_from(secs / 86_400).ok()?;
@@ -337,10 +394,10 @@ pub(crate) fn timestamp(now: SystemTime) -> Option<Stamp> {
 }
 
 /// An ASCII timestamp of fixed width.
-pub(crate) struct Stamp([u8; 28]);
+struct Stamp([u8; 28]);
 
 impl Stamp {
-    pub(crate) fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         // Only ASCII digits were written over an ASCII template.
         std::str::from_utf8(&self.0).unwrap_or("<unknown time> ")
     }
