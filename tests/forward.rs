@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mllp::ack::ErrorCode;
+use mllp::ack::{ErrorCode, Reply};
 use mllp::app::{HandlerError, Request, Router};
 use mllp::forward::Forwarder;
 use mllp::{ClientConfig, Server, ServerHandle};
@@ -125,26 +125,16 @@ async fn silence_and_unreachable_downstreams_are_ae_207() {
 /// to ERR-12 used to merge, from the lone backslash to the next escape character (ERR-12's).
 #[tokio::test]
 async fn a_downstream_err_with_a_lone_backslash_keeps_its_fields_upstream() {
-    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = raw.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (stream, _) = raw.accept().await.unwrap();
-        let mut framed = tokio_util::codec::Framed::new(stream, mllp::frame::MllpCodec::new());
-        use futures_util::{SinkExt, StreamExt};
-        while let Some(Ok(frame)) = framed.next().await {
-            let id = mllp::hl7::Message::parse(frame)
-                .unwrap()
-                .control_id()
-                .unwrap()
-                .to_owned();
-            let ack = format!(
-                "MSH|^~\\&|B|B|A|A|20240101||ACK^A01^ACK|B1|P|2.5\rMSA|AE|{id}\r\
-                 ERR||PID^1|207^Application internal error^HL70357|E||||cannot write C:\\inbox||||desk\\T\\12\r"
-            );
-            framed.send(Bytes::from(ack)).await.unwrap();
-        }
+    // Server B answers with its own ACK, written by hand as a careless receiver writes it.
+    let careless = Router::new().route("*", |req: Request| async move {
+        let id = req.message().control_id().unwrap_or_default().to_owned();
+        Reply::raw(format!(
+            "MSH|^~\\&|B|B|A|A|20240101||ACK^A01^ACK|B1|P|2.5\rMSA|AE|{id}\r\
+             ERR||PID^1|207^Application internal error^HL70357|E||||cannot write C:\\inbox||||desk\\T\\12\r"
+        ))
     });
-    let a = forwarding(Forwarder::new(addr.to_string())).await;
+    let b = start(Server::builder().router(careless)).await;
+    let a = forwarding(Forwarder::new(b.local_addr().to_string())).await;
     let mut peer = Peer::connect(a.local_addr()).await;
     let upstream =
         Bytes::from_static(b"MSH#$*@!#UP#UPF#A#AF#20240101##ADT$A01#UP-1#P#2.5\rPID#1\r");
@@ -157,6 +147,7 @@ async fn a_downstream_err_with_a_lone_backslash_keeps_its_fields_upstream() {
     assert_eq!(field(&ack, "ERR-8"), "cannot write C:\\inbox");
     assert_eq!(field(&ack, "ERR-12"), "desk&12");
     within(a.shutdown()).await;
+    within(b.shutdown()).await;
 }
 
 /// A message rewritten before it goes on (its own MSH-10) is still answered upstream with the
