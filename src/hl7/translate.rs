@@ -184,27 +184,38 @@ mod tests {
         Delimiters::new(b'#', b"$*@!").unwrap()
     }
 
+    /// `text` parsed, and moved to [`custom`] and parsed again.
+    fn move_to_custom(text: &'static [u8]) -> (Message, Message) {
+        let original = Message::parse(Bytes::from_static(text)).unwrap();
+        let moved = Message::parse(with_delimiters(&original, &custom())).unwrap();
+        (original, moved)
+    }
+
+    /// The decoded value at `path`.
+    fn value(message: &Message, path: &str) -> Vec<u8> {
+        message.get(path).unwrap().unwrap().decoded().into_owned()
+    }
+
+    /// How many fields the OBX segment has.
+    fn obx_fields(message: &Message) -> usize {
+        message.segment("OBX").unwrap().fields().count()
+    }
+
     /// A message moved to other delimiters reads the same field values (decoded), data bytes
     /// that collide with the new delimiters and delimiter escapes included; moved back, it is
     /// the original byte for byte.
     #[test]
     fn round_trips_and_keeps_values() {
-        let original = Message::parse(Bytes::from_static(
+        let (original, moved) = move_to_custom(
             b"MSH|^~\\&|A|B|C|D|20240101||RSP^K22^RSP_K21|R1|P|2.5\rQAK|Q1#2|OK\rPID|1||A\\S\\B^^^H&1~X\r",
-        ))
-        .unwrap();
-        let moved = Message::parse(with_delimiters(&original, &custom())).unwrap();
+        );
         assert_eq!(moved.delimiters(), &custom());
         assert_eq!(
             moved.get("MSH-9").unwrap().unwrap().as_bytes(),
             b"RSP$K22$RSP_K21"
         );
         for path in ["QAK-1", "PID-3.1", "PID-3(1).4.2", "PID-3(2)", "MSH-10"] {
-            assert_eq!(
-                moved.get(path).unwrap().unwrap().decoded(),
-                original.get(path).unwrap().unwrap().decoded(),
-                "{path}"
-            );
+            assert_eq!(value(&moved, path), value(&original, path), "{path}");
         }
         let back = with_delimiters(&moved, &Delimiters::default());
         assert_eq!(&back[..], &original.as_bytes()[..]);
@@ -216,26 +227,14 @@ mod tests {
     /// separators, and fields merged.
     #[test]
     fn a_lone_escape_character_does_not_swallow_the_fields_after_it() {
-        let original = Message::parse(Bytes::from_static(
+        let (original, moved) = move_to_custom(
             b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|M1|P|2.5\rOBX|1|ST|C:\\temp|x^y|ends\\H\\z\r",
-        ))
-        .unwrap();
-        let moved = Message::parse(with_delimiters(&original, &custom())).unwrap();
-        assert_eq!(
-            moved.segment("OBX").unwrap().fields().count(),
-            original.segment("OBX").unwrap().fields().count()
         );
+        assert_eq!(obx_fields(&moved), obx_fields(&original));
         for path in ["OBX-3", "OBX-4.1", "OBX-4.2"] {
-            assert_eq!(
-                moved.get(path).unwrap().unwrap().decoded(),
-                original.get(path).unwrap().unwrap().decoded(),
-                "{path}"
-            );
+            assert_eq!(value(&moved, path), value(&original, path), "{path}");
         }
-        assert_eq!(
-            moved.get("OBX-3").unwrap().unwrap().decoded(),
-            &b"C:\\temp"[..]
-        );
+        assert_eq!(value(&moved, "OBX-3"), b"C:\\temp");
         // A whole sequence in one value is still a sequence, under the new escape character.
         assert_eq!(moved.get("OBX-5").unwrap().unwrap().as_bytes(), b"ends@H@z");
     }
@@ -245,21 +244,12 @@ mod tests {
     /// sequence with no such character stays a sequence. Found by the `translate` fuzz target.
     #[test]
     fn a_sequence_holding_a_new_delimiter_is_written_as_data() {
-        let original = Message::parse(Bytes::from_static(
+        let (original, moved) = move_to_custom(
             b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|M1|P|2.5\rOBX|1|ST|\\Za#b!\\|\\Zok\\|z\r",
-        ))
-        .unwrap();
-        let moved = Message::parse(with_delimiters(&original, &custom())).unwrap();
-        let obx = |m: &Message| m.segment("OBX").unwrap().fields().count();
-        assert_eq!(obx(&moved), obx(&original));
-        assert_eq!(
-            moved.get("OBX-3").unwrap().unwrap().decoded(),
-            &b"\\Za#b!\\"[..]
         );
-        assert_eq!(
-            moved.get("OBX-3").unwrap().unwrap().decoded(),
-            original.get("OBX-3").unwrap().unwrap().decoded()
-        );
+        assert_eq!(obx_fields(&moved), obx_fields(&original));
+        assert_eq!(value(&moved, "OBX-3"), b"\\Za#b!\\");
+        assert_eq!(value(&moved, "OBX-3"), value(&original, "OBX-3"));
         assert_eq!(moved.get("OBX-4").unwrap().unwrap().as_bytes(), b"@Zok@");
         assert_eq!(moved.get("OBX-5").unwrap().unwrap().as_bytes(), b"z");
     }
