@@ -20,15 +20,22 @@ use libfuzzer_sys::fuzz_target;
 use mllp::ack::{Ack, AckCode, AckOptions, Diagnostic};
 use mllp::hl7::{Batch, BatchError, Message, ParseOptions};
 
+/// Whether `bytes` hold no MLLP block character (so they can be framed).
+fn frameable(bytes: &[u8]) -> bool {
+    !bytes.iter().any(|&b| b == 0x0b || b == 0x1c)
+}
+
 fuzz_target!(|data: &[u8]| {
     let [control, payload @ ..] = data else {
         return;
     };
     // The framer never delivers a payload holding a block character.
-    if payload.iter().any(|&b| b == 0x0b || b == 0x1c) {
+    if !frameable(payload) {
         return;
     }
     let options = ParseOptions::default().lenient_line_endings(control & 1 == 1);
+    // Replies are read back as a lenient peer reads them.
+    let lenient = ParseOptions::default().lenient_line_endings(true);
     let acks = AckOptions::default();
     let raw = Bytes::copy_from_slice(payload);
     match Batch::parse(raw.clone(), &options) {
@@ -57,10 +64,9 @@ fuzz_target!(|data: &[u8]| {
             let reply = Ack::batch(&batch, &answers, &acks);
             let bytes = reply.as_bytes();
             assert!(
-                !bytes.iter().any(|&b| b == 0x0b || b == 0x1c),
+                frameable(bytes),
                 "a batch reply holds an MLLP block character"
             );
-            let lenient = ParseOptions::default().lenient_line_endings(true);
             let back = Batch::parse(bytes.clone(), &lenient).unwrap_or_else(|e| {
                 panic!(
                     "the batch reply does not parse: {e}\n{}",
@@ -81,19 +87,21 @@ fuzz_target!(|data: &[u8]| {
             let text = error.to_string();
             if let BatchError::CountMismatch { .. } = &error {
                 // Only digits of the payload may appear: the count as declared, when it is one.
-                let numbers: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+                let shape: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
                 assert!(
-                    numbers.starts_with("BTS- declares ")
-                        || numbers.starts_with("FTS- declares ")
-                        || numbers.starts_with("BTS- is not a count")
-                        || numbers.starts_with("FTS- is not a count"),
+                    shape.starts_with("BTS- declares ")
+                        || shape.starts_with("FTS- declares ")
+                        || shape.starts_with("BTS- is not a count")
+                        || shape.starts_with("FTS- is not a count"),
                     "count error echoes payload: {text:?}"
                 );
             }
             let diagnostic = Diagnostic::error(error.error_code(), text);
             let reply = Ack::reject_batch(&raw, AckCode::AR, &[diagnostic], &acks);
-            assert!(!reply.as_bytes().iter().any(|&b| b == 0x0b || b == 0x1c));
-            let lenient = ParseOptions::default().lenient_line_endings(true);
+            assert!(
+                frameable(reply.as_bytes()),
+                "an AR holds an MLLP block character"
+            );
             let parsed = Message::parse_with(reply.as_bytes().clone(), &lenient)
                 .unwrap_or_else(|e| panic!("the AR for a bad envelope does not parse: {e}"));
             assert_eq!(

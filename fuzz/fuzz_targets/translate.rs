@@ -19,45 +19,37 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use mllp::hl7::{Delimiters, Message, ParseOptions, with_delimiters};
 
-/// Every subcomponent of every segment, by position: `(raw, decoded)`; MSH-1 and MSH-2 left
-/// out (they are the delimiters themselves).
-type Shape = Vec<Vec<Vec<Vec<Vec<(Vec<u8>, Vec<u8>)>>>>>;
+/// Where a subcomponent sits: segment, field, repetition, component, subcomponent.
+type Position = [usize; 5];
 
-fn shape(message: &Message) -> Shape {
-    message
-        .segments()
-        .map(|segment| {
-            // Fields 1 and 2 of an MSH segment (also one that is not the first: a parse does
-            // not refuse it) are read as the delimiters, not as values.
-            let delimiters = if segment.as_bytes().starts_with(b"MSH") {
-                2
-            } else {
-                0
-            };
-            segment
-                .fields()
-                .skip(delimiters)
-                .map(|field| {
-                    field
-                        .repetitions()
-                        .map(|repetition| {
-                            repetition
-                                .components()
-                                .map(|component| {
-                                    component
-                                        .subcomponents()
-                                        .map(|sub| {
-                                            (sub.as_bytes().to_vec(), sub.decoded().into_owned())
-                                        })
-                                        .collect()
-                                })
-                                .collect()
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .collect()
+/// Every subcomponent of every segment: its position, raw bytes and decoded bytes. Fields 1
+/// and 2 of an MSH segment (also one that is not the first: a parse does not refuse it) are
+/// left out: they are the delimiters themselves, not values.
+fn values(message: &Message) -> Vec<(Position, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (s, segment) in message.segments().enumerate() {
+        let skip = if segment.as_bytes().starts_with(b"MSH") {
+            2
+        } else {
+            0
+        };
+        for (f, field) in segment.fields().enumerate().skip(skip) {
+            for (r, repetition) in field.repetitions().enumerate() {
+                for (c, component) in repetition.components().enumerate() {
+                    for (u, sub) in component.subcomponents().enumerate() {
+                        let raw = sub.as_bytes().to_vec();
+                        out.push(([s, f, r, c, u], raw, sub.decoded().into_owned()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The positions alone: the message's structure.
+fn positions(values: &[(Position, Vec<u8>, Vec<u8>)]) -> Vec<Position> {
+    values.iter().map(|(p, _, _)| *p).collect()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -89,41 +81,26 @@ fuzz_target!(|data: &[u8]| {
     let parsed = Message::parse_with(rewritten.clone(), &options)
         .unwrap_or_else(|e| panic!("the rewritten message does not parse: {e}"));
     assert_eq!(*parsed.delimiters(), to);
-    let before = shape(&message);
-    let after = shape(&parsed);
-    assert_eq!(before.len(), after.len(), "segment count");
-    for (segment, (b, a)) in before.iter().zip(&after).enumerate() {
-        assert_eq!(b.len(), a.len(), "field count of segment {segment}");
-        for (field, (b, a)) in b.iter().zip(a).enumerate() {
-            assert_eq!(b.len(), a.len(), "repetitions of {segment}.{field}");
-            for (b, a) in b.iter().zip(a) {
-                assert_eq!(b.len(), a.len(), "components of {segment}.{field}");
-                for (b, a) in b.iter().zip(a) {
-                    assert_eq!(b.len(), a.len(), "subcomponents of {segment}.{field}");
-                    for ((raw, decoded), (_, again)) in b.iter().zip(a) {
-                        if !raw.contains(&from.escape()) {
-                            // A truncation character keeps its role, as the new one, where the
-                            // new set has one.
-                            let expected: Vec<u8> = match (from.truncation(), to.truncation()) {
-                                (Some(old), Some(new)) => decoded
-                                    .iter()
-                                    .map(|&b| if b == old { new } else { b })
-                                    .collect(),
-                                _ => decoded.clone(),
-                            };
-                            assert_eq!(&expected, again, "value of {segment}.{field}");
-                        }
-                    }
-                }
-            }
+    let before = values(&message);
+    let after = values(&parsed);
+    assert_eq!(positions(&before), positions(&after), "structure");
+    // A truncation character keeps its role, as the new one, where the new set has one.
+    let truncation = |b: u8| match (from.truncation(), to.truncation()) {
+        (Some(old), Some(new)) if b == old => new,
+        _ => b,
+    };
+    for ((position, raw, decoded), (_, _, again)) in before.iter().zip(&after) {
+        if !raw.contains(&from.escape()) {
+            let expected: Vec<u8> = decoded.iter().map(|&b| truncation(b)).collect();
+            assert_eq!(&expected, again, "value at {position:?}");
         }
     }
     let back = with_delimiters(&parsed, &from);
     let back = Message::parse_with(back, &options)
         .unwrap_or_else(|e| panic!("the message rewritten back does not parse: {e}"));
-    let round = shape(&back);
-    assert_eq!(round.len(), before.len());
-    for (b, a) in before.iter().zip(&round) {
-        assert_eq!(b.len(), a.len());
-    }
+    assert_eq!(
+        positions(&values(&back)),
+        positions(&before),
+        "structure, back"
+    );
 });
