@@ -26,6 +26,11 @@
 //! it prints bare/serve in CPU per message: when other processes share the server's core, the
 //! throughput of both sides falls, while the CPU each spends on a message moves much less.
 //!
+//! `--hl7-floor` adds a third side to every profile: the bare server that also does the HL7
+//! work every receiver must do, with `mllp`'s own parser and ACK builder (`Message::parse` of
+//! each frame, `Ack::build` of an AA, written framed) and nothing else. floor/bare is what
+//! parsing and acknowledging cost; serve/floor what `mllp serve` adds on top of them.
+//!
 //! `--budget` compares, at 16x1, `mllp serve` with everything off (`--log-messages=false`, no
 //! admin, no export) against each observability feature on its own: the per-message log line,
 //! the admin endpoint scraped (`GET /metrics`) every second, OTLP export of metrics only
@@ -75,6 +80,7 @@ cargo bench -p mllp-cli --bench serve -- [FLAGS]
   --runs N            interleaved runs per side and profile (default 3); medians are reported
   --only P[,P...]     profiles to run: 1x1 16x1 64x1 oru8k 1x16 1mb (default: all)
   --no-profiles       run no profile (only --budget and/or --memory)
+  --hl7-floor         a third side per profile: bare plus mllp's parse and ACK build
   --budget            16x1: serve with everything off vs log line, admin scraped, OTLP
   --memory            RSS per idle connection, and around two bursts of connections
   --idle N            idle connections for --memory (default 2000)
@@ -90,7 +96,10 @@ cargo bench -p mllp-cli --bench serve -- [FLAGS]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--bare-serve") {
-        return bare::main();
+        return bare::main(false);
+    }
+    if args.iter().any(|a| a == "--bare-hl7-serve") {
+        return bare::main(true);
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{HELP}");
@@ -168,6 +177,7 @@ struct Options {
     only: Option<Vec<String>>,
     no_profiles: bool,
     budget: bool,
+    hl7_floor: bool,
     memory: bool,
     idle: usize,
     burst: usize,
@@ -189,6 +199,7 @@ impl Options {
             only: None,
             no_profiles: false,
             budget: false,
+            hl7_floor: false,
             memory: false,
             idle: 2000,
             burst: 10_000,
@@ -233,6 +244,7 @@ impl Options {
                 }
                 "--no-profiles" => o.no_profiles = true,
                 "--budget" => o.budget = true,
+                "--hl7-floor" => o.hl7_floor = true,
                 "--memory" => o.memory = true,
                 "--idle" => o.idle = number(value()?)?,
                 "--burst" => o.burst = number(value()?)?,
@@ -487,6 +499,8 @@ fn load_average() -> String {
 #[derive(Debug, Clone)]
 enum Kind {
     Bare,
+    /// The bare server with `mllp`'s parse and ACK build (`--hl7-floor`).
+    BareHl7,
     Serve {
         args: Vec<String>,
         env: Vec<(String, String)>,
@@ -510,6 +524,7 @@ impl Kind {
     fn label(&self) -> &'static str {
         match self {
             Kind::Bare => "bare",
+            Kind::BareHl7 => "floor",
             Kind::Serve { .. } => "serve",
         }
     }
@@ -542,10 +557,14 @@ async fn start(ctx: &Ctx, kind: &Kind) -> Result<Server, String> {
     let stderr = ctx.dir.path().join(format!("server-{n}.stderr"));
     let stderr_file = std::fs::File::create(&stderr).map_err(|e| e.to_string())?;
     let (mut command, wants_admin) = match kind {
-        Kind::Bare => {
+        Kind::Bare | Kind::BareHl7 => {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut command = pinned(ctx, SERVER_CPU, &exe.to_string_lossy());
-            command.arg("--bare-serve");
+            command.arg(if matches!(kind, Kind::Bare) {
+                "--bare-serve"
+            } else {
+                "--bare-hl7-serve"
+            });
             (command, false)
         }
         Kind::Serve { args, env, admin } => {
@@ -908,6 +927,8 @@ struct ProfileReport {
     message_bytes: u64,
     bare: Side,
     serve: Side,
+    /// With `--hl7-floor`.
+    floor: Option<Side>,
 }
 
 async fn run_profile(ctx: &Ctx, profile: &Profile) -> Result<ProfileReport, String> {
@@ -933,12 +954,21 @@ async fn run_profile(ctx: &Ctx, profile: &Profile) -> Result<ProfileReport, Stri
     } else {
         1
     };
-    let mut sides = [Vec::new(), Vec::new()];
+    let mut kinds = vec![bare, serve];
+    if ctx.options.hl7_floor {
+        kinds.push(Kind::BareHl7);
+    }
+    let mut sides = vec![Vec::new(); kinds.len()];
     for run in 0..runs {
-        // bare first on even runs, serve first on odd ones: a drift hits both sides alike.
-        let order: [usize; 2] = if run % 2 == 0 { [0, 1] } else { [1, 0] };
+        // The order turns with each run (bare first on even runs, serve first on odd ones with
+        // two sides): a drift hits every side alike.
+        let order: Vec<usize> = if kinds.len() == 2 {
+            if run % 2 == 0 { vec![0, 1] } else { vec![1, 0] }
+        } else {
+            (0..kinds.len()).map(|i| (i + run) % kinds.len()).collect()
+        };
         for side in order {
-            let kind = if side == 0 { &bare } else { &serve };
+            let kind = &kinds[side];
             let (sample, _) = measure(ctx, kind, shape, warm, n).await?;
             if !ctx.options.json {
                 eprint!(".");
@@ -950,12 +980,16 @@ async fn run_profile(ctx: &Ctx, profile: &Profile) -> Result<ProfileReport, Stri
     if !ctx.options.json {
         eprintln!();
     }
-    let [bare, serve] = sides;
+    let mut sides = sides.into_iter().map(|runs| Side { runs });
+    let (Some(bare), Some(serve)) = (sides.next(), sides.next()) else {
+        unreachable!("two sides at least");
+    };
     Ok(ProfileReport {
         messages: n,
         message_bytes: calibration.message_bytes,
-        bare: Side { runs: bare },
-        serve: Side { runs: serve },
+        bare,
+        serve,
+        floor: sides.next(),
     })
 }
 
@@ -979,6 +1013,9 @@ fn print_profile(ctx: &Ctx, profile: &Profile, r: &ProfileReport) {
             "cpu_cost_ratio": (r.bare.cpu_us() / r.serve.cpu_us() * 1000.0).round() / 1000.0,
             "goal": profile.goal,
             "goal_met": met,
+            "floor": r.floor.as_ref().map(Side::json),
+            "floor_ratio": r.floor.as_ref().map(|f| (f.rate() / r.bare.rate() * 1000.0).round() / 1000.0),
+            "serve_floor_ratio": r.floor.as_ref().map(|f| (r.serve.rate() / f.rate() * 1000.0).round() / 1000.0),
         });
         println!("{line}");
         return;
@@ -1003,7 +1040,14 @@ fn print_profile(ctx: &Ctx, profile: &Profile, r: &ProfileReport) {
         "client",
         "other"
     );
-    for (name, side) in [("bare", &r.bare), ("serve", &r.serve)] {
+    for (name, side) in [
+        ("bare", Some(&r.bare)),
+        ("serve", Some(&r.serve)),
+        ("floor", r.floor.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, side)| Some((name, side?)))
+    {
         let runs: Vec<String> = side.runs.iter().map(|s| format!("{:.0}", s.rate)).collect();
         println!(
             "  {:<6} {:<28} {:>9.0} {:>9.0} {:>9.0} {:>10.1} {:>6.0}% {:>6.0}% {:>5.0}%",
@@ -1024,6 +1068,15 @@ fn print_profile(ctx: &Ctx, profile: &Profile, r: &ProfileReport) {
         if met { "met" } else { "MISSED" },
         r.bare.cpu_us() / r.serve.cpu_us()
     );
+    if let Some(floor) = &r.floor {
+        println!(
+            "  floor/bare {:.3} (parse and ACK; CPU bare/floor {:.3}); serve/floor {:.3} (CPU floor/serve {:.3})",
+            floor.rate() / r.bare.rate(),
+            r.bare.cpu_us() / floor.cpu_us(),
+            r.serve.rate() / floor.rate(),
+            floor.cpu_us() / r.serve.cpu_us(),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1845,6 +1898,9 @@ mod messages {
 // The bare baseline (this binary with --bare-serve)
 
 mod bare {
+    use mllp::ack::{Ack, AckCode, AckOptions};
+    use mllp::hl7::Message;
+
     use super::*;
 
     /// Fixed ACK around MSA-2.
@@ -1852,8 +1908,9 @@ mod bare {
         b"\x0bMSH|^~\\&|BARE|BARE|BENCH|BENCH|20260101000000||ACK^A01^ACK|BARE1|P|2.5\rMSA|AA|";
     const ACK_TAIL: &[u8] = b"\r\x1c\r";
 
-    /// Runs the bare server: prints `listening on ADDR` and serves until killed.
-    pub(super) fn main() -> ExitCode {
+    /// Runs the bare server (with `hl7`, the floor: parse and ACK build per message): prints
+    /// `listening on ADDR` and serves until killed.
+    pub(super) fn main(hl7: bool) -> ExitCode {
         // Built as `mllp`'s main builds its runtime: pinned to one CPU, both get one worker.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -1866,7 +1923,7 @@ mod bare {
             loop {
                 match listener.accept().await {
                     Ok((socket, _)) => {
-                        tokio::spawn(connection(socket));
+                        tokio::spawn(connection(socket, hl7));
                     }
                     // EMFILE and the like: try again shortly.
                     Err(_) => tokio::task::yield_now().await,
@@ -1875,7 +1932,7 @@ mod bare {
         })
     }
 
-    async fn connection(mut socket: TcpStream) {
+    async fn connection(mut socket: TcpStream, hl7: bool) {
         let _ = socket.set_nodelay(true);
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut out: Vec<u8> = Vec::with_capacity(256);
@@ -1899,10 +1956,28 @@ mod bare {
                 let Some(start) = memchr::memchr(0x0b, &buf[..end]) else {
                     return;
                 };
-                out.extend_from_slice(ACK_HEAD);
-                out.extend_from_slice(msh10(&buf[start + 1..end]));
-                out.extend_from_slice(ACK_TAIL);
-                buf.advance(end + END.len());
+                if hl7 {
+                    // As the server's framer hands it over: the frame split off, not copied.
+                    let frame = buf.split_to(end + END.len()).freeze();
+                    let ack = match Message::parse(frame.slice(start + 1..end)) {
+                        Ok(message) => {
+                            Ack::build(&message, AckCode::AA, &[], &AckOptions::default())
+                        }
+                        Err(e) => Ack::reject_unparseable(
+                            &frame[start + 1..end],
+                            &e.to_diagnostic(),
+                            &AckOptions::default(),
+                        ),
+                    };
+                    out.push(0x0b);
+                    out.extend_from_slice(ack.as_bytes());
+                    out.extend_from_slice(END);
+                } else {
+                    out.extend_from_slice(ACK_HEAD);
+                    out.extend_from_slice(msh10(&buf[start + 1..end]));
+                    out.extend_from_slice(ACK_TAIL);
+                    buf.advance(end + END.len());
+                }
                 searched = 0;
             }
             if !out.is_empty() {
