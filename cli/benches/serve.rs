@@ -1895,7 +1895,7 @@ mod messages {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The bare baseline (this binary with --bare-serve)
+// The bare baseline (this binary with --bare-serve) and the HL7 floor (--bare-hl7-serve)
 
 mod bare {
     use mllp::ack::{Ack, AckCode, AckOptions};
