@@ -960,14 +960,9 @@ async fn run_profile(ctx: &Ctx, profile: &Profile) -> Result<ProfileReport, Stri
     }
     let mut sides = vec![Vec::new(); kinds.len()];
     for run in 0..runs {
-        // The order turns with each run (bare first on even runs, serve first on odd ones with
-        // two sides): a drift hits every side alike.
-        let order: Vec<usize> = if kinds.len() == 2 {
-            if run % 2 == 0 { vec![0, 1] } else { vec![1, 0] }
-        } else {
-            (0..kinds.len()).map(|i| (i + run) % kinds.len()).collect()
-        };
-        for side in order {
+        // The order turns with each run (with two sides: bare first on even runs, serve first
+        // on odd ones): a drift hits every side alike.
+        for side in (0..kinds.len()).map(|i| (i + run) % kinds.len()) {
             let kind = &kinds[side];
             let (sample, _) = measure(ctx, kind, shape, warm, n).await?;
             if !ctx.options.json {
