@@ -157,6 +157,29 @@ async fn foreign_or_newer_store_file_refuses_to_start() {
     );
 }
 
+/// A sender's MSH-10 holding a terminal escape sequence is stored as sent, and `mllp inbox
+/// list` prints it escaped: a listing on a terminal cannot be driven by what a sender wrote.
+#[tokio::test]
+async fn inbox_list_escapes_control_characters_in_msh_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "esc.hl7", &hl7("E\u{1b}]0;T\u{7}1", b"DOE"));
+    let serve = Serve::start(dir.path(), &[]).await;
+    let sent = mllp(&["send", "--to", &serve.to(), &file]).await;
+    assert!(sent.status.success(), "{}", text(&sent.stdout));
+    serve.stop_cleanly().await;
+
+    let rows = reader(dir.path()).list(&Filter::default()).unwrap();
+    assert_eq!(rows[0].control_id, "E\u{1b}]0;T\u{7}1", "stored as sent");
+    let out = mllp_in(dir.path(), None, &["inbox", "list"]).await;
+    let listed = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(listed.contains("E\\u{1b}]0;T\\u{7}1"), "{listed}");
+    assert!(
+        !listed.contains('\u{1b}') && !listed.contains('\u{7}'),
+        "{listed}"
+    );
+}
+
 /// Every `mllp inbox` verb on a store that `mllp serve` wrote.
 #[tokio::test]
 async fn inbox_verbs_list_show_export_import_replay_and_prune() {

@@ -7,6 +7,7 @@ use mllp::store::sqlite::Summary;
 use super::StoreArg;
 use super::filter::{FilterArgs, rfc3339};
 use crate::exit;
+use crate::send::printable;
 
 /// List stored messages, newest first: id, receive time, MSH-9, MSH-10, sender (MSH-3 and
 /// MSH-4), peer, size. No field outside MSH is shown.
@@ -68,10 +69,13 @@ pub(crate) fn run(args: ListArgs) -> ExitCode {
                 "{:>8}  {:<27}  {:<16}  {:<20}  {:<20}  {:<21}  {:>8}{flag}",
                 row.id,
                 rfc3339(row.received_at),
-                row.message_type,
-                row.control_id,
-                format!("{}|{}", row.sending_application, row.sending_facility),
-                row.peer,
+                printable(&row.message_type),
+                printable(&row.control_id),
+                printable(&format!(
+                    "{}|{}",
+                    row.sending_application, row.sending_facility
+                )),
+                printable(&row.peer),
                 row.size
             );
         }

@@ -1,15 +1,19 @@
 //! `mllp inbox show`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use mllp::hl7::Message;
+use mllp::hl7::{Charset, Message};
 
 use super::StoreArg;
 use crate::exit;
 
 /// Print one stored message: its bytes exactly as received (segments end in CR), or with
 /// `--segments` one segment per line and one field per line under it, numbered (`PID-5`).
+///
+/// On a terminal the message is shown as text instead of its bytes: one segment per line,
+/// decoded per MSH-18, control characters escaped (`\u{1b}`). The bytes go out unchanged only
+/// when stdout is a file or a pipe.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ShowArgs {
     #[command(flatten)]
@@ -37,7 +41,11 @@ pub(crate) fn run(args: ShowArgs) -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     if !args.segments {
-        let _ = out.write_all(&message.payload);
+        if out.is_terminal() {
+            let _ = out.write_all(as_lines(&message.payload).as_bytes());
+        } else {
+            let _ = out.write_all(&message.payload);
+        }
         let _ = out.flush();
         return ExitCode::SUCCESS;
     }
@@ -45,19 +53,131 @@ pub(crate) fn run(args: ShowArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return exit::fail(exit::FAILURE, &e),
     };
-    for segment in parsed.segments() {
-        let _ = writeln!(out, "{}", String::from_utf8_lossy(segment.as_bytes()));
+    let _ = out.write_all(fields(&parsed).as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// The set MSH-18 declares, or UTF-8 (with U+FFFD for what does not decode) when the payload
+/// does not parse or names a set this build does not decode.
+fn charset_of(payload: &[u8]) -> Option<Charset> {
+    let message = Message::parse(bytes::Bytes::copy_from_slice(payload)).ok()?;
+    message.declared_charset().ok()
+}
+
+/// `bytes` as text for a terminal: decoded per `charset` (as UTF-8, lossily, when they are not
+/// valid in it), every control character but tab escaped (`\u{1b}`), so that a payload cannot
+/// move the cursor, change colours or retitle the window.
+fn terminal_text(bytes: &[u8], charset: Option<&Charset>) -> String {
+    let text = charset
+        .and_then(|c| c.decode(bytes).ok())
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes));
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text.into_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The payload one segment per line (a segment ends at CR, LF or CR LF), as
+/// [`terminal_text`].
+fn as_lines(payload: &[u8]) -> String {
+    let charset = charset_of(payload);
+    let mut out = String::with_capacity(payload.len() + 16);
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+        out.push_str(&terminal_text(&rest[..end], charset.as_ref()));
+        out.push('\n');
+        let skip = match rest[end..] {
+            [b'\r', b'\n', ..] => 2,
+            [] => 0,
+            _ => 1,
+        };
+        rest = &rest[end + skip..];
+    }
+    out
+}
+
+/// `--segments`: each segment on a line, then each non-empty field on its own line under it,
+/// numbered, all as [`terminal_text`] (also when written to a file: it is a view, not the
+/// bytes).
+fn fields(message: &Message) -> String {
+    let charset = message.declared_charset().ok();
+    let text = |bytes: &[u8]| terminal_text(bytes, charset.as_ref());
+    let mut out = String::new();
+    for segment in message.segments() {
+        out.push_str(&text(segment.as_bytes()));
+        out.push('\n');
         for (n, field) in segment.fields().enumerate() {
             if !field.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  {}-{}: {}",
+                out.push_str(&format!(
+                    "  {}-{}: {}\n",
                     segment.id(),
                     n + 1,
-                    String::from_utf8_lossy(field.as_bytes())
-                );
+                    text(field.as_bytes())
+                ));
             }
         }
     }
-    ExitCode::SUCCESS
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATIN1: &[u8] =
+        b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||7||M\xFCller\r";
+
+    #[test]
+    fn a_terminal_shows_one_segment_per_line_decoded_per_msh_18() {
+        assert_eq!(
+            as_lines(LATIN1),
+            "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\nPID|1||7||M\u{fc}ller\n"
+        );
+    }
+
+    #[test]
+    fn line_feeds_and_crlf_end_segments_too_and_a_missing_last_terminator_is_added() {
+        let payload = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\r\nPID|1\nPV1|1";
+        assert_eq!(
+            as_lines(payload),
+            "MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\nPID|1\nPV1|1\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_reach_a_terminal_escaped() {
+        // ESC ] 0 ; ... BEL retitles a terminal window; ESC [ 2 J clears it.
+        let payload =
+            b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\rNTE|1||\x1b]0;owned\x07\x1b[2J\tok\x7f\r";
+        let shown = as_lines(payload);
+        assert_eq!(
+            shown.lines().nth(1),
+            Some("NTE|1||\\u{1b}]0;owned\\u{7}\\u{1b}[2J\tok\\u{7f}")
+        );
+        assert!(!shown.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn bytes_invalid_in_the_declared_set_still_show() {
+        let payload = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||\xFF\r";
+        assert_eq!(as_lines(payload).lines().nth(1), Some("PID|1||\u{fffd}"));
+    }
+
+    #[test]
+    fn fields_are_numbered_and_decoded() {
+        let message = Message::parse(bytes::Bytes::from_static(LATIN1)).unwrap();
+        let shown = fields(&message);
+        assert!(shown.contains("\nPID|1||7||M\u{fc}ller\n"), "{shown}");
+        assert!(shown.contains("\n  PID-5: M\u{fc}ller\n"), "{shown}");
+        assert!(shown.contains("\n  MSH-18: 8859/1\n"), "{shown}");
+    }
 }

@@ -110,7 +110,8 @@ impl Output {
                     .to_string()
                 } else {
                     format!(
-                        "delivered  {id}  {message_type}  {}  {ack}  ({attempts} {}, {})",
+                        "delivered  {id}  {}  {}  {ack}  ({attempts} {}, {})",
+                        message_type.escape_debug(),
                         control_id.escape_debug(),
                         if *attempts == 1 { "try" } else { "tries" },
                         millis(*elapsed)
@@ -137,7 +138,8 @@ impl Output {
                     .to_string()
                 } else {
                     format!(
-                        "DEAD       {id}  {message_type}  {}  {}",
+                        "DEAD       {id}  {}  {}  {}",
+                        message_type.escape_debug(),
                         control_id.escape_debug(),
                         reason.escape_debug()
                     )
