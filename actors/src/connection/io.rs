@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::codec::{Decoder, Encoder};
@@ -458,20 +458,21 @@ where
 }
 
 /// Writes all of `buf` (advancing it), then flushes: a TLS stream sends its records only then.
+///
+/// A plain write of the one contiguous buffer, not a vectored one: `poll_write_buf` would make
+/// it a `writev` of one `iovec` on a TCP stream, which costs the kernel the vector's import for
+/// nothing.
 fn poll_send<S: tokio::io::AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<()>> {
     while !buf.is_empty() {
-        let written = ready!(tokio_util::io::poll_write_buf(
-            Pin::new(&mut *stream),
-            cx,
-            buf
-        ))?;
+        let written = ready!(Pin::new(&mut *stream).poll_write(cx, buf))?;
         if written == 0 {
             return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
+        buf.advance(written);
     }
     Pin::new(stream).poll_flush(cx)
 }
