@@ -12,11 +12,12 @@ async fn main() -> Result<(), mllp::Error> {
     let router = Router::new().route("*", |req: Request| async move {
         println!("received {:?}", req.message().control_id());
     });
-    let server = Server::builder()
-        .router(router)
-        .bind("127.0.0.1:2575")
-        .await?;
+    // SIGTERM/SIGINT handlers before the address is announced: a signal from then on drains.
+    let shutdown = mllp::shutdown_signal();
+    // 127.0.0.1:2575, or MLLP_ADDR (tests/examples.rs runs this example on a free port).
+    let addr = std::env::var("MLLP_ADDR").unwrap_or_else(|_| "127.0.0.1:2575".to_owned());
+    let server = Server::builder().router(router).bind(addr).await?;
     println!("listening on {}", server.local_addr());
-    server.serve_with_shutdown(mllp::shutdown_signal()).await?;
+    server.serve_with_shutdown(shutdown).await?;
     Ok(())
 }

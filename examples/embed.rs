@@ -32,6 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
+    // SIGTERM/SIGINT handlers first: a signal during start-up is kept for the select below,
+    // instead of ending the process before the receiver can drain.
+    let shutdown = mllp::shutdown_signal();
+
     let router = Router::new().route("*", move |req: Request| {
         let tx = tx.clone();
         async move {
@@ -41,16 +45,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|_| mllp::app::HandlerError::internal("store stopped"))
         }
     });
+    // 127.0.0.1:2575, or MLLP_ADDR (tests/examples.rs runs this example on a free port).
+    let addr = std::env::var("MLLP_ADDR").unwrap_or_else(|_| "127.0.0.1:2575".to_owned());
     let server = Server::builder()
         .router(router)
         .shutdown_grace(Duration::from_secs(5))
-        .bind("127.0.0.1:2575")
+        .bind(addr)
         .await?;
     println!("listening on {}", server.local_addr());
     let handle = server.spawn().await?;
 
     tokio::select! {
-        () = mllp::shutdown_signal() => println!("signal received, draining"),
+        () = shutdown => println!("signal received, draining"),
         result = handle.wait() => result?,
     }
     let report = handle.shutdown().await;

@@ -150,6 +150,8 @@ async fn run(self_test: bool) -> Result<(), BoxError> {
     } else {
         "127.0.0.1:2576"
     };
+    // SIGTERM/SIGINT handlers before the server starts: a signal from then on drains it.
+    let shutdown = mllp::shutdown_signal();
     let server = Server::builder()
         .router(router)
         .observer(observer)
@@ -215,7 +217,7 @@ async fn run(self_test: bool) -> Result<(), BoxError> {
     });
     let signal = async {
         tokio::select! {
-            () = mllp::shutdown_signal() => {}
+            () = shutdown => {}
             () = script_done.cancelled() => {}
         }
     };

@@ -29,9 +29,10 @@
 //!             })
 //!         })
 //!         .route("ADT^*", |_req: Request| async {});
+//!     let shutdown = mllp::shutdown_signal(); // from here on, SIGTERM/SIGINT drains
 //!     let server = mllp::Server::builder().router(router).bind("127.0.0.1:2575").await?;
 //!     println!("listening on {}", server.local_addr());
-//!     let report = server.serve_with_shutdown(mllp::shutdown_signal()).await?;
+//!     let report = server.serve_with_shutdown(shutdown).await?;
 //!     println!("drained {}, aborted {}", report.drained, report.aborted);
 //!     Ok(())
 //! }

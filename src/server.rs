@@ -640,6 +640,10 @@ impl<T: Transport> Server<T> {
 
     /// Serves until `signal` completes, then shuts down gracefully and returns the drain report.
     ///
+    /// `signal` is first polled once the server runs: give it a future that listens from the
+    /// moment it is made, as [`shutdown_signal`] does (an `async fn` that installs signal
+    /// handlers installs them only when polled, and a signal before that ends the process).
+    ///
     /// # Errors
     /// [`Error::Start`] when the server cannot start, [`Error::Stopped`] when it stopped by
     /// itself before the signal (acceptor restart limit exceeded).
@@ -779,12 +783,41 @@ impl ServerHandle {
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C): pass it to
 /// [`Server::serve_with_shutdown`] or select on it next to your own tasks.
-pub async fn shutdown_signal() {
-    if let Err(error) = mllp_actors::signal::terminate().await {
-        // Without signal handlers the process cannot be stopped gracefully; stopping at once
-        // would be worse, so keep serving and say why.
-        tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; graceful shutdown by signal is unavailable");
-        std::future::pending::<()>().await;
+///
+/// The handlers are in place as soon as this is called, before the future is first polled: a
+/// SIGTERM that arrives while the server is still starting (inside `serve_with_shutdown`,
+/// before it waits on the signal) is kept for the future, instead of ending the process
+/// without a drain. So call it before you bind or announce the address, or in the same
+/// statement that serves. Call it inside a Tokio runtime (it registers with the runtime's
+/// signal driver). On platforms other than Unix it waits for Ctrl-C, registered when first
+/// polled.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        let result = match signals {
+            Ok((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        };
+        #[cfg(not(unix))]
+        let result = tokio::signal::ctrl_c().await;
+        if let Err(error) = result {
+            // Without signal handlers the process cannot be stopped gracefully; stopping at
+            // once would be worse, so keep serving and say why.
+            tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; graceful shutdown by signal is unavailable");
+            std::future::pending::<()>().await;
+        }
     }
 }
 
