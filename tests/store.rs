@@ -423,6 +423,24 @@ async fn reader_refuses_a_missing_file() {
     assert!(!dir.path().join("nope.db").exists());
 }
 
+/// A store path in a directory that does not exist is refused with that reason (SQLite alone
+/// says only "unable to open database file"), and the directory is not created.
+#[tokio::test]
+async fn store_in_a_missing_directory_names_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let err = SqliteStore::open(missing.join("inbox.db"), SqliteConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        text.contains(&format!("directory {} does not exist", missing.display())),
+        "{text}"
+    );
+    assert!(!missing.exists());
+}
+
 #[tokio::test]
 async fn dir_store_writes_one_file_per_message() {
     let dir = tempfile::tempdir().unwrap();

@@ -91,6 +91,19 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 /// Opens the write connection: creates the file if missing, checks it is an mllp store of a
 /// version this release reads, migrates it, and sets WAL and `synchronous=FULL`.
 pub(super) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
+    // SQLite says only "unable to open database file" when the directory is missing.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(StoreError::Open {
+            target: target(path),
+            source: format!(
+                "directory {} does not exist: create it, or give another path",
+                dir.display()
+            )
+            .into(),
+        });
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
