@@ -792,31 +792,16 @@ impl ServerHandle {
 /// signal driver). On platforms other than Unix it waits for Ctrl-C, registered when first
 /// polled.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let signals = {
-        use tokio::signal::unix::{SignalKind, signal};
-        signal(SignalKind::terminate())
-            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
-    };
+    let listening = mllp_actors::signal::listen();
     async move {
-        #[cfg(unix)]
-        let result = match signals {
-            Ok((mut term, mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                Ok(())
+        match listening {
+            Ok(signal) => signal.await,
+            Err(error) => {
+                // Without signal handlers the process cannot be stopped gracefully; stopping at
+                // once would be worse, so keep serving and say why.
+                tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; graceful shutdown by signal is unavailable");
+                std::future::pending::<()>().await;
             }
-            Err(error) => Err(error),
-        };
-        #[cfg(not(unix))]
-        let result = tokio::signal::ctrl_c().await;
-        if let Err(error) = result {
-            // Without signal handlers the process cannot be stopped gracefully; stopping at
-            // once would be worse, so keep serving and say why.
-            tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; graceful shutdown by signal is unavailable");
-            std::future::pending::<()>().await;
         }
     }
 }

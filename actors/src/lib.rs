@@ -73,10 +73,11 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let signal = mllp_actors::signal::listen()?; // SIGTERM/SIGINT from here on drain the server
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let server = Server::start(listener, Count, PlainTcp, ServerConfig::default(), vec![]).await?;
 //! println!("listening on {}", server.local_addr());
-//! let report = server.shutdown_on(async { let _ = mllp_actors::signal::terminate().await; }).await?;
+//! let report = server.shutdown_on(signal).await?;
 //! println!("drained {}, aborted {}", report.drained, report.aborted);
 //! # Ok(())
 //! # }

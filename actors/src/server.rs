@@ -323,7 +323,8 @@ impl ServerHandle {
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully; or until the server stops on
-    /// its own. Pass [`signal::terminate`](crate::signal::terminate) to stop on SIGTERM/SIGINT.
+    /// its own. Pass [`signal::listen`](crate::signal::listen)'s future, made before the server
+    /// started, to stop on SIGTERM/SIGINT.
     ///
     /// # Errors
     ///

@@ -14,6 +14,9 @@ fn assert_send_sync<T: Send + Sync>() {}
 fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
 fn assert_send_future<F: Future + Send>(_: &F) {}
 
+/// A future that can be stored and polled by value in a `select!` or a struct.
+fn assert_send_unpin<F: Future + Send + Unpin>() {}
+
 /// Every public error type can be boxed into `Box<dyn Error + Send + Sync>` and sent across
 /// tasks.
 #[test]
@@ -56,6 +59,7 @@ fn public_futures_are_send() {
         assert_send_future(&handle.connections());
         assert_send_future(&handle.shutdown_on(std::future::pending::<()>()));
         assert_send_future(&mllp_actors::signal::terminate());
+        assert_send_unpin::<mllp_actors::signal::Terminate>();
     }
     let _ = futures;
 }
