@@ -250,6 +250,119 @@ async fn locked_store_answers_an_error_and_recovers_when_released() {
     assert_eq!(store.reader().unwrap().count().unwrap(), 2);
 }
 
+/// Makes files unwritable for this process, and undoes it on drop (an immutable file cannot
+/// even be deleted with its directory): mode 0444 for an ordinary user; for root, whom modes do
+/// not stop, the immutable attribute (`chattr +i`, ext4 and most disk file systems).
+struct Unwritable {
+    paths: Vec<std::path::PathBuf>,
+    immutable: bool,
+}
+
+impl Unwritable {
+    /// `None` when neither works here (root on a file system without the attribute): the caller
+    /// cannot create the condition and says so.
+    fn make(paths: &[std::path::PathBuf], allow_mode: bool) -> Option<Unwritable> {
+        let writable =
+            |p: &std::path::Path| std::fs::OpenOptions::new().write(true).open(p).is_ok();
+        if allow_mode {
+            for path in paths {
+                let mut mode = std::fs::metadata(path).unwrap().permissions();
+                mode.set_readonly(true);
+                std::fs::set_permissions(path, mode).unwrap();
+            }
+            if !paths.iter().any(|p| writable(p)) {
+                return Some(Unwritable {
+                    paths: paths.to_vec(),
+                    immutable: false,
+                });
+            }
+        }
+        let guard = Unwritable {
+            paths: paths.to_vec(),
+            immutable: true,
+        };
+        let set = std::process::Command::new("chattr")
+            .arg("+i")
+            .args(paths)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        (set && !paths.iter().any(|p| writable(p))).then_some(guard)
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .args(&self.paths)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        for path in &self.paths {
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mut mode = meta.permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                mode.set_readonly(false);
+                let _ = std::fs::set_permissions(path, mode);
+            }
+        }
+    }
+}
+
+/// A store file that cannot be written is refused when opened, with that reason: SQLite would
+/// open it read-only without a word, and every message would then be answered AE until a
+/// restart, even after the file became writable again.
+#[tokio::test]
+async fn unwritable_store_file_is_refused_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let store = SqliteStore::open(&path, SqliteConfig::default())
+        .await
+        .unwrap();
+    store.append(record(&adt("M0", "X"))).await.unwrap();
+    store.close().await;
+    let Some(_unwritable) = Unwritable::make(std::slice::from_ref(&path), true) else {
+        eprintln!(
+            "skipped: this process cannot make a file unwritable here (root without chattr +i)"
+        );
+        return;
+    };
+    let err = SqliteStore::open(&path, SqliteConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("the file cannot be written"), "{text}");
+}
+
+/// A running store whose files stop taking writes (here: made immutable; in the field, a file
+/// system remounted read-only after an error) answers errors, and takes messages again once
+/// they are writable, without a restart. Only root can do this to files a process already has
+/// open (modes are checked at open), so this runs where `chattr +i` works.
+#[tokio::test]
+async fn store_whose_files_turn_unwritable_answers_an_error_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    store.append(record(&adt("M0", "X"))).await.unwrap();
+    let files: Vec<_> = ["inbox.db", "inbox.db-wal"]
+        .iter()
+        .map(|f| dir.path().join(f))
+        .collect();
+    let Some(unwritable) = Unwritable::make(&files, false) else {
+        eprintln!("skipped: chattr +i is not available to this process");
+        return;
+    };
+    let error = store.append(record(&adt("M1", "X"))).await.unwrap_err();
+    assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
+    assert_eq!(store.health(), StoreHealth::Failing);
+    drop(unwritable);
+    store.append(record(&adt("M1", "X"))).await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
+    assert_eq!(store.reader().unwrap().count().unwrap(), 2);
+}
+
 #[tokio::test]
 async fn reopened_store_keeps_its_messages_and_never_reuses_an_id() {
     let dir = tempfile::tempdir().unwrap();

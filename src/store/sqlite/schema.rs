@@ -114,6 +114,16 @@ pub(super) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| classify(path, e))?;
     check_identity(path, &conn)?;
+    // A file SQLite cannot write is opened read-only without a word; every commit would fail
+    // until a restart (the connection stays read-only after the cause is gone). Refused here.
+    if conn.is_readonly("main").map_err(|e| classify(path, e))? {
+        return Err(StoreError::Open {
+            target: target(path),
+            source: "the file cannot be written (its permissions, an immutable attribute, or a \
+                     read-only file system): make it writable, or give another path"
+                .into(),
+        });
+    }
     // WAL: readers never block the writer; FULL: the WAL is synced at every commit, so a
     // committed message survives a power loss, not only a crash.
     let mode: String = conn
