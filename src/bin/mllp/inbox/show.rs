@@ -172,6 +172,32 @@ mod tests {
         assert_eq!(as_lines(payload).lines().nth(1), Some("PID|1||\u{fffd}"));
     }
 
+    proptest::proptest! {
+        /// Whatever bytes were stored, and whatever MSH-18 they claim, what `show` writes to a
+        /// terminal holds no control character but its own line feeds and tabs.
+        #[test]
+        fn no_control_character_reaches_a_terminal(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            charset in proptest::sample::select(vec!["", "8859/1", "UNICODE UTF-8", "GB 18030", "ISO IR87"]),
+        ) {
+            let mut payload = format!("MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5||||||{charset}\r")
+                .into_bytes();
+            payload.extend_from_slice(&body);
+            let shown = as_lines(&payload);
+            proptest::prop_assert!(
+                !shown.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+                "{shown:?}"
+            );
+            if let Ok(message) = Message::parse(bytes::Bytes::from(payload)) {
+                let shown = fields(&message);
+                proptest::prop_assert!(
+                    !shown.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+                    "{shown:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn fields_are_numbered_and_decoded() {
         let message = Message::parse(bytes::Bytes::from_static(LATIN1)).unwrap();
