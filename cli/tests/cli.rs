@@ -428,7 +428,11 @@ async fn bad_flags_are_rejected_naming_the_flag() {
 async fn bad_config_file_is_rejected_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (content, key) in [
-        ("max-conections = 5\n", "max-conections"),
+        ("max-conections = 5\n", "did you mean `max-connections`?"),
+        (
+            "[[listener]]\nbind = \"127.0.0.1:0\"\nframeing = \"skip\"\n",
+            "did you mean `framing`?",
+        ),
         ("max-connections = 0\n", "max-connections"),
         ("idle-timeout = \"later\"\n", "idle-timeout"),
         ("framing = \"sloppy\"\n", "sloppy"),

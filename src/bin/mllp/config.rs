@@ -347,9 +347,52 @@ impl ServeFile {
         })?;
         toml::from_str(&text).map_err(|e| SettingError::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_owned() + &location(&text, e.span()),
+            message: readable(e.message()) + &location(&text, e.span()),
         })
     }
+}
+
+/// serde's message for an unknown key lists every key it knows (some 200 with their `_`
+/// spellings); this names the closest one instead, when one is close.
+pub(crate) fn readable(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let known: Vec<&str> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|k| !k.contains('_'))
+        .collect();
+    let hint = "every key is a `mllp serve` flag without its `--`, see `mllp serve --help`";
+    let closest = known
+        .iter()
+        .map(|k| (edit_distance(&unknown.replace('_', "-"), k), *k))
+        .min()
+        .filter(|(d, _)| *d <= 2.max(unknown.len() / 4));
+    match closest {
+        Some((_, key)) => format!("unknown key `{unknown}` (did you mean `{key}`? {hint})"),
+        None => format!("unknown key `{unknown}` ({hint})"),
+    }
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -438,6 +481,31 @@ mod tests {
             err.message().contains("max-conections"),
             "{}",
             err.message()
+        );
+    }
+
+    /// A misspelt key is refused with the key it was probably meant to be, not serde's list
+    /// of every key; a key close to none says where the keys are listed.
+    #[test]
+    fn misspelt_file_key_names_the_closest_key() {
+        let message =
+            |text: &str| readable(toml::from_str::<ServeFile>(text).unwrap_err().message());
+        assert_eq!(
+            message("idle-timout = \"5s\"\n"),
+            "unknown key `idle-timout` (did you mean `idle-timeout`? every key is a `mllp serve` \
+             flag without its `--`, see `mllp serve --help`)"
+        );
+        assert!(message("max_conections = 5\n").contains("did you mean `max-connections`?"));
+        let far = message("colour = \"blue\"\n");
+        assert!(
+            far.starts_with("unknown key `colour` (every key is"),
+            "{far}"
+        );
+        assert!(!far.contains("expected one of"), "{far}");
+        // Anything else is left as serde wrote it.
+        assert_eq!(
+            readable("invalid type: integer `5`, expected a string"),
+            "invalid type: integer `5`, expected a string"
         );
     }
 

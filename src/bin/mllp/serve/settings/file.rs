@@ -87,7 +87,7 @@ impl ConfigFile {
             merged.extend(table.clone());
             let values: ServeFile = merged
                 .try_into()
-                .map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
+                .map_err(|e: toml::de::Error| invalid(config::readable(e.message())))?;
             listeners.push(ConfigFile {
                 values,
                 path: path.to_path_buf(),
