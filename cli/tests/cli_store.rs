@@ -47,6 +47,15 @@ async fn duplicate_resend_is_acknowledged_and_not_stored() {
         stderr.contains("duplicate of a stored message") && stderr.contains("store.id=1"),
         "{stderr}"
     );
+    // The message lines of the first copy and of the resend both name the stored copy.
+    let message_lines = |id: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains("mllp::messages") && l.contains(&format!("store.id=\"{id}\"")))
+            .count()
+    };
+    assert_eq!(message_lines("1"), 2, "{stderr}");
+    assert_eq!(message_lines("2"), 1, "{stderr}");
     assert!(
         stderr.contains("control id reused with other content"),
         "{stderr}"

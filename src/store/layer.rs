@@ -180,6 +180,9 @@ impl Inner {
                 );
             }
         };
+        // The message log line names it (`store.id`; for a duplicate, the copy stored first),
+        // when the log is on.
+        request.set_store_id(receipt.id().as_str());
         match &receipt {
             Receipt::Duplicate { of } => {
                 self.duplicate_count.add(
@@ -223,8 +226,6 @@ impl Inner {
                 );
             }
         }
-        // The message log line names it (`store.id`), when the log is on.
-        request.set_store_id(receipt.id().as_str());
         request.extensions_mut().insert(Stored(receipt));
         next.run(request).await
     }
