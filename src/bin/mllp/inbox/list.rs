@@ -49,25 +49,30 @@ pub(crate) fn run(args: ListArgs) -> ExitCode {
             say!("{}", json(row));
         }
     } else {
-        say!(
-            "{:>8}  {:<27}  {:<16}  {:<20}  {:<20}  {:<21}  {:>8}",
-            "ID",
-            "RECEIVED",
-            "TYPE",
-            "CONTROL ID",
-            "SENDER",
-            "PEER",
-            "BYTES"
-        );
-        for row in &rows {
-            let flag = if row.reused_control_id {
-                "  reused-id"
-            } else {
-                ""
-            };
-            say!(
-                "{:>8}  {:<27}  {:<16}  {:<20}  {:<20}  {:<21}  {:>8}{flag}",
-                row.id,
+        for line in table(&rows) {
+            say!("{line}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The text table: a header and one line per row, each column as wide as its widest cell (MSH
+/// fields vary: an OID in MSH-4 is longer than a name), cells escaped with [`printable`].
+fn table(rows: &[Summary]) -> Vec<String> {
+    let header = [
+        "ID",
+        "RECEIVED",
+        "TYPE",
+        "CONTROL ID",
+        "SENDER",
+        "PEER",
+        "BYTES",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.id.to_string(),
                 rfc3339(row.received_at),
                 printable(&row.message_type),
                 printable(&row.control_id),
@@ -76,11 +81,47 @@ pub(crate) fn run(args: ListArgs) -> ExitCode {
                     row.sending_application, row.sending_facility
                 )),
                 printable(&row.peer),
-                row.size
-            );
+                row.size.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
         }
     }
-    ExitCode::SUCCESS
+    // Numbers to the right, text to the left; the reused-id flag after the last column.
+    let line = |cells: [&str; 7], flag: &str| {
+        let mut line = String::new();
+        for (n, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if n > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(width.saturating_sub(cell.chars().count()));
+            if n == 0 || n == 6 {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                if n < 6 {
+                    line.push_str(&pad);
+                }
+            }
+        }
+        line.push_str(flag);
+        line
+    };
+    let mut lines = vec![line(header, "")];
+    for (row, cells) in rows.iter().zip(&cells) {
+        let flag = if row.reused_control_id {
+            "  reused-id"
+        } else {
+            ""
+        };
+        lines.push(line(cells.each_ref().map(String::as_str), flag));
+    }
+    lines
 }
 
 fn json(row: &Summary) -> serde_json::Value {
