@@ -791,6 +791,10 @@ impl ServerHandle {
 /// statement that serves. Call it inside a Tokio runtime (it registers with the runtime's
 /// signal driver). On platforms other than Unix it waits for Ctrl-C, registered when first
 /// polled.
+///
+/// # Panics
+///
+/// Outside a Tokio runtime, as `tokio::signal` does.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     let listening = mllp_actors::signal::listen();
     async move {

@@ -49,6 +49,10 @@ impl std::fmt::Debug for Terminate {
 /// # Errors
 ///
 /// When the signal handlers cannot be installed.
+///
+/// # Panics
+///
+/// Outside a Tokio runtime, as `tokio::signal` does.
 pub fn listen() -> io::Result<Terminate> {
     #[cfg(unix)]
     {
