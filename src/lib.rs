@@ -54,13 +54,14 @@
 //!
 //! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
 //! - `sqlite` (default): [`store::SqliteStore`], the embedded message store (SQLite compiled in).
-//! - `nats` (default): [`store::JetStreamStore`], the NATS JetStream store for several
+//! - `nats` (off by default): [`store::JetStreamStore`], the NATS JetStream store for several
 //!   receivers behind a balancer, and the relay's JetStream source (async-nats).
-//! - `admin` (default, through `cli`): [`admin`], the HTTP admin endpoint (health, readiness,
-//!   Prometheus metrics, JSON status) on axum.
+//! - `admin` (off by default): [`admin`], the HTTP admin endpoint (health, readiness, Prometheus
+//!   metrics, JSON status) on axum.
 //!
-//! The `mllp` command-line tool (`serve`, `send`, `bench`) is a separate package of the
-//! workspace, `mllp-cli`, so this library's dependencies never include the CLI's.
+//! The `mllp` command-line tool (`serve`, `send`, `bench`, `inbox`, `relay`, `top`) is a
+//! separate package of the workspace, `mllp-cli`, with all four features on, so this library's
+//! dependencies never include the CLI's.
 //!
 //! Minimum supported Rust version: 1.89.
 //!
