@@ -95,7 +95,7 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
 pub enum FrameError {
     /// Under [`FramingPolicy::Strict`], a byte other than the start block arrived outside a frame
     /// (before the first frame, or between two frames).
-    #[error("unexpected byte 0x{byte:02x} outside an mllp frame")]
+    #[error("unexpected byte 0x{byte:02x} outside an mllp frame{}", tls_hint(*byte, *offset))]
     UnexpectedByte {
         /// The offending byte.
         byte: u8,
@@ -148,6 +148,16 @@ pub enum FrameError {
     /// Reading from or writing to the transport failed.
     #[error("mllp transport failed")]
     Io(#[from] std::io::Error),
+}
+
+/// What a first byte that opens a TLS record most likely means: the two ends disagree on TLS.
+/// Only the connection's first byte is read this way; anywhere else it is just a wrong byte.
+fn tls_hint(byte: u8, offset: u64) -> &'static str {
+    match (byte, offset) {
+        (0x16, 0) => " (0x16 opens a TLS handshake: is a TLS client talking to a plain listener?)",
+        (0x15, 0) => " (0x15 opens a TLS alert: is this a TLS listener, reached without TLS?)",
+        _ => "",
+    }
 }
 
 impl FrameError {

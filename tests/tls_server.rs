@@ -170,6 +170,33 @@ async fn plaintext_client_on_tls_port_gets_no_answer() {
     within(server.shutdown()).await;
 }
 
+/// The MLLP client, sent to a TLS listener without TLS, gets the listener's TLS alert as its
+/// first byte, and its error says that this looks like TLS rather than only "unexpected byte".
+#[tokio::test]
+async fn plaintext_mllp_client_is_told_the_listener_speaks_tls() {
+    let pki = Pki::new();
+    let (server, _events) = tls_server(
+        TlsConfig::new(&pki.server.cert, &pki.server.key),
+        accept_all(),
+        |b| b,
+    )
+    .await;
+    let mut config = ClientConfig::default();
+    config.max_retries = 0;
+    let mut client = Client::with_config(server.local_addr().to_string(), config);
+    match within(client.send(hl7("ADT^A01", "PLAIN", "2.5"))).await {
+        Err(mllp::ClientError::Frame(error)) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("0x15") && text.contains("TLS alert"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a framing error, got {other:?}"),
+    }
+    within(server.shutdown()).await;
+}
+
 /// A client that connects and never starts the handshake is closed at `handshake_timeout`,
 /// and the acceptor keeps serving others meanwhile.
 #[tokio::test(start_paused = true)]

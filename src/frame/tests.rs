@@ -292,6 +292,36 @@ fn strict_rejects_byte_before_first_frame() {
     ));
 }
 
+/// A connection whose first byte opens a TLS record gets an error that says so (a TLS client
+/// on a plain listener, or a plain client reaching a TLS listener's alert); the same byte
+/// elsewhere, or any other first byte, is described plainly.
+#[test]
+fn a_first_byte_that_opens_a_tls_record_is_named() {
+    let first = |wire: &[u8]| {
+        MllpCodec::new()
+            .decode(&mut BytesMut::from(wire))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        first(b"\x16\x03\x01\x02\x00"),
+        "unexpected byte 0x16 outside an mllp frame (0x16 opens a TLS handshake: is a TLS client \
+         talking to a plain listener?)"
+    );
+    assert!(first(b"\x15\x03\x03\x00\x02").contains("TLS alert"));
+    assert_eq!(
+        first(b"GET / HTTP/1.1"),
+        "unexpected byte 0x47 outside an mllp frame"
+    );
+    let mut later = frame(ACK);
+    later.push(0x16);
+    let mut codec = MllpCodec::new();
+    let mut buf = BytesMut::from(&later[..]);
+    assert!(codec.decode(&mut buf).unwrap().is_some());
+    let error = codec.decode(&mut buf).unwrap_err().to_string();
+    assert!(!error.contains("TLS"), "{error}");
+}
+
 /// Under Strict, CR/LF padding between frames is an error once the first frame was yielded.
 #[test]
 fn strict_rejects_padding_between_frames() {
