@@ -59,9 +59,9 @@ fn header(
     out.extend_from_slice(&[fs]);
     let stamp = timestamp(SystemTime::now());
     let stamp = if d.is_special(b'+') {
-        stamp.trim_end_matches("+0000")
+        stamp.without_offset()
     } else {
-        &stamp
+        stamp.as_str()
     };
     out.extend_from_slice(stamp.as_bytes());
     // fields 8 (security), 9 (name/ID/type), 10 (comment) empty

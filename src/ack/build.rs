@@ -152,10 +152,13 @@ enum Layout {
 }
 
 fn number(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() || digits.len() > 4 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 4 {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // By hand: through `str::parse` this was a tenth of building an AA.
+    digits.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
 }
 
 /// An MSH-12.1 value such as `2.3.1` as `(major, minor, patch)`, the patch 0 when absent;
@@ -550,9 +553,9 @@ pub(super) fn write_msh(
     let stamp = timestamp(SystemTime::now());
     // `+` is a legal delimiter: then the UTC offset is left out, or it would split the field.
     let stamp = if w.d.is_special(b'+') {
-        stamp.trim_end_matches("+0000")
+        stamp.without_offset()
     } else {
-        &stamp
+        stamp.as_str()
     };
     w.raw(stamp.as_bytes());
     w.field(); // MSH-8, security

@@ -23,9 +23,27 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// An HL7 DTM/TS in UTC with an explicit offset, `YYYYMMDDHHMMSS+0000`, on the stack.
+#[derive(Clone, Copy)]
+pub(crate) struct Stamp([u8; 19]);
+
+impl Stamp {
+    /// The whole timestamp.
+    pub(crate) fn as_str(&self) -> &str {
+        // ASCII digits and `+`: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Without its `+0000` offset, for a message whose delimiters include `+` (the offset would
+    /// split the field).
+    pub(crate) fn without_offset(&self) -> &str {
+        &self.as_str()[..14]
+    }
+}
+
 /// `time` as an HL7 DTM/TS in UTC with an explicit offset: `YYYYMMDDHHMMSS+0000`.
 /// Times before 1970 (a broken clock) are written as 1970-01-01.
-pub(crate) fn timestamp(time: SystemTime) -> String {
+pub(crate) fn timestamp(time: SystemTime) -> Stamp {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -46,8 +64,7 @@ pub(crate) fn timestamp(time: SystemTime) -> String {
     put(8, 2, (of_day / 3600) as u64);
     put(10, 2, (of_day / 60 % 60) as u64);
     put(12, 2, (of_day % 60) as u64);
-    // ASCII digits and `+`: always UTF-8.
-    std::str::from_utf8(&out).unwrap_or_default().to_owned()
+    Stamp(out)
 }
 
 const BASE36: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -98,13 +115,17 @@ mod tests {
     /// Known instants format as the expected HL7 timestamps, leap days included.
     #[test]
     fn formats_known_instants() {
-        let at = |secs: u64| timestamp(UNIX_EPOCH + Duration::from_secs(secs));
+        let at = |secs: u64| {
+            timestamp(UNIX_EPOCH + Duration::from_secs(secs))
+                .as_str()
+                .to_owned()
+        };
         assert_eq!(at(0), "19700101000000+0000");
         assert_eq!(at(951_782_400), "20000229000000+0000");
         assert_eq!(at(1_704_164_645), "20240102030405+0000");
         assert_eq!(at(4_102_444_799), "20991231235959+0000");
         assert_eq!(
-            timestamp(UNIX_EPOCH - Duration::from_secs(5)),
+            timestamp(UNIX_EPOCH - Duration::from_secs(5)).as_str(),
             "19700101000000+0000"
         );
     }
