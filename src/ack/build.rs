@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
-use super::clock::{next_control_id, timestamp};
+use super::clock::{timestamp, write_control_id};
 use super::{AckCode, Diagnostic};
 use crate::hl7::{Delimiters, Location, Message, Value, escape};
 
@@ -535,7 +535,7 @@ pub(super) fn write_msh(
             Cow::Owned(encode_override(s, &d, encoding))
         });
     let prefix = encoding.encode(&options.control_id_prefix);
-    let control_id = next_control_id(&escape(&prefix, &d));
+    let prefix = escape(&prefix, &d);
 
     w.raw(b"MSH");
     w.field();
@@ -578,7 +578,7 @@ pub(super) fn write_msh(
         }
     }
     w.field();
-    w.raw(&control_id);
+    write_control_id(&prefix, &mut w.out);
     w.field();
     w.raw(header.processing_id);
     w.field();

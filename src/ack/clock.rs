@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
+
 /// Year, month, day of the proleptic Gregorian calendar for a count of days since 1970-01-01
 /// (Howard Hinnant's `civil_from_days`).
 pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -69,15 +71,20 @@ pub(crate) fn timestamp(time: SystemTime) -> Stamp {
 
 const BASE36: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
-fn push_base36(mut n: u64, min_width: usize, out: &mut Vec<u8>) {
+fn push_base36(n: u64, min_width: usize, out: &mut impl Extend<u8>) {
     let mut digits = [b'0'; 13];
+    out.extend(base36(n, min_width, &mut digits).iter().copied());
+}
+
+/// `n` in base 36, at least `min_width` digits, written at the end of `digits`.
+fn base36(mut n: u64, min_width: usize, digits: &mut [u8; 13]) -> &[u8] {
     let mut i = digits.len();
     while n > 0 || digits.len() - i < min_width.max(1) {
         i -= 1;
         digits[i] = BASE36[(n % 36) as usize];
         n /= 36;
     }
-    out.extend_from_slice(&digits[i..]);
+    &digits[i..]
 }
 
 /// The process's control-id prefix: its start time in milliseconds, base 36, 8 characters
@@ -94,17 +101,26 @@ fn process_tag() -> &'static [u8] {
     })
 }
 
+/// The process-wide count of control ids given out.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// A new control id: `prefix`, the 8-character process tag, then a process-wide counter in base
 /// 36. Without a prefix it stays within 20 characters (MSH-10's length before v2.5) for the first
 /// 36^12 (4.7 × 10^18) acknowledgments of a process.
 pub(crate) fn next_control_id(prefix: &[u8]) -> Vec<u8> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut id = BytesMut::with_capacity(prefix.len() + 21);
+    write_control_id(prefix, &mut id);
+    id.to_vec()
+}
+
+/// [`next_control_id`], written at the end of `out` (an ACK being built) with no allocation of
+/// its own.
+pub(crate) fn write_control_id(prefix: &[u8], out: &mut BytesMut) {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = Vec::with_capacity(prefix.len() + 16);
-    id.extend_from_slice(prefix);
-    id.extend_from_slice(process_tag());
-    push_base36(n, 1, &mut id);
-    id
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(process_tag());
+    let mut digits = [b'0'; 13];
+    out.extend_from_slice(base36(n, 1, &mut digits));
 }
 
 #[cfg(test)]
