@@ -236,8 +236,8 @@ impl<'a> Header<'a> {
         Header {
             delimiters,
             encoding_characters: field(2),
-            sender: (m.receiving_application(), m.receiving_facility()),
-            receiver: (m.sending_application(), m.sending_facility()),
+            sender: (field(5), field(6)),
+            receiver: (field(3), field(4)),
             trigger: component(field(9), &delimiters, 2),
             acknowledged_id: field(10),
             processing_id: field(11),
