@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
-use super::clock::{next_control_id, timestamp};
+use super::clock::{timestamp, write_control_id};
 use super::{Ack, AckCode, AckOptions, Diagnostic};
 use crate::hl7::{Batch, Delimiters, Message, escape};
 
@@ -58,16 +58,11 @@ fn header(
     }
     out.extend_from_slice(&[fs]);
     let stamp = timestamp(SystemTime::now());
-    let stamp = if d.is_special(b'+') {
-        stamp.without_offset()
-    } else {
-        stamp.as_str()
-    };
-    out.extend_from_slice(stamp.as_bytes());
+    out.extend_from_slice(stamp.for_delimiters(d).as_bytes());
     // fields 8 (security), 9 (name/ID/type), 10 (comment) empty
     out.extend_from_slice(&[fs; 4]);
     let prefix = escape(options.control_id_prefix.as_bytes(), d);
-    out.extend_from_slice(&next_control_id(&prefix));
+    write_control_id(&prefix, out);
     out.extend_from_slice(&[fs]);
     out.extend_from_slice(&incoming(11));
     out.extend_from_slice(b"\r");

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::BufMut;
+
+use crate::hl7::Delimiters;
 
 /// Year, month, day of the proleptic Gregorian calendar for a count of days since 1970-01-01
 /// (Howard Hinnant's `civil_from_days`).
@@ -36,10 +38,14 @@ impl Stamp {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    /// Without its `+0000` offset, for a message whose delimiters include `+` (the offset would
-    /// split the field).
-    pub(crate) fn without_offset(&self) -> &str {
-        &self.as_str()[..14]
+    /// As written into a message with delimiters `d`: without its `+0000` offset when `+` is
+    /// one of them, or the offset would split the field.
+    pub(crate) fn for_delimiters(&self, d: &Delimiters) -> &str {
+        if d.is_special(b'+') {
+            &self.as_str()[..14]
+        } else {
+            self.as_str()
+        }
     }
 }
 
@@ -71,11 +77,6 @@ pub(crate) fn timestamp(time: SystemTime) -> Stamp {
 
 const BASE36: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
-fn push_base36(n: u64, min_width: usize, out: &mut impl Extend<u8>) {
-    let mut digits = [b'0'; 13];
-    out.extend(base36(n, min_width, &mut digits).iter().copied());
-}
-
 /// `n` in base 36, at least `min_width` digits, written at the end of `digits`.
 fn base36(mut n: u64, min_width: usize, digits: &mut [u8; 13]) -> &[u8] {
     let mut i = digits.len();
@@ -95,32 +96,22 @@ fn process_tag() -> &'static [u8] {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut tag = Vec::with_capacity(8);
-        push_base36(millis % 36u64.pow(8), 8, &mut tag);
-        tag
+        base36(millis % 36u64.pow(8), 8, &mut [b'0'; 13]).to_vec()
     })
 }
 
 /// The process-wide count of control ids given out.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A new control id: `prefix`, the 8-character process tag, then a process-wide counter in base
-/// 36. Without a prefix it stays within 20 characters (MSH-10's length before v2.5) for the first
-/// 36^12 (4.7 × 10^18) acknowledgments of a process.
-pub(crate) fn next_control_id(prefix: &[u8]) -> Vec<u8> {
-    let mut id = BytesMut::with_capacity(prefix.len() + 21);
-    write_control_id(prefix, &mut id);
-    id.to_vec()
-}
-
-/// [`next_control_id`], written at the end of `out` (an ACK being built) with no allocation of
-/// its own.
-pub(crate) fn write_control_id(prefix: &[u8], out: &mut BytesMut) {
+/// Writes a new control id at the end of `out` (the ACK being built): `prefix`, the 8-character
+/// process tag, then a process-wide counter in base 36. Without a prefix it stays within 20
+/// characters (MSH-10's length before v2.5) for the first 36^12 (4.7 × 10^18) acknowledgments
+/// of a process.
+pub(crate) fn write_control_id(prefix: &[u8], out: &mut impl BufMut) {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(process_tag());
-    let mut digits = [b'0'; 13];
-    out.extend_from_slice(base36(n, 1, &mut digits));
+    out.put_slice(prefix);
+    out.put_slice(process_tag());
+    out.put_slice(base36(n, 1, &mut [b'0'; 13]));
 }
 
 #[cfg(test)]
@@ -167,14 +158,21 @@ mod tests {
         }
     }
 
+    /// The `+0000` offset is left out exactly when `+` is one of the message's delimiters (it
+    /// would split MSH-7 there).
+    #[test]
+    fn offset_is_left_out_where_plus_is_a_delimiter() {
+        let stamp = timestamp(UNIX_EPOCH + Duration::from_secs(1_704_164_645));
+        let usual = Delimiters::default();
+        let plus = Delimiters::new(b'|', b"+~\\&").unwrap();
+        assert_eq!(stamp.for_delimiters(&usual), "20240102030405+0000");
+        assert_eq!(stamp.for_delimiters(&plus), "20240102030405");
+    }
+
     /// Base 36 digits are upper case and padded to the minimum width.
     #[test]
     fn base36_pads_and_encodes() {
-        let enc = |n, w| {
-            let mut v = Vec::new();
-            push_base36(n, w, &mut v);
-            String::from_utf8(v).unwrap()
-        };
+        let enc = |n, w| String::from_utf8(base36(n, w, &mut [b'0'; 13]).to_vec()).unwrap();
         assert_eq!(enc(0, 1), "0");
         assert_eq!(enc(35, 1), "Z");
         assert_eq!(enc(36, 4), "0010");
@@ -184,8 +182,13 @@ mod tests {
     /// Control ids are distinct, ASCII alphanumeric, and at most 20 characters.
     #[test]
     fn control_ids_are_unique_and_short() {
-        let ids: std::collections::HashSet<Vec<u8>> =
-            (0..10_000).map(|_| next_control_id(b"")).collect();
+        let ids: std::collections::HashSet<Vec<u8>> = (0..10_000)
+            .map(|_| {
+                let mut id = Vec::new();
+                write_control_id(b"", &mut id);
+                id
+            })
+            .collect();
         assert_eq!(ids.len(), 10_000);
         assert!(
             ids.iter()
