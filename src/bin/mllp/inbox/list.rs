@@ -56,10 +56,32 @@ pub(crate) fn run(args: ListArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The text table: a header and one line per row, each column as wide as its widest cell (MSH
-/// fields vary: an OID in MSH-4 is longer than a name), cells escaped with [`printable`].
+/// The text table of `rows`, cells escaped with [`printable`].
 fn table(rows: &[Summary]) -> Vec<String> {
-    let header = [
+    let cells: Vec<([String; 7], bool)> = rows
+        .iter()
+        .map(|row| {
+            let sender = format!("{}|{}", row.sending_application, row.sending_facility);
+            let cells = [
+                row.id.to_string(),
+                rfc3339(row.received_at),
+                printable(&row.message_type),
+                printable(&row.control_id),
+                printable(&sender),
+                printable(&row.peer),
+                row.size.to_string(),
+            ];
+            (cells, row.reused_control_id)
+        })
+        .collect();
+    aligned(&cells)
+}
+
+/// A header and one line per row, each column as wide as its widest cell (MSH fields vary: an
+/// OID in MSH-4 is longer than a name); the numbers (id, size) to the right, the rest to the
+/// left, and `reused-id` after the row of a reused control id.
+fn aligned(rows: &[([String; 7], bool)]) -> Vec<String> {
+    const HEADER: [&str; 7] = [
         "ID",
         "RECEIVED",
         "TYPE",
@@ -68,60 +90,37 @@ fn table(rows: &[Summary]) -> Vec<String> {
         "PEER",
         "BYTES",
     ];
-    let cells: Vec<[String; 7]> = rows
-        .iter()
-        .map(|row| {
-            [
-                row.id.to_string(),
-                rfc3339(row.received_at),
-                printable(&row.message_type),
-                printable(&row.control_id),
-                printable(&format!(
-                    "{}|{}",
-                    row.sending_application, row.sending_facility
-                )),
-                printable(&row.peer),
-                row.size.to_string(),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
-        for (width, cell) in widths.iter_mut().zip(row) {
+    let mut w = HEADER.map(str::len);
+    for (cells, _) in rows {
+        for (width, cell) in w.iter_mut().zip(cells) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    // Numbers to the right, text to the left; the reused-id flag after the last column.
-    let line = |cells: [&str; 7], flag: &str| {
-        let mut line = String::new();
-        for (n, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if n > 0 {
-                line.push_str("  ");
-            }
-            let pad = " ".repeat(width.saturating_sub(cell.chars().count()));
-            if n == 0 || n == 6 {
-                line.push_str(&pad);
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                if n < 6 {
-                    line.push_str(&pad);
-                }
-            }
-        }
-        line.push_str(flag);
-        line
+    let line = |c: [&str; 7], flag: &str| {
+        format!(
+            "{:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {:<w5$}  {:>w6$}{flag}",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5],
+            w6 = w[6],
+        )
     };
-    let mut lines = vec![line(header, "")];
-    for (row, cells) in rows.iter().zip(&cells) {
-        let flag = if row.reused_control_id {
-            "  reused-id"
-        } else {
-            ""
-        };
-        lines.push(line(cells.each_ref().map(String::as_str), flag));
-    }
-    lines
+    std::iter::once(line(HEADER, ""))
+        .chain(rows.iter().map(|(cells, reused)| {
+            let flag = if *reused { "  reused-id" } else { "" };
+            line(cells.each_ref().map(String::as_str), flag)
+        }))
+        .collect()
 }
 
 fn json(row: &Summary) -> serde_json::Value {
@@ -142,4 +141,53 @@ fn json(row: &Summary) -> serde_json::Value {
         "size": row.size,
         "reused_control_id": row.reused_control_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every column starts at the same place on every line, however long a cell is; numbers
+    /// end at the same place; a reused control id is flagged at the end of its line.
+    #[test]
+    fn columns_fit_their_widest_cell() {
+        let row = |id: &str, sender: &str, size: &str, reused| {
+            let text = |s: &str| s.to_owned();
+            (
+                [
+                    text(id),
+                    text("2026-12-07T03:24:10.512594Z"),
+                    text("ADT^A04"),
+                    text("A04-0001"),
+                    text(sender),
+                    text("127.0.0.1:42594"),
+                    text(size),
+                ],
+                reused,
+            )
+        };
+        let lines = aligned(&[
+            row("12", "REGADT|GOODHEALTH^1.2.3.4.5.6^ISO", "1240", false),
+            row("9", "LAB|LAB", "95", true),
+        ]);
+        let peer_at: Vec<usize> = lines
+            .iter()
+            .map(|l| l.find("127.0.0.1").unwrap_or(0))
+            .collect();
+        assert_eq!(peer_at[1], peer_at[2], "{lines:#?}");
+        assert_eq!(lines[0].find("PEER"), Some(peer_at[1]), "{lines:#?}");
+        let width = lines[0].len();
+        assert_eq!(lines[1].len(), width, "{lines:#?}");
+        assert_eq!(
+            lines[2].trim_end_matches("  reused-id").len(),
+            width,
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].ends_with("95  reused-id") && !lines[1].contains("reused-id"),
+            "{lines:#?}"
+        );
+        assert_eq!(lines[1].find("12"), Some(0), "{lines:#?}");
+        assert_eq!(lines[2].find('9'), Some(1), "{lines:#?}");
+    }
 }
