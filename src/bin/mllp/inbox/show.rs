@@ -7,6 +7,7 @@ use mllp::hl7::{Charset, Message};
 
 use super::StoreArg;
 use crate::exit;
+use crate::send::printable;
 
 /// Print one stored message: its bytes exactly as received (segments end in CR), or with
 /// `--segments` one segment per line and one field per line under it, numbered (`PID-5`).
@@ -65,24 +66,13 @@ fn charset_of(payload: &[u8]) -> Option<Charset> {
 }
 
 /// `bytes` as text for a terminal: decoded per `charset` (as UTF-8, lossily, when they are not
-/// valid in it), every control character but tab escaped (`\u{1b}`), so that a payload cannot
-/// move the cursor, change colours or retitle the window.
+/// valid in it), control characters escaped as `mllp send` writes them ([`printable`]:
+/// `\u{1b}`), so that a payload cannot move the cursor, change colours or retitle the window.
 fn terminal_text(bytes: &[u8], charset: Option<&Charset>) -> String {
     let text = charset
         .and_then(|c| c.decode(bytes).ok())
         .unwrap_or_else(|| String::from_utf8_lossy(bytes));
-    if !text.chars().any(|c| c.is_control() && c != '\t') {
-        return text.into_owned();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    printable(&text)
 }
 
 /// The payload one segment per line (a segment ends at CR, LF or CR LF), as
@@ -161,7 +151,7 @@ mod tests {
         let shown = as_lines(payload);
         assert_eq!(
             shown.lines().nth(1),
-            Some("NTE|1||\\u{1b}]0;owned\\u{7}\\u{1b}[2J\tok\\u{7f}")
+            Some("NTE|1||\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\tok\\u{7f}")
         );
         assert!(!shown.contains('\u{1b}'));
     }
@@ -174,7 +164,7 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever bytes were stored, and whatever MSH-18 they claim, what `show` writes to a
-        /// terminal holds no control character but its own line feeds and tabs.
+        /// terminal holds no control character but its own line feeds.
         #[test]
         fn no_control_character_reaches_a_terminal(
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
@@ -185,13 +175,13 @@ mod tests {
             payload.extend_from_slice(&body);
             let shown = as_lines(&payload);
             proptest::prop_assert!(
-                !shown.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+                !shown.chars().any(|c| c.is_control() && c != '\n'),
                 "{shown:?}"
             );
             if let Ok(message) = Message::parse(bytes::Bytes::from(payload)) {
                 let shown = fields(&message);
                 proptest::prop_assert!(
-                    !shown.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+                    !shown.chars().any(|c| c.is_control() && c != '\n'),
                     "{shown:?}"
                 );
             }
