@@ -20,7 +20,7 @@ use mllp::{Client, ClientError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use support::within;
+use support::{sigterm, within};
 
 /// The example's binary, next to this test's.
 fn binary(name: &str) -> PathBuf {
@@ -111,12 +111,7 @@ impl Running {
     /// SIGTERM, then the exit status and everything it wrote on the output it said its address
     /// on.
     async fn stop(self) -> (ExitStatus, String) {
-        let pid = self.child.id().expect("still running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        sigterm(self.child.id().expect("still running"));
         self.finish().await
     }
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::within;
+use support::{sigterm, within};
 
 /// A SIGTERM that arrives after `shutdown_signal()` is called but before its future is first
 /// polled (as while `serve_with_shutdown` is still starting the server) completes the future
@@ -12,11 +12,6 @@ use support::within;
 #[tokio::test]
 async fn sigterm_before_the_first_poll_completes_the_signal_future() {
     let signal = mllp::shutdown_signal();
-    let sent = tokio::process::Command::new("kill")
-        .args(["-TERM", &std::process::id().to_string()])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(sent.success());
+    sigterm(std::process::id());
     within(signal).await;
 }

@@ -13,6 +13,15 @@ use mllp::{ServerBuilder, ServerHandle};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+/// Sends SIGTERM to process `pid` (this test's own, or a child it started).
+pub fn sigterm(pid: u32) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid}");
+}
+
 /// A hang guard, not a synchronisation point: fails the test if `f` takes longer than 10 s
 /// (of paused or real time).
 pub async fn within<T>(f: impl Future<Output = T>) -> T {
