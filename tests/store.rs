@@ -494,6 +494,15 @@ async fn search_filters_by_type_sender_control_id_and_time_newest_first() {
         })
         .unwrap();
     assert!(payloads > 0);
+    // Row by row, newest first, and no further than the callback wants.
+    let mut seen = Vec::new();
+    reader
+        .for_each_summary(&Filter::default(), |s| {
+            seen.push(s.control_id);
+            seen.len() < 2
+        })
+        .unwrap();
+    assert_eq!(seen, ["4", "3"]);
 }
 
 #[tokio::test]

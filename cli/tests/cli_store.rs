@@ -189,6 +189,86 @@ async fn inbox_list_escapes_control_characters_in_msh_fields() {
     );
 }
 
+/// A listing longer than the rows its column widths are fitted to (1000) is written as it is
+/// read: every row once, under one header, the later ones in the same columns (a wider cell
+/// only pushes its own line out). A reader that stops early (`| head`) ends it without error.
+#[tokio::test]
+async fn inbox_list_streams_a_long_listing_and_stops_quietly_at_a_closed_pipe() {
+    use mllp::store::{Record, SqliteConfig, SqliteStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("mllp-inbox.db"), SqliteConfig::default())
+        .await
+        .unwrap();
+    let addr = "127.0.0.1:2575".parse().unwrap();
+    // The 200 oldest (listed last) have control ids longer than any of the 1000 newest.
+    let control_id = |n: usize| {
+        if n < 200 {
+            format!("A-LONGER-CONTROL-ID-{n:05}")
+        } else {
+            format!("B-{n:05}")
+        }
+    };
+    for chunk in (0..1200).collect::<Vec<_>>().chunks(100) {
+        let appends = chunk.iter().map(|&n| {
+            let message = mllp::hl7::Message::parse(Bytes::from(hl7(&control_id(n), b"DOE")))
+                .unwrap();
+            store.append(Record::from_message(
+                &message,
+                std::time::SystemTime::now(),
+                addr,
+                addr,
+                None,
+            ))
+        });
+        for receipt in futures_util::future::join_all(appends).await {
+            assert!(!receipt.unwrap().is_duplicate());
+        }
+    }
+    store.close().await;
+
+    let out = mllp_in(dir.path(), None, &["inbox", "list", "--limit", "5000"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 1201, "a header and every row");
+    assert!(lines[0].starts_with("  ID  RECEIVED"), "{}", lines[0]);
+    assert_eq!(listed.matches("RECEIVED").count(), 1);
+    for n in 0..1200 {
+        assert_eq!(listed.matches(&control_id(n)).count(), 1, "{}", control_id(n));
+    }
+    let received_at = lines[0].find("RECEIVED").unwrap();
+    let sender_at = lines[0].find("SENDER").unwrap();
+    for line in &lines[1..] {
+        assert_eq!(line.find("T").map(|t| t - 10), Some(received_at), "{line}");
+    }
+    assert_eq!(lines[1000].find("SENDAPP"), Some(sender_at), "{}", lines[1000]);
+    assert!(lines[1001].find("SENDAPP").unwrap() > sender_at, "{}", lines[1001]);
+
+    let json = mllp_in(dir.path(), None, &["inbox", "list", "--json", "--limit", "5000"]).await;
+    assert!(json.status.success());
+    assert_eq!(text(&json.stdout).lines().count(), 1200);
+
+    // `mllp inbox list | head -1`: the pipe closes after one line.
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["inbox", "list", "--limit", "5000"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first)
+        .await
+        .unwrap();
+    drop(stdout);
+    let out = within(child.wait_with_output()).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
 /// Every `mllp inbox` verb on a store that `mllp serve` wrote.
 #[tokio::test]
 async fn inbox_verbs_list_show_export_import_replay_and_prune() {

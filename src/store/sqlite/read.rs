@@ -141,12 +141,35 @@ impl SqliteReader {
     ///
     /// [`StoreError::Query`] when the read fails.
     pub fn list(&self, filter: &Filter) -> Result<Vec<Summary>, StoreError> {
+        let mut rows = Vec::new();
+        self.for_each_summary(filter, |row| {
+            rows.push(row);
+            true
+        })?;
+        Ok(rows)
+    }
+
+    /// Calls `each` with the metadata of every message `filter` selects, one at a time, as
+    /// they are read (a long listing is never held whole); stops early when `each` returns
+    /// `false`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] when the read fails.
+    pub fn for_each_summary(
+        &self,
+        filter: &Filter,
+        mut each: impl FnMut(Summary) -> bool,
+    ) -> Result<(), StoreError> {
         let (sql, args) = select(COLUMNS, filter);
         let mut query = self.conn.prepare(&sql).map_err(query_err)?;
-        let rows = query
-            .query_map(params_from_iter(args), summary)
-            .map_err(query_err)?;
-        rows.collect::<Result<_, _>>().map_err(query_err)
+        let mut rows = query.query(params_from_iter(args)).map_err(query_err)?;
+        while let Some(row) = rows.next().map_err(query_err)? {
+            if !each(summary(row).map_err(query_err)?) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Calls `each` with every message `filter` selects, payload included, one at a time (the

@@ -1,5 +1,6 @@
 //! `mllp inbox list`.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use mllp::store::sqlite::Summary;
@@ -40,63 +41,159 @@ pub(crate) fn run(args: ListArgs) -> ExitCode {
     let mut filter = args.filter.filter();
     filter.limit = Some(args.limit);
     filter.oldest_first = args.oldest_first;
-    let rows = match reader.list(&filter) {
-        Ok(rows) => rows,
-        Err(e) => return exit::fail(exit::FAILURE, &e),
-    };
-    if args.json {
-        for row in &rows {
-            say!("{}", json(row));
-        }
+    // Rows are written as they are read, so a long listing (`--limit 1000000 --json | jq`)
+    // never holds the result whole; buffered, so it is not a write per line.
+    let mut out = Out::new();
+    let read = if args.json {
+        reader.for_each_summary(&filter, |row| out.line(&json(&row).to_string()))
     } else {
-        for line in table(&rows) {
-            say!("{line}");
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// The text table of `rows`, cells escaped with [`printable`].
-fn table(rows: &[Summary]) -> Vec<String> {
-    let cells: Vec<([String; 7], bool)> = rows
-        .iter()
-        .map(|row| {
-            let sender = format!("{}|{}", row.sending_application, row.sending_facility);
-            let cells = [
-                row.id.to_string(),
-                rfc3339(row.received_at),
-                printable(&row.message_type),
-                printable(&row.control_id),
-                printable(&sender),
-                printable(&row.peer),
-                row.size.to_string(),
-            ];
-            (cells, row.reused_control_id)
+        let mut table = Table::default();
+        let read = reader.for_each_summary(&filter, |row| table.push(&row, &mut out));
+        read.map(|()| {
+            table.finish(&mut out);
         })
-        .collect();
-    aligned(&cells)
+    };
+    if let Err(e) = read {
+        return exit::fail(exit::FAILURE, &e);
+    }
+    match out.finish() {
+        // The reader went away (`| head`): what it wanted was written.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => exit::fail_text(exit::FAILURE, &format!("cannot write the list: {e}")),
+        Ok(()) => ExitCode::SUCCESS,
+    }
 }
 
-/// A header and one line per row, each column as wide as its widest cell (MSH fields vary: an
-/// OID in MSH-4 is longer than a name); the numbers (id, size) to the right, the rest to the
-/// left, and `reused-id` after the row of a reused control id.
-fn aligned(rows: &[([String; 7], bool)]) -> Vec<String> {
-    const HEADER: [&str; 7] = [
-        "ID",
-        "RECEIVED",
-        "TYPE",
-        "CONTROL ID",
-        "SENDER",
-        "PEER",
-        "BYTES",
-    ];
-    let mut w = HEADER.map(str::len);
-    for (cells, _) in rows {
-        for (width, cell) in w.iter_mut().zip(cells) {
-            *width = (*width).max(cell.chars().count());
+/// Standard output, buffered; the first write error stops the listing and is kept.
+struct Out {
+    writer: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    error: Option<std::io::Error>,
+}
+
+impl Out {
+    fn new() -> Self {
+        Out {
+            writer: std::io::BufWriter::new(std::io::stdout().lock()),
+            error: None,
         }
     }
-    let line = |c: [&str; 7], flag: &str| {
+
+    /// Writes `line` and a newline; `false` once a write has failed.
+    fn line(&mut self, line: &str) -> bool {
+        if self.error.is_none()
+            && let Err(e) = writeln!(self.writer, "{line}")
+        {
+            self.error = Some(e);
+        }
+        self.error.is_none()
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.writer.flush(),
+        }
+    }
+}
+
+/// Rows the table's column widths are fitted to before anything is printed. The rows after
+/// them are printed as they are read, in the same widths: a wider cell there pushes the rest
+/// of its own line to the right.
+const FIT_ROWS: usize = 1000;
+
+/// One row's cells (escaped with [`printable`]) and whether its control id was reused.
+type Cells = ([String; 7], bool);
+
+/// The text table, written as it goes: the first [`FIT_ROWS`] rows are held to fit the
+/// widths, then the header and every row go out.
+#[derive(Default)]
+struct Table {
+    held: Vec<Cells>,
+    widths: Option<Widths>,
+}
+
+impl Table {
+    /// Adds a row; `false` once writing has failed.
+    fn push(&mut self, row: &Summary, out: &mut Out) -> bool {
+        let cells = cells(row);
+        match &self.widths {
+            Some(widths) => out.line(&widths.line(&cells)),
+            None => {
+                self.held.push(cells);
+                self.held.len() < FIT_ROWS || self.finish(out)
+            }
+        }
+    }
+
+    /// Writes what is held (the header first, if it is not out yet); `false` if a write failed.
+    fn finish(&mut self, out: &mut Out) -> bool {
+        let widths = match &self.widths {
+            Some(widths) => widths,
+            None => {
+                let widths = self.widths.insert(Widths::fit(&self.held));
+                if !out.line(&widths.header()) {
+                    return false;
+                }
+                widths
+            }
+        };
+        self.held
+            .drain(..)
+            .all(|cells| out.line(&widths.line(&cells)))
+    }
+}
+
+fn cells(row: &Summary) -> Cells {
+    let sender = format!("{}|{}", row.sending_application, row.sending_facility);
+    let cells = [
+        row.id.to_string(),
+        rfc3339(row.received_at),
+        printable(&row.message_type),
+        printable(&row.control_id),
+        printable(&sender),
+        printable(&row.peer),
+        row.size.to_string(),
+    ];
+    (cells, row.reused_control_id)
+}
+
+const HEADER: [&str; 7] = [
+    "ID",
+    "RECEIVED",
+    "TYPE",
+    "CONTROL ID",
+    "SENDER",
+    "PEER",
+    "BYTES",
+];
+
+/// Each column as wide as its widest cell (MSH fields vary: an OID in MSH-4 is longer than a
+/// name) among the rows it was fitted to; the numbers (id, size) to the right, the rest to
+/// the left, and `reused-id` after the row of a reused control id.
+struct Widths([usize; 7]);
+
+impl Widths {
+    fn fit(rows: &[Cells]) -> Self {
+        let mut w = HEADER.map(str::len);
+        for (cells, _) in rows {
+            for (width, cell) in w.iter_mut().zip(cells) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        Widths(w)
+    }
+
+    fn header(&self) -> String {
+        self.format(HEADER, "")
+    }
+
+    fn line(&self, (cells, reused): &Cells) -> String {
+        let flag = if *reused { "  reused-id" } else { "" };
+        self.format(cells.each_ref().map(String::as_str), flag)
+    }
+
+    fn format(&self, c: [&str; 7], flag: &str) -> String {
+        let w = &self.0;
         format!(
             "{:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {:<w5$}  {:>w6$}{flag}",
             c[0],
@@ -114,13 +211,7 @@ fn aligned(rows: &[([String; 7], bool)]) -> Vec<String> {
             w5 = w[5],
             w6 = w[6],
         )
-    };
-    std::iter::once(line(HEADER, ""))
-        .chain(rows.iter().map(|(cells, reused)| {
-            let flag = if *reused { "  reused-id" } else { "" };
-            line(cells.each_ref().map(String::as_str), flag)
-        }))
-        .collect()
+    }
 }
 
 fn json(row: &Summary) -> serde_json::Value {
@@ -166,10 +257,14 @@ mod tests {
                 reused,
             )
         };
-        let lines = aligned(&[
+        let rows = [
             row("12", "REGADT|GOODHEALTH^1.2.3.4.5.6^ISO", "1240", false),
             row("9", "LAB|LAB", "95", true),
-        ]);
+        ];
+        let widths = Widths::fit(&rows);
+        let lines: Vec<String> = std::iter::once(widths.header())
+            .chain(rows.iter().map(|r| widths.line(r)))
+            .collect();
         let peer_at: Vec<usize> = lines
             .iter()
             .map(|l| l.find("127.0.0.1").unwrap_or(0))
