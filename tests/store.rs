@@ -563,6 +563,35 @@ async fn store_in_a_missing_directory_names_the_directory() {
     assert!(!missing.exists());
 }
 
+/// The store file holds patient data: it is created readable by its owner and group only
+/// (0640 before the umask), as the directory store's files are, and its `-wal` and `-shm`
+/// files take the same mode. A file that exists keeps its own.
+#[cfg(unix)]
+#[tokio::test]
+async fn new_store_files_are_not_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    store.append(record(&adt("MODE-1", "X"))).await.unwrap();
+    for name in ["inbox.db", "inbox.db-wal", "inbox.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o007, 0, "{name}: {mode:o}");
+        assert_eq!(mode & 0o600, 0o600, "{name}: {mode:o}");
+    }
+    store.close().await;
+
+    let path = dir.path().join("inbox.db");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    store.append(record(&adt("MODE-2", "X"))).await.unwrap();
+    store.close().await;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "an existing file keeps its mode");
+}
+
 #[tokio::test]
 async fn dir_store_writes_one_file_per_message() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,22 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Creates a missing store file with mode 0640 (before the umask), as the directory store's
+/// files are: it holds patient data. SQLite would create it 0644, and its `-wal` and `-shm`
+/// files take the mode of the database file. An existing file keeps its mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+    match options.open(path) {
+        // An empty file is an empty database to SQLite.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens the write connection: creates the file if missing, checks it is an mllp store of a
 /// version this release reads, migrates it, and sets WAL and `synchronous=FULL`.
 pub(super) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
@@ -104,6 +120,10 @@ pub(super) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
             .into(),
         });
     }
+    create_private(path).map_err(|e| StoreError::Open {
+        target: target(path),
+        source: Box::new(e),
+    })?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
