@@ -53,6 +53,7 @@
 
 mod digest;
 mod dir;
+mod health;
 mod layer;
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -67,6 +68,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use dir::DirStore;
+pub use health::FAILURE_HOLD;
 pub use layer::{DuplicatePolicy, StoreLayer, Stored};
 #[cfg(feature = "nats")]
 pub use nats::{JetStreamConfig, JetStreamStore};
@@ -89,8 +91,10 @@ pub trait Store: Send + Sync + 'static {
     /// stored (at-least-once).
     fn append(&self, record: Record) -> AppendFuture;
 
-    /// Whether the store can take messages now: `false` after a failed commit until the next
-    /// successful one. Used for readiness.
+    /// Whether the store can take messages now, for readiness. The stores here report
+    /// [`StoreHealth::Failing`] after a failed commit until the next successful one, or until
+    /// [`FAILURE_HOLD`] has passed with no commit tried: then `Ok`, so that a message gets
+    /// through to try the store again (see [`FAILURE_HOLD`]). The default is always `Ok`.
     fn health(&self) -> StoreHealth {
         StoreHealth::Ok
     }
@@ -115,9 +119,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreHealth {
-    /// The last commit succeeded (or none was tried yet).
+    /// The last commit succeeded (or none was tried yet), or it failed more than
+    /// [`FAILURE_HOLD`] ago and no commit was tried since.
     Ok,
-    /// The last commit failed; messages are answered AE/CE until a commit succeeds again.
+    /// The last commit failed, less than [`FAILURE_HOLD`] ago; messages are answered AE/CE
+    /// until a commit succeeds again.
     Failing,
 }
 

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use mllp::hl7::Message;
 use mllp::store::sqlite::{Filter, SqliteReader};
 use mllp::store::{
-    DirStore, Receipt, Record, SqliteConfig, SqliteStore, Store, StoreError, StoreHealth,
+    DirStore, FAILURE_HOLD, Receipt, Record, SqliteConfig, SqliteStore, Store, StoreError,
+    StoreHealth,
 };
 
 fn message(sender: &str, control_id: &str, msh7: &str, kind: &str, body: &str) -> Message {
@@ -250,7 +251,59 @@ async fn locked_store_answers_an_error_and_recovers_when_released() {
     assert_eq!(store.reader().unwrap().count().unwrap(), 2);
 }
 
-/// Makes files unwritable for this process, and undoes it on drop (an immutable file cannot
+/// A store whose commit failed is unready for `FAILURE_HOLD` while no message tries it, then
+/// ready again: a load balancer sends nothing to an unready receiver, so without this the
+/// store would never commit again, and never become ready, after its cause was gone. A
+/// message that then fails holds it unready again; one that succeeds makes it ready at once.
+#[tokio::test(start_paused = true)]
+async fn failing_store_is_unready_for_the_hold_then_lets_a_message_try_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        &dir,
+        SqliteConfig::default().busy_timeout(Duration::from_millis(50)),
+    )
+    .await;
+    let lock = lock_file(&dir.path().join("inbox.db"));
+    store.append(record(&adt("M1", "X"))).await.unwrap_err();
+    assert_eq!(store.health(), StoreHealth::Failing);
+    tokio::time::advance(FAILURE_HOLD - Duration::from_millis(1)).await;
+    assert_eq!(store.health(), StoreHealth::Failing);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(store.health(), StoreHealth::Ok, "the hold is over");
+    // Still locked: the message let through fails, and the store is held unready again.
+    store.append(record(&adt("M1", "X"))).await.unwrap_err();
+    assert_eq!(store.health(), StoreHealth::Failing);
+    drop(lock);
+    store.append(record(&adt("M1", "X"))).await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
+}
+
+/// The directory store reports its failed writes too (it was always `Ok`), with the same hold.
+#[tokio::test(start_paused = true)]
+async fn dir_store_is_unready_after_a_failed_write_until_one_succeeds_or_the_hold_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    let store = DirStore::open(&inbox).unwrap();
+    store.append(record(&adt("D0", "X"))).await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
+    let Some(unwritable) = Unwritable::make(std::slice::from_ref(&inbox), true) else {
+        eprintln!("skipped: this process cannot make a directory unwritable here");
+        return;
+    };
+    let error = store.append(record(&adt("D1", "X"))).await.unwrap_err();
+    assert!(matches!(error, StoreError::Dir(_)), "{error:?}");
+    assert_eq!(store.health(), StoreHealth::Failing);
+    tokio::time::advance(FAILURE_HOLD).await;
+    assert_eq!(store.health(), StoreHealth::Ok, "the hold is over");
+    store.append(record(&adt("D2", "X"))).await.unwrap_err();
+    assert_eq!(store.health(), StoreHealth::Failing);
+    drop(unwritable);
+    store.append(record(&adt("D3", "X"))).await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
+}
+
+/// Makes files (or directories: no file can be created in them) unwritable for this process,
+/// and undoes it on drop (an immutable file cannot
 /// even be deleted with its directory): mode 0444 for an ordinary user; for root, whom modes do
 /// not stop, the immutable attribute (`chattr +i`, ext4 and most disk file systems).
 struct Unwritable {
@@ -262,8 +315,13 @@ impl Unwritable {
     /// `None` when neither works here (root on a file system without the attribute): the caller
     /// cannot create the condition and says so.
     fn make(paths: &[std::path::PathBuf], allow_mode: bool) -> Option<Unwritable> {
-        let writable =
-            |p: &std::path::Path| std::fs::OpenOptions::new().write(true).open(p).is_ok();
+        let writable = |p: &std::path::Path| {
+            if p.is_dir() {
+                tempfile::NamedTempFile::new_in(p).is_ok()
+            } else {
+                std::fs::OpenOptions::new().write(true).open(p).is_ok()
+            }
+        };
         if allow_mode {
             for path in paths {
                 let mut mode = std::fs::metadata(path).unwrap().permissions();

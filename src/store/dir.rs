@@ -4,11 +4,13 @@ mod claims;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::oneshot;
 
 use crate::inbox::{Inbox, InboxError};
-use crate::store::{AppendFuture, Receipt, Record, Store, StoreError, StoreId};
+use crate::store::health::FailureHold;
+use crate::store::{AppendFuture, Receipt, Record, Store, StoreError, StoreHealth, StoreId};
 use claims::{Claim, Claims};
 
 /// A [`Store`] that writes each message to its own file in a directory (see
@@ -28,6 +30,17 @@ use claims::{Claim, Claims};
 pub struct DirStore {
     inbox: Inbox,
     claims: Arc<Claims>,
+    outcomes: Arc<Outcomes>,
+}
+
+/// What the writes did, for [`Store::health`].
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// The last write failed.
+    failing: AtomicBool,
+    /// Writes that failed.
+    failures: AtomicU64,
+    hold: FailureHold,
 }
 
 impl std::fmt::Debug for Claims {
@@ -46,6 +59,7 @@ impl DirStore {
         Ok(Self {
             inbox: Inbox::open(dir).map_err(StoreError::Dir)?,
             claims: Arc::default(),
+            outcomes: Arc::default(),
         })
     }
 
@@ -62,6 +76,7 @@ impl Store for DirStore {
         let write = self.inbox.prepare(control_id);
         let key = control_id.map(|_| (record.dedup_key(), *record.digest()));
         let claims = Arc::clone(&self.claims);
+        let outcomes = Arc::clone(&self.outcomes);
         Box::pin(async move {
             if let Some(key) = &key {
                 loop {
@@ -87,6 +102,10 @@ impl Store for DirStore {
             let task = tokio::task::spawn_blocking(move || {
                 let finish = Finish { claims, key };
                 let result = write.run(record.payload());
+                if result.is_err() {
+                    outcomes.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                outcomes.failing.store(result.is_err(), Ordering::Relaxed);
                 // The record (and the request's lease) goes once the file is written: the
                 // request counted against the server's limits until now, even if its handler
                 // timed out long ago.
@@ -116,6 +135,14 @@ impl Store for DirStore {
                 })),
             }
         })
+    }
+
+    fn health(&self) -> StoreHealth {
+        let o = &self.outcomes;
+        o.hold.health(
+            o.failing.load(Ordering::Relaxed),
+            o.failures.load(Ordering::Relaxed),
+        )
     }
 
     fn describe(&self) -> String {

@@ -29,8 +29,9 @@
 //! [`JetStreamConfig::ack_timeout`], or a stream error is [`StoreError::Publish`]; a connection
 //! that is down is [`StoreError::Unavailable`] at once (the message is not sent). Either way
 //! [`StoreLayer`](crate::store::StoreLayer) answers AE/CE 207, never a success.
-//! [`Store::health`] is [`StoreHealth::Failing`] while disconnected and after a failed publish
-//! until the next one succeeds. The client reconnects by itself, backing off up to 4 s.
+//! [`Store::health`] is [`StoreHealth::Failing`] while disconnected, and after a failed publish
+//! until the next one succeeds or, with none tried, for [`FAILURE_HOLD`](crate::store::FAILURE_HOLD).
+//! The client reconnects by itself, backing off up to 4 s.
 //!
 //! A publish that timed out may still be stored (the PubAck was late, or the connection broke
 //! after the message left): the sender, answered AE, resends, and the resend is recognised as
@@ -56,6 +57,7 @@ pub use config::{JetStreamConfig, NatsOptions, Storage, StreamSettings};
 pub(crate) use connect::connect;
 pub(crate) use subject::check_prefix;
 
+use crate::store::health::FailureHold;
 use crate::store::{
     AppendFuture, NatsSpec, Receipt, Record, Store, StoreError, StoreHealth, StoreId,
 };
@@ -94,6 +96,7 @@ struct Inner {
     stored: AtomicU64,
     duplicates: AtomicU64,
     failures: AtomicU64,
+    hold: FailureHold,
 }
 
 impl JetStreamStore {
@@ -129,6 +132,7 @@ impl JetStreamStore {
                 stored: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                hold: FailureHold::default(),
             }),
         })
     }
@@ -210,13 +214,13 @@ impl Store for JetStreamStore {
 
     fn health(&self) -> StoreHealth {
         let inner = &self.inner;
-        if inner.client.connection_state() == State::Connected
-            && !inner.failed.load(Ordering::Relaxed)
-        {
-            StoreHealth::Ok
-        } else {
-            StoreHealth::Failing
+        if inner.client.connection_state() != State::Connected {
+            return StoreHealth::Failing;
         }
+        inner.hold.health(
+            inner.failed.load(Ordering::Relaxed),
+            inner.failures.load(Ordering::Relaxed),
+        )
     }
 
     fn describe(&self) -> String {

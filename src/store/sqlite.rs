@@ -28,7 +28,8 @@
 //! A failed commit (disk full, [`SqliteConfig::max_size`] reached, locked by another process
 //! past [`SqliteConfig::busy_timeout`], I/O error) rolls the whole batch back and answers every
 //! message of it [`StoreError::Commit`]; the next batch tries again, so the store recovers by
-//! itself once the cause is gone. [`Store::health`] is [`StoreHealth::Failing`] in between.
+//! itself once the cause is gone. [`Store::health`] is [`StoreHealth::Failing`] in between, or,
+//! while no message comes to try again, for [`FAILURE_HOLD`](crate::store::FAILURE_HOLD).
 
 mod read;
 mod relay;
@@ -45,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use read::{Filter, SqliteReader, StoredMessage, Summary};
 pub use relay::{DeadLetter, RelayLog};
 
+use crate::store::health::FailureHold;
 use crate::store::{AppendFuture, Record, Store, StoreError, StoreHealth};
 use writer::{Counters, Job};
 
@@ -124,6 +126,7 @@ struct Shared {
     counters: Arc<Counters>,
     path: PathBuf,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    hold: FailureHold,
 }
 
 /// How many jobs may wait for the writer. Callers wait (back-pressure) past this.
@@ -173,6 +176,7 @@ impl SqliteStore {
                 counters,
                 path,
                 writer: std::sync::Mutex::new(Some(writer)),
+                hold: FailureHold::default(),
             }),
         })
     }
@@ -251,11 +255,11 @@ impl Store for SqliteStore {
     }
 
     fn health(&self) -> StoreHealth {
-        if self.shared.counters.failing.load(Ordering::Relaxed) {
-            StoreHealth::Failing
-        } else {
-            StoreHealth::Ok
-        }
+        let c = &self.shared.counters;
+        self.shared.hold.health(
+            c.failing.load(Ordering::Relaxed),
+            c.failures.load(Ordering::Relaxed),
+        )
     }
 
     fn describe(&self) -> String {
