@@ -326,6 +326,121 @@ async fn log_and_admin_settings_come_from_flags_and_the_file() {
     assert!(!stderr.contains("mllp::rejects"), "{stderr}");
 }
 
+/// With `[[listener]]` tables, the top level's `admin` serves one endpoint for every listener
+/// (it was silently not started): `/status` lists each listener by its label, `/readyz` looks
+/// at each store, and SIGTERM drains them all. `admin` inside a table, or a token without an
+/// endpoint, is refused: each would do nothing.
+#[tokio::test]
+async fn admin_serves_every_listener_of_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("listeners.toml");
+    std::fs::write(
+        &config,
+        "admin = \"127.0.0.1:0\"\nno-store = true\n\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\ninbox = \"lab-inbox\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut listeners = Vec::new();
+    let admin: SocketAddr = loop {
+        let line = within(lines.next_line())
+            .await
+            .unwrap()
+            .expect("serve exited before `admin on`");
+        if let Some(rest) = line.strip_prefix("listening on ") {
+            listeners.push(
+                rest.split(' ')
+                    .next()
+                    .unwrap()
+                    .parse::<SocketAddr>()
+                    .unwrap(),
+            );
+        } else if let Some(addr) = line.strip_prefix("admin on ") {
+            break addr.parse().unwrap();
+        }
+    };
+    assert_eq!(listeners.len(), 2);
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    assert!(
+        call(listeners[0], hl7("ADT-1").as_bytes())
+            .await
+            .contains("|AA|")
+    );
+    assert!(
+        call(listeners[1], hl7("LAB-1").as_bytes())
+            .await
+            .contains("|AA|")
+    );
+    assert_eq!(get(admin, "/readyz").await, (200, "ready\n".to_owned()));
+    let (code, status) = get(admin, "/status").await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let labels: Vec<&str> = status["listeners"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "[[listener]] 1 (bind 127.0.0.1:0)",
+            "[[listener]] 2 (bind 127.0.0.1:0)"
+        ],
+        "{status}"
+    );
+    let checks = status["checks"].to_string();
+    assert!(checks.contains("dir:lab-inbox"), "{status}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(within(child.wait()).await.unwrap().success());
+
+    std::fs::write(
+        &config,
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let out = run(&["serve", "--config", config.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin sets the whole process; put it at the top level"),
+        "{stderr}"
+    );
+
+    let out = run(&[
+        "serve",
+        "--no-store",
+        "--bind",
+        "127.0.0.1:0",
+        "--admin-token",
+        "t",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("need --admin"), "{stderr}");
+}
+
 /// A non-loopback admin address is refused (exit 2, naming the flags to use) unless a token or
 /// `--admin-public` says the exposure is meant.
 #[tokio::test]

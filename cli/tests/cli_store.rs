@@ -210,8 +210,8 @@ async fn inbox_list_streams_a_long_listing_and_stops_quietly_at_a_closed_pipe() 
     };
     for chunk in (0..1200).collect::<Vec<_>>().chunks(100) {
         let appends = chunk.iter().map(|&n| {
-            let message = mllp::hl7::Message::parse(Bytes::from(hl7(&control_id(n), b"DOE")))
-                .unwrap();
+            let message =
+                mllp::hl7::Message::parse(Bytes::from(hl7(&control_id(n), b"DOE"))).unwrap();
             store.append(Record::from_message(
                 &message,
                 std::time::SystemTime::now(),
@@ -234,17 +234,36 @@ async fn inbox_list_streams_a_long_listing_and_stops_quietly_at_a_closed_pipe() 
     assert!(lines[0].starts_with("  ID  RECEIVED"), "{}", lines[0]);
     assert_eq!(listed.matches("RECEIVED").count(), 1);
     for n in 0..1200 {
-        assert_eq!(listed.matches(&control_id(n)).count(), 1, "{}", control_id(n));
+        assert_eq!(
+            listed.matches(&control_id(n)).count(),
+            1,
+            "{}",
+            control_id(n)
+        );
     }
     let received_at = lines[0].find("RECEIVED").unwrap();
     let sender_at = lines[0].find("SENDER").unwrap();
     for line in &lines[1..] {
         assert_eq!(line.find("T").map(|t| t - 10), Some(received_at), "{line}");
     }
-    assert_eq!(lines[1000].find("SENDAPP"), Some(sender_at), "{}", lines[1000]);
-    assert!(lines[1001].find("SENDAPP").unwrap() > sender_at, "{}", lines[1001]);
+    assert_eq!(
+        lines[1000].find("SENDAPP"),
+        Some(sender_at),
+        "{}",
+        lines[1000]
+    );
+    assert!(
+        lines[1001].find("SENDAPP").unwrap() > sender_at,
+        "{}",
+        lines[1001]
+    );
 
-    let json = mllp_in(dir.path(), None, &["inbox", "list", "--json", "--limit", "5000"]).await;
+    let json = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "list", "--json", "--limit", "5000"],
+    )
+    .await;
     assert!(json.status.success());
     assert_eq!(text(&json.stdout).lines().count(), 1200);
 

@@ -74,9 +74,7 @@ async fn serve(
     // must start a drain, not kill the process with the default disposition.
     let signal = ShutdownSignal::register().map_err(|e| exit::fail(exit::FAILURE, &e))?;
     if !settings.listeners.is_empty() {
-        // Several listeners: the admin endpoint is not wired there yet (see listeners.rs).
-        let _ = metrics;
-        return listeners::serve_many(settings, signal).await;
+        return listeners::serve_many(settings, signal, metrics).await;
     }
 
     // Everything that can be refused as a usage error is checked before anything is created on
@@ -137,9 +135,9 @@ async fn serve_on<T: Transport>(
         (Some(listener), Some(admin)) => Some(admin::spawn(
             listener,
             admin,
-            &handle,
+            &[(None, handle.clone())],
             metrics,
-            store.clone(),
+            store.iter().cloned().collect(),
         )),
         _ => None,
     };

@@ -24,23 +24,32 @@ pub(super) async fn bind(settings: &AdminSettings) -> Result<TcpListener, ExitCo
     })
 }
 
-/// Serves the endpoint for `server` until it has stopped; prints `admin on ADDR` on stdout.
+/// Serves the endpoint for `servers` (one per listener, labelled when there are several)
+/// until every one has stopped; prints `admin on ADDR` on stdout. Each store is a readiness
+/// check.
 pub(super) fn spawn(
     listener: TcpListener,
     settings: &AdminSettings,
-    server: &ServerHandle,
+    servers: &[(Option<String>, ServerHandle)],
     metrics: Option<PrometheusMetrics>,
-    store: Option<Arc<dyn Store>>,
+    stores: Vec<Arc<dyn Store>>,
 ) -> JoinHandle<()> {
-    let mut state = AdminState::new(server.clone());
+    let (first_label, first) = servers.first().expect("at least one server");
+    let mut state = AdminState::new(first.clone());
+    if let Some(label) = first_label {
+        state = state.label(label.as_str());
+    }
+    for (label, server) in &servers[1..] {
+        state = state.server(label.as_deref().unwrap_or("listener"), server.clone());
+    }
     if let Some(metrics) = metrics {
         state = state.metrics(metrics);
     }
     if let Some(token) = &settings.token {
         state = state.token(token.as_str());
     }
-    // `/readyz` is 503 while the store cannot commit.
-    if let Some(store) = store {
+    // `/readyz` is 503 while a store cannot commit.
+    for store in stores {
         state = state.check("store", move || {
             Health::new(store.health() == StoreHealth::Ok, store.describe())
         });
@@ -48,10 +57,10 @@ pub(super) fn spawn(
     let addr = listener.local_addr().unwrap_or(settings.addr);
     tracing::info!(address = %addr, token = settings.token.is_some(), "admin endpoint listening");
     say!("admin on {addr}");
-    let stopped = server.clone();
+    let stopped: Vec<ServerHandle> = servers.iter().map(|(_, s)| s.clone()).collect();
     tokio::spawn(async move {
         let shutdown = async move {
-            let _ = stopped.wait().await;
+            futures_util::future::join_all(stopped.iter().map(ServerHandle::wait)).await;
         };
         if let Err(error) = mllp::admin::serve(listener, state, shutdown).await {
             tracing::error!(%error, "admin endpoint failed");

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use futures_util::future::{join_all, select_all};
+use mllp::admin::PrometheusMetrics;
 use mllp::server::{PlainTcp, Transport};
 use mllp::store::Store;
 use mllp::tls::Admitted;
@@ -14,7 +15,7 @@ use mllp::{ServerBuilder, ServerHandle, ShutdownReport};
 
 use super::settings::Settings;
 use super::signals::{self, ShutdownSignal};
-use super::{build, handler, store};
+use super::{admin, build, handler, store};
 use crate::exit;
 
 /// Says which listener a failure (already printed) belongs to.
@@ -29,6 +30,7 @@ fn context(label: &str) -> impl Fn(ExitCode) -> ExitCode + '_ {
 pub(super) async fn serve_many(
     settings: Settings,
     mut signal: ShutdownSignal,
+    metrics: Option<PrometheusMetrics>,
 ) -> Result<ExitCode, ExitCode> {
     // Everything that can be refused is checked for every listener before anything is
     // created on disk or bound.
@@ -42,6 +44,12 @@ pub(super) async fn serve_many(
             .map_err(context(label))?;
         checked.push((listener, admission, tls));
     }
+    // One endpoint for the whole process (`admin` is a top-level key), bound before any
+    // listener starts: a busy admin port fails the start like a busy listener port.
+    let admin_listener = match &settings.admin {
+        Some(admin) => Some(admin::bind(admin).await?),
+        None => None,
+    };
 
     let mut handles: Vec<ServerHandle> = Vec::with_capacity(checked.len());
     let mut reloaders = Vec::new();
@@ -108,6 +116,20 @@ pub(super) async fn serve_many(
             }
         }
     }
+    let admin_task = match (admin_listener, &settings.admin) {
+        (Some(listener), Some(admin)) => {
+            let servers: Vec<(Option<String>, ServerHandle)> = settings
+                .listeners
+                .iter()
+                .zip(&handles)
+                .map(|(l, h)| (l.label.clone(), h.clone()))
+                .collect();
+            let mut stores: Vec<_> = stores.into_values().flatten().collect();
+            stores.sort_by_key(|s| s.describe());
+            Some(admin::spawn(listener, admin, &servers, metrics, stores))
+        }
+        _ => None,
+    };
     let _ = std::io::Write::flush(&mut std::io::stdout());
 
     let hangup_task = signal.spawn_reloaders(reloaders);
@@ -121,6 +143,10 @@ pub(super) async fn serve_many(
     let reports = join_all(handles.iter().map(ServerHandle::shutdown)).await;
     if let Some(task) = hangup_task {
         task.abort();
+    }
+    if let Some(task) = admin_task {
+        // Every server has stopped, so the endpoint is finishing its last requests.
+        let _ = task.await;
     }
     let mut total = ShutdownReport::default();
     for report in reports {

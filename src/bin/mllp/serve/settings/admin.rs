@@ -44,6 +44,14 @@ impl ServeArgs {
         }
         let public = self.admin_public || f.admin_public == Some(true);
         let Some(addr) = addr else {
+            // A token or exposure setting without an endpoint would go unnoticed.
+            if token.is_some() || public {
+                return Err(SettingError::Invalid(
+                    "--admin-token, --admin-token-file and --admin-public need --admin (the \
+                     endpoint's address)"
+                        .to_owned(),
+                ));
+            }
             return Ok(None);
         };
         mllp::admin::check_exposure(addr, token.is_some(), public).map_err(|_| {

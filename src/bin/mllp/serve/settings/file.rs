@@ -22,6 +22,13 @@ const PROCESS_KEYS: &[&str] = &[
     "message_trace_ratio",
     "message-trace-limit",
     "message_trace_limit",
+    "admin",
+    "admin-token",
+    "admin_token",
+    "admin-token-file",
+    "admin_token_file",
+    "admin-public",
+    "admin_public",
     "listener",
 ];
 
