@@ -288,6 +288,35 @@ async fn inbox_list_streams_a_long_listing_and_stops_quietly_at_a_closed_pipe() 
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
 
+/// Settings of another kind of store than the one in use are said to do nothing, at start: a
+/// retention set for compliance on a `dir:` store must not go unnoticed.
+#[tokio::test]
+async fn settings_of_another_store_kind_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--inbox",
+            "inbox",
+            "--retention",
+            "30d",
+            "--store-max-size",
+            "1GiB",
+        ],
+    )
+    .await;
+    let (status, _, stderr) = serve.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("settings of the SQLite store do nothing for this store")
+            && stderr.contains("ignored=\"retention, store-max-size\""),
+        "{stderr}"
+    );
+    let serve = Serve::start(dir.path(), &["--retention", "30d"]).await;
+    let (_, _, stderr) = serve.stop().await;
+    assert!(!stderr.contains("do nothing"), "{stderr}");
+}
+
 /// Every `mllp inbox` verb on a store that `mllp serve` wrote.
 #[tokio::test]
 async fn inbox_verbs_list_show_export_import_replay_and_prune() {

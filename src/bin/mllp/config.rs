@@ -379,6 +379,18 @@ pub(crate) fn readable(message: &str) -> String {
     }
 }
 
+/// The candidate closest to `given` (by edit distance, case aside), when one is close enough
+/// to be a slip of the keyboard.
+pub(crate) fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let given = given.trim().to_ascii_uppercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&given, &c.to_ascii_uppercase()), *c))
+        .min()
+        .filter(|(d, _)| *d <= 2.max(given.len() / 4))
+        .map(|(_, c)| c)
+}
+
 /// Levenshtein distance, in characters.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

@@ -7,10 +7,78 @@ use mllp::ServerBuilder;
 use mllp::ack::AckOptions;
 use mllp::app::plugin::{AllowedProcessingIds, AllowedVersions};
 use mllp::app::{Charsets, InvalidText};
-use mllp::hl7::ParseOptions;
+use mllp::hl7::{Charset, CharsetError, ParseOptions};
 use mllp::server::Transport;
 
 use crate::config::SettingError;
+
+/// The table 0211 names [`Charset`] decodes: what `--charsets` may name.
+const CHARSET_NAMES: &[&str] = &[
+    "ASCII",
+    "8859/1",
+    "8859/2",
+    "8859/3",
+    "8859/4",
+    "8859/5",
+    "8859/6",
+    "8859/7",
+    "8859/8",
+    "8859/9",
+    "8859/15",
+    "UNICODE UTF-8",
+    "GB 18030-2000",
+    "KS X 1001",
+    "BIG-5",
+];
+
+/// Refuses a name no MSH-18 could match (`8859-1`, `LATIN1`): every message would be answered
+/// AR 103. Names of sets that are in table 0211 but not decoded are refused too, with the
+/// reason.
+fn check_charsets(names: &[String]) -> Result<(), SettingError> {
+    for name in names {
+        let why = match Charset::from_msh18(name.as_bytes()) {
+            Ok(charset) if charset.name() == name => continue,
+            Ok(_) => "use the name exactly as MSH-18 writes it".to_owned(),
+            Err(CharsetError::Unsupported { why, .. }) => format!("not supported: {why}"),
+            Err(_) => match near_charset(name) {
+                Some(near) => format!("not an HL7 table 0211 name (did you mean {near:?}?)"),
+                None => "not an HL7 table 0211 name".to_owned(),
+            },
+        };
+        return Err(SettingError::Invalid(format!(
+            "--charsets (or charsets) {name:?}: {why}; the names are {}",
+            CHARSET_NAMES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The table 0211 name meant by a common other spelling (`UTF-8`, `latin1`, `ISO-8859-1`) or
+/// a slip of the keyboard (`8859-1`).
+fn near_charset(name: &str) -> Option<&'static str> {
+    let squeezed: String = name
+        .to_ascii_uppercase()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    match squeezed.as_str() {
+        "UTF8" | "UNICODEUTF8" => Some("UNICODE UTF-8"),
+        "LATIN1" | "ISO88591" => Some("8859/1"),
+        "USASCII" => Some("ASCII"),
+        _ => crate::config::closest(name, CHARSET_NAMES),
+    }
+}
+
+/// Refuses a processing ID outside HL7 table 0103: no message could carry it.
+fn check_processing_ids(ids: &[String]) -> Result<(), SettingError> {
+    match ids.iter().find(|id| !["P", "T", "D"].contains(&id.trim())) {
+        Some(id) => Err(SettingError::Invalid(format!(
+            "--allow-processing-id (or allow-processing-id) {id:?}: HL7 table 0103 has P \
+             (production), T (training) and D (debugging)"
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// The lenient-partner flags of `mllp serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -136,6 +204,10 @@ impl PartnerSettings {
                 flag.to_vec()
             }
         };
+        let allow_processing_id = list(&flags.allow_processing_id, &keys.allow_processing_id);
+        check_processing_ids(&allow_processing_id)?;
+        let charsets = list(&flags.charsets, &keys.charsets);
+        check_charsets(&charsets)?;
         Ok(Self {
             lenient_line_endings: flags.lenient_line_endings
                 || keys.lenient_line_endings.unwrap_or(false),
@@ -149,8 +221,8 @@ impl PartnerSettings {
                 .clone()
                 .or_else(|| keys.ack_sending_facility.clone()),
             allow_version: list(&flags.allow_version, &keys.allow_version),
-            allow_processing_id: list(&flags.allow_processing_id, &keys.allow_processing_id),
-            charsets: list(&flags.charsets, &keys.charsets),
+            allow_processing_id,
+            charsets,
             charset_errors: flags.charset_errors.or(from_file),
         })
     }
@@ -224,5 +296,47 @@ mod tests {
         };
         let error = PartnerSettings::resolve(&PartnerFlags::default(), &empty, path).unwrap_err();
         assert!(error.to_string().contains("allow-processing-id"), "{error}");
+    }
+
+    /// A character set or processing ID that no message could carry is refused at start (it
+    /// would answer every message AR), with the names that exist and the one probably meant.
+    #[test]
+    fn names_no_message_could_match_are_refused() {
+        let path = Path::new("mllp.toml");
+        let resolve = |charsets: &[&str], ids: &[&str]| {
+            let keys = PartnerKeys {
+                charsets: Some(charsets.iter().map(|c| c.to_string()).collect()),
+                allow_processing_id: Some(ids.iter().map(|c| c.to_string()).collect()),
+                ..PartnerKeys::default()
+            };
+            PartnerSettings::resolve(&PartnerFlags::default(), &keys, path)
+                .map_err(|e| e.to_string())
+        };
+        let fine = resolve(
+            &["ASCII", "8859/1", "UNICODE UTF-8", "BIG-5"],
+            &["P", "T", "D"],
+        );
+        assert!(fine.is_ok(), "{fine:?}");
+        for (given, meant) in [
+            ("8859-1", "8859/1"),
+            ("latin1", "8859/1"),
+            ("ISO-8859-1", "8859/1"),
+            ("utf-8", "UNICODE UTF-8"),
+            ("BIG5", "BIG-5"),
+        ] {
+            let error = resolve(&[given], &["P"]).unwrap_err();
+            assert!(
+                error.contains(&format!(
+                    "{given:?}: not an HL7 table 0211 name (did you mean {meant:?}?)"
+                )),
+                "{error}"
+            );
+        }
+        let error = resolve(&["UNICODE UTF-16"], &["P"]).unwrap_err();
+        assert!(error.contains("not supported"), "{error}");
+        let error = resolve(&[" 8859/1"], &["P"]).unwrap_err();
+        assert!(error.contains("exactly as MSH-18 writes it"), "{error}");
+        let error = resolve(&["ASCII"], &["X"]).unwrap_err();
+        assert!(error.contains("\"X\": HL7 table 0103 has P"), "{error}");
     }
 }

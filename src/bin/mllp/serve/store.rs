@@ -20,6 +20,7 @@ pub(super) async fn open(
     settings: &StoreSettings,
     max_message_size: Option<usize>,
 ) -> Result<Option<Arc<dyn Store>>, ExitCode> {
+    warn_ignored(settings);
     let opened: Result<Arc<dyn Store>, StoreError> = match &settings.spec {
         StoreSpec::None => return Ok(None),
         StoreSpec::Dir(dir) => DirStore::open(dir).map(|s| Arc::new(s) as Arc<dyn Store>),
@@ -55,4 +56,26 @@ pub(super) async fn open(
         };
         exit::fail(code, &e)
     })
+}
+
+/// Settings of another kind of store than the one in use do nothing: said at start, so that a
+/// retention meant for compliance is not silently without effect. (A warning, not a refusal:
+/// a config file's top-level keys apply to every `[[listener]]`, whatever each one stores in.)
+fn warn_ignored(settings: &StoreSettings) {
+    let store = settings.spec.to_string();
+    if !matches!(settings.spec, StoreSpec::Sqlite(_)) && !settings.sqlite_given.is_empty() {
+        tracing::warn!(
+            store,
+            ignored = settings.sqlite_given.join(", "),
+            "settings of the SQLite store do nothing for this store"
+        );
+    }
+    #[cfg(feature = "nats")]
+    if !matches!(settings.spec, StoreSpec::Nats(_)) && !settings.jetstream_given.is_empty() {
+        tracing::warn!(
+            store,
+            ignored = settings.jetstream_given.join(", "),
+            "settings of the JetStream store do nothing for this store"
+        );
+    }
 }

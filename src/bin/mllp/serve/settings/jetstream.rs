@@ -9,7 +9,11 @@ use crate::nats::StreamStorage;
 use crate::serve::args::ServeArgs;
 
 impl ServeArgs {
-    pub(super) fn jetstream(&self, file: &ConfigFile) -> Result<JetStreamConfig, SettingError> {
+    pub(super) fn jetstream(
+        &self,
+        file: &ConfigFile,
+        given: &mut Vec<&'static str>,
+    ) -> Result<JetStreamConfig, SettingError> {
         let f = &file.values;
         let j = &self.jetstream;
         let mut config = JetStreamConfig::default();
@@ -19,6 +23,7 @@ impl ServeArgs {
             f.nats_subject_prefix.clone(),
             |s| Ok(s.to_owned()),
         )? {
+            given.push("nats-subject-prefix");
             config = config.subject_prefix(prefix);
         }
         if let Some(timeout) = file.pick(
@@ -27,6 +32,7 @@ impl ServeArgs {
             f.nats_ack_timeout.clone(),
             config::positive_duration,
         )? {
+            given.push("nats-ack-timeout");
             config = config.ack_timeout(timeout);
         }
         if let Some(window) = file.pick(
@@ -35,6 +41,7 @@ impl ServeArgs {
             f.nats_duplicate_window.clone(),
             config::positive_duration,
         )? {
+            given.push("nats-duplicate-window");
             config = config.duplicate_window(window);
         }
         let replicas = file.pick(
@@ -53,6 +60,7 @@ impl ServeArgs {
             },
         )?;
         if j.create_stream || f.create_stream == Some(true) {
+            given.push("create-stream");
             let mut settings = StreamSettings::default();
             if let Some(n) = replicas {
                 settings = settings.replicas(n);

@@ -17,6 +17,11 @@ pub(crate) const DEFAULT_STORE: &str = crate::inbox::DEFAULT_STORE;
 pub(crate) struct StoreSettings {
     pub(crate) spec: StoreSpec,
     pub(crate) sqlite: SqliteConfig,
+    /// The SQLite settings given (flags or keys): warned about when the store is another.
+    pub(crate) sqlite_given: Vec<&'static str>,
+    /// The JetStream settings given: warned about when the store is not nats://.
+    #[cfg(feature = "nats")]
+    pub(crate) jetstream_given: Vec<&'static str>,
     /// Without `max_message_size`, which `serve` sets from the server's.
     #[cfg(feature = "nats")]
     pub(crate) jetstream: mllp::store::JetStreamConfig,
@@ -24,11 +29,18 @@ pub(crate) struct StoreSettings {
 
 impl ServeArgs {
     pub(super) fn store(&self, file: &ConfigFile) -> Result<StoreSettings, SettingError> {
+        let mut sqlite_given = Vec::new();
+        let sqlite = self.sqlite(file, &mut sqlite_given)?;
+        #[cfg(feature = "nats")]
+        let mut jetstream_given = Vec::new();
         Ok(StoreSettings {
             spec: self.store_spec(file)?,
-            sqlite: self.sqlite(file)?,
+            sqlite,
+            sqlite_given,
             #[cfg(feature = "nats")]
-            jetstream: self.jetstream(file)?,
+            jetstream: self.jetstream(file, &mut jetstream_given)?,
+            #[cfg(feature = "nats")]
+            jetstream_given,
         })
     }
 
@@ -75,7 +87,11 @@ impl ServeArgs {
         }))
     }
 
-    fn sqlite(&self, file: &ConfigFile) -> Result<SqliteConfig, SettingError> {
+    fn sqlite(
+        &self,
+        file: &ConfigFile,
+        given: &mut Vec<&'static str>,
+    ) -> Result<SqliteConfig, SettingError> {
         let f = &file.values;
         let o = &self.store_options;
         let mut config = SqliteConfig::default();
@@ -85,6 +101,7 @@ impl ServeArgs {
             f.dedup_window.clone(),
             args::maybe_duration,
         )? {
+            given.push("dedup-window");
             config = config.dedup_window(window);
         }
         if let Some(args::MaybeDuration(retention)) = file.pick(
@@ -93,6 +110,7 @@ impl ServeArgs {
             f.retention.clone(),
             args::maybe_duration,
         )? {
+            given.push("retention");
             config = config.retention(retention);
         }
         if let Some(size) = file.pick(
@@ -101,6 +119,7 @@ impl ServeArgs {
             config::number_text(f.store_max_size.clone()),
             config::byte_size,
         )? {
+            given.push("store-max-size");
             config = config.max_size(Some(size as u64));
         }
         if let Some(timeout) = file.pick(
@@ -109,6 +128,7 @@ impl ServeArgs {
             f.store_busy_timeout.clone(),
             config::positive_duration,
         )? {
+            given.push("store-busy-timeout");
             config = config.busy_timeout(timeout);
         }
         if let Some(batch) = file.pick(
@@ -117,6 +137,7 @@ impl ServeArgs {
             config::number_text(f.store_max_batch.clone()),
             config::positive_count,
         )? {
+            given.push("store-max-batch");
             config = config.max_batch(batch);
         }
         Ok(config)
