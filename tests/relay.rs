@@ -423,6 +423,47 @@ async fn killed_relay_resumes_without_loss_and_resends_at_most_one() {
     within(down.handle.shutdown()).await;
 }
 
+/// A stop while the first message after a (re)connect awaits its answer finishes that
+/// exchange and marks the message, as on a connection that was already open: it went out, so
+/// leaving it unmarked would send it again after the restart.
+#[tokio::test]
+async fn stop_finishes_the_first_message_sent_on_a_new_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, from) = sqlite_store(&dir).await;
+    append_all(&store, ids("S", 0..3)).await;
+    // A downstream that holds its answer until the test lets it go.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (arrived, mut arrivals) = mpsc::unbounded_channel();
+    let held = gate.clone();
+    let router = Router::new().route("*", move |req: Request| {
+        let _ = arrived.send(req.message().control_id().unwrap_or_default().to_owned());
+        let gate = held.clone();
+        async move {
+            gate.acquire().await.unwrap().forget();
+        }
+    });
+    let down = Server::builder()
+        .router(router)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let (relay, _events) = spawn(&from, &down.local_addr().to_string(), config()).await;
+    assert_eq!(within(arrivals.recv()).await.unwrap(), "S0000");
+    relay.stop();
+    gate.add_permits(1);
+    let stats = within(relay.wait()).await.unwrap();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    assert_eq!(
+        position(&from, "relay"),
+        1,
+        "the message in flight is marked"
+    );
+    within(down.shutdown()).await;
+}
+
 /// A relay that does not follow stops once caught up; one reading a missing store, a `dir:`
 /// store or with a bad name does not start.
 #[tokio::test]
@@ -453,6 +494,53 @@ async fn no_follow_stops_when_caught_up_and_bad_sources_do_not_open() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid relay name"), "{err}");
+    within(down.handle.shutdown()).await;
+}
+
+/// One relay per name and store: a second of the same name is refused while the first runs
+/// (two would each send every message, and move one cursor back and forth), and starts once it
+/// has stopped. Another name runs beside it. The cursor never moves back.
+#[tokio::test]
+async fn a_second_relay_of_the_same_name_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, from) = sqlite_store(&dir).await;
+    append_all(&store, ids("T", 0..3)).await;
+    let down = downstream(accept_all()).await;
+    let (first, mut events) = spawn(&from, &down.addr(), config()).await;
+    until(&mut events, |e| {
+        matches!(e, RelayEvent::CaughtUp { position: 3 }).then_some(())
+    })
+    .await;
+    let err = Relay::open(&from, &down.addr(), config())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mllp::relay::RelayError::AlreadyRunning { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("relay \"relay\" is already running on this store"),
+        "{err}"
+    );
+    let other = Relay::open(&from, &down.addr(), config().name("other")).await;
+    assert!(other.is_ok(), "another name runs beside it");
+    drop(other);
+    within(first.shutdown()).await.unwrap();
+    let (again, _events) = spawn(&from, &down.addr(), config().follow(false)).await;
+    assert_eq!(
+        within(again.wait()).await.unwrap().delivered,
+        0,
+        "it resumes at 3"
+    );
+    assert_eq!(down.seen(), ids("T", 0..3), "each message once");
+
+    let StoreSpec::Sqlite(path) = &from else {
+        unreachable!()
+    };
+    let log = RelayLog::open(path, "relay").unwrap();
+    log.advance(2).unwrap();
+    assert_eq!(log.position().unwrap(), 3, "the cursor never moves back");
     within(down.handle.shutdown()).await;
 }
 

@@ -317,6 +317,75 @@ async fn settings_of_another_store_kind_are_warned_about() {
     assert!(!stderr.contains("do nothing"), "{stderr}");
 }
 
+/// `mllp relay --to` is checked as `mllp send --to` is: a bad address is a usage error (exit
+/// 2) at start, not a relay that retries it for ever. A second relay of a running relay's name
+/// on the same store is refused the same way.
+#[tokio::test]
+async fn relay_refuses_a_bad_address_and_a_name_already_running() {
+    let dir = tempfile::tempdir().unwrap();
+    for to in ["127.0.0.1", "127.0.0.1:99999", ""] {
+        let out = mllp_in(
+            dir.path(),
+            None,
+            &["relay", "--from", "sqlite:mllp-inbox.db", "--to", to],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{to:?}");
+        assert!(
+            text(&out.stderr).contains("for '--to <HOST:PORT>'"),
+            "{to:?}"
+        );
+    }
+    write(dir.path(), "m.hl7", &hl7("R-1", b"DOE"));
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "import", dir.path().to_str().unwrap()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The first relay waits for a downstream that is not there (port 9 on loopback: nothing
+    // listens), holding its name from before its first line.
+    let mut first = tokio::process::Command::new(BIN)
+        .args([
+            "relay",
+            "--from",
+            "sqlite:mllp-inbox.db",
+            "--to",
+            "127.0.0.1:9",
+        ])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(first.stdout.take().unwrap()));
+    let started = within(lines.next_line()).await.unwrap().unwrap();
+    assert!(started.starts_with("relaying"), "{started}");
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &[
+            "relay",
+            "--from",
+            "sqlite:mllp-inbox.db",
+            "--to",
+            "127.0.0.1:9",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is already running on this store"),
+        "{}",
+        text(&out.stderr)
+    );
+    first.kill().await.unwrap();
+}
+
 /// Every `mllp inbox` verb on a store that `mllp serve` wrote.
 #[tokio::test]
 async fn inbox_verbs_list_show_export_import_replay_and_prune() {

@@ -42,6 +42,20 @@ pub enum RelayError {
     /// The downstream TLS settings cannot be used.
     #[error("downstream TLS settings cannot be used")]
     Tls(#[source] crate::tls::TlsConfigError),
+    /// Another relay of the same name is running on the same SQLite store (it holds the
+    /// name's lock file): two would each send every message, and move one cursor back and
+    /// forth.
+    #[error(
+        "relay {name:?} is already running on this store (it holds {}): stop it, or give \
+         this one another name",
+        lock.display()
+    )]
+    AlreadyRunning {
+        /// The name.
+        name: String,
+        /// The lock file.
+        lock: std::path::PathBuf,
+    },
     /// The relay's task panicked (a bug); nothing after its last commit was marked done.
     #[error("relay task panicked")]
     Panicked,

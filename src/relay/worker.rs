@@ -219,14 +219,21 @@ impl Worker {
         loop {
             attempts += 1;
             self.source.still_working(item).await;
-            let result = if self.client.is_connected() {
-                self.client.send(item.payload.clone()).await
+            // Waiting for a downstream that is down is cut short by a stop; a message that
+            // went out is not: its answer is awaited and marked first, whether it was sent on
+            // an open connection or on one made for it just now.
+            let connected = if self.client.is_connected() {
+                Ok(())
             } else {
                 tokio::select! {
                     biased;
                     () = self.cancel.cancelled() => return Outcome::Stopped,
-                    result = self.client.send(item.payload.clone()) => result,
+                    connected = self.client.connect() => connected,
                 }
+            };
+            let result = match connected {
+                Ok(()) => self.client.send(item.payload.clone()).await,
+                Err(e) => Err(e),
             };
             let (counts, error) = match result {
                 Ok(ack) => {

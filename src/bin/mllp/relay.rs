@@ -39,7 +39,7 @@ pub(crate) struct RelayArgs {
     from: StoreSpec,
 
     /// The receiver, HOST:PORT
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = crate::send::host_port)]
     to: String,
 
     /// The relay's name: its position in the store (SQLite row, JetStream durable consumer);

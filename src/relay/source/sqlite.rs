@@ -23,12 +23,54 @@ pub(crate) struct SqliteSource {
     read_to: u64,
     ahead: VecDeque<StoredMessage>,
     poll_interval: Duration,
+    /// Held while the relay runs: one relay per name and store (see [`lock`]).
+    _lock: std::fs::File,
+}
+
+/// Takes the lock file of relay `name` on the store at `path`
+/// (`<store>-relay-<name>.lock`, beside it; left there, as lock files held with `flock` may
+/// be). The lock goes with the process, however it ends.
+fn lock(path: &std::path::Path, name: &str) -> Result<std::fs::File, RelayError> {
+    let mut file_name = path.file_name().unwrap_or_default().to_owned();
+    file_name.push(format!("-relay-{name}.lock"));
+    let lock_path = path.with_file_name(file_name);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+    let file = options.open(&lock_path).map_err(|e| {
+        RelayError::Source(StoreError::Open {
+            target: format!("sqlite:{}", path.display()),
+            source: format!(
+                "cannot create the relay's lock file {}: {e}",
+                lock_path.display()
+            )
+            .into(),
+        })
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(RelayError::AlreadyRunning {
+            name: name.to_owned(),
+            lock: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(RelayError::Source(StoreError::Open {
+            target: format!("sqlite:{}", path.display()),
+            source: format!("cannot lock {}: {e}", lock_path.display()).into(),
+        })),
+    }
 }
 
 impl SqliteSource {
     pub(crate) async fn open(path: PathBuf, config: &RelayConfig) -> Result<Self, RelayError> {
         let describe = format!("sqlite:{}", path.display());
         let name = config.name.clone();
+        // A missing store is reported as such by `RelayLog::open`, not as a lock failure.
+        let lock = if path.is_file() {
+            Some(lock(&path, &name)?)
+        } else {
+            None
+        };
         let (log, position) = tokio::task::spawn_blocking(move || {
             let log = RelayLog::open(&path, name)?;
             let position = log.position()?;
@@ -44,6 +86,7 @@ impl SqliteSource {
             read_to: position,
             ahead: VecDeque::new(),
             poll_interval: config.poll_interval,
+            _lock: lock.expect("RelayLog::open refuses a missing store"),
         })
     }
 

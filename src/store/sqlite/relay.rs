@@ -133,7 +133,7 @@ impl RelayLog {
     }
 
     /// Moves the cursor to `id`: the relay is done with every message up to it. Durable when
-    /// it returns.
+    /// it returns. It never moves back: an `id` below the cursor leaves it where it is.
     ///
     /// # Errors
     ///
@@ -142,7 +142,7 @@ impl RelayLog {
         self.conn
             .execute(
                 "INSERT INTO relay_cursors (name, last_id) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+                 ON CONFLICT (name) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
                 params![self.name, id as i64],
             )
             .map(|_| ())
