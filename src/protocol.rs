@@ -159,9 +159,12 @@ impl Hl7 {
             },
             // A batch: each message through plugins, router and ACK stage on its own, in
             // order, then one batch acknowledgment. Rare enough to be boxed.
-            Err(_) if is_batch(&request) => {
-                Handle::Batch(Box::pin(handle_batch(inner, request, connection.clone())))
-            }
+            Err(_) if is_batch(&request) => Handle::Batch(Box::pin(handle_batch(
+                inner,
+                request,
+                connection.clone(),
+                meta.batch.clone(),
+            ))),
             // Not HL7: the best-effort AR, and the handler never sees it.
             Err((error, _)) => Handle::Unparseable {
                 inner,
@@ -194,9 +197,54 @@ pub struct Inbound {
     /// The store id the pipeline recorded ([`Request::set_store_id`]), when the message log
     /// is on.
     store_id: Option<StoreIdSlot>,
+    /// For a batch: what became of it, filled in by its handler so that observers can report
+    /// each of its messages.
+    batch: Option<BatchSlot>,
 }
 
+/// Where a batch's handler leaves its outcome for the observers.
+pub(crate) type BatchSlot = Arc<OnceLock<BatchOutcome>>;
+
+/// What became of a batch.
+#[derive(Debug)]
+pub(crate) enum BatchOutcome {
+    /// The envelope was refused (one AR for the whole batch), for this reason.
+    Refused(crate::hl7::BatchError),
+    /// Its first [`REPORTED_BATCH_MESSAGES`] messages, each with what it was answered (`None`:
+    /// no ACK, as its MSH-15 asked), and how many came after them.
+    Handled {
+        messages: Vec<(Inbound, Option<Ack>)>,
+        more: u64,
+    },
+}
+
+/// The messages of one batch that observers (log lines, metrics, the snapshot) report one by
+/// one; the rest are counted. Bounds what a batch of many small messages holds for them.
+pub(crate) const REPORTED_BATCH_MESSAGES: usize = 1000;
+
 impl Inbound {
+    /// The metadata of one message of a batch, as [`Hl7::meta`] makes it for a frame.
+    fn of_batch_message(bytes: &Bytes, inner: &Hl7Inner) -> Inbound {
+        let parsed =
+            Message::parse_with(bytes.clone(), &inner.parse).map_err(|e| (e, bytes.clone()));
+        Inbound {
+            size: bytes.len(),
+            error_offset: parsed
+                .as_ref()
+                .err()
+                .and_then(|(error, raw)| error.offset(raw, &inner.parse)),
+            parsed,
+            store_id: inner.message_log.then(|| Arc::new(OnceLock::new())),
+            batch: None,
+        }
+    }
+
+    /// What became of a batch, once its handler has run: `None` for a single message, and for
+    /// a batch whose handler failed as a whole (its deadline).
+    pub(crate) fn batch_outcome(&self) -> Option<&BatchOutcome> {
+        self.batch.as_ref()?.get()
+    }
+
     /// Size of the frame payload in bytes.
     pub fn size(&self) -> usize {
         self.size
@@ -332,6 +380,11 @@ impl Protocol for Hl7 {
                 .as_ref()
                 .err()
                 .and_then(|(error, raw)| error.offset(raw, &self.inner.parse)),
+            batch: parsed
+                .as_ref()
+                .err()
+                .filter(|(_, raw)| is_batch(raw))
+                .map(|_| Arc::new(OnceLock::new())),
             parsed,
             store_id: self.inner.message_log.then(|| Arc::new(OnceLock::new())),
         }
@@ -626,11 +679,19 @@ impl Future for HandleFuture {
 /// the router (and its store layer) and the ACK stage on its own, in order, as if it had come
 /// in its own frame, and the answers are sent back as one batch acknowledgment. The runtime's
 /// deadline (`handler_timeout`) covers the whole batch.
-async fn handle_batch(inner: Arc<Hl7Inner>, raw: Bytes, connection: ConnectionInfo) -> Option<Ack> {
+async fn handle_batch(
+    inner: Arc<Hl7Inner>,
+    raw: Bytes,
+    connection: ConnectionInfo,
+    outcome: Option<BatchSlot>,
+) -> Option<Ack> {
     let batch = match Batch::parse(raw.clone(), &inner.parse) {
         Ok(batch) => batch,
         Err(error) => {
             let diagnostic = Diagnostic::error(error.error_code(), error.to_string());
+            if let Some(slot) = &outcome {
+                let _ = slot.set(BatchOutcome::Refused(error));
+            }
             return Some(Ack::reject_batch(
                 &raw,
                 crate::ack::AckCode::AR,
@@ -640,27 +701,49 @@ async fn handle_batch(inner: Arc<Hl7Inner>, raw: Bytes, connection: ConnectionIn
         }
     };
     let mut answers = Vec::with_capacity(batch.groups().len());
+    let mut handled = Vec::new();
+    let mut more = 0;
     for group in batch.groups() {
         let mut acks = Vec::with_capacity(group.messages().len());
         for bytes in group.messages() {
-            let handle = match Message::parse_with(bytes.clone(), &inner.parse) {
+            let meta = Inbound::of_batch_message(bytes, &inner);
+            let handle = match &meta.parsed {
                 Ok(message) => Handle::Start {
                     inner: Arc::clone(&inner),
-                    message,
+                    message: message.clone(),
                     connection: connection.clone(),
                     // The batch's own request holds the connection's lease for all of it.
                     lease: None,
-                    store_id: None,
+                    store_id: meta.store_id.clone(),
                 },
-                Err(error) => Handle::Unparseable {
+                Err((error, _)) => Handle::Unparseable {
                     inner: Arc::clone(&inner),
                     raw: bytes.clone(),
                     diagnostic: error.to_diagnostic(),
                 },
             };
-            acks.extend(HandleFuture(handle).await);
+            let ack = HandleFuture(handle).await;
+            if outcome.is_some() {
+                if handled.len() < REPORTED_BATCH_MESSAGES {
+                    // Parsed again for the observers: the handler's copy may hold a field
+                    // index that they never read.
+                    let parsed = meta.parsed.map(|_| {
+                        Message::parse_with(bytes.clone(), &inner.parse).expect("parsed once")
+                    });
+                    handled.push((Inbound { parsed, ..meta }, ack.clone()));
+                } else {
+                    more += 1;
+                }
+            }
+            acks.extend(ack);
         }
         answers.push(acks);
+    }
+    if let Some(slot) = &outcome {
+        let _ = slot.set(BatchOutcome::Handled {
+            messages: handled,
+            more,
+        });
     }
     Some(Ack::batch(&batch, &answers, &inner.ack))
 }
@@ -742,6 +825,7 @@ pub(crate) fn test_inbound(code: &str, event: &str) -> Inbound {
         parsed: Message::parse(bytes.clone()).map_err(|error| (error, bytes)),
         error_offset: None,
         store_id: None,
+        batch: None,
     }
 }
 

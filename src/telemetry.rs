@@ -21,7 +21,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, UpDow
 use opentelemetry::{KeyValue, Value};
 
 use crate::ack::Ack;
-use crate::protocol::Inbound;
+use crate::protocol::{BatchOutcome, Inbound};
 
 /// A telemetry event, as delivered to an [`Observer`].
 pub type Event<'a> = mllp_actors::Event<'a, Hl7>;
@@ -406,11 +406,22 @@ impl Metrics {
     /// record its duration and the ACK's payload bytes (like `received` and the span's
     /// `mllp.response.size`; the runtime's `response_size` also counts the MLLP framing).
     fn record_answer(&self, meta: &Inbound, duration: Duration, response: Option<&Ack>) {
-        let code = response.map_or("none", |ack| ack.code().as_str());
-        with_message_attributes(&self.counts, meta, code, |index, attrs| {
-            self.counts.messages[index].fetch_add(1, Ordering::Relaxed);
-            self.message_duration.record(seconds(duration), attrs);
-        });
+        let count = |meta: &Inbound, response: Option<&Ack>| {
+            let code = response.map_or("none", |ack| ack.code().as_str());
+            with_message_attributes(&self.counts, meta, code, |index, attrs| {
+                self.counts.messages[index].fetch_add(1, Ordering::Relaxed);
+                self.message_duration.record(seconds(duration), attrs);
+            });
+        };
+        match meta.batch_outcome() {
+            // A batch counts as its messages, each answered when the batch was.
+            Some(BatchOutcome::Handled { messages, .. }) => {
+                for (message, ack) in messages {
+                    count(message, ack.as_ref());
+                }
+            }
+            _ => count(meta, response),
+        }
         if let Some(ack) = response {
             self.counts
                 .sent

@@ -184,6 +184,103 @@ async fn message_and_reject_lines_name_reason_connection_and_offset() {
     within(server.shutdown()).await;
 }
 
+/// A batch is logged as its messages: a line for each (its MSH-9, MSH-10, ACK code and store
+/// id), a reject line for one refused inside it, and the snapshot counts them the same way. A
+/// malformed envelope is one reject line of its own reason, `batch`, naming the fault; neither
+/// is a "not HL7" reject (the batch's first segment is not MSH, but it was never meant to be).
+#[tokio::test]
+async fn a_batch_is_logged_and_counted_as_its_messages() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let router = Router::new().route("*", |req: Request| async move {
+        let id = format!("row-{}", req.message().control_id().unwrap_or_default());
+        req.set_store_id(id);
+    });
+    let builder = Server::builder()
+        .router(router)
+        .log_messages(true)
+        .log_rejects(true);
+    let (recorder, mut events) = Recorder::new();
+    let server = support::start(builder.observer(recorder)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let batch = format!(
+        "BHS|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||||B1\r\
+         MSH|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||ORU^R01^ORU_R01|BX-1|P|2.5\r\
+         PID|1||X||{SENTINEL}\r\
+         MSH|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||ORU^R01^ORU_R01||P|2.5\r\
+         PID|1||X||{SENTINEL}\r\
+         MSH|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||ADT^A08^ADT_A01|BX-3|P|2.5\r\
+         BTS|3\r"
+    );
+    peer.send(batch.into()).await;
+    within(futures_util::StreamExt::next(&mut peer.framed))
+        .await
+        .unwrap()
+        .unwrap();
+    let bad = format!(
+        "BHS|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||||B2\r\
+         MSH|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||ORU^R01^ORU_R01|BAD-1|P|2.5\r\
+         PID|1||X||{SENTINEL}\r\
+         BTS|5\r"
+    );
+    assert_eq!(field(&peer.call(bad.into()).await, "MSA-1"), "AR");
+    drop(peer);
+    seen(&mut events, |e| matches!(e, Seen::ConnectionStop { .. })).await;
+
+    let messages = logs.of("mllp::messages");
+    let logged: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["hl7.control_id"].as_str().unwrap_or_default().to_owned(),
+                m["hl7.message_type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                m["hl7.ack_code"].as_str().unwrap_or_default().to_owned(),
+                m["store.id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let row = |id: &str, code: &str| {
+        (
+            id.to_owned(),
+            code.to_owned(),
+            "AA".to_owned(),
+            format!("row-{id}"),
+        )
+    };
+    assert_eq!(
+        logged,
+        [row("BX-1", "ORU"), row("BX-3", "ADT")],
+        "{messages:#?}"
+    );
+    let rejects = logs.of("mllp::rejects");
+    let reasons: Vec<_> = rejects.iter().map(|r| r["reject.reason"].clone()).collect();
+    assert_eq!(reasons, ["missing_msh_field", "batch"], "{rejects:#?}");
+    assert_eq!(rejects[0]["reject.field"], "MSH-10");
+    assert!(
+        rejects[1]["reject.detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("BTS-1")),
+        "{rejects:#?}"
+    );
+    assert!(rejects[1]["reject.offset"].is_null(), "{rejects:#?}");
+
+    let counts = within(server.snapshot()).await.totals;
+    assert_eq!(counts.messages, 4);
+    assert_eq!(counts.acks.aa, 2);
+    assert_eq!(
+        counts.acks.ar, 2,
+        "the message without MSH-10, and the bad batch"
+    );
+    assert_eq!(counts.rejects.missing_msh_field, 1);
+    assert_eq!(counts.rejects.batch, 1);
+    assert_eq!(counts.rejects.not_hl7, 0);
+    assert!(!logs.text().contains(SENTINEL));
+    within(server.shutdown()).await;
+}
+
 impl Logs {
     /// A text subscriber as `mllp serve` installs it (`TextFormat`, no colours), with `filter`.
     fn install_text(&self, filter: &str) -> tracing::subscriber::DefaultGuard {

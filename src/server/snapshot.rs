@@ -113,6 +113,8 @@ pub struct RejectCounts {
     pub oversize: u64,
     /// Connections whose stream ended inside a frame.
     pub truncated: u64,
+    /// Batches whose envelope was malformed (one AR for the batch).
+    pub batch: u64,
 }
 
 impl RejectCounts {
@@ -125,6 +127,7 @@ impl RejectCounts {
             ("framing", self.framing),
             ("oversize", self.oversize),
             ("truncated", self.truncated),
+            ("batch", self.batch),
         ]
         .into_iter()
     }
@@ -254,6 +257,7 @@ pub(super) fn take(server: mllp_actors::ServerSnapshot, activity: &Activity) -> 
                 framing: reject(Reject::Framing),
                 oversize: reject(Reject::Oversize),
                 truncated: reject(Reject::Truncated),
+                batch: reject(Reject::Batch),
             },
             handler_failures: reading.failures,
             connections_opened: server.connections_opened,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use mllp_actors::{CloseReason, Event, Observer};
 
 use crate::ack::{Ack, AckCode};
-use crate::protocol::{Hl7, Inbound};
+use crate::protocol::{BatchOutcome, Hl7, Inbound};
 
 /// The maps of last messages are split by connection id, so connections on different worker
 /// threads rarely share a lock.
@@ -43,16 +43,20 @@ pub(crate) enum Reject {
     Oversize,
     /// The stream ended inside a frame: the connection was closed.
     Truncated,
+    /// A batch whose envelope is malformed (a misplaced segment, a missing trailer, a wrong
+    /// count): one AR for the whole batch.
+    Batch,
 }
 
 impl Reject {
-    const ALL: [Reject; 6] = [
+    const ALL: [Reject; 7] = [
         Reject::NotHl7,
         Reject::MissingMshField,
         Reject::Refused,
         Reject::Framing,
         Reject::Oversize,
         Reject::Truncated,
+        Reject::Batch,
     ];
 
     /// The reason as logged (`reject.reason`) and reported.
@@ -64,11 +68,19 @@ impl Reject {
             Reject::Framing => "framing",
             Reject::Oversize => "oversize",
             Reject::Truncated => "truncated",
+            Reject::Batch => "batch",
         }
     }
 
     /// The reject a message answered `ack` stands for, if it was refused (AR/CR).
+    /// The messages of a batch that was handled are each classified on their own
+    /// ([`Inbound::batch_outcome`]), so a handled batch is none.
     pub(crate) fn of_message(meta: &Inbound, ack: Option<&Ack>) -> Option<Reject> {
+        match meta.batch_outcome() {
+            Some(BatchOutcome::Refused(_)) => return Some(Reject::Batch),
+            Some(BatchOutcome::Handled { .. }) => return None,
+            None => {}
+        }
         let code = ack?.code();
         if !matches!(code, AckCode::AR | AckCode::CR) {
             return None;
@@ -164,7 +176,7 @@ type Shard = Mutex<HashMap<u64, Option<LastMessage>>>;
 #[derive(Debug)]
 pub(crate) struct Activity {
     acks: [AtomicU64; ACK_SLOTS],
-    rejects: [AtomicU64; 6],
+    rejects: [AtomicU64; 7],
     failures: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS],
     latency_max_us: AtomicU64,
@@ -236,6 +248,13 @@ impl Activity {
     }
 
     fn answered(&self, connection: u64, meta: &Inbound, duration: Duration, ack: Option<&Ack>) {
+        // A batch counts as its messages, each answered when the batch was.
+        if let Some(BatchOutcome::Handled { messages, .. }) = meta.batch_outcome() {
+            for (message, ack) in messages {
+                self.answered(connection, message, duration, ack.as_ref());
+            }
+            return;
+        }
         let slot = ack_slot(ack);
         self.acks[slot].fetch_add(1, Ordering::Relaxed);
         if let Some(reject) = Reject::of_message(meta, ack) {

@@ -15,7 +15,7 @@ use mllp_actors::{CloseReason, ConnectionInfo, Event, Observer};
 
 use crate::ack::Ack;
 use crate::hl7::Message;
-use crate::protocol::{Hl7, Inbound};
+use crate::protocol::{BatchOutcome, Hl7, Inbound};
 use crate::telemetry::activity::Reject;
 
 use super::{MESSAGES_TARGET, REJECTS_TARGET};
@@ -78,6 +78,23 @@ fn millis(d: Duration) -> f64 {
 
 impl MessageLog {
     fn message(&self, conn: &ConnectionInfo, meta: &Inbound, d: Duration, ack: Option<&Ack>) {
+        // A batch: a line for each of its messages, as if each had come alone.
+        if let Some(BatchOutcome::Handled { messages, more }) = meta.batch_outcome() {
+            for (message, ack) in messages {
+                self.message(conn, message, d, ack.as_ref());
+            }
+            if *more > 0 && self.messages {
+                tracing::event!(
+                    target: MESSAGES_TARGET,
+                    tracing::Level::INFO,
+                    connection.id = conn.id() as i64,
+                    network.peer.address = conn.peer_ip(),
+                    hl7.batch.unlogged = *more as i64,
+                    "batch: its later messages are not logged one by one"
+                );
+            }
+            return;
+        }
         let ack_code = ack.map_or("none", |a| a.code().as_str());
         if let Some(reject) = Reject::of_message(meta, ack) {
             if self.rejects {
@@ -132,6 +149,8 @@ impl MessageLog {
         ack: Option<&Ack>,
     ) {
         let (offset, field) = match (meta.parse_error(), meta.message()) {
+            // The envelope's error names its segment; the offset would be MSH's, at 0.
+            _ if reject == Reject::Batch => (None, None),
             (Some(_), _) => (meta.error_offset(), None),
             (None, Some(message)) => {
                 let field = if message.message_code().is_none() || message.trigger_event().is_none()
@@ -159,7 +178,14 @@ impl MessageLog {
             reject.offset = offset.map(|o| o as i64),
             reject.field = field.map(|f| format!("MSH-{f}")),
             // Positions only ("segment 2 is delimited by a line feed"), never content.
-            reject.detail = meta.parse_error().map(tracing::field::display),
+            reject.detail = match meta.batch_outcome() {
+                Some(BatchOutcome::Refused(error)) => Some(tracing::field::display(
+                    error as &dyn std::fmt::Display,
+                )),
+                _ => meta
+                    .parse_error()
+                    .map(|e| tracing::field::display(e as &dyn std::fmt::Display)),
+            },
             hl7.message_type = meta.message_code(),
             hl7.trigger_event = meta.trigger_event(),
             hl7.control_id = meta.control_id(),
