@@ -213,6 +213,11 @@ async fn full_store_answers_an_error_and_recovers_after_a_prune() {
         assert!(stored < 1000, "max_size never reached");
     };
     assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
+    let text = format!("{}", std::error::Error::source(&error).unwrap());
+    assert!(
+        text.starts_with("the store reached its size limit (131072 bytes"),
+        "names the limit, not a full disk: {text}"
+    );
     assert_eq!(store.health(), StoreHealth::Failing);
     assert_eq!(store.reader().unwrap().count().unwrap(), stored);
 

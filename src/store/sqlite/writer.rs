@@ -181,12 +181,38 @@ impl Writer {
                 }
                 self.counters.failing.store(true, Ordering::Relaxed);
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                let e: Arc<rusqlite::Error> = Arc::new(e);
+                let limit = self.size_limit_reached(&e);
+                let e = Arc::new(e);
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(StoreError::Commit(Box::new(SharedError(e.clone())))));
+                    let error = SharedError(e.clone());
+                    let _ = reply.send(Err(StoreError::Commit(match limit {
+                        Some(max) => Box::new(SizeLimit { max, error }),
+                        None => Box::new(error),
+                    })));
                 }
             }
         }
+    }
+
+    /// The configured size limit, when `e` ("database or disk is full") is the file having
+    /// reached it rather than the disk being full.
+    fn size_limit_reached(&self, e: &rusqlite::Error) -> Option<u64> {
+        let max = self.config.max_size?;
+        if e.sqlite_error_code() != Some(rusqlite::ErrorCode::DiskFull) {
+            return None;
+        }
+        let pages = |pragma: &str| {
+            self.conn
+                .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
+                .ok()
+        };
+        let (count, limit, free) = (
+            pages("page_count")?,
+            pages("max_page_count")?,
+            pages("freelist_count")?,
+        );
+        // A transaction needs more pages than the free list holds, and none can be added.
+        (count >= limit.saturating_sub(free.max(1))).then_some(max)
     }
 
     /// Deletes one small chunk of the prune under way; ends it when nothing is left.
@@ -283,6 +309,30 @@ fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlit
         id: StoreId::from(id as u64),
         reused_control_id: reused,
     })
+}
+
+/// A commit refused because the file reached [`SqliteConfig::max_size`].
+#[derive(Debug)]
+struct SizeLimit {
+    max: u64,
+    error: SharedError,
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the store reached its size limit ({} bytes, max_size / --store-max-size): prune \
+             older messages (retention, `mllp inbox prune`) or raise the limit",
+            self.max
+        )
+    }
+}
+
+impl std::error::Error for SizeLimit {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 /// One SQLite error reported to every waiter of a failed batch.
