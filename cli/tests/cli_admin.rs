@@ -581,7 +581,7 @@ async fn top_shows_the_server_live_in_a_terminal() {
         ])
         .await;
     assert!(screen.contains("connections 1 of max 1024"), "{screen}");
-    assert!(screen.contains("store none configured"), "{screen}");
+    assert!(screen.contains("no health checks"), "{screen}");
     assert!(screen.contains("msg/s"), "{screen}");
     assert!(!screen.contains(SENTINEL), "{screen}");
     assert!(tmux.command(&["send-keys", "1"]).status.success());

@@ -186,15 +186,18 @@ fn render_activity(frame: &mut Frame<'_>, area: Rect, model: &Model) {
 
 fn render_health(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     let Some(status) = &model.status else { return };
-    let mut spans = vec![Span::raw("store ")];
-    let store: Vec<_> = status.checks.iter().collect();
-    if store.is_empty() {
+    // Each check says what it is (`store: healthy (sqlite:mllp.db)`): no label before them.
+    let mut spans = vec![];
+    if status.checks.is_empty() {
         spans.push(Span::styled(
-            "none configured",
+            "no health checks",
             Style::new().fg(Color::DarkGray),
         ));
     }
-    for check in store {
+    for (i, check) in status.checks.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw("  "));
+        }
         let style = if check.healthy {
             Style::new().fg(Color::Green)
         } else {
@@ -202,7 +205,7 @@ fn render_health(frame: &mut Frame<'_>, area: Rect, model: &Model) {
         };
         let word = if check.healthy { "healthy" } else { "FAILING" };
         spans.push(Span::styled(
-            format!("{}: {word} ({})  ", check.name, check.detail),
+            format!("{}: {word} ({})", check.name, check.detail),
             style,
         ));
     }
@@ -433,6 +436,32 @@ mod tests {
         );
         assert!(rows[1].contains("10.0.0.1:40001"), "{text}");
         assert!(text.contains("MSGS▼"), "{text}");
+    }
+
+    /// The health line names each check once (`store: …`, not `store store: …`), says when
+    /// one fails and why the server is not ready, and says when there is none.
+    #[test]
+    fn health_line_reads_naturally() {
+        let health = |status: Status| {
+            let mut model = Model::new("http://127.0.0.1:9575".into());
+            model.update(Instant::now(), Ok((status, Connections::default())));
+            // The line under the header and the 5-line activity panel.
+            screen(&model, 120, 24)[6].trim_end().to_owned()
+        };
+        assert_eq!(health(status(1000)), "store: healthy (sqlite:mllp.db)",);
+
+        let mut failing = status(1000);
+        failing.checks[0].healthy = false;
+        failing.ready = false;
+        failing.not_ready = vec!["store: sqlite:mllp.db".into()];
+        assert_eq!(
+            health(failing),
+            "store: FAILING (sqlite:mllp.db)  not ready: store: sqlite:mllp.db",
+        );
+
+        let mut none = status(1000);
+        none.checks.clear();
+        assert_eq!(health(none), "no health checks");
     }
 
     /// Sorting by another column, and reversing, reorders the rows.
