@@ -1,6 +1,7 @@
 //! The operator's view of the `mllp` binary: `serve --admin` (its probes answering, its
 //! exposure rule, its settings in the config file), the message and reject log lines of
-//! `serve`, and `mllp top` driven in a real terminal (tmux) and read off the screen.
+//! `serve`, `mllp top` driven in a real terminal (tmux) and read off the screen, and `mllp top`
+//! stopped by a signal under `script`, its escape sequences read.
 //!
 //! Every server binds port 0 and is found through its `listening on` and `admin on` lines.
 
@@ -597,6 +598,170 @@ async fn top_shows_the_server_live_in_a_terminal() {
     tmux.wait_gone().await;
 
     drop(peer);
+    let (exit, stderr) = serve.stop().await;
+    assert!(exit.success(), "{stderr}");
+}
+
+/// A program run under `script`, in a pseudo-terminal of its own: everything it writes to the
+/// terminal, escape sequences included, as `script` relays it.
+struct Pty {
+    child: Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Pty {
+    /// Runs `command` with `sh -c` in a pseudo-terminal, in `cwd`.
+    fn start(cwd: &Path, command: &str) -> Pty {
+        let mut child = Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .current_dir(cwd)
+            .env("SHELL", "/bin/sh")
+            .env("TERM", "xterm-256color")
+            .env_remove("RUST_LOG")
+            // A pipe held open: `script` relays its stdin to the terminal, and an EOF on it
+            // would end the session.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("script is installed (util-linux)");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = output.clone();
+        let mut out = child.stdout.take().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            child,
+            output,
+            reader,
+        }
+    }
+
+    fn output(&self) -> Vec<u8> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until the output, its escape sequences left out, shows every one of `texts`, and
+    /// returns the visible text. Polls it (every 20 ms), under the hang guard: a terminal has
+    /// no event to wait on.
+    async fn wait_for(&self, texts: &[&str]) -> String {
+        within(async {
+            loop {
+                let shown = visible(&self.output());
+                if texts.iter().all(|t| shown.contains(t)) {
+                    return shown;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    /// Waits for the session to end; its exit status and the whole output.
+    async fn wait(mut self) -> (std::process::ExitStatus, Vec<u8>) {
+        drop(self.child.stdin.take());
+        let status = within(self.child.wait()).await.unwrap();
+        within(&mut self.reader).await.unwrap();
+        (status, self.output())
+    }
+}
+
+/// `bytes` without the CSI escape sequences (`ESC [ … final byte`) and carriage returns.
+fn visible(bytes: &[u8]) -> String {
+    let mut text = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b == 0x1b && rest.first() == Some(&b'[') {
+            let end = rest[1..]
+                .iter()
+                .position(|c| (0x40..=0x7e).contains(c))
+                .map_or(rest.len(), |i| i + 2);
+            rest = &rest[end..];
+        } else if b != b'\r' {
+            text.push(b);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Where `needle` last occurs in `haystack`.
+fn last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The last 200 bytes of `output`, for a failure message.
+fn tail(output: &[u8]) -> String {
+    String::from_utf8_lossy(&output[output.len().saturating_sub(200)..]).into_owned()
+}
+
+/// `mllp top` stopped by a signal (`kill`, a closed SSH session, `kill -INT`) gives the
+/// terminal back as it found it, as `q` does: the alternate screen left, the cursor shown,
+/// raw mode off (the terminal's settings, `stty -g`, the same after as before), and exits 0.
+/// Killed by the signal's default action instead, it left all three behind (exit 143, 129).
+#[tokio::test]
+async fn top_restores_the_terminal_when_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--admin", "127.0.0.1:0"]).await;
+    let admin = serve.admin.unwrap();
+    for signal in ["TERM", "HUP", "INT"] {
+        // A background job of a shell without job control has its stdin redirected from
+        // /dev/null unless told otherwise: `</dev/tty` gives it the terminal.
+        let pty = Pty::start(
+            dir.path(),
+            &format!(
+                "stty cols 120 rows 32; stty -g >before-{signal}; \
+                 {BIN} top --admin {admin} </dev/tty & echo \"top pid $!.\"; \
+                 wait $!; echo \"top exit $?.\"; stty -g >after-{signal}"
+            ),
+        );
+        let shown = pty.wait_for(&["top pid "]).await;
+        let pid = shown
+            .split_once("top pid ")
+            .and_then(|(_, rest)| rest.split_once('.'))
+            .map(|(pid, _)| pid.to_owned())
+            .unwrap_or_else(|| panic!("no pid in {shown:?}"));
+        // Drawn, with what the endpoint answered: the terminal is in its raw, alternate state.
+        pty.wait_for(&["mllp top", "running", "MSGS"]).await;
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+        let (status, output) = pty.wait().await;
+        let enter = last(&output, b"\x1b[?1049h").expect("entered the alternate screen");
+        let hide = last(&output, b"\x1b[?25l").expect("hid the cursor");
+        assert!(
+            last(&output, b"\x1b[?1049l").is_some_and(|leave| leave > enter),
+            "SIG{signal}: the alternate screen was not left; the output ends {:?}",
+            tail(&output)
+        );
+        assert!(
+            last(&output, b"\x1b[?25h").is_some_and(|show| show > hide),
+            "SIG{signal}: the cursor was not shown again; the output ends {:?}",
+            tail(&output)
+        );
+        let settings = |name: &str| {
+            std::fs::read_to_string(dir.path().join(format!("{name}-{signal}"))).unwrap()
+        };
+        assert_eq!(
+            settings("after"),
+            settings("before"),
+            "SIG{signal}: the terminal's settings (raw mode) were not restored"
+        );
+        let shown = visible(&output);
+        assert!(status.success(), "SIG{signal}: {status}, {shown}");
+        assert!(shown.contains("top exit 0."), "SIG{signal}: {shown}");
+    }
     let (exit, stderr) = serve.stop().await;
     assert!(exit.success(), "{stderr}");
 }

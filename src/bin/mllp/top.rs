@@ -8,6 +8,7 @@ mod client;
 mod model;
 mod view;
 
+use std::io;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use model::{Column, Model};
 /// sort by that column. Works in any terminal, over SSH too (forward the admin port, or run it
 /// on the server's host).
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = TOP_HELP)]
 pub(crate) struct TopArgs {
     /// The admin endpoint, HOST:PORT or http://HOST:PORT [default: 127.0.0.1:9575]
     #[arg(long, value_name = "URL")]
@@ -41,7 +43,19 @@ pub(crate) struct TopArgs {
     interval: Option<Duration>,
 }
 
-/// Runs the view until `q`.
+const TOP_HELP: &str = "\
+Keys: q (or Esc, Ctrl-C) quits; s or the arrow keys move the sort column, r reverses it, 1-9 and
+0 sort by that column.
+SIGTERM, SIGHUP (the terminal closing) and SIGINT quit like q: the terminal is restored first.
+Exit status:
+  0  quit by a key or a signal
+  1  the terminal cannot be used, or restored (as after a hang-up that took it away)
+  2  invalid flags
+Examples:
+  mllp top --admin 127.0.0.1:9575
+  MLLP_ADMIN_TOKEN=secret mllp top --admin http://10.0.0.5:9575 --interval 2s";
+
+/// Runs the view until `q` or a signal, then restores the terminal.
 pub(crate) async fn run(args: TopArgs) -> ExitCode {
     let token = args
         .token
@@ -55,15 +69,85 @@ pub(crate) async fn run(args: TopArgs) -> ExitCode {
         Ok(endpoint) => endpoint,
         Err(text) => return exit::fail_text(exit::USAGE, &format!("invalid --admin: {text}")),
     };
+    // Registered before the terminal changes: from then on a signal no longer kills the
+    // process by its default action, so it cannot leave the terminal raw, on the alternate
+    // screen, with the cursor hidden.
+    let mut signals = match Signals::register() {
+        Ok(signals) => signals,
+        Err(e) => return exit::fail_text(exit::FAILURE, &format!("cannot handle signals: {e}")),
+    };
+    // Installs ratatui's panic hook too, which leaves raw mode and the alternate screen before
+    // the panic's message; the cursor comes back when the unwinding drops `terminal`.
     let mut terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,
         Err(e) => return exit::fail_text(exit::FAILURE, &format!("cannot use the terminal: {e}")),
     };
-    let result = watch(&mut terminal, endpoint, interval).await;
-    ratatui::restore();
-    match result {
+    // The signal cancels `watch` wherever it waits (for a key, or for an endpoint that is slow
+    // to answer); it awaits nothing while it draws.
+    let result = tokio::select! {
+        result = watch(&mut terminal, endpoint, interval) => result,
+        () = signals.recv() => Ok(()),
+    };
+    let restored = restore(terminal);
+    match result.and(restored) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => exit::fail_text(exit::FAILURE, &format!("terminal error: {e}")),
+    }
+}
+
+/// Gives the terminal back as it was: cursor shown, main screen, raw mode off. That is
+/// `ratatui::restore` and the cursor, which ratatui leaves to `Terminal`'s drop; errors are
+/// returned rather than printed with `eprintln!`, which panics once the terminal is gone
+/// (after a hang-up every write to it fails).
+fn restore(mut terminal: ratatui::DefaultTerminal) -> io::Result<()> {
+    let cursor = terminal.show_cursor();
+    if cursor.is_err() {
+        // Its drop would try again and print the failure with `eprintln!`: nothing to free
+        // that the exit does not.
+        std::mem::forget(terminal);
+    }
+    let screen = ratatui::try_restore();
+    cursor.and(screen)
+}
+
+/// SIGTERM, SIGHUP and SIGINT (Ctrl-C in raw mode is a key, not a signal: `kill -INT`), each
+/// of which quits like `q`.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Completes on the first of them.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
