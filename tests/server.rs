@@ -101,6 +101,15 @@ async fn unsupported_version_and_processing_id_get_ar() {
         (code(&reply), field(&reply, "ERR-3.1")),
         ("AR".into(), "202".into())
     );
+    // A version that is not UTF-8 (Latin-1 `2.5ü`) is named as read, not called empty.
+    let latin1 = Bytes::from_static(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|V3|T|2.5\xfc\rPID|1\r");
+    let reply = peer.call(latin1).await;
+    assert_eq!(code(&reply), "AR");
+    let text = String::from_utf8_lossy(reply.as_bytes()).into_owned();
+    assert!(
+        text.contains("unsupported version ID \"2.5\u{fffd}\" in MSH-12"),
+        "{text:?}"
+    );
     within(server.shutdown()).await;
 }
 

@@ -25,7 +25,7 @@ pub(super) async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     match given {
         Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => next.run(request).await,
         _ => (
@@ -37,5 +37,29 @@ pub(super) async fn require_token(
             "a valid `Authorization: Bearer <token>` header is required\n",
         )
             .into_response(),
+    }
+}
+
+/// The credentials of a `Bearer` authorization: the scheme's name is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` are read too.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_scheme_name_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER  t0k"] {
+            assert_eq!(bearer(value), Some("t0k"), "{value}");
+        }
+        assert_eq!(bearer("Basic dTpw"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearert0k"), None);
     }
 }

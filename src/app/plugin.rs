@@ -95,10 +95,26 @@ impl Plugin for AllowedVersions {
                 ErrorCode::UnsupportedVersionId,
                 format!("unsupported version ID {v:?} in MSH-12"),
             )),
-            None => Err(Response::reject(
-                ErrorCode::UnsupportedVersionId,
-                "unsupported version ID: MSH-12 is empty",
-            )),
+            // Empty, or bytes that are not UTF-8 (a Latin-1 `2.5ü`): shown as read, lossily.
+            None => {
+                let raw = request
+                    .message()
+                    .msh()
+                    .field(12)
+                    .and_then(|v| v.component(1))
+                    .map_or(&[][..], |v| v.as_bytes());
+                Err(Response::reject(
+                    ErrorCode::UnsupportedVersionId,
+                    if raw.is_empty() {
+                        "unsupported version ID: MSH-12 is empty".to_owned()
+                    } else {
+                        format!(
+                            "unsupported version ID {:?} in MSH-12",
+                            String::from_utf8_lossy(raw)
+                        )
+                    },
+                ))
+            }
         }
     }
 }

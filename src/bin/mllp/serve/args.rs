@@ -125,12 +125,6 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(super) forward: super::forward::ForwardFlags,
-    #[cfg(feature = "nats")]
-    #[command(
-        flatten,
-        next_help_heading = "NATS JetStream store (--store nats://HOST:PORT/STREAM)"
-    )]
-    pub(super) jetstream: crate::nats::JetStreamFlags,
 
     /// TOML file holding any of these settings (keys as the flag names, e.g.
     /// `max-connections = 64`); unknown keys are rejected; flags win over the file
@@ -313,6 +307,14 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "otlp")]
     #[arg(long, value_name = "URL")]
     pub(super) otlp_endpoint: Option<String>,
+
+    // Last: a flattened group's heading applies to every argument after it.
+    #[cfg(feature = "nats")]
+    #[command(
+        flatten,
+        next_help_heading = "NATS JetStream store (--store nats://HOST:PORT/STREAM)"
+    )]
+    pub(super) jetstream: crate::nats::JetStreamFlags,
 }
 
 const SERVE_EXAMPLES: &str = "\
@@ -357,4 +359,39 @@ pub(crate) struct StoreFlags {
     /// Most messages in one commit [default: 1024]
     #[arg(long, value_name = "N", value_parser = config::positive_count)]
     pub(super) store_max_batch: Option<usize>,
+}
+
+#[cfg(all(test, feature = "nats"))]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The NATS heading holds the NATS flags only: the general options (`--config`,
+    /// `--max-message-size`, ...) are not listed under it.
+    #[test]
+    fn only_nats_flags_are_under_the_nats_heading() {
+        let mut cli = crate::Cli::command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        let (before, nats) = help
+            .split_once("NATS JetStream store")
+            .expect("a NATS heading");
+        // Up to the examples and notes after the options.
+        let nats = nats.split_once("\nExamples:").map_or(nats, |(n, _)| n);
+        for general in [
+            "--config",
+            "--max-message-size",
+            "--idle-timeout",
+            "--otlp-endpoint",
+        ] {
+            assert!(
+                before.contains(general),
+                "{general} not before the NATS heading"
+            );
+            assert!(!nats.contains(general), "{general} under the NATS heading");
+        }
+        assert!(nats.contains("--nats-ack-timeout"), "{nats}");
+    }
 }
