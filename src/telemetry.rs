@@ -277,11 +277,18 @@ impl Metrics {
 
     /// Instruments on the global meter provider (scope `mllp`).
     pub fn global() -> Self {
-        let scope = opentelemetry::InstrumentationScope::builder(METER_NAME)
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        Self::new(&opentelemetry::global::meter_with_scope(scope))
+        Self::new(&meter())
     }
+}
+
+/// The meter of the global provider that mllp's instruments use: scope `mllp`, with this
+/// crate's version (`otel_scope_version` in Prometheus). Use it for instruments of your own
+/// that should be reported beside the server's.
+pub fn meter() -> opentelemetry::metrics::Meter {
+    let scope = opentelemetry::InstrumentationScope::builder(METER_NAME)
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    opentelemetry::global::meter_with_scope(scope)
 }
 
 fn message_attributes(meta: &Inbound, ack_code: &'static str) -> [KeyValue; 3] {
@@ -389,7 +396,7 @@ fn kept_code(code: Option<&[u8]>) -> Result<&[u8], &'static str> {
     }
 }
 
-fn code_value(code: Option<&[u8]>) -> Value {
+pub(crate) fn code_value(code: Option<&[u8]>) -> Value {
     match kept_code(code) {
         // Letters and digits only, so this is the code as sent.
         Ok(code) => Value::from(String::from_utf8_lossy(code).into_owned()),

@@ -207,6 +207,19 @@ async fn serve_admin_answers_probes_and_logs_messages_and_rejects() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
     };
+    // Every series of mllp's meter names its version too (the allocator's gauges did not).
+    for line in body
+        .lines()
+        .filter(|l| l.contains("otel_scope_name=\"mllp\""))
+    {
+        assert!(
+            line.contains(&format!(
+                "otel_scope_version=\"{}\"",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{line}"
+        );
+    }
     let allocated = gauge("mllp_allocator_allocated_bytes");
     let resident = gauge("mllp_allocator_resident_bytes");
     assert!(

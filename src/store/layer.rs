@@ -74,7 +74,7 @@ impl StoreLayer {
         Self::build(
             Arc::new(store),
             DuplicatePolicy::default(),
-            &opentelemetry::global::meter("mllp"),
+            &crate::telemetry::meter(),
         )
     }
 
@@ -83,7 +83,7 @@ impl StoreLayer {
         Self::build(
             store,
             DuplicatePolicy::default(),
-            &opentelemetry::global::meter("mllp"),
+            &crate::telemetry::meter(),
         )
     }
 
@@ -187,7 +187,10 @@ impl Inner {
             Receipt::Duplicate { of } => {
                 self.duplicate_count.add(
                     1,
-                    &[KeyValue::new("hl7.message_type", message_type.to_owned())],
+                    &[KeyValue::new(
+                        "hl7.message_type",
+                        crate::telemetry::code_value(msg.message_code_bytes()),
+                    )],
                 );
                 tracing::info!(
                     store.id = %of,
@@ -206,7 +209,10 @@ impl Inner {
             } => {
                 self.reused_count.add(
                     1,
-                    &[KeyValue::new("hl7.message_type", message_type.to_owned())],
+                    &[KeyValue::new(
+                        "hl7.message_type",
+                        crate::telemetry::code_value(msg.message_code_bytes()),
+                    )],
                 );
                 tracing::warn!(
                     store.id = %id,

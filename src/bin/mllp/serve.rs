@@ -56,7 +56,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         Err(text) => return exit::fail_text(exit::USAGE, &text),
     };
     // Exported with the server's metrics (admin endpoint, OTLP), if any.
-    let _allocator_gauges = crate::allocator::register(&opentelemetry::global::meter("mllp"));
+    let _allocator_gauges = crate::allocator::register(&mllp::telemetry::meter());
     let code = serve(settings, metrics)
         .await
         .unwrap_or_else(|failed| failed);
