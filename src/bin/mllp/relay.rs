@@ -43,30 +43,30 @@ pub(crate) struct RelayArgs {
     to: String,
 
     /// The relay's name: its position in the store (SQLite row, JetStream durable consumer);
-    /// give each destination its own [default: relay]
+    /// give each destination its own
     #[arg(long, value_name = "NAME", default_value = "relay")]
     name: String,
 
     /// How long to wait for each acknowledgment; on expiry the try fails and the connection is
-    /// closed [default: 30s]
+    /// closed
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = config::positive_duration)]
     timeout: Duration,
 
-    /// How long to wait for the TCP connection (and TLS handshake) [default: 10s]
+    /// How long to wait for the TCP connection (and TLS handshake)
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = config::positive_duration)]
     connect_timeout: Duration,
 
     /// Tries per message (AE/CE answers, tries without a valid ACK) before it is
-    /// dead-lettered; AR/CR is dead-lettered at once [default: 5]
+    /// dead-lettered; AR/CR is dead-lettered at once
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
 
-    /// Wait before the second try, doubled for each later one [default: 1s]
+    /// Wait before the second try, doubled for each later one
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = config::any_duration)]
     retry_backoff: Duration,
 
-    /// Longest wait between tries, and between reconnects to a receiver that is down
-    /// [default: 60s]
+    /// Longest wait between tries of a message; reconnects to a receiver that is down wait at
+    /// most 10 s, or this if it is lower
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = config::positive_duration)]
     retry_max_backoff: Duration,
 
@@ -74,11 +74,11 @@ pub(crate) struct RelayArgs {
     #[arg(long)]
     no_follow: bool,
 
-    /// How often an SQLite store is checked for new messages once caught up [default: 200ms]
+    /// How often an SQLite store is checked for new messages once caught up
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = config::positive_duration)]
     poll_interval: Duration,
 
-    /// A progress line this often while messages are sent (0s: never) [default: 5s]
+    /// A progress line this often while messages are sent (0s: never)
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = config::any_duration)]
     progress_interval: Duration,
 
@@ -108,7 +108,6 @@ pub(crate) struct RelayArgs {
     tls_server_name: Option<String>,
 
     /// JetStream: relay the subjects PREFIX.> (the store's --nats-subject-prefix)
-    /// [default: hl7]
     #[arg(long, value_name = "PREFIX", default_value = "hl7")]
     subject_prefix: String,
 
@@ -124,7 +123,7 @@ pub(crate) struct RelayArgs {
 
     /// JetStream: how long the server waits for the relay's ack before handing the message
     /// out again (the relay extends it while retrying; after a crash, the message comes back
-    /// after this long) [default: 30s]
+    /// after this long)
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = config::positive_duration)]
     ack_wait: Duration,
 
@@ -156,6 +155,15 @@ Examples:
 pub(crate) async fn run(args: RelayArgs) -> ExitCode {
     if let Err(text) = logging::init(args.log_format, logging::CLIENT_FILTER) {
         return exit::fail_text(exit::USAGE, &text);
+    }
+    if args.retry_backoff > args.retry_max_backoff {
+        return exit::fail_text(
+            exit::USAGE,
+            &format!(
+                "--retry-backoff {:?} is longer than --retry-max-backoff {:?}",
+                args.retry_backoff, args.retry_max_backoff
+            ),
+        );
     }
     let config = match config_of(&args) {
         Ok(config) => config,

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use mllp::relay::{RelayEvent, RelayStats};
 
+use crate::send::printable;
+
 /// Shared by the relay's observer and the progress task.
 #[derive(Debug, Clone)]
 pub(super) struct Output {
@@ -71,6 +73,13 @@ impl Output {
 
     /// Prints `event` (delivered lines are left out with `--quiet`).
     pub(super) fn event(&self, event: &RelayEvent) {
+        if let Some(text) = self.render(event) {
+            self.line(&text);
+        }
+    }
+
+    /// The line `event` gets, if any; keeps the counts.
+    fn render(&self, event: &RelayEvent) -> Option<String> {
         let json = self.inner.json;
         let text = match event {
             RelayEvent::Started { position, backlog } => {
@@ -98,10 +107,11 @@ impl Output {
                     c.caught_up = false;
                 }
                 if self.inner.quiet {
-                    return;
+                    return None;
                 }
-                let ack = ack.map_or("sent (no ACK asked)".to_owned(), |a| a.to_string());
+                let ack = ack.map(|a| a.to_string());
                 if json {
+                    // `ack` is null for a message whose MSH-15 asked for none.
                     serde_json::json!({
                         "event": "delivered", "id": id, "message_type": message_type,
                         "control_id": control_id, "ack": ack, "attempts": attempts,
@@ -109,10 +119,11 @@ impl Output {
                     })
                     .to_string()
                 } else {
+                    let ack = ack.as_deref().unwrap_or("sent (no ACK asked)");
                     format!(
                         "delivered  {id}  {}  {}  {ack}  ({attempts} {}, {})",
-                        message_type.escape_debug(),
-                        control_id.escape_debug(),
+                        printable(message_type),
+                        printable(control_id),
                         if *attempts == 1 { "try" } else { "tries" },
                         millis(*elapsed)
                     )
@@ -139,9 +150,9 @@ impl Output {
                 } else {
                     format!(
                         "DEAD       {id}  {}  {}  {}",
-                        message_type.escape_debug(),
-                        control_id.escape_debug(),
-                        reason.escape_debug()
+                        printable(message_type),
+                        printable(control_id),
+                        printable(reason)
                     )
                 }
             }
@@ -161,15 +172,18 @@ impl Output {
                 } else {
                     format!(
                         "retrying   {id}  {}  try {attempt} failed: {}",
-                        control_id.escape_debug(),
-                        error.escape_debug()
+                        printable(control_id),
+                        printable(error)
                     )
                 }
             }
             RelayEvent::CaughtUp { position } => {
                 let mut c = self.counts();
-                if c.caught_up {
-                    return;
+                // Quiet and following, a slow feed is caught up after every message: only the
+                // final line of `--no-follow` is said.
+                if c.caught_up || (self.inner.quiet && self.inner.follow) {
+                    c.caught_up = true;
+                    return None;
                 }
                 c.caught_up = true;
                 let (delivered, dead) = (c.delivered, c.dead);
@@ -195,12 +209,12 @@ impl Output {
                 if json {
                     serde_json::json!({"event": "source_failed", "error": error}).to_string()
                 } else {
-                    format!("store failed (retrying): {}", error.escape_debug())
+                    format!("store failed (retrying): {}", printable(error))
                 }
             }
-            _ => return,
+            _ => return None,
         };
-        self.line(&text);
+        Some(text)
     }
 
     /// A task printing a progress line every `interval` while messages are delivered.
@@ -266,4 +280,70 @@ impl Output {
 
 fn millis(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mllp::ack::AckCode;
+    use mllp::relay::RelayEvent;
+
+    use super::Output;
+
+    fn delivered(id: u64, ack: Option<AckCode>) -> RelayEvent {
+        RelayEvent::Delivered {
+            id,
+            message_type: "ORU^R01".into(),
+            control_id: format!("C{id}"),
+            ack,
+            attempts: 1,
+            elapsed: Duration::from_millis(3),
+        }
+    }
+
+    /// `--quiet` while following prints no "caught up" line after each message of a slow feed;
+    /// with `--no-follow` the final one is kept; without `--quiet` it comes once per catch-up.
+    #[test]
+    fn quiet_following_relay_says_nothing_when_caught_up() {
+        let caught_up = |n| RelayEvent::CaughtUp { position: n };
+        let quiet = Output::new(false, true, true, "sqlite:a.db", "127.0.0.1:1");
+        for id in 1..=3 {
+            assert_eq!(quiet.render(&delivered(id, Some(AckCode::AA))), None);
+            assert_eq!(quiet.render(&caught_up(id)), None);
+        }
+        let quiet_once = Output::new(false, true, false, "sqlite:a.db", "127.0.0.1:1");
+        quiet_once.render(&delivered(1, Some(AckCode::AA)));
+        let last = quiet_once.render(&caught_up(1)).unwrap();
+        assert!(last.starts_with("caught up at id 1: 1 delivered"), "{last}");
+        let loud = Output::new(false, false, true, "sqlite:a.db", "127.0.0.1:1");
+        loud.render(&delivered(1, Some(AckCode::AA)));
+        assert!(loud.render(&caught_up(1)).is_some());
+        assert_eq!(loud.render(&caught_up(1)), None, "once per catch-up");
+    }
+
+    /// A message sent without an ACK (MSH-15 NE) has `"ack": null` in JSON, and says so in
+    /// text; quotes in a reason are printed as they are, control characters escaped.
+    #[test]
+    fn an_unacknowledged_delivery_and_reasons_read_plainly() {
+        let json = Output::new(true, false, true, "sqlite:a.db", "127.0.0.1:1");
+        let line = json.render(&delivered(7, None)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(value["ack"].is_null(), "{line}");
+        let text = Output::new(false, false, true, "sqlite:a.db", "127.0.0.1:1");
+        let line = text.render(&delivered(7, None)).unwrap();
+        assert!(line.contains("C7  sent (no ACK asked)"), "{line}");
+        let dead = RelayEvent::DeadLettered {
+            id: 8,
+            message_type: "ADT^A01".into(),
+            control_id: "C\u{1b}8".into(),
+            reason: "rejected: MSA-2 \"WRONG\"".into(),
+            attempts: 1,
+        };
+        let line = text.render(&dead).unwrap();
+        assert!(
+            line.ends_with("C\\u{1b}8  rejected: MSA-2 \"WRONG\""),
+            "{line}"
+        );
+    }
 }
