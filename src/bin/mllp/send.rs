@@ -78,7 +78,7 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = config::positive_duration)]
     timeout: Duration,
 
-    /// How long to wait for the TCP connection
+    /// How long to wait for the TCP connection and, with TLS, the handshake
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = config::positive_duration)]
     connect_timeout: Duration,
 
