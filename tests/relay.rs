@@ -569,6 +569,55 @@ mod jetstream {
             .ack_wait(Duration::from_secs(1))
     }
 
+    /// A relay started again with another `ack_wait` updates its consumer (it was kept as
+    /// first made, silently); a subject prefix that no subject of the stream falls under is
+    /// refused at start instead of relaying nothing, for ever.
+    #[tokio::test]
+    async fn a_restart_applies_new_consumer_settings_and_a_prefix_the_stream_lacks_is_refused() {
+        let nats = NatsServer::start();
+        let (store, from) = nats_store(&nats).await;
+        append_all(&store, ids("U", 0..2)).await;
+        let down = downstream(accept_all()).await;
+        let consumer_ack_wait = || async {
+            let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+            let mut consumer: jetstream::consumer::PullConsumer = js
+                .get_stream("HL7")
+                .await
+                .unwrap()
+                .get_consumer("relay")
+                .await
+                .unwrap();
+            consumer.info().await.unwrap().config.ack_wait
+        };
+        for wait in [Duration::from_secs(1), Duration::from_secs(7)] {
+            let (relay, mut events) =
+                spawn(&from, &down.addr(), nats_config().ack_wait(wait)).await;
+            until(&mut events, |e| {
+                matches!(e, RelayEvent::CaughtUp { position: 2 }).then_some(())
+            })
+            .await;
+            within(relay.shutdown()).await.unwrap();
+            assert_eq!(consumer_ack_wait().await, wait);
+        }
+        assert_eq!(down.seen(), ids("U", 0..2), "each message once");
+
+        let err = Relay::open(
+            &from,
+            &down.addr(),
+            nats_config().name("other").subject_prefix("xyz"),
+        )
+        .await
+        .unwrap_err();
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        assert!(text.contains("no subject under xyz.>"), "{text}");
+        within(down.handle.shutdown()).await;
+    }
+
     /// From a stream: in order through a durable consumer, acked after the downstream ACK;
     /// an AR is published to the dead-letter subject with the reason, and the relay moves on.
     #[tokio::test]

@@ -73,12 +73,30 @@ impl JetStreamSource {
             }
             Err(e) => return Err(open(Box::new(e))),
         };
-        let replicas = stream
+        let stream_config = stream
             .info()
             .await
             .map_err(|e| open(Box::new(e)))?
             .config
-            .num_replicas;
+            .clone();
+        let replicas = stream_config.num_replicas;
+        let filter = format!("{}.>", config.subject_prefix);
+        // A filter that no subject of the stream can match would relay nothing, for ever.
+        if !stream_config
+            .subjects
+            .iter()
+            .any(|subject| subjects_intersect(subject, &filter))
+        {
+            return Err(open(
+                format!(
+                    "stream {} captures {} but no subject under {filter}: check \
+                     --subject-prefix (the store's --nats-subject-prefix)",
+                    spec.stream(),
+                    stream_config.subjects.join(", ")
+                )
+                .into(),
+            ));
+        }
         match context.stream_by_subject(dead_subject.clone()).await {
             Ok(_) => {}
             Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {
@@ -102,23 +120,22 @@ impl JetStreamSource {
             }
             Err(e) => return Err(open(Box::new(e))),
         }
+        // Created, or updated to these settings when it exists: a changed --ack-wait or
+        // --subject-prefix takes effect on the next start instead of being ignored.
         let mut consumer: PullConsumer = stream
-            .get_or_create_consumer(
-                &config.name,
-                ConsumerConfig {
-                    durable_name: Some(config.name.clone()),
-                    description: Some("mllp relay".to_owned()),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    // One at a time: the next message is handed out only after this one is
-                    // acked, so the downstream sees the stream's order.
-                    max_ack_pending: 1,
-                    max_deliver: -1,
-                    filter_subject: format!("{}.>", config.subject_prefix),
-                    ..Default::default()
-                },
-            )
+            .create_consumer(ConsumerConfig {
+                durable_name: Some(config.name.clone()),
+                description: Some("mllp relay".to_owned()),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                // One at a time: the next message is handed out only after this one is
+                // acked, so the downstream sees the stream's order.
+                max_ack_pending: 1,
+                max_deliver: -1,
+                filter_subject: filter,
+                ..Default::default()
+            })
             .await
             .map_err(|e| open(Box::new(e)))?;
         let info = consumer.info().await.map_err(|e| open(Box::new(e)))?;
@@ -272,5 +289,45 @@ fn msh_fields(payload: &bytes::Bytes) -> (String, String) {
             (field(9), field(10))
         }
         Err(_) => (String::new(), String::new()),
+    }
+}
+
+/// Whether some subject matches both NATS subject patterns `a` and `b` (`*` one token, `>` the
+/// rest).
+fn subjects_intersect(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subjects_intersect;
+
+    #[test]
+    fn subject_patterns_intersect_when_one_subject_matches_both() {
+        for (a, b) in [
+            ("hl7.>", "hl7.>"),
+            (">", "hl7.>"),
+            ("hl7.*", "hl7.>"),
+            ("hl7.adt.*", "hl7.>"),
+            ("*.adt", "hl7.>"),
+        ] {
+            assert!(subjects_intersect(a, b), "{a} {b}");
+            assert!(subjects_intersect(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("hl7.>", "xyz.>"),
+            ("hl7", "hl7.>"),
+            ("mllp.dead.x", "hl7.>"),
+        ] {
+            assert!(!subjects_intersect(a, b), "{a} {b}");
+        }
     }
 }
