@@ -490,6 +490,14 @@ async fn no_follow_stops_when_caught_up_and_bad_sources_do_not_open() {
         err.to_string().contains("cannot relay from dir:/tmp"),
         "{err}"
     );
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let err = Relay::open(&StoreSpec::Sqlite(empty.clone()), "127.0.0.1:1", config())
+        .await
+        .unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("cannot open"), "{text}");
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "left as it was");
     let err = Relay::open(&from, "127.0.0.1:1", config().name("a.b"))
         .await
         .unwrap_err();

@@ -58,6 +58,13 @@ impl RelayLog {
                 source: "no such file: a relay reads an existing store".into(),
             });
         }
+        // An empty file would be made a store (its schema written) by the writer's open.
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Open {
+                target: format!("sqlite:{}", path.display()),
+                source: "the file is empty: a relay reads a store `mllp serve` wrote".into(),
+            });
+        }
         let conn = schema::open_writer(path, &SqliteConfig::default())?;
         let reader = SqliteReader::open(path)?;
         Ok(Self {
