@@ -497,7 +497,11 @@ async fn no_follow_stops_when_caught_up_and_bad_sources_do_not_open() {
         .unwrap_err();
     let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(text.contains("cannot open"), "{text}");
-    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "left as it was");
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "left as it was"
+    );
     let err = Relay::open(&from, "127.0.0.1:1", config().name("a.b"))
         .await
         .unwrap_err();

@@ -347,7 +347,8 @@ impl ServeFile {
         })?;
         toml::from_str(&text).map_err(|e| SettingError::Parse {
             path: path.to_path_buf(),
-            message: readable(e.message()) + &location(&text, e.span()),
+            message: readable(e.message())
+                + &location(&text, duplicate_span(&text, e.message()).or(e.span())),
         })
     }
 }
@@ -405,6 +406,30 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// serde's "duplicate field `idle-timeout`" (a key given in both its spellings, kebab-case
+/// and snake_case) comes with the whole table as its span, which would name line 1: the
+/// second line that sets the key, in either spelling, is where it is.
+fn duplicate_span(text: &str, message: &str) -> Option<std::ops::Range<usize>> {
+    let key = message
+        .strip_prefix("duplicate field `")?
+        .split('`')
+        .next()?;
+    let spellings = [key.replace('_', "-"), key.replace('-', "_")];
+    let mut offset = 0;
+    let mut seen = 0;
+    for line in text.split_inclusive('\n') {
+        let name = line.split('=').next().unwrap_or_default().trim();
+        if spellings.iter().any(|s| s == name) {
+            seen += 1;
+            if seen == 2 {
+                return Some(offset..offset + line.len());
+            }
+        }
+        offset += line.len();
+    }
+    None
 }
 
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -519,6 +544,15 @@ mod tests {
             readable("invalid type: integer `5`, expected a string"),
             "invalid type: integer `5`, expected a string"
         );
+    }
+
+    /// A key given twice in its two spellings is reported at the second one, not at line 1.
+    #[test]
+    fn a_key_in_both_spellings_names_the_second_line() {
+        let text = "max-connections = 5\nidle-timeout = \"5s\"\n\nidle_timeout = \"6s\"\n";
+        let error = toml::from_str::<ServeFile>(text).unwrap_err();
+        let span = duplicate_span(text, error.message());
+        assert_eq!(location(text, span), " (line 4)", "{}", error.message());
     }
 
     /// Restart counts are whole numbers from zero; anything else is refused.
