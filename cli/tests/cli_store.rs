@@ -386,6 +386,104 @@ async fn relay_refuses_a_bad_address_and_a_name_already_running() {
     first.kill().await.unwrap();
 }
 
+/// The relay's dead letters from the command line: `inbox dead-letters` says which messages a
+/// relay gave up on and why, `--dead-letters RELAY` selects them for `list` and `replay`, and
+/// the replay sends them again.
+#[tokio::test]
+async fn dead_letters_are_listed_with_their_reason_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, id) in ["DL-1", "DL-2", "DL-3"].iter().enumerate() {
+        write(dir.path(), &format!("m{i}.hl7"), &hl7(id, b"DOE"));
+    }
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "import", dir.path().to_str().unwrap()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A downstream that takes only v2.3: these 2.5 messages are rejected (AR 203).
+    let strict_dir = tempfile::tempdir().unwrap();
+    let strict = Serve::start(strict_dir.path(), &["--no-store", "--allow-version", "2.3"]).await;
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &[
+            "relay",
+            "--from",
+            "sqlite:mllp-inbox.db",
+            "--to",
+            &strict.to(),
+            "--name",
+            "lis",
+            "--no-follow",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    strict.stop_cleanly().await;
+
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "dead-letters", "--relay", "lis"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three: {listed}");
+    assert!(lines[0].starts_with("AT "), "{listed}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("  lis  ") && l.contains("rejected: AR")),
+        "{listed}"
+    );
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "dead-letters", "--relay", "other"],
+    )
+    .await;
+    assert_eq!(text(&out.stdout).lines().count(), 1, "only the header");
+
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "list", "--dead-letters", "lis", "--json"],
+    )
+    .await;
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
+
+    let open_dir = tempfile::tempdir().unwrap();
+    let open = Serve::start(open_dir.path(), &["--no-store"]).await;
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &[
+            "inbox",
+            "replay",
+            "--dead-letters",
+            "lis",
+            "--to",
+            &open.to(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let replayed = text(&out.stdout);
+    for id in ["DL-1", "DL-2", "DL-3"] {
+        assert!(replayed.contains(&format!("{id}  AA")), "{replayed}");
+    }
+    open.stop_cleanly().await;
+}
+
 /// Every `mllp inbox` verb on a store that `mllp serve` wrote.
 #[tokio::test]
 async fn inbox_verbs_list_show_export_import_replay_and_prune() {

@@ -1,6 +1,7 @@
 //! `mllp inbox`: operate the message store that `mllp serve` writes (list, show, export,
-//! import, replay, prune).
+//! import, replay, prune, and the relays' dead letters).
 
+mod dead_letters;
 mod export;
 mod filter;
 mod import;
@@ -40,6 +41,8 @@ enum Verb {
     Replay(replay::ReplayArgs),
     /// Delete the messages received before a time
     Prune(prune::PruneArgs),
+    /// List the messages `mllp relay` gave up on, with why and when
+    DeadLetters(dead_letters::DeadLettersArgs),
 }
 
 /// `--store`, as `mllp serve` takes it.
@@ -93,5 +96,6 @@ pub(crate) async fn run(args: InboxArgs) -> ExitCode {
         Verb::Import(args) => import::run(args).await,
         Verb::Replay(args) => replay::run(args).await,
         Verb::Prune(args) => prune::run(args).await,
+        Verb::DeadLetters(args) => dead_letters::run(args),
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params_from_iter};
 
+use super::relay::DeadLetter;
 use super::{boxed, from_micros, micros, schema};
 use crate::app::RoutePattern;
 use crate::store::StoreError;
@@ -38,6 +39,8 @@ pub struct Filter {
     pub control_id: Option<String>,
     /// Store id greater than this (paging, replay cursors).
     pub after_id: Option<u64>,
+    /// Only messages this relay gave up on (its dead letters), each once.
+    pub dead_letters_of: Option<String>,
     /// At most this many.
     pub limit: Option<usize>,
     /// Oldest first (by store id, which is arrival order) instead of newest first.
@@ -228,6 +231,34 @@ impl SqliteReader {
             .map_err(query_err)
     }
 
+    /// The dead letters of `relay` (every relay's with `None`), oldest first: which message,
+    /// why and when. The messages themselves are read with [`Filter::dead_letters_of`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] when the read fails.
+    pub fn dead_letters(&self, relay: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, message_id, relay, reason, at FROM dead_letters
+                 WHERE ?1 IS NULL OR relay = ?1 ORDER BY id",
+            )
+            .map_err(query_err)?;
+        let rows = statement
+            .query_map([relay], |r| {
+                Ok(DeadLetter {
+                    id: r.get::<_, i64>(0)? as u64,
+                    message_id: r.get::<_, i64>(1)? as u64,
+                    relay: r.get(2)?,
+                    reason: r.get(3)?,
+                    at: from_micros(r.get(4)?),
+                })
+            })
+            .map_err(query_err)?;
+        rows.collect::<Result<_, _>>().map_err(query_err)
+    }
+
     /// How many messages the store holds.
     ///
     /// # Errors
@@ -278,6 +309,13 @@ fn select(columns: &str, filter: &Filter) -> (String, Vec<Value>) {
     }
     if let Some(id) = filter.after_id {
         clause("id >", Value::Integer(id as i64));
+    }
+    if let Some(relay) = &filter.dead_letters_of {
+        args.push(Value::Text(relay.clone()));
+        clauses.push(format!(
+            "id IN (SELECT message_id FROM dead_letters WHERE relay = ?{})",
+            args.len()
+        ));
     }
     let mut sql = format!("SELECT {columns} FROM messages");
     if !clauses.is_empty() {

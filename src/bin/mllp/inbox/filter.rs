@@ -35,6 +35,11 @@ pub(crate) struct FilterArgs {
     /// Only messages with a store id greater than ID
     #[arg(long, value_name = "ID")]
     after_id: Option<u64>,
+
+    /// Only messages `mllp relay --name RELAY` gave up on (its dead letters; `mllp inbox
+    /// dead-letters` says why)
+    #[arg(long, value_name = "RELAY")]
+    dead_letters: Option<String>,
 }
 
 impl FilterArgs {
@@ -47,6 +52,7 @@ impl FilterArgs {
         f.sending_facility = self.facility.clone();
         f.control_id = self.control_id.clone();
         f.after_id = self.after_id;
+        f.dead_letters_of = self.dead_letters.clone();
         f
     }
 }
