@@ -16,7 +16,7 @@ use tracing::{Span, field};
 
 use mllp_actors::{ConnectionInfo, Failure, Lease, Protocol};
 
-use crate::ack::{Ack, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
+use crate::ack::{Ack, AckCode, AckOptions, Diagnostic, ErrorCode, Severity, accept_ack_wanted};
 use crate::app::BoxFuture;
 use crate::app::Deadlines;
 use crate::app::plugin::Plugin;
@@ -210,17 +210,21 @@ pub(crate) type BatchSlot = Arc<OnceLock<BatchOutcome>>;
 pub(crate) enum BatchOutcome {
     /// The envelope was refused (one AR for the whole batch), for this reason.
     Refused(crate::hl7::BatchError),
-    /// Its first [`REPORTED_BATCH_MESSAGES`] messages, each with what it was answered (`None`:
-    /// no ACK, as its MSH-15 asked), and how many came after them.
+    /// Its first messages (see [`reportable`]), each with what it was answered (`None`: no
+    /// ACK, as its MSH-15 asked), and the ACK codes of the ones after them.
     Handled {
         messages: Vec<(Inbound, Option<Ack>)>,
-        more: u64,
+        more: Vec<Option<AckCode>>,
     },
 }
 
-/// The messages of one batch that observers (log lines, metrics, the snapshot) report one by
-/// one; the rest are counted. Bounds what a batch of many small messages holds for them.
-pub(crate) const REPORTED_BATCH_MESSAGES: usize = 1000;
+/// How many messages of a batch of `len` bytes the observers (log lines, metrics, the
+/// snapshot) get one by one: up to 1000, and one per 256 bytes of the batch (at least 16), so
+/// that what they hold (a parsed header and an ACK each, some hundreds of bytes) stays near the
+/// batch's own size however small its messages are. The rest are counted by ACK code.
+pub(crate) fn reportable(len: usize) -> usize {
+    (len / 256).clamp(16, 1000)
+}
 
 impl Inbound {
     /// The metadata of one message of a batch, as [`Hl7::meta`] makes it for a frame.
@@ -446,7 +450,7 @@ impl Protocol for Hl7 {
             // The whole batch failed (its deadline covers every message): one AE for it.
             Err((_, raw)) if is_batch(raw) => Some(Ack::reject_batch(
                 raw,
-                crate::ack::AckCode::AE,
+                AckCode::AE,
                 &[Diagnostic::error(ErrorCode::ApplicationInternalError, text)],
                 &self.inner.ack,
             )),
@@ -694,7 +698,7 @@ async fn handle_batch(
             }
             return Some(Ack::reject_batch(
                 &raw,
-                crate::ack::AckCode::AR,
+                AckCode::AR,
                 &[diagnostic],
                 &inner.ack,
             ));
@@ -702,7 +706,8 @@ async fn handle_batch(
     };
     let mut answers = Vec::with_capacity(batch.groups().len());
     let mut handled = Vec::new();
-    let mut more = 0;
+    let mut more = Vec::new();
+    let reportable = reportable(raw.len());
     for group in batch.groups() {
         let mut acks = Vec::with_capacity(group.messages().len());
         for bytes in group.messages() {
@@ -724,7 +729,7 @@ async fn handle_batch(
             };
             let ack = HandleFuture(handle).await;
             if outcome.is_some() {
-                if handled.len() < REPORTED_BATCH_MESSAGES {
+                if handled.len() < reportable {
                     // Parsed again for the observers: the handler's copy may hold a field
                     // index that they never read.
                     let parsed = meta.parsed.map(|_| {
@@ -732,7 +737,7 @@ async fn handle_batch(
                     });
                     handled.push((Inbound { parsed, ..meta }, ack.clone()));
                 } else {
-                    more += 1;
+                    more.push(ack.as_ref().map(Ack::code));
                 }
             }
             acks.extend(ack);

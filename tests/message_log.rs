@@ -281,6 +281,48 @@ async fn a_batch_is_logged_and_counted_as_its_messages() {
     within(server.shutdown()).await;
 }
 
+/// A batch of many tiny messages: the first are logged one by one (16 here, for a batch of
+/// under 4 KiB: one per 256 bytes, at least 16), one line counts the rest, and the snapshot
+/// counts every answer. What the observers hold stays near the batch's own size.
+#[tokio::test]
+async fn a_batch_of_many_tiny_messages_is_logged_in_part_and_counted_whole() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let router = Router::new().route("*", |_req: Request| async {});
+    let builder = Server::builder()
+        .router(router)
+        .log_messages(true)
+        .log_rejects(true);
+    let (recorder, mut events) = Recorder::new();
+    let server = support::start(builder.observer(recorder)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let mut batch = String::from("BHS|^~\\&|A|B|C|D|20260101||||T1\r");
+    for n in 0..40 {
+        batch.push_str(&format!("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|T{n}|P|2.5\r"));
+    }
+    batch.push_str("BTS|40\r");
+    assert!(batch.len() < 4096);
+    peer.send(batch.into()).await;
+    within(futures_util::StreamExt::next(&mut peer.framed))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(peer);
+    seen(&mut events, |e| matches!(e, Seen::ConnectionStop { .. })).await;
+
+    let messages = logs.of("mllp::messages");
+    let ids: Vec<_> = messages
+        .iter()
+        .filter_map(|m| m["hl7.control_id"].as_str())
+        .collect();
+    let first: Vec<String> = (0..16).map(|n| format!("T{n}")).collect();
+    assert_eq!(ids, first, "{messages:#?}");
+    assert_eq!(messages.last().unwrap()["hl7.batch.unlogged"], 24);
+    let counts = within(server.snapshot()).await.totals;
+    assert_eq!((counts.messages, counts.acks.aa), (40, 40));
+    within(server.shutdown()).await;
+}
+
 impl Logs {
     /// A text subscriber as `mllp serve` installs it (`TextFormat`, no colours), with `filter`.
     fn install_text(&self, filter: &str) -> tracing::subscriber::DefaultGuard {

@@ -211,14 +211,18 @@ pub(crate) struct ActivityReading {
 }
 
 fn ack_slot(ack: Option<&Ack>) -> usize {
-    match ack.map(Ack::code) {
-        Some(AckCode::AA) => 0,
-        Some(AckCode::AE) => 1,
-        Some(AckCode::AR) => 2,
-        Some(AckCode::CA) => 3,
-        Some(AckCode::CE) => 4,
-        Some(AckCode::CR) => 5,
-        None => 6,
+    ack.map(Ack::code).map_or(ACK_SLOTS - 1, code_slot)
+}
+
+/// The counter of an ACK code.
+fn code_slot(code: AckCode) -> usize {
+    match code {
+        AckCode::AA => 0,
+        AckCode::AE => 1,
+        AckCode::AR => 2,
+        AckCode::CA => 3,
+        AckCode::CE => 4,
+        AckCode::CR => 5,
     }
 }
 
@@ -249,9 +253,13 @@ impl Activity {
 
     fn answered(&self, connection: u64, meta: &Inbound, duration: Duration, ack: Option<&Ack>) {
         // A batch counts as its messages, each answered when the batch was.
-        if let Some(BatchOutcome::Handled { messages, .. }) = meta.batch_outcome() {
+        if let Some(BatchOutcome::Handled { messages, more }) = meta.batch_outcome() {
             for (message, ack) in messages {
                 self.answered(connection, message, duration, ack.as_ref());
+            }
+            // The ones past what is reported one by one: their answers, by code.
+            for code in more {
+                self.acks[code.map_or(ACK_SLOTS - 1, code_slot)].fetch_add(1, Ordering::Relaxed);
             }
             return;
         }

@@ -83,13 +83,13 @@ impl MessageLog {
             for (message, ack) in messages {
                 self.message(conn, message, d, ack.as_ref());
             }
-            if *more > 0 && self.messages {
+            if !more.is_empty() && self.messages {
                 tracing::event!(
                     target: MESSAGES_TARGET,
                     tracing::Level::INFO,
                     connection.id = conn.id() as i64,
                     network.peer.address = conn.peer_ip(),
-                    hl7.batch.unlogged = *more as i64,
+                    hl7.batch.unlogged = more.len() as i64,
                     "batch: its later messages are not logged one by one"
                 );
             }
