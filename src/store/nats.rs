@@ -115,7 +115,7 @@ impl JetStreamStore {
             target: target.clone(),
             source: reason.into(),
         })?;
-        let client = connect(spec, &config.nats).await?;
+        let client = connect(spec, &config.nats, "messages are answered AE").await?;
         let context = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .backpressure_on_inflight(true)

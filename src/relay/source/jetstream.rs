@@ -59,7 +59,7 @@ impl JetStreamSource {
                 subject: dead_subject,
             });
         }
-        let client = connect(spec, &config.nats)
+        let client = connect(spec, &config.nats, "relaying pauses")
             .await
             .map_err(RelayError::Source)?;
         let context = jetstream::ContextBuilder::new()

@@ -7,13 +7,18 @@ use crate::store::{NatsSpec, StoreError};
 
 /// Connects to the servers of `spec`. Reconnects later go on without end, backing off from
 /// 2 ms to 4 s (async-nats's default); losing and regaining the connection is logged once
-/// each, at `warn` and `info`.
+/// each, at `warn` (saying what `while_down` is stopped: "messages are answered AE" for the
+/// store, "relaying pauses" for a relay) and `info`.
 ///
 /// # Errors
 ///
 /// [`StoreError::Open`] when a file of `options` cannot be read or no server answers within
 /// [`NatsOptions::connect_timeout`].
-pub(crate) async fn connect(spec: &NatsSpec, options: &NatsOptions) -> Result<Client, StoreError> {
+pub(crate) async fn connect(
+    spec: &NatsSpec,
+    options: &NatsOptions,
+    while_down: &'static str,
+) -> Result<Client, StoreError> {
     let target = spec.to_string();
     let open = |source: crate::store::BoxError| StoreError::Open {
         target: target.clone(),
@@ -50,7 +55,7 @@ pub(crate) async fn connect(spec: &NatsSpec, options: &NatsOptions) -> Result<Cl
                 match event {
                     Event::Disconnected => tracing::warn!(
                         store = %target,
-                        "lost the connection to NATS; messages are answered AE until it is back"
+                        "lost the connection to NATS; {while_down} until it is back"
                     ),
                     Event::Connected => tracing::info!(store = %target, "connected to NATS"),
                     Event::LameDuckMode => tracing::info!(

@@ -89,7 +89,14 @@ impl Output {
                         .to_string()
                 } else {
                     let waiting = backlog.map_or(String::new(), |n| format!(", {n} waiting"));
-                    format!("started after id {position}{waiting}")
+                    if *position == 0 {
+                        // A new name (or a mistyped one) starts from the first message.
+                        format!(
+                            "started from the first message (no position yet for this name){waiting}"
+                        )
+                    } else {
+                        format!("started after id {position}{waiting}")
+                    }
                 }
             }
             RelayEvent::Delivered {
@@ -320,6 +327,25 @@ mod tests {
         loud.render(&delivered(1, Some(AckCode::AA)));
         assert!(loud.render(&caught_up(1)).is_some());
         assert_eq!(loud.render(&caught_up(1)), None, "once per catch-up");
+    }
+
+    /// A relay without a position yet (a new name, or a mistyped one) says it starts from the
+    /// first message; one with a position says where it resumes.
+    #[test]
+    fn a_new_name_says_it_starts_from_the_first_message() {
+        let out = Output::new(false, false, true, "sqlite:a.db", "127.0.0.1:1");
+        let started = |position| RelayEvent::Started {
+            position,
+            backlog: Some(900),
+        };
+        assert_eq!(
+            out.render(&started(0)).unwrap(),
+            "started from the first message (no position yet for this name), 900 waiting"
+        );
+        assert_eq!(
+            out.render(&started(12)).unwrap(),
+            "started after id 12, 900 waiting"
+        );
     }
 
     /// A message sent without an ACK (MSH-15 NE) has `"ack": null` in JSON, and says so in
