@@ -355,7 +355,9 @@ async fn errors_are_retried_then_dead_lettered_after_max_attempts() {
         "3 tries failed; last: error: AE, ERR-3 207 Application internal error"
     );
     assert_eq!(outcomes["FINE"], "delivered after 1");
-    within(relay.shutdown()).await.unwrap();
+    let stats = within(relay.shutdown()).await.unwrap();
+    // FLAKY was sent again twice, BROKEN twice (its third failure is its dead letter).
+    assert_eq!(stats.retries, 4, "{stats:?}");
     within(down.handle.shutdown()).await;
 }
 

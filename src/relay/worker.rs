@@ -267,7 +267,6 @@ impl Worker {
                 Err(e @ ClientError::Connect { .. }) => (false, crate::store::error_chain(&e)),
                 Err(e) => (true, crate::store::error_chain(&e)),
             };
-            stats.retries += 1;
             if counts {
                 counted += 1;
                 if counted >= self.config.max_attempts {
@@ -277,6 +276,8 @@ impl Worker {
                     };
                 }
             }
+            // Counted only when it is tried again: the last try before a dead letter is not.
+            stats.retries += 1;
             self.emit(RelayEvent::Retrying {
                 id: item.id,
                 control_id: item.control_id.clone(),
