@@ -725,3 +725,88 @@ async fn store_layer_runs_the_handler_after_the_commit_and_skips_duplicates() {
         assert_eq!(store.reader().unwrap().count().unwrap(), 1);
     }
 }
+
+/// A resend of a message whose handler did not accept it (AE, AR) is handled again, not
+/// acknowledged AA from the store: that would claim a success the handler never gave. Once
+/// the handler has accepted it, resends are acknowledged without calling it. Nothing is
+/// stored twice.
+#[tokio::test]
+async fn resend_of_a_refused_message_is_handled_again_not_acknowledged_from_the_store() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use mllp::ack::{AckCode, ErrorCode};
+    use mllp::app::{HandlerError, Request, Router};
+    use mllp::store::StoreLayer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let calls: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counted = calls.clone();
+    let router = Router::new()
+        .route("*", move |req: Request| {
+            let id = req.message().control_id().unwrap_or_default().to_owned();
+            let call = {
+                let mut calls = counted.lock().unwrap();
+                let n = calls.entry(id.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            async move {
+                match (id.as_str(), call) {
+                    ("FLAKY", 1) => Err(HandlerError::internal("busy")),
+                    ("BAD", _) => Err(HandlerError::reject(
+                        ErrorCode::UnsupportedEventCode,
+                        "not here",
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .layer(StoreLayer::new(store.clone()));
+    let server = mllp::Server::builder()
+        .router(router)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let mut client = mllp::Client::new(server.local_addr().to_string());
+    async fn answer(client: &mut mllp::Client, id: &str) -> AckCode {
+        match client.send(adt(id, "X").as_bytes().clone()).await {
+            Ok(Some(ack)) => ack.code(),
+            Err(mllp::ClientError::Negative { code, .. }) => code,
+            other => panic!("{other:?}"),
+        }
+    }
+    let c = &mut client;
+    assert_eq!(answer(c, "FLAKY").await, AckCode::AE);
+    assert_eq!(
+        answer(c, "FLAKY").await,
+        AckCode::AA,
+        "handled again, and accepted"
+    );
+    assert_eq!(answer(c, "FLAKY").await, AckCode::AA, "now from the store");
+    assert_eq!(answer(c, "BAD").await, AckCode::AR);
+    assert_eq!(
+        answer(c, "BAD").await,
+        AckCode::AR,
+        "never AA from the store"
+    );
+    assert_eq!(answer(c, "GOOD").await, AckCode::AA);
+    assert_eq!(answer(c, "GOOD").await, AckCode::AA);
+    client.close().await;
+    server.shutdown().await;
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(
+        (calls["FLAKY"], calls["BAD"], calls["GOOD"]),
+        (2, 2, 1),
+        "{calls:?}"
+    );
+    assert_eq!(
+        store.reader().unwrap().count().unwrap(),
+        3,
+        "each stored once"
+    );
+}

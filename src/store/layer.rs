@@ -10,14 +10,18 @@ use tower::{BoxError, Layer, Service};
 
 use crate::ack::ErrorCode;
 use crate::app::{Next, Request, Response, Route, from_fn};
-use crate::store::{Receipt, Record, Store};
+use crate::store::{Receipt, Record, Store, StoreId};
 
 /// What [`StoreLayer`] does with a message the store recognised as a duplicate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum DuplicatePolicy {
-    /// Acknowledge it (AA/CA) without calling the handler: the handler already saw the stored
-    /// copy. The default.
+    /// Acknowledge it (AA/CA) without calling the handler when the handler accepted the stored
+    /// copy. The default. A resend of a copy the handler did not accept (it answered AE/AR, or
+    /// failed, or timed out) is handled again, as with [`Handle`](Self::Handle): answering it
+    /// AA from the store would claim a success the handler never gave. What the handler
+    /// answered is remembered in memory, for the last 65,536 copies it did not accept; after a
+    /// restart a resend of a copy refused before it is acknowledged from the store.
     #[default]
     Acknowledge,
     /// Call the handler anyway, with [`Stored`] saying it is a duplicate, for handlers whose
@@ -35,7 +39,9 @@ pub struct Stored(pub Receipt);
 ///
 /// - stored: the handler runs (and sees [`Stored`] in the request's extensions);
 /// - a duplicate: AA/CA, the handler is not called, nothing is stored again, and
-///   `mllp.server.duplicates` is counted (see [`DuplicatePolicy`] for the other choice);
+///   `mllp.server.duplicates` is counted (see [`DuplicatePolicy`] for the other choice); but
+///   when the handler did not accept the stored copy (AE, AR, a failure or a timeout), the
+///   resend is handled again rather than answered AA from the store;
 /// - the store failed: AE/CE with ERR-3 207 ("message could not be stored"), never a success
 ///   ACK; the handler is not called.
 ///
@@ -53,6 +59,8 @@ pub struct StoreLayer {
 struct Inner {
     store: Arc<dyn Store>,
     duplicates: DuplicatePolicy,
+    /// Stored copies whose handler has not accepted them (yet).
+    unaccepted: Unaccepted,
     failing: AtomicBool,
     duplicate_count: Counter<u64>,
     reused_count: Counter<u64>,
@@ -95,6 +103,7 @@ impl StoreLayer {
                 store: inner.store.clone(),
                 duplicates: policy,
                 failing: AtomicBool::new(false),
+                unaccepted: Unaccepted::default(),
                 duplicate_count: inner.duplicate_count.clone(),
                 reused_count: inner.reused_count.clone(),
             }),
@@ -117,6 +126,7 @@ impl StoreLayer {
                 store,
                 duplicates,
                 failing: AtomicBool::new(false),
+                unaccepted: Unaccepted::default(),
                 duplicate_count: meter
                     .u64_counter("mllp.server.duplicates")
                     .with_description(
@@ -192,16 +202,25 @@ impl Inner {
                         crate::telemetry::code_value(msg.message_code_bytes()),
                     )],
                 );
+                let accepted_before = !self.unaccepted.contains(of);
+                if self.duplicates == DuplicatePolicy::Acknowledge && accepted_before {
+                    tracing::info!(
+                        store.id = %of,
+                        hl7.message_type = message_type,
+                        hl7.trigger_event = trigger_event,
+                        hl7.control_id = control_id,
+                        "duplicate of a stored message: acknowledged, not stored again"
+                    );
+                    return Response::accept();
+                }
                 tracing::info!(
                     store.id = %of,
                     hl7.message_type = message_type,
                     hl7.trigger_event = trigger_event,
                     hl7.control_id = control_id,
-                    "duplicate of a stored message: acknowledged, not stored again"
+                    handler.accepted_before = accepted_before,
+                    "duplicate of a stored message: handled again, not stored again"
                 );
-                if self.duplicates == DuplicatePolicy::Acknowledge {
-                    return Response::accept();
-                }
             }
             Receipt::Stored {
                 id,
@@ -232,8 +251,70 @@ impl Inner {
                 );
             }
         }
+        // Until the handler accepts it, a resend is handled again rather than acknowledged
+        // from the store; a handler that never answers (it timed out, or panicked) leaves it so.
+        let id = match &receipt {
+            Receipt::Duplicate { of } => of.clone(),
+            Receipt::Stored { id, .. } => id.clone(),
+        };
+        self.unaccepted.insert(&id);
         request.extensions_mut().insert(Stored(receipt));
-        next.run(request).await
+        let response = next.run(request).await;
+        if response.is_accepted() {
+            self.unaccepted.remove(&id);
+        }
+        response
+    }
+}
+
+/// The store ids of copies whose handler has not accepted them (yet), the oldest forgotten
+/// past [`UNACCEPTED_KEPT`]. Each stored message passes through it (inserted before its handler
+/// runs, removed when it accepts), so it holds the messages in flight and the refused ones.
+#[derive(Default)]
+struct Unaccepted(std::sync::Mutex<UnacceptedIds>);
+
+#[derive(Default)]
+struct UnacceptedIds {
+    ids: std::collections::HashSet<StoreId>,
+    /// Insertion order, for forgetting the oldest; holds ids already removed too, until it is
+    /// compacted.
+    order: std::collections::VecDeque<StoreId>,
+}
+
+/// How many refused (or unanswered) copies [`Unaccepted`] remembers.
+const UNACCEPTED_KEPT: usize = 65_536;
+
+impl Unaccepted {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnacceptedIds> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, id: &StoreId) {
+        let mut u = self.lock();
+        if !u.ids.insert(id.clone()) {
+            return;
+        }
+        u.order.push_back(id.clone());
+        if u.order.len() > 2 * UNACCEPTED_KEPT {
+            // Mostly ids already accepted and removed: drop those, then the oldest still here.
+            let UnacceptedIds { ids, order } = &mut *u;
+            order.retain(|id| ids.contains(id));
+            while order.len() > UNACCEPTED_KEPT {
+                if let Some(old) = order.pop_front() {
+                    ids.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn remove(&self, id: &StoreId) {
+        self.lock().ids.remove(id);
+    }
+
+    fn contains(&self, id: &StoreId) -> bool {
+        self.lock().ids.contains(id)
     }
 }
 
