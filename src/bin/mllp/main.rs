@@ -59,7 +59,7 @@ enum Command {
     /// Load a receiver with unique messages and report throughput and latency
     Bench(bench::BenchArgs),
     /// List, show, export, import, replay and prune the messages `serve` stored
-    Inbox(inbox::InboxArgs),
+    Inbox(Box<inbox::InboxArgs>),
     /// Send a store's messages to a receiver in order, each marked done after its AA/CA
     Relay(Box<relay::RelayArgs>),
     /// Watch a running `mllp serve --admin` live: connections, msg/s, ACK codes, latency
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Inbox(args) => inbox::run(args).await,
+            Command::Inbox(args) => inbox::run(*args).await,
             Command::Relay(args) => relay::run(*args).await,
             Command::Top(args) => top::run(args).await,
         }
