@@ -69,6 +69,41 @@ async fn every_error_shape_is_ae_207_with_a_generic_text() {
     }
 }
 
+/// The error a handler returned reaches a middleware as `Response::error_source`, for logging
+/// it there, while the partner still gets only the generic text.
+#[tokio::test]
+async fn a_middleware_sees_the_cause_of_a_handler_error() {
+    use std::sync::Mutex;
+
+    use mllp::app::{Next, Response, from_fn};
+
+    let causes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = causes.clone();
+    let router = Router::new()
+        .route("ADT^A01", |_req: Request| async {
+            Err::<(), _>(std::io::Error::other("results table locked by pid 4242"))
+        })
+        .route("ADT^A02", |_req: Request| async {})
+        .layer(from_fn(move |req: Request, next: Next| {
+            let seen = seen.clone();
+            async move {
+                let response: Response = next.run(req).await;
+                if let Some(cause) = response.error_source() {
+                    seen.lock().unwrap().push(cause.to_string());
+                }
+                response
+            }
+        }));
+    let got = answers(router, &["ADT^A01", "ADT^A02"]).await;
+    assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("AE", "207"));
+    assert!(!got[0].2.contains("locked"), "{got:?}");
+    assert_eq!(got[1].0, "AA");
+    assert_eq!(
+        causes.lock().unwrap().as_slice(),
+        ["results table locked by pid 4242"]
+    );
+}
+
 /// An explicit text is sent when asked for: `HandlerError::internal`, `new` and `reject`.
 #[tokio::test]
 async fn explicit_texts_are_sent() {

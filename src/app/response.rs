@@ -20,6 +20,27 @@ pub struct Response {
     diagnostics: Vec<Diagnostic>,
     /// Sent instead of the automatic ACK, when set.
     reply: Option<Reply>,
+    /// The error a handler returned, kept from its [`HandlerError`] for middleware to log.
+    source: Option<Cause>,
+}
+
+/// A handler's error, carried by its [`Response`]. Never compared (two responses are equal
+/// whatever errors they came from) and never printed by `Debug`: its text may hold anything.
+#[derive(Clone)]
+struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl PartialEq for Cause {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Cause {}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cause(..)")
+    }
 }
 
 /// The acknowledgment family a [`Response`] asks for.
@@ -88,7 +109,30 @@ impl Response {
             status,
             diagnostics,
             reply: None,
+            source: None,
         }
+    }
+
+    /// The error the handler returned, when it returned one that converted into a
+    /// [`HandlerError`] (with `?`, or as `Err(..)`): a database error, an `io::Error`, an
+    /// `anyhow::Error`. The partner got a generic text; this is the real cause, for a middleware
+    /// of yours to log or count. The library never logs it: an error's text may carry patient
+    /// data, so log it only where that is allowed.
+    ///
+    /// ```
+    /// use mllp::app::{Next, Request, Response, from_fn};
+    ///
+    /// let log_causes = from_fn(|req: Request, next: Next| async move {
+    ///     let response: Response = next.run(req).await;
+    ///     if let Some(cause) = response.error_source() {
+    ///         eprintln!("handler failed: {cause}");
+    ///     }
+    ///     response
+    /// });
+    /// # drop(log_causes);
+    /// ```
+    pub fn error_source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_ref().map(|cause| &*cause.0)
     }
 
     /// Adds a diagnostic (an ERR segment); warnings on an accepted message give AA with ERR-4 = W.
@@ -152,7 +196,8 @@ impl Default for Response {
 /// Everything that converts into a [`tower::BoxError`] converts into a `HandlerError`, with `?`
 /// or as a handler's `Err(..)`: any `std::error::Error + Send + Sync + 'static`, a
 /// `Box<dyn Error + Send + Sync>`, an `anyhow::Error`, a `String` or a `&'static str`. Such a
-/// conversion keeps the error as the [`source`](Self::source) for your own logging, but the text
+/// conversion keeps the error as the [`source`](Self::source), and its [`Response`] keeps it as
+/// [`Response::error_source`], for your own logging (a middleware can read it), but the text
 /// sent to the partner is the generic "application internal error", even for a `String`: an
 /// error's text may carry database details or patient data, and ERR text leaves the building.
 /// To send a text on purpose, say so: [`HandlerError::internal`], [`new`](Self::new) or
@@ -267,10 +312,13 @@ where
 
 impl From<HandlerError> for Response {
     fn from(error: HandlerError) -> Self {
-        Response::new(
-            error.status,
-            vec![Diagnostic::error(error.code, error.text)],
-        )
+        Response {
+            source: error.source.map(|e| Cause(std::sync::Arc::from(e))),
+            ..Response::new(
+                error.status,
+                vec![Diagnostic::error(error.code, error.text)],
+            )
+        }
     }
 }
 
