@@ -80,6 +80,9 @@ pub use sqlite::{SqliteConfig, SqliteStats, SqliteStore};
 /// The future returned by [`Store::append`].
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Receipt, StoreError>> + Send + 'static>>;
 
+/// The future returned by [`Store::close`].
+pub type CloseFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// A durable message store.
 ///
 /// Implementations are cheap to share (`Arc<dyn Store>` is how [`StoreLayer`] holds one).
@@ -101,6 +104,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the store writes to, for logs (`sqlite:mllp-inbox.db`); never patient data.
     fn describe(&self) -> String;
+
+    /// Finishes what was appended so far and releases the store's files, for a clean stop:
+    /// call it after the server has drained. Appends after it fail. [`SqliteStore`] commits what
+    /// waits, copies its write-ahead log into the database file (so that the file alone holds
+    /// every message) and stops its writer. The default does nothing.
+    fn close(&self) -> CloseFuture {
+        Box::pin(async {})
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -112,6 +123,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn close(&self) -> CloseFuture {
+        (**self).close()
     }
 }
 

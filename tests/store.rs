@@ -624,6 +624,53 @@ async fn store_in_a_missing_directory_names_the_directory() {
         "{text}"
     );
     assert!(!missing.exists());
+
+    // A path under a file: said so, not "does not exist".
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = SqliteStore::open(file.join("inbox.db"), SqliteConfig::default())
+        .await
+        .unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        text.contains(&format!("directory {} is not a directory", file.display())),
+        "{text}"
+    );
+}
+
+/// A write-ahead log whose database file is missing or empty (the .db deleted or moved while
+/// its -wal stayed): opening would start an empty store and throw the log's messages away, so
+/// it is refused, naming both files, and neither is touched. A store that fails to open
+/// leaves no empty file of its own making.
+#[tokio::test]
+async fn a_write_ahead_log_without_its_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    store.append(record(&adt("W0", "X"))).await.unwrap();
+    // Keep the log: copy both files while the store is open (as a crash would leave them).
+    let kept = tempfile::tempdir().unwrap();
+    let wal = kept.path().join("inbox.db-wal");
+    std::fs::copy(dir.path().join("inbox.db-wal"), &wal).unwrap();
+    store.close().await;
+    let wal_bytes = std::fs::read(&wal).unwrap();
+    assert!(!wal_bytes.is_empty());
+    let err = SqliteStore::open(kept.path().join("inbox.db"), SqliteConfig::default())
+        .await
+        .unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        text.contains("holds committed messages but") && text.contains("is missing or empty"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        wal_bytes,
+        "the log is untouched"
+    );
+    assert!(
+        !kept.path().join("inbox.db").exists(),
+        "no empty database left"
+    );
 }
 
 /// The store file holds patient data: it is created readable by its owner and group only
@@ -809,4 +856,39 @@ async fn resend_of_a_refused_message_is_handled_again_not_acknowledged_from_the_
         3,
         "each stored once"
     );
+}
+
+/// The store's file renamed (or deleted) under a running store: SQLite would go on writing to
+/// the open file, which is no longer at the store's path, and a restart would open a new,
+/// empty one. Such a commit is answered as a failure, never as stored; once the file is back
+/// at its path, the store takes messages again. The same for the write-ahead log.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_store_file_moved_while_open_fails_commits_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    store.append(record(&adt("M0", "X"))).await.unwrap();
+    let path = dir.path().join("inbox.db");
+    let aside = dir.path().join("aside.db");
+    std::fs::rename(&path, &aside).unwrap();
+    let error = store.append(record(&adt("M1", "X"))).await.unwrap_err();
+    let text = format!("{}", std::error::Error::source(&error).unwrap());
+    assert!(
+        text.contains("was deleted, renamed or replaced while the store had it open"),
+        "{text}"
+    );
+    assert_eq!(store.health(), StoreHealth::Failing);
+    std::fs::rename(&aside, &path).unwrap();
+    store.append(record(&adt("M2", "X"))).await.unwrap();
+    assert_eq!(store.health(), StoreHealth::Ok);
+
+    let wal = dir.path().join("inbox.db-wal");
+    let wal_aside = dir.path().join("aside.db-wal");
+    std::fs::rename(&wal, &wal_aside).unwrap();
+    let error = store.append(record(&adt("M3", "X"))).await.unwrap_err();
+    let text = format!("{}", std::error::Error::source(&error).unwrap());
+    assert!(text.contains("inbox.db-wal was deleted"), "{text}");
+    std::fs::rename(&wal_aside, &wal).unwrap();
+    store.append(record(&adt("M4", "X"))).await.unwrap();
+    store.close().await;
 }

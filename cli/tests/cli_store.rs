@@ -484,6 +484,84 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed() {
     open.stop_cleanly().await;
 }
 
+/// After a clean stop (SIGTERM), the database file alone holds every message: `mllp serve`
+/// closes its store, which copies the write-ahead log into it. A copy of the `.db` taken once
+/// the service has stopped is a complete backup.
+#[tokio::test]
+async fn a_clean_stop_leaves_every_message_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &[]).await;
+    for n in 0..5 {
+        let file = write(
+            dir.path(),
+            &format!("c{n}.hl7"),
+            &hl7(&format!("CLOSE-{n}"), b"DOE"),
+        );
+        let out = mllp(&["send", "--to", &serve.to(), &file]).await;
+        assert!(out.status.success(), "{}", text(&out.stdout));
+    }
+    serve.stop_cleanly().await;
+    let wal = dir.path().join("mllp-inbox.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the log was copied into the database and emptied"
+    );
+    let backup = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("mllp-inbox.db"),
+        backup.path().join("mllp-inbox.db"),
+    )
+    .unwrap();
+    assert_eq!(reader(backup.path()).count().unwrap(), 5);
+}
+
+/// An export whose write fails (here a file-size limit, `ulimit -f`, as a full disk would)
+/// leaves no partial file under a final name: a re-run after the cause is gone writes it.
+#[tokio::test]
+async fn a_failed_export_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "X".repeat(100_000);
+    write(dir.path(), "big.hl7", &hl7("BIG-1", big.as_bytes()));
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "import", dir.path().to_str().unwrap()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let to = dir.path().join("out");
+    // Files over 40 KiB cannot be written (EFBIG; SIGXFSZ ignored), as a full disk would refuse
+    // them (ENOSPC); the store's 32 KiB shared-memory file still fits.
+    let out = within(
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap '' XFSZ; ulimit -f 80; exec {BIN} inbox export --to {}",
+                to.display()
+            ))
+            .current_dir(dir.path())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot write"),
+        "{}",
+        text(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&to).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "export", "--to", to.to_str().unwrap()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(&to).unwrap().count(), 1);
+}
+
 /// Every `mllp inbox` verb on a store that `mllp serve` wrote.
 #[tokio::test]
 async fn inbox_verbs_list_show_export_import_replay_and_prune() {

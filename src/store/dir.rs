@@ -77,6 +77,7 @@ impl Store for DirStore {
         let key = control_id.map(|_| (record.dedup_key(), *record.digest()));
         let claims = Arc::clone(&self.claims);
         let outcomes = Arc::clone(&self.outcomes);
+        let write_outcomes = Arc::clone(&self.outcomes);
         Box::pin(async move {
             if let Some(key) = &key {
                 loop {
@@ -103,9 +104,11 @@ impl Store for DirStore {
                 let finish = Finish { claims, key };
                 let result = write.run(record.payload());
                 if result.is_err() {
-                    outcomes.failures.fetch_add(1, Ordering::Relaxed);
+                    write_outcomes.failures.fetch_add(1, Ordering::Relaxed);
                 }
-                outcomes.failing.store(result.is_err(), Ordering::Relaxed);
+                write_outcomes
+                    .failing
+                    .store(result.is_err(), Ordering::Relaxed);
                 // The record (and the request's lease) goes once the file is written: the
                 // request counted against the server's limits until now, even if its handler
                 // timed out long ago.
@@ -128,6 +131,12 @@ impl Store for DirStore {
                 }
             });
             match answered.read().await {
+                Ok(Err(e)) => {
+                    outcomes
+                        .hold
+                        .failed(outcomes.failures.load(Ordering::Relaxed));
+                    Err(StoreError::Dir(e))
+                }
                 Ok(result) => result.map_err(StoreError::Dir),
                 Err(_) => Err(StoreError::Dir(match task.await {
                     Err(error) => InboxError::Task(error),

@@ -20,6 +20,16 @@ pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
 pub(crate) struct FailureHold(Mutex<Option<(u64, Instant)>>);
 
 impl FailureHold {
+    /// Notes that the store's commit number `failures` failed, now: the hold runs from here,
+    /// not from the first readiness probe after it. Called where the failure is answered (in
+    /// the runtime, so that tests can run the clock).
+    pub(crate) fn failed(&self, failures: u64) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*seen, Some((count, _)) if count >= failures) {
+            *seen = Some((failures, Instant::now()));
+        }
+    }
+
     /// The health of a store whose last commit `failing`, after `failures` failed commits in
     /// all: `Failing` from the first call that sees a new failure until [`FAILURE_HOLD`] has
     /// passed without another, `Ok` after that (and whenever the last commit succeeded).
@@ -60,5 +70,22 @@ mod tests {
         assert_eq!(hold.health(true, 2), StoreHealth::Failing);
         // It succeeded: healthy at once.
         assert_eq!(hold.health(false, 2), StoreHealth::Ok);
+    }
+
+    /// The hold runs from the failure when it was noted then, not from the first probe.
+    #[tokio::test(start_paused = true)]
+    async fn the_hold_runs_from_the_failure_not_from_the_first_probe() {
+        let hold = FailureHold::default();
+        hold.failed(1);
+        tokio::time::advance(FAILURE_HOLD).await;
+        assert_eq!(
+            hold.health(true, 1),
+            StoreHealth::Ok,
+            "no probe came in between"
+        );
+        hold.failed(2);
+        hold.failed(2);
+        tokio::time::advance(FAILURE_HOLD / 2).await;
+        assert_eq!(hold.health(true, 2), StoreHealth::Failing);
     }
 }

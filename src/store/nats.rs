@@ -167,7 +167,8 @@ impl JetStreamStore {
 impl Inner {
     fn fail(&self, error: StoreError) -> StoreError {
         self.failed.store(true, Ordering::Relaxed);
-        self.failures.fetch_add(1, Ordering::Relaxed);
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.hold.failed(failures);
         error
     }
 

@@ -47,7 +47,7 @@ pub use read::{Filter, SqliteReader, StoredMessage, Summary};
 pub use relay::{DeadLetter, RelayLog};
 
 use crate::store::health::FailureHold;
-use crate::store::{AppendFuture, Record, Store, StoreError, StoreHealth};
+use crate::store::{AppendFuture, CloseFuture, Record, Store, StoreError, StoreHealth};
 use writer::{Counters, Job};
 
 /// Settings of a [`SqliteStore`]. Every one has a `mllp serve` flag and TOML key.
@@ -161,12 +161,11 @@ impl SqliteStore {
         };
         let (jobs, queue) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        let writer = writer::spawn(conn, queue, config.clone(), counters.clone()).map_err(|e| {
-            StoreError::Open {
+        let writer = writer::spawn(conn, path.clone(), queue, config.clone(), counters.clone())
+            .map_err(|e| StoreError::Open {
                 target: format!("sqlite:{}", path.display()),
                 source: e.into(),
-            }
-        })?;
+            })?;
         if let Some(retention) = config.retention {
             tokio::spawn(retention_timer(jobs.downgrade(), retention));
         }
@@ -231,26 +230,43 @@ impl SqliteStore {
     ///
     /// Other clones keep the writer alive: the wait ends when the last one is dropped.
     pub async fn close(self) {
-        let writer = self.shared.writer.lock().ok().and_then(|mut w| w.take());
-        drop(self);
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
+        Store::close(&self).await;
     }
 }
 
 impl Store for SqliteStore {
     fn append(&self, record: Record) -> AppendFuture {
-        let jobs = self.shared.jobs.clone();
+        let shared = self.shared.clone();
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
-            jobs.send(Job::Append {
-                record: Box::new(record),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
+            shared
+                .jobs
+                .send(Job::Append {
+                    record: Box::new(record),
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let result = answer.await.map_err(|_| StoreError::Closed)?;
+            if result.is_err() {
+                shared
+                    .hold
+                    .failed(shared.counters.failures.load(Ordering::Relaxed));
+            }
+            result
+        })
+    }
+
+    fn close(&self) -> CloseFuture {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let writer = shared.writer.lock().ok().and_then(|mut w| w.take());
+            let Some(writer) = writer else {
+                return;
+            };
+            // Behind every append already sent; an append sent later is answered `Closed`.
+            let _ = shared.jobs.send(Job::Close).await;
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         })
     }
 

@@ -157,6 +157,10 @@ async fn serve_on<T: Transport>(
         // The server has stopped, so the endpoint is finishing its last requests.
         let _ = task.await;
     }
+    if let Some(store) = &store {
+        // Drained: nothing more is appended. The SQLite file alone then holds every message.
+        store.close().await;
+    }
     match result {
         Ok(report) => Ok(signals::drain_report(&report)),
         Err(e) => Err(exit::fail(exit::FAILURE, &e)),

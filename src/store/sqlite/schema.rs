@@ -91,15 +91,15 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 /// Creates a missing store file with mode 0640 (before the umask), as the directory store's
 /// files are: it holds patient data. SQLite would create it 0644, and its `-wal` and `-shm`
 /// files take the mode of the database file. An existing file keeps its mode.
-fn create_private(path: &Path) -> std::io::Result<()> {
+fn create_private(path: &Path) -> std::io::Result<bool> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
     match options.open(path) {
         // An empty file is an empty database to SQLite.
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -111,19 +111,49 @@ pub(super) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
+        let what = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist: create it"
+        };
+        return Err(StoreError::Open {
+            target: target(path),
+            source: format!("directory {} {what}, or give another path", dir.display()).into(),
+        });
+    }
+    // A write-ahead log without its database (the .db deleted or moved away, its -wal left):
+    // SQLite would start an empty database and throw the log, and the messages in it, away.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    if size(&wal) > 0 && size(path) == 0 {
         return Err(StoreError::Open {
             target: target(path),
             source: format!(
-                "directory {} does not exist: create it, or give another path",
-                dir.display()
+                "{} holds committed messages but {} is missing or empty: put the database file \
+                 back beside it (the two belong together), or move the -wal file away to start \
+                 an empty store",
+                wal.display(),
+                path.display()
             )
             .into(),
         });
     }
-    create_private(path).map_err(|e| StoreError::Open {
+    let created = create_private(path).map_err(|e| StoreError::Open {
         target: target(path),
         source: Box::new(e),
     })?;
+    // A store that fails to open leaves no empty file of its own making behind.
+    configure(path, config).inspect_err(|_| {
+        if created {
+            let _ = std::fs::remove_file(path);
+        }
+    })
+}
+
+/// Opens the file for writing and checks and sets it up, as [`open_writer`] says.
+fn configure(path: &Path, config: &SqliteConfig) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE

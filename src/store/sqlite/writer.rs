@@ -1,5 +1,6 @@
 //! The writer thread: group commit, duplicate detection, pruning between commits.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -24,6 +25,9 @@ pub(super) enum Job {
         cutoff: i64,
         reply: Option<oneshot::Sender<Result<u64, StoreError>>>,
     },
+    /// Commit what came before, copy the log into the database file, and stop: appends sent
+    /// after it are answered [`StoreError::Closed`].
+    Close,
 }
 
 type Batch = Vec<(Record, oneshot::Sender<Result<Receipt, StoreError>>)>;
@@ -50,10 +54,12 @@ pub(super) struct Counters {
 
 pub(super) fn spawn(
     conn: Connection,
+    path: PathBuf,
     jobs: mpsc::Receiver<Job>,
     config: SqliteConfig,
     counters: Arc<Counters>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let files = Files::new(path);
     std::thread::Builder::new()
         .name("mllp-store-writer".into())
         .spawn(move || {
@@ -62,6 +68,8 @@ pub(super) fn spawn(
                 config,
                 counters,
                 prune: None,
+                files,
+                closing: false,
             }
             .run(jobs)
         })
@@ -73,6 +81,74 @@ struct Writer {
     counters: Arc<Counters>,
     /// A prune under way: cutoff, deleted so far, who waits for the count.
     prune: Option<Prune>,
+    /// The files the connection writes, as they were when it opened them.
+    files: Files,
+    /// A close was asked for: stop after this batch.
+    closing: bool,
+}
+
+/// The database and write-ahead log files the connection has open, by device and inode, to
+/// tell that they are still the ones at the store's path: SQLite goes on writing to a file that
+/// was deleted or renamed under it, and a commit there is not durable under the store's name
+/// (a restart opens a new, empty file, and discards the log of the old one).
+struct Files {
+    path: PathBuf,
+    db: Option<(u64, u64)>,
+    /// Taken after the first commit (the log exists from the first write on).
+    wal: Option<(u64, u64)>,
+}
+
+impl Files {
+    fn new(path: PathBuf) -> Self {
+        let db = identity(&path);
+        Files {
+            path,
+            db,
+            wal: None,
+        }
+    }
+
+    fn wal_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push("-wal");
+        PathBuf::from(name)
+    }
+
+    /// `Err` with the reason when a file at the store's path is not the one being written.
+    fn check(&mut self) -> Result<(), String> {
+        let moved = |what: &Path| {
+            format!(
+                "{} was deleted, renamed or replaced while the store had it open: commits there \
+                 would be lost; restore it, or restart to open the file now at the path",
+                what.display()
+            )
+        };
+        if self.db.is_some() && identity(&self.path) != self.db {
+            return Err(moved(&self.path));
+        }
+        let wal_path = self.wal_path();
+        let wal = identity(&wal_path);
+        match self.wal {
+            None => self.wal = wal,
+            Some(_) if wal != self.wal => return Err(moved(&wal_path)),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// A file's device and inode, `None` when there is no file at `path` (or not on Unix).
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Some((0, 0))
+    }
 }
 
 struct Prune {
@@ -103,7 +179,7 @@ impl Writer {
             };
             self.take(first, &mut batch);
             // Everything else already waiting goes into the same transaction.
-            while batch.len() < self.config.max_batch {
+            while batch.len() < self.config.max_batch && !self.closing {
                 match jobs.try_recv() {
                     Ok(job) => self.take(job, &mut batch),
                     Err(_) => break,
@@ -111,6 +187,16 @@ impl Writer {
             }
             if !batch.is_empty() {
                 self.commit(&mut batch);
+            }
+            if self.closing {
+                // Everything committed goes into the database file, so that the file alone
+                // (a copy of it once the service has stopped) holds every message; the log is
+                // emptied. SQLite does it too when the last connection closes, but a reader
+                // may still be open.
+                if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                    tracing::warn!(error = %crate::store::error_chain(&e), "store closing: checkpoint failed; the write-ahead log keeps the last commits");
+                }
+                break;
             }
         }
         // The store was dropped: answer a prune still under way with what it did.
@@ -124,6 +210,7 @@ impl Writer {
     fn take(&mut self, job: Job, batch: &mut Batch) {
         match job {
             Job::Append { record, reply } => batch.push((*record, reply)),
+            Job::Close => self.closing = true,
             Job::Prune { cutoff, reply } => {
                 let prune = self.prune.get_or_insert(Prune {
                     cutoff,
@@ -155,6 +242,14 @@ impl Writer {
             tx.commit()?;
             Ok(receipts)
         })();
+        // Committed, but to the files at the store's path? If not, it is not durable there:
+        // answered as a failure (the sender resends), never as stored.
+        let result = result.map_err(CommitFailure::Sqlite).and_then(|receipts| {
+            self.files
+                .check()
+                .map(|()| receipts)
+                .map_err(CommitFailure::Moved)
+        });
         self.counters.committing.store(0, Ordering::Relaxed);
         match result {
             Ok(receipts) => {
@@ -171,7 +266,14 @@ impl Writer {
                     let _ = reply.send(Ok(receipt));
                 }
             }
-            Err(e) => {
+            Err(CommitFailure::Moved(reason)) => {
+                self.counters.failing.store(true, Ordering::Relaxed);
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Commit(reason.clone().into())));
+                }
+            }
+            Err(CommitFailure::Sqlite(e)) => {
                 // The transaction was rolled back when it was dropped (rusqlite rolls back an
                 // unfinished one, also after a failed COMMIT): none of the batch is visible. If
                 // that rollback failed too, the connection would stay inside the transaction and
@@ -309,6 +411,14 @@ fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlit
         id: StoreId::from(id as u64),
         reused_control_id: reused,
     })
+}
+
+/// Why a batch was not stored.
+enum CommitFailure {
+    /// SQLite refused it (rolled back).
+    Sqlite(rusqlite::Error),
+    /// Committed to files no longer at the store's path.
+    Moved(String),
 }
 
 /// A commit refused because the file reached [`SqliteConfig::max_size`].

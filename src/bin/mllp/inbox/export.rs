@@ -52,7 +52,15 @@ pub(crate) fn run(args: ExportArgs) -> ExitCode {
             .write(true)
             .create_new(true)
             .open(&path)
-            .and_then(|mut f| f.write_all(&message.payload).and_then(|()| f.sync_all()));
+            .and_then(|mut f| {
+                let written = f.write_all(&message.payload).and_then(|()| f.sync_all());
+                if written.is_err() {
+                    // No partial file under a final name (a full disk): a re-run writes it.
+                    drop(f);
+                    let _ = std::fs::remove_file(&path);
+                }
+                written
+            });
         match write {
             Ok(()) => {
                 written += 1;

@@ -124,7 +124,7 @@ pub(super) async fn serve_many(
                 .zip(&handles)
                 .map(|(l, h)| (l.label.clone(), h.clone()))
                 .collect();
-            let mut stores: Vec<_> = stores.into_values().flatten().collect();
+            let mut stores: Vec<_> = stores.values().flatten().cloned().collect();
             stores.sort_by_key(|s| s.describe());
             Some(admin::spawn(listener, admin, &servers, metrics, stores))
         }
@@ -147,6 +147,9 @@ pub(super) async fn serve_many(
     if let Some(task) = admin_task {
         // Every server has stopped, so the endpoint is finishing its last requests.
         let _ = task.await;
+    }
+    for store in stores.values().flatten() {
+        store.close().await;
     }
     let mut total = ShutdownReport::default();
     for report in reports {
