@@ -25,7 +25,7 @@ pub use middleware::{FromFnLayer, Next, from_fn};
 pub use plugin::Plugin;
 pub use request::Request;
 pub(crate) use request::StoreIdSlot;
-pub use response::{HandlerError, IntoResponse, Response, Status};
+pub use response::{HandlerError, IntoResponse, MiddlewareResponse, Response, Status};
 pub(crate) use router::Deadlines;
 pub use router::{RoutePattern, RoutePatternError, Router};
 pub use service::Route;

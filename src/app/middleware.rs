@@ -11,7 +11,7 @@ use std::future::Future;
 use tower::{BoxError, Layer, Service};
 
 use crate::app::service::Route;
-use crate::app::{IntoResponse, Request, Response};
+use crate::app::{MiddlewareResponse, Request, Response};
 
 /// The rest of the pipeline, handed to a [`from_fn`] middleware.
 pub struct Next {
@@ -31,7 +31,9 @@ impl fmt::Debug for Next {
     }
 }
 
-/// Middleware from an async function `(Request, Next) -> impl IntoResponse`.
+/// Middleware from an async function `(Request, Next) -> impl MiddlewareResponse`: it returns
+/// the response `next.run(req).await` gave, or one of its own ([`MiddlewareResponse`] says
+/// which types; not `()`, which would answer AA whatever the handler said).
 ///
 /// ```
 /// use mllp::app::{from_fn, Next, Request, Response, Router};
@@ -49,7 +51,7 @@ pub fn from_fn<F, Fut, R>(f: F) -> FromFnLayer<F>
 where
     F: Fn(Request, Next) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
-    R: IntoResponse,
+    R: MiddlewareResponse,
 {
     FromFnLayer { f }
 }
@@ -70,7 +72,7 @@ impl<F, Fut, R, S> Layer<S> for FromFnLayer<F>
 where
     F: Fn(Request, Next) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
-    R: IntoResponse,
+    R: MiddlewareResponse,
     S: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,

@@ -396,6 +396,38 @@ where
     }
 }
 
+/// What a middleware ([`from_fn`](crate::app::from_fn)) may return: a [`Response`] (usually
+/// the one `next.run(req).await` gave), a [`Reply`], a [`HandlerError`], or a `Result` of
+/// those. Not `()`: a handler's `()` means AA, and a middleware that ended without returning
+/// the inner response would answer AA to every message, whatever the handler said.
+///
+/// ```compile_fail
+/// use mllp::app::{Next, Request, from_fn};
+///
+/// // Forgets to return the inner response: refused at compile time.
+/// let audit = from_fn(|req: Request, next: Next| async move {
+///     let _response = next.run(req).await;
+/// });
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a middleware's answer",
+    label = "not a middleware's answer",
+    note = "a middleware returns the `Response` of `next.run(req).await` (or a `Response`, `Reply` or `HandlerError` of its own, or a `Result` of those); `()` would answer AA to every message, whatever the handler said"
+)]
+pub trait MiddlewareResponse: IntoResponse {}
+
+impl MiddlewareResponse for Response {}
+impl MiddlewareResponse for Reply {}
+impl MiddlewareResponse for HandlerError {}
+#[allow(private_interfaces)]
+impl MiddlewareResponse for Never {}
+impl<T, E> MiddlewareResponse for Result<T, E>
+where
+    T: MiddlewareResponse,
+    E: Into<HandlerError>,
+{
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
