@@ -42,7 +42,7 @@ struct Lab {
 /// ADT: count the admission. A message without PID is refused (AR), not retried.
 async fn admit(State(lab): State<Lab>, message: Message) -> Result<(), HandlerError> {
     message.segment("PID").ok_or_else(|| {
-        HandlerError::reject(mllp::ack::ErrorCode::RequiredFieldMissing, "PID required")
+        HandlerError::reject(mllp::ack::ErrorCode::SegmentSequenceError, "PID required")
     })?;
     lab.admissions.fetch_add(1, Ordering::Relaxed);
     Ok(())

@@ -52,11 +52,11 @@
 //!
 //! # Features
 //!
-//! - `otlp` (default): [`otel`], opt-in OTLP/HTTP export wiring for traces and metrics.
+//! - `otlp` (default): `mllp::otel`, opt-in OTLP/HTTP export wiring for traces and metrics.
 //! - `sqlite` (default): [`store::SqliteStore`], the embedded message store (SQLite compiled in).
-//! - `nats` (off by default): [`store::JetStreamStore`], the NATS JetStream store for several
+//! - `nats` (off by default): `store::JetStreamStore`, the NATS JetStream store for several
 //!   receivers behind a balancer, and the relay's JetStream source (async-nats).
-//! - `admin` (off by default): [`admin`], the HTTP admin endpoint (health, readiness, Prometheus
+//! - `admin` (off by default): `mllp::admin`, the HTTP admin endpoint (health, readiness, Prometheus
 //!   metrics, JSON status) on axum.
 //!
 //! The `mllp` command-line tool (`serve`, `send`, `bench`, `inbox`, `relay`, `top`) is a

@@ -29,7 +29,7 @@
 //! - [`DirStore`]: one file per message in a directory (the [`Inbox`](crate::inbox::Inbox) of
 //!   earlier releases); no duplicate detection among its files, only the resend of a write that
 //!   outlived its handler is recognised, while the process runs.
-//! - [`JetStreamStore`] (feature `nats`, off by default in the library, on in the CLI): a NATS
+//! - `JetStreamStore` (feature `nats`, off by default in the library, on in the CLI): a NATS
 //!   JetStream stream, for N stateless receivers behind a load balancer; acknowledged after the
 //!   stream's PubAck, resends recognised by the stream (`Nats-Msg-Id`) whichever receiver gets
 //!   them.
@@ -219,8 +219,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The store could not be opened or created (missing directory, permissions, a file that
-    /// is not a database).
+    /// The store could not be opened or created (missing directory, permissions).
     #[error("cannot open store {target}")]
     Open {
         /// What was opened (`sqlite:PATH`).
@@ -252,6 +251,16 @@ pub enum StoreError {
         found: i64,
         /// The newest version this release knows.
         supported: i64,
+    },
+    /// The file at the store's path is not an SQLite database at all (another kind of file);
+    /// it was left untouched.
+    #[error(
+        "{target} is not an SQLite database (another kind of file); refusing to use it, choose \
+         another path"
+    )]
+    NotADatabase {
+        /// What was opened.
+        target: String,
     },
     /// The store's file is damaged; it was left untouched.
     #[error("{target} is corrupt; it was left untouched: restore it from a backup or move it away")]
@@ -346,6 +355,7 @@ impl StoreError {
             self,
             StoreError::Open { .. }
                 | StoreError::NotAStore { .. }
+                | StoreError::NotADatabase { .. }
                 | StoreError::NewerSchema { .. }
                 | StoreError::Corrupt { .. }
                 | StoreError::StreamNotFound { .. }

@@ -469,14 +469,30 @@ async fn foreign_corrupt_and_newer_files_are_refused_untouched() {
     assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
     assert_eq!(std::fs::read(&foreign).unwrap(), before);
 
-    let garbage = dir.path().join("garbage.db");
-    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
-    let err = SqliteStore::open(&garbage, SqliteConfig::default())
+    // SQLite's header over damaged bytes: corrupt, restore it.
+    let damaged = dir.path().join("damaged.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(vec![0x5a; 8192]);
+    std::fs::write(&damaged, &bytes).unwrap();
+    let err = SqliteStore::open(&damaged, SqliteConfig::default())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("restore it from a backup"));
-    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5a; 8192]);
+    assert_eq!(std::fs::read(&damaged).unwrap(), bytes);
+
+    // Another kind of file altogether: not a database, choose another path.
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(&text, SqliteConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("is not an SQLite database"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&text).unwrap(), vec![0x5a; 8192]);
 
     let newer = dir.path().join("newer.db");
     SqliteStore::open(&newer, SqliteConfig::default())

@@ -53,7 +53,7 @@ use crate::hl7::Message;
 /// use mllp::app::{HandlerError, Request, Router};
 /// async fn admit(req: Request) -> Result<(), HandlerError> {
 ///     let _pid = req.message().segment("PID").ok_or_else(|| {
-///         HandlerError::reject(mllp::ack::ErrorCode::RequiredFieldMissing, "no PID segment")
+///         HandlerError::reject(mllp::ack::ErrorCode::SegmentSequenceError, "no PID segment")
 ///     })?;
 ///     Ok(())
 /// }

@@ -7,7 +7,7 @@ use std::fmt;
 /// cluster separated by commas: `nats://n1:4222,n2:4222,n3:4222/HL7`).
 ///
 /// Credentials never go in the URL (it is logged): use a credentials file
-/// ([`NatsOptions::credentials`](crate::store::nats::NatsOptions::credentials)).
+/// (`NatsOptions::credentials`, feature `nats`).
 ///
 /// ```
 /// use mllp::store::{NatsSpec, StoreSpec};

@@ -74,8 +74,23 @@ fn is_corruption(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Whether the file at `path` starts with SQLite's header (false for a file of another kind;
+/// true when it cannot be read, which is reported as it is).
+fn has_sqlite_header(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header)) {
+        Ok(()) => &header == b"SQLite format 3\0",
+        Err(e) => e.kind() != std::io::ErrorKind::UnexpectedEof,
+    }
+}
+
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
-    if is_corruption(&e) {
+    if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) && !has_sqlite_header(path) {
+        StoreError::NotADatabase {
+            target: target(path),
+        }
+    } else if is_corruption(&e) {
         StoreError::Corrupt {
             target: target(path),
             source: Box::new(e),

@@ -47,6 +47,7 @@ pub(super) async fn open(
     opened.map(Some).map_err(|e| {
         let code = match e {
             StoreError::NotAStore { .. }
+            | StoreError::NotADatabase { .. }
             | StoreError::NewerSchema { .. }
             | StoreError::Corrupt { .. }
             | StoreError::StreamNotFound { .. }
