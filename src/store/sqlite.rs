@@ -43,8 +43,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use read::{Filter, SqliteReader, StoredMessage, Summary};
-pub use relay::{DeadLetter, RelayLog};
+pub use read::{DeadLetter, Filter, SqliteReader, StoredMessage, Summary};
+pub use relay::RelayLog;
 
 use crate::store::health::FailureHold;
 use crate::store::{AppendFuture, CloseFuture, Record, Store, StoreError, StoreHealth};

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params_from_iter};
 
-use super::relay::DeadLetter;
 use super::{boxed, from_micros, micros, schema};
 use crate::app::RoutePattern;
 use crate::store::StoreError;
@@ -101,6 +100,22 @@ impl fmt::Debug for StoredMessage {
             .field("len", &self.payload.len())
             .finish_non_exhaustive()
     }
+}
+
+/// A message a relay gave up on, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The dead letter's own id (order of giving up).
+    pub id: u64,
+    /// The store id of the message (see `mllp inbox show`).
+    pub message_id: u64,
+    /// The relay that gave up.
+    pub relay: String,
+    /// Why: the downstream's answer (ACK code and ERR-3), or the last failure.
+    pub reason: String,
+    /// When.
+    pub at: SystemTime,
 }
 
 /// A read-only connection to a store file. Reads never block the server's writer (WAL).

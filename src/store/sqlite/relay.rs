@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Filter, SqliteConfig, SqliteReader, StoredMessage, boxed, from_micros, micros, schema,
+    DeadLetter, Filter, SqliteConfig, SqliteReader, StoredMessage, boxed, from_micros, micros,
+    schema,
 };
 use crate::store::StoreError;
 
@@ -23,22 +24,6 @@ pub struct RelayLog {
     reader: SqliteReader,
     name: String,
     path: PathBuf,
-}
-
-/// A message a relay gave up on, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// The dead letter's own id (order of giving up).
-    pub id: u64,
-    /// The store id of the message (see `mllp inbox show`).
-    pub message_id: u64,
-    /// The relay that gave up.
-    pub relay: String,
-    /// Why: the downstream's answer (ACK code and ERR-3), or the last failure.
-    pub reason: String,
-    /// When.
-    pub at: SystemTime,
 }
 
 impl RelayLog {
