@@ -2,6 +2,8 @@
 //! tower rate limit.
 //!
 //! Run with: `cargo run --example adt_router`
+//! (It uses tower's `buffer` and `limit` features for the rate limit: a service of your own needs
+//! `tower = { version = "0.5", features = ["buffer", "limit"] }`.)
 //! Then send it messages: `cargo run -- send --to 127.0.0.1:2575 tests/fixtures/`
 //! (ADT messages are accepted; the other types have no route and are answered AR or CR, so `send`
 //! exits with status 1. `adt_a08.hl7` asks for an ACK only on error (MSH-15 = `ER`), so `send`

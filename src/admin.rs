@@ -20,7 +20,9 @@
 //! The endpoint is off unless you serve it. [`router`] gives an axum `Router` to mount in a
 //! service of your own; [`serve`] runs it on a listener until a future resolves. Stop it
 //! *after* the MLLP server (`serve(.., handle.wait())`), so that `/readyz` answers 503 for
-//! the whole drain:
+//! the whole drain. The example needs the OpenTelemetry crates this one is built with, as
+//! dependencies of your own: `opentelemetry = "0.33"` and
+//! `opentelemetry_sdk = { version = "0.33", features = ["metrics"] }`.
 //!
 //! ```no_run
 //! use mllp::admin::{AdminState, Health, PrometheusMetrics};

@@ -60,8 +60,10 @@ pub const DEFAULT_MESSAGE_TRACE_LIMIT: u32 = 1000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A setting is out of range, or a route pattern is invalid.
-    #[error("invalid server configuration")]
+    /// A setting is out of range, or a route pattern is invalid. Its message is the setting's
+    /// own (`max_message_size must be at least 1 byte`, `invalid route pattern "ADT^A01^ADT_A01":
+    /// expected CODE^EVENT, …`).
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listening socket could not be bound.
     #[error("could not bind {addr}")]

@@ -104,6 +104,28 @@ async fn a_middleware_sees_the_cause_of_a_handler_error() {
     );
 }
 
+/// A reject returned with `?` can say where the problem is: ERR-2 of the answer.
+#[tokio::test]
+async fn a_located_reject_names_its_location_in_err_2() {
+    use mllp::ack::ErrorCode;
+    use mllp::hl7::Location;
+
+    let router = Router::new().route("ADT^A01", |_req: Request| async {
+        Err::<(), _>(
+            HandlerError::reject(ErrorCode::RequiredFieldMissing, "PID-3 is empty")
+                .at(Location::new("PID", 1).field(3)),
+        )
+    });
+    let server = support::start(Server::builder().router(router)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let ack = peer.call(hl7("ADT^A01", "LOC-1", "2.5")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AR");
+    assert_eq!(field(&ack, "ERR-2"), "PID^1^3");
+    assert_eq!(field(&ack, "ERR-3.1"), "101");
+    drop(peer);
+    within(server.shutdown()).await;
+}
+
 /// An explicit text is sent when asked for: `HandlerError::internal`, `new` and `reject`.
 #[tokio::test]
 async fn explicit_texts_are_sent() {

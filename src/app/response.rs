@@ -220,6 +220,8 @@ pub struct HandlerError {
     status: Status,
     code: ErrorCode,
     text: String,
+    /// Where in the message (ERR-2), when the handler said.
+    location: Option<crate::hl7::Location>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -235,6 +237,7 @@ impl HandlerError {
             status: Status::Error,
             code,
             text: text.into(),
+            location: None,
             source: None,
         }
     }
@@ -245,8 +248,35 @@ impl HandlerError {
             status: Status::Rejected,
             code,
             text: text.into(),
+            location: None,
             source: None,
         }
+    }
+
+    /// Says where in the message the problem is: ERR-2 (error location) of the answer, as
+    /// [`Diagnostic::at`] does, so that `?` can return a located reject.
+    ///
+    /// ```
+    /// use mllp::ack::ErrorCode;
+    /// use mllp::app::{HandlerError, Request};
+    /// use mllp::hl7::Location;
+    ///
+    /// async fn admit(req: Request) -> Result<(), HandlerError> {
+    ///     let mrn = req.message().text("PID-3.1")?.unwrap_or_default();
+    ///     if mrn.is_empty() {
+    ///         return Err(
+    ///             HandlerError::reject(ErrorCode::RequiredFieldMissing, "PID-3 is empty")
+    ///                 .at(Location::new("PID", 1).field(3)),
+    ///         );
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # let _ = admit;
+    /// ```
+    #[must_use]
+    pub fn at(mut self, location: crate::hl7::Location) -> Self {
+        self.location = Some(location);
+        self
     }
 
     /// The HL7 error code sent in ERR-3.
@@ -305,6 +335,7 @@ where
             status: Status::Error,
             code: ErrorCode::ApplicationInternalError,
             text: "application internal error".to_owned(),
+            location: None,
             source: Some(error.into()),
         }
     }
@@ -314,10 +345,13 @@ impl From<HandlerError> for Response {
     fn from(error: HandlerError) -> Self {
         Response {
             source: error.source.map(|e| Cause(std::sync::Arc::from(e))),
-            ..Response::new(
-                error.status,
-                vec![Diagnostic::error(error.code, error.text)],
-            )
+            ..Response::new(error.status, {
+                let diagnostic = Diagnostic::error(error.code, error.text);
+                vec![match error.location {
+                    Some(location) => diagnostic.at(location),
+                    None => diagnostic,
+                }]
+            })
         }
     }
 }

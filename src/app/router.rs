@@ -294,8 +294,15 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
     /// `ConcurrencyLimit`, `LoadShed` and `Timeout` included) or [`from_fn`] middleware.
     ///
     /// Layers run in registration order on the way in and in reverse on the way out: the first
-    /// one added is the outermost. They see every message, routed or not. Errors from a layer
-    /// become AE with ERR-3 = 207.
+    /// one added is the outermost (as in tower's `ServiceBuilder`; axum's `Router::layer` is the
+    /// other way round). They see every message, routed or not. Errors from a layer become AE
+    /// with ERR-3 = 207.
+    ///
+    /// Where a [`StoreLayer`](crate::store::StoreLayer) goes decides what is stored: added
+    /// first, it stores every message, including the ones a later validation layer refuses (the
+    /// record of what was received); added after the validation, it stores only what passed.
+    /// Either way a resend of a refused message is handled again, never answered AA from the
+    /// store.
     ///
     /// Each message runs through a fresh clone of the layered service (tower's contract), so
     /// middleware that keeps its state in the instance, such as tower's `RateLimit`, must sit

@@ -77,7 +77,10 @@ impl fmt::Debug for StoreLayer {
 
 impl StoreLayer {
     /// Stores into `store`, counting into the global meter provider (scope `mllp`), with
-    /// [`DuplicatePolicy::Acknowledge`].
+    /// [`DuplicatePolicy::Acknowledge`]. A service that gives its server a meter of its own
+    /// (`ServerBuilder::meter`, as the `admin` module's example does) passes the same one with
+    /// [`meter`](Self::meter), or its `mllp.server.duplicates` and
+    /// `mllp.server.reused_control_ids` go to the global provider instead.
     pub fn new(store: impl Store) -> Self {
         Self::build(
             Arc::new(store),
