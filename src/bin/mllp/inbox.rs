@@ -77,14 +77,8 @@ impl StoreArg {
                 &format!("no store at {} (see --store)", path.display()),
             ));
         }
-        mllp::store::sqlite::SqliteReader::open(&path).map_err(|e| {
-            let code = if e.is_startup() {
-                exit::USAGE
-            } else {
-                exit::FAILURE
-            };
-            exit::fail(code, &e)
-        })
+        mllp::store::sqlite::SqliteReader::open(&path)
+            .map_err(|e| exit::fail(exit::store_code(&e), &e))
     }
 }
 

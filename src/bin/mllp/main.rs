@@ -123,6 +123,23 @@ mod exit {
         fail_text(code, &chain(error))
     }
 
+    /// The exit status for a store that cannot be used: 2 when the file or stream is the
+    /// wrong one (not a store, not a database, newer, corrupt, no such stream, limits too
+    /// small: a setting to change), 1 otherwise (cannot be reached, created or written).
+    pub(crate) fn store_code(error: &mllp::store::StoreError) -> u8 {
+        use mllp::store::StoreError;
+        match error {
+            StoreError::NotAStore { .. }
+            | StoreError::NotADatabase { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::StreamNotFound { .. }
+            | StoreError::StreamSubjects { .. }
+            | StoreError::LimitTooSmall { .. } => USAGE,
+            _ => FAILURE,
+        }
+    }
+
     /// Prints `error: <text>` on stderr and returns `code`.
     pub(crate) fn fail_text(code: u8, text: &str) -> ExitCode {
         complain!("error: {text}");

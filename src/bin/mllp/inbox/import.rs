@@ -44,16 +44,7 @@ pub(crate) async fn run(args: ImportArgs) -> ExitCode {
     };
     let store = match SqliteStore::open(&path, SqliteConfig::default()).await {
         Ok(s) => s,
-        Err(e) => {
-            return exit::fail(
-                if e.is_startup() {
-                    exit::USAGE
-                } else {
-                    exit::FAILURE
-                },
-                &e,
-            );
-        }
+        Err(e) => return exit::fail(exit::store_code(&e), &e),
     };
     let unknown: SocketAddr = ([0, 0, 0, 0], 0).into();
     let (mut stored, mut duplicates, mut skipped) = (0u64, 0u64, 0u64);

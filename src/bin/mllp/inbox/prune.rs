@@ -30,7 +30,7 @@ pub(crate) async fn run(args: PruneArgs) -> ExitCode {
     };
     let store = match SqliteStore::open(&path, SqliteConfig::default()).await {
         Ok(s) => s,
-        Err(e) => return exit::fail(exit::FAILURE, &e),
+        Err(e) => return exit::fail(exit::store_code(&e), &e),
     };
     let cutoff = SystemTime::now()
         .checked_sub(args.older_than)

@@ -44,19 +44,9 @@ pub(super) async fn open(
             ));
         }
     };
-    opened.map(Some).map_err(|e| {
-        let code = match e {
-            StoreError::NotAStore { .. }
-            | StoreError::NotADatabase { .. }
-            | StoreError::NewerSchema { .. }
-            | StoreError::Corrupt { .. }
-            | StoreError::StreamNotFound { .. }
-            | StoreError::StreamSubjects { .. }
-            | StoreError::LimitTooSmall { .. } => exit::USAGE,
-            _ => exit::FAILURE,
-        };
-        exit::fail(code, &e)
-    })
+    opened
+        .map(Some)
+        .map_err(|e| exit::fail(exit::store_code(&e), &e))
 }
 
 /// Settings of another kind of store than the one in use do nothing: said at start, so that a
