@@ -39,8 +39,16 @@ pub use application::ApplicationAcks;
 /// the upstream MSH-10) whose MSA-1 is the downstream's, mapped to the upstream's mode (AA ↔ CA,
 /// AE ↔ CE, AR ↔ CR, by its MSH-15), carrying the downstream's ERR segments (rewritten with the
 /// upstream's delimiters). No ACK from downstream in time, or no connection, is AE with ERR-3
-/// = 207. Each message waits for its own ACK (the client's correlation and reply timeout
-/// apply); up to [`Forwarder::max_connections`] go at once, each on its own connection.
+/// = 207. Each message waits for its own ACK (the client's correlation applies, and its reply
+/// timeout bounds the whole exchange, connecting included); up to
+/// [`Forwarder::max_connections`] go at once, each on its own connection (more wait for one,
+/// and that wait is not bounded by the timeout).
+///
+/// A message whose MSH-15 asks for no ACK (`NE`) is answered as accepted once it is written
+/// downstream, since none comes: the forwarder cannot tell a downstream that refused it. With
+/// `ER`, silence for the reply timeout is acceptance, as the standard reads it. Upstream, such a
+/// message gets no answer either unless the server answers in original mode whatever MSH-15
+/// says ([`AckOptions::original_mode_only`]).
 ///
 /// [`Ack::build`]: crate::ack::Ack::build
 #[derive(Clone)]
@@ -184,10 +192,19 @@ impl Forwarder {
         // The semaphore is never closed: acquiring fails only then.
         let _slot = self.inner.slots.acquire().await;
         let mut client = self.take();
-        let result = client.send(message).await;
-        // A client whose send was cancelled is dropped with this future, never pooled.
-        self.put_back(client);
-        result
+        // The reply timeout bounds the whole exchange, reconnecting included: a client that
+        // failed before waits a growing backoff (up to 10 s) before it dials again, and the
+        // connect has its own timeout, neither of which the sender upstream should wait out.
+        let limit = self.inner.config.reply_timeout;
+        match tokio::time::timeout(limit, client.send(message)).await {
+            Ok(result) => {
+                self.put_back(client);
+                result
+            }
+            // Cut short: the client is dropped, never pooled (its connection is in an unknown
+            // state), and the next message starts on a fresh one, without the backoff.
+            Err(_) => Err(ClientError::Timeout(limit)),
+        }
     }
 
     fn take(&self) -> Client {

@@ -120,6 +120,37 @@ async fn silence_and_unreachable_downstreams_are_ae_207() {
     within(a.shutdown()).await;
 }
 
+/// The reply timeout bounds the whole exchange with the downstream, reconnecting included: a
+/// pooled client that failed before waits a growing backoff before it dials again (100 ms,
+/// doubling), which soon passes the timeout; the sender upstream gets its AE by then, and the
+/// next message starts on a fresh connection.
+#[tokio::test]
+async fn the_reply_timeout_bounds_reconnect_backoff_too() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let limit = Duration::from_millis(150);
+    let forwarder = Forwarder::with_config(
+        gone,
+        ClientConfig::default().reply_timeout(limit).max_retries(0),
+    )
+    .max_connections(1);
+    let mut kinds = Vec::new();
+    for n in 0..5 {
+        let message = hl7("ADT^A01", &format!("BACKOFF-{n}"), "2.5");
+        let error = within(forwarder.send(message)).await.unwrap_err();
+        kinds.push(match error {
+            mllp::ClientError::Timeout(_) => "timeout",
+            mllp::ClientError::Connect { .. } => "connect",
+            other => panic!("{other:?}"),
+        });
+    }
+    assert!(
+        kinds.contains(&"timeout"),
+        "the backoff was cut short: {kinds:?}"
+    );
+}
+
 /// A downstream ERR written carelessly (an unescaped `\` in a file path) reaches an upstream
 /// with other delimiters with its fields where they were, and the path reads the same. ERR-8
 /// to ERR-12 used to merge, from the lone backslash to the next escape character (ERR-12's).
