@@ -220,8 +220,9 @@ pub struct HandlerError {
     status: Status,
     code: ErrorCode,
     text: String,
-    /// Where in the message (ERR-2), when the handler said.
-    location: Option<crate::hl7::Location>,
+    /// Where in the message (ERR-2), when the handler said. Boxed: a handler's
+    /// `Result<_, HandlerError>` stays small.
+    location: Option<Box<crate::hl7::Location>>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -275,7 +276,7 @@ impl HandlerError {
     /// ```
     #[must_use]
     pub fn at(mut self, location: crate::hl7::Location) -> Self {
-        self.location = Some(location);
+        self.location = Some(Box::new(location));
         self
     }
 
@@ -348,7 +349,7 @@ impl From<HandlerError> for Response {
             ..Response::new(error.status, {
                 let diagnostic = Diagnostic::error(error.code, error.text);
                 vec![match error.location {
-                    Some(location) => diagnostic.at(location),
+                    Some(location) => diagnostic.at(*location),
                     None => diagnostic,
                 }]
             })
