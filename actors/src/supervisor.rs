@@ -321,9 +321,16 @@ impl<P: Protocol, T: Transport> Registry<P, T> {
             .admit(CLOSED, &self.shared.tasks);
         let record = || {
             if logged {
+                // A failed handshake says why (the TLS stack's text, or the allow-list's):
+                // without it an operator sees only `handshake_failed`.
+                let detail = match &reason {
+                    CloseReason::HandshakeFailed(detail) => Some(detail.as_str()),
+                    _ => None,
+                };
                 tracing::info!(
                     connection.id = info.id() as i64,
                     close_reason = reason.as_str(),
+                    close_detail = detail,
                     messages = i64::try_from(messages).unwrap_or(i64::MAX),
                     "connection closed"
                 );

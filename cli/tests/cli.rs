@@ -981,7 +981,32 @@ async fn tls_flags_serve_and_send_over_mutual_tls() {
         1,
         "nothing stored from the plaintext sender"
     );
-    serve.stop_cleanly().await;
+
+    // Without a client certificate: refused in the handshake, and the log says why.
+    let anonymous = mllp(&[
+        "send",
+        "--to",
+        &serve.to(),
+        "--tls-ca",
+        &path_str(&pki.ca.cert),
+        "--retries",
+        "0",
+        &input,
+    ])
+    .await;
+    assert_eq!(
+        anonymous.status.code(),
+        Some(3),
+        "{}",
+        text(&anonymous.stdout)
+    );
+    let (status, _, stderr) = serve.stop().await;
+    assert!(status.success(), "{stderr}");
+    let closed = stderr
+        .lines()
+        .find(|l| l.contains("close_reason=\"handshake_failed\""))
+        .unwrap_or_else(|| panic!("no handshake_failed line:\n{stderr}"));
+    assert!(closed.contains("close_detail="), "{closed}");
 }
 
 /// `send` follows each message's MSH-15 as the receiver does: a message with `NE` is not waited
