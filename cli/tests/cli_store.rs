@@ -560,6 +560,26 @@ async fn a_failed_export_leaves_no_partial_file() {
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_dir(&to).unwrap().count(), 1);
+    // Exported files hold patient data: not readable by others (0640), as a dir: store's.
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::read_dir(&to)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o007, 0, "{mode:o}");
+    let fresh = dir.path().join("fresh");
+    let out = mllp_in(
+        dir.path(),
+        None,
+        &["inbox", "export", "--to", fresh.to_str().unwrap()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o007, 0, "a directory it creates is 0750: {mode:o}");
 }
 
 /// Every `mllp inbox` verb on a store that `mllp serve` wrote.

@@ -30,7 +30,12 @@ pub(crate) fn run(args: ExportArgs) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    if let Err(e) = std::fs::create_dir_all(&args.to) {
+    // Patient data: readable by the owner and group only, as a `dir:` store's files are.
+    let mut dirs = std::fs::DirBuilder::new();
+    dirs.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o750);
+    if let Err(e) = dirs.create(&args.to) {
         return exit::fail_text(
             exit::FAILURE,
             &format!("cannot create {}: {e}", args.to.display()),
@@ -48,19 +53,19 @@ pub(crate) fn run(args: ExportArgs) -> ExitCode {
             &s.id.to_string(),
         );
         let path = args.to.join(name);
-        let write = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .and_then(|mut f| {
-                let written = f.write_all(&message.payload).and_then(|()| f.sync_all());
-                if written.is_err() {
-                    // No partial file under a final name (a full disk): a re-run writes it.
-                    drop(f);
-                    let _ = std::fs::remove_file(&path);
-                }
-                written
-            });
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+        let write = options.open(&path).and_then(|mut f| {
+            let written = f.write_all(&message.payload).and_then(|()| f.sync_all());
+            if written.is_err() {
+                // No partial file under a final name (a full disk): a re-run writes it.
+                drop(f);
+                let _ = std::fs::remove_file(&path);
+            }
+            written
+        });
         match write {
             Ok(()) => {
                 written += 1;

@@ -61,6 +61,12 @@ impl ServeArgs {
         )?;
         if j.create_stream || f.create_stream == Some(true) {
             given.push("create-stream");
+            if replicas.is_some() {
+                given.push("stream-replicas");
+            }
+            if storage.is_some() {
+                given.push("stream-storage");
+            }
             let mut settings = StreamSettings::default();
             if let Some(n) = replicas {
                 settings = settings.replicas(n);
@@ -76,10 +82,10 @@ impl ServeArgs {
                     .to_owned(),
             ));
         }
-        Ok(config.nats(self.nats_options(file)))
+        Ok(config.nats(self.nats_options(file, given)))
     }
 
-    fn nats_options(&self, file: &ConfigFile) -> NatsOptions {
+    fn nats_options(&self, file: &ConfigFile, given: &mut Vec<&'static str>) -> NatsOptions {
         let f = &file.values;
         let mut flags = self.jetstream.connect.clone();
         flags.nats_creds = flags.nats_creds.or_else(|| f.nats_creds.clone());
@@ -87,6 +93,16 @@ impl ServeArgs {
         if flags.nats_tls_cert.is_none() {
             flags.nats_tls_cert = f.nats_tls_cert.clone();
             flags.nats_tls_key = f.nats_tls_key.clone();
+        }
+        for (name, set) in [
+            ("nats-creds", flags.nats_creds.is_some()),
+            ("nats-tls-ca", flags.nats_tls_ca.is_some()),
+            ("nats-tls-cert", flags.nats_tls_cert.is_some()),
+            ("nats-tls-key", flags.nats_tls_key.is_some()),
+        ] {
+            if set {
+                given.push(name);
+            }
         }
         flags.options("mllp serve")
     }
