@@ -75,14 +75,22 @@ fn terminal_text(bytes: &[u8], charset: Option<&Charset>) -> String {
     printable(&text)
 }
 
-/// The payload one segment per line (a segment ends at CR, LF or CR LF), as
-/// [`terminal_text`].
+/// The payload one segment per line, as [`terminal_text`]. A segment ends at CR (or CR LF); in
+/// a message with no CR at all (stored with lenient line endings), at LF. A bare LF in a
+/// message whose segments end in CR is data, shown escaped (`\n`), not as a line of its own
+/// that would look like another segment.
 fn as_lines(payload: &[u8]) -> String {
     let charset = charset_of(payload);
+    let by_cr = memchr::memchr(b'\r', payload).is_some();
     let mut out = String::with_capacity(payload.len() + 16);
     let mut rest = payload;
     while !rest.is_empty() {
-        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+        let end = if by_cr {
+            memchr::memchr(b'\r', rest)
+        } else {
+            memchr::memchr(b'\n', rest)
+        }
+        .unwrap_or(rest.len());
         out.push_str(&terminal_text(&rest[..end], charset.as_ref()));
         out.push('\n');
         let skip = match rest[end..] {
@@ -136,10 +144,24 @@ mod tests {
 
     #[test]
     fn line_feeds_and_crlf_end_segments_too_and_a_missing_last_terminator_is_added() {
-        let payload = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\r\nPID|1\nPV1|1";
+        let crlf = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\r\nPID|1\r\nPV1|1";
+        let lf = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\nPID|1\nPV1|1";
+        for payload in [&crlf[..], &lf[..]] {
+            assert_eq!(
+                as_lines(payload),
+                "MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\nPID|1\nPV1|1\n"
+            );
+        }
+    }
+
+    /// In a message whose segments end in CR, a bare LF is data (a report's text): shown
+    /// escaped, not as a line of its own that would look like another segment.
+    #[test]
+    fn a_bare_line_feed_in_a_cr_message_is_shown_escaped() {
+        let payload = b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\rNTE|x\ny\r";
         assert_eq!(
             as_lines(payload),
-            "MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\nPID|1\nPV1|1\n"
+            "MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\nNTE|x\\ny\n"
         );
     }
 
