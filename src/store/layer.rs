@@ -196,15 +196,17 @@ impl Inner {
         // The message log line names it (`store.id`; for a duplicate, the copy stored first),
         // when the log is on.
         request.set_store_id(receipt.id().as_str());
+        // For the two counters: MSH-9.1 bucketed as the server's metrics do (made only when
+        // one counts: most messages are neither).
+        let type_attribute = || {
+            [KeyValue::new(
+                "hl7.message_type",
+                crate::telemetry::code_value(msg.message_code_bytes()),
+            )]
+        };
         match &receipt {
             Receipt::Duplicate { of } => {
-                self.duplicate_count.add(
-                    1,
-                    &[KeyValue::new(
-                        "hl7.message_type",
-                        crate::telemetry::code_value(msg.message_code_bytes()),
-                    )],
-                );
+                self.duplicate_count.add(1, &type_attribute());
                 let accepted_before = !self.unaccepted.contains(of);
                 if self.duplicates == DuplicatePolicy::Acknowledge && accepted_before {
                     tracing::info!(
@@ -229,13 +231,7 @@ impl Inner {
                 id,
                 reused_control_id: true,
             } => {
-                self.reused_count.add(
-                    1,
-                    &[KeyValue::new(
-                        "hl7.message_type",
-                        crate::telemetry::code_value(msg.message_code_bytes()),
-                    )],
-                );
+                self.reused_count.add(1, &type_attribute());
                 tracing::warn!(
                     store.id = %id,
                     hl7.message_type = message_type,
@@ -255,32 +251,27 @@ impl Inner {
             }
         }
         // Until the handler accepts it, a resend is handled again rather than acknowledged
-        // from the store; a handler that never answers (it timed out, or panicked) leaves it so.
-        let id = match &receipt {
-            Receipt::Duplicate { of } => of.clone(),
-            Receipt::Stored { id, .. } => id.clone(),
-        };
-        self.unaccepted.insert(&id);
+        // from the store; a handler that never answers (it timed out, or panicked: this future
+        // is dropped) leaves it refused.
+        let mut handling = self.unaccepted.begin(receipt.id().clone());
         request.extensions_mut().insert(Stored(receipt));
         let response = next.run(request).await;
-        if response.is_accepted() {
-            self.unaccepted.remove(&id);
-        }
+        handling.accepted = response.is_accepted();
         response
     }
 }
 
-/// The store ids of copies whose handler has not accepted them (yet), the oldest forgotten
-/// past [`UNACCEPTED_KEPT`]. Each stored message passes through it (inserted before its handler
-/// runs, removed when it accepts), so it holds the messages in flight and the refused ones.
+/// The store ids of copies whose handler has not accepted them: those being handled now, and
+/// the last [`UNACCEPTED_KEPT`] it refused (AE, AR, a failure, a timeout).
 #[derive(Default)]
 struct Unaccepted(std::sync::Mutex<UnacceptedIds>);
 
 #[derive(Default)]
 struct UnacceptedIds {
-    ids: std::collections::HashSet<StoreId>,
-    /// Insertion order, for forgetting the oldest; holds ids already removed too, until it is
-    /// compacted.
+    in_flight: std::collections::HashSet<StoreId>,
+    refused: std::collections::HashSet<StoreId>,
+    /// The order they were refused in, for forgetting the oldest (an id accepted since stays
+    /// here until its turn, and is forgotten then with nothing to remove).
     order: std::collections::VecDeque<StoreId>,
 }
 
@@ -294,30 +285,45 @@ impl Unaccepted {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn insert(&self, id: &StoreId) {
-        let mut u = self.lock();
-        if !u.ids.insert(id.clone()) {
-            return;
+    fn contains(&self, id: &StoreId) -> bool {
+        let ids = self.lock();
+        ids.in_flight.contains(id) || ids.refused.contains(id)
+    }
+
+    /// Notes that the copy `id` is being handled; the result says, when dropped, how it ended.
+    fn begin(&self, id: StoreId) -> Handling<'_> {
+        self.lock().in_flight.insert(id.clone());
+        Handling {
+            unaccepted: self,
+            id,
+            accepted: false,
         }
-        u.order.push_back(id.clone());
-        if u.order.len() > 2 * UNACCEPTED_KEPT {
-            // Mostly ids already accepted and removed: drop those, then the oldest still here.
-            let UnacceptedIds { ids, order } = &mut *u;
-            order.retain(|id| ids.contains(id));
-            while order.len() > UNACCEPTED_KEPT {
-                if let Some(old) = order.pop_front() {
-                    ids.remove(&old);
+    }
+}
+
+/// One copy being handled. Dropped, it leaves the in-flight set and, unless `accepted` was
+/// set, joins the refused ones (also when the handler's future is dropped unfinished).
+struct Handling<'a> {
+    unaccepted: &'a Unaccepted,
+    id: StoreId,
+    accepted: bool,
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        let mut guard = self.unaccepted.lock();
+        let ids = &mut *guard;
+        ids.in_flight.remove(&self.id);
+        if self.accepted {
+            ids.refused.remove(&self.id);
+        } else if ids.refused.insert(self.id.clone()) {
+            ids.order.push_back(self.id.clone());
+            while ids.order.len() > UNACCEPTED_KEPT {
+                if let Some(old) = ids.order.pop_front() {
+                    ids.refused.remove(&old);
                 }
             }
         }
-    }
-
-    fn remove(&self, id: &StoreId) {
-        self.lock().ids.remove(id);
-    }
-
-    fn contains(&self, id: &StoreId) -> bool {
-        self.lock().ids.contains(id)
     }
 }
 

@@ -127,16 +127,11 @@ mod exit {
     /// wrong one (not a store, not a database, newer, corrupt, no such stream, limits too
     /// small: a setting to change), 1 otherwise (cannot be reached, created or written).
     pub(crate) fn store_code(error: &mllp::store::StoreError) -> u8 {
-        use mllp::store::StoreError;
-        match error {
-            StoreError::NotAStore { .. }
-            | StoreError::NotADatabase { .. }
-            | StoreError::NewerSchema { .. }
-            | StoreError::Corrupt { .. }
-            | StoreError::StreamNotFound { .. }
-            | StoreError::StreamSubjects { .. }
-            | StoreError::LimitTooSmall { .. } => USAGE,
-            _ => FAILURE,
+        // The set-up errors but the one that says the store could not be reached or created.
+        if error.is_startup() && !matches!(error, mllp::store::StoreError::Open { .. }) {
+            USAGE
+        } else {
+            FAILURE
         }
     }
 

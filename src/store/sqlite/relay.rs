@@ -5,10 +5,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
-    DeadLetter, Filter, SqliteConfig, SqliteReader, StoredMessage, boxed, from_micros, micros,
-    schema,
-};
+use super::{DeadLetter, Filter, SqliteConfig, SqliteReader, StoredMessage, boxed, micros, schema};
 use crate::store::StoreError;
 
 /// A relay's view of an SQLite store: the messages after its cursor, oldest first; its cursor
@@ -175,25 +172,6 @@ impl RelayLog {
     ///
     /// [`StoreError::Query`] when the read fails.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let query = |e| StoreError::Query(boxed(e));
-        let mut statement = self
-            .conn
-            .prepare(
-                "SELECT id, message_id, relay, reason, at FROM dead_letters
-                 WHERE relay = ?1 ORDER BY id",
-            )
-            .map_err(query)?;
-        let rows = statement
-            .query_map([&self.name], |r| {
-                Ok(DeadLetter {
-                    id: r.get::<_, i64>(0)? as u64,
-                    message_id: r.get::<_, i64>(1)? as u64,
-                    relay: r.get(2)?,
-                    reason: r.get(3)?,
-                    at: from_micros(r.get(4)?),
-                })
-            })
-            .map_err(query)?;
-        rows.collect::<Result<_, _>>().map_err(query)
+        self.reader.dead_letters(Some(&self.name))
     }
 }
