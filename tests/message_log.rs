@@ -184,6 +184,25 @@ async fn message_and_reject_lines_name_reason_connection_and_offset() {
     within(server.shutdown()).await;
 }
 
+/// Serves `router` with the message and reject lines on, and hands back its events.
+async fn logging(router: Router) -> (mllp::ServerHandle, mpsc::UnboundedReceiver<Seen>) {
+    let builder = Server::builder()
+        .router(router)
+        .log_messages(true)
+        .log_rejects(true);
+    let (recorder, events) = Recorder::new();
+    (support::start(builder.observer(recorder)).await, events)
+}
+
+/// Sends a batch and reads its (batch) acknowledgment, which is not one message.
+async fn send_batch(peer: &mut Peer, batch: String) {
+    peer.send(batch.into()).await;
+    within(futures_util::StreamExt::next(&mut peer.framed))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// A batch is logged as its messages: a line for each (its MSH-9, MSH-10, ACK code and store
 /// id), a reject line for one refused inside it, and the snapshot counts them the same way. A
 /// malformed envelope is one reject line of its own reason, `batch`, naming the fault; neither
@@ -196,12 +215,7 @@ async fn a_batch_is_logged_and_counted_as_its_messages() {
         let id = format!("row-{}", req.message().control_id().unwrap_or_default());
         req.set_store_id(id);
     });
-    let builder = Server::builder()
-        .router(router)
-        .log_messages(true)
-        .log_rejects(true);
-    let (recorder, mut events) = Recorder::new();
-    let server = support::start(builder.observer(recorder)).await;
+    let (server, mut events) = logging(router).await;
     let mut peer = Peer::connect(server.local_addr()).await;
     let batch = format!(
         "BHS|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||||B1\r\
@@ -212,11 +226,7 @@ async fn a_batch_is_logged_and_counted_as_its_messages() {
          MSH|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||ADT^A08^ADT_A01|BX-3|P|2.5\r\
          BTS|3\r"
     );
-    peer.send(batch.into()).await;
-    within(futures_util::StreamExt::next(&mut peer.framed))
-        .await
-        .unwrap()
-        .unwrap();
+    send_batch(&mut peer, batch).await;
     let bad = format!(
         "BHS|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||||B2\r\
          MSH|^~\\&|LAB|HOSP|EHR|WARD|20260101120000||ORU^R01^ORU_R01|BAD-1|P|2.5\r\
@@ -289,12 +299,7 @@ async fn a_batch_of_many_tiny_messages_is_logged_in_part_and_counted_whole() {
     let logs = Logs::default();
     let _guard = logs.install();
     let router = Router::new().route("*", |_req: Request| async {});
-    let builder = Server::builder()
-        .router(router)
-        .log_messages(true)
-        .log_rejects(true);
-    let (recorder, mut events) = Recorder::new();
-    let server = support::start(builder.observer(recorder)).await;
+    let (server, mut events) = logging(router).await;
     let mut peer = Peer::connect(server.local_addr()).await;
     let mut batch = String::from("BHS|^~\\&|A|B|C|D|20260101||||T1\r");
     for n in 0..40 {
@@ -302,11 +307,7 @@ async fn a_batch_of_many_tiny_messages_is_logged_in_part_and_counted_whole() {
     }
     batch.push_str("BTS|40\r");
     assert!(batch.len() < 4096);
-    peer.send(batch.into()).await;
-    within(futures_util::StreamExt::next(&mut peer.framed))
-        .await
-        .unwrap()
-        .unwrap();
+    send_batch(&mut peer, batch).await;
     drop(peer);
     seen(&mut events, |e| matches!(e, Seen::ConnectionStop { .. })).await;
 

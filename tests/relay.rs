@@ -444,14 +444,7 @@ async fn stop_finishes_the_first_message_sent_on_a_new_connection() {
             gate.acquire().await.unwrap().forget();
         }
     });
-    let down = Server::builder()
-        .router(router)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .spawn()
-        .await
-        .unwrap();
+    let down = support::start(Server::builder().router(router)).await;
     let (relay, _events) = spawn(&from, &down.local_addr().to_string(), config()).await;
     assert_eq!(within(arrivals.recv()).await.unwrap(), "S0000");
     relay.stop();
@@ -583,6 +576,19 @@ mod jetstream {
             .ack_wait(Duration::from_secs(1))
     }
 
+    /// The durable consumer of the relay named `relay` on the stream `HL7`, as the server
+    /// has it now.
+    async fn relay_consumer(js: &jetstream::Context) -> jetstream::consumer::Info {
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_stream("HL7")
+            .await
+            .unwrap()
+            .get_consumer("relay")
+            .await
+            .unwrap();
+        consumer.info().await.unwrap().clone()
+    }
+
     /// A relay started again with another `ack_wait` updates its consumer (it was kept as
     /// first made, silently); a subject prefix that no subject of the stream falls under is
     /// refused at start instead of relaying nothing, for ever.
@@ -592,17 +598,7 @@ mod jetstream {
         let (store, from) = nats_store(&nats).await;
         append_all(&store, ids("U", 0..2)).await;
         let down = downstream(accept_all()).await;
-        let consumer_ack_wait = || async {
-            let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-            let mut consumer: jetstream::consumer::PullConsumer = js
-                .get_stream("HL7")
-                .await
-                .unwrap()
-                .get_consumer("relay")
-                .await
-                .unwrap();
-            consumer.info().await.unwrap().config.ack_wait
-        };
+        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
         for wait in [Duration::from_secs(1), Duration::from_secs(7)] {
             let (relay, mut events) =
                 spawn(&from, &down.addr(), nats_config().ack_wait(wait)).await;
@@ -611,7 +607,7 @@ mod jetstream {
             })
             .await;
             within(relay.shutdown()).await.unwrap();
-            assert_eq!(consumer_ack_wait().await, wait);
+            assert_eq!(relay_consumer(&js).await.config.ack_wait, wait);
         }
         assert_eq!(down.seen(), ids("U", 0..2), "each message once");
 
@@ -622,12 +618,7 @@ mod jetstream {
         )
         .await
         .unwrap_err();
-        let mut text = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            text.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
+        let text = support::chain(&err);
         assert!(text.contains("no subject under xyz.>"), "{text}");
         within(down.handle.shutdown()).await;
     }
@@ -659,14 +650,7 @@ mod jetstream {
         assert_eq!((stats.delivered, stats.dead_lettered), (9, 1));
 
         let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-        let mut consumer: jetstream::consumer::PullConsumer = js
-            .get_stream("HL7")
-            .await
-            .unwrap()
-            .get_consumer("relay")
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
+        let info = relay_consumer(&js).await;
         assert_eq!(info.ack_floor.stream_sequence, 10);
         let dead = js
             .get_stream("HL7_DEAD_relay")

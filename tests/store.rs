@@ -1,6 +1,8 @@
 //! The message store over real SQLite files and directories: group commit, duplicates, search,
 //! retention, failures and restarts.
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -761,14 +763,7 @@ async fn store_layer_runs_the_handler_after_the_commit_and_skips_duplicates() {
                 async {}
             })
             .layer(StoreLayer::new(store.clone()).duplicates(policy));
-        let server = mllp::Server::builder()
-            .router(router)
-            .bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .spawn()
-            .await
-            .unwrap();
+        let server = support::start(mllp::Server::builder().router(router)).await;
         let mut client = mllp::Client::new(server.local_addr().to_string());
         let msg = adt("L-1", "X");
         for _ in 0..2 {
@@ -827,14 +822,7 @@ async fn resend_of_a_refused_message_is_handled_again_not_acknowledged_from_the_
             }
         })
         .layer(StoreLayer::new(store.clone()));
-    let server = mllp::Server::builder()
-        .router(router)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .spawn()
-        .await
-        .unwrap();
+    let server = support::start(mllp::Server::builder().router(router)).await;
     let mut client = mllp::Client::new(server.local_addr().to_string());
     async fn answer(client: &mut mllp::Client, id: &str) -> AckCode {
         match client.send(adt(id, "X").as_bytes().clone()).await {

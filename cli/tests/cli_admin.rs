@@ -530,21 +530,9 @@ impl Tmux {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Waits until the screen shows every one of `texts`, and returns it. The screen of an
-    /// external terminal has no event to wait on, so this polls it (every 50 ms) until it
-    /// does, under the hang guard.
+    /// Waits until the screen shows every one of `texts`, and returns it.
     async fn wait_for(&self, texts: &[&str]) -> String {
-        within(async {
-            loop {
-                if let Some(screen) = self.screen()
-                    && texts.iter().all(|t| screen.contains(t))
-                {
-                    return screen;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
+        showing(texts, || self.screen()).await
     }
 
     /// Waits until the session has ended (its program exited).
@@ -664,19 +652,9 @@ impl Pty {
     }
 
     /// Waits until the output, its escape sequences left out, shows every one of `texts`, and
-    /// returns the visible text. Polls it (every 20 ms), under the hang guard: a terminal has
-    /// no event to wait on.
+    /// returns the visible text.
     async fn wait_for(&self, texts: &[&str]) -> String {
-        within(async {
-            loop {
-                let shown = visible(&self.output());
-                if texts.iter().all(|t| shown.contains(t)) {
-                    return shown;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
+        showing(texts, || Some(visible(&self.output()))).await
     }
 
     /// Waits for the session to end; its exit status and the whole output.
@@ -686,6 +664,22 @@ impl Pty {
         within(&mut self.reader).await.unwrap();
         (status, self.output())
     }
+}
+
+/// The text `read` gives once it shows every one of `texts`. A terminal (tmux's, or one under
+/// `script`) has no event to wait on, so this polls it every 20 ms, under the hang guard.
+async fn showing(texts: &[&str], read: impl Fn() -> Option<String>) -> String {
+    within(async {
+        loop {
+            if let Some(shown) = read()
+                && texts.iter().all(|t| shown.contains(t))
+            {
+                return shown;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
 }
 
 /// `bytes` without the CSI escape sequences (`ESC [ … final byte`) and carriage returns.

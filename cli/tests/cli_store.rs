@@ -344,16 +344,16 @@ async fn relay_refuses_a_bad_address_and_a_name_already_running() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // The first relay waits for a downstream that is not there (port 9 on loopback: nothing
-    // listens), holding its name from before its first line.
+    // The first relay waits for a downstream that is not there (a port just bound and let
+    // go: nothing listens), holding its name from before its first line.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let relay = ["relay", "--from", "sqlite:mllp-inbox.db", "--to", &gone];
     let mut first = tokio::process::Command::new(BIN)
-        .args([
-            "relay",
-            "--from",
-            "sqlite:mllp-inbox.db",
-            "--to",
-            "127.0.0.1:9",
-        ])
+        .args(relay)
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -365,18 +365,7 @@ async fn relay_refuses_a_bad_address_and_a_name_already_running() {
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(first.stdout.take().unwrap()));
     let started = within(lines.next_line()).await.unwrap().unwrap();
     assert!(started.starts_with("relaying"), "{started}");
-    let out = mllp_in(
-        dir.path(),
-        None,
-        &[
-            "relay",
-            "--from",
-            "sqlite:mllp-inbox.db",
-            "--to",
-            "127.0.0.1:9",
-        ],
-    )
-    .await;
+    let out = mllp_in(dir.path(), None, &relay).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("is already running on this store"),

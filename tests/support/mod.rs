@@ -41,6 +41,18 @@ pub async fn start(builder: ServerBuilder) -> ServerHandle {
         .expect("start")
 }
 
+/// An error and each of its sources, joined with ": ", as a user reads the chain.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A synthetic HL7 message with the given MSH-9, MSH-10 and MSH-12, plus a PID segment that
 /// holds `sentinel` (stands in for patient data).
 pub fn hl7(message_type: &str, control_id: &str, version: &str) -> Bytes {
