@@ -227,8 +227,8 @@ pub(crate) fn reportable(len: usize) -> usize {
 }
 
 impl Inbound {
-    /// The metadata of one message of a batch, as [`Hl7::meta`] makes it for a frame.
-    fn of_batch_message(bytes: &Bytes, inner: &Hl7Inner) -> Inbound {
+    /// The metadata of one payload: a frame's ([`Hl7::meta`]) or one message of a batch.
+    fn of(bytes: &Bytes, inner: &Hl7Inner) -> Inbound {
         let parsed =
             Message::parse_with(bytes.clone(), &inner.parse).map_err(|e| (e, bytes.clone()));
         Inbound {
@@ -376,22 +376,11 @@ impl Protocol for Hl7 {
     }
 
     fn meta(&self, request: &Bytes) -> Inbound {
-        let parsed = Message::parse_with(request.clone(), &self.inner.parse)
-            .map_err(|error| (error, request.clone()));
-        Inbound {
-            size: request.len(),
-            error_offset: parsed
-                .as_ref()
-                .err()
-                .and_then(|(error, raw)| error.offset(raw, &self.inner.parse)),
-            batch: parsed
-                .as_ref()
-                .err()
-                .filter(|(_, raw)| is_batch(raw))
-                .map(|_| Arc::new(OnceLock::new())),
-            parsed,
-            store_id: self.inner.message_log.then(|| Arc::new(OnceLock::new())),
+        let mut meta = Inbound::of(request, &self.inner);
+        if meta.parsed.is_err() && is_batch(request) {
+            meta.batch = Some(Arc::new(OnceLock::new()));
         }
+        meta
     }
 
     fn handle(
@@ -711,7 +700,7 @@ async fn handle_batch(
     for group in batch.groups() {
         let mut acks = Vec::with_capacity(group.messages().len());
         for bytes in group.messages() {
-            let meta = Inbound::of_batch_message(bytes, &inner);
+            let meta = Inbound::of(bytes, &inner);
             let handle = match &meta.parsed {
                 Ok(message) => Handle::Start {
                     inner: Arc::clone(&inner),
@@ -730,10 +719,11 @@ async fn handle_batch(
             let ack = HandleFuture(handle).await;
             if outcome.is_some() {
                 if handled.len() < reportable {
-                    // Parsed again for the observers: the handler's copy may hold a field
-                    // index that they never read.
-                    let parsed = meta.parsed.map(|_| {
-                        Message::parse_with(bytes.clone(), &inner.parse).expect("parsed once")
+                    // Parsed again for the observers (the same result): the handler's copy may
+                    // hold a field index that they never read.
+                    let parsed = meta.parsed.and_then(|_| {
+                        Message::parse_with(bytes.clone(), &inner.parse)
+                            .map_err(|e| (e, bytes.clone()))
                     });
                     handled.push((Inbound { parsed, ..meta }, ack.clone()));
                 } else {

@@ -148,6 +148,11 @@ impl MessageLog {
         reject: Reject,
         ack: Option<&Ack>,
     ) {
+        // A malformed batch's envelope error, or the parser's: positions only.
+        let detail: Option<&dyn std::fmt::Display> = match meta.batch_outcome() {
+            Some(BatchOutcome::Refused(error)) => Some(error),
+            _ => meta.parse_error().map(|e| e as &dyn std::fmt::Display),
+        };
         let (offset, field) = match (meta.parse_error(), meta.message()) {
             // The envelope's error names its segment; the offset would be MSH's, at 0.
             _ if reject == Reject::Batch => (None, None),
@@ -178,14 +183,7 @@ impl MessageLog {
             reject.offset = offset.map(|o| o as i64),
             reject.field = field.map(|f| format!("MSH-{f}")),
             // Positions only ("segment 2 is delimited by a line feed"), never content.
-            reject.detail = match meta.batch_outcome() {
-                Some(BatchOutcome::Refused(error)) => Some(tracing::field::display(
-                    error as &dyn std::fmt::Display,
-                )),
-                _ => meta
-                    .parse_error()
-                    .map(|e| tracing::field::display(e as &dyn std::fmt::Display)),
-            },
+            reject.detail = detail.map(tracing::field::display),
             hl7.message_type = meta.message_code(),
             hl7.trigger_event = meta.trigger_event(),
             hl7.control_id = meta.control_id(),

@@ -103,6 +103,13 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// The write-ahead log of the store at `path`: `PATH-wal`.
+pub(super) fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
+
 /// Creates a missing store file with mode 0640 (before the umask), as the directory store's
 /// files are: it holds patient data. SQLite would create it 0644, and its `-wal` and `-shm`
 /// files take the mode of the database file. An existing file keeps its mode.
@@ -138,9 +145,7 @@ pub(super) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
     }
     // A write-ahead log without its database (the .db deleted or moved away, its -wal left):
     // SQLite would start an empty database and throw the log, and the messages in it, away.
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = std::path::PathBuf::from(wal);
+    let wal = wal_path(path);
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     if size(&wal) > 0 && size(path) == 0 {
         return Err(StoreError::Open {

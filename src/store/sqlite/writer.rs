@@ -93,6 +93,7 @@ struct Writer {
 /// (a restart opens a new, empty file, and discards the log of the old one).
 struct Files {
     path: PathBuf,
+    wal_path: PathBuf,
     db: Option<(u64, u64)>,
     /// Taken after the first commit (the log exists from the first write on).
     wal: Option<(u64, u64)>,
@@ -100,18 +101,12 @@ struct Files {
 
 impl Files {
     fn new(path: PathBuf) -> Self {
-        let db = identity(&path);
         Files {
+            db: identity(&path),
+            wal_path: super::schema::wal_path(&path),
             path,
-            db,
             wal: None,
         }
-    }
-
-    fn wal_path(&self) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push("-wal");
-        PathBuf::from(name)
     }
 
     /// `Err` with the reason when a file at the store's path is not the one being written.
@@ -126,11 +121,10 @@ impl Files {
         if self.db.is_some() && identity(&self.path) != self.db {
             return Err(moved(&self.path));
         }
-        let wal_path = self.wal_path();
-        let wal = identity(&wal_path);
+        let wal = identity(&self.wal_path);
         match self.wal {
             None => self.wal = wal,
-            Some(_) if wal != self.wal => return Err(moved(&wal_path)),
+            Some(_) if wal != self.wal => return Err(moved(&self.wal_path)),
             Some(_) => {}
         }
         Ok(())
