@@ -369,13 +369,8 @@ pub(crate) fn readable(message: &str) -> String {
         .filter(|k| !k.contains('_'))
         .collect();
     let hint = "every key is a `mllp serve` flag without its `--`, see `mllp serve --help`";
-    let closest = known
-        .iter()
-        .map(|k| (edit_distance(&unknown.replace('_', "-"), k), *k))
-        .min()
-        .filter(|(d, _)| *d <= 2.max(unknown.len() / 4));
-    match closest {
-        Some((_, key)) => format!("unknown key `{unknown}` (did you mean `{key}`? {hint})"),
+    match closest(&unknown.replace('_', "-"), &known) {
+        Some(key) => format!("unknown key `{unknown}` (did you mean `{key}`? {hint})"),
         None => format!("unknown key `{unknown}` ({hint})"),
     }
 }

@@ -93,3 +93,41 @@ pub(crate) async fn run(args: InboxArgs) -> ExitCode {
         Verb::DeadLetters(args) => dead_letters::run(args),
     }
 }
+
+/// Standard output for a listing, buffered (not a write per line); the first write error
+/// stops the listing and is kept.
+pub(super) struct Out {
+    writer: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    error: Option<std::io::Error>,
+}
+
+impl Out {
+    fn new() -> Self {
+        Out {
+            writer: std::io::BufWriter::new(std::io::stdout().lock()),
+            error: None,
+        }
+    }
+
+    /// Writes `line` and a newline; `false` once a write has failed.
+    fn line(&mut self, line: &str) -> bool {
+        use std::io::Write as _;
+        if self.error.is_none()
+            && let Err(e) = writeln!(self.writer, "{line}")
+        {
+            self.error = Some(e);
+        }
+        self.error.is_none()
+    }
+
+    /// Flushes; the exit status: a reader that went away (`| head`) got what it wanted, any
+    /// other write error (a full disk) is a failure.
+    fn finish(mut self) -> ExitCode {
+        use std::io::Write as _;
+        match self.error.take().map_or_else(|| self.writer.flush(), Err) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => exit::fail_text(exit::FAILURE, &format!("cannot write the list: {e}")),
+        }
+    }
+}

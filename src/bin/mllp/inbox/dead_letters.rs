@@ -1,10 +1,9 @@
 //! `mllp inbox dead-letters`.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
-use super::StoreArg;
 use super::filter::rfc3339;
+use super::{Out, StoreArg};
 use crate::exit;
 use crate::send::printable;
 
@@ -34,34 +33,25 @@ pub(crate) fn run(args: DeadLettersArgs) -> ExitCode {
         Ok(letters) => letters,
         Err(e) => return exit::fail(exit::FAILURE, &e),
     };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut written = Ok(());
+    let mut out = Out::new();
     if !args.json {
-        written = writeln!(
-            out,
+        out.line(&format!(
             "{:<27}  {:<16}  {:>10}  REASON",
             "AT", "RELAY", "MESSAGE"
-        );
+        ));
     }
     for letter in &letters {
-        if written.is_err() {
-            break;
-        }
-        written = if args.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({
-                    "id": letter.id,
-                    "at": rfc3339(letter.at),
-                    "relay": letter.relay,
-                    "message_id": letter.message_id,
-                    "reason": letter.reason,
-                })
-            )
+        let line = if args.json {
+            serde_json::json!({
+                "id": letter.id,
+                "at": rfc3339(letter.at),
+                "relay": letter.relay,
+                "message_id": letter.message_id,
+                "reason": letter.reason,
+            })
+            .to_string()
         } else {
-            writeln!(
-                out,
+            format!(
                 "{:<27}  {:<16}  {:>10}  {}",
                 rfc3339(letter.at),
                 printable(&letter.relay),
@@ -69,10 +59,9 @@ pub(crate) fn run(args: DeadLettersArgs) -> ExitCode {
                 printable(&letter.reason)
             )
         };
+        if !out.line(&line) {
+            break;
+        }
     }
-    match written.and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => exit::fail_text(exit::FAILURE, &format!("cannot write the list: {e}")),
-    }
+    out.finish()
 }

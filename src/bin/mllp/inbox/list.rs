@@ -1,12 +1,11 @@
 //! `mllp inbox list`.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use mllp::store::sqlite::Summary;
 
-use super::StoreArg;
 use super::filter::{FilterArgs, rfc3339};
+use super::{Out, StoreArg};
 use crate::exit;
 use crate::send::printable;
 
@@ -56,44 +55,7 @@ pub(crate) fn run(args: ListArgs) -> ExitCode {
     if let Err(e) = read {
         return exit::fail(exit::FAILURE, &e);
     }
-    match out.finish() {
-        // The reader went away (`| head`): what it wanted was written.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => exit::fail_text(exit::FAILURE, &format!("cannot write the list: {e}")),
-        Ok(()) => ExitCode::SUCCESS,
-    }
-}
-
-/// Standard output, buffered; the first write error stops the listing and is kept.
-struct Out {
-    writer: std::io::BufWriter<std::io::StdoutLock<'static>>,
-    error: Option<std::io::Error>,
-}
-
-impl Out {
-    fn new() -> Self {
-        Out {
-            writer: std::io::BufWriter::new(std::io::stdout().lock()),
-            error: None,
-        }
-    }
-
-    /// Writes `line` and a newline; `false` once a write has failed.
-    fn line(&mut self, line: &str) -> bool {
-        if self.error.is_none()
-            && let Err(e) = writeln!(self.writer, "{line}")
-        {
-            self.error = Some(e);
-        }
-        self.error.is_none()
-    }
-
-    fn finish(mut self) -> std::io::Result<()> {
-        match self.error.take() {
-            Some(e) => Err(e),
-            None => self.writer.flush(),
-        }
-    }
+    out.finish()
 }
 
 /// Rows the table's column widths are fitted to before anything is printed. The rows after
