@@ -18,6 +18,19 @@ fn reader(dir: &Path) -> SqliteReader {
     SqliteReader::open(dir.join("mllp-inbox.db")).unwrap()
 }
 
+/// `mllp ARGS` started in `dir`, its stdout and stderr piped, to read while it runs.
+fn piped(dir: &Path, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 /// A resend (same sender, MSH-10 and content; MSH-7 re-stamped) is acknowledged AA again, not
 /// stored again, and logged as a duplicate with the stored copy's id.
 #[tokio::test]
@@ -268,15 +281,7 @@ async fn inbox_list_streams_a_long_listing_and_stops_quietly_at_a_closed_pipe() 
     assert_eq!(text(&json.stdout).lines().count(), 1200);
 
     // `mllp inbox list | head -1`: the pipe closes after one line.
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["inbox", "list", "--limit", "5000"])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = piped(dir.path(), &["inbox", "list", "--limit", "5000"]);
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 8];
     tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first)
@@ -352,15 +357,7 @@ async fn relay_refuses_a_bad_address_and_a_name_already_running() {
         .unwrap()
         .to_string();
     let relay = ["relay", "--from", "sqlite:mllp-inbox.db", "--to", &gone];
-    let mut first = tokio::process::Command::new(BIN)
-        .args(relay)
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut first = piped(dir.path(), &relay);
     let mut lines =
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(first.stdout.take().unwrap()));
     let started = within(lines.next_line()).await.unwrap().unwrap();
