@@ -6,9 +6,11 @@
 //! Run with: `cargo bench --bench store` (optionally `-- --messages 4000 --rounds 3`).
 //! Prints messages/s, p50/p99 latency per store and load, and the ratios the store issue sets
 //! goals for: SQLite at 64 connections against no store, SQLite at one connection against the
-//! fdatasync loop. Between the two one-writer figures it prints the SQLite store alone (one
-//! task awaiting each `Store::append` in turn: no socket, no parse), which splits the
-//! one-connection gap into what the commit costs and what the round trip adds.
+//! fdatasync loop. Beside the 64-connection figures it prints 64 such loops at once, a file
+//! each: what the disk gives that many independent durable writers. Between the two
+//! one-writer figures it prints the SQLite store alone (one task awaiting each
+//! `Store::append` in turn: no socket, no parse), which splits the one-connection gap into
+//! what the commit costs and what the round trip adds.
 //!
 //! The files go under `target/bench-store/` (the disk the project lives on; `/tmp` may be a
 //! RAM disk), and are removed after each round. Server and load run in one process on the
@@ -152,6 +154,33 @@ fn fdatasync_loop(dir: &Path, count: usize) -> f64 {
     rate
 }
 
+/// `writers` threads at once, each appending message-sized records to a file of its own and
+/// calling `fdatasync` after each, `count` records in all: what the disk gives as many
+/// independent durable writers as there are connections (the physical reference for the
+/// 64-connection figure; the file system may merge their syncs into one journal commit).
+fn parallel_fdatasync_loops(dir: &Path, writers: usize, count: usize) -> f64 {
+    let per = count.div_ceil(writers);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            scope.spawn(move || {
+                let path = dir.join(format!("append-{w}.log"));
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                let record = message("REF");
+                for _ in 0..per {
+                    file.write_all(&record).unwrap();
+                    file.sync_data().unwrap();
+                }
+            });
+        }
+    });
+    (per * writers) as f64 / start.elapsed().as_secs_f64()
+}
+
 /// The SQLite store alone: one task appends `count` distinct messages, each awaited (durable)
 /// before the next, as one connection's handler does; no socket and no server.
 async fn store_alone(dir: &Path, count: usize) -> f64 {
@@ -200,6 +229,10 @@ fn main() {
         .map(|_| fdatasync_loop(&fresh("ref"), messages.min(2000)))
         .fold(0.0, f64::max);
     println!("append+fdatasync loop (one writer, same disk): {reference:.0} /s");
+    let reference64 = (0..rounds)
+        .map(|_| parallel_fdatasync_loops(&fresh("ref64"), 64, messages.min(8000)))
+        .fold(0.0, f64::max);
+    println!("append+fdatasync loops (64 writers, a file each): {reference64:.0} /s");
     // Best of the rounds of the store alone, awaited from this thread or, where a server's
     // handler runs, from a task on the runtime's workers (what the hand-off between a parked
     // worker and the writer thread adds).
@@ -280,6 +313,11 @@ fn main() {
     println!(
         "sqlite / no store at 64 connections: {:.2} (goal >= 0.5)",
         sqlite(64) / none(64)
+    );
+    println!(
+        "sqlite at 64 connections / 64 fdatasync loops: {:.2}; dir / 64 loops: {:.2}",
+        sqlite(64) / reference64,
+        dir(64) / reference64
     );
     println!(
         "sqlite at 1 connection / fdatasync loop: {:.2} (goal >= 0.7); / store alone: {:.2}",
