@@ -429,3 +429,35 @@ async fn message_lines_to_writes_the_text_formats_line_and_follows_the_filter() 
     assert!(direct.text().is_empty(), "{}", direct.text());
     assert!(logs.message_lines().is_empty(), "{}", logs.text());
 }
+
+/// An address the allow-list does not admit is refused with a WARN line that names the peer
+/// and the reason (an operator whose partner cannot connect sees why), not silently.
+#[tokio::test]
+async fn a_peer_outside_the_allow_list_is_refused_with_a_warning() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let (recorder, mut events) = Recorder::new();
+    let server = support::start(
+        Server::builder()
+            .router(Router::new().route("*", |_req: Request| async {}))
+            .observer(recorder)
+            .transport(mllp::tls::Admitted::new(
+                mllp_actors::PlainTcp,
+                mllp::tls::Admission::allow_list(["10.0.0.0/8"]).unwrap(),
+            )),
+    )
+    .await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    peer.expect_closed().await;
+    seen(&mut events, |s| *s == Seen::ConnectionRefused).await;
+    let refusals = logs.of("mllp_actors::peers");
+    assert_eq!(refusals.len(), 1, "{}", logs.text());
+    assert_eq!(refusals[0]["level"], "WARN");
+    assert_eq!(refusals[0]["network.peer.address"], "127.0.0.1");
+    let message = refusals[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not among the admitted"),
+        "the reason is given: {message}"
+    );
+    within(server.shutdown()).await;
+}

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::event::Event;
 use crate::owned::OwnedTask;
+use crate::peers::Refusal;
 use crate::protocol::Protocol;
 use crate::shared::Shared;
 use crate::supervisor::SupervisorMessage;
@@ -159,7 +160,11 @@ async fn accept_loop<P: Protocol, T: Transport>(args: AcceptorArgs<P, T>) -> io:
         if !shared.transport.admit(peer) {
             drop(socket);
             drop(permit);
-            tracing::debug!(network.peer.address = %peer.ip(), "connection refused by admission");
+            // At warn, like the per-peer limits (and limited with them): an operator whose
+            // partner cannot connect sees why.
+            shared
+                .peers
+                .log_refusal(peer, None, Refusal::NotAdmitted, &shared.tasks);
             shared.observers.emit(Event::ConnectionRefused { peer });
             continue;
         }

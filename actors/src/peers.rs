@@ -8,8 +8,9 @@
 //! handshake names an identity asks [`Peers::admit_identity`]; refused, it closes with
 //! [`CloseReason::PeerLimit`](crate::CloseReason::PeerLimit). Each admission is a
 //! [`PeerGuard`] that gives its place back when dropped (with the connection's slot, or with the
-//! connection's task). Refusals are logged at `warn`, at most one line per second, and one
-//! summary line for each second in which more were refused.
+//! connection's task). Refusals, and the addresses the transport does not admit
+//! ([`Transport::admit`](crate::Transport::admit)), are logged at `warn`, at most one line per
+//! second, and one summary line for each second in which more were refused.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +36,8 @@ pub(crate) enum Refusal {
     TooMany(usize),
     /// It opened more than `accept_rate_per_peer` connections in the last second.
     TooFast(u32),
+    /// The transport's admission check refused its address (an allow-list it is not on).
+    NotAdmitted,
 }
 
 impl fmt::Display for Refusal {
@@ -47,6 +50,7 @@ impl fmt::Display for Refusal {
                     "more than {rate} new connections per second from this peer"
                 )
             }
+            Refusal::NotAdmitted => f.write_str("its address is not among the admitted ones"),
         }
     }
 }
@@ -106,7 +110,7 @@ impl Peers {
             refusals: LogLimit::new(quiet.then_some(1), |left_out| {
                 tracing::warn!(
                     refused = left_out.iter().sum::<u64>(),
-                    "{} more connection(s) refused by the per-peer limits in the last second",
+                    "{} more connection(s) refused by the per-peer limits or address admission in the last second",
                     left_out.iter().sum::<u64>()
                 );
             }),

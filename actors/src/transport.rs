@@ -16,7 +16,9 @@ pub trait Transport: Send + Sync + 'static {
     /// The stream after the handshake.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
-    /// Whether this peer may connect at all. Default admits everyone.
+    /// Whether this peer may connect at all. Default admits everyone. A refused peer is closed
+    /// at once, reported as [`Event::ConnectionRefused`](crate::Event::ConnectionRefused) and
+    /// logged at `warn` (at most one line a second, as the per-peer limits are).
     fn admit(&self, peer: SocketAddr) -> bool {
         let _ = peer;
         true
