@@ -442,7 +442,7 @@ async fn a_peer_outside_the_allow_list_is_refused_with_a_warning() {
             .router(Router::new().route("*", |_req: Request| async {}))
             .observer(recorder)
             .transport(mllp::tls::Admitted::new(
-                mllp_actors::PlainTcp,
+                mllp::server::PlainTcp,
                 mllp::tls::Admission::allow_list(["10.0.0.0/8"]).unwrap(),
             )),
     )

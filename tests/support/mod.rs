@@ -31,7 +31,7 @@ pub async fn within<T>(f: impl Future<Output = T>) -> T {
 }
 
 /// Binds `builder` to a free loopback port (port 0) and serves.
-pub async fn start<T: mllp_actors::Transport>(builder: ServerBuilder<T>) -> ServerHandle {
+pub async fn start<T: mllp::server::Transport>(builder: ServerBuilder<T>) -> ServerHandle {
     builder
         .bind("127.0.0.1:0")
         .await
