@@ -119,17 +119,22 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether a retry may help: timeouts and lost connections.
+    /// Whether a retry may help: timeouts, lost connections, and connects that failed, except
+    /// a TLS handshake that failed for good (a certificate refused by either side, no common
+    /// protocol: [`HandshakeError::is_permanent`](crate::tls::HandshakeError::is_permanent)),
+    /// which fails the same way until a certificate or a setting changes.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Connect { .. }
-                | ClientError::Timeout(_)
-                | ClientError::WriteTimeout(_)
-                | ClientError::Abandoned
-                | ClientError::Closed
-                | ClientError::Io(_)
-        )
+        match self {
+            ClientError::Connect { source, .. } => {
+                !crate::tls::HandshakeError::from_io(source).is_some_and(|e| e.is_permanent())
+            }
+            ClientError::Timeout(_)
+            | ClientError::WriteTimeout(_)
+            | ClientError::Abandoned
+            | ClientError::Closed
+            | ClientError::Io(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -392,10 +397,12 @@ impl Default for ClientConfig {
     }
 }
 
-/// A failed connect within a `send_all`, repeated for the messages after it.
+/// A failed connect within a `send_all`, repeated for the messages after it (a TLS handshake's
+/// error as itself, so that each copy tells whether a retry may help as the first does).
 struct ConnectFailure {
     kind: io::ErrorKind,
     text: String,
+    handshake: Option<crate::tls::HandshakeError>,
 }
 
 impl ConnectFailure {
@@ -404,15 +411,20 @@ impl ConnectFailure {
             ClientError::Connect { source, .. } => Some(Self {
                 kind: source.kind(),
                 text: source.to_string(),
+                handshake: crate::tls::HandshakeError::from_io(source).map(|e| e.duplicate()),
             }),
             _ => None,
         }
     }
 
     fn repeat(&self, addr: &str) -> ClientError {
+        let source = match &self.handshake {
+            Some(e) => io::Error::new(self.kind, e.duplicate()),
+            None => io::Error::new(self.kind, self.text.clone()),
+        };
         ClientError::Connect {
             addr: addr.to_owned(),
-            source: io::Error::new(self.kind, self.text.clone()),
+            source,
         }
     }
 }

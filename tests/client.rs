@@ -11,8 +11,9 @@ use futures_util::{SinkExt, StreamExt};
 use mllp::app::{Request, Router};
 use mllp::frame::MllpCodec;
 use mllp::hl7::Message;
-use mllp::tls::TlsClientConfig;
+use mllp::tls::{HandshakeError, TlsClientConfig, TlsConfig};
 use mllp::{Backoff, Client, ClientConfig, ClientError, Server};
+use rustls::CertificateError;
 use support::{hl7, start, within};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -542,6 +543,8 @@ async fn send_all_to_an_unreachable_receiver_fails_the_batch_at_once() {
             matches!(result, Err(ClientError::Connect { .. })),
             "{result:?}"
         );
+        // Nobody listening may change: a retry may help.
+        assert!(result.as_ref().unwrap_err().is_transient(), "{result:?}");
     }
     assert!(
         started.elapsed() < Duration::from_secs(3600),
@@ -660,5 +663,70 @@ async fn idle_connection_closed_by_the_receiver_is_replaced_before_the_next_send
     assert!(matches!(&stop, Seen::ConnectionStop { reason, .. } if reason == "idle"));
     let results = within(client.send_all([hl7("ADT^A01", "THIRD", "2.5")])).await;
     assert!(results[0].is_ok(), "{results:?}");
+    within(server.shutdown()).await;
+}
+
+/// The certificate error inside a failed connect, if that is what it is.
+fn certificate_error(error: &ClientError) -> Option<&CertificateError> {
+    match error {
+        ClientError::Connect { source, .. } => match HandshakeError::from_io(source)? {
+            HandshakeError::CertificateRejected(e) => Some(e),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A receiver whose certificate the client does not trust fails every handshake the same way
+/// until a certificate changes: the error says it is not transient, `max_retries` does not
+/// dial again (no reconnect backoff is waited out), and every message of a `send_all` carries
+/// the same verdict.
+#[tokio::test(start_paused = true)]
+async fn refused_server_certificate_is_not_retried() {
+    let pki = pki::Pki::new();
+    let tls = TlsConfig::new(&pki.server.cert, &pki.server.key)
+        .build()
+        .unwrap();
+    let server = start(Server::builder().router(accept_or_fail()).transport(tls)).await;
+    let client = || {
+        let backoff = Backoff::new(Duration::from_secs(600), Duration::from_secs(600));
+        Client::with_tls(
+            server.local_addr().to_string(),
+            ClientConfig::default().max_retries(3).reconnect(backoff),
+            TlsClientConfig::new(&pki.other_ca.cert).server_name("localhost"),
+        )
+        .unwrap()
+    };
+    let started = tokio::time::Instant::now();
+    let err = client()
+        .send(hl7("ADT^A01", "UNTRUSTED", "2.5"))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(600),
+        "a refused certificate was retried after the reconnect backoff"
+    );
+    assert_eq!(
+        certificate_error(&err),
+        Some(&CertificateError::UnknownIssuer),
+        "{err:?}"
+    );
+    assert!(!err.is_transient(), "{err:?}");
+    // A fresh client (a failed one waits its backoff before it dials again, whatever the
+    // error): the messages after the first repeat its error, verdict included.
+    let started = tokio::time::Instant::now();
+    let results = client()
+        .send_all(["U1", "U2", "U3"].map(|id| hl7("ADT^A01", id, "2.5")))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(600));
+    for result in &results {
+        let err = result.as_ref().unwrap_err();
+        assert_eq!(
+            certificate_error(err),
+            Some(&CertificateError::UnknownIssuer),
+            "{err:?}"
+        );
+        assert!(!err.is_transient(), "{err:?}");
+    }
     within(server.shutdown()).await;
 }

@@ -200,6 +200,33 @@ impl HandshakeError {
         err.get_ref()?.downcast_ref::<HandshakeError>()
     }
 
+    /// Whether the same handshake would fail the same way until a certificate or a setting
+    /// changes (a certificate refused by either side, no common protocol version or suite, a
+    /// plaintext peer), as opposed to the connection being lost mid-way ([`HandshakeError::Io`]).
+    /// Retrying a permanent failure only hides it.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, HandshakeError::Io(_))
+    }
+
+    /// A copy of this error, for reporting one failure more than once (an [`io::Error`] inside
+    /// is copied as its kind and text).
+    pub(crate) fn duplicate(&self) -> HandshakeError {
+        match self {
+            HandshakeError::NotTls => HandshakeError::NotTls,
+            HandshakeError::ClientCertificateRequired => HandshakeError::ClientCertificateRequired,
+            HandshakeError::CertificateRejected(e) => {
+                HandshakeError::CertificateRejected(e.clone())
+            }
+            HandshakeError::SubjectNotAllowed { subject } => HandshakeError::SubjectNotAllowed {
+                subject: subject.clone(),
+            },
+            HandshakeError::NoClientSubject => HandshakeError::NoClientSubject,
+            HandshakeError::AlertReceived(alert) => HandshakeError::AlertReceived(*alert),
+            HandshakeError::Protocol(e) => HandshakeError::Protocol(e.clone()),
+            HandshakeError::Io(e) => HandshakeError::Io(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
     /// Wraps this error in an [`io::Error`] of a fitting kind.
     pub(crate) fn into_io(self) -> io::Error {
         let kind = match &self {

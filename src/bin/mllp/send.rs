@@ -82,8 +82,9 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = config::positive_duration)]
     connect_timeout: Duration,
 
-    /// Times a message is sent again after a timeout or a lost connection (the receiver may
-    /// then get it twice, with the same MSH-10); negative ACKs are never retried
+    /// Times a message is sent again after a timeout, a lost connection or a failed connect
+    /// (the receiver may then get it twice, with the same MSH-10); negative ACKs and refused
+    /// TLS certificates are never retried
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub(crate) retries: u32,
 
