@@ -37,12 +37,14 @@ mod identity;
 mod pem;
 mod server;
 mod stream;
+mod validity;
 
 pub use admission::{Admission, Admitted};
 pub use client::{BoxedStream, Connector, IoStream, TlsClientConfig, TlsConnector};
 pub use error::{AdmissionError, FileRole, HandshakeError, TlsConfigError};
 pub use server::{TlsConfig, TlsReloader, TlsTransport};
 pub use stream::{ClientTlsStream, ServerTlsStream};
+pub use validity::CertificateValidity;
 
 use std::sync::Arc;
 

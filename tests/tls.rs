@@ -572,6 +572,42 @@ async fn reload_serves_new_certificate_and_keeps_live_connections() {
     carries(&mut old_server, &mut old_client, ACK).await;
 }
 
+/// The transport tells when the certificate it presents expires, and a reload that brings a
+/// renewed certificate (here one that expires in ten days) updates it; a failed reload leaves
+/// it as it was.
+#[test]
+fn certificate_validity_follows_reloads() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    let now = std::time::SystemTime::now();
+    let first = transport.certificate_validity().expect("validity read");
+    // rcgen's default validity: 1975 to 4096.
+    assert!(first.is_valid_at(now), "{first:?}");
+    assert!(first.remaining(now).unwrap() > Duration::from_secs(1000 * 365 * 86_400));
+
+    let ten_days = Duration::from_secs(10 * 86_400);
+    pki.ca.issue(
+        pki.dir.path(),
+        &LeafSpec {
+            valid_for: Some(ten_days),
+            ..LeafSpec::server("server")
+        },
+    );
+    let reloader = transport.reloader();
+    reloader.reload().expect("reload");
+    let renewed = reloader.certificate_validity().expect("validity read");
+    let remaining = renewed.remaining(std::time::SystemTime::now()).unwrap();
+    assert!(
+        remaining <= ten_days && remaining > ten_days - Duration::from_secs(3600),
+        "{remaining:?}"
+    );
+    assert_eq!(transport.certificate_validity(), Some(renewed));
+
+    std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+    reloader.reload().unwrap_err();
+    assert_eq!(transport.certificate_validity(), Some(renewed));
+}
+
 /// A reload that fails (a half-written certificate) reports a typed error and keeps serving
 /// the previous certificate.
 #[tokio::test]

@@ -1073,6 +1073,34 @@ async fn sighup_does_not_stop_a_plain_server() {
     serve.stop_cleanly().await;
 }
 
+/// SIGHUP re-reads the certificate files and checks what it read: a certificate that has
+/// expired is logged as an error (clients refuse it), and the server goes on serving.
+#[tokio::test]
+async fn sighup_reload_of_an_expired_certificate_is_an_error_in_the_log() {
+    let pki = pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--no-inbox",
+            "--tls-cert",
+            &path_str(&pki.server.cert),
+            "--tls-key",
+            &path_str(&pki.server.key),
+        ],
+    )
+    .await;
+    serve.stderr_shows("tls certificate valid").await;
+    std::fs::copy(&pki.expired.cert, &pki.server.cert).unwrap();
+    std::fs::copy(&pki.expired.key, &pki.server.key).unwrap();
+    serve.hangup();
+    serve.stderr_shows("tls certificates reloaded").await;
+    serve
+        .stderr_shows("tls certificate has expired: clients that verify it refuse every handshake")
+        .await;
+    serve.stop_cleanly().await;
+}
+
 /// A flag refused as a usage error (exit 2) leaves nothing behind: every setting is checked
 /// before the inbox directory is created. A `--bind` host that does not resolve is such an
 /// error.

@@ -5,6 +5,9 @@
 //!
 //! Every server binds port 0 and is found through its `listening on` and `admin on` lines.
 
+#[path = "../../tests/support/pki.rs"]
+mod pki;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -140,6 +143,61 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         head.split(' ').nth(1).unwrap().parse().unwrap(),
         body.to_owned(),
     )
+}
+
+/// The value of the first sample of `name` in a Prometheus text body.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The served certificate's expiry is watched: one that expires within 30 days is warned about
+/// at start, and `/metrics` carries its `notAfter`.
+#[tokio::test]
+async fn an_expiring_certificate_is_warned_about_and_its_expiry_exported() {
+    let pki = pki::Pki::new();
+    let day = 86_400;
+    let soon = pki.ca.issue(
+        pki.dir.path(),
+        &pki::LeafSpec {
+            valid_for: Some(Duration::from_secs(10 * day)),
+            ..pki::LeafSpec::server("soon")
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let (cert, key) = (path(&soon.cert), path(&soon.key));
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let (_, body) = get(serve.admin.unwrap(), "/metrics").await;
+    let name = "mllp_tls_certificate_not_after_seconds";
+    let not_after = sample(&body, name).unwrap_or_else(|| panic!("no {name} in\n{body}"));
+    assert!(
+        not_after > now + 9.0 * day as f64 && not_after <= now + 10.0 * day as f64,
+        "{not_after} for a certificate that expires in ten days (now {now})"
+    );
+    let (status, stderr) = serve.stop().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tls certificate expires in 9 day(s)"),
+        "{stderr}"
+    );
 }
 
 async fn run(args: &[&str]) -> std::process::Output {

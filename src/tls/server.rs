@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::error::{HandshakeError, SubjectRefused, TlsConfigError};
 use super::identity::CertNames;
 use super::stream::ServerTlsStream;
+use super::validity::CertificateValidity;
 use super::{DEFAULT_VERSIONS, TlsVersion, pem, provider, rustls_versions};
 
 /// Server TLS settings: where the certificate, key and (for mutual TLS) client CAs live.
@@ -126,17 +127,20 @@ impl TlsConfig {
     /// certificate, a bad CA bundle; or an allow-list without a client CA bundle.
     pub fn build(self) -> Result<TlsTransport, TlsConfigError> {
         let current = self.load()?;
+        let validity = current.1;
         Ok(TlsTransport {
             shared: Arc::new(Shared {
                 settings: self,
-                current: RwLock::new(current),
+                current: RwLock::new(current.0),
+                validity: RwLock::new(validity),
                 reloading: Mutex::new(()),
             }),
         })
     }
 
-    /// Reads the files into a rustls server configuration.
-    fn load(&self) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    /// Reads the files into a rustls server configuration, with the validity of the leaf
+    /// certificate.
+    fn load(&self) -> Result<(Arc<ServerConfig>, Option<CertificateValidity>), TlsConfigError> {
         for subject in &self.allowed_subjects {
             if subject.is_empty() || subject.trim() != subject {
                 return Err(TlsConfigError::InvalidClientSubject {
@@ -151,6 +155,7 @@ impl TlsConfig {
         let provider = provider();
 
         let certified = pem::load_certified_key(&self.cert, &self.key, &provider)?;
+        let validity = certified.cert.first().and_then(CertificateValidity::of);
 
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)
@@ -177,7 +182,7 @@ impl TlsConfig {
         };
         let config =
             builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
-        Ok(Arc::new(config))
+        Ok((Arc::new(config), validity))
     }
 }
 
@@ -186,6 +191,8 @@ struct Shared {
     /// The configuration new handshakes use. A live connection holds its own `Arc` (inside its
     /// rustls connection), so swapping this never touches it.
     current: RwLock<Arc<ServerConfig>>,
+    /// The validity of the leaf certificate in `current`.
+    validity: RwLock<Option<CertificateValidity>>,
     /// Held across a whole reload (read the files, then swap), so that of two overlapping
     /// reloads the one that read the files last is the one that stays.
     reloading: Mutex<()>,
@@ -202,9 +209,17 @@ impl Shared {
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let fresh = self.settings.load()?;
+        let (fresh, validity) = self.settings.load()?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        *self
+            .validity
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = validity;
         Ok(())
+    }
+
+    fn validity(&self) -> Option<CertificateValidity> {
+        *self.validity.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -249,6 +264,14 @@ impl TlsTransport {
     /// The settings this transport was built from.
     pub fn config(&self) -> &TlsConfig {
         &self.shared.settings
+    }
+
+    /// When the certificate that new handshakes present is valid (the first of the chain in
+    /// the certificate file, as last read), so that its expiry can be watched; `None` when its
+    /// dates cannot be read (rustls accepted it, but it is not a well-formed X.509
+    /// certificate).
+    pub fn certificate_validity(&self) -> Option<CertificateValidity> {
+        self.shared.validity()
     }
 
     /// Whether clients must present a certificate (mutual TLS).
@@ -330,6 +353,12 @@ impl TlsReloader {
     /// half-written certificate never takes the listener down.
     pub fn reload(&self) -> Result<(), TlsConfigError> {
         self.shared.reload()
+    }
+
+    /// As [`TlsTransport::certificate_validity`]: the certificate read by the last successful
+    /// load.
+    pub fn certificate_validity(&self) -> Option<CertificateValidity> {
+        self.shared.validity()
     }
 }
 

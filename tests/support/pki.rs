@@ -48,6 +48,8 @@ pub struct LeafSpec<'a> {
     pub ips: &'a [IpAddr],
     pub usage: Usage,
     pub expired: bool,
+    /// Valid from a day ago until this long from now (else rcgen's default, 1975 to 4096).
+    pub valid_for: Option<std::time::Duration>,
     pub key_format: KeyFormat,
 }
 
@@ -60,6 +62,7 @@ impl<'a> LeafSpec<'a> {
             ips: &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
             usage: Usage::Server,
             expired: false,
+            valid_for: None,
             key_format: KeyFormat::Pkcs8,
         }
     }
@@ -72,6 +75,7 @@ impl<'a> LeafSpec<'a> {
             ips: &[],
             usage: Usage::Client,
             expired: false,
+            valid_for: None,
             key_format: KeyFormat::Pkcs8,
         }
     }
@@ -119,6 +123,14 @@ impl Ca {
         if spec.expired {
             params.not_before = rcgen::date_time_ymd(2000, 1, 1);
             params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        if let Some(valid_for) = spec.valid_for {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970");
+            let epoch = rcgen::date_time_ymd(1970, 1, 1);
+            params.not_before = epoch + (now - std::time::Duration::from_secs(86_400));
+            params.not_after = epoch + (now + valid_for);
         }
         let (key, key_pem) = key_pair(spec.key_format);
         let cert = params

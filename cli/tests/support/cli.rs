@@ -198,6 +198,20 @@ impl Serve {
         self.addr.to_string()
     }
 
+    /// Waits (polling what it wrote so far, at most 10 s) until stderr holds `text`.
+    #[allow(dead_code)]
+    pub async fn stderr_shows(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.stderr.lock().unwrap().contains(text) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stderr never showed {text:?}:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends SIGHUP.
     pub fn hangup(&self) {
         let pid = self.child.id().expect("child still running");

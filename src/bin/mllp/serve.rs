@@ -11,6 +11,7 @@
 mod admin;
 mod args;
 mod build;
+mod certificates;
 mod forward;
 mod handler;
 mod listeners;
@@ -28,7 +29,7 @@ use mllp::ServerBuilder;
 use mllp::admin::PrometheusMetrics;
 use mllp::server::{PlainTcp, Transport};
 use mllp::store::Store;
-use mllp::tls::{Admitted, TlsReloader};
+use mllp::tls::Admitted;
 
 pub(crate) use args::ServeArgs;
 use settings::Settings;
@@ -95,9 +96,12 @@ async fn serve(
             serve_on(builder, &settings, signal, store, None, metrics).await
         }
         Some(transport) => {
-            let reloader = transport.reloader();
+            let served = certificates::Served {
+                label: None,
+                reloader: transport.reloader(),
+            };
             let builder = builder.transport(Admitted::new(transport, admission));
-            serve_on(builder, &settings, signal, store, Some(reloader), metrics).await
+            serve_on(builder, &settings, signal, store, Some(served), metrics).await
         }
     }
 }
@@ -108,7 +112,7 @@ async fn serve_on<T: Transport>(
     settings: &Settings,
     mut signal: ShutdownSignal,
     store: Option<Arc<dyn Store>>,
-    reloader: Option<TlsReloader>,
+    certificate: Option<certificates::Served>,
     metrics: Option<PrometheusMetrics>,
 ) -> Result<ExitCode, ExitCode> {
     let server = build::bind(builder, &settings.bind).await?;
@@ -123,8 +127,10 @@ async fn serve_on<T: Transport>(
     if let Some(forward) = &settings.forward {
         tracing::info!(downstream = %forward.addr, "forwarding messages");
     }
-    let hangup_task = signal.spawn_reloader(reloader);
+    let served: Vec<_> = certificate.into_iter().collect();
+    let hangup_task = signal.spawn_reloaders(served.clone());
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");
+    let _certificates = certificates::Watch::start(served);
     let handle = server
         .spawn()
         .await

@@ -15,7 +15,7 @@ use mllp::{ServerBuilder, ServerHandle, ShutdownReport};
 
 use super::settings::Settings;
 use super::signals::{self, ShutdownSignal};
-use super::{admin, build, handler, store};
+use super::{admin, build, certificates, handler, store};
 use crate::exit;
 
 /// Says which listener a failure (already printed) belongs to.
@@ -82,7 +82,10 @@ pub(super) async fn serve_many(
                     .await?
                 }
                 Some(transport) => {
-                    reloaders.push(transport.reloader());
+                    reloaders.push(certificates::Served {
+                        label: listener.label.clone(),
+                        reloader: transport.reloader(),
+                    });
                     start(
                         builder.transport(Admitted::new(transport, admission)),
                         listener,
@@ -132,7 +135,8 @@ pub(super) async fn serve_many(
     };
     let _ = std::io::Write::flush(&mut std::io::stdout());
 
-    let hangup_task = signal.spawn_reloaders(reloaders);
+    let hangup_task = signal.spawn_reloaders(reloaders.clone());
+    let _certificates = certificates::Watch::start(reloaders);
     let failed = {
         let stopped = select_all(handles.iter().map(|h| Box::pin(h.wait())));
         tokio::select! {

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use mllp::ShutdownReport;
-use mllp::tls::TlsReloader;
 
+use super::certificates::{self, Served};
 use crate::exit;
 
 /// SIGTERM or SIGINT, registered at once so that none is missed between start-up and serving;
@@ -38,19 +38,11 @@ impl ShutdownSignal {
         }
     }
 
-    /// Starts answering SIGHUP: a task that reloads the TLS certificates through `reloader`,
+    /// Starts answering SIGHUP: a task that reloads the certificates of every TLS listener,
     /// or, without TLS, logs that there is nothing to reload. Abort it once serving ends.
-    pub(super) fn spawn_reloader(
-        &mut self,
-        reloader: Option<TlsReloader>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        self.spawn_reloaders(reloader.into_iter().collect())
-    }
-
-    /// As [`spawn_reloader`](Self::spawn_reloader), for every TLS listener at once.
     pub(super) fn spawn_reloaders(
         &mut self,
-        reloaders: Vec<TlsReloader>,
+        reloaders: Vec<Served>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         #[cfg(unix)]
         {
@@ -100,22 +92,27 @@ impl ShutdownSignal {
 
 /// On every SIGHUP: re-reads the certificate files (new connections get the new certificate,
 /// live ones keep theirs, and a failed reload keeps the old one and says why), or, without TLS,
-/// logs that there is nothing to reload.
+/// logs that there is nothing to reload. A reloaded certificate is checked as at start (its
+/// expiry logged, an error if it is expired).
 #[cfg(unix)]
-async fn on_sighup(mut hangups: tokio::signal::unix::Signal, reloaders: Vec<TlsReloader>) {
+async fn on_sighup(mut hangups: tokio::signal::unix::Signal, reloaders: Vec<Served>) {
     while hangups.recv().await.is_some() {
         if reloaders.is_empty() {
             tracing::info!("SIGHUP ignored: no TLS certificates to reload");
             continue;
         }
-        for reloader in &reloaders {
-            let reloader = reloader.clone();
+        for served in &reloaders {
+            let listener = served.label.as_deref();
+            let reloader = served.reloader.clone();
             match tokio::task::spawn_blocking(move || reloader.reload()).await {
-                Ok(Ok(())) => tracing::info!("tls certificates reloaded"),
-                Ok(Err(error)) => {
-                    tracing::error!(error = %exit::chain(&error), "tls reload failed; keeping the previous certificate");
+                Ok(Ok(())) => {
+                    tracing::info!(listener, "tls certificates reloaded");
+                    certificates::check(served, std::time::SystemTime::now(), false);
                 }
-                Err(error) => tracing::error!(%error, "tls reload task failed"),
+                Ok(Err(error)) => {
+                    tracing::error!(listener, error = %exit::chain(&error), "tls reload failed; keeping the previous certificate");
+                }
+                Err(error) => tracing::error!(listener, %error, "tls reload task failed"),
             }
         }
     }

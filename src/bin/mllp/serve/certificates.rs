@@ -1,0 +1,174 @@
+//! The served certificates' validity: logged when serving starts, after each SIGHUP reload and
+//! once a day while serving, and exported as the gauge `mllp.tls.certificate.not_after`, so
+//! that an operator hears of an expiring certificate weeks before partners' handshakes start
+//! failing on it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mllp::tls::{CertificateValidity, TlsReloader};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Meter, ObservableGauge};
+
+/// Within this of its expiry, a served certificate is warned about at every check.
+pub(super) const WARN_WITHIN: Duration = Duration::from_secs(30 * 86_400);
+
+/// How often the served certificates are checked again while serving.
+const RECHECK: Duration = Duration::from_secs(86_400);
+
+/// One listener's certificate, as its transport last read it.
+#[derive(Clone, Debug)]
+pub(super) struct Served {
+    /// The listener's label (`[[listener]]`); `None` for the one listener of the flags.
+    pub(super) label: Option<String>,
+    pub(super) reloader: TlsReloader,
+}
+
+/// What a check found, most urgent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finding {
+    /// Its dates could not be read: its expiry is not watched.
+    Unreadable,
+    /// Past its `notAfter`.
+    Expired,
+    /// Before its `notBefore`.
+    NotYetValid,
+    /// Valid, but for less than [`WARN_WITHIN`].
+    ExpiresSoon,
+    /// Valid for longer.
+    Fine,
+}
+
+fn finding(validity: Option<CertificateValidity>, now: SystemTime) -> Finding {
+    match validity {
+        None => Finding::Unreadable,
+        Some(v) if now > v.not_after() => Finding::Expired,
+        Some(v) if now < v.not_before() => Finding::NotYetValid,
+        Some(v) if v.remaining(now).is_some_and(|left| left < WARN_WITHIN) => Finding::ExpiresSoon,
+        Some(_) => Finding::Fine,
+    }
+}
+
+/// Logs what `served`'s certificate looks like at `now`: an error when clients that verify it
+/// refuse it (expired, not valid yet), a warning within [`WARN_WITHIN`] of its expiry, and, when
+/// not `routine` (at start and after a reload), its expiry date when all is well.
+pub(super) fn check(served: &Served, now: SystemTime, routine: bool) {
+    let validity = served.reloader.certificate_validity();
+    // Named only among several listeners, as the other per-listener lines.
+    let listener = served.label.as_deref();
+    let date = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    match (finding(validity, now), validity) {
+        (Finding::Unreadable, _) => {
+            if !routine {
+                tracing::warn!(
+                    listener,
+                    "tls certificate: its validity dates cannot be read, so its expiry is not \
+                     watched"
+                );
+            }
+        }
+        (Finding::Expired, Some(v)) => tracing::error!(
+            listener,
+            not_after = %date(v.not_after()),
+            "tls certificate has expired: clients that verify it refuse every handshake; \
+             install a renewed certificate and send SIGHUP"
+        ),
+        (Finding::NotYetValid, Some(v)) => tracing::error!(
+            listener,
+            not_before = %date(v.not_before()),
+            "tls certificate is not valid yet: clients that verify it refuse every handshake \
+             until then; check the clock, or install a certificate valid now and send SIGHUP"
+        ),
+        (Finding::ExpiresSoon, Some(v)) => {
+            let days = v.remaining(now).unwrap_or_default().as_secs() / 86_400;
+            tracing::warn!(
+                listener,
+                not_after = %date(v.not_after()),
+                days_left = days as i64,
+                "tls certificate expires in {days} day(s): install a renewed certificate and \
+                 send SIGHUP before then"
+            );
+        }
+        (_, Some(v)) => {
+            if !routine {
+                tracing::info!(listener, not_after = %date(v.not_after()), "tls certificate valid");
+            }
+        }
+        (_, None) => {}
+    }
+}
+
+/// Watches the served certificates while it lives: checks every one now, then once a day
+/// (logging then only what needs attention), and reports the gauge.
+pub(super) struct Watch {
+    task: Option<tokio::task::JoinHandle<()>>,
+    _gauge: Option<ObservableGauge<i64>>,
+}
+
+impl Watch {
+    pub(super) fn start(served: Vec<Served>) -> Watch {
+        if served.is_empty() {
+            return Watch {
+                task: None,
+                _gauge: None,
+            };
+        }
+        for s in &served {
+            check(s, SystemTime::now(), false);
+        }
+        let gauge = register(&mllp::telemetry::meter(), served.clone());
+        let task = tokio::spawn(async move {
+            let mut daily = tokio::time::interval(RECHECK);
+            daily.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            daily.tick().await; // the first tick is at once: checked above
+            loop {
+                daily.tick().await;
+                for s in &served {
+                    check(s, SystemTime::now(), true);
+                }
+            }
+        });
+        Watch {
+            task: Some(task),
+            _gauge: Some(gauge),
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Registers `mllp.tls.certificate.not_after` (seconds since the Unix epoch, one series per
+/// TLS listener, labelled `listener` when it has a label); keep what it returns for as long as
+/// it should be reported.
+fn register(meter: &Meter, served: Vec<Served>) -> ObservableGauge<i64> {
+    meter
+        .i64_observable_gauge("mllp.tls.certificate.not_after")
+        .with_unit("s")
+        .with_description(
+            "When the certificate a TLS listener presents expires, in seconds since the Unix \
+                 epoch (alert on it minus the current time)",
+        )
+        .with_callback(move |observer| {
+            for s in &served {
+                let Some(validity) = s.reloader.certificate_validity() else {
+                    continue;
+                };
+                let seconds = validity
+                    .not_after()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                let labels: Vec<KeyValue> = s
+                    .label
+                    .iter()
+                    .map(|l| KeyValue::new("listener", l.clone()))
+                    .collect();
+                observer.observe(seconds, &labels);
+            }
+        })
+        .build()
+}
