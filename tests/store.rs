@@ -896,3 +896,37 @@ async fn a_store_file_moved_while_open_fails_commits_until_it_is_back() {
     store.append(record(&adt("M4", "X"))).await.unwrap();
     store.close().await;
 }
+
+/// Two messages sent in one frame are refused (AR, ERR-3 100, ERR-2 naming the second MSH,
+/// MSA-2 the first message's control id) and nothing is stored: the second was once stored
+/// inside the first, never acknowledged nor found by its own control id. The connection goes
+/// on, and each message sent in a frame of its own is stored.
+#[tokio::test]
+async fn two_messages_in_one_frame_are_refused_and_not_stored() {
+    use mllp::app::{Request, Router};
+    use mllp::store::StoreLayer;
+    use support::{Peer, field, within};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default()).await;
+    let router = Router::new()
+        .route("*", |_req: Request| async {})
+        .layer(StoreLayer::new(store.clone()));
+    let server = support::start(mllp::Server::builder().router(router)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    let first = adt("F001", "ONE");
+    let second = adt("F002", "TWO");
+    let both = [first.as_bytes().as_ref(), second.as_bytes().as_ref()].concat();
+    let ack = peer.call(Bytes::from(both)).await;
+    assert_eq!(field(&ack, "MSA-1"), "AR");
+    assert_eq!(field(&ack, "MSA-2"), "F001");
+    assert_eq!(field(&ack, "ERR-3.1"), "100");
+    assert_eq!(field(&ack, "ERR-2"), "MSH^2");
+    assert_eq!(store.reader().unwrap().count().unwrap(), 0);
+    for message in [first, second] {
+        let ack = peer.call(message.as_bytes().clone()).await;
+        assert_eq!(field(&ack, "MSA-1"), "AA");
+    }
+    assert_eq!(store.reader().unwrap().count().unwrap(), 2);
+    within(server.shutdown()).await;
+}

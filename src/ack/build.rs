@@ -240,8 +240,12 @@ impl<'a> Header<'a> {
             receiver: (field(3), field(4)),
             trigger: component(field(9), &delimiters, 2),
             acknowledged_id: field(10),
-            processing_id: field(11),
-            version: version_field,
+            // Both are required in the ACK's MSH: the defaults of an unreadable message when
+            // the sender left them out.
+            processing_id: Some(field(11)).filter(|f| !f.is_empty()).unwrap_or(b"P"),
+            version: Some(version_field)
+                .filter(|f| !f.is_empty())
+                .unwrap_or(b"2.5"),
             charset: field(18),
             layout: Layout::for_number(version),
             message_structure: has_message_structure(version),
@@ -660,7 +664,8 @@ impl Ack {
     ///   with the incoming MSH-9.2 (`ACK^<trigger>` before v2.3.1, whose MSH-9 has no message
     ///   structure component), or `ACK^^ACK` when it is absent (`ACK` before v2.3.1); MSH-10 = a new unique control id;
     ///   MSH-11 and MSH-12 copied verbatim, never "upgraded" (a sender that gets a version it
-    ///   does not speak may resend forever); MSH-18 copied when present.
+    ///   does not speak may resend forever), or `P` and `2.5` when the incoming message leaves
+    ///   them empty (both are required); MSH-18 copied when present.
     /// - MSA: MSA-1 = `code`; MSA-2 = incoming MSH-10 verbatim; MSA-3 only before v2.4, where
     ///   it was still current (deprecated from v2.4): the first diagnostic's code description,
     ///   or its text with [`AckOptions::include_err7`], cut to the field's 80 characters.
@@ -872,9 +877,15 @@ mod tests {
                     .map_or(&b""[..], |v| v.as_bytes())
             };
             proptest::prop_assert_eq!(header.trigger, expected(9, 2));
+            // An empty MSH-12 gets the default version (a required field).
+            let version = if msh.field(12).is_none_or(|v| v.as_bytes().is_empty()) {
+                &b"2.5"[..]
+            } else {
+                expected(12, 1)
+            };
             proptest::prop_assert_eq!(
                 component(header.version, message.delimiters(), 1),
-                expected(12, 1)
+                version
             );
         }
     }

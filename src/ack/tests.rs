@@ -42,6 +42,31 @@ fn header_swaps_parties_and_copies_version() {
     assert_ne!(ack.control_id(), incoming.control_id());
 }
 
+/// A message without MSH-11 and MSH-12 gets an ACK with both (required fields): `P` and `2.5`,
+/// as for bytes that cannot be read, and ERR in both layouts, its version being unknown.
+#[test]
+fn missing_processing_id_and_version_get_defaults() {
+    for raw in [
+        &b"MSH|^~\\&|A|B|C|D|20261207||ADT^A01|NOVER\rPID|1\r"[..],
+        b"MSH|^~\\&|A|B|C|D|20261207||ADT^A01|NOVER|||\rPID|1\r",
+    ] {
+        let incoming = Message::parse(Bytes::copy_from_slice(raw)).unwrap();
+        let ack = Ack::build(
+            &incoming,
+            AckCode::AE,
+            &[missing_pid3()],
+            &AckOptions::default(),
+        );
+        let m = ack.message();
+        assert_eq!(field(m, "MSH-11"), b"P");
+        assert_eq!(field(m, "MSH-12"), b"2.5");
+        assert_eq!(field(m, "MSA-2"), b"NOVER");
+        // Still both ERR layouts: the sender's version is unknown, whatever the ACK declares.
+        assert!(field(m, "ERR-1").starts_with(b"PID^1^3^101&"));
+        assert_eq!(field(m, "ERR-2"), b"PID^1^3");
+    }
+}
+
 /// MSH-7 is the current UTC time with an explicit +0000 offset.
 #[test]
 fn timestamp_is_utc_with_offset() {
@@ -144,7 +169,8 @@ fn v24_writes_err1_without_msa3() {
     assert_eq!(m.segment("MSA").unwrap().field_count(), 2);
 }
 
-/// With no version in MSH-12, each ERR carries both ERR-1 and ERR-2..4; MSH-12 stays empty.
+/// With no version in MSH-12, each ERR carries both ERR-1 and ERR-2..4; the ACK's MSH-12 (a
+/// required field) says `2.5`, as for bytes that cannot be read.
 #[test]
 fn unknown_version_writes_both_layouts() {
     let ack = Ack::build(
@@ -154,7 +180,7 @@ fn unknown_version_writes_both_layouts() {
         &AckOptions::default().include_err8(false),
     );
     let m = ack.message();
-    assert_eq!(field(m, "MSH-12"), b"");
+    assert_eq!(field(m, "MSH-12"), b"2.5");
     assert_eq!(
         field(m, "ERR-1"),
         b"PID^1^3^101&Required field missing&HL70357"

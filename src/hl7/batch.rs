@@ -234,12 +234,22 @@ impl Batch {
         {
             return Err(BatchError::LineFeed);
         }
+        // Named only when it is a segment id: three of `A-Z0-9` that end there (at the field
+        // separator or the segment's end). The first letters of other text ("PATIENT...")
+        // would be content.
         let unexpected = |position: usize, r: &Range<usize>| BatchError::Unexpected {
             position: position + 1,
-            id: String::from_utf8(id(r).to_vec())
-                .ok()
-                .filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .unwrap_or_else(|| "?".to_owned()),
+            id: Some(id(r))
+                .filter(|id| super::path::is_segment_id(id))
+                .filter(|_| {
+                    bytes[r.clone()]
+                        .get(3)
+                        .is_none_or(|b| !b.is_ascii_alphanumeric())
+                })
+                .map_or_else(
+                    || "?".to_owned(),
+                    |id| String::from_utf8_lossy(id).into_owned(),
+                ),
         };
         let mut iter = segments.iter().enumerate().peekable();
         let mut file = None;
@@ -460,7 +470,7 @@ mod tests {
     /// Every malformed envelope is named.
     #[test]
     fn malformed_envelopes_are_refused() {
-        let cases: [(String, BatchError); 6] = [
+        let cases: [(String, BatchError); 7] = [
             (M1.to_owned(), BatchError::NotABatch),
             (
                 format!("BHS|^~\\&\r{M1}"),
@@ -489,6 +499,14 @@ mod tests {
                 BatchError::Unexpected {
                     position: 2,
                     id: "MSH".into(),
+                },
+            ),
+            // Text after the trailer: its first letters are content, not an id.
+            (
+                format!("BHS|^~\\&\r{M1}BTS|1\rPATIENTSECRET|1\r"),
+                BatchError::Unexpected {
+                    position: 5,
+                    id: "?".into(),
                 },
             ),
             (

@@ -70,6 +70,18 @@ pub enum ParseError {
         /// 1-based position of the segment in the message (MSH is 1).
         position: usize,
     },
+    /// A segment after the first is `MSH` or a batch header or trailer (`BHS`, `BTS`, `FHS`,
+    /// `FTS`): typically two messages sent in one frame, or a message followed by a batch. A
+    /// message has one MSH, first; a batch is read by [`Batch::parse`](super::Batch::parse).
+    #[error(
+        "segment {position} ({id}) is out of place: a message has one MSH, first, and no batch header or trailer"
+    )]
+    SegmentOutOfPlace {
+        /// 1-based position of the segment in the message (MSH is 1).
+        position: usize,
+        /// The segment's id: one of `MSH`, `BHS`, `BTS`, `FHS`, `FTS`.
+        id: &'static str,
+    },
     /// Strict mode only: a LF ends a segment (it starts the next segment, or sits inside MSH),
     /// which means the sender used LF or CRLF line endings. See
     /// [`ParseOptions::lenient_line_endings`].
@@ -96,6 +108,7 @@ impl ParseError {
             ParseError::Empty
             | ParseError::MissingMsh
             | ParseError::InvalidSegmentId { .. }
+            | ParseError::SegmentOutOfPlace { .. }
             | ParseError::LineFeed { .. } => ErrorCode::SegmentSequenceError,
         }
     }
@@ -110,6 +123,10 @@ impl ParseError {
             ParseError::TruncatedMsh => Some(msh.field(2)),
             ParseError::InvalidDelimiters { field, .. } => Some(msh.field(*field)),
             ParseError::LineFeed { position: 1 } => Some(msh),
+            // The second MSH; a batch segment's first occurrence.
+            ParseError::SegmentOutOfPlace { id, .. } => {
+                Some(Location::new(*id, if *id == "MSH" { 2 } else { 1 }))
+            }
             ParseError::Empty
             | ParseError::InvalidSegmentId { .. }
             | ParseError::LineFeed { .. }
@@ -131,7 +148,10 @@ impl ParseError {
             ParseError::MissingMsh => msh,
             ParseError::TruncatedMsh => msh.map(|at| (at + 3).min(payload.len())),
             ParseError::InvalidDelimiters { field, .. } => msh.map(|at| at + 2 + field),
-            ParseError::InvalidSegmentId { position } => segment_start(payload, *position, is_end),
+            ParseError::InvalidSegmentId { position }
+            | ParseError::SegmentOutOfPlace { position, .. } => {
+                segment_start(payload, *position, is_end)
+            }
             ParseError::LineFeed { position } => {
                 let start = segment_start(payload, *position, |byte| byte == CR)
                     .or_else(|| msh.filter(|_| *position == 1))?;
@@ -388,8 +408,24 @@ impl Walk<'_> {
             if !(id_ends && is_segment_id(&segment[..3])) {
                 return Err(ParseError::InvalidSegmentId { position });
             }
+            if let Some(id) = envelope_id(&segment[..3]) {
+                return Err(ParseError::SegmentOutOfPlace { position, id });
+            }
         }
         Ok(())
+    }
+}
+
+/// The id of a segment that only ever comes first (`MSH`) or only in a batch envelope.
+#[inline]
+fn envelope_id(id: &[u8]) -> Option<&'static str> {
+    match id {
+        b"MSH" => Some("MSH"),
+        b"BHS" => Some("BHS"),
+        b"BTS" => Some("BTS"),
+        b"FHS" => Some("FHS"),
+        b"FTS" => Some("FTS"),
+        _ => None,
     }
 }
 
@@ -612,6 +648,11 @@ impl Builder<'_> {
         let id = &self.bytes[start..id_end];
         if !is_segment_id(id) {
             return Err(ParseError::InvalidSegmentId { position });
+        }
+        if position > 1
+            && let Some(id) = envelope_id(id)
+        {
+            return Err(ParseError::SegmentOutOfPlace { position, id });
         }
         self.segments.push(SegmentEntry {
             start: start as u32,

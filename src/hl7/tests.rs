@@ -375,6 +375,35 @@ fn parse_errors_carry_codes_and_locations() {
             ErrorCode::SegmentSequenceError,
             Some(msh()),
         ),
+        // Two messages in one frame: the second MSH is refused, not read as a segment.
+        (
+            b"MSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\rPID|2\r",
+            ParseError::SegmentOutOfPlace {
+                position: 3,
+                id: "MSH",
+            },
+            ErrorCode::SegmentSequenceError,
+            Some(Location::new("MSH", 2)),
+        ),
+        // A message followed by a batch, or by a batch trailer.
+        (
+            b"MSH|^~\\&|A\rBHS|^~\\&\rMSH|^~\\&|B\rBTS|1\r",
+            ParseError::SegmentOutOfPlace {
+                position: 2,
+                id: "BHS",
+            },
+            ErrorCode::SegmentSequenceError,
+            Some(Location::new("BHS", 1)),
+        ),
+        (
+            b"MSH|^~\\&|A\rPID|1\rFTS",
+            ParseError::SegmentOutOfPlace {
+                position: 3,
+                id: "FTS",
+            },
+            ErrorCode::SegmentSequenceError,
+            Some(Location::new("FTS", 1)),
+        ),
     ];
     for (raw, error, code, location) in cases {
         let got = Message::parse(Bytes::copy_from_slice(raw)).unwrap_err();
@@ -487,22 +516,28 @@ fn msh_fields_located_at_parse_match_the_field_accessors() {
     assert!(checked >= 15, "only {checked} messages parsed");
 }
 
-/// A later segment whose id is `MSH` but that is too short to carry a field separator (found by
-/// the `parse` fuzz target) has no fields: reading them returns nothing instead of slicing past
-/// the end of the message.
+/// A later segment whose id is `MSH`, even one too short to carry a field separator (found by
+/// the `parse` fuzz target, when such a segment was still read as one with no fields), is
+/// refused as out of place, at the position it has.
 #[test]
-fn short_trailing_msh_segment_has_no_fields() {
+fn short_trailing_msh_segment_is_out_of_place() {
     for bytes in [
         &b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rMSH"[..],
         b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rMSH\rPID|1",
     ] {
-        let m = Message::parse(Bytes::copy_from_slice(bytes)).unwrap();
-        let short = m.segments().nth(1).unwrap();
-        assert_eq!(short.id(), "MSH");
-        assert_eq!(short.field_count(), 0);
-        assert!(short.field(1).is_none());
-        assert!(short.field(2).is_none());
-        assert_eq!(short.fields().count(), 0);
+        let error = Message::parse(Bytes::copy_from_slice(bytes)).unwrap_err();
+        assert_eq!(
+            error,
+            ParseError::SegmentOutOfPlace {
+                position: 2,
+                id: "MSH"
+            }
+        );
+        let second_msh = bytes.windows(4).position(|w| w == b"\rMSH").unwrap() + 1;
+        assert_eq!(
+            error.offset(bytes, &ParseOptions::default()),
+            Some(second_msh)
+        );
     }
 }
 
