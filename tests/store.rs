@@ -894,6 +894,16 @@ async fn a_store_file_moved_while_open_fails_commits_until_it_is_back() {
     assert!(text.contains("inbox.db-wal was deleted"), "{text}");
     std::fs::rename(&wal_aside, &wal).unwrap();
     store.append(record(&adt("M4", "X"))).await.unwrap();
+    // What was answered as failed is not stored, in the moved files either: with the files
+    // back, only the messages that were acknowledged are there.
+    let reader = store.reader().unwrap();
+    let ids: Vec<String> = reader
+        .list(&Filter::default())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.control_id)
+        .collect();
+    assert_eq!(ids, ["M4", "M2", "M0"]);
     store.close().await;
 }
 

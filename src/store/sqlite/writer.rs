@@ -225,7 +225,8 @@ impl Writer {
         self.counters
             .committing
             .store(batch.len(), Ordering::Relaxed);
-        let result = (|| -> rusqlite::Result<Vec<Receipt>> {
+        let files = &mut self.files;
+        let result = (|| -> Result<Vec<Receipt>, CommitFailure> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -233,17 +234,17 @@ impl Writer {
                 .iter()
                 .map(|(record, _)| append(&tx, record, window))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Files moved away: rolled back (the transaction is dropped), so that what is
+            // answered as failed is not in them either, where a reader or a relay that has
+            // them open, or the files moved back, would find it.
+            files.check().map_err(CommitFailure::Moved)?;
             tx.commit()?;
+            // Moved between that check and the commit: committed there, not at the store's
+            // path, so not durable under its name; answered as a failure (the sender resends,
+            // and the files moved back hold a duplicate) rather than as stored.
+            files.check().map_err(CommitFailure::Moved)?;
             Ok(receipts)
         })();
-        // Committed, but to the files at the store's path? If not, it is not durable there:
-        // answered as a failure (the sender resends), never as stored.
-        let result = result.map_err(CommitFailure::Sqlite).and_then(|receipts| {
-            self.files
-                .check()
-                .map(|()| receipts)
-                .map_err(CommitFailure::Moved)
-        });
         self.counters.committing.store(0, Ordering::Relaxed);
         match result {
             Ok(receipts) => {
@@ -405,6 +406,12 @@ fn append(tx: &Transaction<'_>, record: &Record, window: Option<i64>) -> rusqlit
         id: StoreId::from(id as u64),
         reused_control_id: reused,
     })
+}
+
+impl From<rusqlite::Error> for CommitFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        CommitFailure::Sqlite(e)
+    }
 }
 
 /// Why a batch was not stored.
