@@ -63,7 +63,7 @@ pub enum TlsConfigError {
         path: PathBuf,
         /// What the PEM parser found.
         #[source]
-        source: rustls_pki_types::pem::Error,
+        source: PemError,
     },
     /// The file holds no `CERTIFICATE` section.
     #[error("no certificate in {role} file {}", path.display())]
@@ -149,6 +149,44 @@ pub enum TlsConfigError {
     #[error("tls configuration rejected")]
     Rustls(#[source] rustls::Error),
 }
+
+/// What the PEM parser found wrong in a file, in words: the parser's own text shows a section
+/// label as a list of byte values (`missing section end marker: [67, 69, ...]`). Labels are cut
+/// down to what a real label holds, so no key material is ever quoted.
+#[derive(Debug)]
+pub struct PemError(rustls_pki_types::pem::Error);
+
+impl PemError {
+    pub(crate) fn new(inner: rustls_pki_types::pem::Error) -> Self {
+        PemError(inner)
+    }
+
+    /// The PEM parser's error.
+    pub fn inner(&self) -> &rustls_pki_types::pem::Error {
+        &self.0
+    }
+}
+
+impl fmt::Display for PemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use rustls_pki_types::pem::Error;
+        match &self.0 {
+            Error::MissingSectionEnd { end_marker } => write!(
+                f,
+                "the {} section has no END line (a truncated or half-written file?)",
+                String::from_utf8_lossy(end_marker)
+            ),
+            Error::IllegalSectionStart { line } => write!(
+                f,
+                "malformed BEGIN line `{}`",
+                String::from_utf8_lossy(line)
+            ),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PemError {}
 
 /// Why a TLS handshake failed, carried inside the [`io::Error`] that the handshake returns.
 ///

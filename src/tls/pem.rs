@@ -12,7 +12,7 @@ use rustls::{CertificateError, InconsistentKeys, OtherError, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::error::{FileRole, TlsConfigError};
+use super::error::{FileRole, PemError, TlsConfigError};
 
 /// The largest PEM file read. A full public CA bundle is well under 1 MiB; the cap only keeps a
 /// wrong path (a log file, a disk image) from being read into memory.
@@ -51,7 +51,7 @@ pub(super) fn load_certs(
         .map_err(|source| TlsConfigError::MalformedPem {
             role,
             path: path.to_owned(),
-            source: redacted(source),
+            source: PemError::new(redacted(source)),
         })?;
     if certs.is_empty() {
         return Err(TlsConfigError::NoCertificate {
@@ -88,7 +88,7 @@ pub(super) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigE
         Err(source) => Err(TlsConfigError::MalformedPem {
             role: FileRole::PrivateKey,
             path: path.to_owned(),
-            source: redacted(source),
+            source: PemError::new(redacted(source)),
         }),
     }
 }
@@ -271,14 +271,17 @@ mod tests {
         );
     }
 
-    /// A section that never ends is malformed PEM.
+    /// A section that never ends (a half-written file) is malformed PEM, said in words.
     #[test]
     fn unterminated_section_is_malformed_pem() {
         let f = file_with(b"-----BEGIN CERTIFICATE-----\nAAAA\n");
         let err = load_certs(FileRole::Certificate, f.path()).unwrap_err();
-        assert!(
-            matches!(err, TlsConfigError::MalformedPem { .. }),
-            "{err:?}"
+        let TlsConfigError::MalformedPem { source, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            source.to_string(),
+            "the CERTIFICATE section has no END line (a truncated or half-written file?)"
         );
     }
 
