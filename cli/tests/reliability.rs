@@ -666,3 +666,45 @@ async fn connection_flood_is_summed_up_in_the_log() {
         "summary lines account for {summed} opened connections, {lines} logged:\n{stderr}"
     );
 }
+
+/// A commit stuck at shutdown (another process holds the SQLite file's lock, longer than the
+/// busy timeout lets the writer wait) does not hold the process: once the connections are
+/// drained, closing the store is waited for a few seconds, then `serve` exits with status 1,
+/// saying why; the stuck message, answered AE, is not in the store.
+#[tokio::test]
+async fn serve_exits_with_a_commit_stuck_on_a_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let store = format!("sqlite:{}", path.display());
+    let serve = cli_support::Serve::start(
+        dir.path(),
+        &[
+            "--store",
+            &store,
+            "--store-busy-timeout",
+            "10m",
+            "--handler-timeout",
+            "200ms",
+            "--shutdown-grace",
+            "1s",
+        ],
+    )
+    .await;
+    let lock = lock_file(&path);
+    let mut peer = Peer::connect(serve.addr).await;
+    // Answered at the handler timeout, while the writer waits for the lock: the commit is stuck.
+    let ack = peer.call(hl7("ADT^A01", "STUCK-1", "2.5")).await;
+    assert_eq!(field(&ack, "MSA-1"), "AE");
+    drop(peer);
+    let (status, stdout, stderr) = serve.stop().await;
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("0 aborted"), "{stdout}");
+    assert!(
+        stderr.contains("the store did not close in time"),
+        "{stderr}"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    let reader = mllp::store::sqlite::SqliteReader::open(&path).unwrap();
+    assert_eq!(reader.count().unwrap(), 0);
+}

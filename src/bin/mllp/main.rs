@@ -86,6 +86,9 @@ fn main() -> ExitCode {
         }
     });
     logging::flush();
+    // Not the runtime's drop, which waits for every blocking task: one can be stuck for good
+    // (`serve` closing a store whose commit waits on a lock, after it gave up waiting).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
 }
 

@@ -163,12 +163,13 @@ async fn serve_on<T: Transport>(
         // The server has stopped, so the endpoint is finishing its last requests.
         let _ = task.await;
     }
-    if let Some(store) = &store {
-        // Drained: nothing more is appended. The SQLite file alone then holds every message.
-        store.close().await;
-    }
+    // Drained: nothing more is appended. The SQLite file alone then holds every message.
+    let closed = match &store {
+        Some(store) => store::close(store).await,
+        None => true,
+    };
     match result {
-        Ok(report) => Ok(signals::drain_report(&report)),
+        Ok(report) => Ok(signals::drain_report(&report, closed)),
         Err(e) => Err(exit::fail(exit::FAILURE, &e)),
     }
 }

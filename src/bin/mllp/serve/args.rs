@@ -329,8 +329,8 @@ Examples:
 
 Signals: SIGTERM or SIGINT drains (see --shutdown-grace); a second one exits at once.
 Exit status: 0 after a clean drain, 1 when the server failed, connections had to be aborted
-at the end of --shutdown-grace, or a second signal cut the drain short; 2 for invalid flags or
-configuration.";
+at the end of --shutdown-grace, the store did not close within 5 s (a stuck commit), or a second
+signal cut the drain short; 2 for invalid flags or configuration.";
 
 /// The SQLite store's settings (ignored by dir: stores, which keep every resend).
 #[derive(Debug, Clone, clap::Args)]

@@ -152,8 +152,9 @@ pub(super) async fn serve_many(
         // Every server has stopped, so the endpoint is finishing its last requests.
         let _ = task.await;
     }
+    let mut closed = true;
     for store in stores.values().flatten() {
-        store.close().await;
+        closed &= store::close(store).await;
     }
     let mut total = ShutdownReport::default();
     for report in reports {
@@ -167,7 +168,7 @@ pub(super) async fn serve_many(
             .unwrap_or("listener");
         return Err(context(label)(exit::fail(exit::FAILURE, &error)));
     }
-    Ok(signals::drain_report(&total))
+    Ok(signals::drain_report(&total, closed))
 }
 
 /// Binds and starts one listener's server.

@@ -118,8 +118,9 @@ async fn on_sighup(mut hangups: tokio::signal::unix::Signal, reloaders: Vec<Serv
     }
 }
 
-/// Prints the drain report; a drain that had to abort connections is not clean.
-pub(super) fn drain_report(report: &ShutdownReport) -> ExitCode {
+/// Prints the drain report; a drain that had to abort connections, or a store that did not
+/// close in time (`closed` false, already logged), is not clean.
+pub(super) fn drain_report(report: &ShutdownReport, closed: bool) -> ExitCode {
     say!(
         "shutdown complete: {} connection(s) drained, {} aborted",
         report.drained,
@@ -131,14 +132,22 @@ pub(super) fn drain_report(report: &ShutdownReport) -> ExitCode {
         aborted = report.aborted,
         "shutdown complete"
     );
-    if report.aborted == 0 {
-        ExitCode::SUCCESS
-    } else {
+    if report.aborted > 0 {
         complain!(
             "error: {} connection(s) were still busy at the end of the shutdown grace and were \
              aborted (their messages were not acknowledged)",
             report.aborted
         );
+    }
+    if !closed {
+        complain!(
+            "error: the store did not close in time (a commit was stuck); the process exits \
+             without it, and nothing it held was acknowledged"
+        );
+    }
+    if report.aborted == 0 && closed {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::from(exit::FAILURE)
     }
 }

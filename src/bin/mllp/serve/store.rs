@@ -70,3 +70,27 @@ fn warn_ignored(settings: &StoreSettings) {
         );
     }
 }
+
+/// How long closing the store may take once serving has ended: its last commit and, for
+/// SQLite, copying the write-ahead log into the database file. Longer means a commit is stuck
+/// (a lock another process holds, a hung disk).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes `store`, waiting at most [`CLOSE_WAIT`]; `false` when it did not close in time. The
+/// process may then exit all the same: the connections are gone, so whatever the stuck commit
+/// holds was never acknowledged, and SQLite finishes or discards it from its log at the next
+/// start.
+pub(super) async fn close(store: &Arc<dyn Store>) -> bool {
+    match tokio::time::timeout(CLOSE_WAIT, store.close()).await {
+        Ok(()) => true,
+        Err(_) => {
+            tracing::warn!(
+                store = %store.describe(),
+                wait_s = CLOSE_WAIT.as_secs() as i64,
+                "store did not close in time (a commit is stuck: a lock another process holds, \
+                 or a hung disk); exiting without it: nothing it holds was acknowledged"
+            );
+            false
+        }
+    }
+}
