@@ -47,8 +47,8 @@ pub struct ConnectionSnapshot {
     /// The verified peer identity (a client certificate's subject), once the handshake
     /// established one.
     pub peer_identity: Option<String>,
-    /// Bytes read from the connection, as of its last decoded request (after the transport:
-    /// TLS is counted decrypted).
+    /// Bytes read from the connection, as of its last decoded request or, while a request is
+    /// part-way in, its last read (after the transport: TLS is counted decrypted).
     pub bytes_in: u64,
     /// Bytes of encoded responses written to the connection.
     pub bytes_out: u64,

@@ -125,3 +125,47 @@ fn expected(drained: usize, aborted: usize) -> ShutdownReport {
     report.aborted = aborted;
     report
 }
+
+/// A connection part-way through a request when the drain begins gets to finish it: the rest
+/// arrives, it is answered, and the connection closes as drained. One whose request never
+/// completes is aborted at the grace deadline, not counted as drained.
+#[tokio::test(start_paused = true)]
+async fn a_request_part_way_in_when_the_drain_begins_is_finished() {
+    let grace = Duration::from_secs(5);
+    let server = TestServer::start(ServerConfig::default().shutdown_grace(grace)).await;
+    let (mut half, half_id) = server.connect_registered().await;
+    let (mut stalled, stalled_id) = server.connect_registered().await;
+    half.send_raw(b"hel").await.unwrap();
+    stalled.send_raw(b"par").await.unwrap();
+    // Both have been read: the drain finds them part-way in.
+    let handle = server.handle.clone();
+    support::eventually(|| {
+        let handle = handle.clone();
+        async move {
+            let conns = handle.connections().await;
+            [half_id, stalled_id]
+                .iter()
+                .all(|id| conns.iter().any(|c| c.id == *id && c.bytes_in == 3))
+        }
+    })
+    .await;
+
+    let handle = server.handle.clone();
+    let shutdown = tokio::spawn(async move { handle.shutdown().await });
+    half.send_raw(b"lo\n").await.unwrap();
+    assert_eq!(half.recv().await.as_deref(), Some("hello"));
+    half.expect_eof().await;
+    assert_eq!(
+        server.recorder.stop_of(half_id).await,
+        (CloseReason::Shutdown, 1)
+    );
+
+    stalled.expect_eof().await;
+    assert_eq!(
+        server.recorder.stop_of(stalled_id).await,
+        (CloseReason::Aborted, 0)
+    );
+    let report = within(shutdown).await.unwrap();
+    assert_eq!((report.drained, report.aborted), (1, 1), "{report:?}");
+    server.recorder.assert_consistent();
+}

@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use super::in_flight::{InFlight, poll_handlers};
+use super::stats::ConnStats;
 use crate::budget::{Allocation, Budget};
 use crate::event::CloseReason;
 use crate::protocol::Protocol;
@@ -102,6 +105,9 @@ pub(super) struct Io<P: Protocol, S> {
     allocation: Option<Allocation>,
     /// A growth of the read buffer waiting for the budget.
     growth: Option<Growth>,
+    /// Where the bytes read so far are published while a request is part-way in (a large
+    /// upload shows its progress; the drain's wait for it is observable).
+    progress: Option<Arc<ConnStats>>,
 }
 
 impl<P, S> Io<P, S>
@@ -129,7 +135,21 @@ where
             budget,
             allocation: None,
             growth: None,
+            progress: None,
         }
+    }
+
+    /// Publishes the bytes read into `stats` whenever a read leaves a request part-way in;
+    /// a complete request is published by the connection itself.
+    pub(super) fn report_progress_to(mut self, stats: Arc<ConnStats>) -> Self {
+        self.progress = Some(stats);
+        self
+    }
+
+    /// Whether a request is part-way in: bytes of it buffered, or a frame the codec started,
+    /// as of the last read.
+    pub(super) fn mid_request(&self) -> bool {
+        self.frame_deadline.is_some()
     }
 
     /// Decodes the next request, reading as needed. `idle` is the idle timeout when nothing is
@@ -189,8 +209,13 @@ where
             // itself (a codec may consume a start marker before the payload arrives).
             if self.read_buf.is_empty() && !protocol.frame_in_progress(&self.codec) {
                 self.frame_deadline = None;
-            } else if self.frame_deadline.is_none() {
-                self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));
+            } else {
+                if self.frame_deadline.is_none() {
+                    self.frame_deadline = Some(deadline(Instant::now(), frame_timeout));
+                }
+                if let Some(stats) = &self.progress {
+                    stats.bytes_in.store(self.bytes_read, Ordering::Relaxed);
+                }
             }
             // A connection that has never sent a byte has no buffer: the first read allocates
             // a small one (`FIRST_READ`), so idle connections stay small. Once bytes flow, the

@@ -79,6 +79,9 @@ enum Step<P: Protocol> {
     Answered(InFlight<P>),
     Admitted(Admission),
     Read(ReadEvent<P::Request>),
+    /// Draining, and no request was part-way in when the drain began (bytes that had arrived
+    /// by then were read first).
+    Drained,
 }
 
 /// One established connection and its requests in flight.
@@ -96,6 +99,10 @@ pub(super) struct Conn<P: Protocol, T: Transport> {
     /// Set when the connection stops reading (peer EOF, codec error, shutdown...): the requests
     /// already in flight are answered, then the connection closes with this reason.
     closing: Option<CloseReason>,
+    /// A drain (or an embedder's close) began while a request may be part-way in: reading
+    /// goes on until that one request is complete, so that a sender in the middle of a message
+    /// gets its answer instead of a cut connection. Bounded by the frame timeout and the grace.
+    finishing: bool,
     /// Answered requests whose leases are still held (work handed off by a handler that timed
     /// out): they keep their place in `max_in_flight` until the last clone is dropped.
     lingering: Arc<Lingering>,
@@ -111,7 +118,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         span: tracing::Span,
     ) -> Self {
         Conn {
-            io: Io::new(stream, shared.protocol.codec(), shared.budget.clone()),
+            io: Io::new(stream, shared.protocol.codec(), shared.budget.clone())
+                .report_progress_to(Arc::clone(&stats)),
             shared,
             info,
             stats,
@@ -119,6 +127,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             queue: VecDeque::new(),
             ready: None,
             closing: None,
+            finishing: false,
             lingering: Arc::default(),
         }
     }
@@ -134,7 +143,10 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
         let wake = control.register(self.info.id());
         loop {
             let quiet = self.queue.is_empty() && self.ready.is_none();
-            if quiet && let Some(reason) = self.closing.take() {
+            if quiet
+                && !self.finishing
+                && let Some(reason) = self.closing.take()
+            {
                 return reason;
             }
             // The flags are checked first on every turn (an atomic load each), so a peer that
@@ -147,7 +159,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             } else if self.closing.is_none() && wake.close_requested() {
                 Step::Close
             } else {
-                let can_read = self.closing.is_none()
+                let finishing = self.finishing;
+                let can_read = (self.closing.is_none() || finishing)
                     && self.ready.is_none()
                     && self.queue.len() < max_in_flight;
                 let room = max_in_flight.saturating_sub(self.queue.len());
@@ -171,6 +184,11 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     {
                         return Poll::Ready(Step::Read(event));
                     }
+                    // What had arrived is read (above): no request part-way in, so nothing to
+                    // finish.
+                    if finishing && !io.mid_request() {
+                        return Poll::Ready(Step::Drained);
+                    }
                     if !queue.is_empty()
                         && let Poll::Ready(done) = poll_front(queue, cx)
                     {
@@ -191,7 +209,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
             };
             let finished = match step {
                 Step::Abort => {
-                    if quiet {
+                    if quiet && !self.io.mid_request() {
                         // Nothing was in flight: this is a clean close, not an abort.
                         return CloseReason::Shutdown;
                     }
@@ -200,11 +218,17 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 }
                 Step::Shutdown => {
                     self.closing = Some(CloseReason::Shutdown);
+                    self.finishing = true;
                     None
                 }
                 Step::Close => {
                     // Asked to close by the embedder: like a drain, for this connection only.
                     self.closing = Some(CloseReason::ServerClosed);
+                    self.finishing = true;
+                    None
+                }
+                Step::Drained => {
+                    self.finishing = false;
                     None
                 }
                 Step::Answered(done) => Some(done.finished()),
@@ -217,6 +241,8 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                     )
                 }),
                 Step::Read(ReadEvent::Request(request, allocation)) => {
+                    // While draining, this was the one request to finish.
+                    self.finishing = false;
                     self.publish_bytes_in();
                     // The time its last byte arrived: the read that completed it (not moved by
                     // answers, so a frame that waited in the buffer behind another keeps it).
@@ -238,6 +264,7 @@ impl<P: Protocol, T: Transport> Conn<P, T> {
                 Step::Read(ReadEvent::Closed(reason)) => {
                     self.publish_bytes_in();
                     self.closing = Some(reason);
+                    self.finishing = false;
                     None
                 }
             };
