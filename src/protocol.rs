@@ -528,7 +528,11 @@ impl Protocol for Hl7 {
             mllp.response.size = field::Empty,
             hl7.message_type = meta.message_code(),
             hl7.trigger_event = meta.trigger_event(),
-            hl7.control_id = meta.control_id_text().as_deref(),
+            hl7.control_id = meta
+                .control_id_text()
+                .as_deref()
+                .map(crate::telemetry::logged_control_id)
+                .as_deref(),
             hl7.version = meta.version(),
             hl7.ack_code = field::Empty,
         );
@@ -768,7 +772,10 @@ fn finish(
                 // The reason names positions only; the reply itself is never logged.
                 tracing::warn!(
                     error = %error,
-                    hl7.control_id = message.control_id().unwrap_or_default(),
+                    hl7.control_id = crate::telemetry::logged_control_id(
+                        message.control_id().unwrap_or_default()
+                    )
+                    .as_ref(),
                     "handler reply refused, answered AE 207"
                 );
                 response = Response::error(

@@ -359,7 +359,12 @@ impl Logs {
 
 /// One message through a server with `log_messages`, logging into `logs` (a text subscriber
 /// with `filter`) and, when `direct` is given, with `message_lines_to` writing there too.
-async fn one_message(logs: &Logs, filter: &str, direct: Option<&Logs>, control_id: &str) {
+async fn one_message(
+    logs: &Logs,
+    filter: &str,
+    direct: Option<&Logs>,
+    control_id: &str,
+) -> mllp::hl7::Message {
     let _guard = logs.install_text(filter);
     let router = Router::new().route("*", |req: Request| async move {
         req.set_store_id("row-7");
@@ -379,6 +384,26 @@ async fn one_message(logs: &Logs, filter: &str, direct: Option<&Logs>, control_i
     seen(&mut events, |e| matches!(e, Seen::MessageStop { .. })).await;
     drop(peer);
     within(server.shutdown()).await;
+    ack
+}
+
+/// A control id far longer than MSH-10 allows (100,000 bytes) is echoed whole in MSA-2, but
+/// the message line carries its first 199 bytes and a `…`, through `tracing` and straight to
+/// the sink alike: one message cannot put its whole size into every line about it.
+#[tokio::test]
+async fn an_overlong_control_id_is_cut_in_the_log_line_not_in_the_ack() {
+    let long = "L".repeat(100_000);
+    let cut = format!("hl7.control_id=\"{}…\"", "L".repeat(199));
+    for direct in [false, true] {
+        let logs = Logs::default();
+        let sink = Logs::default();
+        let ack = one_message(&logs, "info", direct.then_some(&sink), &long).await;
+        assert_eq!(field(&ack, "MSA-2"), long);
+        let lines = if direct { &sink } else { &logs }.message_lines();
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains(&cut), "{}", &lines[0][..400]);
+        assert!(lines[0].len() < 1000, "{} bytes", lines[0].len());
+    }
 }
 
 /// `message_lines_to` writes the line the text format writes for the event, byte for byte

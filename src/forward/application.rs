@@ -79,7 +79,9 @@ impl ApplicationAcks {
         let message = request.message().clone();
         let response = next.run(request).await;
         if let Some(ack) = self.application_ack(&message, &response) {
-            let control_id = message.control_id().unwrap_or_default().to_owned();
+            let control_id =
+                crate::telemetry::logged_control_id(message.control_id().unwrap_or_default())
+                    .into_owned();
             match (self.route)(&message) {
                 Some(endpoint) => {
                     tokio::spawn(async move {

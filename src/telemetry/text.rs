@@ -137,7 +137,11 @@ pub(super) fn message_line(
     quoted(out, "network.peer.address", Some(conn.peer_ip()));
     quoted(out, "hl7.message_type", meta.message_code());
     quoted(out, "hl7.trigger_event", meta.trigger_event());
-    quoted(out, "hl7.control_id", meta.control_id());
+    quoted(
+        out,
+        "hl7.control_id",
+        meta.control_id().map(super::logged_control_id).as_deref(),
+    );
     quoted(out, "hl7.ack_code", Some(ack_code));
     out.push_str(" latency_ms=");
     write_thousandths(out, latency).ok()?;
