@@ -693,7 +693,8 @@ impl Ack {
 
     /// A best-effort AR for bytes that could not be parsed as HL7.
     ///
-    /// When the payload starts with an MSH segment that parses on its own (the damage is
+    /// When the payload starts with an MSH segment (after a UTF-8 byte order mark, if one
+    /// precedes it) that parses on its own (the damage is
     /// further on: a bad segment id, LF line endings), the ACK is [`Ack::build`] of that MSH:
     /// its delimiters, version and processing id, and MSA-2 = its MSH-10. Nothing is guessed from
     /// a damaged MSH, though: otherwise the ACK uses `|^~\&`, empty MSH-3..6 (or the overrides),
@@ -707,6 +708,8 @@ impl Ack {
             .position(|&b| b != b'\r' && b != b'\n')
             .unwrap_or(raw.len());
         let head = &raw[start..];
+        // After a UTF-8 byte order mark (refused, but the MSH behind it names the message).
+        let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
         let end = memchr::memchr2(b'\r', b'\n', head).unwrap_or(head.len());
         if head.starts_with(b"MSH")
             && let Ok(msh) = Message::parse(Bytes::copy_from_slice(&head[..end]))

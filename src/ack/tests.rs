@@ -360,6 +360,28 @@ fn reject_unparseable_ignores_a_damaged_msh() {
     assert!(!String::from_utf8_lossy(m.as_bytes()).contains("SECRET1"));
 }
 
+/// A message behind a UTF-8 byte order mark is refused (AR 100, "byte order mark"), and the
+/// MSH behind the mark names it: MSA-2 is its control id, the header is swapped, so the sender
+/// can tell which message to fix.
+#[test]
+fn reject_unparseable_reads_the_msh_behind_a_byte_order_mark() {
+    let raw = b"\xEF\xBB\xBFMSH|^~\\&|APP|FAC|ME|MYFAC|20240101||ADT^A04|BOM1|P|2.5\rPID|1\r";
+    let error = Message::parse(Bytes::from_static(raw)).unwrap_err();
+    assert_eq!(error, crate::hl7::ParseError::ByteOrderMark);
+    let ack = Ack::reject_unparseable(raw, &error.to_diagnostic(), &AckOptions::default());
+    let m = ack.message();
+    assert_eq!(ack.code(), AckCode::AR);
+    assert_eq!(ack.acknowledged_control_id(), b"BOM1");
+    assert_eq!(field(m, "MSH-3"), b"ME");
+    assert_eq!(field(m, "MSH-5"), b"APP");
+    assert_eq!(field(m, "ERR-3.1"), b"100");
+    assert_eq!(field(m, "ERR-2"), b"MSH^1");
+    assert_eq!(
+        field(m, "ERR-8"),
+        b"message starts with a UTF-8 byte order mark before MSH"
+    );
+}
+
 /// When only later segments are damaged, the intact MSH gives the usual swapped header.
 #[test]
 fn reject_unparseable_uses_an_intact_msh() {

@@ -50,6 +50,11 @@ pub enum ParseError {
     /// messages).
     #[error("message does not start with an MSH segment")]
     MissingMsh,
+    /// The message starts with a UTF-8 byte order mark (`EF BB BF`, as some Windows tools
+    /// write), then MSH: HL7 allows nothing before MSH. The reply still names the message
+    /// (MSA-2), read from the MSH after the mark.
+    #[error("message starts with a UTF-8 byte order mark before MSH")]
+    ByteOrderMark,
     /// The MSH segment ends before its field separator (MSH-1) and the field that holds the
     /// encoding characters (MSH-2) could be read.
     #[error("truncated MSH segment")]
@@ -107,6 +112,7 @@ impl ParseError {
             ParseError::TooLarge => ErrorCode::ValueTooLong,
             ParseError::Empty
             | ParseError::MissingMsh
+            | ParseError::ByteOrderMark
             | ParseError::InvalidSegmentId { .. }
             | ParseError::SegmentOutOfPlace { .. }
             | ParseError::LineFeed { .. } => ErrorCode::SegmentSequenceError,
@@ -119,7 +125,7 @@ impl ParseError {
     pub fn location(&self) -> Option<Location> {
         let msh = Location::new("MSH", 1);
         match self {
-            ParseError::MissingMsh => Some(msh),
+            ParseError::MissingMsh | ParseError::ByteOrderMark => Some(msh),
             ParseError::TruncatedMsh => Some(msh.field(2)),
             ParseError::InvalidDelimiters { field, .. } => Some(msh.field(*field)),
             ParseError::LineFeed { position: 1 } => Some(msh),
@@ -145,7 +151,7 @@ impl ParseError {
         let msh = payload.iter().position(|&byte| !is_end(byte));
         match self {
             ParseError::Empty | ParseError::TooLarge => None,
-            ParseError::MissingMsh => msh,
+            ParseError::MissingMsh | ParseError::ByteOrderMark => msh,
             ParseError::TruncatedMsh => msh.map(|at| (at + 3).min(payload.len())),
             ParseError::InvalidDelimiters { field, .. } => msh.map(|at| at + 2 + field),
             ParseError::InvalidSegmentId { position }
@@ -275,6 +281,9 @@ fn start(b: &[u8], lenient: bool) -> Result<(usize, Delimiters), ParseError> {
     if !b[msh..].starts_with(b"MSH") {
         if !lenient && b[msh] == LF {
             return Err(ParseError::LineFeed { position: 1 });
+        }
+        if b[msh..].starts_with(BOM_MSH) {
+            return Err(ParseError::ByteOrderMark);
         }
         return Err(ParseError::MissingMsh);
     }
@@ -415,6 +424,9 @@ impl Walk<'_> {
         Ok(())
     }
 }
+
+/// A UTF-8 byte order mark, then MSH.
+const BOM_MSH: &[u8] = b"\xEF\xBB\xBFMSH";
 
 /// The id of a segment that only ever comes first (`MSH`) or only in a batch envelope.
 #[inline]

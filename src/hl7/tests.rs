@@ -375,6 +375,13 @@ fn parse_errors_carry_codes_and_locations() {
             ErrorCode::SegmentSequenceError,
             Some(msh()),
         ),
+        // A UTF-8 byte order mark before MSH.
+        (
+            b"\xEF\xBB\xBFMSH|^~\\&|A\rPID|1\r",
+            ParseError::ByteOrderMark,
+            ErrorCode::SegmentSequenceError,
+            Some(msh()),
+        ),
         // Two messages in one frame: the second MSH is refused, not read as a segment.
         (
             b"MSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\rPID|2\r",
