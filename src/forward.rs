@@ -249,7 +249,7 @@ impl Forwarder {
             Err(ClientError::Negative { ack, .. }) => *ack,
             Err(error) => {
                 tracing::warn!(
-                    hl7.control_id = crate::telemetry::logged_control_id(upstream.control_id().unwrap_or_default()).as_ref(),
+                    hl7.control_id = crate::hl7::logged_control_id(upstream.control_id().unwrap_or_default()).as_ref(),
                     downstream = %self.inner.addr,
                     error = %error,
                     "forwarding failed; answered AE 207"

@@ -56,3 +56,21 @@ pub use translate::{translate, with_delimiters};
 
 #[cfg(test)]
 mod tests;
+
+/// The longest MSH-10 that log lines and spans carry whole: the field's length from v2.7 (20
+/// before). A longer one (nothing a conformant sender writes) is cut there, so that one message
+/// cannot put its whole size into every line about it; the ACK still echoes it verbatim.
+pub(crate) const LOGGED_CONTROL_ID: usize = 199;
+
+/// `id` as log lines and spans carry it: whole up to [`LOGGED_CONTROL_ID`] bytes, else cut at
+/// a character boundary there and ended with `…`.
+pub(crate) fn logged_control_id(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.len() <= LOGGED_CONTROL_ID {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let mut end = LOGGED_CONTROL_ID;
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &id[..end]))
+}

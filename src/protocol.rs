@@ -531,7 +531,7 @@ impl Protocol for Hl7 {
             hl7.control_id = meta
                 .control_id_text()
                 .as_deref()
-                .map(crate::telemetry::logged_control_id)
+                .map(crate::hl7::logged_control_id)
                 .as_deref(),
             hl7.version = meta.version(),
             hl7.ack_code = field::Empty,
@@ -772,7 +772,7 @@ fn finish(
                 // The reason names positions only; the reply itself is never logged.
                 tracing::warn!(
                     error = %error,
-                    hl7.control_id = crate::telemetry::logged_control_id(
+                    hl7.control_id = crate::hl7::logged_control_id(
                         message.control_id().unwrap_or_default()
                     )
                     .as_ref(),

@@ -396,24 +396,6 @@ fn kept_code(code: Option<&[u8]>) -> Result<&[u8], &'static str> {
     }
 }
 
-/// The longest MSH-10 that log lines and spans carry whole: the field's length from v2.7 (20
-/// before). A longer one (nothing a conformant sender writes) is cut there, so that one message
-/// cannot put its whole size into every line about it; the ACK still echoes it verbatim.
-pub(crate) const LOGGED_CONTROL_ID: usize = 199;
-
-/// `id` as log lines and spans carry it: whole up to [`LOGGED_CONTROL_ID`] bytes, else cut at
-/// a character boundary there and ended with `…`.
-pub(crate) fn logged_control_id(id: &str) -> std::borrow::Cow<'_, str> {
-    if id.len() <= LOGGED_CONTROL_ID {
-        return std::borrow::Cow::Borrowed(id);
-    }
-    let mut end = LOGGED_CONTROL_ID;
-    while !id.is_char_boundary(end) {
-        end -= 1;
-    }
-    std::borrow::Cow::Owned(format!("{}…", &id[..end]))
-}
-
 pub(crate) fn code_value(code: Option<&[u8]>) -> Value {
     match kept_code(code) {
         // Letters and digits only, so this is the code as sent.
@@ -505,22 +487,6 @@ impl Observer<Hl7> for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A control id is logged whole up to 199 bytes; a longer one is cut at a character
-    /// boundary at or below that and marked.
-    #[test]
-    fn overlong_control_ids_are_cut_at_a_character_boundary() {
-        let fits = "A".repeat(199);
-        assert_eq!(logged_control_id(&fits), fits.as_str());
-        let cut = logged_control_id(&"B".repeat(500)).into_owned();
-        assert_eq!(cut, format!("{}…", "B".repeat(199)));
-        // 198 ASCII bytes, then two-byte characters: byte 199 falls inside one.
-        let wide = format!("{}{}", "C".repeat(198), "é".repeat(10));
-        assert_eq!(
-            logged_control_id(&wide),
-            format!("{}…", "C".repeat(198)).as_str()
-        );
-    }
 
     /// Attribute values are bounded and exact: a short alphanumeric code is kept as sent, and
     /// anything else is bucketed.

@@ -136,7 +136,7 @@ impl Plugin for Charsets {
             }
             Err(error) => {
                 tracing::warn!(
-                    hl7.control_id = crate::telemetry::logged_control_id(message.control_id().unwrap_or_default()).as_ref(),
+                    hl7.control_id = crate::hl7::logged_control_id(message.control_id().unwrap_or_default()).as_ref(),
                     error = %error,
                     "character set in MSH-18 not decodable; accepted unchecked"
                 );
@@ -151,10 +151,9 @@ impl Plugin for Charsets {
         match self.invalid {
             InvalidText::Accept => {
                 tracing::warn!(
-                    hl7.control_id = crate::telemetry::logged_control_id(
-                        message.control_id().unwrap_or_default()
-                    )
-                    .as_ref(),
+                    hl7.control_id =
+                        crate::hl7::logged_control_id(message.control_id().unwrap_or_default())
+                            .as_ref(),
                     hl7.charset = charset.name(),
                     segment,
                     "message bytes are invalid in its declared character set; accepted"

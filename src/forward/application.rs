@@ -80,7 +80,7 @@ impl ApplicationAcks {
         let response = next.run(request).await;
         if let Some(ack) = self.application_ack(&message, &response) {
             let control_id =
-                crate::telemetry::logged_control_id(message.control_id().unwrap_or_default())
+                crate::hl7::logged_control_id(message.control_id().unwrap_or_default())
                     .into_owned();
             match (self.route)(&message) {
                 Some(endpoint) => {

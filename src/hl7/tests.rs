@@ -572,3 +572,19 @@ fn parse_errors_name_the_offending_offset() {
         );
     }
 }
+
+/// A control id is logged whole up to 199 bytes; a longer one is cut at a character
+/// boundary at or below that and marked.
+#[test]
+fn overlong_control_ids_are_cut_at_a_character_boundary() {
+    let fits = "A".repeat(199);
+    assert_eq!(logged_control_id(&fits), fits.as_str());
+    let cut = logged_control_id(&"B".repeat(500)).into_owned();
+    assert_eq!(cut, format!("{}…", "B".repeat(199)));
+    // 198 ASCII bytes, then two-byte characters: byte 199 falls inside one.
+    let wide = format!("{}{}", "C".repeat(198), "é".repeat(10));
+    assert_eq!(
+        logged_control_id(&wide),
+        format!("{}…", "C".repeat(198)).as_str()
+    );
+}

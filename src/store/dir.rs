@@ -113,8 +113,7 @@ impl Store for DirStore {
                 // request counted against the server's limits until now, even if its handler
                 // timed out long ago.
                 let control_id =
-                    crate::telemetry::logged_control_id(&record.text(record.control_id()))
-                        .into_owned();
+                    crate::hl7::logged_control_id(&record.text(record.control_id())).into_owned();
                 drop(record);
                 let stored = result.as_ref().ok().map(|path| file_id(path));
                 let receipt = result.map(|path| Receipt::Stored {

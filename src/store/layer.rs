@@ -159,7 +159,7 @@ impl Inner {
         let message_type = msg.message_code().unwrap_or_default();
         let trigger_event = msg.trigger_event().unwrap_or_default();
         let control_id = msg.control_id_text().unwrap_or_default();
-        let control_id = crate::telemetry::logged_control_id(&control_id);
+        let control_id = crate::hl7::logged_control_id(&control_id);
         let control_id = control_id.as_ref();
         let receipt = match result {
             Ok(receipt) => {

@@ -132,7 +132,7 @@ impl MessageLog {
                 network.peer.address = conn.peer_ip(),
                 hl7.message_type = meta.message_code(),
                 hl7.trigger_event = meta.trigger_event(),
-                hl7.control_id = meta.control_id().map(super::logged_control_id).as_deref(),
+                hl7.control_id = meta.control_id().map(crate::hl7::logged_control_id).as_deref(),
                 hl7.ack_code = ack_code,
                 latency_ms = millis(d),
                 store.id = meta.store_id(),
@@ -186,7 +186,7 @@ impl MessageLog {
             reject.detail = detail.map(tracing::field::display),
             hl7.message_type = meta.message_code(),
             hl7.trigger_event = meta.trigger_event(),
-            hl7.control_id = meta.control_id().map(super::logged_control_id).as_deref(),
+            hl7.control_id = meta.control_id().map(crate::hl7::logged_control_id).as_deref(),
             hl7.ack_code = ack.map(|a| a.code().as_str()),
             mllp.message.size = meta.size() as i64,
             "message rejected"

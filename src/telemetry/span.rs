@@ -49,7 +49,7 @@ impl Observer<Hl7> for SpanRecorder {
                     mllp.message.size = meta.size() as i64,
                     hl7.message_type = meta.message_code(),
                     hl7.trigger_event = meta.trigger_event(),
-                    hl7.control_id = meta.control_id().map(super::logged_control_id).as_deref(),
+                    hl7.control_id = meta.control_id().map(crate::hl7::logged_control_id).as_deref(),
                     "mllp.message.start"
                 );
             }

@@ -140,7 +140,9 @@ pub(super) fn message_line(
     quoted(
         out,
         "hl7.control_id",
-        meta.control_id().map(super::logged_control_id).as_deref(),
+        meta.control_id()
+            .map(crate::hl7::logged_control_id)
+            .as_deref(),
     );
     quoted(out, "hl7.ack_code", Some(ack_code));
     out.push_str(" latency_ms=");
