@@ -50,7 +50,7 @@ impl Worker {
                 relay = %self.config.name,
                 store.id = id,
                 hl7.message_type = %message_type,
-                hl7.control_id = %control_id,
+                hl7.control_id = %crate::hl7::logged_control_id(control_id),
                 "relayed"
             ),
             RelayEvent::DeadLettered {
@@ -63,7 +63,7 @@ impl Worker {
                 relay = %self.config.name,
                 store.id = id,
                 hl7.message_type = %message_type,
-                hl7.control_id = %control_id,
+                hl7.control_id = %crate::hl7::logged_control_id(control_id),
                 %reason,
                 "dead letter"
             ),
@@ -76,7 +76,7 @@ impl Worker {
             } => tracing::info!(
                 relay = %self.config.name,
                 store.id = id,
-                hl7.control_id = %control_id,
+                hl7.control_id = %crate::hl7::logged_control_id(control_id),
                 attempt,
                 %error,
                 "retrying"
