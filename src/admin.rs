@@ -140,7 +140,9 @@ impl AdminState {
     /// Adds a readiness check, called on every `/readyz` and `/status` (keep it cheap: read a
     /// flag, never do I/O). `/readyz` answers 503 while any check is unhealthy. A store plugs
     /// in with one line:
-    /// `.check("store", move || Health::new(store.health() == StoreHealth::Ok, store.describe()))`.
+    /// `.check("store", move || Health::new(store.health() == StoreHealth::Ok, store.describe()))`
+    /// (`health` and `describe` are methods of the [`Store`](crate::store::Store) trait: bring
+    /// it into scope with `use mllp::store::Store;`).
     #[must_use]
     pub fn check(
         mut self,

@@ -108,7 +108,9 @@ pub trait Store: Send + Sync + 'static {
     /// Finishes what was appended so far and releases the store's files, for a clean stop:
     /// call it after the server has drained. Appends after it fail. [`SqliteStore`] commits what
     /// waits, copies its write-ahead log into the database file (so that the file alone holds
-    /// every message) and stops its writer. The default does nothing.
+    /// every message) and stops its writer, for every clone and `Arc` of it at once (they
+    /// share the writer: close it once, where the server is shut down). The default does
+    /// nothing.
     fn close(&self) -> CloseFuture {
         Box::pin(async {})
     }

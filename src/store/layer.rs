@@ -133,8 +133,8 @@ impl StoreLayer {
                 duplicate_count: meter
                     .u64_counter("mllp.server.duplicates")
                     .with_description(
-                        "Messages recognised as resends of a stored message and acknowledged \
-                         without being stored again",
+                        "Messages recognised as resends of a stored message and not stored \
+                         again (acknowledged from the store, or handled again)",
                     )
                     .with_unit("{message}")
                     .build(),

@@ -228,7 +228,9 @@ impl SqliteStore {
 
     /// Waits until the writer has answered everything queued and closed the file.
     ///
-    /// Other clones keep the writer alive: the wait ends when the last one is dropped.
+    /// Other clones keep the writer alive: the wait ends when the last one is dropped. To stop
+    /// the writer for every clone at once (committing, then copying the log into the database
+    /// file), call [`Store::close`] instead.
     pub async fn close(self) {
         Store::close(&self).await;
     }
