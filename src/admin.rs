@@ -20,14 +20,15 @@
 //! The endpoint is off unless you serve it. [`router`] gives an axum `Router` to mount in a
 //! service of your own; [`serve`] runs it on a listener until a future resolves. Stop it
 //! *after* the MLLP server (`serve(.., handle.wait())`), so that `/readyz` answers 503 for
-//! the whole drain. The example needs the OpenTelemetry crates this one is built with, as
-//! dependencies of your own: `opentelemetry = "0.33"` and
-//! `opentelemetry_sdk = { version = "0.33", features = ["metrics"] }`.
+//! the whole drain. The example uses the OpenTelemetry crates this one is built with, which it
+//! re-exports as [`mllp::opentelemetry`](crate::opentelemetry) and
+//! [`mllp::opentelemetry_sdk`](crate::opentelemetry_sdk): with them, an upgrade of `mllp`
+//! cannot leave your own OpenTelemetry dependencies at a version whose types no longer fit.
 //!
 //! ```no_run
 //! use mllp::admin::{AdminState, Health, PrometheusMetrics};
-//! use opentelemetry::metrics::MeterProvider as _;
-//! use opentelemetry_sdk::metrics::SdkMeterProvider;
+//! use mllp::opentelemetry::metrics::MeterProvider as _;
+//! use mllp::opentelemetry_sdk::metrics::SdkMeterProvider;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let (metrics, reader) = PrometheusMetrics::new()?;

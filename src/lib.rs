@@ -98,6 +98,13 @@ pub mod tls;
 /// `Message::parse`, `Ack::into_bytes`), so no separate dependency is needed to build them.
 pub use bytes;
 pub use client::{Acknowledgment, Backoff, Client, ClientConfig, ClientError};
+/// The `opentelemetry` API crate this one is built with, re-exported: `ServerBuilder::meter` and
+/// `StoreLayer::meter` take its `Meter`, and one from another version would not fit them.
+pub use opentelemetry;
+/// The OpenTelemetry SDK this one is built with (features `admin`, `otlp`), re-exported: the
+/// admin endpoint's Prometheus reader joins an `SdkMeterProvider` of exactly this version.
+#[cfg(any(feature = "admin", feature = "otlp"))]
+pub use opentelemetry_sdk;
 pub use server::{
     ConfigError, ConnectionInfo, ConnectionSnapshot, Error, HandlerFailurePolicy, RestartPolicy,
     RestartPolicyBuilder, Server, ServerBuilder, ServerConfig, ServerHandle, ServerState,
