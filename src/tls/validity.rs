@@ -26,6 +26,15 @@ impl CertificateValidity {
         })
     }
 
+    /// A validity period from `not_before` to `not_after`, as a certificate would carry it (for
+    /// code that checks expiry, and its tests).
+    pub fn new(not_before: SystemTime, not_after: SystemTime) -> CertificateValidity {
+        CertificateValidity {
+            not_before,
+            not_after,
+        }
+    }
+
     /// The first moment the certificate is valid.
     pub fn not_before(&self) -> SystemTime {
         self.not_before

@@ -172,3 +172,38 @@ fn register(meter: &Meter, served: Vec<Served>) -> ObservableGauge<i64> {
         })
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// Each check's verdict at the edges of the validity window and of the warning period.
+    #[test]
+    fn findings_follow_the_window_and_the_warning_period() {
+        let now = UNIX_EPOCH + DAY * 20_000;
+        let window = |from: SystemTime, to: SystemTime| Some(CertificateValidity::new(from, to));
+        assert_eq!(finding(None, now), Finding::Unreadable);
+        assert_eq!(
+            finding(window(now - DAY * 90, now - DAY), now),
+            Finding::Expired
+        );
+        assert_eq!(
+            finding(window(now + DAY, now + DAY * 90), now),
+            Finding::NotYetValid
+        );
+        assert_eq!(
+            finding(window(now - DAY, now + DAY * 29), now),
+            Finding::ExpiresSoon
+        );
+        assert_eq!(
+            finding(window(now - DAY, now + WARN_WITHIN), now),
+            Finding::Fine
+        );
+        assert_eq!(
+            finding(window(now - DAY, now + DAY * 365), now),
+            Finding::Fine
+        );
+    }
+}
