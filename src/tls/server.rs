@@ -127,12 +127,10 @@ impl TlsConfig {
     /// certificate, a bad CA bundle; or an allow-list without a client CA bundle.
     pub fn build(self) -> Result<TlsTransport, TlsConfigError> {
         let current = self.load()?;
-        let validity = current.1;
         Ok(TlsTransport {
             shared: Arc::new(Shared {
                 settings: self,
-                current: RwLock::new(current.0),
-                validity: RwLock::new(validity),
+                current: RwLock::new(current),
                 reloading: Mutex::new(()),
             }),
         })
@@ -140,7 +138,7 @@ impl TlsConfig {
 
     /// Reads the files into a rustls server configuration, with the validity of the leaf
     /// certificate.
-    fn load(&self) -> Result<(Arc<ServerConfig>, Option<CertificateValidity>), TlsConfigError> {
+    fn load(&self) -> Result<Loaded, TlsConfigError> {
         for subject in &self.allowed_subjects {
             if subject.is_empty() || subject.trim() != subject {
                 return Err(TlsConfigError::InvalidClientSubject {
@@ -182,17 +180,26 @@ impl TlsConfig {
         };
         let config =
             builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
-        Ok((Arc::new(config), validity))
+        Ok(Loaded {
+            config: Arc::new(config),
+            validity,
+        })
     }
+}
+
+/// What one read of the files gives: swapped in whole, so the validity always belongs to the
+/// configuration beside it.
+struct Loaded {
+    config: Arc<ServerConfig>,
+    /// The validity of the leaf certificate `config` presents.
+    validity: Option<CertificateValidity>,
 }
 
 struct Shared {
     settings: TlsConfig,
     /// The configuration new handshakes use. A live connection holds its own `Arc` (inside its
     /// rustls connection), so swapping this never touches it.
-    current: RwLock<Arc<ServerConfig>>,
-    /// The validity of the leaf certificate in `current`.
-    validity: RwLock<Option<CertificateValidity>>,
+    current: RwLock<Loaded>,
     /// Held across a whole reload (read the files, then swap), so that of two overlapping
     /// reloads the one that read the files last is the one that stays.
     reloading: Mutex<()>,
@@ -201,7 +208,13 @@ struct Shared {
 impl Shared {
     fn current(&self) -> Arc<ServerConfig> {
         // A poisoned lock still holds a complete `Arc`: writers only assign.
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .config,
+        )
     }
 
     fn reload(&self) -> Result<(), TlsConfigError> {
@@ -209,17 +222,16 @@ impl Shared {
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (fresh, validity) = self.settings.load()?;
+        let fresh = self.settings.load()?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-        *self
-            .validity
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = validity;
         Ok(())
     }
 
     fn validity(&self) -> Option<CertificateValidity> {
-        *self.validity.read().unwrap_or_else(PoisonError::into_inner)
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .validity
     }
 }
 

@@ -93,7 +93,7 @@ async fn serve(
     match tls {
         None => {
             let builder = builder.transport(Admitted::new(PlainTcp, admission));
-            serve_on(builder, &settings, signal, store, None, metrics).await
+            serve_on(builder, &settings, signal, store, Vec::new(), metrics).await
         }
         Some(transport) => {
             let served = certificates::Served {
@@ -101,7 +101,7 @@ async fn serve(
                 reloader: transport.reloader(),
             };
             let builder = builder.transport(Admitted::new(transport, admission));
-            serve_on(builder, &settings, signal, store, Some(served), metrics).await
+            serve_on(builder, &settings, signal, store, vec![served], metrics).await
         }
     }
 }
@@ -112,7 +112,7 @@ async fn serve_on<T: Transport>(
     settings: &Settings,
     mut signal: ShutdownSignal,
     store: Option<Arc<dyn Store>>,
-    certificate: Option<certificates::Served>,
+    served: Vec<certificates::Served>,
     metrics: Option<PrometheusMetrics>,
 ) -> Result<ExitCode, ExitCode> {
     let server = build::bind(builder, &settings.bind).await?;
@@ -127,7 +127,6 @@ async fn serve_on<T: Transport>(
     if let Some(forward) = &settings.forward {
         tracing::info!(downstream = %forward.addr, "forwarding messages");
     }
-    let served: Vec<_> = certificate.into_iter().collect();
     let hangup_task = signal.spawn_reloaders(served.clone());
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");
     let _certificates = certificates::Watch::start(served);

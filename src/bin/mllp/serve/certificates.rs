@@ -10,7 +10,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, ObservableGauge};
 
 /// Within this of its expiry, a served certificate is warned about at every check.
-pub(super) const WARN_WITHIN: Duration = Duration::from_secs(30 * 86_400);
+const WARN_WITHIN: Duration = Duration::from_secs(30 * 86_400);
 
 /// How often the served certificates are checked again while serving.
 const RECHECK: Duration = Duration::from_secs(86_400);
@@ -23,28 +23,38 @@ pub(super) struct Served {
     pub(super) reloader: TlsReloader,
 }
 
-/// What a check found, most urgent first.
+/// What a check found, most urgent first, with the date it is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Finding {
     /// Its dates could not be read: its expiry is not watched.
     Unreadable,
     /// Past its `notAfter`.
-    Expired,
+    Expired { not_after: SystemTime },
     /// Before its `notBefore`.
-    NotYetValid,
-    /// Valid, but for less than [`WARN_WITHIN`].
-    ExpiresSoon,
+    NotYetValid { not_before: SystemTime },
+    /// Valid, but for less than [`WARN_WITHIN`]: whole days left.
+    ExpiresSoon { not_after: SystemTime, days: u64 },
     /// Valid for longer.
-    Fine,
+    Fine { not_after: SystemTime },
 }
 
 fn finding(validity: Option<CertificateValidity>, now: SystemTime) -> Finding {
-    match validity {
-        None => Finding::Unreadable,
-        Some(v) if now > v.not_after() => Finding::Expired,
-        Some(v) if now < v.not_before() => Finding::NotYetValid,
-        Some(v) if v.remaining(now).is_some_and(|left| left < WARN_WITHIN) => Finding::ExpiresSoon,
-        Some(_) => Finding::Fine,
+    let Some(v) = validity else {
+        return Finding::Unreadable;
+    };
+    let not_after = v.not_after();
+    if now < v.not_before() {
+        return Finding::NotYetValid {
+            not_before: v.not_before(),
+        };
+    }
+    match v.remaining(now) {
+        None => Finding::Expired { not_after },
+        Some(left) if left < WARN_WITHIN => Finding::ExpiresSoon {
+            not_after,
+            days: left.as_secs() / 86_400,
+        },
+        Some(_) => Finding::Fine { not_after },
     }
 }
 
@@ -52,48 +62,37 @@ fn finding(validity: Option<CertificateValidity>, now: SystemTime) -> Finding {
 /// refuse it (expired, not valid yet), a warning within [`WARN_WITHIN`] of its expiry, and, when
 /// not `routine` (at start and after a reload), its expiry date when all is well.
 pub(super) fn check(served: &Served, now: SystemTime, routine: bool) {
-    let validity = served.reloader.certificate_validity();
     // Named only among several listeners, as the other per-listener lines.
     let listener = served.label.as_deref();
     let date = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    match (finding(validity, now), validity) {
-        (Finding::Unreadable, _) => {
-            if !routine {
-                tracing::warn!(
-                    listener,
-                    "tls certificate: its validity dates cannot be read, so its expiry is not \
-                     watched"
-                );
-            }
-        }
-        (Finding::Expired, Some(v)) => tracing::error!(
+    match finding(served.reloader.certificate_validity(), now) {
+        Finding::Unreadable if !routine => tracing::warn!(
             listener,
-            not_after = %date(v.not_after()),
+            "tls certificate: its validity dates cannot be read, so its expiry is not watched"
+        ),
+        Finding::Expired { not_after } => tracing::error!(
+            listener,
+            not_after = %date(not_after),
             "tls certificate has expired: clients that verify it refuse every handshake; \
              install a renewed certificate and send SIGHUP"
         ),
-        (Finding::NotYetValid, Some(v)) => tracing::error!(
+        Finding::NotYetValid { not_before } => tracing::error!(
             listener,
-            not_before = %date(v.not_before()),
+            not_before = %date(not_before),
             "tls certificate is not valid yet: clients that verify it refuse every handshake \
              until then; check the clock, or install a certificate valid now and send SIGHUP"
         ),
-        (Finding::ExpiresSoon, Some(v)) => {
-            let days = v.remaining(now).unwrap_or_default().as_secs() / 86_400;
-            tracing::warn!(
-                listener,
-                not_after = %date(v.not_after()),
-                days_left = days as i64,
-                "tls certificate expires in {days} day(s): install a renewed certificate and \
-                 send SIGHUP before then"
-            );
+        Finding::ExpiresSoon { not_after, days } => tracing::warn!(
+            listener,
+            not_after = %date(not_after),
+            days_left = days as i64,
+            "tls certificate expires in {days} day(s): install a renewed certificate and send \
+             SIGHUP before then"
+        ),
+        Finding::Fine { not_after } if !routine => {
+            tracing::info!(listener, not_after = %date(not_after), "tls certificate valid");
         }
-        (_, Some(v)) => {
-            if !routine {
-                tracing::info!(listener, not_after = %date(v.not_after()), "tls certificate valid");
-            }
-        }
-        (_, None) => {}
+        Finding::Unreadable | Finding::Fine { .. } => {}
     }
 }
 
@@ -187,23 +186,34 @@ mod tests {
         assert_eq!(finding(None, now), Finding::Unreadable);
         assert_eq!(
             finding(window(now - DAY * 90, now - DAY), now),
-            Finding::Expired
+            Finding::Expired {
+                not_after: now - DAY
+            }
         );
         assert_eq!(
             finding(window(now + DAY, now + DAY * 90), now),
-            Finding::NotYetValid
+            Finding::NotYetValid {
+                not_before: now + DAY
+            }
         );
         assert_eq!(
             finding(window(now - DAY, now + DAY * 29), now),
-            Finding::ExpiresSoon
+            Finding::ExpiresSoon {
+                not_after: now + DAY * 29,
+                days: 29
+            }
         );
         assert_eq!(
             finding(window(now - DAY, now + WARN_WITHIN), now),
-            Finding::Fine
+            Finding::Fine {
+                not_after: now + WARN_WITHIN
+            }
         );
         assert_eq!(
             finding(window(now - DAY, now + DAY * 365), now),
-            Finding::Fine
+            Finding::Fine {
+                not_after: now + DAY * 365
+            }
         );
     }
 }
