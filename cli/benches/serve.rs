@@ -36,7 +36,10 @@
 //! the admin endpoint scraped (`GET /metrics`) every second, OTLP export of metrics only
 //! (`--message-trace-ratio 0`), OTLP metrics and traces, and all of them at once. OTLP goes to a
 //! sink in this process that answers every request 200 (an OTLP/HTTP collector that discards);
-//! the metric export interval is 1 s (`OTEL_METRIC_EXPORT_INTERVAL=1000`).
+//! the metric export interval is 1 s (`OTEL_METRIC_EXPORT_INTERVAL=1000`). In the same rotation
+//! it runs the bare server, the HL7 floor, and the floor writing serve's log line the cheapest
+//! way (`floor+log`: from the connection's own buffer, every 64 KiB), so what the line costs
+//! serve is seen beside what it costs any server.
 //!
 //! `--memory` opens `--idle` (2000) connections that each send one message and keep the
 //! connection open, and reads VmRSS of each server (KiB per idle connection); closes them; then
@@ -81,7 +84,8 @@ cargo bench -p mllp-cli --bench serve -- [FLAGS]
   --only P[,P...]     profiles to run: 1x1 16x1 64x1 oru8k 1x16 1mb (default: all)
   --no-profiles       run no profile (only --budget and/or --memory)
   --hl7-floor         a third side per profile: bare plus mllp's parse and ACK build
-  --budget            16x1: serve with everything off vs log line, admin scraped, OTLP
+  --budget            16x1: serve with everything off vs log line, admin scraped, OTLP;
+                      and the floor with and without the same log line
   --memory            RSS per idle connection, and around two bursts of connections
   --idle N            idle connections for --memory (default 2000)
   --burst N           connections per burst for --memory (default 10000)
@@ -1092,9 +1096,16 @@ mod budget {
         log: bool,
         admin: bool,
         otlp: Option<Otlp>,
-        /// Not serve: the HL7 floor, with or without the log line (`log`), to tell what a
-        /// line costs the cheapest server from what it costs serve.
-        floor: bool,
+        /// Which server: serve, or (to tell what the line costs the cheapest server from what
+        /// it costs serve) the bare server or the HL7 floor, with or without the line (`log`).
+        server: Which,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Which {
+        Serve,
+        Bare,
+        Floor,
     }
 
     #[derive(Clone, Copy)]
@@ -1110,7 +1121,7 @@ mod budget {
             log: false,
             admin: false,
             otlp: None,
-            floor: false,
+            server: Which::Serve,
         },
         Variant {
             name: "log",
@@ -1118,7 +1129,7 @@ mod budget {
             log: true,
             admin: false,
             otlp: None,
-            floor: false,
+            server: Which::Serve,
         },
         Variant {
             name: "admin",
@@ -1126,7 +1137,7 @@ mod budget {
             log: false,
             admin: true,
             otlp: None,
-            floor: false,
+            server: Which::Serve,
         },
         Variant {
             name: "otlp-metrics",
@@ -1134,7 +1145,7 @@ mod budget {
             log: false,
             admin: false,
             otlp: Some(Otlp::MetricsOnly),
-            floor: false,
+            server: Which::Serve,
         },
         Variant {
             name: "otlp-traces",
@@ -1142,7 +1153,7 @@ mod budget {
             log: false,
             admin: false,
             otlp: Some(Otlp::MetricsAndTraces),
-            floor: false,
+            server: Which::Serve,
         },
         Variant {
             name: "all",
@@ -1150,7 +1161,15 @@ mod budget {
             log: true,
             admin: true,
             otlp: Some(Otlp::MetricsAndTraces),
-            floor: false,
+            server: Which::Serve,
+        },
+        Variant {
+            name: "bare",
+            what: "the bare server (--hl7-floor's baseline); ratio to `off` below",
+            log: false,
+            admin: false,
+            otlp: None,
+            server: Which::Bare,
         },
         Variant {
             name: "floor",
@@ -1158,7 +1177,7 @@ mod budget {
             log: false,
             admin: false,
             otlp: None,
-            floor: true,
+            server: Which::Floor,
         },
         Variant {
             name: "floor+log",
@@ -1166,17 +1185,16 @@ mod budget {
             log: true,
             admin: false,
             otlp: None,
-            floor: true,
+            server: Which::Floor,
         },
     ];
 
     fn kind(ctx: &Ctx, v: &Variant) -> Kind {
-        if v.floor {
-            return if v.log {
-                Kind::BareHl7Log
-            } else {
-                Kind::BareHl7
-            };
+        match (v.server, v.log) {
+            (Which::Serve, _) => {}
+            (Which::Bare, _) => return Kind::Bare,
+            (Which::Floor, false) => return Kind::BareHl7,
+            (Which::Floor, true) => return Kind::BareHl7Log,
         }
         let sink = ctx.sink.as_ref().expect("sink started").addr;
         let mut args: Vec<String> = Vec::new();
@@ -1284,7 +1302,9 @@ mod budget {
         let off_side = Side {
             runs: tallies[0].runs.clone(),
         };
-        let floor_at = VARIANTS.iter().position(|v| v.floor && !v.log);
+        let floor_at = VARIANTS
+            .iter()
+            .position(|v| v.server == Which::Floor && !v.log);
         let floor_side = Side {
             runs: floor_at
                 .map(|i| tallies[i].runs.clone())
@@ -1295,10 +1315,9 @@ mod budget {
                 runs: t.runs.clone(),
             };
             // serve's variants against serve with everything off; the floor's against itself.
-            let (baseline, base) = if v.floor {
-                ("floor", &floor_side)
-            } else {
-                ("off", &off_side)
+            let (baseline, base) = match v.server {
+                Which::Floor => ("floor", &floor_side),
+                Which::Serve | Which::Bare => ("off", &off_side),
             };
             let (off, off_cpu) = (base.rate(), base.cpu_us());
             let ratio = side.rate() / off;
@@ -1313,8 +1332,9 @@ mod budget {
                     "baseline": baseline,
                     "ratio_to_baseline": (ratio * 1000.0).round() / 1000.0,
                     "cpu_cost_ratio_to_baseline": (off_cpu / side.cpu_us() * 1000.0).round() / 1000.0,
-                    "goal": (!v.floor).then_some(0.97),
-                    "goal_met": (!v.floor).then_some(v.name == "off" || ratio >= 0.97),
+                    "goal": (v.server == Which::Serve).then_some(0.97),
+                    "goal_met": (v.server == Which::Serve)
+                        .then_some(v.name == "off" || ratio >= 0.97),
                     "log_bytes_per_msg": round2(log_per_msg),
                     "admin_scrapes": t.scrapes,
                     "admin_scrape_bytes": t.scrape_bytes,
@@ -1352,6 +1372,33 @@ mod budget {
                 side.p99(),
                 v.what,
                 extra
+            );
+        }
+        // The 16x1 profile's goal (serve/bare ≥ 0.9) with and without the line, and what the
+        // line costs the cheapest server that writes it, all from this run.
+        let rate = |name: &str| {
+            VARIANTS.iter().position(|v| v.name == name).map(|i| {
+                Side {
+                    runs: tallies[i].runs.clone(),
+                }
+                .rate()
+            })
+        };
+        if let (Some(off), Some(log), Some(bare), Some(floor), Some(floor_log)) = (
+            rate("off"),
+            rate("log"),
+            rate("bare"),
+            rate("floor"),
+            rate("floor+log"),
+        ) && !ctx.options.json
+        {
+            println!(
+                "  serve/bare without the line {:.3}, with it {:.3} (goal ≥ 0.9); the line costs \
+                 serve {:.3} and the floor {:.3}",
+                off / bare,
+                log / bare,
+                log / off,
+                floor_log / floor
             );
         }
         let other = tallies
