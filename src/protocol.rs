@@ -45,6 +45,8 @@ pub(crate) struct Hl7Inner {
     pub(crate) sampler: Sampler,
     /// Whether the message log is on: each message then gets a slot for its store id.
     pub(crate) message_log: bool,
+    /// The meter the server was given, for middleware that counts (each request carries it).
+    pub(crate) meter: Option<opentelemetry::metrics::Meter>,
 }
 
 /// Decides which messages get an `mllp.message` span
@@ -607,8 +609,9 @@ impl Future for HandleFuture {
                     lease,
                     store_id,
                 } => {
-                    let mut request =
-                        Request::new(message.clone(), connection).with_store_id_slot(store_id);
+                    let mut request = Request::new(message.clone(), connection)
+                        .with_store_id_slot(store_id)
+                        .with_meter(inner.meter.clone());
                     if let Some(lease) = lease {
                         request = request.with_lease(lease);
                     }

@@ -130,6 +130,9 @@ pub struct ServerBuilder<T: Transport = mllp_actors::PlainTcp> {
     parse: ParseOptions,
     observers: Vec<Arc<dyn Observer<Hl7>>>,
     metrics: Option<Metrics>,
+    /// The meter given to [`meter`](Self::meter), which requests carry for middleware that
+    /// counts (`StoreLayer`).
+    meter: Option<opentelemetry::metrics::Meter>,
     trace_ratio: f64,
     trace_limit: Option<u32>,
     log: MessageLog,
@@ -160,6 +163,7 @@ impl Default for ServerBuilder {
             parse: ParseOptions::default(),
             observers: Vec::new(),
             metrics: None,
+            meter: None,
             trace_ratio: 1.0,
             trace_limit: Some(DEFAULT_MESSAGE_TRACE_LIMIT),
             log: MessageLog {
@@ -394,8 +398,14 @@ impl<T: Transport> ServerBuilder<T> {
 
     /// Records OpenTelemetry metrics on this meter. Default is the global meter provider
     /// (instrumentation scope `mllp`), a no-op until the embedding service installs one.
+    ///
+    /// Middleware that counts runs on the same meter: a
+    /// [`StoreLayer`](crate::store::StoreLayer) in this server's router counts its
+    /// `mllp.server.duplicates` and `mllp.server.reused_control_ids` here too, unless it was
+    /// given a meter of its own.
     pub fn meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
         self.metrics = Some(Metrics::new(meter));
+        self.meter = Some(meter.clone());
         self
     }
 
@@ -485,6 +495,7 @@ impl<T: Transport> ServerBuilder<T> {
             parse: self.parse,
             observers: self.observers,
             metrics: self.metrics,
+            meter: self.meter,
             trace_ratio: self.trace_ratio,
             trace_limit: self.trace_limit,
             log: self.log,
@@ -543,6 +554,7 @@ impl<T: Transport> ServerBuilder<T> {
             codec: MllpCodec::from_config(self.frame),
             sampler: protocol::Sampler::new(self.trace_ratio, self.trace_limit),
             message_log: self.log.messages,
+            meter: self.meter,
         });
         let activity = Arc::new(Activity::default());
         let mut observers = self.observers;

@@ -1085,6 +1085,86 @@ async fn documented_metrics_are_exactly_the_exported_ones() {
     assert_eq!(exported, documented("## Metrics"));
 }
 
+/// A store with a duplicate (D1 twice) and a reused control id (D1 again, other content), behind
+/// `layer` on a server of `telemetry`'s, which is shut down after.
+#[cfg(feature = "sqlite")]
+async fn duplicate_and_reuse(
+    telemetry: &Telemetry,
+    layer: impl FnOnce(mllp::store::SqliteStore) -> mllp::store::StoreLayer,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = mllp::store::SqliteStore::open(dir.path().join("inbox.db"), Default::default())
+        .await
+        .unwrap();
+    let router = Router::new()
+        .route("ADT^A01", |_req: Request| async {})
+        .route("ADT^A08", |_req: Request| async {})
+        .layer(layer(store));
+    let server = telemetry.start(Server::builder().router(router)).await;
+    let mut peer = Peer::connect(server.local_addr()).await;
+    for message_type in ["ADT^A01", "ADT^A01", "ADT^A08"] {
+        assert_eq!(
+            ack_code(&peer.call(phi_message(message_type, "D1")).await),
+            "AA"
+        );
+    }
+    drop(peer);
+    within(server.shutdown()).await;
+}
+
+/// `StoreLayer::new` without `.meter()` counts where the server it runs in counts: one
+/// `ServerBuilder::meter` call is enough.
+#[tokio::test]
+#[cfg(feature = "sqlite")]
+async fn store_layer_counts_into_its_servers_meter_without_being_given_it() {
+    let telemetry = Telemetry::install();
+    duplicate_and_reuse(&telemetry, mllp::store::StoreLayer::new).await;
+    let metrics = telemetry.metrics();
+    assert_eq!(
+        metrics.sum("mllp.server.duplicates", &[("hl7.message_type", "ADT")]),
+        1
+    );
+    assert_eq!(
+        metrics.sum(
+            "mllp.server.reused_control_ids",
+            &[("hl7.message_type", "ADT")]
+        ),
+        1
+    );
+}
+
+/// A `StoreLayer` given a meter of its own counts there, and not into the server's.
+#[tokio::test]
+#[cfg(feature = "sqlite")]
+async fn store_layer_given_a_meter_counts_there_not_into_the_servers() {
+    let telemetry = Telemetry::install();
+    let own = InMemoryMetricExporter::default();
+    let own_provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(own.clone()).build())
+        .build();
+    let meter = own_provider.meter("mine");
+    duplicate_and_reuse(&telemetry, |store| {
+        mllp::store::StoreLayer::new(store).meter(&meter)
+    })
+    .await;
+    let servers = telemetry.metrics();
+    assert_eq!(servers.sum("mllp.server.duplicates", &[]), 0);
+    assert_eq!(servers.sum("mllp.server.reused_control_ids", &[]), 0);
+    assert!(
+        servers.sum("mllp.server.messages", &[]) >= 3,
+        "the server counted its messages"
+    );
+    own_provider.force_flush().expect("flush metrics");
+    let ours = Metrics(
+        own.get_finished_metrics()
+            .expect("metrics")
+            .pop()
+            .expect("one"),
+    );
+    assert_eq!(ours.sum("mllp.server.duplicates", &[]), 1);
+    assert_eq!(ours.sum("mllp.server.reused_control_ids", &[]), 1);
+}
+
 /// Every span attribute docs/telemetry.md lists is exported under that name (except those
 /// only TLS or the layer's status mapping produce), and nothing else is.
 #[tokio::test]

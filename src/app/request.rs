@@ -23,6 +23,8 @@ pub struct Request {
     extensions: Extensions,
     lease: Option<Lease>,
     store_id: Option<StoreIdSlot>,
+    /// The server's meter, when it was given one (`ServerBuilder::meter`).
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 /// Where a message's store id goes, shared with the runtime's view of the message so that the
@@ -40,6 +42,7 @@ impl Request {
             extensions: Extensions::new(),
             lease: None,
             store_id: None,
+            meter: None,
         }
     }
 
@@ -57,6 +60,19 @@ impl Request {
         if let Some(slot) = &self.store_id {
             let _ = slot.set(id.into());
         }
+    }
+
+    /// The request with the server's meter (the server sets it when it was given one).
+    pub(crate) fn with_meter(mut self, meter: Option<opentelemetry::metrics::Meter>) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// The meter of the server this request came to, when it was given one
+    /// ([`ServerBuilder::meter`](crate::ServerBuilder::meter)); `None` means the global meter
+    /// provider.
+    pub(crate) fn server_meter(&self) -> Option<&opentelemetry::metrics::Meter> {
+        self.meter.as_ref()
     }
 
     /// The request with the runtime's [`Lease`] on the server's limits (the server sets it).

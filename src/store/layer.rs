@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::KeyValue;
@@ -62,8 +63,40 @@ struct Inner {
     /// Stored copies whose handler has not accepted them (yet).
     unaccepted: Unaccepted,
     failing: AtomicBool,
-    duplicate_count: Counter<u64>,
-    reused_count: Counter<u64>,
+    /// Given with [`StoreLayer::meter`]: counted here whatever the server's meter.
+    counters: Option<Counters>,
+    /// The global meter provider's, made at the first count of a server without a meter.
+    global: OnceLock<Counters>,
+}
+
+/// The layer's two counters, on one meter.
+#[derive(Clone)]
+struct Counters {
+    duplicates: Counter<u64>,
+    reused: Counter<u64>,
+}
+
+impl Counters {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            duplicates: meter
+                .u64_counter("mllp.server.duplicates")
+                .with_description(
+                    "Messages recognised as resends of a stored message and not stored \
+                     again (acknowledged from the store, or handled again)",
+                )
+                .with_unit("{message}")
+                .build(),
+            reused: meter
+                .u64_counter("mllp.server.reused_control_ids")
+                .with_description(
+                    "Messages stored although another message from the same sender with the \
+                     same control id and other content was stored inside the window",
+                )
+                .with_unit("{message}")
+                .build(),
+        }
+    }
 }
 
 impl fmt::Debug for StoreLayer {
@@ -76,26 +109,18 @@ impl fmt::Debug for StoreLayer {
 }
 
 impl StoreLayer {
-    /// Stores into `store`, counting into the global meter provider (scope `mllp`), with
-    /// [`DuplicatePolicy::Acknowledge`]. A service that gives its server a meter of its own
-    /// (`ServerBuilder::meter`, as the `admin` module's example does) passes the same one with
-    /// [`meter`](Self::meter), or its `mllp.server.duplicates` and
-    /// `mllp.server.reused_control_ids` go to the global provider instead.
+    /// Stores into `store`, with [`DuplicatePolicy::Acknowledge`]. Its two counters,
+    /// `mllp.server.duplicates` and `mllp.server.reused_control_ids`, go where the server's own
+    /// metrics go: the meter given to
+    /// [`ServerBuilder::meter`](crate::ServerBuilder::meter), or, for a server without one, the
+    /// global meter provider (scope `mllp`). [`meter`](Self::meter) overrides that.
     pub fn new(store: impl Store) -> Self {
-        Self::build(
-            Arc::new(store),
-            DuplicatePolicy::default(),
-            &crate::telemetry::meter(),
-        )
+        Self::build(Arc::new(store), DuplicatePolicy::default(), None)
     }
 
     /// [`StoreLayer::new`] for a store already behind an `Arc`.
     pub fn shared(store: Arc<dyn Store>) -> Self {
-        Self::build(
-            store,
-            DuplicatePolicy::default(),
-            &crate::telemetry::meter(),
-        )
+        Self::build(store, DuplicatePolicy::default(), None)
     }
 
     /// What to do with duplicates. Default is [`DuplicatePolicy::Acknowledge`].
@@ -107,15 +132,20 @@ impl StoreLayer {
                 duplicates: policy,
                 failing: AtomicBool::new(false),
                 unaccepted: Unaccepted::default(),
-                duplicate_count: inner.duplicate_count.clone(),
-                reused_count: inner.reused_count.clone(),
+                counters: inner.counters.clone(),
+                global: OnceLock::new(),
             }),
         }
     }
 
-    /// Counts duplicates into `meter` instead of the global meter provider.
+    /// Counts into `meter`, whatever meter the server that runs this layer was given. Default:
+    /// the server's (see [`new`](Self::new)).
     pub fn meter(self, meter: &Meter) -> Self {
-        Self::build(self.inner.store.clone(), self.inner.duplicates, meter)
+        Self::build(
+            self.inner.store.clone(),
+            self.inner.duplicates,
+            Some(Counters::new(meter)),
+        )
     }
 
     /// The store.
@@ -123,35 +153,41 @@ impl StoreLayer {
         &self.inner.store
     }
 
-    fn build(store: Arc<dyn Store>, duplicates: DuplicatePolicy, meter: &Meter) -> Self {
+    fn build(
+        store: Arc<dyn Store>,
+        duplicates: DuplicatePolicy,
+        counters: Option<Counters>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 duplicates,
                 failing: AtomicBool::new(false),
                 unaccepted: Unaccepted::default(),
-                duplicate_count: meter
-                    .u64_counter("mllp.server.duplicates")
-                    .with_description(
-                        "Messages recognised as resends of a stored message and not stored \
-                         again (acknowledged from the store, or handled again)",
-                    )
-                    .with_unit("{message}")
-                    .build(),
-                reused_count: meter
-                    .u64_counter("mllp.server.reused_control_ids")
-                    .with_description(
-                        "Messages stored although another message from the same sender with the \
-                         same control id and other content was stored inside the window",
-                    )
-                    .with_unit("{message}")
-                    .build(),
+                counters,
+                global: OnceLock::new(),
             }),
         }
     }
 }
 
 impl Inner {
+    /// The counters for a message of `request`: this layer's own, else its server's (made
+    /// again at each count: counts are rare, and the SDK returns the instrument it has), else
+    /// the global provider's.
+    fn counters(&self, request: &Request) -> std::borrow::Cow<'_, Counters> {
+        if let Some(counters) = &self.counters {
+            return std::borrow::Cow::Borrowed(counters);
+        }
+        match request.server_meter() {
+            Some(meter) => std::borrow::Cow::Owned(Counters::new(meter)),
+            None => std::borrow::Cow::Borrowed(
+                self.global
+                    .get_or_init(|| Counters::new(&crate::telemetry::meter())),
+            ),
+        }
+    }
+
     async fn handle(self: Arc<Self>, mut request: Request, next: Next) -> Response {
         let record = Record::from_request(&request);
         let result = self.store.append(record).await;
@@ -207,7 +243,7 @@ impl Inner {
         };
         match &receipt {
             Receipt::Duplicate { of } => {
-                self.duplicate_count.add(1, &type_attribute());
+                self.counters(&request).duplicates.add(1, &type_attribute());
                 let accepted_before = !self.unaccepted.contains(of);
                 if self.duplicates == DuplicatePolicy::Acknowledge && accepted_before {
                     tracing::info!(
@@ -232,7 +268,7 @@ impl Inner {
                 id,
                 reused_control_id: true,
             } => {
-                self.reused_count.add(1, &type_attribute());
+                self.counters(&request).reused.add(1, &type_attribute());
                 tracing::warn!(
                     store.id = %id,
                     hl7.message_type = message_type,
