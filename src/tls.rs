@@ -42,7 +42,7 @@ mod validity;
 pub use admission::{Admission, Admitted};
 pub use client::{BoxedStream, Connector, IoStream, TlsClientConfig, TlsConnector};
 pub use error::{AdmissionError, FileRole, HandshakeError, PemError, TlsConfigError};
-pub use server::{TlsConfig, TlsReloader, TlsTransport};
+pub use server::{ReloadOutcome, TlsConfig, TlsReloader, TlsTransport};
 pub use stream::{ClientTlsStream, ServerTlsStream};
 pub use validity::CertificateValidity;
 

@@ -608,6 +608,38 @@ fn certificate_validity_follows_reloads() {
     assert_eq!(transport.certificate_validity(), Some(renewed));
 }
 
+/// The transport remembers what its last reload did: nothing before the first, then each
+/// outcome in turn, a failure with its reason naming the file (for an operator's status page),
+/// cleared by the next reload that succeeds.
+#[test]
+fn last_reload_tells_a_failure_until_a_reload_succeeds() {
+    let pki = Pki::new();
+    let transport = server(&pki).build().unwrap();
+    assert_eq!(transport.last_reload(), None);
+    let before = std::time::SystemTime::now();
+    let reloader = transport.reloader();
+    reloader.reload().expect("reload");
+    let ok = transport.last_reload().expect("a reload ran");
+    assert_eq!(ok.error, None);
+    assert!(ok.at >= before);
+
+    let good = std::fs::read(&pki.server.cert).unwrap();
+    std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+    let err = reloader.reload().unwrap_err();
+    let failed = reloader.last_reload().expect("a reload ran");
+    let reason = failed.error.expect("the failure");
+    assert!(reason.starts_with(&err.to_string()), "{reason} / {err}");
+    assert!(
+        reason.contains(&*pki.server.cert.to_string_lossy()),
+        "{reason}"
+    );
+    assert!(failed.at >= ok.at);
+
+    std::fs::write(&pki.server.cert, good).unwrap();
+    reloader.reload().expect("reload");
+    assert_eq!(transport.last_reload().expect("a reload ran").error, None);
+}
+
 /// A reload that fails (a half-written certificate) reports a typed error and keeps serving
 /// the previous certificate.
 #[tokio::test]

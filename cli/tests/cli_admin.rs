@@ -100,6 +100,16 @@ impl Serve {
         }
     }
 
+    /// SIGHUP.
+    fn hangup(&self) {
+        let pid = self.child.id().expect("running");
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// SIGTERM; the exit status and stderr.
     async fn stop(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().expect("running");
@@ -198,6 +208,83 @@ async fn an_expiring_certificate_is_warned_about_and_its_expiry_exported() {
         stderr.contains("tls certificate expires in 9 day(s)"),
         "{stderr}"
     );
+}
+
+/// `GET /status` until its body contains `text` (a reload runs on its own task after SIGHUP);
+/// the body.
+async fn status_when(admin: SocketAddr, text: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get(admin, "/status").await;
+        if body.contains(text) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/status never showed {text:?}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A SIGHUP reload that fails (a half-written certificate) leaves the listener on its previous
+/// certificate, and says so where an operator looks: `/status` names the failure and the file,
+/// `/metrics` has `mllp_tls_reload_failed 1`, and `/readyz` stays ready (the listener serves);
+/// the next reload that succeeds clears both.
+#[tokio::test]
+async fn a_failed_certificate_reload_shows_on_status_and_metrics_until_one_succeeds() {
+    let pki = pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = pki.server.cert.to_str().unwrap().to_owned();
+    let key = pki.server.key.to_str().unwrap().to_owned();
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let admin = serve.admin.unwrap();
+    let status = status_when(admin, "certificate valid until").await;
+    assert!(!status.contains("reload"), "no reload yet: {status}");
+    let (_, metrics) = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "mllp_tls_reload_failed"),
+        Some(0.0),
+        "{metrics}"
+    );
+
+    let good = std::fs::read(&pki.server.cert).unwrap();
+    std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+    serve.hangup();
+    let status = status_when(admin, "failed, the previous certificate is still served").await;
+    assert!(status.contains(&cert), "the file is named: {status}");
+    let (_, metrics) = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "mllp_tls_reload_failed"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(get(admin, "/readyz").await, (200, "ready\n".to_owned()));
+
+    std::fs::write(&pki.server.cert, good).unwrap();
+    serve.hangup();
+    let status = status_when(admin, "; reloaded at").await;
+    assert!(!status.contains("failed"), "{status}");
+    let (_, metrics) = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "mllp_tls_reload_failed"),
+        Some(0.0),
+        "{metrics}"
+    );
+    let (exit, stderr) = serve.stop().await;
+    assert!(exit.success(), "{stderr}");
+    assert!(stderr.contains("tls reload failed"), "{stderr}");
 }
 
 async fn run(args: &[&str]) -> std::process::Output {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use mllp_actors::{Established, Transport};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -131,7 +132,7 @@ impl TlsConfig {
             shared: Arc::new(Shared {
                 settings: self,
                 current: RwLock::new(current),
-                reloading: Mutex::new(()),
+                reloading: Mutex::new(None),
             }),
         })
     }
@@ -201,8 +202,23 @@ struct Shared {
     /// rustls connection), so swapping this never touches it.
     current: RwLock<Loaded>,
     /// Held across a whole reload (read the files, then swap), so that of two overlapping
-    /// reloads the one that read the files last is the one that stays.
-    reloading: Mutex<()>,
+    /// reloads the one that read the files last is the one that stays. It holds the outcome of
+    /// the last one.
+    reloading: Mutex<Option<ReloadOutcome>>,
+}
+
+/// What the last reload ([`TlsReloader::reload`], [`TlsTransport::reload`]) of a transport
+/// did: when it ran, and why it failed if it did. A failed reload leaves the previous
+/// certificate in use, so a listener whose last reload failed still serves, with a certificate
+/// older than the files on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadOutcome {
+    /// When the reload ran.
+    pub at: SystemTime,
+    /// Why it failed, with its causes (it names the file and what is wrong with it, never key
+    /// material); `None` when it succeeded.
+    pub error: Option<String>,
 }
 
 impl Shared {
@@ -218,13 +234,34 @@ impl Shared {
     }
 
     fn reload(&self) -> Result<(), TlsConfigError> {
-        let _one_at_a_time = self
+        let mut last = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let fresh = self.settings.load()?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-        Ok(())
+        let result = self.settings.load().map(|fresh| {
+            *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        });
+        *last = Some(ReloadOutcome {
+            at: SystemTime::now(),
+            error: result.as_ref().err().map(|e| {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(e);
+                while let Some(cause) = source {
+                    text.push_str(": ");
+                    text.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                text
+            }),
+        });
+        result
+    }
+
+    fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn validity(&self) -> Option<CertificateValidity> {
@@ -271,6 +308,12 @@ impl TlsTransport {
     /// As [`TlsConfig::build`]; the previous configuration stays in use.
     pub fn reload(&self) -> Result<(), TlsConfigError> {
         self.shared.reload()
+    }
+
+    /// What the last reload of this transport (through it or a [`TlsReloader`] of it) did;
+    /// `None` before the first. The files read when the transport was built are not a reload.
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.shared.last_reload()
     }
 
     /// The settings this transport was built from.
@@ -371,6 +414,11 @@ impl TlsReloader {
     /// load.
     pub fn certificate_validity(&self) -> Option<CertificateValidity> {
         self.shared.validity()
+    }
+
+    /// As [`TlsTransport::last_reload`].
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.shared.last_reload()
     }
 }
 

@@ -129,7 +129,7 @@ async fn serve_on<T: Transport>(
     }
     let hangup_task = signal.spawn_reloaders(served.clone());
     tracing::info!(address = %server.local_addr(), tls = settings.tls.is_some(), "listening");
-    let _certificates = certificates::Watch::start(served);
+    let _certificates = certificates::Watch::start(served.clone());
     let handle = server
         .spawn()
         .await
@@ -143,6 +143,7 @@ async fn serve_on<T: Transport>(
             &[(None, handle.clone())],
             metrics,
             store.iter().cloned().collect(),
+            served,
         )),
         _ => None,
     };

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use mllp::store::{Store, StoreHealth};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use mllp::ServerHandle;
 use mllp::admin::{AdminState, Health, PrometheusMetrics};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::certificates::{self, Served};
 use super::settings::AdminSettings;
 use crate::exit;
 
@@ -26,13 +28,16 @@ pub(super) async fn bind(settings: &AdminSettings) -> Result<TcpListener, ExitCo
 
 /// Serves the endpoint for `servers` (one per listener, labelled when there are several)
 /// until every one has stopped; prints `admin on ADDR` on stdout. Each store is a readiness
-/// check.
+/// check; each TLS listener's certificate is a check that is always ready (a failed reload
+/// keeps serving the previous certificate) and says in `/status` until when it is valid and
+/// what its last reload did.
 pub(super) fn spawn(
     listener: TcpListener,
     settings: &AdminSettings,
     servers: &[(Option<String>, ServerHandle)],
     metrics: Option<PrometheusMetrics>,
     stores: Vec<Arc<dyn Store>>,
+    tls: Vec<Served>,
 ) -> JoinHandle<()> {
     let (first_label, first) = servers.first().expect("at least one server");
     let mut state = AdminState::new(first.clone());
@@ -52,6 +57,15 @@ pub(super) fn spawn(
     for store in stores {
         state = state.check("store", move || {
             Health::new(store.health() == StoreHealth::Ok, store.describe())
+        });
+    }
+    for served in tls {
+        let name = match &served.label {
+            Some(label) => format!("tls {label}"),
+            None => "tls".to_owned(),
+        };
+        state = state.check(name, move || {
+            Health::healthy(certificates::describe(&served, SystemTime::now()))
         });
     }
     let addr = listener.local_addr().unwrap_or(settings.addr);

@@ -1,7 +1,9 @@
 //! The served certificates' validity: logged when serving starts, after each SIGHUP reload and
 //! once a day while serving, and exported as the gauge `mllp.tls.certificate.not_after`, so
 //! that an operator hears of an expiring certificate weeks before partners' handshakes start
-//! failing on it.
+//! failing on it. A reload that failed (the listener goes on with its previous certificate) is
+//! the gauge `mllp.tls.reload.failed` until one succeeds, and both show in the admin
+//! endpoint's `/status`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,11 +98,39 @@ pub(super) fn check(served: &Served, now: SystemTime, routine: bool) {
     }
 }
 
+/// One line for `/status`: until when `served`'s certificate is valid (or what is wrong with
+/// it) at `now`, and what its last reload did, if there was one.
+pub(super) fn describe(served: &Served, now: SystemTime) -> String {
+    let date = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let mut text = match finding(served.reloader.certificate_validity(), now) {
+        Finding::Unreadable => "certificate dates unreadable".to_owned(),
+        Finding::Expired { not_after } => format!("certificate expired at {}", date(not_after)),
+        Finding::NotYetValid { not_before } => {
+            format!("certificate not valid before {}", date(not_before))
+        }
+        Finding::ExpiresSoon { not_after, days } => format!(
+            "certificate expires in {days} day(s), at {}",
+            date(not_after)
+        ),
+        Finding::Fine { not_after } => format!("certificate valid until {}", date(not_after)),
+    };
+    if let Some(last) = served.reloader.last_reload() {
+        match last.error {
+            None => text.push_str(&format!("; reloaded at {}", date(last.at))),
+            Some(error) => text.push_str(&format!(
+                "; the reload at {} failed, the previous certificate is still served: {error}",
+                date(last.at)
+            )),
+        }
+    }
+    text
+}
+
 /// Watches the served certificates while it lives: checks every one now, then once a day
-/// (logging then only what needs attention), and reports the gauge.
+/// (logging then only what needs attention), and reports the gauges.
 pub(super) struct Watch {
     task: Option<tokio::task::JoinHandle<()>>,
-    _gauge: Option<ObservableGauge<i64>>,
+    _gauges: Option<[ObservableGauge<i64>; 2]>,
 }
 
 impl Watch {
@@ -108,13 +138,13 @@ impl Watch {
         if served.is_empty() {
             return Watch {
                 task: None,
-                _gauge: None,
+                _gauges: None,
             };
         }
         for s in &served {
             check(s, SystemTime::now(), false);
         }
-        let gauge = register(&mllp::telemetry::meter(), served.clone());
+        let gauges = register(&mllp::telemetry::meter(), &served);
         let task = tokio::spawn(async move {
             let mut daily = tokio::time::interval(RECHECK);
             daily.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,7 +158,7 @@ impl Watch {
         });
         Watch {
             task: Some(task),
-            _gauge: Some(gauge),
+            _gauges: Some(gauges),
         }
     }
 }
@@ -141,11 +171,22 @@ impl Drop for Watch {
     }
 }
 
-/// Registers `mllp.tls.certificate.not_after` (seconds since the Unix epoch, one series per
-/// TLS listener, labelled `listener` when it has a label); keep what it returns for as long as
-/// it should be reported.
-fn register(meter: &Meter, served: Vec<Served>) -> ObservableGauge<i64> {
-    meter
+/// The attributes of `served`'s series: `listener` when it has a label.
+fn labels(served: &Served) -> Vec<KeyValue> {
+    served
+        .label
+        .iter()
+        .map(|l| KeyValue::new("listener", l.clone()))
+        .collect()
+}
+
+/// Registers `mllp.tls.certificate.not_after` (seconds since the Unix epoch) and
+/// `mllp.tls.reload.failed` (1 while the last reload failed, else 0), one series each per TLS
+/// listener, labelled `listener` when it has a label; keep what it returns for as long as they
+/// should be reported.
+fn register(meter: &Meter, served: &[Served]) -> [ObservableGauge<i64>; 2] {
+    let listeners = served.to_vec();
+    let not_after = meter
         .i64_observable_gauge("mllp.tls.certificate.not_after")
         .with_unit("s")
         .with_description(
@@ -153,7 +194,7 @@ fn register(meter: &Meter, served: Vec<Served>) -> ObservableGauge<i64> {
                  epoch (alert on it minus the current time)",
         )
         .with_callback(move |observer| {
-            for s in &served {
+            for s in &listeners {
                 let Some(validity) = s.reloader.certificate_validity() else {
                     continue;
                 };
@@ -161,15 +202,25 @@ fn register(meter: &Meter, served: Vec<Served>) -> ObservableGauge<i64> {
                     .not_after()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-                let labels: Vec<KeyValue> = s
-                    .label
-                    .iter()
-                    .map(|l| KeyValue::new("listener", l.clone()))
-                    .collect();
-                observer.observe(seconds, &labels);
+                observer.observe(seconds, &labels(s));
             }
         })
-        .build()
+        .build();
+    let listeners = served.to_vec();
+    let reload_failed = meter
+        .i64_observable_gauge("mllp.tls.reload.failed")
+        .with_description(
+            "1 while the last certificate reload of a TLS listener failed (it still serves its \
+             previous certificate), 0 otherwise",
+        )
+        .with_callback(move |observer| {
+            for s in &listeners {
+                let failed = s.reloader.last_reload().is_some_and(|r| r.error.is_some());
+                observer.observe(i64::from(failed), &labels(s));
+            }
+        })
+        .build();
+    [not_after, reload_failed]
 }
 
 #[cfg(test)]

@@ -129,7 +129,14 @@ pub(super) async fn serve_many(
                 .collect();
             let mut stores: Vec<_> = stores.values().flatten().cloned().collect();
             stores.sort_by_key(|s| s.describe());
-            Some(admin::spawn(listener, admin, &servers, metrics, stores))
+            Some(admin::spawn(
+                listener,
+                admin,
+                &servers,
+                metrics,
+                stores,
+                reloaders.clone(),
+            ))
         }
         _ => None,
     };
