@@ -132,7 +132,8 @@ impl TlsConfig {
             shared: Arc::new(Shared {
                 settings: self,
                 current: RwLock::new(current),
-                reloading: Mutex::new(None),
+                reloading: Mutex::new(()),
+                last_reload: Mutex::new(None),
             }),
         })
     }
@@ -202,9 +203,11 @@ struct Shared {
     /// rustls connection), so swapping this never touches it.
     current: RwLock<Loaded>,
     /// Held across a whole reload (read the files, then swap), so that of two overlapping
-    /// reloads the one that read the files last is the one that stays. It holds the outcome of
-    /// the last one.
-    reloading: Mutex<Option<ReloadOutcome>>,
+    /// reloads the one that read the files last is the one that stays.
+    reloading: Mutex<()>,
+    /// What the last reload did. A lock of its own, never held across file reads: a status
+    /// page reads it from an async task while a reload may be stuck on a slow file system.
+    last_reload: Mutex<Option<ReloadOutcome>>,
 }
 
 /// What the last reload ([`TlsReloader::reload`], [`TlsTransport::reload`]) of a transport
@@ -234,14 +237,17 @@ impl Shared {
     }
 
     fn reload(&self) -> Result<(), TlsConfigError> {
-        let mut last = self
+        let _one_at_a_time = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let result = self.settings.load().map(|fresh| {
             *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         });
-        *last = Some(ReloadOutcome {
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(ReloadOutcome {
             at: SystemTime::now(),
             error: result.as_ref().err().map(|e| {
                 let mut text = e.to_string();
@@ -258,7 +264,7 @@ impl Shared {
     }
 
     fn last_reload(&self) -> Option<ReloadOutcome> {
-        self.reloading
+        self.last_reload
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
