@@ -386,6 +386,29 @@ async fn readiness_follows_a_failing_health_check() {
     within(admin.served).await.unwrap().unwrap();
 }
 
+/// A degraded check (serving, but needing attention) leaves the server ready and is flagged
+/// in `/status`; a healthy one is not flagged.
+#[tokio::test]
+async fn a_degraded_check_is_flagged_in_status_and_leaves_the_server_ready() {
+    let admin = admin(accept_all(), |s| {
+        s.check("tls", || {
+            Health::degraded("certificate expires in 3 day(s), at 2026-12-10T00:00:00Z")
+        })
+        .check("store", || Health::healthy("sqlite:test.db"))
+    })
+    .await;
+    assert_eq!(get(admin.addr, "/readyz", None).await.status, 200);
+    let status: serde_json::Value =
+        serde_json::from_str(&get(admin.addr, "/status", None).await.body).unwrap();
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["checks"][0]["name"], "tls");
+    assert_eq!(status["checks"][0]["healthy"], true);
+    assert_eq!(status["checks"][0]["degraded"], true);
+    assert_eq!(status["checks"][1]["degraded"], false);
+    within(admin.server.shutdown()).await;
+    within(admin.served).await.unwrap().unwrap();
+}
+
 /// During a drain `/readyz` answers 503 `draining` while `/healthz` stays 200, and the
 /// endpoint keeps serving until the server has stopped, then stops too.
 #[tokio::test]

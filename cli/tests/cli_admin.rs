@@ -202,6 +202,18 @@ async fn an_expiring_certificate_is_warned_about_and_its_expiry_exported() {
         not_after > now + 9.0 * day as f64 && not_after <= now + 10.0 * day as f64,
         "{not_after} for a certificate that expires in ten days (now {now})"
     );
+    let (_, status) = get(serve.admin.unwrap(), "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let tls = &status["checks"][0];
+    assert_eq!(tls["degraded"], true, "{status}");
+    assert_eq!(status["ready"], true, "{status}");
+    assert!(
+        tls["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("certificate expires in 9 day(s)"),
+        "{status}"
+    );
     let (status, stderr) = serve.stop().await;
     assert!(status.success(), "{stderr}");
     assert!(
@@ -262,8 +274,19 @@ async fn a_failed_certificate_reload_shows_on_status_and_metrics_until_one_succe
     let good = std::fs::read(&pki.server.cert).unwrap();
     std::fs::write(&pki.server.cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
     serve.hangup();
-    let status = status_when(admin, "failed, the previous certificate is still served").await;
+    let status = status_when(
+        admin,
+        "failed, the previous certificate, key and client CAs",
+    )
+    .await;
     assert!(status.contains(&cert), "the file is named: {status}");
+    let checks: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let tls = &checks["checks"][0];
+    assert_eq!(
+        (&tls["name"], &tls["healthy"], &tls["degraded"]),
+        (&"tls".into(), &true.into(), &true.into()),
+        "{status}"
+    );
     let (_, metrics) = get(admin, "/metrics").await;
     assert_eq!(
         sample(&metrics, "mllp_tls_reload_failed"),
@@ -276,6 +299,7 @@ async fn a_failed_certificate_reload_shows_on_status_and_metrics_until_one_succe
     serve.hangup();
     let status = status_when(admin, "; reloaded at").await;
     assert!(!status.contains("failed"), "{status}");
+    assert!(status.contains(r#""degraded":false"#), "{status}");
     let (_, metrics) = get(admin, "/metrics").await;
     assert_eq!(
         sample(&metrics, "mllp_tls_reload_failed"),

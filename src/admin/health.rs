@@ -21,6 +21,10 @@ pub struct Health {
     /// What it is and how it is (`sqlite:mllp.db`, `last commit failed`); shown in `/readyz`
     /// and `/status`. Never patient data.
     pub detail: String,
+    /// Healthy, but needing attention (a certificate about to expire, a reload that failed
+    /// while the previous configuration still serves): `/readyz` stays ready, `/status` says
+    /// `"degraded": true`, and `mllp top` shows it. Default `false`.
+    pub degraded: bool,
 }
 
 impl Health {
@@ -29,6 +33,15 @@ impl Health {
         Self {
             healthy,
             detail: detail.into(),
+            degraded: false,
+        }
+    }
+
+    /// A healthy result that needs attention: ready, but flagged in `/status`.
+    pub fn degraded(detail: impl Into<String>) -> Self {
+        Self {
+            degraded: true,
+            ..Self::new(true, detail)
         }
     }
 

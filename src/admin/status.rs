@@ -86,6 +86,7 @@ struct LatencyView {
 struct Check {
     name: String,
     healthy: bool,
+    degraded: bool,
     detail: String,
 }
 
@@ -285,6 +286,7 @@ fn status_of(state: &AdminState, snapshots: &[(Label, Snapshot)]) -> Status {
             .map(|(name, health)| Check {
                 name: name.to_string(),
                 healthy: health.healthy,
+                degraded: health.healthy && health.degraded,
                 detail: health.detail,
             })
             .collect(),

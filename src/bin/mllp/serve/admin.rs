@@ -29,8 +29,8 @@ pub(super) async fn bind(settings: &AdminSettings) -> Result<TcpListener, ExitCo
 /// Serves the endpoint for `servers` (one per listener, labelled when there are several)
 /// until every one has stopped; prints `admin on ADDR` on stdout. Each store is a readiness
 /// check; each TLS listener's certificate is a check that is always ready (a failed reload
-/// keeps serving the previous certificate) and says in `/status` until when it is valid and
-/// what its last reload did.
+/// keeps serving the previous certificate), degraded when it needs attention, and says in
+/// `/status` until when it is valid and what its last reload did.
 pub(super) fn spawn(
     listener: TcpListener,
     settings: &AdminSettings,
@@ -65,7 +65,7 @@ pub(super) fn spawn(
             None => "tls".to_owned(),
         };
         state = state.check(name, move || {
-            Health::healthy(certificates::describe(&served, SystemTime::now()))
+            certificates::health(&served, SystemTime::now())
         });
     }
     let addr = listener.local_addr().unwrap_or(settings.addr);

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mllp::admin::Health;
 use mllp::tls::{CertificateValidity, TlsReloader};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, ObservableGauge};
@@ -98,11 +99,18 @@ pub(super) fn check(served: &Served, now: SystemTime, routine: bool) {
     }
 }
 
-/// One line for `/status`: until when `served`'s certificate is valid (or what is wrong with
-/// it) at `now`, and what its last reload did, if there was one.
-pub(super) fn describe(served: &Served, now: SystemTime) -> String {
+/// `served`'s check for `/status` at `now`: until when its certificate is valid (or what is
+/// wrong with it) and what its last reload did, if there was one. Always ready (the listener
+/// serves whatever happened); degraded when it needs attention: the certificate is expired,
+/// not valid yet or within [`WARN_WITHIN`] of its expiry, or the last reload failed.
+pub(super) fn health(served: &Served, now: SystemTime) -> Health {
     let date = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    let mut text = match finding(served.reloader.certificate_validity(), now) {
+    let finding = finding(served.reloader.certificate_validity(), now);
+    let mut degraded = matches!(
+        finding,
+        Finding::Expired { .. } | Finding::NotYetValid { .. } | Finding::ExpiresSoon { .. }
+    );
+    let mut text = match finding {
         Finding::Unreadable => "certificate dates unreadable".to_owned(),
         Finding::Expired { not_after } => format!("certificate expired at {}", date(not_after)),
         Finding::NotYetValid { not_before } => {
@@ -117,13 +125,21 @@ pub(super) fn describe(served: &Served, now: SystemTime) -> String {
     if let Some(last) = served.reloader.last_reload() {
         match last.error {
             None => text.push_str(&format!("; reloaded at {}", date(last.at))),
-            Some(error) => text.push_str(&format!(
-                "; the reload at {} failed, the previous certificate is still served: {error}",
-                date(last.at)
-            )),
+            Some(error) => {
+                degraded = true;
+                text.push_str(&format!(
+                    "; the reload at {} failed, the previous certificate, key and client CAs \
+                     are still in use: {error}",
+                    date(last.at)
+                ));
+            }
         }
     }
-    text
+    if degraded {
+        Health::degraded(text)
+    } else {
+        Health::healthy(text)
+    }
 }
 
 /// Watches the served certificates while it lives: checks every one now, then once a day

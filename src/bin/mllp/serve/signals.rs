@@ -110,7 +110,7 @@ async fn on_sighup(mut hangups: tokio::signal::unix::Signal, reloaders: Vec<Serv
                     certificates::check(served, std::time::SystemTime::now(), false);
                 }
                 Ok(Err(error)) => {
-                    tracing::error!(listener, error = %exit::chain(&error), "tls reload failed; keeping the previous certificate");
+                    tracing::error!(listener, error = %exit::chain(&error), "tls reload failed; keeping the previous certificate, key and client CAs");
                 }
                 Err(error) => tracing::error!(listener, %error, "tls reload task failed"),
             }

@@ -63,6 +63,9 @@ pub(crate) struct LatencyView {
 pub(crate) struct Check {
     pub(crate) name: String,
     pub(crate) healthy: bool,
+    /// Healthy but needing attention (absent from older servers' `/status`).
+    #[serde(default)]
+    pub(crate) degraded: bool,
     pub(crate) detail: String,
 }
 

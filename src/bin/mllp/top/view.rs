@@ -58,7 +58,7 @@ pub(crate) fn render(frame: &mut Frame<'_>, model: &Model, now: Instant) {
     let [header, activity, health, table, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(5),
-        Constraint::Length(1),
+        Constraint::Length(health_lines(model)),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
@@ -184,38 +184,56 @@ fn render_activity(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     );
 }
 
+/// Lines the health panel takes: one per check (at least one), at most [`HEALTH_LINES`].
+fn health_lines(model: &Model) -> u16 {
+    let checks = model.status.as_ref().map_or(1, |s| s.checks.len().max(1));
+    u16::try_from(checks).unwrap_or(u16::MAX).min(HEALTH_LINES)
+}
+
+/// The most lines the health panel takes; more checks than that share its last line.
+const HEALTH_LINES: u16 = 6;
+
 fn render_health(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     let Some(status) = &model.status else { return };
-    // Each check says what it is (`store: healthy (sqlite:mllp.db)`): no label before them.
-    let mut spans = vec![];
+    // Each check says what it is (`store: healthy (sqlite:mllp.db)`), on a line of its own,
+    // failing and degraded ones first, so that a long detail never hides another check.
+    let mut lines: Vec<Vec<Span<'_>>> = Vec::new();
     if status.checks.is_empty() {
-        spans.push(Span::styled(
+        lines.push(vec![Span::styled(
             "no health checks",
             Style::new().fg(Color::DarkGray),
-        ));
+        )]);
     }
-    for (i, check) in status.checks.iter().enumerate() {
-        if i > 0 {
-            spans.push(Span::raw("  "));
-        }
-        let style = if check.healthy {
-            Style::new().fg(Color::Green)
-        } else {
-            Style::new().fg(Color::Red)
+    let mut checks: Vec<_> = status.checks.iter().collect();
+    checks.sort_by_key(|c| (c.healthy, !c.degraded));
+    for check in checks {
+        let (word, color) = match (check.healthy, check.degraded) {
+            (false, _) => ("FAILING", Color::Red),
+            (true, true) => ("DEGRADED", Color::Yellow),
+            (true, false) => ("healthy", Color::Green),
         };
-        let word = if check.healthy { "healthy" } else { "FAILING" };
-        spans.push(Span::styled(
+        let span = Span::styled(
             format!("{}: {word} ({})", check.name, check.detail),
-            style,
-        ));
+            Style::new().fg(color),
+        );
+        if lines.len() < usize::from(HEALTH_LINES) {
+            lines.push(vec![span]);
+        } else if let Some(last) = lines.last_mut() {
+            last.push(Span::raw("  "));
+            last.push(span);
+        }
     }
-    if !status.ready && !status.not_ready.is_empty() {
-        spans.push(Span::styled(
+    if !status.ready
+        && !status.not_ready.is_empty()
+        && let Some(first) = lines.first_mut()
+    {
+        first.push(Span::styled(
             format!("  not ready: {}", status.not_ready.join(", ")),
             Style::new().fg(Color::Red),
         ));
     }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    let lines: Vec<Line<'_>> = lines.into_iter().map(Line::from).collect();
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 fn cell(column: Column, c: &Connection) -> String {
@@ -367,6 +385,7 @@ mod tests {
             checks: vec![Check {
                 name: "store".into(),
                 healthy: true,
+                degraded: false,
                 detail: "sqlite:mllp.db".into(),
             }],
         }
@@ -462,6 +481,50 @@ mod tests {
         let mut none = status(1000);
         none.checks.clear();
         assert_eq!(health(none), "no health checks");
+    }
+
+    /// Each check gets a line of its own, failing and degraded ones first, so a long detail
+    /// never hides another check; the table still follows them.
+    #[test]
+    fn each_check_gets_its_own_line_failing_and_degraded_first() {
+        let mut status = status(1000);
+        let long = "x".repeat(300);
+        status.checks = vec![
+            Check {
+                name: "tls a".into(),
+                healthy: true,
+                degraded: false,
+                detail: long.clone(),
+            },
+            Check {
+                name: "tls b".into(),
+                healthy: true,
+                degraded: true,
+                detail: "the reload at 2026-12-07T15:20:03Z failed".into(),
+            },
+            Check {
+                name: "store".into(),
+                healthy: false,
+                degraded: false,
+                detail: "sqlite:mllp.db: last commit failed".into(),
+            },
+        ];
+        let mut model = Model::new("http://127.0.0.1:9575".into());
+        model.update(Instant::now(), Ok((status, Connections::default())));
+        let rows = screen(&model, 100, 24);
+        assert!(
+            rows[6].starts_with("store: FAILING (sqlite:mllp.db: last commit failed)"),
+            "{rows:#?}"
+        );
+        assert!(
+            rows[7].starts_with("tls b: DEGRADED (the reload at 2026-12-07T15:20:03Z failed)"),
+            "{rows:#?}"
+        );
+        assert!(rows[8].starts_with("tls a: healthy (xxx"), "{rows:#?}");
+        assert!(
+            rows[9].contains("connections"),
+            "the table follows: {rows:#?}"
+        );
     }
 
     /// Sorting by another column, and reversing, reorders the rows.
