@@ -1073,6 +1073,46 @@ async fn sighup_does_not_stop_a_plain_server() {
     serve.stop_cleanly().await;
 }
 
+/// A sender whose TLS handshake fails (the receiver's certificate is from a CA it does not
+/// trust) is told the handshake failed, not that the receiver cannot be reached, which would
+/// send an operator to the network.
+#[tokio::test]
+async fn send_says_the_tls_handshake_failed_not_that_the_receiver_is_unreachable() {
+    let pki = pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "one.hl7", &hl7("TLS-1", b"DOE"));
+    let serve = Serve::start(
+        dir.path(),
+        &[
+            "--no-inbox",
+            "--tls-cert",
+            &path_str(&pki.server.cert),
+            "--tls-key",
+            &path_str(&pki.server.key),
+        ],
+    )
+    .await;
+    let out = mllp(&[
+        "send",
+        "--to",
+        &serve.to(),
+        "--tls-ca",
+        &path_str(&pki.other_ca.cert),
+        "--retries",
+        "0",
+        &input,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("the TLS handshake with {} failed", serve.to())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot reach"), "{stderr}");
+    serve.stop_cleanly().await;
+}
+
 /// SIGHUP re-reads the certificate files and checks what it read: a certificate that has
 /// expired is logged as an error (clients refuse it), and the server goes on serving.
 #[tokio::test]

@@ -238,6 +238,20 @@ pub(crate) async fn deliver(
     }
 }
 
+/// Why nothing more can be sent after `error`, when it is a failure to connect: the receiver
+/// could not be reached, or it was and the TLS handshake failed (a refused or expired
+/// certificate: "cannot reach" would send the operator to the network).
+pub(crate) fn unreachable(error: &ClientError, to: &str) -> Option<String> {
+    let ClientError::Connect { source, .. } = error else {
+        return None;
+    };
+    Some(if mllp::tls::HandshakeError::from_io(source).is_some() {
+        format!("the TLS handshake with {to} failed")
+    } else {
+        format!("cannot reach {to}")
+    })
+}
+
 /// The `RETRY` line shown before a message is sent again.
 pub(crate) fn retry_line(head: &str, attempt: u32, retries: u32, error: &ClientError) -> String {
     format!("{head}RETRY {attempt}/{retries}  {}", exit::chain(error))
@@ -294,8 +308,10 @@ async fn send_each(
         let mut line = head;
         let ok = tally.record(&result, &mut line);
         // Without a connection the rest cannot go either; say so once.
-        if matches!(result, Err(ClientError::Connect { .. })) {
-            tally.stopped = Some(format!("cannot reach {}", args.connect.to));
+        if let Err(e) = &result
+            && let Some(why) = unreachable(e, &args.connect.to)
+        {
+            tally.stopped = Some(why);
         }
         if !ok || !args.quiet {
             say(line);

@@ -66,8 +66,8 @@ pub(crate) async fn run(args: &SendArgs) -> ExitCode {
                     tally.failed += 1;
                     say!("{file}#{}  {}  FAILED  {reason}", i + 1, printable(id));
                 }
-                if matches!(e, ClientError::Connect { .. }) {
-                    tally.stopped = Some(format!("cannot reach {}", args.connect.to));
+                if let Some(why) = send::unreachable(&e, &args.connect.to) {
+                    tally.stopped = Some(why);
                 }
             }
         }
