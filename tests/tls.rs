@@ -667,6 +667,35 @@ async fn failed_reload_keeps_previous_certificate() {
     );
 }
 
+/// Damaged base64 inside a PEM section is said in words, not as the decoder's Rust value, and
+/// quotes none of the file.
+#[test]
+fn damaged_base64_is_said_in_words() {
+    let pki = Pki::new();
+    let pem = std::fs::read_to_string(&pki.server.cert).unwrap();
+    let mut lines: Vec<String> = pem.lines().map(str::to_owned).collect();
+    lines[1].replace_range(5..6, "@");
+    std::fs::write(&pki.server.cert, lines.join("\n")).unwrap();
+    let err = server(&pki).build().unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        matches!(
+            err,
+            TlsConfigError::MalformedPem {
+                role: FileRole::Certificate,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(chain.contains("base64 text is damaged"), "{chain}");
+    assert!(!chain.contains("InvalidCharacter"), "{chain}");
+    assert!(
+        !chain.contains(&lines[1][..20]),
+        "quotes none of the file: {chain}"
+    );
+}
+
 /// A missing certificate file is named in the error.
 #[test]
 fn missing_certificate_file_is_named() {

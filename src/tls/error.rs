@@ -94,7 +94,11 @@ pub enum TlsConfigError {
         path: PathBuf,
     },
     /// The key is passphrase-protected; this crate reads unencrypted keys only.
-    #[error("private key in {} is encrypted, which is not supported", path.display())]
+    #[error(
+        "private key in {} is encrypted, which is not supported: decrypt it (`openssl pkey -in \
+         KEY -out PLAIN`) into a file only this service can read",
+        path.display()
+    )]
     EncryptedPrivateKey {
         /// The file.
         path: PathBuf,
@@ -109,7 +113,12 @@ pub enum TlsConfigError {
         source: rustls::Error,
     },
     /// The private key does not belong to the first certificate of the chain.
-    #[error("private key {} does not match certificate {}", key.display(), cert.display())]
+    #[error(
+        "private key {} does not match certificate {} (the certificate file must start with \
+         the certificate of this key, followed by its intermediates)",
+        key.display(),
+        cert.display()
+    )]
     KeyMismatch {
         /// The certificate file.
         cert: PathBuf,
@@ -180,6 +189,12 @@ impl fmt::Display for PemError {
                 f,
                 "malformed BEGIN line `{}`",
                 String::from_utf8_lossy(line)
+            ),
+            // The decoder's own text is a Rust value (`InvalidCharacter(64)`: a byte value,
+            // not a position); none of the base64 text is quoted.
+            Error::Base64Decode(_) => f.write_str(
+                "a section's base64 text is damaged: a character base64 does not use, or a cut \
+                 (a hand-edited or corrupted file?)",
             ),
             other => other.fmt(f),
         }
