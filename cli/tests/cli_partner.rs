@@ -368,6 +368,22 @@ async fn a_bad_listener_table_is_refused_naming_table_and_key() {
             "[[listener]]\nmax-connections = 4\n",
             &["[[listener]] 1", "bind"],
         ),
+        (
+            "samename.toml",
+            "[[listener]]\nname = \"lab\"\nbind = \"127.0.0.1:0\"\n\
+             [[listener]]\nname = \"lab\"\nbind = \"127.0.0.1:0\"\n",
+            &["[[listener]] 2", "\"lab\" is already another listener's"],
+        ),
+        (
+            "badname.toml",
+            "[[listener]]\nname = \"lab one\"\nbind = \"127.0.0.1:0\"\n",
+            &["[[listener]] 1", "letters, digits"],
+        ),
+        (
+            "topname.toml",
+            "name = \"lab\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n",
+            &["name names one [[listener]] table"],
+        ),
     ] {
         let config = write(dir.path(), name, content.as_bytes());
         let out = mllp_in(

@@ -177,6 +177,9 @@ pub(crate) enum NumberOrText {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub(crate) struct ServeFile {
     pub(crate) bind: Option<String>,
+    /// A `[[listener]]` table's name: its label in logs, `/status` and metrics (refused at the
+    /// top level).
+    pub(crate) name: Option<String>,
     pub(crate) store: Option<String>,
     pub(crate) inbox: Option<PathBuf>,
     #[serde(alias = "no_store")]

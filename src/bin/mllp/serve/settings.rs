@@ -106,7 +106,7 @@ impl ServeArgs {
             let mut resolved = self.resolve_file(listener).map_err(|e| {
                 SettingError::Invalid(format!(
                     "{} in {}: {}",
-                    listener.label(n + 1),
+                    listener.position(n + 1),
                     file.path().display(),
                     crate::exit::chain(&e)
                 ))

@@ -47,6 +47,13 @@ impl ConfigFile {
             });
         };
         let values = ServeFile::load(path)?;
+        if values.name.is_some() {
+            return Err(SettingError::Parse {
+                path: path.to_path_buf(),
+                message: "name names one [[listener]] table; put it in the table it names"
+                    .to_owned(),
+            });
+        }
         let listeners = match &values.listener {
             Some(tables) => Self::listeners(path, tables)?,
             None => Vec::new(),
@@ -69,7 +76,7 @@ impl ConfigFile {
             message: e.message().to_owned(),
         })?;
         top.remove("listener");
-        let mut listeners = Vec::with_capacity(tables.len());
+        let mut listeners: Vec<ConfigFile> = Vec::with_capacity(tables.len());
         for (n, table) in tables.iter().enumerate() {
             let invalid = |message: String| SettingError::Parse {
                 path: path.to_path_buf(),
@@ -95,6 +102,27 @@ impl ConfigFile {
             let values: ServeFile = merged
                 .try_into()
                 .map_err(|e: toml::de::Error| invalid(config::readable(e.message())))?;
+            if let Some(name) = &values.name {
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    return Err(invalid(format!(
+                        "name {name:?} must be 1 to 64 letters, digits, '.', '_' or '-' (it \
+                         labels the listener's logs and metrics)"
+                    )));
+                }
+                if listeners
+                    .iter()
+                    .any(|l| l.values.name.as_deref() == Some(name.as_str()))
+                {
+                    return Err(invalid(format!(
+                        "name {name:?} is already another listener's"
+                    )));
+                }
+            }
             listeners.push(ConfigFile {
                 values,
                 path: path.to_path_buf(),
@@ -117,12 +145,23 @@ impl ConfigFile {
         Ok(flag.or(from_file))
     }
 
-    /// How a `[[listener]]` table is named in messages: its position and `bind`.
+    /// How a `[[listener]]` table is named in its logs, `/status` and metrics: its `name`,
+    /// else its position and `bind` (which move when tables are reordered or rebound).
     pub(super) fn label(&self, n: usize) -> String {
-        format!(
-            "[[listener]] {n} (bind {})",
-            self.values.bind.as_deref().unwrap_or("?")
-        )
+        match &self.values.name {
+            Some(name) => name.clone(),
+            None => self.position(n),
+        }
+    }
+
+    /// How a `[[listener]]` table is named in an error about it: its position and `bind`, and
+    /// its name when it has one.
+    pub(super) fn position(&self, n: usize) -> String {
+        let bind = self.values.bind.as_deref().unwrap_or("?");
+        match &self.values.name {
+            Some(name) => format!("[[listener]] {n} ({name}, bind {bind})"),
+            None => format!("[[listener]] {n} (bind {bind})"),
+        }
     }
 
     /// The file's path (empty without one).
