@@ -202,6 +202,12 @@ async fn an_expiring_certificate_is_warned_about_and_its_expiry_exported() {
         not_after > now + 9.0 * day as f64 && not_after <= now + 10.0 * day as f64,
         "{not_after} for a certificate that expires in ten days (now {now})"
     );
+    let name = "mllp_tls_certificate_not_before_seconds";
+    let not_before = sample(&body, name).unwrap_or_else(|| panic!("no {name} in\n{body}"));
+    assert!(
+        not_before <= now && not_before > now - 2.0 * day as f64,
+        "{not_before} for a certificate issued just now (now {now})"
+    );
     let (_, status) = get(serve.admin.unwrap(), "/status").await;
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let tls = &status["checks"][0];

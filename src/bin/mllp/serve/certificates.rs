@@ -146,7 +146,7 @@ pub(super) fn health(served: &Served, now: SystemTime) -> Health {
 /// (logging then only what needs attention), and reports the gauges.
 pub(super) struct Watch {
     task: Option<tokio::task::JoinHandle<()>>,
-    _gauges: Option<[ObservableGauge<i64>; 2]>,
+    _gauges: Option<[ObservableGauge<i64>; 3]>,
 }
 
 impl Watch {
@@ -196,32 +196,56 @@ fn labels(served: &Served) -> Vec<KeyValue> {
         .collect()
 }
 
-/// Registers `mllp.tls.certificate.not_after` (seconds since the Unix epoch) and
-/// `mllp.tls.reload.failed` (1 while the last reload failed, else 0), one series each per TLS
-/// listener, labelled `listener` when it has a label; keep what it returns for as long as they
-/// should be reported.
-fn register(meter: &Meter, served: &[Served]) -> [ObservableGauge<i64>; 2] {
+/// Seconds since the Unix epoch (0 before it), for a gauge.
+fn epoch_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A gauge of one date of each listener's certificate, in seconds since the Unix epoch.
+fn date_gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    served: &[Served],
+    date: fn(&CertificateValidity) -> SystemTime,
+) -> ObservableGauge<i64> {
     let listeners = served.to_vec();
-    let not_after = meter
-        .i64_observable_gauge("mllp.tls.certificate.not_after")
+    meter
+        .i64_observable_gauge(name)
         .with_unit("s")
-        .with_description(
-            "When the certificate a TLS listener presents expires, in seconds since the Unix \
-                 epoch (alert on it minus the current time)",
-        )
+        .with_description(description)
         .with_callback(move |observer| {
             for s in &listeners {
-                let Some(validity) = s.reloader.certificate_validity() else {
-                    continue;
-                };
-                let seconds = validity
-                    .not_after()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-                observer.observe(seconds, &labels(s));
+                if let Some(validity) = s.reloader.certificate_validity() {
+                    observer.observe(epoch_seconds(date(&validity)), &labels(s));
+                }
             }
         })
-        .build();
+        .build()
+}
+
+/// Registers `mllp.tls.certificate.not_after` and `.not_before` (seconds since the Unix epoch)
+/// and `mllp.tls.reload.failed` (1 while the last reload failed, else 0), one series each per
+/// TLS listener, labelled `listener` when it has a label; keep what it returns for as long as
+/// they should be reported.
+fn register(meter: &Meter, served: &[Served]) -> [ObservableGauge<i64>; 3] {
+    let not_after = date_gauge(
+        meter,
+        "mllp.tls.certificate.not_after",
+        "When the certificate a TLS listener presents expires, in seconds since the Unix epoch \
+         (alert on it minus the current time)",
+        served,
+        CertificateValidity::not_after,
+    );
+    let not_before = date_gauge(
+        meter,
+        "mllp.tls.certificate.not_before",
+        "From when the certificate a TLS listener presents is valid, in seconds since the Unix \
+         epoch (alert when it is after the current time: clients refuse it until then)",
+        served,
+        CertificateValidity::not_before,
+    );
     let listeners = served.to_vec();
     let reload_failed = meter
         .i64_observable_gauge("mllp.tls.reload.failed")
@@ -236,7 +260,7 @@ fn register(meter: &Meter, served: &[Served]) -> [ObservableGauge<i64>; 2] {
             }
         })
         .build();
-    [not_after, reload_failed]
+    [not_after, not_before, reload_failed]
 }
 
 #[cfg(test)]
