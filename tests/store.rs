@@ -239,6 +239,31 @@ async fn full_store_answers_an_error_and_recovers_after_a_prune() {
     assert!(!resend.is_duplicate(), "{resend:?}");
 }
 
+/// A limit below what a new file's schema already takes fails the first commit that needs a
+/// page more, as any reached limit does (SQLite cannot lower its page limit below the file).
+#[tokio::test]
+async fn a_size_limit_below_the_new_files_size_fails_the_first_growing_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default().max_size(Some(8192))).await;
+    let big = "X".repeat(8000);
+    let mut stored = 0;
+    let error = loop {
+        match store
+            .append(record(&adt(&format!("M{stored}"), &big)))
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 10, "max_size never reached");
+    };
+    assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
+    assert_eq!(
+        stored, 0,
+        "the first message needs pages the limit does not allow"
+    );
+}
+
 #[tokio::test]
 async fn locked_store_answers_an_error_and_recovers_when_released() {
     let dir = tempfile::tempdir().unwrap();
