@@ -140,10 +140,8 @@ impl AdminState {
 
     /// Adds a readiness check, called on every `/readyz` and `/status` (keep it cheap: read a
     /// flag, never do I/O). `/readyz` answers 503 while any check is unhealthy. A store plugs
-    /// in with one line:
-    /// `.check("store", move || Health::new(store.health() == StoreHealth::Ok, store.describe()))`
-    /// (`health` and `describe` are methods of the [`Store`](crate::store::Store) trait: bring
-    /// it into scope with `use mllp::store::Store;`).
+    /// in with one line: `.check("store", move || Health::of_store(&*store))` (with `store` an
+    /// `Arc` of the store; see [`Health::of_store`]).
     #[must_use]
     pub fn check(
         mut self,

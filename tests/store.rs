@@ -264,6 +264,33 @@ async fn a_size_limit_below_the_new_files_size_fails_the_first_growing_commit() 
     );
 }
 
+/// A store's readiness check says why it is not ready while its commits fail, and is healthy
+/// again once one succeeds.
+#[cfg(feature = "admin")]
+#[tokio::test]
+async fn a_failing_stores_readiness_check_says_its_commits_fail() {
+    use mllp::admin::Health;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, SqliteConfig::default().max_size(Some(8192))).await;
+    let check = Health::of_store(&store);
+    assert!(check.healthy, "{check:?}");
+    assert!(check.detail.starts_with("sqlite:"), "{check:?}");
+    store
+        .append(record(&adt("BIG", &"X".repeat(8000))))
+        .await
+        .unwrap_err();
+    let check = Health::of_store(&store);
+    assert!(!check.healthy, "{check:?}");
+    assert!(
+        check
+            .detail
+            .contains(": commits are failing, messages are answered AE/CE"),
+        "{check:?}"
+    );
+    store.append(record(&adt("SMALL", "X"))).await.unwrap();
+    assert!(Health::of_store(&store).healthy);
+}
+
 #[tokio::test]
 async fn locked_store_answers_an_error_and_recovers_when_released() {
     let dir = tempfile::tempdir().unwrap();

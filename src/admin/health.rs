@@ -37,6 +37,21 @@ impl Health {
         }
     }
 
+    /// A store's readiness: healthy while it commits, detail its description
+    /// (`sqlite:mllp.db`); unhealthy while its commits fail, saying so, so that `/readyz`
+    /// tells why it is not ready. The cause is in the error log (the store layer logs it when
+    /// the store starts failing).
+    pub fn of_store(store: &dyn crate::store::Store) -> Self {
+        match store.health() {
+            crate::store::StoreHealth::Ok => Self::healthy(store.describe()),
+            _ => Self::unhealthy(format!(
+                "{}: commits are failing, messages are answered AE/CE until one succeeds (the \
+                 error log has the cause)",
+                store.describe()
+            )),
+        }
+    }
+
     /// A healthy result that needs attention: ready, but flagged in `/status`.
     pub fn degraded(detail: impl Into<String>) -> Self {
         Self {

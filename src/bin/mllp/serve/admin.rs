@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mllp::store::{Store, StoreHealth};
+use mllp::store::Store;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -55,9 +55,7 @@ pub(super) fn spawn(
     }
     // `/readyz` is 503 while a store cannot commit.
     for store in stores {
-        state = state.check("store", move || {
-            Health::new(store.health() == StoreHealth::Ok, store.describe())
-        });
+        state = state.check("store", move || Health::of_store(&*store));
     }
     for served in tls {
         let name = match &served.label {
