@@ -61,13 +61,18 @@ fn finding(validity: Option<CertificateValidity>, now: SystemTime) -> Finding {
     }
 }
 
+/// A date as logs and `/status` show it: RFC 3339, UTC, whole seconds.
+fn date(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// Logs what `served`'s certificate looks like at `now`: an error when clients that verify it
 /// refuse it (expired, not valid yet), a warning within [`WARN_WITHIN`] of its expiry, and, when
 /// not `routine` (at start and after a reload), its expiry date when all is well.
 pub(super) fn check(served: &Served, now: SystemTime, routine: bool) {
-    // Named only among several listeners, as the other per-listener lines.
+    // Named only when the listener has a label (`[[listener]]` tables), as the other
+    // per-listener lines.
     let listener = served.label.as_deref();
-    let date = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     match finding(served.reloader.certificate_validity(), now) {
         Finding::Unreadable if !routine => tracing::warn!(
             listener,
@@ -104,7 +109,6 @@ pub(super) fn check(served: &Served, now: SystemTime, routine: bool) {
 /// serves whatever happened); degraded when it needs attention: the certificate is expired,
 /// not valid yet or within [`WARN_WITHIN`] of its expiry, or the last reload failed.
 pub(super) fn health(served: &Served, now: SystemTime) -> Health {
-    let date = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let finding = finding(served.reloader.certificate_validity(), now);
     let mut degraded = matches!(
         finding,
