@@ -190,7 +190,8 @@ fn health_lines(model: &Model) -> u16 {
     u16::try_from(checks).unwrap_or(u16::MAX).min(HEALTH_LINES)
 }
 
-/// The most lines the health panel takes; more checks than that share its last line.
+/// The most lines the health panel takes; with more checks (or a window too short for them),
+/// its last line says how many more there are.
 const HEALTH_LINES: u16 = 6;
 
 fn render_health(frame: &mut Frame<'_>, area: Rect, model: &Model) {
@@ -206,6 +207,14 @@ fn render_health(frame: &mut Frame<'_>, area: Rect, model: &Model) {
     }
     let mut checks: Vec<_> = status.checks.iter().collect();
     checks.sort_by_key(|c| (c.healthy, !c.degraded));
+    // A window too short for every line: the last one that fits says how many more there are
+    // (sorted, so those are the least urgent).
+    let fits = usize::from(area.height.clamp(1, HEALTH_LINES));
+    let hidden = if checks.len() > fits {
+        checks.split_off(fits - 1)
+    } else {
+        Vec::new()
+    };
     for check in checks {
         let (word, color) = match (check.healthy, check.degraded) {
             (false, _) => ("FAILING", Color::Red),
@@ -216,12 +225,18 @@ fn render_health(frame: &mut Frame<'_>, area: Rect, model: &Model) {
             format!("{}: {word} ({})", check.name, check.detail),
             Style::new().fg(color),
         );
-        if lines.len() < usize::from(HEALTH_LINES) {
-            lines.push(vec![span]);
-        } else if let Some(last) = lines.last_mut() {
-            last.push(Span::raw("  "));
-            last.push(span);
-        }
+        lines.push(vec![span]);
+    }
+    if !hidden.is_empty() {
+        let urgent = hidden.iter().any(|c| !c.healthy || c.degraded);
+        lines.push(vec![Span::styled(
+            format!("+{} more check(s), in /status", hidden.len()),
+            Style::new().fg(if urgent {
+                Color::Yellow
+            } else {
+                Color::DarkGray
+            }),
+        )]);
     }
     if !status.ready
         && !status.not_ready.is_empty()
@@ -523,6 +538,35 @@ mod tests {
         assert!(rows[8].starts_with("tls a: healthy (xxx"), "{rows:#?}");
         assert!(
             rows[9].contains("connections"),
+            "the table follows: {rows:#?}"
+        );
+    }
+
+    /// More checks than the panel's lines: the most urgent are shown, and the last line says
+    /// how many more there are (in yellow when one of them needs attention).
+    #[test]
+    fn checks_past_the_panel_are_counted_not_dropped() {
+        let mut status = status(1000);
+        status.checks = (0..8)
+            .map(|i| Check {
+                name: format!("tls {i}"),
+                healthy: true,
+                degraded: i == 0,
+                detail: "certificate valid until 2027-03-01T00:00:00Z".into(),
+            })
+            .collect();
+        let mut model = Model::new("http://127.0.0.1:9575".into());
+        model.update(Instant::now(), Ok((status, Connections::default())));
+        let rows = screen(&model, 100, 30);
+        assert!(rows[6].starts_with("tls 0: DEGRADED"), "{rows:#?}");
+        assert!(rows[10].starts_with("tls 4: healthy"), "{rows:#?}");
+        assert_eq!(
+            rows[11].trim_end(),
+            "+3 more check(s), in /status",
+            "{rows:#?}"
+        );
+        assert!(
+            rows[12].contains("connections"),
             "the table follows: {rows:#?}"
         );
     }
