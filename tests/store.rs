@@ -198,22 +198,28 @@ async fn waiting_messages_share_one_commit() {
     assert!(stats.commits <= 3, "{stats:?}");
 }
 
+/// Appends messages `M0`, `M1`, … with `body` until one is refused (fewer than `most`): how
+/// many were stored, and the refusal.
+async fn fill_until_refused(store: &SqliteStore, body: &str, most: u64) -> (u64, StoreError) {
+    let mut stored = 0;
+    loop {
+        match store
+            .append(record(&adt(&format!("M{stored}"), body)))
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(e) => return (stored, e),
+        }
+        assert!(stored < most, "max_size never reached");
+    }
+}
+
 #[tokio::test]
 async fn full_store_answers_an_error_and_recovers_after_a_prune() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, SqliteConfig::default().max_size(Some(128 * 1024))).await;
     let big = "X".repeat(8000);
-    let mut stored = 0;
-    let error = loop {
-        match store
-            .append(record(&adt(&format!("M{stored}"), &big)))
-            .await
-        {
-            Ok(_) => stored += 1,
-            Err(e) => break e,
-        }
-        assert!(stored < 1000, "max_size never reached");
-    };
+    let (stored, error) = fill_until_refused(&store, &big, 1000).await;
     assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
     let text = format!("{}", std::error::Error::source(&error).unwrap());
     assert!(
@@ -245,18 +251,7 @@ async fn full_store_answers_an_error_and_recovers_after_a_prune() {
 async fn a_size_limit_below_the_new_files_size_fails_the_first_growing_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, SqliteConfig::default().max_size(Some(8192))).await;
-    let big = "X".repeat(8000);
-    let mut stored = 0;
-    let error = loop {
-        match store
-            .append(record(&adt(&format!("M{stored}"), &big)))
-            .await
-        {
-            Ok(_) => stored += 1,
-            Err(e) => break e,
-        }
-        assert!(stored < 10, "max_size never reached");
-    };
+    let (stored, error) = fill_until_refused(&store, &"X".repeat(8000), 10).await;
     assert!(matches!(error, StoreError::Commit(_)), "{error:?}");
     assert_eq!(
         stored, 0,

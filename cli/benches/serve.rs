@@ -2148,47 +2148,10 @@ mod bare {
         ]);
     }
 
-    /// RFC 3339 UTC with microseconds, as `tracing-subscriber`'s default timer writes it.
+    /// RFC 3339 UTC with microseconds, as `tracing-subscriber`'s default timer (and serve's
+    /// line) writes it.
     fn timestamp(log: &mut Vec<u8>, now: std::time::SystemTime) {
-        let since = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = since.as_secs();
-        let (days, rest) = (secs / 86_400, secs % 86_400);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let two = |log: &mut Vec<u8>, n: u64| {
-            log.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8])
-        };
-        log.extend_from_slice(itoa::Buffer::new().format(year).as_bytes());
-        log.push(b'-');
-        two(log, month as u64);
-        log.push(b'-');
-        two(log, day as u64);
-        log.push(b'T');
-        two(log, rest / 3600);
-        log.push(b':');
-        two(log, rest / 60 % 60);
-        log.push(b':');
-        two(log, rest % 60);
-        log.push(b'.');
-        let micros = since.subsec_micros();
-        let mut digits = [b'0'; 6];
-        let mut m = micros;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (m % 10) as u8;
-            m /= 10;
-        }
-        log.extend_from_slice(&digits);
-        log.push(b'Z');
+        let _ = write!(log, "{}", humantime::format_rfc3339_micros(now));
     }
 
     /// MSH-10 of `payload`: between the 9th and 10th field separator of the first segment.

@@ -1073,16 +1073,10 @@ async fn sighup_does_not_stop_a_plain_server() {
     serve.stop_cleanly().await;
 }
 
-/// A sender whose TLS handshake fails (the receiver's certificate is from a CA it does not
-/// trust) is told the handshake failed, not that the receiver cannot be reached, which would
-/// send an operator to the network.
-#[tokio::test]
-async fn send_says_the_tls_handshake_failed_not_that_the_receiver_is_unreachable() {
-    let pki = pki::Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "one.hl7", &hl7("TLS-1", b"DOE"));
-    let serve = Serve::start(
-        dir.path(),
+/// `serve --no-inbox` over TLS with `pki`'s server certificate.
+async fn serve_tls(dir: &std::path::Path, pki: &pki::Pki) -> Serve {
+    Serve::start(
+        dir,
         &[
             "--no-inbox",
             "--tls-cert",
@@ -1091,7 +1085,18 @@ async fn send_says_the_tls_handshake_failed_not_that_the_receiver_is_unreachable
             &path_str(&pki.server.key),
         ],
     )
-    .await;
+    .await
+}
+
+/// A sender whose TLS handshake fails (the receiver's certificate is from a CA it does not
+/// trust) is told the handshake failed, not that the receiver cannot be reached, which would
+/// send an operator to the network.
+#[tokio::test]
+async fn send_says_the_tls_handshake_failed_not_that_the_receiver_is_unreachable() {
+    let pki = pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "one.hl7", &hl7("TLS-1", b"DOE"));
+    let serve = serve_tls(dir.path(), &pki).await;
     let out = mllp(&[
         "send",
         "--to",
@@ -1119,17 +1124,7 @@ async fn send_says_the_tls_handshake_failed_not_that_the_receiver_is_unreachable
 async fn sighup_reload_of_an_expired_certificate_is_an_error_in_the_log() {
     let pki = pki::Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(
-        dir.path(),
-        &[
-            "--no-inbox",
-            "--tls-cert",
-            &path_str(&pki.server.cert),
-            "--tls-key",
-            &path_str(&pki.server.key),
-        ],
-    )
-    .await;
+    let serve = serve_tls(dir.path(), &pki).await;
     serve.stderr_shows("tls certificate valid").await;
     std::fs::copy(&pki.expired.cert, &pki.server.cert).unwrap();
     std::fs::copy(&pki.expired.key, &pki.server.key).unwrap();

@@ -100,6 +100,23 @@ impl Serve {
         }
     }
 
+    /// `mllp serve` over TLS with `cert` and `key`, and the admin endpoint.
+    async fn tls_with_admin(cwd: &Path, cert: &Path, key: &Path) -> Serve {
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        Self::start(
+            cwd,
+            &[
+                "--tls-cert",
+                &path(cert),
+                "--tls-key",
+                &path(key),
+                "--admin",
+                "127.0.0.1:0",
+            ],
+        )
+        .await
+    }
+
     /// SIGHUP.
     fn hangup(&self) {
         let pid = self.child.id().expect("running");
@@ -177,20 +194,7 @@ async fn an_expiring_certificate_is_warned_about_and_its_expiry_exported() {
         },
     );
     let dir = tempfile::tempdir().unwrap();
-    let path = |p: &Path| p.to_str().unwrap().to_owned();
-    let (cert, key) = (path(&soon.cert), path(&soon.key));
-    let serve = Serve::start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
+    let serve = Serve::tls_with_admin(dir.path(), &soon.cert, &soon.key).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -254,19 +258,7 @@ async fn a_failed_certificate_reload_shows_on_status_and_metrics_until_one_succe
     let pki = pki::Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let cert = pki.server.cert.to_str().unwrap().to_owned();
-    let key = pki.server.key.to_str().unwrap().to_owned();
-    let serve = Serve::start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
+    let serve = Serve::tls_with_admin(dir.path(), &pki.server.cert, &pki.server.key).await;
     let admin = serve.admin.unwrap();
     let status = status_when(admin, "certificate valid until").await;
     assert!(!status.contains("reload"), "no reload yet: {status}");

@@ -249,16 +249,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(ReloadOutcome {
             at: SystemTime::now(),
-            error: result.as_ref().err().map(|e| {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(e);
-                while let Some(cause) = source {
-                    text.push_str(": ");
-                    text.push_str(&cause.to_string());
-                    source = cause.source();
-                }
-                text
-            }),
+            error: result.as_ref().err().map(|e| crate::store::error_chain(e)),
         });
         result
     }
